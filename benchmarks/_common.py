@@ -1,0 +1,248 @@
+"""Shared helpers for the benchmark scripts in ``benchmarks/``.
+
+Each script answers one question, prints a fixed-width table and writes JSON; this module
+holds what they share: device resolution, timing (median of repeats after a warm-up,
+within a per-row time budget), peak memory (``torch.cuda.max_memory_allocated`` on CUDA;
+on CPU the peak RSS of a fresh child process), table printing, JSON writing and the
+machine description stored with every result.
+
+Peak CPU memory: a child process (``python <script> --_measure-one <json>``) builds its
+inputs, resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``, Linux
+>= 4.0), then runs one call; the reported number is ``ru_maxrss`` after the call minus the
+RSS just before it, i.e. the extra memory the call needed (its output included). The child
+runs with a fixed ``MALLOC_MMAP_THRESHOLD_`` so that large freed tensors go straight back to
+the OS; otherwise glibc keeps them in its heap and a later call would reuse them unseen.
+tracemalloc does not see torch's C++ allocations, hence RSS.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+__all__ = [
+    "DTYPES",
+    "resolve_device",
+    "synchronize",
+    "time_call",
+    "machine_info",
+    "reset_peak_rss",
+    "current_rss_bytes",
+    "peak_rss_bytes",
+    "measure_cpu_peak",
+    "measure_cuda_peak",
+    "run_child",
+    "format_table",
+    "write_json",
+    "fmt_time",
+]
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+MIB = 1024 * 1024
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(
+    fn: Callable[[], Any], device: torch.device, *, repeats: int, budget_s: float, warmup: int = 1
+) -> dict[str, Any]:
+    """Median wall time of ``fn`` (``time.perf_counter``, synchronised on CUDA).
+
+    After ``warmup`` untimed calls, times up to ``repeats`` calls but stops once ``budget_s``
+    seconds of timed calls have been spent (at least one). A warm-up call that alone takes
+    longer than the budget is kept as the only sample (``cold: True``): at that size each
+    call allocates and faults in fresh pages anyway, so it is not meaningfully colder than
+    a second call, and skipping the repeat is what keeps large runs feasible.
+    Returns ``{"median_s", "min_s", "times_s", "cold", "result"}`` (``result``: last return).
+    """
+    times: list[float] = []
+    result = None
+    cold = False
+    for _ in range(warmup):
+        synchronize(device)
+        t0 = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= budget_s:
+            times.append(elapsed)
+            cold = True
+            break
+    while not cold and len(times) < max(1, repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+        if sum(times) >= budget_s:
+            break
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "times_s": times,
+        "cold": cold,
+        "result": result,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What a reader needs to compare two result files."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(),
+        "device": device.type,
+        "cuda_device": None,
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(device if device.type == "cuda" else 0)
+        info["cuda_version"] = torch.version.cuda
+    return info
+
+
+# --- peak memory -----------------------------------------------------------------------
+
+def reset_peak_rss() -> bool:
+    """Reset the RSS high-water mark to the current RSS; False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """``ru_maxrss`` in bytes (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def measure_cpu_peak(fn: Callable[[], Any]) -> dict[str, Any]:
+    """Extra RSS one call of ``fn`` needs, measured inside the current (child) process."""
+    gc.collect()
+    exact = reset_peak_rss()
+    base = current_rss_bytes() if exact else peak_rss_bytes()
+    result = fn()
+    peak = peak_rss_bytes()
+    del result
+    gc.collect()
+    # Without the reset, ru_maxrss may still hold an older, higher mark: the delta is then
+    # only a lower bound, and flagged as such.
+    return {"peak_mib": max(0, peak - base) / MIB, "exact": exact}
+
+
+def measure_cuda_peak(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
+    """Extra CUDA memory one call of ``fn`` needs (max_memory_allocated over a baseline)."""
+    gc.collect()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    result = fn()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del result
+    return {"peak_mib": max(0, peak - base) / MIB, "exact": True}
+
+
+def run_child(script: str | Path, spec: dict[str, Any], *, timeout_s: float = 1800) -> dict[str, Any]:
+    """Run ``python <script> --_measure-one <json spec>`` and parse the JSON of its last line."""
+    env = dict(os.environ)
+    # A fixed mmap threshold stops glibc from raising it dynamically and keeping freed
+    # tensor buffers in its heap, which would hide later allocations from the RSS.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
+    cmd = [sys.executable, str(script), "--_measure-one", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"memory child failed (rc={proc.returncode}): " + " | ".join(tail))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- output ----------------------------------------------------------------------------
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """Fixed-width plain-text table. ``columns``: (key, header); text left, numbers right."""
+    cells = [[("" if r.get(k) is None else str(r.get(k))) for k, _ in columns] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h) in enumerate(columns)]
+    numeric = [
+        all(_looks_numeric(c[i]) for c in cells if c[i] not in ("", "-", "skipped")) for i in range(len(columns))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    out = [line([h for _, h in columns]), "  ".join("-" * w for w in widths)]
+    out += [line(c) for c in cells]
+    return "\n".join(out)
+
+
+def _looks_numeric(text: str) -> bool:
+    head = text.split(" ")[0].rstrip("x%")
+    try:
+        float(head)
+        return True
+    except ValueError:
+        return False
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+        f.write("\n")
+    return path

@@ -1,0 +1,145 @@
+"""Multi-head attention module (Vaswani et al. 2017) with grouped-query heads
+(Ainslie et al. 2023), a KV cache, and RoPE / ALiBi / T5 relative positions.
+
+The module owns projections and state only; the math lives in ``attnlab.attention``.
+Attention weights are returned only when asked, or handed to ``weight_hook`` (used by
+``attnlab.explain``), computed exactly from q and k beside the fused output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention import attention, positional as pos
+from attnlab.layers.cache import KVCache
+from attnlab.layers.positional import RelativePositionBias
+
+__all__ = ["MultiHeadAttention", "key_padding_to_mask"]
+
+POSITIONAL_KINDS = (None, "rope", "alibi", "relative")
+
+
+def key_padding_to_mask(mask: Tensor | None, batch: int, keys: int) -> Tensor | None:
+    """Accept a (B, M) key-padding mask (True = real token) or a full bool mask.
+
+    Returns a mask broadcastable to (B, H, N, M): (B, M) becomes (B, 1, 1, M).
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"attention mask must be a bool tensor (True = attend), got {got}")
+    if mask.dim() == 2:
+        if tuple(mask.shape) != (batch, keys):
+            raise ValueError(f"key padding mask must have shape (B, M) = {(batch, keys)}, got {tuple(mask.shape)}")
+        return mask[:, None, None, :]
+    return mask
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention.
+
+    Shape:
+        x (B, N, C), context (B, M, C) -> (B, N, C); weights (B, H, N, M) on request.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        positional: str | None = None,
+        backend: str = "auto",
+        rope_base: float = 10000.0,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"MultiHeadAttention: dim={dim} must be divisible by num_heads={num_heads}")
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_kv_heads <= 0 or num_heads % num_kv_heads:
+            raise ValueError(f"MultiHeadAttention: num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+        if positional not in POSITIONAL_KINDS:
+            raise ValueError(f"MultiHeadAttention: positional must be one of {POSITIONAL_KINDS}, got {positional!r}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = dim // num_heads
+        self.dropout = dropout
+        self.positional = positional
+        self.backend = backend
+        self.rope_base = rope_base
+        kv_dim = num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, kv_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, kv_dim, bias=qkv_bias)
+        self.out_proj = nn.Linear(dim, dim)
+        self.relative_bias = RelativePositionBias(num_heads) if positional == "relative" else None
+        self._alibi = pos.alibi_bias(num_heads) if positional == "alibi" else None
+        # explain/ sets this to receive exact weights (B, H, N, M) on every forward.
+        self.weight_hook: Callable[["MultiHeadAttention", Tensor], None] | None = None
+
+    def _split(self, t: Tensor, heads: int) -> Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, heads, self.head_dim).transpose(1, 2)  # (B, heads, N, D)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        window: int | None = None,
+        cache: KVCache | None = None,
+        return_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"MultiHeadAttention: x must be (B, N, C={self.dim}), got shape {tuple(x.shape)}")
+        if context is not None and (context.dim() != 3 or context.shape[-1] != self.dim or context.shape[0] != x.shape[0]):
+            raise ValueError(f"MultiHeadAttention: context must be (B={x.shape[0]}, M, C={self.dim}), got shape {tuple(context.shape)}")
+        b, n, c = x.shape
+        source = x if context is None else context
+        q = self._split(self.q_proj(x), self.num_heads)  # (B, H, N, D)
+        k = self._split(self.k_proj(source), self.num_kv_heads)  # (B, G, M_new, D)
+        v = self._split(self.v_proj(source), self.num_kv_heads)  # (B, G, M_new, D)
+        self_attn = context is None
+        past = len(cache) if cache is not None and self_attn else 0
+        if self.positional == "rope" and self_attn:
+            positions = torch.arange(past, past + n, device=x.device)
+            cos, sin = pos.rope_cos_sin(positions, self.head_dim, base=self.rope_base, dtype=q.dtype)
+            q, k = pos.apply_rope(q, cos, sin), pos.apply_rope(k, cos, sin)
+        if cache is not None:
+            if self_attn or len(cache) == 0:
+                k, v = cache.update(k, v)  # (B, G, M, D)
+            else:  # cross-attention: the encoder's keys were cached at the first step
+                k, v = cache.keys, cache.values
+        m = k.shape[2]
+        bias = None
+        if self_attn and self._alibi is not None:
+            bias = self._alibi
+        elif self_attn and self.relative_bias is not None:
+            bias = self.relative_bias.bias_function()
+        want_weights = return_weights or self.weight_hook is not None
+        result = attention(
+            q, k, v, mask=key_padding_to_mask(mask, b, m), bias=bias, is_causal=is_causal, window=window,
+            dropout_p=self.dropout if self.training else 0.0, backend=self.backend, return_weights=want_weights,
+        )
+        out, weights = result if want_weights else (result, None)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
+        if weights is not None and self.weight_hook is not None:
+            self.weight_hook(self, weights)
+        return (out, weights) if return_weights else out
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
+            f"head_dim={self.head_dim} (scale 1/sqrt({self.head_dim})={1 / math.sqrt(self.head_dim):.4f}), "
+            f"positional={self.positional}"
+        )

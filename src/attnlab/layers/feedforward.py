@@ -1,0 +1,35 @@
+"""Position-wise feed-forward: GELU MLP (Vaswani 2017, ViT) or SwiGLU (Shazeer 2020)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["FeedForward"]
+
+
+class FeedForward(nn.Module):
+    """Shape: (B, N, C) -> (B, N, C).
+
+    ``activation="swiglu"`` uses a gated hidden layer: silu(x W1) * (x W3) -> W2.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, *, activation: str = "gelu", dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if activation not in ("gelu", "relu", "swiglu"):
+            raise ValueError(f"FeedForward: activation must be 'gelu', 'relu' or 'swiglu', got {activation!r}")
+        self.activation = activation
+        self.fc1 = nn.Linear(dim, hidden_dim * (2 if activation == "swiglu" else 1), bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc1(x)
+        if self.activation == "swiglu":
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        elif self.activation == "gelu":
+            h = F.gelu(h)
+        else:
+            h = F.relu(h)
+        return self.fc2(self.dropout(h))

@@ -1,0 +1,66 @@
+"""Shared fixtures and the float64 reference every kernel is checked against."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA_DIR = Path(os.environ.get("ATTNLAB_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def reference_attention(q, k, v, *, mask=None, bias=None, is_causal=False, window=None, scale=None):
+    """Plain-math attention in float64, written independently of attnlab.
+
+    q (B, H, N, D), k/v (B, G, M, D); bias a tensor or a callable bias(h, i, j).
+    Returns (out, weights) with zero rows where nothing may be attended.
+    """
+    q, k, v = q.double(), k.double(), v.double()
+    b, h, n, d = q.shape
+    g, m = k.shape[1], k.shape[2]
+    k = k.repeat_interleave(h // g, dim=1)
+    v = v.repeat_interleave(h // g, dim=1)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    scores = torch.einsum("bhnd,bhmd->bhnm", q, k) * scale
+    i = torch.arange(n)[:, None] + (m - n)
+    j = torch.arange(m)[None, :]
+    if bias is not None:
+        if callable(bias) and not isinstance(bias, torch.Tensor):
+            bias = bias(torch.arange(h)[:, None, None], i, j)
+        scores = scores + bias.double()
+    keep = torch.ones(n, m, dtype=torch.bool)
+    if is_causal:
+        keep &= j <= i
+    if window is not None:
+        keep &= (i - j).abs() <= window
+    keep = keep.expand(b, h, n, m)
+    if mask is not None:
+        keep = keep & mask
+    weights = torch.zeros_like(scores)
+    for idx in itertools.product(range(b), range(h), range(n)):
+        row_keep = keep[idx]
+        if row_keep.any():
+            s = scores[idx][row_keep]
+            e = torch.exp(s - s.max())
+            weights[idx][row_keep] = e / e.sum()
+    return weights @ v, weights
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not DATA_DIR.exists():
+        pytest.skip(f"shared data not found at {DATA_DIR} (set ATTNLAB_DATA)")
+    return DATA_DIR
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed():
+    """Fresh random inputs each run, but the seed is printed on failure so a case can be replayed."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    torch.manual_seed(seed)
+    print(f"torch seed {seed}")  # shown by pytest on failure
+    yield seed
