@@ -1,0 +1,225 @@
+"""``attnlab`` command line: train / evaluate / predict / explain / bench / list.
+
+Thin on purpose: parse, call ``attnlab.run``, print. Any ``AttnlabError`` becomes one line
+on stderr and exit code 2 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from attnlab.errors import AttnlabError, ConfigError
+
+__all__ = ["main"]
+
+log = logging.getLogger("attnlab")
+
+
+def _parse_dotted(extra: list[str]) -> dict[str, Any]:
+    """``--model.depth 4 --train.lr 1e-3`` -> nested dict; ``--model_config`` alias ``--model.``."""
+    from attnlab.config import apply_dotted, parse_value
+
+    tree: dict[str, Any] = {}
+    i = 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--") or "." not in flag:
+            raise ConfigError(f"unrecognised argument {flag!r} (dotted overrides look like --train.lr 1e-3)")
+        key = flag[2:]
+        if "=" in key:
+            key, text = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra):
+                raise ConfigError(f"{flag} needs a value")
+            text = extra[i + 1]
+            i += 2
+        section, _, rest = key.partition(".")
+        section = {"model": "model_config"}.get(section, section)
+        if section not in ("model_config", "train"):
+            raise ConfigError(f"unknown section in {flag!r}: use --model.<field> or --train.<field>")
+        apply_dotted(tree, f"{section}.{rest}", parse_value(text))
+    return tree
+
+
+def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.config import load_yaml
+    from attnlab.run import resolve_config, train_run
+    from attnlab.training import cleanup_distributed, init_distributed
+
+    values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    if args.resume:
+        resume_cfg = Path(args.resume) / "config.yaml"
+        if not resume_cfg.is_file():
+            raise ConfigError(f"cannot resume: {resume_cfg} not found")
+        values = load_yaml(resume_cfg)
+    for key in ("task", "data", "model"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    dotted = _parse_dotted(extra)
+    for section in ("model_config", "train"):
+        values[section] = {**(values.get(section) or {}), **dotted.get(section, {})}
+    if args.epochs is not None:
+        values["train"]["epochs"] = args.epochs
+    if args.seed is not None:
+        values["train"]["seed"] = args.seed
+    if args.data is not None and not os.path.exists(args.data):
+        raise AttnlabError(f"data path not found: {args.data}")
+    config = resolve_config(values)
+    dist = init_distributed()
+    try:
+        metrics = train_run(
+            config, out=Path(args.out) if args.out else None, resume=Path(args.resume) if args.resume else None,
+            dist=dist, overwrite=args.overwrite,
+        )
+    finally:
+        cleanup_distributed()
+    if dist.is_main:
+        test = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
+        print(f"test: {test}")
+        print(f"run directory: {metrics['run_dir']}  ({metrics['wall_time_s']:.1f} s)")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.run import evaluate_run
+
+    result = evaluate_run(args.run_dir, data=args.data)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(", ".join(f"{k} {v:.4f}" for k, v in result["test"].items()))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.run import predict_run
+
+    for item in args.inputs:
+        if not os.path.exists(item):
+            raise AttnlabError(f"input not found: {item}")
+    results = predict_run(args.run_dir, args.inputs, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['input']}: {r['class']} ({r['score']:.3f})")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.explain.cli import explain_run
+
+    if not os.path.exists(args.input):
+        raise AttnlabError(f"input not found: {args.input}")
+    path = explain_run(args.run_dir, args.input, args.output, layer=args.layer, head=args.head, rollout=args.rollout)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
+    import runpy
+
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    for folder in candidates:
+        script = folder / f"{args.name}.py"
+        if script.is_file():
+            sys.argv = [str(script), *extra]
+            sys.path.insert(0, str(folder))
+            runpy.run_path(str(script), run_name="__main__")
+            return 0
+    known = sorted({p.stem for f in candidates if f.is_dir() for p in f.glob("[!_]*.py")})
+    raise AttnlabError(f"no benchmark named {args.name!r}; known: {', '.join(known) or 'none (run from a source checkout)'}")
+
+
+def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.models.registry import list_models, model_entry
+    from attnlab.run import TASK_DEFAULTS
+
+    print("models:")
+    for name in list_models():
+        entry = model_entry(name)
+        print(f"  {name:<16} {entry.description}  [tasks: {', '.join(entry.tasks)}]")
+    print("tasks:")
+    for task, defaults in TASK_DEFAULTS.items():
+        print(f"  {task:<16} default model {defaults['model']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnlab", description="Attention models: train, evaluate, explain, benchmark.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (no arguments: a ViT on scikit-learn's digits)",
+                       description="Train, evaluate on the test split, write a run directory with an attention report. "
+                       "Any config field can be overridden with dotted flags: --model.depth 4 --train.lr 1e-3.")
+    p.add_argument("--task", help="digits (default), mnist, images")
+    p.add_argument("--data", help="data path (mnist: .npz; images: a folder of class folders)")
+    p.add_argument("--model", help="registered model name (see `attnlab list`)")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory (default runs/<task>-<model>-<time>)")
+    p.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
+    p.set_defaults(func=_cmd_train, allow_extra=True)
+
+    p = sub.add_parser("evaluate", help="evaluate a run on its test split")
+    p.add_argument("run_dir")
+    p.add_argument("--data")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify inputs with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("inputs", nargs="+", help="image files (.png/.jpg) or .npy arrays")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("explain", help="attention heat map / overlay (.png) or explorer (.html) for one input")
+    p.add_argument("run_dir")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="out.png or out.html")
+    p.add_argument("--layer", type=int, default=-1)
+    p.add_argument("--head", type=int, default=None, help="a head index (default: mean of heads)")
+    p.add_argument("--rollout", action="store_true", help="attention rollout through all layers")
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("bench", help="run a benchmark script from benchmarks/ (e.g. `attnlab bench attention --quick`)")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_bench, allow_extra=True)
+
+    p = sub.add_parser("list", help="list models and tasks")
+    p.set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "allow_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args, extra)
+    except AttnlabError as exc:
+        if args.debug:
+            raise
+        print(f"attnlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

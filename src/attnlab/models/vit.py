@@ -1,0 +1,135 @@
+"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words").
+
+Patch embedding by a strided convolution, a class token or mean pooling, learned or 2-D
+sin-cos positions (MAE), pre-norm Transformer blocks, a linear head. Explain tools read
+``patch_grid`` and ``num_prefix_tokens`` to map attention back onto the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention import positional
+from attnlab.config import check_choice, check_positive
+from attnlab.errors import ConfigError
+from attnlab.layers import TransformerBlock
+from attnlab.models.registry import register_model
+
+__all__ = ["ViTConfig", "VisionTransformer", "image_example"]
+
+VISION_TASKS = ("digits", "mnist", "images")
+
+
+def image_example(config, batch: int = 2) -> tuple[Tensor]:
+    """A random image batch that fits a vision config: (B, C, H, W)."""
+    return (torch.randn(batch, config.in_channels, *config.image_size),)
+
+
+@dataclass
+class ViTConfig:
+    image_size: tuple[int, int] = (8, 8)
+    in_channels: int = 1
+    patch_size: int = 2
+    num_classes: int = 10
+    dim: int = 64
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    pooling: str = "cls"  # "cls" | "mean"
+    pos_embed: str = "learned"  # "learned" | "sincos"
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.image_size = tuple(self.image_size)  # type: ignore[assignment]
+        check_positive("ViTConfig", in_channels=self.in_channels, patch_size=self.patch_size, num_classes=self.num_classes,
+                       dim=self.dim, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio)
+        check_choice("ViTConfig", "pooling", self.pooling, ("cls", "mean"))
+        check_choice("ViTConfig", "pos_embed", self.pos_embed, ("learned", "sincos"))
+        h, w = self.image_size
+        if h % self.patch_size or w % self.patch_size:
+            raise ConfigError(f"ViTConfig: image_size {self.image_size} must be divisible by patch_size={self.patch_size}")
+        if self.dim % self.num_heads:
+            raise ConfigError(f"ViTConfig: dim={self.dim} must be divisible by num_heads={self.num_heads}")
+        if self.pos_embed == "sincos" and self.dim % 4:
+            raise ConfigError(f"ViTConfig: sincos positions need dim divisible by 4, got {self.dim}")
+
+
+class VisionTransformer(nn.Module):
+    """Shape: images (B, C, H, W) -> logits (B, num_classes)."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        c = config
+        self.config = c
+        self.patch_grid = (c.image_size[0] // c.patch_size, c.image_size[1] // c.patch_size)
+        num_patches = self.patch_grid[0] * self.patch_grid[1]
+        self.num_prefix_tokens = 1 if c.pooling == "cls" else 0
+        self.patch_embed = nn.Conv2d(c.in_channels, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pooling == "cls" else None
+        n_tokens = num_patches + self.num_prefix_tokens
+        if c.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.randn(1, n_tokens, c.dim) * 0.02)
+        else:
+            table = positional.sincos_2d(*self.patch_grid, c.dim)
+            if self.num_prefix_tokens:
+                table = torch.cat([torch.zeros(1, c.dim), table])
+            self.register_buffer("pos_embed", table[None], persistent=False)
+        self.dropout = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout)
+            for _ in range(c.depth)
+        )
+        self.norm = nn.LayerNorm(c.dim)
+        self.head = nn.Linear(c.dim, c.num_classes)
+        self.apply(_init_weights)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """Shape: (B, C, H, W) -> tokens (B, N, C_model), N = prefix + patches."""
+        c = self.config
+        if images.dim() != 4 or images.shape[1] != c.in_channels or tuple(images.shape[2:]) != tuple(c.image_size):
+            raise ValueError(
+                f"VisionTransformer expects images (B, {c.in_channels}, {c.image_size[0]}, {c.image_size[1]}), "
+                f"got shape {tuple(images.shape)}"
+            )
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, P, C)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + P, C)
+        x = self.dropout(x + self.pos_embed.to(x.dtype))
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.forward_features(images)
+        pooled = x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, C)
+        return self.head(pooled)
+
+
+def _init_weights(module: nn.Module) -> None:
+    # timm's ViT init: truncated normal linears, zero biases.
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+@register_model("vit-tiny", config=ViTConfig, tasks=VISION_TASKS, example_inputs=image_example, description="ViT, 4 layers x 64 wide, 2x2 patches (digits default)")
+def vit_tiny(config: ViTConfig) -> VisionTransformer:
+    return VisionTransformer(config)
+
+
+@register_model(
+    "vit-small",
+    config=ViTConfig,
+    defaults=dict(image_size=(28, 28), patch_size=4, dim=128, depth=6, num_heads=4, mlp_ratio=2.0),
+    tasks=VISION_TASKS, example_inputs=image_example,
+    description="ViT, 6 layers x 128 wide, 4x4 patches (MNIST default)",
+)
+def vit_small(config: ViTConfig) -> VisionTransformer:
+    return VisionTransformer(config)

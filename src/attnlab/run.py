@@ -1,0 +1,247 @@
+"""A run: task data + registered model + trainer + run directory. The CLI calls these.
+
+Run directory layout (rank 0 writes, every file atomically):
+    config.yaml        the resolved RunConfig (model config included): rebuilds the run
+    data.json          what inference needs of the data: task, classes, input spec
+    model.safetensors  final (best-on-validation) weights, no pickle
+    checkpoint/        resumable state (weights, optimizer, RNG, schedule, counters)
+    metrics.jsonl      one line per epoch; metrics.json the final test metrics
+    tensorboard/       scalars and attention images
+    report.html        the attention explorer for a few test examples
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from attnlab.config import from_dict, to_dict
+from attnlab.errors import CheckpointError, ConfigError
+from attnlab.models.registry import create_model, model_entry
+from attnlab.training import ClassificationObjective, DistInfo, TrainConfig, Trainer, load_weights
+from attnlab.training.checkpoint import atomic_write_text
+
+__all__ = ["RunConfig", "TASK_DEFAULTS", "train_run", "load_run", "evaluate_run", "predict_run", "resolve_config"]
+
+log = logging.getLogger(__name__)
+
+# Per-task defaults: the model and training settings that reach the targets on a CPU.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"model": "vit-tiny", "train": {"epochs": 40, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.05}},
+    "mnist": {"model": "vit-small", "train": {"epochs": 12, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05}},
+    "images": {"model": "vit-tiny", "model_config": {"patch_size": 4}, "train": {"epochs": 30, "batch_size": 32}},
+}
+
+
+@dataclass
+class RunConfig:
+    task: str = "digits"
+    data: str | None = None
+    model: str | None = None
+    model_config: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    report_examples: int = 4
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_DEFAULTS:
+            raise ConfigError(f"unknown task {self.task!r}; known tasks: {', '.join(sorted(TASK_DEFAULTS))}")
+
+
+def resolve_config(values: dict[str, Any]) -> RunConfig:
+    """Merge task defaults under user values (YAML + CLI) and validate."""
+    values = dict(values)
+    task = values.get("task") or "digits"
+    if task not in TASK_DEFAULTS:
+        raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASK_DEFAULTS))}")
+    defaults = TASK_DEFAULTS[task]
+    merged: dict[str, Any] = {"task": task}
+    merged["model"] = values.get("model") or defaults["model"]
+    same_model = merged["model"] == defaults["model"]
+    merged["model_config"] = {**(defaults.get("model_config", {}) if same_model else {}), **(values.get("model_config") or {})}
+    merged["train"] = {**defaults.get("train", {}), **(values.get("train") or {})}
+    for key in ("data", "report_examples"):
+        if values.get(key) is not None:
+            merged[key] = values[key]
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; valid: {[f.name for f in dataclasses.fields(RunConfig)]}")
+    return from_dict(RunConfig, merged)
+
+
+def _load_task(config: RunConfig):
+    from attnlab.data import load_task
+
+    return load_task(config.task, config.data, seed=config.train.seed)
+
+
+def _model_fields(task_data) -> dict[str, Any]:
+    c, h, w = task_data.input_shape
+    return {"num_classes": task_data.num_classes, "image_size": (h, w), "in_channels": c}
+
+
+def _build_model(config: RunConfig, task_data):
+    entry = model_entry(config.model)  # raises on unknown names
+    if task_data.task not in entry.tasks:
+        raise ConfigError(f"model {config.model!r} does not fit task {task_data.task!r}; it serves {list(entry.tasks)}")
+    fields = {**_model_fields(task_data), **config.model_config}
+    return create_model(config.model, **fields)
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def default_run_dir(config: RunConfig, root: Path = Path("runs")) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return root / f"{config.task}-{config.model}-{stamp}"
+
+
+def check_run_name(path: Path) -> None:
+    if not _SAFE_NAME.match(path.name) or ".." in path.parts:
+        raise ConfigError(f"run directory name {str(path)!r} is not allowed: use letters, digits, '.', '_' and '-'")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def train_run(
+    config: RunConfig,
+    *,
+    out: Path | None = None,
+    resume: Path | None = None,
+    dist: DistInfo | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train, evaluate on the test split, and write the run directory. Returns metrics.json."""
+    dist = dist or DistInfo()
+    start = time.perf_counter()
+    torch.manual_seed(config.train.seed)
+    run_dir = Path(resume) if resume is not None else (out or default_run_dir(config))
+    check_run_name(run_dir)
+    if resume is None and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite or --resume {run_dir}")
+    task_data = _load_task(config)
+    model = _build_model(config, task_data)
+    config.model_config = to_dict(model.config)
+    objective = ClassificationObjective(task_data.num_classes, label_smoothing=config.train.label_smoothing)
+    callbacks = []
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+        _write_json(run_dir / "data.json", _data_record(task_data))
+        callbacks.append(_attention_image_logger(task_data))
+    trainer = Trainer(
+        model, objective, task_data.train, task_data.val, config.train, run_dir=run_dir, dist=dist,
+        batch_augment=getattr(task_data, "batch_augment", None), callbacks=callbacks,
+    )
+    if resume is not None:
+        trainer.resume()
+    summary = trainer.fit()
+    test = trainer.evaluate(task_data.test)
+    metrics = {
+        "task": config.task, "model": config.model, "test": test, "val_best": summary["best_val"],
+        "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+        "parameters": sum(p.numel() for p in model.parameters()), "device": str(trainer.device),
+        "precision": trainer.precision, "world_size": dist.world_size, "wall_time_s": time.perf_counter() - start,
+    }
+    if dist.is_main:
+        _write_json(run_dir / "metrics.json", metrics)
+        if config.report_examples > 0:
+            _write_report(model, task_data, run_dir / "report.html", config.report_examples)
+    metrics["run_dir"] = str(run_dir)
+    return metrics
+
+
+def _data_record(task_data) -> dict[str, Any]:
+    spec = task_data.spec.to_dict() if getattr(task_data, "spec", None) is not None else None
+    return {"task": task_data.task, "class_names": list(task_data.class_names), "num_classes": task_data.num_classes,
+            "input_shape": list(task_data.input_shape), "spec": spec, "summary": task_data.summary()}
+
+
+def _attention_image_logger(task_data):
+    """TensorBoard: the last layer's head-mean attention on one validation example per epoch."""
+
+    def callback(trainer: Trainer, epoch: int, record: dict[str, Any]) -> None:
+        if trainer.logger._writer is None or task_data.val is None or len(task_data.val) == 0:
+            return
+        from attnlab.explain import capture
+
+        x, _ = task_data.val[0]
+        trainer.model.eval()
+        maps = capture(trainer.model, x[None].to(trainer.device))
+        if not maps.maps:
+            return
+        last = maps.maps[-1][0].float().mean(0)  # (N, M)
+        image = (last / last.max().clamp(min=1e-12)).cpu().numpy()
+        trainer.logger.image("attention/last_layer_mean", image, epoch)
+
+    return callback
+
+
+def _write_report(model, task_data, path: Path, count: int) -> None:
+    from attnlab.explain.examples import vision_examples
+    from attnlab.explain.report import write_report
+
+    examples = vision_examples(model, task_data, count)
+    write_report(path, examples, title=f"attnlab — {task_data.task}", meta={"task": task_data.task})
+
+
+def load_run(run_dir: str | Path, *, device: str = "cpu"):
+    """Rebuild (config, model, data record) from a run directory; weights from safetensors only."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory not found: {run_dir}")
+    for name in ("config.yaml", "data.json", "model.safetensors"):
+        if not (run_dir / name).is_file():
+            raise CheckpointError(f"{run_dir} is not a finished run: {name} is missing")
+    try:
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        record = json.loads((run_dir / "data.json").read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{run_dir}: corrupt config.yaml or data.json: {exc}") from None
+    config = from_dict(RunConfig, raw)
+    model = create_model(config.model, **config.model_config)
+    load_weights(model, run_dir / "model.safetensors")
+    model.to(device).eval()
+    return config, model, record
+
+
+def evaluate_run(run_dir: str | Path, *, data: str | None = None) -> dict[str, Any]:
+    config, model, _ = load_run(run_dir)
+    if data is not None:
+        config.data = data
+    task_data = _load_task(config)
+    objective = ClassificationObjective(task_data.num_classes)
+    trainer_cfg = dataclasses.replace(config.train, device="cpu", progress=False)
+    trainer = Trainer(model, objective, task_data.train, None, trainer_cfg)
+    return {"task": config.task, "model": config.model, "test": trainer.evaluate(task_data.test)}
+
+
+def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1) -> list[dict[str, Any]]:
+    from attnlab.data.base import ImageSpec
+    from attnlab.data.vision import prepare_image
+
+    _, model, record = load_run(run_dir)
+    spec = ImageSpec.from_dict(record["spec"])
+    results = []
+    for item in inputs:
+        x = prepare_image(item, spec)[None]
+        with torch.no_grad():
+            probs = torch.softmax(model(x).float(), dim=-1)[0]
+        scores, classes = probs.topk(min(top_k, probs.numel()))
+        results.append({
+            "input": item,
+            "class": record["class_names"][int(classes[0])],
+            "score": float(scores[0]),
+            "top": [{"class": record["class_names"][int(c)], "score": float(s)} for s, c in zip(scores, classes)],
+        })
+    return results

@@ -1,0 +1,51 @@
+"""Run logging: metrics.jsonl per epoch and TensorBoard scalars/images (rank 0 only)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RunLogger"]
+
+log = logging.getLogger(__name__)
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path | None, *, enabled: bool = True, tensorboard: bool = True):
+        self.run_dir = run_dir
+        self.enabled = enabled and run_dir is not None
+        self._writer = None
+        if self.enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is a dependency, but keep training if it is absent
+                log.warning("tensorboard is not installed; TensorBoard logs are off")
+
+    def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        if self._writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self._writer.add_scalar(f"{prefix}{key}", value, step)
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """image (H, W) or (H, W, 3) floats in [0, 1]."""
+        if self._writer is not None:
+            fmt = "HW" if image.ndim == 2 else "HWC"
+            self._writer.add_image(tag, image, step, dataformats=fmt)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

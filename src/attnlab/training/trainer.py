@@ -1,0 +1,316 @@
+"""The one training loop: AdamW, warm-up + cosine, clipping, accumulation, bf16 autocast,
+early stopping, checkpoints with exact resume, and DDP. Modality-agnostic: the task comes
+in as an ``Objective`` and data sets; the trainer never looks inside a batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from attnlab.config import check_choice
+from attnlab.errors import AttnlabError, ConfigError
+from attnlab.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint, save_weights
+from attnlab.training.distributed import DistInfo, pick_device
+from attnlab.training.loggers import RunLogger
+from attnlab.training.objectives import Objective
+from attnlab.training.schedule import warmup_cosine
+
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "to_device"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(AttnlabError, RuntimeError):
+    """Training cannot go on (e.g. the loss stays NaN); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    min_lr_factor: float = 0.01
+    grad_clip: float = 1.0  # 0 = off
+    accumulate: int = 1
+    precision: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp32) | "fp32" | "bf16"
+    device: str = "auto"
+    seed: int = 0
+    early_stopping_patience: int = 0  # epochs without improvement; 0 = off
+    label_smoothing: float = 0.0
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
+    max_bad_steps: int = 10  # non-finite losses skipped before training stops
+    progress: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accumulate"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "label_smoothing", "min_lr_factor"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        check_choice("TrainConfig", "precision", self.precision, ("auto", "fp32", "bf16"))
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+@dataclass
+class _State:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed (mid-epoch checkpoints)
+    best_metric: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    bad_steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` under ``objective``; validate on ``val_set``.
+
+    ``run_dir`` gets ``checkpoint/``, ``best.safetensors``, ``metrics.jsonl`` and TensorBoard
+    logs (rank 0 only). ``batch_augment(x)`` is applied to training inputs on the device.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        config: TrainConfig,
+        *,
+        run_dir: str | Path | None = None,
+        dist: DistInfo | None = None,
+        collate_fn: Callable | None = None,
+        batch_augment: Callable[[Any], Any] | None = None,
+        callbacks: list[Callable[["Trainer", int, dict[str, Any]], None]] | None = None,
+    ):
+        self.config = config
+        self.dist = dist or DistInfo()
+        self.device = pick_device(config.device, self.dist.local_rank)
+        self.model = model.to(self.device)
+        self.objective = objective
+        self.train_set, self.val_set = train_set, val_set
+        self.collate_fn = collate_fn
+        self.batch_augment = batch_augment
+        self.callbacks = list(callbacks or [])
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.is_main = self.dist.is_main
+        self.precision = self._resolve_precision(config.precision)
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.sampler = DistributedSampler(
+            train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=config.seed, drop_last=True
+        )
+        generator = torch.Generator().manual_seed(config.seed)
+        self.train_loader = DataLoader(
+            train_set, batch_size=config.batch_size, sampler=self.sampler, drop_last=True, collate_fn=collate_fn,
+            num_workers=config.num_workers, generator=generator,
+        )
+        if len(self.train_loader) == 0:
+            raise ConfigError(
+                f"training set of {len(train_set)} examples gives no full batch of {config.batch_size} "
+                f"per process ({self.dist.world_size} process(es)); lower --train.batch_size"
+            )
+        self.steps_per_epoch = max(1, len(self.train_loader) // config.accumulate)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.dim() < 2 or "pos_embed" in name or "token" in name else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+        )
+        warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
+        self.scheduler = warmup_cosine(self.optimizer, min(warmup, self.total_steps), self.total_steps, config.min_lr_factor)
+        self.state = _State()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.logger = RunLogger(self.run_dir, enabled=self.is_main)
+
+    def _resolve_precision(self, precision: str) -> str:
+        if precision == "auto":
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            return "bf16" if cuda_bf16 else "fp32"
+        return precision
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    # ---- checkpoints -------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.run_dir / "checkpoint" if self.run_dir is not None else None
+
+    def save(self) -> None:
+        if not self.is_main or self.checkpoint_dir is None:
+            return
+        state = dict(vars(self.state))
+        state["scheduler"] = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+        extra = {"torch_rng": torch.get_rng_state()}
+        if self.best_weights is not None:
+            extra.update({f"best.{k}": v for k, v in self.best_weights.items()})
+        save_checkpoint(self.checkpoint_dir, model=self.model, optimizer=self.optimizer, state=state, extra_tensors=extra)
+
+    def resume(self, run_dir: str | Path | None = None) -> None:
+        directory = Path(run_dir) / "checkpoint" if run_dir is not None else self.checkpoint_dir
+        if directory is None or not checkpoint_exists(directory):
+            raise AttnlabError(f"nothing to resume: no checkpoint in {directory}")
+        state, extra = load_checkpoint(directory, model=self.model, optimizer=self.optimizer)
+        sched = state.pop("scheduler")
+        self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
+        self.state = _State(**state)
+        torch.set_rng_state(extra["torch_rng"])
+        best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
+        self.best_weights = best or None
+        log.info("resumed at epoch %d, step %d", self.state.epoch, self.state.step)
+
+    # ---- loop --------------------------------------------------------------------------
+    def _batches(self, dataset: Dataset):
+        loader = DataLoader(dataset, batch_size=max(256, self.config.batch_size), shuffle=False, collate_fn=self.collate_fn)
+        for batch in loader:
+            yield to_device(batch, self.device)
+
+    def evaluate(self, dataset: Dataset) -> dict[str, float]:
+        self.model.eval()
+        with self.autocast():
+            return self.objective.evaluate(self.model, self._batches(dataset))
+
+    def _improved(self, value: float) -> bool:
+        best = self.state.best_metric
+        if best is None:
+            return True
+        return value > best if self.objective.greater_is_better else value < best
+
+    def _train_epoch(self, epoch: int) -> float:
+        from tqdm import tqdm
+
+        cfg = self.config
+        self.sampler.set_epoch(epoch)
+        self.train_model.train()
+        iterator = iter(self.train_loader)
+        skip = self.state.batch_in_epoch
+        rng = torch.get_rng_state()
+        for _ in range(skip):  # mid-epoch resume: the sampler order is a function of (seed, epoch)
+            next(iterator)
+        torch.set_rng_state(rng)
+        total_loss, total_n = 0.0, 0
+        bar = tqdm(
+            iterator, total=len(self.train_loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (self.is_main and cfg.progress), leave=False, dynamic_ncols=True,
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        for index, batch in enumerate(bar, start=skip):
+            batch = to_device(batch, self.device)
+            if self.batch_augment is not None:
+                batch = self.batch_augment(batch)
+            last_micro = (index + 1) % cfg.accumulate == 0
+            # DDP: skip the gradient all-reduce on all but the last micro-batch (forward and backward inside).
+            sync = self.train_model.no_sync() if (self.dist.enabled and not last_micro) else contextlib.nullcontext()
+            with sync:
+                with self.autocast():
+                    loss, n = self.objective.loss(self.train_model, batch)
+                finite = bool(torch.isfinite(loss))
+                if finite:
+                    (loss / cfg.accumulate).backward()
+            if not finite:
+                self._bad_step(epoch, index)
+                continue
+            total_loss += loss.item() * n
+            total_n += n
+            self.state.batch_in_epoch = index + 1
+            if last_micro:
+                self._optimizer_step()
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
+                    self.save()
+        self.state.batch_in_epoch = 0
+        bar.close()
+        return total_loss / max(total_n, 1)
+
+    def _bad_step(self, epoch: int, index: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.bad_steps += 1
+        log.warning("non-finite loss at epoch %d batch %d: step skipped (%d/%d)", epoch + 1, index, self.state.bad_steps, self.config.max_bad_steps)
+        if self.state.bad_steps > self.config.max_bad_steps:
+            raise TrainingError(
+                f"loss was NaN/Inf in {self.state.bad_steps} steps (limit {self.config.max_bad_steps}); stopped. "
+                f"The last good checkpoint is kept; try a lower --train.lr"
+            )
+
+    def _optimizer_step(self) -> None:
+        cfg = self.config
+        if cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if not torch.isfinite(norm):
+                self._bad_step(self.state.epoch, self.state.batch_in_epoch)
+                return
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+
+    def fit(self) -> dict[str, Any]:
+        """Train for the configured epochs (from the resumed state, if any); return the best record."""
+        cfg = self.config
+        start = time.perf_counter()
+        for epoch in range(self.state.epoch, cfg.epochs):
+            train_loss = self._train_epoch(epoch)
+            record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.step, "train_loss": train_loss,
+                                      "lr": self.scheduler.get_last_lr()[0]}
+            if self.val_set is not None:
+                val = self.evaluate(self.val_set)
+                record.update({f"val_{k}": v for k, v in val.items()})
+                value = val[self.objective.metric]
+                if self._improved(value):
+                    self.state.best_metric, self.state.best_epoch, self.state.bad_epochs = value, epoch + 1, 0
+                    self.best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    self.state.bad_epochs += 1
+            self.state.epoch = epoch + 1
+            self.state.history.append(record)
+            self.logger.epoch(record)
+            self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch + 1)
+            for callback in self.callbacks:
+                callback(self, epoch + 1, record)
+            if self.is_main:
+                log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            self.save()
+            if cfg.early_stopping_patience and self.state.bad_epochs >= cfg.early_stopping_patience:
+                log.info("early stopping: no improvement in %d epochs", self.state.bad_epochs)
+                break
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        if self.is_main and self.run_dir is not None:
+            save_weights(self.model, self.run_dir / "model.safetensors")
+        self.logger.close()
+        return {"best_epoch": self.state.best_epoch, "best_val": self.state.best_metric,
+                "epochs_run": self.state.epoch, "train_time_s": time.perf_counter() - start}
+

@@ -1,0 +1,132 @@
+"""Trainer: learning happens, exact resume, gradient accumulation, DDP equals one process."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from attnlab.models import create_model
+from attnlab.training import ClassificationObjective, DistInfo, TrainConfig, Trainer
+from attnlab.training.checkpoint import load_weights
+
+
+def _data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 1, 8, 8, generator=g) * 0.5
+    x = x + (y.float() - 1.0)[:, None, None, None] * 1.5  # class-dependent brightness: easy to learn
+    return TensorDataset(x, y)
+
+
+def _model(dropout=0.0):
+    torch.manual_seed(0)
+    return create_model("vit-tiny", num_classes=3, dim=32, depth=2, num_heads=2, dropout=dropout)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _config(**kw):
+    base = dict(epochs=3, batch_size=16, lr=3e-3, warmup_epochs=0.5, progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_learns_and_writes_checkpoints(tmp_path):
+    train, val = _data(), _data(48, seed=1)
+    trainer = Trainer(_model(), ClassificationObjective(3), train, val, _config(epochs=6), run_dir=tmp_path)
+    before = trainer.evaluate(val)["accuracy"]
+    trainer.fit()
+    after = trainer.evaluate(val)["accuracy"]
+    assert after >= 0.9 and after > before
+    assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
+    assert (tmp_path / "model.safetensors").is_file()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 6
+    assert any(p.name.startswith("events") for p in (tmp_path / "tensorboard").iterdir())
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("checkpoint_every", [0, 2])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, checkpoint_every):
+    train, val = _data(), _data(32, seed=1)
+    cfg = _config(checkpoint_every=checkpoint_every)
+    straight = Trainer(_model(dropout=0.1), ClassificationObjective(3), train, val, cfg, run_dir=tmp_path / "a")
+    torch.manual_seed(123)
+    straight.fit()
+
+    calls = {"n": 0}
+
+    def boom(batch):
+        calls["n"] += 1
+        if calls["n"] == 9:  # epoch 2, batch 3 (6 batches per epoch)
+            raise _Interrupt
+        return batch
+
+    first = Trainer(_model(dropout=0.1), ClassificationObjective(3), train, val, cfg, run_dir=tmp_path / "b", batch_augment=boom)
+    torch.manual_seed(123)
+    with pytest.raises(_Interrupt):
+        first.fit()
+    resumed = Trainer(_model(dropout=0.1), ClassificationObjective(3), train, val, cfg, run_dir=tmp_path / "b")
+    torch.manual_seed(999)  # a fresh process would have another RNG state: resume must restore it
+    resumed.resume()
+    expected_epoch, expected_batch = (1, 0) if checkpoint_every == 0 else (1, 8 - 6)
+    assert (resumed.state.epoch, resumed.state.batch_in_epoch) == (expected_epoch, expected_batch)
+    resumed.fit()
+    for key, value in _weights(straight.model).items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_gradient_accumulation_matches_large_batch():
+    train = _data(64)
+    big = Trainer(_model(), ClassificationObjective(3), train, None, _config(epochs=1, batch_size=32))
+    small = Trainer(_model(), ClassificationObjective(3), train, None, _config(epochs=1, batch_size=16, accumulate=2))
+    big.fit()
+    small.fit()
+    for key, value in _weights(big.model).items():
+        torch.testing.assert_close(small.model.state_dict()[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from attnlab.training import cleanup_distributed, init_distributed
+    from attnlab.training.checkpoint import save_weights
+
+    info = init_distributed()
+    trainer = Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2, batch_size=8), dist=info,
+                      run_dir=os.path.join(out_dir, "run"))
+    trainer.fit()
+    save_weights(trainer.model, os.path.join(out_dir, f"rank{rank}.safetensors"))
+    cleanup_distributed()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = _model(), _model()
+    load_weights(rank0, tmp_path / "rank0.safetensors")
+    load_weights(rank1, tmp_path / "rank1.safetensors")
+    for key, value in rank0.state_dict().items():
+        torch.testing.assert_close(rank1.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    single = Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2, batch_size=16), dist=DistInfo())
+    single.fit()
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(rank0.state_dict()[key], value, rtol=1e-4, atol=2e-5, msg=key)
+    # only rank 0 wrote the run directory's files
+    assert (tmp_path / "run" / "model.safetensors").is_file()
