@@ -41,9 +41,9 @@ def _parse_dotted(extra: list[str]) -> dict[str, Any]:
             text = extra[i + 1]
             i += 2
         section, _, rest = key.partition(".")
-        section = {"model": "model_config"}.get(section, section)
-        if section not in ("model_config", "train"):
-            raise ConfigError(f"unknown section in {flag!r}: use --model.<field> or --train.<field>")
+        section = {"model": "model_config", "data": "data_options"}.get(section, section)
+        if section not in ("model_config", "train", "data_options"):
+            raise ConfigError(f"unknown section in {flag!r}: use --model.<field>, --train.<field> or --data.<option>")
         apply_dotted(tree, f"{section}.{rest}", parse_value(text))
     return tree
 
@@ -63,7 +63,7 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     dotted = _parse_dotted(extra)
-    for section in ("model_config", "train"):
+    for section in ("model_config", "train", "data_options"):
         values[section] = {**(values.get(section) or {}), **dotted.get(section, {})}
     if args.epochs is not None:
         values["train"]["epochs"] = args.epochs

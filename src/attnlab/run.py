@@ -48,6 +48,7 @@ class RunConfig:
     data: str | None = None
     model: str | None = None
     model_config: dict = field(default_factory=dict)
+    data_options: dict = field(default_factory=dict)  # task loader options, e.g. augment, image_size
     train: TrainConfig = field(default_factory=TrainConfig)
     report_examples: int = 4
 
@@ -68,6 +69,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     same_model = merged["model"] == defaults["model"]
     merged["model_config"] = {**(defaults.get("model_config", {}) if same_model else {}), **(values.get("model_config") or {})}
     merged["train"] = {**defaults.get("train", {}), **(values.get("train") or {})}
+    merged["data_options"] = {**defaults.get("data_options", {}), **(values.get("data_options") or {})}
     for key in ("data", "report_examples"):
         if values.get(key) is not None:
             merged[key] = values[key]
@@ -80,7 +82,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
 def _load_task(config: RunConfig):
     from attnlab.data import load_task
 
-    return load_task(config.task, config.data, seed=config.train.seed)
+    return load_task(config.task, config.data, seed=config.train.seed, **config.data_options)
 
 
 def _model_fields(task_data) -> dict[str, Any]:
@@ -141,7 +143,7 @@ def train_run(
         callbacks.append(_attention_image_logger(task_data))
     trainer = Trainer(
         model, objective, task_data.train, task_data.val, config.train, run_dir=run_dir, dist=dist,
-        batch_augment=getattr(task_data, "batch_augment", None), callbacks=callbacks,
+        batch_augment=_inputs_only(task_data.batch_augment), callbacks=callbacks,
     )
     if resume is not None:
         trainer.resume()
@@ -161,6 +163,13 @@ def train_run(
     return metrics
 
 
+def _inputs_only(augment):
+    """Data loaders augment inputs (B, C, H, W); the trainer hands over whole (x, y) batches."""
+    if augment is None:
+        return None
+    return lambda batch: (augment(batch[0]), *batch[1:])
+
+
 def _data_record(task_data) -> dict[str, Any]:
     spec = task_data.spec.to_dict() if getattr(task_data, "spec", None) is not None else None
     return {"task": task_data.task, "class_names": list(task_data.class_names), "num_classes": task_data.num_classes,
@@ -173,7 +182,7 @@ def _attention_image_logger(task_data):
     def callback(trainer: Trainer, epoch: int, record: dict[str, Any]) -> None:
         if trainer.logger._writer is None or task_data.val is None or len(task_data.val) == 0:
             return
-        from attnlab.explain import capture
+        from attnlab.explain.capture import capture
 
         x, _ = task_data.val[0]
         trainer.model.eval()

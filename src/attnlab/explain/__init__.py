@@ -1,0 +1,33 @@
+"""Explainability: capture exact attention, roll it out, plot it, and explore it in HTML.
+
+``capture`` -> ``AttentionMaps`` -> ``rollout`` / ``gradient_rollout`` -> ``plots`` (PNG) and
+``write_report`` (one self-contained HTML explorer). matplotlib is imported only when a plot
+function runs, and transformers never (``capture_hf`` only calls the model).
+"""
+
+from attnlab.explain.capture import AttentionMaps, Recorder, attention_modules, capture, capture_hf, recording
+from attnlab.explain.plots import alignment_plot, head_grid, image_overlay, time_series_plot, token_highlight, upsample_heat
+from attnlab.explain.report import ReportExample, write_report
+from attnlab.explain.rollout import attention_entropy, cls_to_patches, fuse_heads, gradient_rollout, rollout
+
+__all__ = [
+    "AttentionMaps",
+    "Recorder",
+    "attention_modules",
+    "capture",
+    "capture_hf",
+    "recording",
+    "rollout",
+    "gradient_rollout",
+    "fuse_heads",
+    "cls_to_patches",
+    "attention_entropy",
+    "head_grid",
+    "image_overlay",
+    "alignment_plot",
+    "token_highlight",
+    "time_series_plot",
+    "upsample_heat",
+    "ReportExample",
+    "write_report",
+]

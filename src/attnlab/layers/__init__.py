@@ -5,7 +5,7 @@ from attnlab.layers.block import TransformerBlock
 from attnlab.layers.cache import KVCache
 from attnlab.layers.conv_attention import CBAM, ChannelAttention, NonLocalBlock2d, SpatialAttention, SqueezeExcite
 from attnlab.layers.feedforward import FeedForward
-from attnlab.layers.linear_attention import LinearAttention, linear_attention
+from attnlab.layers.linear_attention import LinearAttention
 from attnlab.layers.positional import LearnedPositionalEmbedding, RelativePositionBias, SinusoidalPositionalEmbedding
 
 __all__ = [
@@ -23,5 +23,4 @@ __all__ = [
     "SpatialAttention",
     "CBAM",
     "LinearAttention",
-    "linear_attention",
 ]

@@ -1,0 +1,267 @@
+"""What every task's data looks like to the trainer, and the registry that finds a task by name.
+
+A loader returns a `TaskData`: three map-style datasets that yield ``(x, y)`` pairs, the label
+set, the input shape, and (for images) the `ImageSpec` that `prepare_image` needs to turn a
+new file into a model input exactly as training did. Tasks register a loader under a name in
+`TASK_LOADERS`; `load_task` dispatches on it, so new task families (text, audio, ...) add an
+entry without touching this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from attnlab.errors import ConfigError, DataError
+
+__all__ = [
+    "ImageSpec",
+    "TaskData",
+    "TensorPairDataset",
+    "TaskLoader",
+    "TASK_LOADERS",
+    "register_task",
+    "load_task",
+    "require_data",
+    "call_with_options",
+    "check_fractions",
+    "split_counts",
+    "per_class_split",
+]
+
+
+@dataclass
+class ImageSpec:
+    """Everything needed to turn a raw image into a model input; saved as JSON in the run dir.
+
+    Pixels are first scaled to [0, 1] (image files by 1/255; arrays by 1/`pixel_max`, which is
+    16 for scikit-learn's digits and 255 for 8-bit images), then normalised per channel with
+    `mean` and `std`.
+    """
+
+    channels: int
+    height: int
+    width: int
+    mean: list[float]
+    std: list[float]
+    pixel_max: float = 255.0
+
+    def __post_init__(self) -> None:
+        self.mean = [float(m) for m in self.mean]
+        self.std = [float(s) for s in self.std]
+        if self.channels not in (1, 3):
+            raise DataError(f"ImageSpec.channels must be 1 or 3, got {self.channels!r}")
+        if self.height < 1 or self.width < 1:
+            raise DataError(f"ImageSpec size must be positive, got {self.height}x{self.width}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise DataError(
+                f"ImageSpec needs one mean and std per channel ({self.channels}), "
+                f"got mean={self.mean} std={self.std}"
+            )
+        if any(not s > 0 for s in self.std):
+            raise DataError(f"ImageSpec.std must be positive, got {self.std}")
+        if not self.pixel_max > 0:
+            raise DataError(f"ImageSpec.pixel_max must be positive, got {self.pixel_max!r}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of a prepared input."""
+        return (self.channels, self.height, self.width)
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """Per-channel ``(x - mean) / std`` of pixels already scaled to [0, 1].
+
+        Training and `prepare_image` both call this, so the two paths agree bit for bit.
+
+        Shape: x (..., C, H, W) -> same.
+        """
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def fill_value(self) -> list[float]:
+        """The normalised value of a black (zero) pixel, per channel: what padding should use."""
+        return [-m / s for m, s in zip(self.mean, self.std)]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ImageSpec:
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in d]
+        if missing:
+            raise DataError(f"image spec is missing keys {missing} (has {sorted(d)})")
+        return cls(**{k: d[k] for k in names if k in d})
+
+
+class TensorPairDataset(Dataset):
+    """In-memory ``(x[i], y[i])`` pairs. The trainer may index `.x` / `.y` directly for speed.
+
+    ``augment`` (optional) is applied to each item as it is fetched; it must draw from torch's
+    global RNG so that a seeded DataLoader replays the same augmentations. ``indices``
+    (optional) records where each item sits in the source data (row of the raw arrays, or
+    position in the sorted file list), so a prediction can be traced back to its input.
+
+    Shape: x (N, ...) float32, y (N,) int64, indices (N,) int64.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        augment: Callable[[Tensor], Tensor] | None = None,
+        indices: Tensor | None = None,
+    ):
+        if len(x) != len(y):
+            raise DataError(f"x and y have different lengths: {len(x)} inputs vs {len(y)} labels")
+        if indices is not None and len(indices) != len(x):
+            raise DataError(f"indices has {len(indices)} entries for {len(x)} items")
+        self.x = x
+        self.y = y.long()
+        self.augment = augment
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        x = self.x[index]
+        if self.augment is not None:
+            x = self.augment(x)
+        return x, self.y[index]
+
+
+@dataclass
+class TaskData:
+    """A task's splits and what the model and trainer need to know about them.
+
+    ``batch_augment``: training-time augmentation applied to a whole batch, ``x -> x`` with x
+    (B, C, H, W), drawing from torch's global RNG. Vision loaders put augmentation here rather
+    than per item (a per-item Python call costs more than the shift itself at ~60k items an
+    epoch); the trainer calls it on training batches only. The datasets themselves yield
+    unaugmented data. None means no augmentation.
+    """
+
+    task: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    class_names: list[str]
+    input_shape: tuple[int, ...]
+    metric: str = "accuracy"
+    spec: ImageSpec | None = None
+    batch_augment: Callable[[Tensor], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        if len(self.class_names) != self.num_classes:
+            raise DataError(
+                f"task {self.task!r}: {len(self.class_names)} class names for {self.num_classes} classes"
+            )
+
+    def summary(self) -> dict:
+        """Split sizes, classes and input shape, JSON-ready (for logging and metrics.json)."""
+        return {
+            "task": self.task,
+            "train_size": len(self.train),
+            "val_size": len(self.val),
+            "test_size": len(self.test),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "input_shape": list(self.input_shape),
+            "metric": self.metric,
+            "augment": None if self.batch_augment is None else repr(self.batch_augment),
+        }
+
+
+# A loader takes the --data value (None when not given), the seed, and task-specific options.
+TaskLoader = Callable[..., TaskData]
+TASK_LOADERS: dict[str, TaskLoader] = {}
+
+
+def register_task(name: str) -> Callable[[TaskLoader], TaskLoader]:
+    """Decorator: ``@register_task("mnist")`` on ``fn(data, *, seed, **options) -> TaskData``."""
+
+    def wrap(fn: TaskLoader) -> TaskLoader:
+        if name in TASK_LOADERS and TASK_LOADERS[name] is not fn:
+            raise ValueError(f"task {name!r} is already registered")
+        TASK_LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def load_task(task: str, data: str | None, *, seed: int, **options: Any) -> TaskData:
+    """Load a registered task's splits; ``data`` is the CLI's ``--data`` path (or None)."""
+    loader = TASK_LOADERS.get(task)
+    if loader is None:
+        raise DataError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASK_LOADERS))}")
+    return loader(data, seed=seed, **options)
+
+
+def require_data(task: str, data: Any, what: str) -> str:
+    """Return ``data``, or raise a DataError saying that ``--data`` is needed and what it points to."""
+    if data is None or str(data) == "":
+        raise DataError(f"task {task!r} needs --data PATH ({what})")
+    return data
+
+
+def call_with_options(fn: Callable[..., TaskData], task: str, options: Mapping[str, Any], **fixed: Any) -> TaskData:
+    """Call a loader with user options, rejecting names it does not take with a clear message."""
+    params = inspect.signature(fn).parameters
+    accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in fixed]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"task {task!r} has no option(s) {unknown}; it accepts {accepted}")
+    return fn(**fixed, **options)
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError(
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in [0, 1) "
+            "and sum to less than 1"
+        )
+
+
+def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(n_val, n_test) for a group of n items; a nonzero fraction gets >= 1 item once n >= 3,
+    and at least one item is always left for training."""
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    if n >= 3:
+        n_val = max(n_val, 1) if val_fraction > 0 else 0
+        n_test = max(n_test, 1) if test_fraction > 0 else 0
+    while n - n_val - n_test < 1:
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_val, n_test
+
+
+def per_class_split(
+    labels: np.ndarray, *, seed: int, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted (train, val, test) indices, each class shuffled by ``seed`` and cut by `split_counts`."""
+    check_fractions(val_fraction, test_fraction)
+    rng = np.random.default_rng(seed)
+    parts: tuple[list, list, list] = ([], [], [])
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_val, n_test = split_counts(len(members), val_fraction, test_fraction)
+        parts[2].append(members[:n_test])
+        parts[1].append(members[n_test : n_test + n_val])
+        parts[0].append(members[n_test + n_val :])
+    return tuple(np.sort(np.concatenate(p)).astype(np.int64) if p else np.zeros(0, np.int64) for p in parts)

@@ -1,0 +1,446 @@
+"""Capture exact attention weights from any model built of ``MultiHeadAttention`` modules.
+
+Fused kernels never return attention weights (PyTorch #119811, HF #31990), so capture sets
+each chosen module's ``weight_hook``: the module then recomputes the exact softmax weights
+per query block from q and k, beside its fused output, and hands them to us. Slicing to the
+chosen heads and query rows happens inside the hook as each layer finishes, and modules that
+were not chosen get no hook at all, so asking for a subset never stores (or computes) every
+layer's full (B, H, N, M) map — the memory trap of ``output_attentions`` (HF #9387).
+
+Gradients of the weights (for gradient rollout) need care for the same reason: the weights
+handed to the hook are a side branch, the output itself comes from the fused kernel, so
+autograd has no path from the output to them. Since ``out_h = W_h @ V_h`` per head,
+``dL/dW_h = dL/dout_h @ V_h^T`` exactly (without attention dropout); ``grad=True`` records
+V (``v_proj``'s output) and dL/dout (the gradient at ``out_proj``'s input) and
+``AttentionMaps.grads()`` forms that product, sliced like the maps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from attnlab.layers.attention import MultiHeadAttention
+
+__all__ = ["AttentionMaps", "Recorder", "capture", "capture_hf", "recording", "attention_modules"]
+
+LayerSpec = Union[None, int, str, slice, Sequence[Union[int, str]]]
+IndexSpec = Union[None, int, slice, Sequence[int], Tensor]
+
+
+@dataclass
+class AttentionMaps:
+    """Attention weights of the chosen layers, in forward-call order.
+
+    ``maps[i]`` has shape (B, H', N', M): H' chosen heads, N' chosen query rows, all M keys.
+    A module called several times in one forward (weight sharing) appears once per call,
+    named ``"path#k"`` for calls after the first.
+    """
+
+    names: list[str] = field(default_factory=list)
+    maps: list[Tensor] = field(default_factory=list)
+    output: Any = None
+    _grad_sources: list[Any] = field(default_factory=list, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __iter__(self) -> Iterator[tuple[str, Tensor]]:
+        return iter(zip(self.names, self.maps))
+
+    def index(self, key: int | str) -> int:
+        if isinstance(key, str):
+            if key not in self.names:
+                raise KeyError(f"AttentionMaps: no layer named {key!r}; have {self.names}")
+            return self.names.index(key)
+        if not -len(self.maps) <= key < len(self.maps):
+            raise IndexError(f"AttentionMaps: layer index {key} out of range for {len(self.maps)} layers")
+        return key % len(self.maps)
+
+    def layer(self, key: int | str) -> Tensor:
+        """One layer's weights by position or name. Shape: (B, H', N', M)."""
+        return self.maps[self.index(key)]
+
+    def stack(self) -> Tensor:
+        """All layers as one tensor. Shape: (L, B, H', N', M); the shapes must agree."""
+        if not self.maps:
+            raise ValueError("AttentionMaps.stack: no maps were captured")
+        shapes = {tuple(m.shape) for m in self.maps}
+        if len(shapes) > 1:
+            detail = ", ".join(f"{n}: {tuple(m.shape)}" for n, m in self)
+            raise ValueError(f"AttentionMaps.stack: layer shapes differ ({detail}); select layers of one shape")
+        return torch.stack(self.maps)
+
+    def to_numpy(self) -> list[np.ndarray]:
+        """The maps as float numpy arrays (detached, on the CPU)."""
+        out = []
+        for m in self.maps:
+            m = m.detach().cpu()
+            out.append((m.float() if m.dtype in (torch.float16, torch.bfloat16) else m).numpy())
+        return out
+
+    def grads(self) -> list[Tensor]:
+        """d(target)/d(weights) for each map, after ``backward()`` on a ``capture(..., grad=True)``
+        output. Shape: like the maps, (B, H', N', M)."""
+        sources = self._grad_sources or [None] * len(self.maps)
+        grads = [src.grad() if src is not None else None for src in sources]
+        if any(g is None for g in grads):
+            raise RuntimeError(
+                "AttentionMaps.grads: no gradient on the maps; capture with grad=True and call backward() "
+                "on (a function of) the output first"
+            )
+        return grads
+
+
+class _GradSource:
+    """V and dL/d(attention output) of one attention call: dL/dW = dL/dout @ V^T, per head."""
+
+    def __init__(self, module: MultiHeadAttention, values: Tensor | None, select):
+        self.module, self.values, self.select = module, values, select
+        self.dout: Tensor | None = None
+
+    def grad(self) -> Tensor | None:
+        if self.dout is None or self.values is None:
+            return None
+        mod = self.module
+        b, n, _ = self.dout.shape
+        dout = self.dout.view(b, n, mod.num_heads, mod.head_dim).transpose(1, 2)  # (B, H, N, D)
+        v = self.values.view(b, -1, mod.num_kv_heads, mod.head_dim).transpose(1, 2)  # (B, G, M, D)
+        v = v.repeat_interleave(mod.num_heads // mod.num_kv_heads, dim=1)  # (B, H, M, D)
+        return self.select(dout @ v.transpose(-1, -2))  # (B, H', N', M)
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, MultiHeadAttention]]:
+    """Every ``MultiHeadAttention`` in ``model.modules()`` order, named by module path."""
+    return [(name or "(root)", mod) for name, mod in model.named_modules() if isinstance(mod, MultiHeadAttention)]
+
+
+def _select_layers(model: nn.Module, layers: LayerSpec) -> list[tuple[str, MultiHeadAttention]]:
+    found = attention_modules(model)
+    if not found:
+        raise ValueError(f"capture: {type(model).__name__} contains no attnlab MultiHeadAttention module")
+    if layers is None:
+        return found
+    names = [n for n, _ in found]
+    if isinstance(layers, slice):
+        return found[layers]
+    keys = [layers] if isinstance(layers, (int, str)) else list(layers)
+    chosen: dict[int, None] = {}
+    for key in keys:
+        if isinstance(key, str):
+            if key not in names:
+                raise ValueError(f"capture: no attention module named {key!r}; available: {names}")
+            chosen[names.index(key)] = None
+        elif isinstance(key, int) and not isinstance(key, bool):
+            if not -len(found) <= key < len(found):
+                raise ValueError(f"capture: layer index {key} out of range; the model has {len(found)} attention modules")
+            chosen[key % len(found)] = None
+        else:
+            raise ValueError(f"capture: layers must be ints or module names, got {key!r}")
+    return [found[i] for i in sorted(chosen)]  # forward order, duplicates removed
+
+
+def _index(spec: IndexSpec, size: int, what: str) -> Tensor | slice | None:
+    """A selection along one axis: None (all), a slice, or a 1-D long index tensor."""
+    if spec is None:
+        return None
+    if isinstance(spec, slice):
+        return spec
+    idx = torch.as_tensor([spec] if isinstance(spec, int) else spec, dtype=torch.long).reshape(-1)
+    if idx.numel() and (idx.min() < -size or idx.max() >= size):
+        raise ValueError(f"capture: {what} index out of range for size {size}: {idx.tolist()}")
+    return idx % size
+
+
+class _RetainedGrad:
+    def __init__(self, weights: Tensor, select):
+        self.weights, self.select = weights, select
+
+    def grad(self) -> Tensor | None:
+        g = self.weights.grad
+        return None if g is None else self.select(g)
+
+
+class _Tap:
+    """Installs weight hooks on chosen modules, slices each map as it arrives, restores on close."""
+
+    def __init__(self, chosen, heads: IndexSpec, query_rows: IndexSpec, grad: bool, device):
+        self.chosen = chosen
+        self.heads, self.query_rows = heads, query_rows
+        self.grad, self.device = grad, device
+        self.previous: list[Callable | None] = [mod.weight_hook for _, mod in chosen]
+        self.names: list[str] = []
+        self.maps: list[Tensor] = []
+        self.sources: list[_GradSource | _RetainedGrad | None] = []
+        self.calls: dict[str, int] = {}
+        self.handles: list[Any] = []
+        # Per module, within one call: v_proj's output, out_proj's input, a source awaiting it.
+        self.pending_values: dict[int, Tensor] = {}
+        self.pending_outputs: dict[int, Tensor] = {}
+        self.open_sources: dict[int, _GradSource] = {}
+
+    def _hook_for(self, name: str, previous: Callable | None):
+        def hook(module: MultiHeadAttention, weights: Tensor) -> None:
+            if previous is not None:  # chain, so nested capture / recording both see the weights
+                previous(module, weights)
+            self._store(name, weights, module)
+
+        return hook
+
+    def _selector(self, heads: int, rows: int) -> Callable[[Tensor], Tensor]:
+        h_idx = _index(self.heads, heads, "head")
+        q_idx = _index(self.query_rows, rows, "query row")
+
+        def select(w: Tensor) -> Tensor:
+            sliced = False
+            if h_idx is not None:
+                w = w[:, h_idx] if isinstance(h_idx, slice) else w.index_select(1, h_idx.to(w.device))
+                sliced = True
+            if q_idx is not None:
+                w = w[:, :, q_idx] if isinstance(q_idx, slice) else w.index_select(2, q_idx.to(w.device))
+                sliced = True
+            if self.device is not None:
+                return w.to(self.device)
+            return w.clone() if sliced else w  # a slice is a view that would keep the full storage alive
+
+        return select
+
+    def _store(self, name: str, weights: Tensor, module: MultiHeadAttention | None = None) -> None:
+        select = self._selector(weights.shape[1], weights.shape[2])
+        w = select(weights if self.grad else weights.detach())
+        source = None
+        if self.grad and module is not None:
+            values = self.pending_values.pop(id(module), None)
+            if values is not None and values.shape[1] != weights.shape[-1]:
+                values = None  # keys came partly from a KV cache: V is not v_proj's output alone
+            source = _GradSource(module, values, select)
+            attn_out = self.pending_outputs.pop(id(module), None)
+            if attn_out is not None:  # out_proj already ran (the module calls the hook last)
+                self._catch_grad(attn_out, source)
+            else:
+                self.open_sources[id(module)] = source
+        elif self.grad and weights.requires_grad:
+            # Weights the output really used (Hugging Face eager): keep the full tensor's grad,
+            # since a slice taken after the forward is a branch the output never saw.
+            weights.retain_grad()
+            source = _RetainedGrad(weights, select)
+        count = self.calls.get(name, 0)
+        self.calls[name] = count + 1
+        self.names.append(name if count == 0 else f"{name}#{count}")
+        self.maps.append(w)
+        self.sources.append(source)
+
+    @staticmethod
+    def _catch_grad(attn_out: Tensor, source: _GradSource) -> None:
+        """dL/d(attention output), the input of out_proj. Shape: (B, N, C)."""
+        if attn_out.requires_grad:
+            def catch(g: Tensor) -> None:
+                source.dout = g.detach()
+
+            attn_out.register_hook(catch)
+
+    def _grad_hooks(self, mod: MultiHeadAttention) -> None:
+        key = id(mod)
+
+        def keep_values(_, args, output):
+            self.pending_values[key] = output.detach()
+
+        def watch_output(_, args):
+            source = self.open_sources.pop(key, None)
+            if source is None:
+                self.pending_outputs[key] = args[0]
+            else:
+                self._catch_grad(args[0], source)
+
+        self.handles.append(mod.v_proj.register_forward_hook(keep_values))
+        self.handles.append(mod.out_proj.register_forward_pre_hook(watch_output))
+
+    def enable(self) -> None:
+        for (name, mod), prev in zip(self.chosen, self.previous):
+            mod.weight_hook = self._hook_for(name, prev)
+            if self.grad:
+                self._grad_hooks(mod)
+
+    def disable(self) -> None:
+        for (_, mod), prev in zip(self.chosen, self.previous):
+            mod.weight_hook = prev
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        self.pending_values, self.pending_outputs, self.open_sources = {}, {}, {}
+
+    def take(self, output: Any = None) -> AttentionMaps:
+        maps = AttentionMaps(names=self.names, maps=self.maps, output=output, _grad_sources=self.sources)
+        self.names, self.maps, self.sources, self.calls = [], [], [], {}
+        return maps
+
+
+def capture(
+    model: nn.Module,
+    *inputs: Any,
+    layers: LayerSpec = None,
+    heads: IndexSpec = None,
+    query_rows: IndexSpec = None,
+    grad: bool = False,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> AttentionMaps:
+    """Run ``model(*inputs, **kwargs)`` once and return its exact attention weights.
+
+    Args:
+        layers: attention modules to keep, by position in ``model.modules()`` order
+            (negative allowed), by module path (e.g. ``"blocks.3.attn"``), or a slice.
+        heads, query_rows: selections (int, list, slice or index tensor) applied inside
+            the hook as each layer finishes.
+        grad: keep the autograd graph (no ``torch.no_grad``) and record what
+            ``AttentionMaps.grads()`` needs after ``backward()`` (for ``gradient_rollout``);
+            exact when attention dropout is off (eval mode).
+        device: move each map there as it arrives (e.g. "cpu" to spare GPU memory).
+
+    The model's train/eval mode is left as is; the weights are pre-dropout either way.
+    Every hook is restored afterwards, also when the forward raises.
+
+    Shape: each map (B, H', N', M); ``output`` is whatever the model returned.
+    """
+    tap = _Tap(_select_layers(model, layers), heads, query_rows, grad, device)
+    tap.enable()
+    try:
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            output = model(*inputs, **kwargs)
+    finally:
+        tap.disable()
+    return tap.take(output)
+
+
+class Recorder:
+    """Live handle of ``recording``: ``latest`` holds the maps of the last recorded forward."""
+
+    def __init__(self, every: int, on_record: Callable[[int, AttentionMaps], None] | None):
+        self.every = every
+        self.on_record = on_record
+        self.steps = 0  # forwards of the model seen
+        self.num_recorded = 0
+        self.latest: AttentionMaps | None = None
+
+
+@contextlib.contextmanager
+def recording(
+    model: nn.Module,
+    *,
+    layers: LayerSpec = None,
+    heads: IndexSpec = None,
+    query_rows: IndexSpec = None,
+    every: int = 1,
+    grad: bool = False,
+    device: torch.device | str | None = "cpu",
+    on_record: Callable[[int, AttentionMaps], None] | None = None,
+) -> Iterator[Recorder]:
+    """Record attention during ordinary use of ``model`` (e.g. inside a training loop).
+
+    Every ``every``-th call of ``model`` (1st, 1+every, ...) is recorded; on the others the
+    hooks are off, so they pay nothing for the weights. After each recorded call,
+    ``recorder.latest`` is its ``AttentionMaps`` (with ``output``) and
+    ``on_record(step, maps)`` runs. Maps are detached and moved to ``device`` unless
+    ``grad=True``. Hooks are restored on exit, also after an exception.
+    """
+    if every < 1:
+        raise ValueError(f"recording: every must be >= 1, got {every}")
+    tap = _Tap(_select_layers(model, layers), heads, query_rows, grad, None if grad else device)
+    recorder = Recorder(every, on_record)
+    active = [False]
+
+    def before(module, args):
+        recorder.steps += 1
+        active[0] = (recorder.steps - 1) % every == 0
+        tap.take()  # drop anything a previous, interrupted call left behind
+        if active[0]:
+            tap.enable()
+
+    def after(module, args, output):
+        if not active[0]:
+            return
+        tap.disable()
+        active[0] = False
+        maps = tap.take(output if grad else _detach(output))
+        recorder.latest = maps
+        recorder.num_recorded += 1
+        if on_record is not None:
+            on_record(recorder.steps, maps)
+
+    handles = [model.register_forward_pre_hook(before), model.register_forward_hook(after)]
+    try:
+        yield recorder
+    finally:
+        for handle in handles:
+            handle.remove()
+        tap.disable()
+
+
+def _detach(output: Any) -> Any:
+    if isinstance(output, Tensor):
+        return output.detach()
+    if isinstance(output, (tuple, list)):
+        return type(output)(_detach(o) for o in output) if not hasattr(output, "_fields") else output
+    if isinstance(output, dict):
+        return {k: _detach(v) for k, v in output.items()}
+    return output
+
+
+def _hf_attentions(out: Any) -> list[tuple[str, Tensor]]:
+    get = out.get if isinstance(out, dict) else (lambda key: getattr(out, key, None))
+    groups = [(key, get(key)) for key in ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions")]
+    groups = [(key, value) for key, value in groups if value is not None]
+    # Fused kernels give None per layer (transformers 4.x) or nothing at all (5.x, with a warning).
+    if not any(len(value) for _, value in groups) or any(v is None for _, value in groups for v in value):
+        raise ValueError(
+            "capture_hf: the model returned no attention weights for output_attentions=True; fused kernels "
+            "cannot return them (HF #31990): load the model with attn_implementation=\"eager\""
+        )
+    prefix = {"attentions": "", "encoder_attentions": "encoder.", "decoder_attentions": "decoder.", "cross_attentions": "cross."}
+    return [(f"{prefix[key]}layer.{i}", w) for key, value in groups for i, w in enumerate(value)]
+
+
+def capture_hf(
+    model: nn.Module,
+    inputs: dict[str, Any],
+    *,
+    layers: LayerSpec = None,
+    heads: IndexSpec = None,
+    query_rows: IndexSpec = None,
+    grad: bool = False,
+) -> AttentionMaps:
+    """Attention maps of a Hugging Face model through ``output_attentions=True``.
+
+    Names are ``layer.{i}`` (``encoder.layer.{i}``, ``decoder.layer.{i}``,
+    ``cross.layer.{i}`` for encoder-decoders). Unlike ``capture``, HF materialises every
+    layer's full map before we can slice (HF #9387), so long inputs cost B*H*N*N per layer.
+    transformers itself is never imported here: the model is only called.
+    """
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        out = model(**inputs, output_attentions=True)
+    found = _hf_attentions(out)
+    names = [n for n, _ in found]
+    if layers is None:
+        keep = list(range(len(found)))
+    elif isinstance(layers, slice):
+        keep = list(range(len(found)))[layers]
+    else:
+        keep = []
+        for key in [layers] if isinstance(layers, (int, str)) else list(layers):
+            if isinstance(key, str) and key not in names:
+                raise ValueError(f"capture_hf: no attention layer named {key!r}; available: {names}")
+            if isinstance(key, int) and not -len(found) <= key < len(found):
+                raise ValueError(f"capture_hf: layer index {key} out of range for {len(found)} layers")
+            i = names.index(key) if isinstance(key, str) else key % len(found)
+            if i not in keep:
+                keep.append(i)
+        keep.sort()
+    tap = _Tap([], heads, query_rows, grad, None)
+    for i in keep:
+        tap._store(names[i], found[i][1])
+    return tap.take(out)
