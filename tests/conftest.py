@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# ATTNLAB_TEST_DEVICE=cuda runs the kernel/layer tests with tensors created on that device
+# (how the attention core is checked on a GPU; CI itself is CPU-only).
+if os.environ.get("ATTNLAB_TEST_DEVICE"):
+    torch.set_default_device(os.environ["ATTNLAB_TEST_DEVICE"])
+
 DATA_DIR = Path(os.environ.get("ATTNLAB_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 

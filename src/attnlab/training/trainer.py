@@ -224,7 +224,7 @@ class Trainer:
         total_loss, total_n = 0.0, 0
         bar = tqdm(
             iterator, total=len(self.train_loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not (self.is_main and cfg.progress), leave=False, dynamic_ncols=True,
+            disable=not (self.is_main and cfg.progress), leave=False, dynamic_ncols=True, mininterval=0.5,
         )
         self.optimizer.zero_grad(set_to_none=True)
         for index, batch in enumerate(bar, start=skip):
@@ -248,7 +248,7 @@ class Trainer:
             self.state.batch_in_epoch = index + 1
             if last_micro:
                 self._optimizer_step()
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
                 if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
                     self.save()
         self.state.batch_in_epoch = 0
