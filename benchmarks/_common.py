@@ -8,8 +8,9 @@ machine description stored with every result.
 
 Peak CPU memory: a child process (``python <script> --_measure-one <json>``) builds its
 inputs, resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``, Linux
->= 4.0), then runs one call; the reported number is ``ru_maxrss`` after the call minus the
-RSS just before it, i.e. the extra memory the call needed (its output included). The child
+>= 4.0), then runs one call; the reported number is the high-water mark after the call
+(``VmHWM``; ``ru_maxrss`` where /proc is missing, see ``peak_rss_bytes`` for why not always)
+minus the RSS just before it, i.e. the extra memory the call needed (output included). The child
 runs with a fixed ``MALLOC_MMAP_THRESHOLD_`` so that large freed tensors go straight back to
 the OS; otherwise glibc keeps them in its heap and a later call would reuse them unseen.
 tracemalloc does not see torch's C++ allocations, hence RSS.
@@ -37,6 +38,7 @@ __all__ = [
     "synchronize",
     "time_call",
     "machine_info",
+    "git_revision",
     "reset_peak_rss",
     "current_rss_bytes",
     "peak_rss_bytes",
@@ -71,34 +73,38 @@ def time_call(
 ) -> dict[str, Any]:
     """Median wall time of ``fn`` (``time.perf_counter``, synchronised on CUDA).
 
-    After ``warmup`` untimed calls, times up to ``repeats`` calls but stops once ``budget_s``
-    seconds of timed calls have been spent (at least one). A warm-up call that alone takes
-    longer than the budget is kept as the only sample (``cold: True``): at that size each
-    call allocates and faults in fresh pages anyway, so it is not meaningfully colder than
-    a second call, and skipping the repeat is what keeps large runs feasible.
+    Spends about ``budget_s`` seconds, warm-up included: after ``warmup`` untimed calls it
+    times up to ``repeats`` calls, at least one, and stops when the next call (guessed
+    from the last) would overrun the budget. A warm-up call that alone takes longer than
+    the budget is kept as the only sample (``cold: True``): at that size each call
+    allocates and faults in fresh pages anyway, so it is hardly colder than a second call,
+    and not repeating it is what keeps runs at large N feasible.
     Returns ``{"median_s", "min_s", "times_s", "cold", "result"}`` (``result``: last return).
     """
     times: list[float] = []
     result = None
     cold = False
+    spent = 0.0
     for _ in range(warmup):
         synchronize(device)
         t0 = time.perf_counter()
         result = fn()
         synchronize(device)
         elapsed = time.perf_counter() - t0
+        spent += elapsed
         if elapsed >= budget_s:
             times.append(elapsed)
             cold = True
             break
     while not cold and len(times) < max(1, repeats):
+        if times and spent + times[-1] > budget_s:
+            break
         synchronize(device)
         t0 = time.perf_counter()
         result = fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
-        if sum(times) >= budget_s:
-            break
+        spent += times[-1]
     return {
         "median_s": statistics.median(times),
         "min_s": min(times),
@@ -130,11 +136,25 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch_num_threads": torch.get_num_threads(),
         "device": device.type,
         "cuda_device": None,
+        # Other processes on a small machine skew CPU timings; this lets a reader tell.
+        "loadavg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(device if device.type == "cuda" else 0)
         info["cuda_version"] = torch.version.cuda
     return info
+
+
+def git_revision(path: str | Path) -> str | None:
+    """``git describe --always --dirty`` of the checkout holding ``path``, if any."""
+    try:
+        proc = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=Path(path).resolve().parent,
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 # --- peak memory -----------------------------------------------------------------------
@@ -155,7 +175,20 @@ def current_rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    """``ru_maxrss`` in bytes (Linux reports KiB, macOS bytes)."""
+    """This process's RSS high-water mark in bytes: ``VmHWM``, else ``ru_maxrss``.
+
+    ``ru_maxrss`` is not enough in a child: at exec, Linux folds the high-water mark of the
+    address space being replaced (the parent's, as vfork/fork shares or copies it) into the
+    process's ``maxrss``, so a child of a big parent reports the parent's peak and no reset
+    clears it. ``VmHWM`` belongs to the child's own address space.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

@@ -103,9 +103,16 @@ def test_tensor_bias_and_relative_bias_gradients_match_reference():
     assert g_out.abs().sum() > 0
 
 
-def test_alibi_no_dense_bias_needed_for_long_sequences():
-    # "auto" sends a callable bias at long N to the chunked kernel, which never builds (N, M).
+def test_alibi_no_dense_bias_needed_for_long_sequences(monkeypatch):
+    # "auto" sends a callable bias whose dense form is too big to the chunked kernel.
+    from attnlab.attention import functional
+
+    monkeypatch.setattr(functional, "_CPU_DENSE_LIMIT_BYTES", 1024)
+    monkeypatch.setattr(functional, "_CUDA_DENSE_LIMIT_BYTES", 1024)
+    calls = []
+    monkeypatch.setattr(functional, "chunked_attention", lambda *a, **k: calls.append(1) or chunked_attention(*a, **k))
     q = torch.randn(1, 2, 1024, 16)
     out = attention(q, q, q, bias=positional.alibi_bias(2), is_causal=True)
+    assert calls == [1]
     ref = attention(q, q, q, bias=positional.alibi_bias(2), is_causal=True, backend="sdpa")
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)

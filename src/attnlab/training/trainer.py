@@ -48,6 +48,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     early_stopping_patience: int = 0  # epochs without improvement; 0 = off
+    keep: str = "best"  # weights kept at the end: "best" on validation, or "last"
     label_smoothing: float = 0.0
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     max_bad_steps: int = 10  # non-finite losses skipped before training stops
@@ -65,6 +66,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         check_choice("TrainConfig", "precision", self.precision, ("auto", "fp32", "bf16"))
+        check_choice("TrainConfig", "keep", self.keep, ("best", "last"))
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -203,11 +205,14 @@ class Trainer:
         with self.autocast():
             return self.objective.evaluate(self.model, self._batches(dataset))
 
-    def _improved(self, value: float) -> bool:
+    def _compare(self, value: float) -> int:
+        """+1 better than the best so far, 0 a tie, -1 worse."""
         best = self.state.best_metric
         if best is None:
-            return True
-        return value > best if self.objective.greater_is_better else value < best
+            return 1
+        if value == best:
+            return 0
+        return 1 if (value > best) == self.objective.greater_is_better else -1
 
     def _train_epoch(self, epoch: int) -> float:
         from tqdm import tqdm
@@ -289,11 +294,11 @@ class Trainer:
                 val = self.evaluate(self.val_set)
                 record.update({f"val_{k}": v for k, v in val.items()})
                 value = val[self.objective.metric]
-                if self._improved(value):
-                    self.state.best_metric, self.state.best_epoch, self.state.bad_epochs = value, epoch + 1, 0
+                verdict = self._compare(value)
+                if verdict >= 0:  # on a tie keep the later, longer-trained weights
+                    self.state.best_metric, self.state.best_epoch = value, epoch + 1
                     self.best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    self.state.bad_epochs += 1
+                self.state.bad_epochs = 0 if verdict > 0 else self.state.bad_epochs + 1
             self.state.epoch = epoch + 1
             self.state.history.append(record)
             self.logger.epoch(record)
@@ -306,7 +311,7 @@ class Trainer:
             if cfg.early_stopping_patience and self.state.bad_epochs >= cfg.early_stopping_patience:
                 log.info("early stopping: no improvement in %d epochs", self.state.bad_epochs)
                 break
-        if self.best_weights is not None:
+        if self.best_weights is not None and cfg.keep == "best":
             self.model.load_state_dict(self.best_weights)
         if self.is_main and self.run_dir is not None:
             save_weights(self.model, self.run_dir / "model.safetensors")
