@@ -138,17 +138,30 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     raise AttnlabError(f"no benchmark named {args.name!r}; known: {', '.join(known) or 'none (run from a source checkout)'}")
 
 
+def _cmd_recommend(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.task_sasrec import recommend_run
+
+    result = recommend_run(args.run_dir, user=args.user, k=args.k)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for rank, item in enumerate(result["items"], start=1):
+            print(f"{rank:>3}. item {item['item']}  (score {item['score']:.3f})")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.models.registry import list_models, model_entry
-    from attnlab.run import TASK_DEFAULTS
+    from attnlab.tasks import list_tasks, task_spec
 
     print("models:")
     for name in list_models():
         entry = model_entry(name)
         print(f"  {name:<16} {entry.description}  [tasks: {', '.join(entry.tasks)}]")
     print("tasks:")
-    for task, defaults in TASK_DEFAULTS.items():
-        print(f"  {task:<16} default model {defaults['model']}")
+    for task in list_tasks():
+        spec = task_spec(task)
+        print(f"  {task:<16} {spec.description} (default model {spec.default_model})")
     return 0
 
 
@@ -197,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark script from benchmarks/ (e.g. `attnlab bench attention --quick`)")
     p.add_argument("name")
     p.set_defaults(func=_cmd_bench, allow_extra=True)
+
+    p = sub.add_parser("recommend", help="top-k next items for a user of a sequential-recommendation run")
+    p.add_argument("run_dir")
+    p.add_argument("--user", required=True, help="user id as it appears in the data file")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_recommend)
 
     p = sub.add_parser("list", help="list models and tasks")
     p.set_defaults(func=_cmd_list)

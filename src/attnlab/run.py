@@ -27,27 +27,13 @@ import yaml
 from attnlab.config import from_dict, to_dict
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
-from attnlab.training import ClassificationObjective, DistInfo, TrainConfig, Trainer, load_weights
+from attnlab.tasks import task_spec
+from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights
 from attnlab.training.checkpoint import atomic_write_text
 
-__all__ = ["RunConfig", "TASK_DEFAULTS", "train_run", "load_run", "evaluate_run", "predict_run", "resolve_config"]
+__all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "predict_run", "resolve_config"]
 
 log = logging.getLogger(__name__)
-
-# Per-task defaults: the model and training settings that reach the targets on a CPU.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    # digits: a conv stem, dropout and label smoothing keep a ViT from overfitting 1,258 images.
-    "digits": {
-        "model": "vit-tiny",
-        "model_config": {"stem_channels": 32, "dropout": 0.2},
-        # Validation has only 180 images, so "best on validation" is noisy: keep the last epoch
-        # (cosine decay ends near zero). Test accuracy 99.7 / 99.4 / 98.9 % for seeds 0 / 1 / 2.
-        "train": {"epochs": 60, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.1, "label_smoothing": 0.1, "keep": "last"},
-    },
-    "mnist": {"model": "vit-small", "train": {"epochs": 12, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05}},
-    "images": {"model": "vit-tiny", "model_config": {"patch_size": 4}, "train": {"epochs": 30, "batch_size": 32}},
-}
-
 
 @dataclass
 class RunConfig:
@@ -60,23 +46,20 @@ class RunConfig:
     report_examples: int = 4
 
     def __post_init__(self) -> None:
-        if self.task not in TASK_DEFAULTS:
-            raise ConfigError(f"unknown task {self.task!r}; known tasks: {', '.join(sorted(TASK_DEFAULTS))}")
+        task_spec(self.task)  # raises ConfigError naming the known tasks
 
 
 def resolve_config(values: dict[str, Any]) -> RunConfig:
     """Merge task defaults under user values (YAML + CLI) and validate."""
     values = dict(values)
     task = values.get("task") or "digits"
-    if task not in TASK_DEFAULTS:
-        raise ConfigError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASK_DEFAULTS))}")
-    defaults = TASK_DEFAULTS[task]
+    spec = task_spec(task)
     merged: dict[str, Any] = {"task": task}
-    merged["model"] = values.get("model") or defaults["model"]
-    same_model = merged["model"] == defaults["model"]
-    merged["model_config"] = {**(defaults.get("model_config", {}) if same_model else {}), **(values.get("model_config") or {})}
-    merged["train"] = {**defaults.get("train", {}), **(values.get("train") or {})}
-    merged["data_options"] = {**defaults.get("data_options", {}), **(values.get("data_options") or {})}
+    merged["model"] = values.get("model") or spec.default_model
+    same_model = merged["model"] == spec.default_model
+    merged["model_config"] = {**(spec.default_model_config if same_model else {}), **(values.get("model_config") or {})}
+    merged["train"] = {**spec.default_train, **(values.get("train") or {})}
+    merged["data_options"] = {**spec.default_data_options, **(values.get("data_options") or {})}
     for key in ("data", "report_examples"):
         if values.get(key) is not None:
             merged[key] = values[key]
@@ -92,16 +75,11 @@ def _load_task(config: RunConfig):
     return load_task(config.task, config.data, seed=config.train.seed, **config.data_options)
 
 
-def _model_fields(task_data) -> dict[str, Any]:
-    c, h, w = task_data.input_shape
-    return {"num_classes": task_data.num_classes, "image_size": (h, w), "in_channels": c}
-
-
 def _build_model(config: RunConfig, task_data):
     entry = model_entry(config.model)  # raises on unknown names
     if task_data.task not in entry.tasks:
         raise ConfigError(f"model {config.model!r} does not fit task {task_data.task!r}; it serves {list(entry.tasks)}")
-    fields = {**_model_fields(task_data), **config.model_config}
+    fields = {**task_spec(config.task).model_fields(task_data), **config.model_config}
     return create_model(config.model, **fields)
 
 
@@ -141,7 +119,8 @@ def train_run(
     task_data = _load_task(config)
     model = _build_model(config, task_data)
     config.model_config = to_dict(model.config)
-    objective = ClassificationObjective(task_data.num_classes, label_smoothing=config.train.label_smoothing)
+    spec = task_spec(config.task)
+    objective = spec.objective(task_data, config.train)
     callbacks = []
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +129,7 @@ def train_run(
         callbacks.append(_attention_image_logger(task_data))
     trainer = Trainer(
         model, objective, task_data.train, task_data.val, config.train, run_dir=run_dir, dist=dist,
-        batch_augment=_inputs_only(task_data.batch_augment), callbacks=callbacks,
+        batch_augment=_inputs_only(task_data.batch_augment), callbacks=callbacks, collate_fn=task_data.collate_fn,
     )
     if resume is not None:
         trainer.resume()
@@ -164,8 +143,8 @@ def train_run(
     }
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
-        if config.report_examples > 0:
-            _write_report(model, task_data, run_dir / "report.html", config.report_examples)
+        if config.report_examples > 0 and spec.report_examples is not None:
+            _write_report(spec.report_examples(model, task_data, config.report_examples), task_data, run_dir / "report.html")
     metrics["run_dir"] = str(run_dir)
     return metrics
 
@@ -180,7 +159,8 @@ def _inputs_only(augment):
 def _data_record(task_data) -> dict[str, Any]:
     spec = task_data.spec.to_dict() if getattr(task_data, "spec", None) is not None else None
     return {"task": task_data.task, "class_names": list(task_data.class_names), "num_classes": task_data.num_classes,
-            "input_shape": list(task_data.input_shape), "spec": spec, "summary": task_data.summary()}
+            "input_shape": list(task_data.input_shape), "spec": spec, "info": task_data.info,
+            "summary": task_data.summary()}
 
 
 def _attention_image_logger(task_data):
@@ -203,11 +183,9 @@ def _attention_image_logger(task_data):
     return callback
 
 
-def _write_report(model, task_data, path: Path, count: int) -> None:
-    from attnlab.explain.examples import vision_examples
+def _write_report(examples: list, task_data, path: Path) -> None:
     from attnlab.explain.report import write_report
 
-    examples = vision_examples(model, task_data, count)
     write_report(path, examples, title=f"attnlab — {task_data.task}", meta={"task": task_data.task})
 
 
@@ -236,28 +214,15 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None) -> dict[str, A
     if data is not None:
         config.data = data
     task_data = _load_task(config)
-    objective = ClassificationObjective(task_data.num_classes)
+    objective = task_spec(config.task).objective(task_data, config.train)
     trainer_cfg = dataclasses.replace(config.train, device="cpu", progress=False)
-    trainer = Trainer(model, objective, task_data.train, None, trainer_cfg)
+    trainer = Trainer(model, objective, task_data.train, None, trainer_cfg, collate_fn=task_data.collate_fn)
     return {"task": config.task, "model": config.model, "test": trainer.evaluate(task_data.test)}
 
 
 def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1) -> list[dict[str, Any]]:
-    from attnlab.data.base import ImageSpec
-    from attnlab.data.vision import prepare_image
-
-    _, model, record = load_run(run_dir)
-    spec = ImageSpec.from_dict(record["spec"])
-    results = []
-    for item in inputs:
-        x = prepare_image(item, spec)[None]
-        with torch.no_grad():
-            probs = torch.softmax(model(x).float(), dim=-1)[0]
-        scores, classes = probs.topk(min(top_k, probs.numel()))
-        results.append({
-            "input": item,
-            "class": record["class_names"][int(classes[0])],
-            "score": float(scores[0]),
-            "top": [{"class": record["class_names"][int(c)], "score": float(s)} for s, c in zip(scores, classes)],
-        })
-    return results
+    config, model, record = load_run(run_dir)
+    spec = task_spec(config.task)
+    if spec.predict is None:
+        raise ConfigError(f"task {config.task!r} has no predict command")
+    return spec.predict(model, record, inputs, top_k)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -163,6 +163,10 @@ class TaskData:
     metric: str = "accuracy"
     spec: ImageSpec | None = None
     batch_augment: Callable[[Tensor], Tensor] | None = None
+    # Non-vision task families: how to batch items, and JSON-ready facts inference needs
+    # (vocabulary size, tokenizer file, sequence length...), saved in the run's data.json.
+    collate_fn: Callable | None = None
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
