@@ -5,10 +5,17 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 from pathlib import Path
 
-import pytest
-import torch
+# Test this checkout's code even when another checkout is the one pip-installed (editable
+# installs of several clones on one machine point at whichever was installed last).
+_SRC = str(Path(__file__).resolve().parents[1] / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join([_SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # ATTNLAB_TEST_DEVICE=cuda runs the kernel/layer tests with tensors created on that device
 # (how the attention core is checked on a GPU; CI itself is CPU-only).
