@@ -42,6 +42,18 @@ def predict_images(model: nn.Module, record: dict[str, Any], inputs: list[str], 
     return results
 
 
+def explain_image(model: nn.Module, record: dict[str, Any], input_path: str):
+    from pathlib import Path
+
+    from attnlab.data.base import ImageSpec
+    from attnlab.data.vision import prepare_image
+    from attnlab.explain.examples import image_example
+
+    spec = ImageSpec.from_dict(record["spec"])
+    x = prepare_image(input_path, spec)
+    return image_example(model, x, class_names=record["class_names"], spec=spec, title=Path(input_path).name)
+
+
 register_task_spec(TaskSpec(
     name="digits",
     default_model="vit-tiny",
@@ -51,14 +63,14 @@ register_task_spec(TaskSpec(
     # Validation has only 180 images, so "best on validation" is noisy: keep the last epoch
     # (cosine decay ends near zero). Test accuracy 99.7 / 99.4 / 98.9 % for seeds 0 / 1 / 2.
     default_train={"epochs": 60, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.1, "label_smoothing": 0.1, "keep": "last"},
-    model_fields=image_fields, report_examples=_report, predict=predict_images,
+    model_fields=image_fields, report_examples=_report, predict=predict_images, explain_example=explain_image,
 ))
 register_task_spec(TaskSpec(
     name="mnist",
     default_model="vit-small",
     description="MNIST from an .npz (x_train, y_train, x_test, y_test)",
     default_train={"epochs": 12, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05},
-    model_fields=image_fields, report_examples=_report, predict=predict_images,
+    model_fields=image_fields, report_examples=_report, predict=predict_images, explain_example=explain_image,
 ))
 register_task_spec(TaskSpec(
     name="images",
@@ -66,5 +78,5 @@ register_task_spec(TaskSpec(
     description="a folder of class folders of images (png/jpg/bmp)",
     default_model_config={"patch_size": 4, "stem_channels": 32},
     default_train={"epochs": 30, "batch_size": 32},
-    model_fields=image_fields, report_examples=_report, predict=predict_images,
+    model_fields=image_fields, report_examples=_report, predict=predict_images, explain_example=explain_image,
 ))

@@ -36,8 +36,10 @@ class TaskSpec:
     )
     # (model, task data, count) -> list of explain.report.ReportExample
     report_examples: Callable[[nn.Module, Any, int], list] | None = None
-    # (model, data.json record, inputs) -> list of JSON-ready predictions
+    # (model, data.json record, inputs, top_k) -> list of JSON-ready predictions
     predict: Callable[[nn.Module, dict[str, Any], list[str], int], list[dict[str, Any]]] | None = None
+    # (model, data.json record, one input path or string) -> explain.report.ReportExample
+    explain_example: Callable[[nn.Module, dict[str, Any], str], Any] | None = None
 
 
 _TASKS: dict[str, TaskSpec] = {}

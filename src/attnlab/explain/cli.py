@@ -1,4 +1,9 @@
-"""``attnlab explain RUN_DIR INPUT -o out.png|out.html``: one input's attention."""
+"""``attnlab explain RUN_DIR INPUT -o out.png|out.html``: one input's attention.
+
+The run's task family turns the input into a ``ReportExample`` (its ``explain_example``);
+HTML output is the full explorer, PNG a figure fitting the input: an overlay for images, a
+highlighted time axis for series, highlighted tokens for sequences.
+"""
 
 from __future__ import annotations
 
@@ -8,50 +13,64 @@ import torch
 
 from attnlab.errors import AttnlabError
 
-__all__ = ["explain_run"]
+__all__ = ["explain_run", "relevance"]
+
+
+def relevance(maps: list[torch.Tensor], *, layer: int, head: int | None, rollout: bool, prefix: int) -> torch.Tensor:
+    """Per-token relevance from one layer/head (or the rollout through all layers), scaled to [0, 1].
+
+    With a class token: what flows into it; without: the mean over query rows.
+    Shape: maps, each (H, N, N) -> (N - prefix,).
+    """
+    from attnlab.explain.rollout import cls_to_patches, rollout as attention_rollout
+
+    if not -len(maps) <= layer < len(maps):
+        raise AttnlabError(f"--layer {layer} is out of range: the model has {len(maps)} attention layers")
+    if head is not None and not 0 <= head < maps[layer].shape[0]:
+        raise AttnlabError(f"--head {head} is out of range: the model has {maps[layer].shape[0]} heads")
+    if rollout:
+        rolled = attention_rollout([m[None] for m in maps], num_prefix_tokens=max(prefix, 1))[0]  # (N, N)
+    else:
+        chosen = maps[layer]  # (H, N, N)
+        rolled = chosen.mean(0) if head is None else chosen[head]
+    n = rolled.shape[-1]
+    return cls_to_patches(rolled, prefix, (1, n - prefix)).reshape(-1)
 
 
 def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, layer: int = -1, head: int | None = None,
                 rollout: bool = False) -> Path:
-    from attnlab.data.base import ImageSpec
-    from attnlab.data.vision import prepare_image
     from attnlab.explain import plots
-    from attnlab.explain.examples import image_example
     from attnlab.explain.report import write_report
-    from attnlab.explain.rollout import cls_to_patches, rollout as attention_rollout
     from attnlab.run import load_run
+    from attnlab.tasks import task_spec
 
     output = Path(output)
     if output.suffix.lower() not in (".png", ".html"):
         raise AttnlabError(f"output must end in .png or .html, got {output}")
-    _, model, record = load_run(run_dir)
-    spec = ImageSpec.from_dict(record["spec"])
-    x = prepare_image(input_path, spec)
-    example = image_example(model, x, class_names=record["class_names"], spec=spec, title=Path(input_path).name)
+    config, model, record = load_run(run_dir)
+    spec = task_spec(config.task)
+    if spec.explain_example is None:
+        raise AttnlabError(f"task {config.task!r} has no explain support yet")
+    example = spec.explain_example(model, record, input_path)
     if output.suffix.lower() == ".html":
         write_report(output, [example], title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
         return output
-    maps = [torch.from_numpy(m) for m in example.maps]
-    if not maps:
-        raise AttnlabError("this model has no attention layers to explain")
-    if not -len(maps) <= layer < len(maps):
-        raise AttnlabError(f"--layer {layer} is out of range: the model has {len(maps)} attention layers")
-    if head is not None and not 0 <= head < maps[0].shape[0]:
-        raise AttnlabError(f"--head {head} is out of range: the model has {maps[0].shape[0]} heads")
-    grid, prefix = example.grid, example.num_prefix_tokens
-    if rollout:
-        rolled = attention_rollout([m[None] for m in maps])[0]  # (N, N)
-    else:
-        chosen = maps[layer]  # (H, N, N)
-        rolled = chosen.mean(0) if head is None else chosen[head]
-    if grid is None:
+    maps = [torch.as_tensor(m) for m in example.maps]
+    if not maps or maps[0].shape[-1] != maps[0].shape[-2]:
+        # cross-attention or no attention: show the raw head grid of the chosen layer
+        if not maps:
+            raise AttnlabError("this model has no attention layers to explain")
         plots.head_grid(maps[layer].numpy(), tokens=example.tokens, path=output)
         return output
-    if prefix:
-        heat = cls_to_patches(rolled[None], prefix, grid)[0]
-    else:  # no class token: how much attention each patch receives, averaged over queries
-        heat = rolled.mean(0).reshape(grid)
-        heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp(min=1e-12)
-    title = f"{example.prediction} — {'rollout' if rollout else f'layer {layer}' + ('' if head is None else f' head {head}')}"
-    plots.image_overlay(example.input, heat.numpy(), output, title=title)
+    prefix = example.num_prefix_tokens
+    scores = relevance(maps, layer=layer, head=head, rollout=rollout, prefix=prefix)
+    what = "rollout" if rollout else f"layer {layer}" + ("" if head is None else f" head {head}")
+    title = f"{example.prediction} — {what}"
+    if example.kind == "image" and example.grid is not None:
+        plots.image_overlay(example.input, scores.reshape(example.grid).numpy(), output, title=title)
+    elif example.kind == "series":
+        plots.time_series_plot(example.input, scores.numpy(), output, title=title)
+    else:
+        tokens = list(example.tokens or [])[prefix:] or [str(i) for i in range(scores.numel())]
+        plots.token_highlight(tokens, scores.numpy(), output, title=title)
     return output
