@@ -43,6 +43,7 @@ class ViTConfig:
     stem_channels: int = 0  # > 0: a 3x3 convolutional stem before patchifying (Xiao et al. 2021)
     dropout: float = 0.0
     attn_dropout: float = 0.0
+    norm_eps: float = 1e-5  # Hugging Face ViT checkpoints use 1e-12
 
     def __post_init__(self) -> None:
         self.image_size = tuple(self.image_size)  # type: ignore[assignment]
@@ -91,10 +92,11 @@ class VisionTransformer(nn.Module):
             self.register_buffer("pos_embed", table[None], persistent=False)
         self.dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout)
+            TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
+                             norm_eps=c.norm_eps)
             for _ in range(c.depth)
         )
-        self.norm = nn.LayerNorm(c.dim)
+        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
         self.head = nn.Linear(c.dim, c.num_classes)
         self.apply(_init_weights)
         if self.cls_token is not None:
