@@ -150,6 +150,13 @@ def _cmd_recommend(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.export import export_onnx
+
+    print(f"wrote {export_onnx(args.run_dir, args.onnx)}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.models.registry import list_models, model_entry
     from attnlab.tasks import list_tasks, task_spec
@@ -217,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_recommend)
+
+    p = sub.add_parser("export", help="export a run's model to ONNX (needs attnlab[onnx])")
+    p.add_argument("run_dir")
+    p.add_argument("--onnx", required=True, help="output file, e.g. model.onnx")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("list", help="list models and tasks")
     p.set_defaults(func=_cmd_list)
