@@ -25,7 +25,7 @@ from torch import Tensor
 from attnlab.attention.chunked import chunked_attention
 from attnlab.attention.masks import query_positions, safe_softmax, structure_mask
 
-__all__ = ["attention", "attention_weights", "BACKENDS"]
+__all__ = ["attention", "attention_weights", "select_index", "BACKENDS"]
 
 BACKENDS = ("auto", "sdpa", "chunked", "math")
 BiasLike = Union[Tensor, Callable[[Tensor, Tensor, Tensor], Tensor], None]
@@ -167,6 +167,18 @@ def _pick_backend(q: Tensor, n: int, m: int, bias: BiasLike, window: int | None)
     return "sdpa"
 
 
+def select_index(spec, size: int, what: str) -> Tensor | None:
+    """A selection along one axis as a 1-D long tensor (None = all): int, list, slice or tensor."""
+    if spec is None:
+        return None
+    if isinstance(spec, slice):
+        return torch.arange(size)[spec]
+    idx = torch.as_tensor([spec] if isinstance(spec, int) else spec, dtype=torch.long).reshape(-1)
+    if idx.numel() and (idx.min() < -size or idx.max() >= size):
+        raise ValueError(f"{what} index out of range for size {size}: {idx.tolist()}")
+    return idx % size
+
+
 def attention_weights(
     q: Tensor,
     k: Tensor,
@@ -176,38 +188,65 @@ def attention_weights(
     is_causal: bool = False,
     window: int | None = None,
     scale: float | None = None,
+    heads: Tensor | None = None,
+    query_rows: Tensor | None = None,
     block_q: int = 256,
 ) -> Tensor:
-    """Exact softmax weights, computed per query block. Shape: (B, H, N, M).
+    """Exact softmax weights, computed per query block, for chosen heads and query rows only.
 
     Rows with nothing to attend to are all zeros. Differentiable (gradient-weighted
-    rollout needs that). Pre-dropout, like the probabilities SDPA uses internally.
+    rollout needs that). Pre-dropout, like the probabilities SDPA uses internally. Memory is
+    the returned map plus one (B, H', block_q, M) score tile: asking for the class-token row
+    of one layer costs O(M), not O(N * M).
+
+    Shape: q (B, H, N, D), k (B, G, M, D) -> (B, H', N', M) with H' = len(heads), N' = len(query_rows).
     """
     b, h, n, d = q.shape
     m = k.shape[2]
+    dev = q.device
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     repeats = h // k.shape[1]
-    k_full = k.repeat_interleave(repeats, dim=1) if repeats > 1 else k
+    head_idx = torch.arange(h, device=dev) if heads is None else heads.to(dev)
+    rows = torch.arange(n, device=dev) if query_rows is None else query_rows.to(dev)
+    k_sel = k.index_select(1, head_idx // repeats)  # (B, H', M, D): head h reads group h // repeats
+    q_sel = q.index_select(1, head_idx)  # (B, H', N, D)
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-    heads = torch.arange(h, device=q.device)[:, None, None]
-    qpos = query_positions(n, m, q.device)
-    kpos = torch.arange(m, device=q.device)[None, :]
-    blocks = []
-    for i0 in range(0, n, block_q):
-        i1 = min(i0 + block_q, n)
-        scores = torch.matmul(q[:, :, i0:i1].to(compute), k_full.to(compute).transpose(-1, -2)) * scale
+    qpos = query_positions(n, m, dev)
+    kpos = torch.arange(m, device=dev)[None, :]
+
+    def pick(t: Tensor, r: Tensor) -> Tensor:
+        """Rows r and the chosen heads of a tensor broadcastable to (B, H, N, M)."""
+        if t.dim() >= 3 and t.shape[-3] != 1:
+            t = t.index_select(-3, head_idx)
+        return t.index_select(-2, r) if t.shape[-2] != 1 else t
+
+    out = None
+    for start in range(0, rows.numel(), block_q):
+        r = rows[start : start + block_q]
+        scores = torch.matmul(q_sel.index_select(2, r).to(compute), k_sel.to(compute).transpose(-1, -2)) * scale
+        pos = qpos[r][:, None]  # (n_blk, 1)
         if isinstance(bias, Tensor):
-            scores = scores + (bias[..., i0:i1, :] if bias.shape[-2] != 1 else bias).to(compute)
+            scores = scores + pick(bias, r).to(compute)
         elif bias is not None:
-            scores = scores + bias(heads, qpos[i0:i1, None], kpos).to(compute)
-        keep = structure_mask(n, m, is_causal=is_causal, window=window, device=q.device, query_start=i0, query_end=i1)
+            scores = scores + bias(head_idx[:, None, None], pos, kpos).to(compute)
+        keep = None
+        if is_causal:
+            keep = kpos <= pos
+        if window is not None:
+            near = (pos - kpos) <= window if is_causal else (pos - kpos).abs() <= window
+            keep = near if keep is None else keep & near
         if mask is not None:
-            tile = mask[..., i0:i1, :] if mask.shape[-2] != 1 else mask
+            tile = pick(mask, r)
             keep = tile if keep is None else keep & tile
         if keep is not None:
             scores = scores.masked_fill(~keep, float("-inf"))
-        blocks.append(safe_softmax(scores).to(q.dtype))
-    return torch.cat(blocks, dim=2)
+        weights = safe_softmax(scores).to(q.dtype)
+        if out is None:  # one preallocated result: no list of blocks + concatenation copy
+            out = weights.new_empty(*weights.shape[:2], rows.numel(), m)
+        out[:, :, start : start + r.numel()] = weights
+    if out is None:
+        return q.new_zeros(b, head_idx.numel(), 0, m)
+    return out
 
 
 def attention(

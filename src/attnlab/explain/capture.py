@@ -211,7 +211,11 @@ class _Tap:
         return select
 
     def _store(self, name: str, weights: Tensor, module: MultiHeadAttention | None = None) -> None:
-        select = self._selector(weights.shape[1], weights.shape[2])
+        if module is not None and module.weight_selection is not None and module.weight_hook is not None:
+            # the module already computed just the chosen heads/rows
+            select: Callable[[Tensor], Tensor] = lambda w: w.to(self.device) if self.device is not None else w
+        else:
+            select = self._selector(weights.shape[1], weights.shape[2])
         w = select(weights if self.grad else weights.detach())
         source = None
         if self.grad and module is not None:
@@ -260,15 +264,24 @@ class _Tap:
         self.handles.append(mod.v_proj.register_forward_hook(keep_values))
         self.handles.append(mod.out_proj.register_forward_pre_hook(watch_output))
 
+    @property
+    def pushed_down(self) -> bool:
+        """Without gradients, the modules compute only the chosen heads/rows themselves."""
+        return not self.grad and (self.heads is not None or self.query_rows is not None)
+
     def enable(self) -> None:
         for (name, mod), prev in zip(self.chosen, self.previous):
             mod.weight_hook = self._hook_for(name, prev)
+            if self.pushed_down and prev is None:
+                mod.weight_selection = (self.heads, self.query_rows)
             if self.grad:
                 self._grad_hooks(mod)
 
     def disable(self) -> None:
         for (_, mod), prev in zip(self.chosen, self.previous):
             mod.weight_hook = prev
+            if prev is None:
+                mod.weight_selection = None
         for handle in self.handles:
             handle.remove()
         self.handles = []

@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from attnlab.attention import attention, positional as pos
+from attnlab.attention import attention, attention_weights, positional as pos
+from attnlab.attention.functional import select_index
 from attnlab.layers.cache import KVCache
 from attnlab.layers.positional import RelativePositionBias
 
@@ -82,8 +83,10 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self.relative_bias = RelativePositionBias(num_heads) if positional == "relative" else None
         self._alibi = pos.alibi_bias(num_heads) if positional == "alibi" else None
-        # explain/ sets this to receive exact weights (B, H, N, M) on every forward.
+        # explain/ sets this to receive exact weights (B, H, N, M) on every forward, and
+        # weight_selection = (heads, query_rows) to have only those computed (bounded memory).
         self.weight_hook: Callable[["MultiHeadAttention", Tensor], None] | None = None
+        self.weight_selection: tuple | None = None
 
     def _split(self, t: Tensor, heads: int) -> Tensor:
         b, n, _ = t.shape
@@ -126,15 +129,22 @@ class MultiHeadAttention(nn.Module):
             bias = self._alibi
         elif self_attn and self.relative_bias is not None:
             bias = self.relative_bias.bias_function()
-        want_weights = return_weights or self.weight_hook is not None
+        full_mask = key_padding_to_mask(mask, b, m)
         result = attention(
-            q, k, v, mask=key_padding_to_mask(mask, b, m), bias=bias, is_causal=is_causal, window=window,
-            dropout_p=self.dropout if self.training else 0.0, backend=self.backend, return_weights=want_weights,
+            q, k, v, mask=full_mask, bias=bias, is_causal=is_causal, window=window,
+            dropout_p=self.dropout if self.training else 0.0, backend=self.backend, return_weights=return_weights,
         )
-        out, weights = result if want_weights else (result, None)
+        out, weights = result if return_weights else (result, None)
         out = self.out_proj(out.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
-        if weights is not None and self.weight_hook is not None:
-            self.weight_hook(self, weights)
+        if self.weight_hook is not None:
+            hook_weights = weights
+            if weights is None or self.weight_selection is not None:
+                heads, rows = self.weight_selection or (None, None)
+                hook_weights = attention_weights(
+                    q, k, mask=full_mask, bias=bias, is_causal=is_causal, window=window,
+                    heads=select_index(heads, self.num_heads, "head"), query_rows=select_index(rows, n, "query row"),
+                )
+            self.weight_hook(self, hook_weights)
         return (out, weights) if return_weights else out
 
     def extra_repr(self) -> str:
