@@ -69,10 +69,11 @@ def rope_cos_sin(
     """Rotary tables for integer positions (N,). Returns cos, sin, each (N, D)."""
     if head_dim % 2:
         raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
-    inv_freq = 1.0 / (
-        base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
-    )
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (N, D/2)
+    # Angles in float64 (the tables are small): in float32, position * frequency loses ~1e-5
+    # relative precision by position 100, so RoPE scores would drift with absolute position.
+    work = torch.float32 if positions.device.type == "mps" else torch.float64  # MPS has no float64
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=work) / head_dim))
+    angles = positions.to(work)[:, None] * inv_freq[None, :]  # (N, D/2)
     angles = torch.cat([angles, angles], dim=-1)  # (N, D)
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
