@@ -16,7 +16,8 @@ from attnlab.config import check_positive
 from attnlab.errors import ConfigError
 from attnlab.layers import CBAM, NonLocalBlock2d, TransformerBlock
 from attnlab.models.registry import register_model
-from attnlab.models.vit import VISION_TASKS, _init_weights, image_example
+from attnlab.layers.init import init_transformer_weights
+from attnlab.models.vit import VISION_TASKS, image_example
 
 __all__ = ["HybridConfig", "HybridCNNAttention"]
 
@@ -71,7 +72,7 @@ class HybridCNNAttention(nn.Module):
         )
         self.norm = nn.LayerNorm(c.channels)
         self.head = nn.Linear(c.channels, c.num_classes)
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward(self, images: Tensor) -> Tensor:
         c = self.config

@@ -16,6 +16,7 @@ from attnlab.attention import positional
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
 from attnlab.layers import TransformerBlock
+from attnlab.layers.init import init_transformer_weights
 from attnlab.models.registry import register_model
 
 __all__ = ["ViTConfig", "VisionTransformer", "image_example"]
@@ -98,7 +99,7 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
         self.head = nn.Linear(c.dim, c.num_classes)
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
 
@@ -122,14 +123,6 @@ class VisionTransformer(nn.Module):
         x = self.forward_features(images)
         pooled = x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, C)
         return self.head(pooled)
-
-
-def _init_weights(module: nn.Module) -> None:
-    # timm's ViT init: truncated normal linears, zero biases.
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 @register_model("vit-tiny", config=ViTConfig, tasks=VISION_TASKS, example_inputs=image_example, description="ViT, 4 layers x 64 wide, 2x2 patches (digits default)")

@@ -1,0 +1,149 @@
+"""Does ``attnlab train --task timeseries`` reach published accuracy on four UCR data sets?
+
+For each data set (ECG200, GunPoint, ItalyPowerDemand, TwoLeadECG from the UCR archive,
+Dau et al. 2019) and each seed, this trains the task's documented default config
+(``attnlab.task_timeseries``: model ``ts-transformer`` and its ``DEFAULT_MODEL_CONFIG``,
+``DEFAULT_TRAIN``, ``DEFAULT_DATA_OPTIONS``) through the same ``train_run`` the CLI calls,
+on the full TRAIN split, and scores the last epoch's weights on TEST.
+
+Columns:
+  data set    name, train / test sizes, series length
+  accuracy    test accuracy in %, mean ± population std over the seeds, then each seed
+  target      the Fawaz et al. 2019 "Encoder" accuracy ("Deep learning for time series
+              classification: a review", Table/archive results) the task is asked to reach
+  1-NN ED     1-nearest-neighbour Euclidean accuracy, 1 - the archive's published error
+  met         whether the mean reaches the target
+  time        wall time per run (mean over seeds; data loading, training, test)
+
+Runs go to a temporary folder (``--keep-runs DIR`` keeps them). Torch uses one thread by
+default (``--threads``): the runs are small, and the benchmark machine is shared.
+``--quick``: one seed, two epochs, a tiny model, seconds per data set: a smoke test of the
+plumbing, not of accuracy. Results: benchmarks/results/timeseries[-quick].json unless
+``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import format_table, git_revision, machine_info, write_json  # noqa: E402
+
+# name -> (target accuracy %, 1-NN Euclidean error)
+REFERENCE: dict[str, tuple[float, float]] = {
+    "ECG200": (92.3, 0.12),
+    "GunPoint": (93.6, 0.0867),
+    "ItalyPowerDemand": (96.5, 0.0447),
+    "TwoLeadECG": (86.3, 0.253),
+}
+# Per-data-set overrides of the task defaults ({"train": {...}, "model_config": {...}, ...}); empty:
+# every data set trains the one default config.
+OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
+QUICK = {"train": {"epochs": 2}, "model_config": {"dim": 16, "depth": 1, "num_heads": 2, "stem_channels": 8}}
+DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ucr"
+
+
+def _merge(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for section, values in part.items():
+            out[section] = {**out.get(section, {}), **values}
+    return out
+
+
+def run_one(path: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, Any]:
+    from attnlab.config import to_dict
+    from attnlab.run import resolve_config, train_run
+
+    values = {"task": "timeseries", "data": str(path), "report_examples": 0,
+              "model_config": overrides.get("model_config", {}), "data_options": overrides.get("data_options", {}),
+              "train": {**overrides.get("train", {}), "seed": seed, "progress": False, "device": "cpu"}}
+    config = resolve_config(values)
+    start = time.perf_counter()
+    metrics = train_run(config, out=run_dir, overwrite=True)
+    return {"seed": seed, "accuracy": metrics["test"]["accuracy"], "macro_f1": metrics["test"]["macro_f1"],
+            "wall_time_s": time.perf_counter() - start, "parameters": metrics["parameters"],
+            "epochs_run": metrics["epochs_run"], "config": to_dict(config)}
+
+
+def _sizes(path: Path) -> tuple[int, int, int]:
+    from attnlab.data.timeseries import load_timeseries_task
+
+    data = load_timeseries_task(path)
+    return len(data.train), len(data.test), data.input_shape[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="folder holding one UCR folder per data set")
+    parser.add_argument("--datasets", nargs="+", default=list(REFERENCE), choices=list(REFERENCE))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--quick", action="store_true", help="one seed, two epochs, a tiny model: a smoke run")
+    parser.add_argument("--keep-runs", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    missing = [d for d in args.datasets if not (args.root / d).is_dir()]
+    if missing:
+        raise SystemExit(f"UCR folders not found under {args.root}: {missing} (pass --root)")
+
+    from attnlab.task_timeseries import DEFAULT_DATA_OPTIONS, DEFAULT_MODEL_CONFIG, DEFAULT_TRAIN
+
+    rows, results = [], []
+    with tempfile.TemporaryDirectory(prefix="attnlab-ts-") as tmp:
+        runs_root = args.keep_runs or Path(tmp)
+        for name in args.datasets:
+            path = args.root / name
+            overrides = _merge(OVERRIDES.get(name, {}), QUICK if args.quick else {})
+            n_train, n_test, length = _sizes(path)
+            runs = []
+            for seed in seeds:
+                run = run_one(path, seed, overrides, runs_root / f"{name}-seed{seed}")
+                logging.getLogger("benchmarks.timeseries").warning("%s seed %d: %.2f%% in %.0f s", name, seed,
+                                                                   100 * run["accuracy"], run["wall_time_s"])
+                runs.append(run)
+            accs = [100 * r["accuracy"] for r in runs]
+            mean, std = statistics.mean(accs), statistics.pstdev(accs)
+            target, nn_error = REFERENCE[name]
+            result = {
+                "dataset": name, "train_size": n_train, "test_size": n_test, "length": length,
+                "accuracy_mean": mean, "accuracy_std": std, "accuracies": accs, "target": target,
+                "nn_euclidean_accuracy": 100 * (1 - nn_error), "target_met": mean >= target,
+                "wall_time_mean_s": statistics.mean(r["wall_time_s"] for r in runs),
+                "parameters": runs[0]["parameters"], "overrides": OVERRIDES.get(name, {}), "runs": runs,
+            }
+            results.append(result)
+            rows.append({
+                "dataset": f"{name} ({n_train}/{n_test}, T={length})",
+                "acc": f"{mean:.2f} ± {std:.2f}", "seeds": " ".join(f"{a:.0f}" if a == int(a) else f"{a:.1f}" for a in accs),
+                "target": f"{target:.1f}", "nn": f"{100 * (1 - nn_error):.1f}", "met": "yes" if mean >= target else "NO",
+                "time": f"{result['wall_time_mean_s']:.0f} s",
+            })
+    print(format_table(rows, [("dataset", "data set (train/test, length)"), ("acc", "accuracy %"), ("seeds", "per seed"),
+                              ("target", "target (Encoder)"), ("nn", "1-NN ED"), ("met", "met"), ("time", "time/run")]))
+    out = args.out or Path(__file__).resolve().parent / "results" / f"timeseries{'-quick' if args.quick else ''}.json"
+    payload = {
+        "benchmark": "timeseries", "quick": args.quick, "seeds": seeds, "git": git_revision(__file__),
+        "machine": machine_info(torch.device("cpu")),
+        "defaults": {"model": "ts-transformer", "model_config": DEFAULT_MODEL_CONFIG, "train": DEFAULT_TRAIN,
+                     "data_options": DEFAULT_DATA_OPTIONS},
+        "quick_overrides": QUICK if args.quick else None, "results": results,
+    }
+    print(f"wrote {write_json(out, payload)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

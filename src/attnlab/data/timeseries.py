@@ -1,0 +1,371 @@
+"""Time-series classification data: the UCR archive's TSV format, or an ``.npz`` of arrays.
+
+UCR format (Dau et al. 2019, "The UCR Time Series Archive"): a folder ``<Name>/`` holding
+``<Name>_TRAIN.tsv`` and ``<Name>_TEST.tsv``, one series a line, the class label first and
+then the values, tab-separated (commas are accepted too, as in the 2015 archive). Labels
+keep their original spelling as class names (ECG200: ``"-1"``, ``"1"``), sorted
+numerically when they are all numbers; a label like ``1.0000000e+00`` is written ``"1"``.
+
+Multivariate extension: an ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``;
+``x`` is (N, C, T) or (N, T) for one channel, ``y`` holds labels of any type (class names
+are their ``str``).
+
+Each series is z-normalised on its own, per channel (``normalize="zscore"``, the UCR
+convention; ``"none"`` keeps raw values). Missing values (``NaN``), ragged rows, or text
+where a number belongs raise a `DataError` that names the file and the line.
+
+Validation: the UCR train sets are tiny (23 to 100 series for the four benchmarked sets),
+so by default (``val_fraction=0``) nothing is held out and the "val" split is the training
+set itself, evaluated unaugmented: it only monitors the fit, and the task trains with
+``keep="last"``, so no weights are chosen on it (Fawaz et al. 2019 likewise train on the
+whole train split). ``val_fraction > 0`` carves a stratified validation split from TRAIN,
+deterministic in ``seed``.
+
+Shape: every item is (C, T) float32; labels int64 in 0..K-1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attnlab.data.base import TaskData, TensorPairDataset, call_with_options, per_class_split, register_task, require_data
+from attnlab.errors import ConfigError, DataError
+
+__all__ = [
+    "NORMALIZATIONS",
+    "SeriesAugment",
+    "read_ucr_file",
+    "read_series_file",
+    "label_names",
+    "znormalize",
+    "normalize_series",
+    "load_timeseries_task",
+]
+
+logger = logging.getLogger(__name__)
+
+NORMALIZATIONS = ("zscore", "none")
+# A series whose spread is below this is constant: it is centred, not scaled (no 0/0).
+_FLAT_STD = 1e-8
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def _split_row(line: str) -> list[str]:
+    if "\t" in line:
+        return [t.strip() for t in line.split("\t")]
+    if "," in line:
+        return [t.strip() for t in line.split(",")]
+    return line.split()
+
+
+def _parse_values(tokens: list[str], path: Path, lineno: int, first_column: int) -> np.ndarray:
+    values = np.empty(len(tokens), dtype=np.float64)
+    for j, tok in enumerate(tokens):
+        try:
+            v = float(tok)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: column {j + first_column} holds {tok!r}, not a number") from None
+        if not math.isfinite(v):
+            what = "a missing value (NaN)" if math.isnan(v) else f"a non-finite value ({tok})"
+            raise DataError(
+                f"{path}:{lineno}: column {j + first_column} is {what}; fill or drop missing values first "
+                "(variable-length UCR sets pad with NaN)"
+            )
+        values[j] = v
+    return values
+
+
+def _label_text(tok: str) -> str:
+    """``"1.0000000e+00"`` -> ``"1"``; any other label keeps its spelling."""
+    try:
+        v = float(tok)
+    except ValueError:
+        return tok
+    return str(int(v)) if math.isfinite(v) and v == int(v) else tok
+
+
+def read_ucr_file(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read one UCR file: each line ``label<TAB>v1<TAB>v2...``; blank lines are skipped.
+
+    Returns (values (N, T) float64, labels as strings). Raises `DataError` naming the file
+    and line for text where a number belongs, NaN, or a row whose length differs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"UCR file not found: {path}")
+    rows: list[np.ndarray] = []
+    labels: list[str] = []
+    length, first_line = None, 0
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            tokens = _split_row(line.strip())
+            if len(tokens) < 2:
+                raise DataError(f"{path}:{lineno}: a row needs a label and at least one value, got {line.strip()[:60]!r}")
+            values = _parse_values(tokens[1:], path, lineno, first_column=2)
+            if length is None:
+                length, first_line = len(values), lineno
+            elif len(values) != length:
+                raise DataError(
+                    f"{path}:{lineno}: row has {len(values)} values but line {first_line} has {length} "
+                    "(ragged rows; resample or pad variable-length series first)"
+                )
+            rows.append(values)
+            labels.append(_label_text(tokens[0]))
+    if not rows:
+        raise DataError(f"{path} holds no series")
+    return np.stack(rows), labels
+
+
+def read_series_file(path: str | Path, length: int, channels: int = 1) -> tuple[np.ndarray, list[str | None], list[str]]:
+    """Series to classify, for predict/explain: returns (x (N, C, T) float64, labels, names).
+
+    Text (``.tsv``/``.csv``/``.txt``): one univariate series a line, values separated by
+    tabs, commas or spaces. A line with ``length + 1`` values starts with its label (so a UCR
+    ``_TEST.tsv`` works as is); with ``length`` values it is values only. ``.npy``: (T,),
+    (N, T), or (N, C, T) for C channels. ``names`` identify each series: the path, plus
+    ``:line`` or ``[row]`` when the file holds more than one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"series file not found: {path}")
+    if path.suffix.lower() == ".npy":
+        arr = np.load(path, allow_pickle=False)
+        if arr.dtype.kind not in "fiu":
+            raise DataError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
+        if arr.ndim == 1 or (arr.ndim == 2 and channels > 1 and arr.shape == (channels, length)):
+            arr = arr[None]
+        if arr.ndim == 2:
+            arr = arr[:, None, :]
+        if arr.ndim != 3 or arr.shape[1:] != (channels, length):
+            raise DataError(f"{path}: expected series of shape (T,), (N, T) or (N, C, T) with C={channels}, T={length}; got {arr.shape}")
+        x = arr.astype(np.float64)
+        bad = np.argwhere(~np.isfinite(x))
+        if len(bad):
+            raise DataError(f"{path}: series {int(bad[0][0])} holds a NaN or infinite value")
+        names = [str(path)] if len(x) == 1 else [f"{path}[{i}]" for i in range(len(x))]
+        return x, [None] * len(x), names
+    if channels != 1:
+        raise DataError(f"{path}: this model takes {channels} channels; give an .npy of shape (N, {channels}, {length})")
+    rows, labels, lines = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            tokens = _split_row(line.strip())
+            if len(tokens) == length + 1:
+                label, tokens, first = _label_text(tokens[0]), tokens[1:], 2
+            elif len(tokens) == length:
+                label, first = None, 1
+            else:
+                raise DataError(f"{path}:{lineno}: {len(tokens)} values; the model takes series of {length} (optionally after a label)")
+            rows.append(_parse_values(tokens, path, lineno, first_column=first))
+            labels.append(label)
+            lines.append(lineno)
+    if not rows:
+        raise DataError(f"{path} holds no series")
+    names = [str(path)] if len(rows) == 1 else [f"{path}:{n}" for n in lines]
+    return np.stack(rows)[:, None, :], labels, names
+
+
+def label_names(labels: list[str]) -> list[str]:
+    """Distinct labels in class order: numeric order when every label is a number, else text order."""
+    unique = sorted(set(labels))
+    try:
+        return sorted(unique, key=float)
+    except ValueError:
+        return unique
+
+
+# --- normalisation -----------------------------------------------------------------------
+
+
+def znormalize(x: np.ndarray) -> np.ndarray:
+    """Per-series, per-channel z-score over time, in float64; a flat series is only centred.
+
+    Shape: (..., T) -> same.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)  # population std (ddof=0), as the UCR archive uses
+    return (x - mean) / np.where(std > _FLAT_STD, std, 1.0)
+
+
+def normalize_series(x: np.ndarray, rule: str) -> Tensor:
+    """Apply the rule recorded in ``TaskData.info["normalize"]``; training and predict share it.
+
+    Shape: (N, C, T) float64 -> (N, C, T) float32.
+    """
+    if rule not in NORMALIZATIONS:
+        raise DataError(f"unknown series normalisation {rule!r}; known: {list(NORMALIZATIONS)}")
+    out = znormalize(x) if rule == "zscore" else np.asarray(x, dtype=np.float64)
+    return torch.from_numpy(out.astype(np.float32))
+
+
+# --- augmentation ------------------------------------------------------------------------
+
+
+class SeriesAugment:
+    """Batch augmentation for series: amplitude scaling, time shift, additive jitter.
+
+    Each series is multiplied by ``1 + scale * n`` (n ~ N(0, 1), one draw per series),
+    shifted by a whole number of steps in [-max_shift, max_shift] (the edge value fills
+    the gap), then gets ``jitter * N(0, 1)`` noise per value (Um et al. 2017, "Data
+    Augmentation of Wearable Sensor Data"; Iwana & Uchida 2021 survey). Draws come from
+    ``generator`` or torch's global RNG, so a seeded run replays them.
+
+    Shape: x (B, C, T) -> same.
+    """
+
+    def __init__(self, *, jitter: float = 0.0, scale: float = 0.0, max_shift: int = 0):
+        if jitter < 0 or scale < 0 or max_shift < 0:
+            raise ConfigError(f"SeriesAugment: jitter, scale and max_shift must be >= 0, got {jitter}, {scale}, {max_shift}")
+        self.jitter, self.scale, self.max_shift = float(jitter), float(scale), int(max_shift)
+
+    @property
+    def active(self) -> bool:
+        return self.jitter > 0 or self.scale > 0 or self.max_shift > 0
+
+    def __repr__(self) -> str:
+        return f"SeriesAugment(jitter={self.jitter}, scale={self.scale}, max_shift={self.max_shift})"
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        B, C, T = x.shape
+        if self.scale > 0:
+            factor = 1 + self.scale * torch.randn(B, 1, 1, generator=generator, device=x.device, dtype=x.dtype)
+            x = x * factor
+        if self.max_shift > 0:
+            shift = torch.randint(-self.max_shift, self.max_shift + 1, (B, 1, 1), generator=generator, device=x.device)
+            src = (torch.arange(T, device=x.device).view(1, 1, T) - shift).clamp(0, T - 1)  # (B, 1, T)
+            x = x.gather(2, src.expand(B, C, T))
+        if self.jitter > 0:
+            x = x + self.jitter * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x
+
+
+# --- the task ----------------------------------------------------------------------------
+
+
+def _ucr_pair(root: Path) -> tuple[Path, Path]:
+    def one(suffix: str) -> Path:
+        found = sorted(p for p in root.iterdir() if p.is_file() and p.name.upper().endswith(suffix) and not p.name.startswith("."))
+        if len(found) != 1:
+            what = "none" if not found else ", ".join(p.name for p in found)
+            raise DataError(f"{root}: expected exactly one *{suffix} file, found {what}")
+        return found[0]
+
+    return one("_TRAIN.TSV"), one("_TEST.TSV")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+        if missing:
+            raise DataError(f"{path}: missing arrays {missing} (has {z.files}); expected x_train, y_train, x_test, y_test")
+        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    out = []
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim == 2:
+            x = x[:, None, :]
+        if x.ndim != 3 or x.dtype.kind not in "fiu" or len(x) != len(y) or y.ndim != 1:
+            raise DataError(f"{path}: x_{split} must be numeric (N, C, T) or (N, T) with one label each; got x {x.shape} {x.dtype}, y {y.shape}")
+        bad = np.argwhere(~np.isfinite(x.astype(np.float64)))
+        if len(bad):
+            raise DataError(f"{path}: x_{split}[{int(bad[0][0])}] holds a NaN or infinite value (channel {int(bad[0][1])}, step {int(bad[0][2])})")
+        out += [x.astype(np.float64), [_label_text(str(v)) for v in y.tolist()]]
+    if out[0].shape[1:] != out[2].shape[1:]:
+        raise DataError(f"{path}: x_train series are {out[0].shape[1:]} but x_test series are {out[2].shape[1:]}")
+    return out[0], out[1], out[2], out[3]
+
+
+def _read_source(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str], str]:
+    if path.is_dir():
+        train_file, test_file = _ucr_pair(path)
+        x_train, y_train = read_ucr_file(train_file)
+        x_test, y_test = read_ucr_file(test_file)
+        if x_train.shape[1] != x_test.shape[1]:
+            raise DataError(f"{train_file} has series of length {x_train.shape[1]} but {test_file} has {x_test.shape[1]}")
+        return x_train[:, None], y_train, x_test[:, None], y_test, "ucr-tsv"
+    if path.suffix.lower() == ".npz":
+        return (*_read_npz(path), "npz")
+    raise DataError(f"{path}: expected a UCR folder (<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz")
+
+
+def load_timeseries_task(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.0,
+    normalize: str = "zscore",
+    jitter: float = 0.0,
+    scale: float = 0.0,
+    max_shift: int = 0,
+) -> TaskData:
+    """A UCR folder (or ``.npz``) as a classification task; TEST is the test split.
+
+    ``val_fraction``: share of each class of TRAIN held out for validation (stratified,
+    shuffled by ``seed``); 0 (default) holds nothing out and validates on the training set
+    (see the module docstring). ``normalize``: "zscore" per series, or "none".
+    ``jitter`` / ``scale`` / ``max_shift``: `SeriesAugment` strengths (0 = off), applied to
+    training batches as `TaskData.batch_augment`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"time-series data not found: {path}")
+    if normalize not in NORMALIZATIONS:
+        raise ConfigError(f"timeseries option normalize must be one of {list(NORMALIZATIONS)}, got {normalize!r}")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"timeseries option val_fraction must be in [0, 1), got {val_fraction}")
+    x_train, y_train, x_test, y_test, fmt = _read_source(path)
+    names = label_names(y_train)
+    if len(names) < 2:
+        raise DataError(f"{path}: the training split has a single class ({names}); classification needs two")
+    unseen = sorted(set(y_test) - set(names))
+    if unseen:
+        raise DataError(f"{path}: test labels {unseen} never occur in the training split (classes {names})")
+    index = {n: i for i, n in enumerate(names)}
+    ytr = torch.tensor([index[v] for v in y_train], dtype=torch.long)
+    yte = torch.tensor([index[v] for v in y_test], dtype=torch.long)
+    xtr, xte = normalize_series(x_train, normalize), normalize_series(x_test, normalize)  # (N, C, T)
+    n_channels, length = xtr.shape[1], xtr.shape[2]
+
+    if val_fraction > 0:
+        train_idx, val_idx, _ = per_class_split(ytr.numpy(), seed=seed, val_fraction=val_fraction, test_fraction=0.0)
+        train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+        train = TensorPairDataset(xtr[train_idx], ytr[train_idx], indices=train_idx)
+        val = TensorPairDataset(xtr[val_idx], ytr[val_idx], indices=val_idx)
+        validation = f"{len(val_idx)} series held out of TRAIN (stratified, seed {seed})"
+    else:
+        all_idx = torch.arange(len(ytr))
+        train = TensorPairDataset(xtr, ytr, indices=all_idx)
+        val = TensorPairDataset(xtr, ytr, indices=all_idx)  # monitoring only: see the module docstring
+        validation = "none held out: the val split is the training set (monitoring only)"
+    test = TensorPairDataset(xte, yte, indices=torch.arange(len(yte)))
+    augment = SeriesAugment(jitter=jitter, scale=scale, max_shift=max_shift)
+    info: dict[str, Any] = {
+        "format": fmt, "source": str(path), "name": path.stem if fmt == "npz" else path.name,
+        "length": int(length), "channels": int(n_channels), "normalize": normalize,
+        "label_names": list(names), "validation": validation,
+        "augment": {"jitter": augment.jitter, "scale": augment.scale, "max_shift": augment.max_shift},
+    }
+    data = TaskData("timeseries", train, val, test, num_classes=len(names), class_names=list(names),
+                    input_shape=(n_channels, length), batch_augment=augment if augment.active else None, info=info)  # fmt: skip
+    logger.info("loaded timeseries %s: %s", info["name"], data.summary())
+    return data
+
+
+@register_task("timeseries")
+def _timeseries_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
+    path = require_data("timeseries", data, "a UCR folder with <Name>_TRAIN.tsv and <Name>_TEST.tsv, or an .npz")
+    return call_with_options(load_timeseries_task, "timeseries", options, path=path, seed=seed)
