@@ -1,0 +1,107 @@
+"""Bad inputs through the command line: one clear line on stderr, exit code 2, nothing written.
+
+Each case is what a person might hand `attnlab train`: a missing, empty or corrupt data set,
+a config file with a wrong key or type. The loaders' own tests check every message in
+detail; these check the CLI turns each into one line naming the culprit and leaves no
+half-written run directory behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from attnlab.cli import main
+
+
+def _images(root: Path, classes: dict[str, int]) -> Path:
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _case_empty_folder(tmp: Path):
+    (tmp / "empty").mkdir()
+    return ["--task", "images", "--data", str(tmp / "empty")], str(tmp / "empty")
+
+
+def _case_corrupt_image(tmp: Path):
+    root = _images(tmp / "broken", {"a": 3, "b": 3})
+    (root / "b" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return ["--task", "images", "--data", str(root)], str(root / "b" / "bad.png")
+
+
+def _case_one_class(tmp: Path):
+    root = _images(tmp / "one", {"only": 4})
+    return ["--task", "images", "--data", str(root)], "only one class"
+
+
+def _case_corrupt_npz(tmp: Path):
+    path = tmp / "mnist.npz"
+    path.write_bytes(b"not a zip file")
+    return ["--task", "mnist", "--data", str(path)], str(path)
+
+
+def _case_ucr_text_in_values(tmp: Path):
+    root = tmp / "Toy"
+    root.mkdir()
+    rows = ["1\t0.1\t0.2\t0.3", "2\t0.3\t0.2\t0.1"] * 4
+    (root / "Toy_TRAIN.tsv").write_text("\n".join(rows[:-1] + ["2\t0.3\toops\t0.1"]) + "\n")
+    (root / "Toy_TEST.tsv").write_text("\n".join(rows) + "\n")
+    return ["--task", "timeseries", "--data", str(root)], "Toy_TRAIN.tsv"
+
+
+def _case_not_a_wav(tmp: Path):
+    root = tmp / "wavs"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            (root / name / f"{i}.wav").write_bytes(b"this is not audio")
+    return ["--task", "audio", "--data", str(root)], ".wav"
+
+
+def _case_sasrec_bad_line(tmp: Path):
+    path = tmp / "actions.txt"
+    path.write_text("1 1\n1 2\n1 3\n2 1\nnot-a-pair\n")
+    return ["--task", "sasrec", "--data", str(path)], str(path)
+
+
+def _case_yaml_unknown_key(tmp: Path):
+    path = tmp / "run.yaml"
+    path.write_text("task: digits\ntrain:\n  epochs: 1\n  learning_rate: 0.1\n")
+    return ["--config", str(path)], "learning_rate"
+
+
+def _case_yaml_wrong_type(tmp: Path):
+    path = tmp / "run.yaml"
+    path.write_text("task: digits\nmodel_config:\n  depth: deep\n")
+    return ["--config", str(path)], "depth"
+
+
+CASES = {
+    "empty-folder": _case_empty_folder,
+    "corrupt-image": _case_corrupt_image,
+    "one-class": _case_one_class,
+    "corrupt-npz": _case_corrupt_npz,
+    "ucr-text-in-values": _case_ucr_text_in_values,
+    "not-a-wav": _case_not_a_wav,
+    "sasrec-bad-line": _case_sasrec_bad_line,
+    "yaml-unknown-key": _case_yaml_unknown_key,
+    "yaml-wrong-type": _case_yaml_wrong_type,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    argv, culprit = CASES[case](tmp_path)
+    out = tmp_path / "runs" / "should-not-exist"
+    assert main(["train", *argv, "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert culprit in err, err
+    assert not out.exists(), f"a failed run left {out} behind"
