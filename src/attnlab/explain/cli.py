@@ -52,6 +52,11 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     if spec.explain_example is None:
         raise AttnlabError(f"task {config.task!r} has no explain support yet")
     example = spec.explain_example(model, record, input_path)
+    draw = getattr(example, "draw_png", None)
+    if output.suffix.lower() == ".png" and callable(draw):
+        # an example that draws its own figure (detection: boxes + each query's cross-attention)
+        draw(output, layer=layer, head=head)
+        return output
     if output.suffix.lower() == ".html":
         write_report(output, [example], title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
         return output

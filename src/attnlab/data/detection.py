@@ -1,0 +1,349 @@
+"""Object-detection data: generated "shapes" images (the default) or a COCO-format folder.
+
+Shapes (``--task detection`` without ``--data``): coloured circles, squares and triangles
+(1-6 per image by default) on noisy, shaded backgrounds, with tight boxes computed from the
+drawn pixels. Everything is a function of ``seed`` (each split draws from its own
+``SeedSequence([seed, split])``), so a run is reproducible without storing the images.
+Objects overlap at most a little (``_MAX_OVERLAP`` of the smaller box), so every labelled
+shape stays visible.
+
+COCO (``--data annotations.json``, or a folder holding exactly one ``.json``): the
+``images`` / ``annotations`` / ``categories`` lists of the COCO format (Lin et al. 2014),
+``bbox`` = [x, y, width, height] in pixels, ``file_name`` relative to the JSON's folder (or
+to ``image_dir``). Images are resized to ``image_size``; boxes are kept as fractions of the
+image, which a plain resize leaves unchanged. ``iscrowd`` annotations are skipped. A box
+outside its image, an unknown ``category_id`` or ``image_id``, or an unreadable image raises
+a `DataError` naming the annotation id and the image file. The images are split into
+train/val/test by ``seed``.
+
+Items: ``(image, target)``; image (C, H, W) float32 normalised by the task's `ImageSpec`,
+target (T, 5) float32 rows ``[label, cx, cy, w, h]`` (box in [0, 1]), padded with label -1
+to T = the most objects any image of the data set holds, so the default collate batches
+them: (B, C, H, W), (B, T, 5).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from attnlab.data.base import ImageSpec, TaskData, call_with_options, check_fractions, register_task, split_counts
+from attnlab.errors import ConfigError, DataError
+
+__all__ = [
+    "SHAPE_CLASSES",
+    "DetectionDataset",
+    "generate_shapes",
+    "pad_targets",
+    "read_coco",
+    "write_coco",
+    "load_shapes_task",
+    "load_coco_task",
+]
+
+logger = logging.getLogger(__name__)
+
+SHAPE_CLASSES = ("circle", "square", "triangle")
+SHAPES_MEAN, SHAPES_STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+_MAX_OVERLAP = 0.2  # intersection / smaller box area allowed between two generated objects
+_BOX_TOLERANCE = 1.0  # pixels a COCO box may stick out of its image (rounding in exporters)
+
+
+# --- targets --------------------------------------------------------------------------------
+
+
+def pad_targets(boxes: list[np.ndarray], labels: list[np.ndarray], max_objects: int | None = None) -> Tensor:
+    """Per-image boxes (k, 4) cxcywh in [0, 1] and labels (k,) -> padded (N, T, 5), label -1 = none."""
+    t = max([len(b) for b in boxes] + [1]) if max_objects is None else max_objects
+    out = torch.zeros(len(boxes), t, 5)
+    out[:, :, 0] = -1
+    for i, (b, l) in enumerate(zip(boxes, labels)):
+        out[i, : len(b), 0] = torch.as_tensor(l, dtype=torch.float32)
+        out[i, : len(b), 1:] = torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4)
+    return out
+
+
+class DetectionDataset(Dataset):
+    """Images kept as uint8 (N, C, H, W), normalised on access; targets (N, T, 5).
+
+    ``hflip``: mirror image and boxes with probability 1/2 per item (torch's global RNG, so
+    a seeded DataLoader replays it); for training splits only.
+    """
+
+    def __init__(self, images: Tensor, targets: Tensor, spec: ImageSpec, *, hflip: bool = False,
+                 names: list[str] | None = None):
+        if len(images) != len(targets):
+            raise DataError(f"{len(images)} images but {len(targets)} targets")
+        self.images, self.targets, self.spec, self.hflip = images, targets, spec, hflip
+        self.names = names or [f"#{i}" for i in range(len(images))]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        x = self.spec.normalise(self.images[index].float() / 255.0)  # (C, H, W)
+        y = self.targets[index].clone()  # (T, 5)
+        if self.hflip and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
+            real = y[:, 0] >= 0
+            y[real, 1] = 1.0 - y[real, 1]
+        return x, y
+
+
+# --- generated shapes -------------------------------------------------------------------------
+
+
+def _shape_mask(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A (size, size) bool mask of one shape, sampled at pixel centres."""
+    c = (np.arange(size) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
+    y, x = np.meshgrid(c, c, indexing="ij")
+    if kind == 0:  # circle
+        return x * x + y * y <= 1.0
+    if kind == 1:  # square
+        return np.ones((size, size), dtype=bool)
+    # triangle pointing up, down, left or right: apex at one edge's middle, base on the opposite edge
+    u, v = [(x, y), (x, -y), (y, x), (y, -x)][int(rng.integers(4))]
+    return (v >= -1) & (np.abs(u) <= (v + 1) / 2)
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    base = rng.uniform(0, 255, 3)
+    grad = rng.uniform(-40, 40, (2, 3))  # a linear shade across the image, per channel
+    yy, xx = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
+    img = base + xx[..., None] * grad[0] + yy[..., None] * grad[1]
+    return img, base
+
+
+def _colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    for _ in range(100):  # keep shapes distinguishable from the background
+        colour = rng.uniform(0, 255, 3)
+        if np.abs(colour - background).sum() > 150:
+            return colour
+    return 255.0 - background
+
+
+def generate_shapes(
+    count: int, *, seed: int, image_size: int = 64, min_objects: int = 1, max_objects: int = 6,
+    min_size: int | None = None, max_size: int | None = None, noise: float = 12.0,
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """``count`` images: uint8 (N, H, W, 3), per image boxes (k, 4) xyxy in pixels and labels (k,).
+
+    Object sizes default to image_size * [10/64, 24/64]. Deterministic in ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    s = image_size
+    lo = min_size if min_size is not None else max(4, round(s * 10 / 64))
+    hi = max_size if max_size is not None else round(s * 24 / 64)
+    if not (1 <= min_objects <= max_objects) or not (2 <= lo <= hi <= s):
+        raise ConfigError(f"shapes: need 1 <= min_objects <= max_objects and 2 <= min_size <= max_size <= image_size, "
+                          f"got objects {min_objects}..{max_objects}, sizes {lo}..{hi}, image_size {s}")
+    images = np.empty((count, s, s, 3), dtype=np.uint8)
+    all_boxes, all_labels = [], []
+    for i in range(count):
+        img, base = _background(rng, s, s)
+        boxes: list[list[float]] = []
+        labels: list[int] = []
+        for _ in range(int(rng.integers(min_objects, max_objects + 1))):
+            for _attempt in range(30):
+                size = int(rng.integers(lo, hi + 1))
+                x0, y0 = (int(v) for v in rng.integers(0, s - size + 1, 2))
+                kind = int(rng.integers(len(SHAPE_CLASSES)))
+                mask = _shape_mask(kind, size, rng)
+                ys, xs = np.nonzero(mask)
+                box = [x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1.0, y0 + ys.max() + 1.0]
+                if all(_overlap(box, b) <= _MAX_OVERLAP for b in boxes):
+                    img[y0 : y0 + size, x0 : x0 + size][mask] = _colour(rng, base)
+                    boxes.append([float(v) for v in box])
+                    labels.append(kind)
+                    break
+        img = img + rng.normal(0, noise, img.shape)
+        images[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        all_boxes.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+        all_labels.append(np.asarray(labels, dtype=np.int64))
+    return images, all_boxes, all_labels
+
+
+def _overlap(a: list[float], b: list[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / smaller
+
+
+def _xyxy_pixels_to_cxcywh(boxes: np.ndarray, w: float, h: float) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h, (b[:, 2] - b[:, 0]) / w,
+                     (b[:, 3] - b[:, 1]) / h], axis=1)
+
+
+def _to_dataset(images: np.ndarray, boxes, labels, spec: ImageSpec, *, hflip: bool, max_objects: int,
+                names: list[str] | None = None) -> DetectionDataset:
+    n, h, w = images.shape[:3]
+    norm = [_xyxy_pixels_to_cxcywh(b, w, h) for b in boxes]
+    chw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, 3, H, W) uint8
+    return DetectionDataset(chw, pad_targets(norm, labels, max_objects), spec, hflip=hflip, names=names)
+
+
+def _task(name: str, train, val, test, class_names, spec: ImageSpec, info: dict[str, Any]) -> TaskData:
+    data = TaskData(name, train, val, test, num_classes=len(class_names), class_names=list(class_names),
+                    input_shape=spec.shape, metric="map_50", spec=spec, info=info)
+    logger.info("loaded %s: %s", name, data.summary())
+    return data
+
+
+def load_shapes_task(
+    *, seed: int = 0, image_size: int = 64, train_size: int = 6000, val_size: int = 300, test_size: int = 500,
+    min_objects: int = 1, max_objects: int = 6, noise: float = 12.0, hflip: bool = True,
+) -> TaskData:
+    """The generated shapes data set (see the module docstring); splits drawn independently."""
+    if min(train_size, val_size, test_size) < 1:
+        raise ConfigError(f"shapes: split sizes must be >= 1, got {train_size}/{val_size}/{test_size}")
+    spec = ImageSpec(3, image_size, image_size, SHAPES_MEAN, SHAPES_STD)
+    splits = []
+    for split, n in enumerate((train_size, val_size, test_size)):
+        split_seed = int(np.random.SeedSequence([seed, split]).generate_state(1)[0])
+        imgs, boxes, labels = generate_shapes(n, seed=split_seed, image_size=image_size, min_objects=min_objects,
+                                              max_objects=max_objects, noise=noise)
+        splits.append(_to_dataset(imgs, boxes, labels, spec, hflip=hflip and split == 0, max_objects=max_objects))
+    info = {"source": "shapes", "image_size": image_size, "max_objects": max_objects, "min_objects": min_objects,
+            "sizes": [train_size, val_size, test_size], "noise": noise}
+    return _task("detection", *splits, SHAPE_CLASSES, spec, info)
+
+
+# --- COCO format ------------------------------------------------------------------------------
+
+
+def _coco_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
+        if len(found) == 1:
+            return found[0]
+        raise DataError(f"{path}: expected exactly one COCO .json annotation file, found "
+                        f"{'none' if not found else ', '.join(p.name for p in found)}; pass the file itself as --data")
+    raise DataError(f"COCO data not found: {path}")
+
+
+def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_size: tuple[int, int] = (96, 96)):
+    """Read and check a COCO detection file; images resized to ``image_size`` (H, W).
+
+    Returns (images uint8 (N, H, W, 3), boxes per image (k, 4) cxcywh in [0, 1], labels per
+    image (k,), class names, file names). Raises `DataError` naming the bad entry.
+    """
+    from attnlab.data.vision import _image_to_rgb, _open_image
+
+    file = _coco_file(Path(path))
+    root = Path(image_dir) if image_dir is not None else file.parent
+    try:
+        coco = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read COCO file {file}: {e}") from None
+    if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")):
+        raise DataError(f"{file}: a COCO file needs lists 'images', 'annotations' and 'categories'")
+    try:
+        cats = sorted((int(c["id"]), str(c["name"])) for c in coco["categories"])
+        images = {int(im["id"]): im for im in coco["images"]}
+        names = {i: str(im["file_name"]) for i, im in images.items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{file}: every category needs 'id' and 'name', every image 'id' and 'file_name' ({e!r})") from None
+    if not cats:
+        raise DataError(f"{file}: no categories")
+    cat_index = {cid: k for k, (cid, _) in enumerate(cats)}
+    order = sorted(images)
+    pixels, sizes = {}, {}
+    for image_id in order:
+        im_path = root / names[image_id]
+        im = _open_image(im_path) if im_path.is_file() else None
+        if im is None:
+            raise DataError(f"{file}: image id {image_id}: file {im_path} not found")
+        w = float(images[image_id].get("width") or im.size[0])
+        h = float(images[image_id].get("height") or im.size[1])
+        sizes[image_id] = (w, h)
+        pixels[image_id] = _image_to_rgb(im, tuple(image_size), im_path)
+    boxes: dict[int, list] = {i: [] for i in order}
+    labels: dict[int, list] = {i: [] for i in order}
+    for ann in coco["annotations"]:
+        aid = ann.get("id", "?") if isinstance(ann, dict) else "?"
+        try:
+            image_id, cid = int(ann["image_id"]), int(ann["category_id"])
+            x, y, bw, bh = (float(v) for v in ann["bbox"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{file}: annotation {aid}: needs image_id, category_id and bbox [x, y, w, h] ({e!r})") from None
+        if image_id not in images:
+            raise DataError(f"{file}: annotation {aid}: image_id {image_id} is not in 'images'")
+        where = f"{file}: annotation {aid} (image {names[image_id]})"
+        if cid not in cat_index:
+            raise DataError(f"{where}: unknown category_id {cid}; categories are {sorted(cat_index)}")
+        if ann.get("iscrowd", 0):
+            continue
+        w, h = sizes[image_id]
+        t = _BOX_TOLERANCE
+        if not (bw > 0 and bh > 0) or x < -t or y < -t or x + bw > w + t or y + bh > h + t or not np.isfinite([x, y, bw, bh]).all():
+            raise DataError(f"{where}: bbox [x, y, w, h] = {[x, y, bw, bh]} is empty or outside the {w:g}x{h:g} image")
+        x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, w), min(y + bh, h)
+        boxes[image_id].append(_xyxy_pixels_to_cxcywh(np.array([x0, y0, x1, y1]), w, h)[0])
+        labels[image_id].append(cat_index[cid])
+    stacked = np.stack([pixels[i] for i in order]) if order else np.zeros((0, *image_size, 3), np.uint8)
+    return (stacked, [np.asarray(boxes[i]).reshape(-1, 4) for i in order], [np.asarray(labels[i], np.int64) for i in order],
+            [n for _, n in cats], [names[i] for i in order])
+
+
+def write_coco(folder: str | Path, images: np.ndarray, boxes: list[np.ndarray], labels: list[np.ndarray],
+               class_names: list[str] | tuple[str, ...], *, name: str = "annotations.json") -> Path:
+    """Write uint8 (N, H, W, 3) images as PNGs plus a COCO file (boxes xyxy in pixels). Returns the JSON."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    coco: dict[str, list] = {"images": [], "annotations": [],
+                             "categories": [{"id": k + 1, "name": n} for k, n in enumerate(class_names)]}
+    for i, (img, b, l) in enumerate(zip(images, boxes, labels)):
+        file_name = f"{i:05d}.png"
+        Image.fromarray(img).save(folder / file_name)
+        coco["images"].append({"id": i + 1, "file_name": file_name, "width": int(img.shape[1]), "height": int(img.shape[0])})
+        for box, label in zip(np.asarray(b).reshape(-1, 4), l):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1, "category_id": int(label) + 1,
+                                        "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    path = folder / name
+    path.write_text(json.dumps(coco), encoding="utf-8")
+    return path
+
+
+def load_coco_task(
+    path: str | Path, *, seed: int = 0, image_dir: str | None = None, image_size: int = 96,
+    val_fraction: float = 0.1, test_fraction: float = 0.2, hflip: bool = True,
+) -> TaskData:
+    """A COCO-format file as a detection task: images split by ``seed`` into train/val/test."""
+    check_fractions(val_fraction, test_fraction)
+    images, boxes, labels, class_names, names = read_coco(path, image_dir=image_dir, image_size=(image_size, image_size))
+    n = len(images)
+    if n < 3:
+        raise DataError(f"{path}: {n} image(s); a detection task needs at least 3 (train, val, test)")
+    n_val, n_test = split_counts(n, val_fraction, test_fraction)
+    perm = np.random.default_rng(seed).permutation(n)
+    parts = [np.sort(p) for p in (perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test])]
+    if len(parts[1]) == 0:
+        parts[1] = parts[0]  # nothing held out for validation: monitor on the training images
+    spec = ImageSpec(3, image_size, image_size, SHAPES_MEAN, SHAPES_STD)
+    t = max([len(b) for b in boxes] + [1])
+    splits = [_to_dataset(images[idx], [boxes[i] for i in idx], [labels[i] for i in idx], spec, hflip=hflip and k == 0,
+                          max_objects=t, names=[names[i] for i in idx]) for k, idx in enumerate(parts)]
+    info = {"source": "coco", "file": str(path), "image_size": image_size, "max_objects": t,
+            "sizes": [len(p) for p in parts]}
+    return _task("detection", *splits, class_names, spec, info)
+
+
+@register_task("detection")
+def _detection_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
+    if data is None or str(data) == "":
+        return call_with_options(load_shapes_task, "detection", options, seed=seed)
+    return call_with_options(load_coco_task, "detection", options, path=data, seed=seed)

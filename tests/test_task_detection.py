@@ -1,0 +1,104 @@
+"""The detection task end to end: COCO mAP, train -> run dir -> predict -> explain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attnlab.task_detection import coco_map, detections
+
+
+def test_coco_map_is_one_for_perfect_and_zero_for_wrong_class():
+    gt = [(torch.tensor([0, 1]), torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.2]])), (torch.tensor([2]), torch.tensor([[0.5, 0.5, 0.4, 0.4]]))]
+    perfect = [{"labels": l, "boxes": b, "scores": torch.ones(len(l))} for l, b in gt]
+    assert coco_map(gt, perfect, 3, (64, 64)) == pytest.approx({"map": 1.0, "map_50": 1.0})
+    wrong = [{"labels": (l + 1) % 3, "boxes": b, "scores": torch.ones(len(l))} for l, b in gt]
+    assert coco_map(gt, wrong, 3, (64, 64)) == {"map": 0.0, "map_50": 0.0}
+    # a box at IoU ~0.6 counts at .5 but not at the stricter thresholds
+    shifted = [{"labels": l, "boxes": b + torch.tensor([0.05, 0, 0, 0]), "scores": torch.ones(len(l))} for l, b in gt[1:]]
+    m = coco_map(gt[1:], shifted, 3, (64, 64))
+    assert m["map_50"] == pytest.approx(1.0) and m["map"] < 0.7
+
+
+def test_detections_take_top_query_class_pairs():
+    logits = torch.tensor([[[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]]])  # K=2: query 0 is class 0, query 1 "no object"
+    boxes = torch.rand(1, 2, 4)
+    (d,) = detections(logits, boxes, max_detections=3)
+    assert d["labels"][0] == 0 and d["queries"][0] == 0 and len(d["scores"]) == 3
+    torch.testing.assert_close(d["boxes"][0], boxes[0, 0])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from attnlab.run import resolve_config, train_run
+
+    out = tmp_path_factory.mktemp("det") / "run"
+    config = resolve_config({
+        "task": "detection",
+        "model_config": {"backbone_channels": [8, 16, 16], "dim": 32, "num_heads": 2, "encoder_depth": 1, "decoder_depth": 2},
+        "data_options": {"train_size": 16, "val_size": 4, "test_size": 4, "image_size": 32},
+        "train": {"epochs": 1, "batch_size": 8, "progress": False},
+        "report_examples": 2,
+    })
+    metrics = train_run(config, out=out)
+    return out, metrics
+
+
+def test_train_writes_run_dir_with_map_metrics(tiny_run):
+    out, metrics = tiny_run
+    assert {"map", "map_50", "loss"} <= set(metrics["test"])
+    for name in ("config.yaml", "data.json", "model.safetensors", "metrics.json", "report.html"):
+        assert (out / name).is_file(), name
+    assert "cell 0,0" in (out / "report.html").read_text()
+
+
+def test_predict_and_explain(tiny_run, tmp_path):
+    from PIL import Image
+
+    from attnlab.cli import main
+    from attnlab.data.detection import generate_shapes
+    from attnlab.explain.cli import explain_run
+    from attnlab.run import predict_run
+
+    out, _ = tiny_run
+    imgs, _, _ = generate_shapes(1, seed=9, image_size=64)  # another size than training: resized
+    image = tmp_path / "img.png"
+    Image.fromarray(imgs[0]).save(image)
+    np.save(tmp_path / "img.npy", imgs[0])
+    results = predict_run(out, [str(image), str(tmp_path / "img.npy")])
+    assert results and all(r["input"] in (str(image), str(tmp_path / "img.npy")) for r in results)
+    for r in results:
+        assert r["box"] is None or (len(r["box"]) == 4 and r["class"].startswith(r["label"]))
+    assert main(["predict", str(out), str(image)]) == 0
+    png = explain_run(out, str(image), tmp_path / "x.png")
+    assert png.stat().st_size > 1000
+    html = explain_run(out, str(image), tmp_path / "x.html")
+    assert "decoder.1.cross_attn" in html.read_text()
+    assert main(["explain", str(out), str(image), "-o", str(tmp_path / "y.png"), "--layer", "0", "--head", "1"]) == 0
+    assert main(["explain", str(out), str(image), "-o", str(tmp_path / "z.png"), "--layer", "5"]) == 2
+
+
+def test_explain_draws_each_detected_querys_attention(tmp_path):
+    from attnlab.explain.detection import DetectionExample, detection_example
+    from attnlab.models import create_model
+
+    model = create_model("detr-tiny", image_size=(32, 32), backbone_channels=(8, 16), dim=32, num_heads=2, num_queries=4)
+    ex = detection_example(model, torch.randn(3, 32, 32), class_names=["a", "b", "c"], threshold=0.0,
+                           target=torch.tensor([[1, 0.5, 0.5, 0.25, 0.25], [-1, 0, 0, 0, 0]]))
+    assert isinstance(ex, DetectionExample) and len(ex.detections) == 4 and ex.label.startswith("b [12, 12, 20, 20]")
+    assert len(ex.cross_maps) == 3 and ex.cross_maps[0].shape == (2, 4, 64) and ex.grid == (8, 8)
+    assert ex.draw_png(tmp_path / "d.png", head=0).stat().st_size > 1000
+
+
+def test_explain_without_encoder_layers_falls_back_to_query_tokens(tmp_path):
+    from attnlab.explain.detection import detection_example
+    from attnlab.explain.report import write_report
+    from attnlab.models import create_model
+
+    model = create_model("detr-tiny", image_size=(32, 32), backbone_channels=(8, 16), dim=32, num_heads=2,
+                         num_queries=3, encoder_depth=0, decoder_depth=1)
+    ex = detection_example(model, torch.randn(3, 32, 32), class_names=["a", "b", "c"], threshold=0.0)
+    assert ex.kind == "tokens" and ex.tokens == ["query 0", "query 1", "query 2"] and len(ex.key_tokens) == 64
+    assert write_report(tmp_path / "r.html", [ex]).is_file()
+    assert ex.draw_png(tmp_path / "d.png").is_file()
