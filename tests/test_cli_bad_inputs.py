@@ -105,3 +105,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys)
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert culprit in err, err
     assert not out.exists(), f"a failed run left {out} behind"
+
+
+def test_series_longer_than_the_model_takes_is_refused_at_predict(tmp_path, capsys):
+    """A model with learned positions for T steps is handed a longer series: a clear line, exit 2."""
+    root = tmp_path / "Toy"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("TRAIN", "TEST"):
+        rows = [f"{c}\t" + "\t".join(f"{v:.4f}" for v in rng.normal(c, 1.0, 12)) for c in (1, 2) for _ in range(6)]
+        (root / f"Toy_{split}.tsv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    tiny = ["--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--model.stem_channels", "0", "--train.batch_size", "4",
+            "--train.progress", "false"]
+    assert main(["train", "--task", "timeseries", "--data", str(root), "--epochs", "1", "--out", str(out), *tiny]) == 0
+    capsys.readouterr()
+    long_series = tmp_path / "long.npy"
+    np.save(long_series, rng.normal(size=(1, 1, 20)).astype(np.float32))
+    assert main(["predict", str(out), str(long_series)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(long_series) in err and "12" in err, err
