@@ -236,6 +236,15 @@ def run_child(script: str | Path, spec: dict[str, Any], *, timeout_s: float = 18
 
 # --- output ----------------------------------------------------------------------------
 
+def merge_sections(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Merge config overrides section by section ({"train": {...}, "model_config": {...}}); later wins."""
+    out: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for section, values in part.items():
+            out[section] = {**out.get(section, {}), **values}
+    return out
+
+
 def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, write_json  # noqa: E402
+from _common import format_table, git_revision, machine_info, merge_sections, write_json  # noqa: E402
 
 # name -> (target accuracy %, 1-NN Euclidean error)
 REFERENCE: dict[str, tuple[float, float]] = {
@@ -50,14 +50,6 @@ REFERENCE: dict[str, tuple[float, float]] = {
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
 QUICK = {"train": {"epochs": 2}, "model_config": {"dim": 16, "depth": 1, "num_heads": 2, "stem_channels": 8}}
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ucr"
-
-
-def _merge(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for part in parts:
-        for section, values in part.items():
-            out[section] = {**out.get(section, {}), **values}
-    return out
 
 
 def run_one(path: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, Any]:
@@ -106,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_root = args.keep_runs or Path(tmp)
         for name in args.datasets:
             path = args.root / name
-            overrides = _merge(OVERRIDES.get(name, {}), QUICK if args.quick else {})
+            overrides = merge_sections(OVERRIDES.get(name, {}), QUICK if args.quick else {})
             n_train, n_test, length = _sizes(path)
             runs = []
             for seed in seeds:

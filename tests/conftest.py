@@ -76,3 +76,12 @@ def _fresh_seed():
     torch.manual_seed(seed)
     print(f"torch seed {seed}")  # shown by pytest on failure
     yield seed
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny ops are faster so; several crawl on a shared machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -69,7 +69,8 @@ def test_predict_and_explain(tiny_run, tmp_path):
     results = predict_run(out, [str(image), str(tmp_path / "img.npy")])
     assert results and all(r["input"] in (str(image), str(tmp_path / "img.npy")) for r in results)
     for r in results:
-        assert r["box"] is None or (len(r["box"]) == 4 and r["class"].startswith(r["label"]))
+        assert (r["box"] is None and r["class"] is None and "no objects" in r["note"]) or (
+            len(r["box"]) == 4 and r["class"] == r["label"])
     assert main(["predict", str(out), str(image)]) == 0
     png = explain_run(out, str(image), tmp_path / "x.png")
     assert png.stat().st_size > 1000
@@ -102,3 +103,13 @@ def test_explain_without_encoder_layers_falls_back_to_query_tokens(tmp_path):
     assert ex.kind == "tokens" and ex.tokens == ["query 0", "query 1", "query 2"] and len(ex.key_tokens) == 64
     assert write_report(tmp_path / "r.html", [ex]).is_file()
     assert ex.draw_png(tmp_path / "d.png").is_file()
+
+
+def test_cli_prints_each_box_after_its_class():
+    from attnlab.cli import _result_line
+
+    hit = {"input": "a.png", "class": "circle", "score": 0.98765, "label": "circle", "box": [1.5, 2.0, 30.25, 40.0]}
+    assert _result_line(hit) == "a.png: circle [1.5, 2, 30.25, 40] (0.988)"
+    miss = {"input": "b.png", "class": None, "score": 0.2, "box": None, "note": "no objects (best score 0.20 < 0.5)"}
+    assert _result_line(miss) == "b.png: no objects (best score 0.20 < 0.5)"
+    assert _result_line({"input": "c.png", "class": "7", "score": 0.5}) == "c.png: 7 (0.500)"

@@ -98,6 +98,15 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _result_line(r: dict) -> str:
+    """'input: class (score)'; detections add their box, 'input: class [x0, y0, x1, y1] (score)'."""
+    if r.get("class") is None:
+        return f"{r['input']}: {r.get('note', 'no prediction')}"
+    box = r.get("box")
+    where = f" [{', '.join(f'{v:g}' for v in box)}]" if box else ""
+    return f"{r['input']}: {r['class']}{where} ({r['score']:.3f})"
+
+
 def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.run import predict_run
 
@@ -109,7 +118,7 @@ def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(f"{r['input']}: {r['class']} ({r['score']:.3f})")
+            print(_result_line(r))
     return 0
 
 
@@ -147,6 +156,17 @@ def _cmd_recommend(args: argparse.Namespace, extra: list[str]) -> int:
     else:
         for rank, item in enumerate(result["items"], start=1):
             print(f"{rank:>3}. item {item['item']}  (score {item['score']:.3f})")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.task_lm import generate_run
+
+    text = generate_run(
+        args.run_dir, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, stop=args.stop or (), seed=args.seed,
+    )
+    print(args.prompt + text)
     return 0
 
 
@@ -224,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_recommend)
+
+    p = sub.add_parser("generate", help="continue a prompt with a trained language-model run (KV-cache sampling)")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--stop", action="append", help="stop after this token (one token, e.g. a character); repeatable")
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("export", help="export a run's model to ONNX (needs attnlab[onnx])")
     p.add_argument("run_dir")

@@ -126,6 +126,8 @@ def train_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
         _write_json(run_dir / "data.json", _data_record(task_data))
+        for name, text in task_data.files.items():  # e.g. tokenizer.json
+            atomic_write_text(run_dir / name, text)
         callbacks.append(_attention_image_logger(task_data))
     trainer = Trainer(
         model, objective, task_data.train, task_data.val, config.train, run_dir=run_dir, dist=dist,
@@ -171,7 +173,10 @@ def _attention_image_logger(task_data):
             return
         from attnlab.explain.capture import capture
 
-        x, _ = task_data.val[0]
+        item = task_data.val[0]
+        if len(item) != 2:  # only (x, y) items feed the model as one input
+            return
+        x = item[0]
         trainer.model.eval()
         maps = capture(trainer.model, x[None].to(trainer.device))
         if not maps.maps:

@@ -249,10 +249,10 @@ def predict_detections(model: nn.Module, record: dict[str, Any], inputs: list[st
                        threshold: float = 0.5) -> list[dict[str, Any]]:
     """One result per detected object: {"input", "class", "score", "label", "box"}.
 
-    ``box`` is [x0, y0, x1, y1] in the input image's pixels; "class" also spells it out, so
-    the CLI's one-line-per-result output shows the box. Objects scoring >= ``threshold``
-    are listed (each query votes once, for its best class); ``top_k`` > 1 caps their number.
-    An image without any gets one result with class "no objects".
+    ``box`` is [x0, y0, x1, y1] in the input image's pixels (the CLI prints it after the
+    class). Objects scoring >= ``threshold`` are listed (each query votes once, for its best
+    class); ``top_k`` > 1 caps their number. An image without any gets one result with
+    class None and a "note" saying so.
     """
     device = next(model.parameters()).device
     names = record["class_names"]
@@ -270,13 +270,12 @@ def predict_detections(model: nn.Module, record: dict[str, Any], inputs: list[st
             order = order[:top_k]
         xyxy = box_cxcywh_to_xyxy(boxes[0]) * torch.tensor([w, h, w, h], dtype=torch.float32)  # (Q, 4)
         if not order:
-            results.append({"input": item, "class": f"no objects (best score {float(score.max()):.2f} < {threshold})",
-                            "score": float(score.max()), "label": None, "box": None})
+            results.append({"input": item, "class": None, "score": float(score.max()), "label": None, "box": None,
+                            "note": f"no objects (best score {float(score.max()):.2f} < {threshold})"})
         for q in order:
             box = [round(float(v), 1) for v in xyxy[q].clamp(min=0)]
             name = names[int(label[q])]
-            results.append({"input": item, "class": f"{name} [{box[0]:g}, {box[1]:g}, {box[2]:g}, {box[3]:g}]",
-                            "score": float(score[q]), "label": name, "box": box, "query": q})
+            results.append({"input": item, "class": name, "score": float(score[q]), "label": name, "box": box, "query": q})
     return results
 
 

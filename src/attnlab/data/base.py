@@ -167,6 +167,8 @@ class TaskData:
     # (vocabulary size, tokenizer file, sequence length...), saved in the run's data.json.
     collate_fn: Callable | None = None
     info: dict = field(default_factory=dict)
+    # Text files the run directory keeps beside data.json (name -> content), e.g. tokenizer.json.
+    files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)

@@ -1,5 +1,5 @@
 """Load weights other libraries saved (Hugging Face ``save_pretrained`` directories)."""
 
-from attnlab.interop.hf import load_hf_vit
+from attnlab.interop.hf import load_hf_bert, load_hf_gpt2, load_hf_vit
 
-__all__ = ["load_hf_vit"]
+__all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2"]

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from attnlab.errors import CheckpointError
 from attnlab.models.registry import create_model
 
-__all__ = ["load_hf_vit", "read_hf_directory"]
+__all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -95,4 +95,102 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
             for kind in ("weight", "bias"):
                 renames[f"blocks.{i}.{ours}.{kind}"] = f"vit.encoder.layer.{i}.{theirs}.{kind}"
     _load_renamed(model, tensors, renames, directory)
+    return model.eval()
+
+
+def _check_type(directory: Path, config: dict[str, Any], model_type: str, activations: dict[str, str], key: str) -> str:
+    if config.get("model_type") != model_type:
+        raise CheckpointError(f"{directory}: model_type is {config.get('model_type')!r}, expected {model_type!r}")
+    act = config.get(key, "gelu")
+    if act not in activations:
+        raise CheckpointError(f"{directory}: {key} {act!r} is not supported ({', '.join(activations)})")
+    return activations[act]
+
+
+def load_hf_bert(directory: str | Path) -> nn.Module:
+    """A ``BertForSequenceClassification`` (or ``BertModel``) directory -> attnlab ``TextClassifier``
+    (post-norm, embedding LayerNorm, token types, learned positions, tanh pooler).
+
+    Without a classifier (a bare ``BertModel``) the model's encoder (``TextEncoder``, returning
+    the last hidden states and the padding mask) comes back instead. Padding is read from the
+    ids (``pad_token_id``), so inputs with padding need it where HF's ``attention_mask`` is 0.
+    """
+    directory = Path(directory)
+    config, tensors = read_hf_directory(directory)
+    activation = _check_type(directory, config, "bert", {"gelu": "gelu", "relu": "relu"}, "hidden_act")
+    prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
+    has_head = "classifier.weight" in tensors
+    dim, depth = config["hidden_size"], config["num_hidden_layers"]
+    model = create_model(
+        "text-transformer", vocab_size=config["vocab_size"], num_classes=tensors["classifier.weight"].shape[0] if has_head else 2,
+        max_length=config["max_position_embeddings"], dim=dim, depth=depth, num_heads=config["num_attention_heads"],
+        mlp_ratio=config["intermediate_size"] / dim, dropout=0.0, embed_dropout=0.0, pos_embed="learned", pooling="first",
+        norm_first=False, activation=activation, norm_eps=config.get("layer_norm_eps", 1e-12), embed_norm=True,
+        type_vocab_size=config.get("type_vocab_size", 2), pooler=True, pad_id=config.get("pad_token_id") or 0,
+    )
+    emb = f"{prefix}embeddings."
+    renames = {
+        "encoder.token_embed.weight": emb + "word_embeddings.weight", "encoder.pos_embed.weight": emb + "position_embeddings.weight",
+        "encoder.type_embed.weight": emb + "token_type_embeddings.weight", "encoder.embed_norm.weight": emb + "LayerNorm.weight",
+        "encoder.embed_norm.bias": emb + "LayerNorm.bias", "pooler.weight": f"{prefix}pooler.dense.weight",
+        "pooler.bias": f"{prefix}pooler.dense.bias",
+    }
+    parts = {"attn.q_proj": "attention.self.query", "attn.k_proj": "attention.self.key", "attn.v_proj": "attention.self.value",
+             "attn.out_proj": "attention.output.dense", "norm1": "attention.output.LayerNorm",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense", "norm2": "output.LayerNorm"}
+    for i in range(depth):
+        for ours, theirs in parts.items():
+            for kind in ("weight", "bias"):
+                renames[f"encoder.blocks.{i}.{ours}.{kind}"] = f"{prefix}encoder.layer.{i}.{theirs}.{kind}"
+    if has_head:
+        renames.update({"head.weight": "classifier.weight", "head.bias": "classifier.bias"})
+    else:  # the head stays randomly initialised and is not returned
+        tensors = {**tensors, "_head.weight": model.head.weight.detach(), "_head.bias": model.head.bias.detach()}
+        renames.update({"head.weight": "_head.weight", "head.bias": "_head.bias"})
+    if f"{prefix}pooler.dense.weight" not in tensors:  # saved without a pooler: keep ours (unused by the encoder)
+        tensors = {**tensors, f"{prefix}pooler.dense.weight": model.pooler.weight.detach(), f"{prefix}pooler.dense.bias": model.pooler.bias.detach()}
+    _load_renamed(model, tensors, renames, directory)
+    return (model if has_head else model.encoder).eval()
+
+
+def load_hf_gpt2(directory: str | Path) -> nn.Module:
+    """A ``GPT2LMHeadModel`` (or ``GPT2Model``) directory -> attnlab ``TransformerLM`` (``gpt-lm``):
+    pre-norm, learned positions, ``gelu_new`` = tanh GELU, output tied to the token embedding.
+
+    GPT-2 stores its projections as ``Conv1D`` (in, out) matrices with q, k, v fused; they are
+    transposed and split here.
+    """
+    directory = Path(directory)
+    config, tensors = read_hf_directory(directory)
+    activation = _check_type(directory, config, "gpt2", {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                                                         "gelu": "gelu", "relu": "relu"}, "activation_function")
+    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
+        raise CheckpointError(f"{directory}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
+    prefix = "transformer." if any(k.startswith("transformer.") for k in tensors) else ""
+    dim, depth = config["n_embd"], config["n_layer"]
+    model = create_model(
+        "gpt-lm", vocab_size=config["vocab_size"], max_length=config["n_positions"], dim=dim, depth=depth,
+        num_heads=config["n_head"], mlp_ratio=(config.get("n_inner") or 4 * dim) / dim, dropout=0.0, attn_dropout=0.0,
+        pos_embed="learned", activation=activation, norm_eps=config.get("layer_norm_epsilon", 1e-5), tie_embeddings=True,
+    )
+
+    def get(name: str) -> Tensor:
+        if prefix + name not in tensors:
+            raise CheckpointError(f"{directory}: tensor {prefix + name!r} is missing")
+        return tensors[prefix + name]
+
+    state = {"token_embed.weight": get("wte.weight"), "lm_head.weight": get("wte.weight"), "pos_embed.weight": get("wpe.weight"),
+             "norm.weight": get("ln_f.weight"), "norm.bias": get("ln_f.bias")}
+    for i in range(depth):
+        h, b = f"h.{i}.", f"blocks.{i}."
+        qkv_w, qkv_b = get(h + "attn.c_attn.weight").t(), get(h + "attn.c_attn.bias")  # (3C, C), (3C,)
+        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            state[f"{b}attn.{name}.weight"] = qkv_w[j * dim : (j + 1) * dim]
+            state[f"{b}attn.{name}.bias"] = qkv_b[j * dim : (j + 1) * dim]
+        for ours, theirs in (("attn.out_proj", "attn.c_proj"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+            state[f"{b}{ours}.weight"] = get(h + theirs + ".weight").t()  # Conv1D (in, out) -> Linear (out, in)
+            state[f"{b}{ours}.bias"] = get(h + theirs + ".bias")
+        for ours, theirs in (("norm1", "ln_1"), ("norm2", "ln_2")):
+            state[f"{b}{ours}.weight"], state[f"{b}{ours}.bias"] = get(h + theirs + ".weight"), get(h + theirs + ".bias")
+    _load_renamed(model, state, {k: k for k in state}, directory)
     return model.eval()

@@ -16,8 +16,8 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, *, activation: str = "gelu", dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        if activation not in ("gelu", "relu", "swiglu"):
-            raise ValueError(f"FeedForward: activation must be 'gelu', 'relu' or 'swiglu', got {activation!r}")
+        if activation not in ("gelu", "gelu_tanh", "relu", "swiglu"):
+            raise ValueError(f"FeedForward: activation must be 'gelu', 'gelu_tanh', 'relu' or 'swiglu', got {activation!r}")
         self.activation = activation
         self.fc1 = nn.Linear(dim, hidden_dim * (2 if activation == "swiglu" else 1), bias=bias)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
@@ -30,6 +30,8 @@ class FeedForward(nn.Module):
             h = F.silu(gate) * value
         elif self.activation == "gelu":
             h = F.gelu(h)
+        elif self.activation == "gelu_tanh":  # GPT-2's "gelu_new" (Hendrycks & Gimpel's tanh approximation)
+            h = F.gelu(h, approximate="tanh")
         else:
             h = F.relu(h)
         return self.fc2(self.dropout(h))

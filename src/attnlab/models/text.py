@@ -1,0 +1,189 @@
+"""Transformer encoder for text classification (Vaswani et al. 2017; BERT-style, Devlin et al. 2019).
+
+Token ids (B, N) -> token embedding (+ learned or sin-cos positions, + optional token types)
+-> Transformer encoder blocks (padding masked) -> pooled -> linear head. Padding is the id
+``pad_id``; the key-padding mask comes from the ids, so the forward takes one tensor and the
+explain tools can call it as they call a ViT. ``pooling="first"`` reads the first token (the
+``<bos>`` the text tasks prepend, BERT's ``[CLS]``), ``"mean"`` averages the real tokens and
+``"max"`` takes their per-feature maximum (max-over-time pooling, Kim 2014). ``conv_kernel``
+adds a residual convolution over the embeddings (local n-gram features, as the convolutional
+tokenizer of Compact Transformers, Hassani et al. 2021), which small data sets need.
+
+The options that a BERT checkpoint needs (``attnlab.interop.load_hf_bert``): post-norm blocks
+(``norm_first=False``), a LayerNorm after the embeddings (``embed_norm``), token types
+(``type_vocab_size``), learned positions, LayerNorm eps 1e-12, and the tanh pooler
+(``pooler=True``) before the classifier.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.config import check_choice, check_positive
+from attnlab.errors import ConfigError
+from attnlab.layers import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.models.registry import register_model
+
+__all__ = ["TextClassifierConfig", "TextEncoder", "TextClassifier", "TEXT_CLASSIFICATION_TASKS", "init_text_weights"]
+
+TEXT_CLASSIFICATION_TASKS = ("text-classification",)
+POS_EMBEDS = ("learned", "sincos", "rope", "alibi", "relative", "none")
+IN_ATTENTION = {"rope": "rope", "alibi": "alibi", "relative": "relative"}
+ACTIVATIONS = ("gelu", "relu", "swiglu")
+
+
+def _tokens_example(config, batch: int = 2) -> tuple[Tensor]:
+    n = min(12, config.max_length)
+    tokens = torch.randint(4, config.vocab_size, (batch, n))
+    tokens[-1, n // 2 :] = config.pad_id  # a padded row
+    return (tokens,)
+
+
+@dataclass
+class TextClassifierConfig:
+    vocab_size: int = 1000  # set from the tokenizer
+    num_classes: int = 2  # set from the data
+    max_length: int = 128  # positions (learned / sin-cos tables)
+    dim: int = 128
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    embed_dropout: float = 0.1
+    pos_embed: str = "learned"  # see POS_EMBEDS
+    pooling: str = "first"  # "first" (<bos> / [CLS]) | "mean" | "max" (over real tokens; max as Kim 2014's CNN)
+    norm_first: bool = True  # pre-norm; False = post-norm (Vaswani 2017, BERT)
+    activation: str = "gelu"
+    norm_eps: float = 1e-5
+    embed_norm: bool = False  # LayerNorm after the embeddings (BERT)
+    embed_scale: bool = False  # multiply token embeddings by sqrt(dim) (Vaswani 2017)
+    type_vocab_size: int = 0  # > 0: token-type embeddings (BERT segments), type 0 everywhere
+    pooler: bool = False  # BERT pooler: dense + tanh on the pooled vector
+    conv_kernel: int = 0  # > 0: a residual 1-D convolution over the embeddings (n-gram features; CCT)
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive("TextClassifierConfig", vocab_size=self.vocab_size, num_classes=self.num_classes,
+                       max_length=self.max_length, dim=self.dim, depth=self.depth, num_heads=self.num_heads,
+                       mlp_ratio=self.mlp_ratio, norm_eps=self.norm_eps)
+        check_choice("TextClassifierConfig", "pos_embed", self.pos_embed, POS_EMBEDS)
+        check_choice("TextClassifierConfig", "pooling", self.pooling, ("first", "mean", "max"))
+        check_choice("TextClassifierConfig", "activation", self.activation, ACTIVATIONS)
+        if self.dim % self.num_heads:
+            raise ConfigError(f"TextClassifierConfig: dim={self.dim} must be divisible by num_heads={self.num_heads}")
+        if self.pos_embed == "rope" and (self.dim // self.num_heads) % 2:
+            raise ConfigError(f"TextClassifierConfig: rope needs an even head dim, got {self.dim // self.num_heads}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ConfigError(f"TextClassifierConfig.pad_id={self.pad_id} is outside the vocabulary ({self.vocab_size})")
+        if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
+            raise ConfigError(f"TextClassifierConfig.conv_kernel must be 0 or an odd size, got {self.conv_kernel}")
+        if self.type_vocab_size < 0:
+            raise ConfigError(f"TextClassifierConfig.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        for name in ("dropout", "attn_dropout", "embed_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"TextClassifierConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
+
+def init_text_weights(module: nn.Module) -> None:
+    """Normal(0, 0.02) linears and embeddings, zero biases (BERT / GPT-2 initialisation)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+
+
+class TextEncoder(nn.Module):
+    """Embeddings + encoder blocks. Shape: tokens (B, N) int64 -> (B, N, C), padding mask (B, N)."""
+
+    def __init__(self, c: TextClassifierConfig):
+        super().__init__()
+        self.config = c
+        self.token_embed = nn.Embedding(c.vocab_size, c.dim)
+        self.type_embed = nn.Embedding(c.type_vocab_size, c.dim) if c.type_vocab_size else None
+        if c.pos_embed == "learned":
+            self.pos_embed: nn.Module | None = LearnedPositionalEmbedding(c.max_length, c.dim)
+        elif c.pos_embed == "sincos":
+            self.pos_embed = SinusoidalPositionalEmbedding(c.max_length, c.dim)
+        else:
+            self.pos_embed = None
+        self.embed_norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.embed_norm else None
+        self.embed_dropout = nn.Dropout(c.embed_dropout)
+        # Small text data sets: local n-gram features before attention help, as a convolutional
+        # tokenizer does in Compact Transformers (Hassani et al. 2021) and CNNs in Kim 2014.
+        self.conv = nn.Conv1d(c.dim, c.dim, c.conv_kernel, padding=c.conv_kernel // 2) if c.conv_kernel else None
+        self.blocks = nn.ModuleList(
+            TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
+                             norm_first=c.norm_first, activation=c.activation, positional=IN_ATTENTION.get(c.pos_embed),
+                             norm_eps=c.norm_eps)
+            for _ in range(c.depth)
+        )
+        # Pre-norm stacks end with a LayerNorm; post-norm blocks already end normalised.
+        self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm_first else nn.Identity()
+
+    def forward(self, tokens: Tensor, token_types: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        c = self.config
+        if tokens.dim() != 2:
+            raise ValueError(f"TextEncoder expects token ids (B, N), got shape {tuple(tokens.shape)}")
+        pad = tokens != c.pad_id  # (B, N) True = real token
+        x = self.token_embed(tokens)  # (B, N, C)
+        if c.embed_scale:
+            x = x * math.sqrt(c.dim)
+        if self.pos_embed is not None:
+            x = self.pos_embed(x)
+        if self.type_embed is not None:
+            types = torch.zeros_like(tokens) if token_types is None else token_types
+            x = x + self.type_embed(types)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        x = self.embed_dropout(x)
+        if self.conv is not None:
+            # Zeroed padding = the zero padding the convolution sees at a sequence's end anyway,
+            # so the output does not depend on how much padding follows.
+            x = x * pad[..., None].to(x.dtype)
+            x = x + torch.nn.functional.gelu(self.conv(x.transpose(1, 2))).transpose(1, 2)  # (B, N, C)
+        for block in self.blocks:
+            x = block(x, mask=pad)
+        return self.norm(x), pad
+
+
+class TextClassifier(nn.Module):
+    """Shape: tokens (B, N) int64 -> logits (B, num_classes)."""
+
+    def __init__(self, config: TextClassifierConfig):
+        super().__init__()
+        self.config = config
+        # explain/: with first-token pooling the <bos> token is a class token.
+        self.num_prefix_tokens = 1 if config.pooling == "first" else 0
+        self.encoder = TextEncoder(config)
+        self.pooler = nn.Linear(config.dim, config.dim) if config.pooler else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.dim, config.num_classes)
+        self.apply(init_text_weights)
+
+    def forward(self, tokens: Tensor, token_types: Tensor | None = None) -> Tensor:
+        x, pad = self.encoder(tokens, token_types)  # (B, N, C), (B, N)
+        if self.config.pooling == "first":
+            pooled = x[:, 0]  # (B, C)
+        elif self.config.pooling == "max":
+            pooled = x.masked_fill(~pad[..., None], float("-inf")).amax(1)  # (B, C)
+        else:
+            weights = pad.to(x.dtype)[..., None]  # (B, N, 1)
+            pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, C)
+        if self.pooler is not None:
+            pooled = torch.tanh(self.pooler(pooled))
+        return self.head(self.dropout(pooled))
+
+
+@register_model(
+    "text-transformer", config=TextClassifierConfig, tasks=TEXT_CLASSIFICATION_TASKS, example_inputs=_tokens_example,
+    description="text classifier: token + position embedding, Transformer encoder, pooled head",
+)
+def text_transformer(config: TextClassifierConfig) -> TextClassifier:
+    return TextClassifier(config)

@@ -1,0 +1,112 @@
+"""Text data: file formats, errors with file and line, tokenizer round trips, the real files' shapes."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import torch
+
+from attnlab.data import load_task
+from attnlab.data.text import read_labelled
+from attnlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, train_tokenizer
+from attnlab.errors import DataError
+from tests.conftest import DATA_DIR
+
+
+# Tiny ops: one thread is faster, and several threads crawl on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+TEXTS = ["A man rides a bike.", "Zwei Hunde spielen im Schnee!", "über 12 € — naïve café", "  spaces  twice ", "tab\there"]
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_tokenizer_round_trip_and_reload(kind):
+    tok = train_tokenizer(kind, TEXTS * 5, vocab_size=300)
+    for text in TEXTS:
+        ids = tok.encode(text)
+        assert min(ids) >= 4  # specials are never produced by plain text
+        assert tok.decode(ids) == text
+    again = load_tokenizer(tok.to_dict())
+    assert again.encode(TEXTS[2]) == tok.encode(TEXTS[2]) and again.vocab_size == tok.vocab_size
+    assert load_tokenizer(tok.to_json()).encode(TEXTS[1]) == tok.encode(TEXTS[1])
+    assert tok.token_strings([PAD_ID, BOS_ID, EOS_ID]) == ["<pad>", "<bos>", "<eos>"]
+
+
+def test_bpe_handles_unseen_characters_and_lowercase():
+    tok = train_tokenizer("bpe", ["hello world"] * 3, vocab_size=300, lowercase=True)
+    assert tok.decode(tok.encode("HELLO Ωmega")) == "hello ωmega"  # byte level: nothing is unknown
+    char = train_tokenizer("char", ["abc"])
+    assert char.encode("abz") == [4, 5, 1]  # unseen -> <unk>
+    with pytest.raises(DataError, match="not a saved attnlab tokenizer"):
+        load_tokenizer({"kind": "wordpiece"})
+
+
+def test_classification_formats(tmp_path):
+    (tmp_path / "a.tsv").write_text("pos\tgood film\nneg\tbad , very bad\n\npos\tfine\n")
+    (tmp_path / "b.csv").write_text('label,text\npos,"good, really"\nneg,bad\n')
+    (tmp_path / "c.txt").write_text("1 a stirring film\n0 a mess .\n")
+    assert read_labelled(tmp_path / "a.tsv")[:2] == (["good film", "bad , very bad", "fine"], ["pos", "neg", "pos"])
+    assert read_labelled(tmp_path / "b.csv")[:2] == (["good, really", "bad"], ["pos", "neg"])
+    assert read_labelled(tmp_path / "c.txt")[1] == ["1", "0"]
+
+
+def test_bad_rows_name_file_and_line(tmp_path):
+    bad = tmp_path / "train.tsv"
+    bad.write_text("pos\tgood\nneg\n")
+    with pytest.raises(DataError, match=r"train.tsv:2: expected 'label<TAB>text'"):
+        read_labelled(bad)
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("a\tx y\nb\ty z\n" * 5)
+    (folder / "test.tsv").write_text("a\tx\nc\tnew label\n")
+    with pytest.raises(DataError, match=r"test.tsv:2: label 'c' does not occur"):
+        load_task("text-classification", str(folder), seed=0)
+    src, tgt = tmp_path / "p.en", tmp_path / "p.de"
+    src.write_text("a\nb\nc\n")
+    tgt.write_text("x\n\nz\n")
+    with pytest.raises(DataError, match=r"p.de:2: empty sentence"):
+        load_task("translation", str(src), seed=0, target_file=str(tgt))
+    tgt.write_text("x\ny\n")
+    with pytest.raises(DataError, match=r"has 3 lines but .*p.de has 2"):
+        load_task("translation", str(src), seed=0, target_file=str(tgt))
+    with pytest.raises(DataError, match="needs --data PATH"):
+        load_task("language-model", None, seed=0)
+
+
+def test_classification_splits_and_batches(tmp_path):
+    lines = [f"{'pos' if i % 2 else 'neg'}\tword{i % 7} text number {i}" for i in range(60)]
+    (tmp_path / "all.tsv").write_text("\n".join(lines) + "\n")
+    task = load_task("text-classification", str(tmp_path / "all.tsv"), seed=0, vocab_size=300, max_length=5)
+    assert (len(task.train), len(task.val), len(task.test)) == (48, 6, 6)
+    assert task.class_names == ["neg", "pos"]
+    x, y = task.collate_fn([task.train[0], task.train[1]])
+    assert x.dtype == torch.long and x.shape[0] == 2 and x.shape[1] <= 5 and (x[:, 0] == BOS_ID).all()
+    assert "tokenizer.json" in task.files
+
+
+def test_translation_folder_gz_and_language_model(tmp_path):
+    for split, n in (("train", 30), ("val", 4), ("test_2016", 4)):
+        for lang, word in (("en", "dog"), ("de", "Hund")):
+            with gzip.open(tmp_path / f"{split}.{lang}.gz", "wt") as f:
+                f.write("".join(f"a {word} {i}\n" for i in range(n)))
+    task = load_task("translation", str(tmp_path), seed=0, vocab_size=300, tgt_lang="de")
+    assert (len(task.train), len(task.val), len(task.test)) == (30, 4, 4)
+    src, tgt, refs = task.collate_fn([task.test[0], task.test[1]])
+    assert refs == ["a Hund 0", "a Hund 1"] and (tgt[:, 0] == BOS_ID).all() and (src == EOS_ID).any(1).all()
+    assert task.src_tokenizer.decode(src[0, :-1].tolist()) == "a dog 0"
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, this is a tiny corpus.\n" * 30)
+    lm = load_task("language-model", str(text), seed=0, block_size=8, samples_per_epoch=5)
+    x, y = lm.train[0]
+    assert x.shape == (8,) and torch.equal(x[1:], y[:-1]) and len(lm.train) == 5
+    assert lm.test is lm.val and len(lm.val) == (lm.info["val_tokens"] - 1) // 8
+
+
+@pytest.mark.skipif(not (DATA_DIR / "text" / "trec").is_dir(), reason="shared data not present")
+def test_real_trec_and_sst2_files_load_as_they_are():
+    texts, labels, _ = read_labelled(DATA_DIR / "text" / "trec" / "TREC.train.all")  # Latin-1 file
+    assert len(texts) == 5452 and sorted(set(labels)) == [str(i) for i in range(6)]
+    texts, labels, _ = read_labelled(DATA_DIR / "text" / "sst2" / "stsa.binary.test")
+    assert len(texts) == 1821 and set(labels) == {"0", "1"}

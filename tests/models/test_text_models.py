@@ -1,0 +1,69 @@
+"""Text models: padding is masked, causality holds, embeddings tie, and configs reject bad values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlab.errors import ConfigError
+from attnlab.models import create_model
+
+
+# Tiny ops: one thread is faster, and several threads crawl on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("pooling", ["first", "mean", "max"])
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_classifier_ignores_padding(pooling, norm_first):
+    torch.manual_seed(0)
+    model = create_model("text-transformer", vocab_size=50, num_classes=3, dim=32, depth=2, num_heads=4, pooling=pooling,
+                         norm_first=norm_first, conv_kernel=3 if norm_first else 0).double().eval()
+    tokens = torch.randint(4, 50, (2, 6))
+    padded = torch.cat([tokens, torch.zeros(2, 5, dtype=torch.long)], 1)
+    torch.testing.assert_close(model(padded), model(tokens), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("pos_embed", ["learned", "sincos", "rope", "alibi", "relative", "none"])
+def test_classifier_positions(pos_embed):
+    model = create_model("text-transformer", vocab_size=30, num_classes=2, dim=16, depth=1, num_heads=2, pos_embed=pos_embed)
+    out = model(torch.randint(4, 30, (3, 7)))
+    assert out.shape == (3, 2) and torch.isfinite(out).all()
+
+
+def test_lm_is_causal_and_tied():
+    torch.manual_seed(0)
+    model = create_model("gpt-lm", vocab_size=40, max_length=12, dim=32, depth=2, num_heads=4).double().eval()
+    assert model.lm_head.weight is model.token_embed.weight
+    x = torch.randint(0, 40, (2, 10))
+    y = x.clone()
+    y[:, 6:] = torch.randint(0, 40, (2, 4))
+    torch.testing.assert_close(model(x)[:, :6], model(y)[:, :6], rtol=1e-12, atol=1e-12)  # the future is not seen
+    with pytest.raises(ValueError, match="max_positions"):
+        model(torch.zeros(1, 13, dtype=torch.long))
+
+
+def test_seq2seq_source_padding_and_embedding_sharing():
+    torch.manual_seed(0)
+    model = create_model("transformer-mt", src_vocab_size=30, tgt_vocab_size=30, dim=32, encoder_depth=1, decoder_depth=1,
+                         num_heads=4).double().eval()
+    assert model.src_embed is model.tgt_embed and model.out_proj.weight is model.tgt_embed.weight
+    src = torch.randint(4, 30, (2, 5))
+    tgt = torch.randint(4, 30, (2, 4))
+    padded = torch.cat([src, torch.zeros(2, 3, dtype=torch.long)], 1)
+    torch.testing.assert_close(model(padded, tgt), model(src, tgt), rtol=1e-10, atol=1e-10)
+    separate = create_model("transformer-mt", src_vocab_size=30, tgt_vocab_size=20, share_embeddings=False, tie_embeddings=False,
+                            dim=16, encoder_depth=1, decoder_depth=1, num_heads=2)
+    assert separate(src, torch.randint(4, 20, (2, 3))).shape == (2, 3, 20)
+    assert separate.out_proj.weight is not separate.tgt_embed.weight
+
+
+def test_text_configs_reject_bad_values():
+    with pytest.raises(ConfigError, match="share_embeddings needs one vocabulary"):
+        create_model("transformer-mt", src_vocab_size=30, tgt_vocab_size=20)
+    with pytest.raises(ConfigError, match="pooling must be one of"):
+        create_model("text-transformer", pooling="sum")
+    with pytest.raises(ConfigError, match="must be divisible by num_heads"):
+        create_model("gpt-lm", dim=30, num_heads=4)
+    with pytest.raises(ConfigError, match="pad_id=99 is outside"):
+        create_model("text-transformer", vocab_size=50, pad_id=99)

@@ -1,0 +1,103 @@
+"""The three text task families end to end through the CLI: train, evaluate, predict, explain, generate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attnlab.cli import main
+from attnlab.data.tokenizers import load_tokenizer
+
+
+# Tiny ops: one thread is faster, and several threads crawl on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+TINY_CLS = ["--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--data.vocab_size", "300",
+            "--train.batch_size", "8", "--train.progress", "false"]
+
+
+def _classification_files(folder):
+    folder.mkdir()
+    good, bad = ["a great film", "wonderful and moving", "truly great"], ["a dull mess", "boring and bad", "truly awful"]
+    rows = [f"pos\t{t}" for t in good] + [f"neg\t{t}" for t in bad]
+    (folder / "train.tsv").write_text("\n".join(rows * 6) + "\n")
+    (folder / "dev.tsv").write_text("\n".join(rows) + "\n")
+    (folder / "test.tsv").write_text("\n".join(rows) + "\n")
+
+
+def test_text_classification_cli(tmp_path, capsys):
+    _classification_files(tmp_path / "data")
+    run = tmp_path / "cls"
+    assert main(["train", "--task", "text-classification", "--data", str(tmp_path / "data"), "--out", str(run),
+                 "--epochs", "2", *TINY_CLS]) == 0
+    for name in ("tokenizer.json", "report.html", "model.safetensors", "metrics.json"):
+        assert (run / name).is_file(), name
+    tok = load_tokenizer((run / "tokenizer.json").read_text())
+    assert tok.decode(tok.encode("a great film")) == "a great film"
+    html = (run / "report.html").read_text()
+    assert '"tokens"' in html
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("pos\ta great film\nsomething boring\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(inputs), "--json", "--top-k", "2"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["input"] for r in results] == ["a great film", "something boring"]
+    assert results[0]["label"] == "pos" and "label" not in results[1] and len(results[0]["top"]) == 2
+    assert main(["explain", str(run), str(inputs), "-o", str(tmp_path / "e.png")]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0
+
+
+def test_bad_row_is_one_line_error(tmp_path, capsys):
+    data = tmp_path / "bad.tsv"
+    data.write_text("pos\tfine\nonlyonefield\n")
+    assert main(["train", "--task", "text-classification", "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    assert "bad.tsv:2: expected 'label<TAB>text'" in capsys.readouterr().err
+
+
+def test_translation_cli(tmp_path, capsys):
+    data = tmp_path / "mt"
+    data.mkdir()
+    words = {"dog": "Hund", "cat": "Katze", "man": "Mann", "house": "Haus"}
+    pairs = [(f"a {e} and a {e2}", f"ein {d} und ein {d2}") for e, d in words.items() for e2, d2 in words.items()]
+    for split, rows in (("train", pairs * 3), ("val", pairs[:4]), ("test", pairs[4:8])):
+        (data / f"{split}.en").write_text("\n".join(p[0] for p in rows) + "\n")
+        (data / f"{split}.de").write_text("\n".join(p[1] for p in rows) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--task", "translation", "--data", str(data), "--out", str(run), "--epochs", "1",
+                 "--model.dim", "16", "--model.encoder_depth", "1", "--model.decoder_depth", "1", "--model.num_heads", "2",
+                 "--data.vocab_size", "300", "--data.eval_beam_size", "2", "--train.batch_size", "8",
+                 "--train.progress", "false"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"bleu", "bleu_lc", "loss"} <= set(metrics["test"])
+    assert (run / "tokenizer.json").is_file() and (run / "report.html").is_file()
+    src = tmp_path / "src.txt"
+    src.write_text("a dog and a cat\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(src), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["input"] == "a dog and a cat" and isinstance(result["translation"], str) and 0 <= result["score"] <= 1
+    assert main(["explain", str(run), str(src), "-o", str(tmp_path / "x.html")]) == 0
+
+
+def test_language_model_cli_and_generate(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be, that is the question.\n" * 40)
+    run = tmp_path / "lm"
+    assert main(["train", "--task", "language-model", "--data", str(text), "--out", str(run), "--model.dim", "16",
+                 "--model.depth", "1", "--model.num_heads", "2", "--data.block_size", "16", "--data.samples_per_epoch", "96",
+                 "--train.progress", "false"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["loss"] < 3.5 and metrics["test"]["perplexity"] > 1
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "to be", "--max-new-tokens", "40", "--seed", "1", "--stop", "\n"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("to be") and len(out) > 6
+    assert main(["generate", str(run), "--prompt", "to be", "--stop", "ab"]) == 2
+    assert "each stop string must be one token" in capsys.readouterr().err
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("to be or not to")
+    assert main(["predict", str(run), str(prompt), "--top-k", "3"]) == 0
+    assert main(["explain", str(run), str(prompt), "-o", str(tmp_path / "lm.png")]) == 0

@@ -1,0 +1,121 @@
+"""Decoding: KV-cache generation equals full recompute, beam 1 equals greedy, sampling filters, BLEU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlab.generation import beam_search, filter_logits, generate, greedy_search
+from attnlab.models import create_model
+
+
+# Tiny ops: one thread is faster, and several threads crawl on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _lm(pos_embed: str = "learned"):
+    torch.manual_seed(0)
+    return create_model("gpt-lm", vocab_size=37, max_length=16, dim=32, depth=2, num_heads=4, pos_embed=pos_embed).double().eval()
+
+
+def _mt(eos_bias: float = 0.0):
+    torch.manual_seed(0)
+    model = create_model("transformer-mt", src_vocab_size=41, tgt_vocab_size=41, dim=32, encoder_depth=2, decoder_depth=2,
+                         num_heads=4, max_length=40, share_embeddings=False, tie_embeddings=False).double().eval()
+    torch.nn.init.normal_(model.out_proj.weight, std=0.3)  # a random model with varied outputs
+    model.out_proj.weight.data[model.config.eos_id] += eos_bias
+    return model
+
+
+@pytest.mark.parametrize("pos_embed", ["learned", "rope", "alibi"])
+def test_kv_cache_generation_equals_full_recompute(pos_embed):
+    model = _lm(pos_embed)
+    prompt = torch.randint(4, 37, (3, 5))
+    greedy_cached = generate(model, prompt, max_new_tokens=9, temperature=0)
+    greedy_full = generate(model, prompt, max_new_tokens=9, temperature=0, use_cache=False)
+    assert greedy_cached.shape == (3, 14)
+    assert torch.equal(greedy_cached, greedy_full)
+    sampled = [generate(model, prompt, max_new_tokens=9, temperature=1.3, top_k=20, top_p=0.95, use_cache=cache,
+                        generator=torch.Generator().manual_seed(7)) for cache in (True, False)]
+    assert torch.equal(*sampled)
+    # token by token, the cached logits are the full forward's logits
+    caches = model.new_caches()
+    seq = torch.randint(4, 37, (2, 12))
+    steps = torch.cat([model(seq[:, :4], caches=caches)] + [model(seq[:, i : i + 1], caches=caches) for i in range(4, 12)], 1)
+    torch.testing.assert_close(steps, model(seq), rtol=1e-10, atol=1e-10)
+
+
+def test_generation_past_the_context_slides_the_window():
+    model = _lm("learned")  # 16 learned positions
+    prompt = torch.randint(4, 37, (1, 10))
+    out = generate(model, prompt, max_new_tokens=20, temperature=0)
+    assert out.shape == (1, 30) and torch.equal(out[:, :10], prompt)
+    # each token past the context is the greedy choice given the last 16 tokens
+    for t in range(16, 30):
+        logits = model(out[:, t - 16 : t])[:, -1]
+        assert int(logits.argmax()) == int(out[0, t])
+
+
+def test_stop_tokens_end_generation():
+    model = _lm()
+    prompt = torch.randint(4, 37, (1, 3))
+    free = generate(model, prompt, max_new_tokens=10, temperature=0)
+    stop = int(free[0, 5])  # the 3rd generated token
+    out = generate(model, prompt, max_new_tokens=10, temperature=0, stop_tokens=[stop])
+    first = (free[0, 3:] == stop).nonzero()[0].item()
+    assert out.shape[1] == 3 + first + 1 and int(out[0, -1]) == stop
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, top_k=2)[0, 2:]).all()
+    kept = torch.isfinite(filter_logits(logits, top_p=0.7))[0].tolist()
+    assert kept == [True, True, False, False]  # 0.5 < 0.7, so the 0.3 token that crosses it stays
+    assert torch.isfinite(filter_logits(logits, top_p=0.4))[0].tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize("eos_bias", [0.0, 2.5])
+def test_beam_one_equals_greedy(eos_bias):
+    model = _mt(eos_bias)
+    src = torch.randint(4, 41, (6, 7))
+    src[1, 4:] = 0  # padding
+    greedy = greedy_search(model, src, max_len=15)
+    assert greedy == beam_search(model, src, beam_size=1, max_len=15)
+    assert greedy == beam_search(model, src, beam_size=1, max_len=15, length_penalty=0.3)
+    if eos_bias:
+        assert any(len(g) < 15 for g in greedy)  # some sentences ended with <eos>
+
+
+def test_beam_search_finds_a_hypothesis_at_least_as_likely_as_greedy():
+    model = _mt(eos_bias=2.0)
+    src = torch.randint(4, 41, (5, 6))
+
+    def logprob(row: int, ids: list[int]) -> float:
+        tgt = torch.tensor([[model.config.bos_id] + ids + [model.config.eos_id]])
+        logp = model(src[row : row + 1], tgt[:, :-1]).log_softmax(-1)
+        return float(logp.gather(-1, tgt[:, 1:, None]).sum())
+
+    greedy = greedy_search(model, src, max_len=20)
+    beams = beam_search(model, src, beam_size=5, length_penalty=0.0, max_len=20)
+    for row, (g, b) in enumerate(zip(greedy, beams)):
+        if len(g) < 20:  # greedy finished: beam (no length normalisation) can only do as well or better
+            assert logprob(row, b) >= logprob(row, g) - 1e-9
+
+
+def test_incremental_decoder_equals_full_decoder():
+    model = _mt()
+    src = torch.randint(4, 41, (3, 8))
+    src[0, 5:] = 0
+    tgt = torch.randint(4, 41, (3, 6))
+    state = model.start_decoding(src)
+    steps = torch.stack([model.step(tgt[:, i : i + 1], state) for i in range(6)], 1)
+    torch.testing.assert_close(steps, model(src, tgt), rtol=1e-10, atol=1e-10)
+
+
+def test_bleu_of_a_perfect_hypothesis_is_100():
+    from attnlab.task_translation import corpus_bleu
+
+    refs = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee ."]
+    scores = corpus_bleu(list(refs), refs)
+    assert scores["bleu"] == pytest.approx(100.0) and scores["bleu_lc"] == pytest.approx(100.0)
+    assert corpus_bleu(["Ein Hund", "Katze"], refs)["bleu"] < 10
