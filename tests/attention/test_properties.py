@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from attnlab.attention import attention, positional
 from tests.conftest import reference_attention
 
-EXAMPLES = int(os.environ.get("ATTNLAB_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("ATTNLAB_FUZZ_EXAMPLES", "300"))
 
 
 @st.composite
