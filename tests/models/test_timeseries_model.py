@@ -15,12 +15,13 @@ from attnlab.models import create_model
 
 
 @pytest.mark.parametrize("pos_embed", ["learned", "sincos", "rope", "alibi", "relative", "none"])
-@pytest.mark.parametrize("patch_size, pooling, stem", [(1, "cls", 0), (4, "mean", 8), (5, "cls", 8)])
-def test_shapes_and_attention_capture(pos_embed, patch_size, pooling, stem):
+@pytest.mark.parametrize("patch_size, pooling, stem, stem_norm",
+                         [(1, "cls", 0, "batch"), (4, "mean", 8, "batch"), (5, "cls", 8, "instance"), (1, "cls_mean", 8, "group")])
+def test_shapes_and_attention_capture(pos_embed, patch_size, pooling, stem, stem_norm):
     model = create_model("ts-transformer", seq_len=22, in_channels=2, num_classes=3, patch_size=patch_size, pooling=pooling,
-                         stem_channels=stem, pos_embed=pos_embed, dim=16, depth=2, num_heads=2).eval()
+                         stem_channels=stem, stem_norm=stem_norm, pos_embed=pos_embed, dim=16, depth=2, num_heads=2).eval()
     x = torch.randn(3, 2, 22)
-    tokens = -(-22 // patch_size) + (pooling == "cls")
+    tokens = -(-22 // patch_size) + (pooling in ("cls", "cls_mean"))
     assert model.num_patches + model.num_prefix_tokens == tokens
     assert model.forward_features(x).shape == (3, tokens, 16)
     maps = capture(model, x)
@@ -39,6 +40,8 @@ def test_padding_does_not_leak_across_series():
 def test_config_errors_and_input_check():
     with pytest.raises(ConfigError, match="pooling must be one of"):
         create_model("ts-transformer", pooling="max")
+    with pytest.raises(ConfigError, match="stem_norm must be one of"):
+        create_model("ts-transformer", stem_norm="layer")
     with pytest.raises(ConfigError, match="pos_embed must be one of"):
         create_model("ts-transformer", pos_embed="xpos")
     with pytest.raises(ConfigError, match="patch_size=200 is longer than seq_len=96"):

@@ -34,6 +34,8 @@ __all__ = ["TimeSeriesConfig", "TimeSeriesTransformer", "series_example", "TIMES
 
 TIMESERIES_TASKS = ("timeseries",)
 POS_EMBEDS = ("learned", "sincos", "rope", "alibi", "relative", "none")
+POOLINGS = ("cls", "mean", "cls_mean")
+STEM_NORMS = ("batch", "instance", "group")
 _IN_ATTENTION = {"rope": "rope", "alibi": "alibi", "relative": "relative"}
 
 
@@ -49,12 +51,13 @@ class TimeSeriesConfig:
     num_classes: int = 2  # set from the data
     patch_size: int = 1  # time steps per token; T is zero-padded on the right to a multiple
     stem_channels: int = 0  # > 0: a convolutional stem (FCN-like) before tokenising
-    stem_kernels: tuple[int, ...] = (7, 5, 3)  # one Conv1d-BN-GELU per entry, stride 1, same length
+    stem_kernels: tuple[int, ...] = (7, 5, 3)  # one Conv1d-norm-GELU per entry, stride 1, same length
+    stem_norm: str = "batch"  # "batch" (BatchNorm1d) | "instance" (InstanceNorm1d, affine; the Encoder's) | "group" (1 group)
     dim: int = 64
     depth: int = 2
     num_heads: int = 4
     mlp_ratio: float = 2.0
-    pooling: str = "cls"  # "cls" | "mean"
+    pooling: str = "cls"  # "cls" | "mean" | "cls_mean" (class token plus the mean of the step tokens, averaged)
     pos_embed: str = "learned"  # see POS_EMBEDS
     dropout: float = 0.1
     attn_dropout: float = 0.0
@@ -64,7 +67,8 @@ class TimeSeriesConfig:
         check_positive("TimeSeriesConfig", seq_len=self.seq_len, in_channels=self.in_channels, num_classes=self.num_classes,
                        patch_size=self.patch_size, dim=self.dim, depth=self.depth, num_heads=self.num_heads,
                        mlp_ratio=self.mlp_ratio)
-        check_choice("TimeSeriesConfig", "pooling", self.pooling, ("cls", "mean"))
+        check_choice("TimeSeriesConfig", "pooling", self.pooling, POOLINGS)
+        check_choice("TimeSeriesConfig", "stem_norm", self.stem_norm, STEM_NORMS)
         check_choice("TimeSeriesConfig", "pos_embed", self.pos_embed, POS_EMBEDS)
         if self.stem_channels < 0:
             raise ConfigError(f"TimeSeriesConfig.stem_channels must be >= 0, got {self.stem_channels}")
@@ -87,6 +91,15 @@ class TimeSeriesConfig:
         return math.ceil(self.seq_len / self.patch_size)
 
 
+def _stem_norm(kind: str, channels: int) -> nn.Module:
+    """Normalisation after each stem convolution: over the batch, over time per series, or per series over all."""
+    if kind == "instance":
+        return nn.InstanceNorm1d(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(1, channels)
+    return nn.BatchNorm1d(channels)
+
+
 class TimeSeriesTransformer(nn.Module):
     """Shape: series (B, C, T) -> logits (B, num_classes)."""
 
@@ -96,16 +109,16 @@ class TimeSeriesTransformer(nn.Module):
         self.config = c
         self.patch_size = c.patch_size
         self.num_patches = c.num_patches
-        self.num_prefix_tokens = 1 if c.pooling == "cls" else 0
+        self.num_prefix_tokens = 1 if c.pooling in ("cls", "cls_mean") else 0
         layers: list[nn.Module] = []
         width = c.in_channels
         for k in c.stem_kernels if c.stem_channels else ():
-            layers += [nn.Conv1d(width, c.stem_channels, k, padding="same", bias=False), nn.BatchNorm1d(c.stem_channels), nn.GELU()]
+            layers += [nn.Conv1d(width, c.stem_channels, k, padding="same", bias=False), _stem_norm(c.stem_norm, c.stem_channels), nn.GELU()]
             width = c.stem_channels
         self.stem = nn.Sequential(*layers) if layers else nn.Identity()
         # patch_size=1: a per-step linear projection; >1: one token per non-overlapping patch.
         self.patch_embed = nn.Conv1d(width, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pooling == "cls" else None
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if self.num_prefix_tokens else None
         n_tokens = self.num_patches + self.num_prefix_tokens
         if c.pos_embed == "learned":
             self.pos_embed: nn.Module | None = LearnedPositionalEmbedding(n_tokens, c.dim)
@@ -153,7 +166,13 @@ class TimeSeriesTransformer(nn.Module):
 
     def forward(self, series: Tensor) -> Tensor:
         x = self.forward_features(series)  # (B, N, C)
-        pooled = x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, C)
+        pooling = self.config.pooling
+        if pooling == "cls":
+            pooled = x[:, 0]  # (B, C)
+        elif pooling == "mean":
+            pooled = x.mean(dim=1)
+        else:  # cls_mean
+            pooled = 0.5 * (x[:, 0] + x[:, self.num_prefix_tokens:].mean(dim=1))
         return self.head(self.dropout(pooled))
 
 
