@@ -233,7 +233,7 @@ def _load(record: dict[str, Any], item: str) -> tuple[Tensor, tuple[int, int]]:
     from pathlib import Path
 
     from attnlab.data.base import ImageSpec
-    from attnlab.data.vision import _open_image, prepare_image
+    from attnlab.data.images import open_image, prepare_image
 
     spec = ImageSpec.from_dict(record["spec"])
     if Path(item).suffix.lower() == ".npy":
@@ -241,7 +241,7 @@ def _load(record: dict[str, Any], item: str) -> tuple[Tensor, tuple[int, int]]:
         hw = arr.shape[:2] if arr.ndim == 3 and arr.shape[-1] in (1, 3) else arr.shape[-2:]
         size = (int(hw[1]), int(hw[0]))
     else:
-        size = tuple(_open_image(Path(item)).size)
+        size = tuple(open_image(Path(item)).size)
     return prepare_image(item, spec), size  # type: ignore[return-value]
 
 

@@ -238,7 +238,7 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
     Returns (images uint8 (N, H, W, 3), boxes per image (k, 4) cxcywh in [0, 1], labels per
     image (k,), class names, file names). Raises `DataError` naming the bad entry.
     """
-    from attnlab.data.vision import _image_to_rgb, _open_image
+    from attnlab.data.images import image_to_rgb, open_image
 
     file = _coco_file(Path(path))
     root = Path(image_dir) if image_dir is not None else file.parent
@@ -261,13 +261,13 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
     pixels, sizes = {}, {}
     for image_id in order:
         im_path = root / names[image_id]
-        im = _open_image(im_path) if im_path.is_file() else None
+        im = open_image(im_path) if im_path.is_file() else None
         if im is None:
             raise DataError(f"{file}: image id {image_id}: file {im_path} not found")
         w = float(images[image_id].get("width") or im.size[0])
         h = float(images[image_id].get("height") or im.size[1])
         sizes[image_id] = (w, h)
-        pixels[image_id] = _image_to_rgb(im, tuple(image_size), im_path)
+        pixels[image_id] = image_to_rgb(im, tuple(image_size), im_path)
     boxes: dict[int, list] = {i: [] for i in order}
     labels: dict[int, list] = {i: [] for i in order}
     for ann in coco["annotations"]:

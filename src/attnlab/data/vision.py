@@ -32,6 +32,7 @@ from attnlab.data.base import (
     register_task,
     require_data,
 )
+from attnlab.data.images import channel_stats, image_to_rgb, is_color, luma, open_image, prepare_image, scale_pixels
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "load_digits_task",
     "load_mnist_task",
     "load_image_folder_task",
-    "prepare_image",
+    "prepare_image",  # re-exported from attnlab.data.images
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ VISION_TASKS = ("digits", "mnist", "images")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 _MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 
 class RandomShift:
@@ -96,68 +96,6 @@ class RandomShift:
         return out[0] if single else out
 
 
-# --- shared pixel pipeline (training and prepare_image both go through these) ---------------
-
-
-def _scale(arr: np.ndarray, pixel_max: float) -> Tensor:
-    """Raw pixels -> float32 tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)) / float(pixel_max)
-
-
-def _channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (population) std of x (N, C, H, W), in float64."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (C, N*H*W)
-    mean = flat.mean(dim=1).tolist()
-    std = [s if s > 1e-12 else 1.0 for s in flat.std(dim=1, correction=0).tolist()]  # constant images
-    return mean, std
-
-
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (..., 3) -> uint8 (..., 1) with ITU-R 601-2 luma in PIL's integer form (its "L")."""
-    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
-
-
-def _open_image(path: Path):
-    """Open and fully decode one image file; anything Pillow cannot read becomes a DataError."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return ImageOps.exif_transpose(im)  # camera JPEGs store rotation in EXIF
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors, ...
-        raise DataError(f"cannot read image {path}: {e}") from None
-
-
-def _is_color(im) -> bool:
-    if im.mode in ("P", "PA"):  # a palette may hold only greys
-        rgb = np.asarray(im.convert("RGB"))
-        return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
-    return im.mode not in _GRAY_MODES
-
-
-def _image_to_rgb(im, size: tuple[int, int], path: Any) -> np.ndarray:
-    """PIL image -> uint8 (H, W, 3) at ``size`` = (H, W). Convert first, then resize bilinearly."""
-    from PIL import Image
-
-    try:
-        if im.mode.startswith("I;16"):  # Pillow would clip 16-bit greys to 255: keep the top byte
-            im = Image.fromarray((np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8))
-        rgb = im.convert("RGB")  # drops alpha
-        if rgb.size != (size[1], size[0]):
-            rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    except Exception as e:
-        raise DataError(f"cannot convert image {path} to RGB: {e}") from None
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def _rgb_to_input(rgb: np.ndarray, spec: ImageSpec) -> Tensor:
-    """uint8 (..., H, W, 3) -> normalised float32 (..., C, H, W)."""
-    pixels = rgb if spec.channels == 3 else _luma(rgb)
-    return spec.normalise(_scale(np.moveaxis(pixels, -1, -3), 255.0))
-
-
 # --- loaders ---------------------------------------------------------------------------------
 
 
@@ -193,8 +131,8 @@ def load_digits_task(
         train_idx, val_idx = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=seed)
     splits = [torch.from_numpy(np.sort(i)) for i in (train_idx, val_idx, test_idx)]
 
-    x01 = _scale(images[:, None], 16.0)  # (N, 1, 8, 8)
-    mean, std = _channel_stats(x01[splits[0]])
+    x01 = scale_pixels(images[:, None], 16.0)  # (N, 1, 8, 8)
+    mean, std = channel_stats(x01[splits[0]])
     spec = ImageSpec(channels=1, height=8, width=8, mean=mean, std=std, pixel_max=16.0)
     shift = RandomShift(1, fill=spec.fill_value()) if augment else None
     names = [str(c) for c in range(10)]
@@ -275,7 +213,7 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
     splits = [torch.from_numpy(i) for i in (train_idx, val_idx, np.arange(n_train, len(y_all)))]
     num_classes = int(y_all.max()) + 1 if len(y_all) else 0
     shift = RandomShift(2, fill=spec.fill_value()) if augment else None
-    x = spec.normalise(_scale(x_all, pixel_max))
+    x = spec.normalise(scale_pixels(x_all, pixel_max))
     return _task_data("mnist", x, y_all, splits, [str(c) for c in range(num_classes)], spec, shift)
 
 
@@ -322,9 +260,9 @@ def load_image_folder_task(
     rgb, labels, any_color = [], [], False
     for label, group in enumerate(files):
         for path in group:
-            im = _open_image(path)
-            any_color = any_color or _is_color(im)
-            rgb.append(_image_to_rgb(im, (height, width), path))
+            im = open_image(path)
+            any_color = any_color or is_color(im)
+            rgb.append(image_to_rgb(im, (height, width), path))
             labels.append(label)
     channels = channels or (3 if any_color else 1)
 
@@ -333,111 +271,12 @@ def load_image_folder_task(
 
     pixels = np.stack(rgb)  # (N, H, W, 3) uint8
     if channels == 1:
-        pixels = _luma(pixels)
-    x01 = _scale(np.moveaxis(pixels, -1, 1), 255.0)  # (N, C, H, W)
-    mean, std = _channel_stats(x01[splits[0]])
+        pixels = luma(pixels)
+    x01 = scale_pixels(np.moveaxis(pixels, -1, 1), 255.0)  # (N, C, H, W)
+    mean, std = channel_stats(x01[splits[0]])
     spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
     names = [d.name for d in class_dirs]
     return _task_data("images", spec.normalise(x01), torch.tensor(labels), splits, names, spec, None)
-
-
-# --- one new input, exactly as training saw it ---------------------------------------------
-
-
-def prepare_image(source: Any, spec: ImageSpec) -> Tensor:
-    """Turn one image into a model input the way training did. Shape: -> (C, H, W) float32.
-
-    ``source``: an image file (png/jpg/jpeg/bmp, or anything Pillow reads), a ``.npy`` file, a
-    PIL image, or a numpy array / tensor.
-
-    - Image files and PIL images take the training path of the "images" task: convert to RGB,
-      resize bilinearly to (H, W), reduce to luma when the spec has one channel, divide by 255.
-    - Arrays may be (H, W), (C, H, W), (H, W, C) or flat (C*H*W,) / (H*W,), so sklearn's
-      digits as (8, 8) or (64,) both work. Values are divided by ``spec.pixel_max`` (16 for
-      digits, 255 for 8-bit images), except floating-point arrays already inside [0, 1] when
-      pixel_max > 1, which count as scaled. Values outside [0, pixel_max] are an error (a 0..255
-      image given to a digits model, say). Other sizes are resized bilinearly; 1 <-> 3 channels
-      are converted by replication / luma.
-
-    Then the spec's per-channel mean/std normalisation is applied.
-    """
-    from PIL import Image
-
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise DataError(f"input file not found: {path}")
-        if not path.is_file():
-            raise DataError(f"{path} is a folder; expected an image or .npy file")
-        if path.suffix.lower() == ".npy":
-            try:
-                array = np.load(path, allow_pickle=False)
-            except Exception as e:
-                raise DataError(f"cannot read {path} as a .npy array: {e}") from None
-            return _prepare_array(array, spec, str(path))
-        return _rgb_to_input(_image_to_rgb(_open_image(path), (spec.height, spec.width), path), spec)
-    if isinstance(source, Image.Image):
-        return _rgb_to_input(_image_to_rgb(source, (spec.height, spec.width), "<PIL image>"), spec)
-    if isinstance(source, Tensor):
-        source = source.detach().cpu().numpy()
-    if isinstance(source, np.ndarray):
-        return _prepare_array(source, spec, "array")
-    raise DataError(f"cannot prepare a {type(source).__name__} as an image; pass a path, PIL image or array")
-
-
-def _as_chw(a: np.ndarray, spec: ImageSpec, name: str) -> np.ndarray:
-    C, H, W = spec.shape
-    if a.ndim == 1:
-        if a.size == C * H * W:
-            return a.reshape(C, H, W)
-        if a.size == H * W:
-            return a.reshape(1, H, W)
-        sizes = sorted({C * H * W, H * W})
-        raise DataError(f"{name}: flat array of {a.size} values; expected {' or '.join(map(str, sizes))}")
-    if a.ndim == 2:
-        return a[None]
-    if a.ndim == 3:
-        if a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-            chw = a
-        elif a.shape[-1] in (1, 3, 4):
-            chw = np.moveaxis(a, -1, 0)
-        elif a.shape[0] in (1, 3, 4):
-            chw = a
-        else:
-            raise DataError(f"{name}: cannot tell the channel axis of shape {a.shape}; use (C, H, W) or (H, W, C)")
-        return chw[:3]  # drop alpha
-    raise DataError(f"{name}: expected a single image of 1-3 dimensions, got shape {a.shape}")
-
-
-def _prepare_array(array: np.ndarray, spec: ImageSpec, name: str) -> Tensor:
-    from PIL import Image
-
-    a = np.asarray(array)
-    if a.dtype == bool:
-        a = a.astype(np.uint8)
-    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
-        raise DataError(f"{name}: expected a numeric array, got dtype {a.dtype}")
-    if a.size == 0 or not np.isfinite(a).all():
-        raise DataError(f"{name}: array is empty or holds NaN/inf")
-    a = _as_chw(a, spec, name)
-    lo, hi = float(a.min()), float(a.max())
-    prescaled = np.issubdtype(a.dtype, np.floating) and spec.pixel_max > 1 and lo >= 0 and hi <= 1
-    pixel_max = 1.0 if prescaled else spec.pixel_max
-    if lo < 0 or hi > pixel_max:
-        raise DataError(f"{name}: values lie in [{lo:g}, {hi:g}], outside [0, {pixel_max:g}] for this model")
-    x = _scale(a, pixel_max)  # (C', H', W') in [0, 1]
-    if x.shape[0] != spec.channels:
-        if spec.channels == 3:
-            x = x.expand(3, -1, -1) if x.shape[0] == 1 else x
-        else:
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
-    if x.shape[1:] != (spec.height, spec.width):
-        planes = [
-            np.asarray(Image.fromarray(p.numpy()).resize((spec.width, spec.height), Image.Resampling.BILINEAR))
-            for p in x.contiguous()
-        ]
-        x = torch.from_numpy(np.stack(planes))
-    return spec.normalise(x.contiguous())
 
 
 # --- registry entries: fn(data, *, seed, **options) -------------------------------------------

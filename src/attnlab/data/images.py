@@ -1,0 +1,185 @@
+"""One image, file or array -> a normalised model input (C, H, W): the pixel pipeline that
+training (`attnlab.data.vision`, `attnlab.data.detection`) and `prepare_image` share, so
+prediction sees exactly what training saw.
+
+Image files go through Pillow: decode (EXIF rotation applied), convert to RGB, resize
+bilinearly, reduce to luma for one-channel specs, divide by 255, then the `ImageSpec`'s
+per-channel normalisation. Arrays are scaled by ``spec.pixel_max`` instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attnlab.data.base import ImageSpec
+from attnlab.errors import DataError
+
+__all__ = ["scale_pixels", "channel_stats", "luma", "open_image", "is_color", "image_to_rgb", "rgb_to_input", "prepare_image"]
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+
+
+# --- shared pixel pipeline (training and prepare_image both go through these) ---------------
+
+
+def scale_pixels(arr: np.ndarray, pixel_max: float) -> Tensor:
+    """Raw pixels -> float32 tensor in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)) / float(pixel_max)
+
+
+def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std of x (N, C, H, W), in float64."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()  # (C, N*H*W)
+    mean = flat.mean(dim=1).tolist()
+    std = [s if s > 1e-12 else 1.0 for s in flat.std(dim=1, correction=0).tolist()]  # constant images
+    return mean, std
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) -> uint8 (..., 1) with ITU-R 601-2 luma in PIL's integer form (its "L")."""
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+
+
+def open_image(path: Path):
+    """Open and fully decode one image file; anything Pillow cannot read becomes a DataError."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return ImageOps.exif_transpose(im)  # camera JPEGs store rotation in EXIF
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors, ...
+        raise DataError(f"cannot read image {path}: {e}") from None
+
+
+def is_color(im) -> bool:
+    if im.mode in ("P", "PA"):  # a palette may hold only greys
+        rgb = np.asarray(im.convert("RGB"))
+        return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+    return im.mode not in _GRAY_MODES
+
+
+def image_to_rgb(im, size: tuple[int, int], path: Any) -> np.ndarray:
+    """PIL image -> uint8 (H, W, 3) at ``size`` = (H, W). Convert first, then resize bilinearly."""
+    from PIL import Image
+
+    try:
+        if im.mode.startswith("I;16"):  # Pillow would clip 16-bit greys to 255: keep the top byte
+            im = Image.fromarray((np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8))
+        rgb = im.convert("RGB")  # drops alpha
+        if rgb.size != (size[1], size[0]):
+            rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    except Exception as e:
+        raise DataError(f"cannot convert image {path} to RGB: {e}") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def rgb_to_input(rgb: np.ndarray, spec: ImageSpec) -> Tensor:
+    """uint8 (..., H, W, 3) -> normalised float32 (..., C, H, W)."""
+    pixels = rgb if spec.channels == 3 else luma(rgb)
+    return spec.normalise(scale_pixels(np.moveaxis(pixels, -1, -3), 255.0))
+
+
+# --- one new input, exactly as training saw it ---------------------------------------------
+
+
+def prepare_image(source: Any, spec: ImageSpec) -> Tensor:
+    """Turn one image into a model input the way training did. Shape: -> (C, H, W) float32.
+
+    ``source``: an image file (png/jpg/jpeg/bmp, or anything Pillow reads), a ``.npy`` file, a
+    PIL image, or a numpy array / tensor.
+
+    - Image files and PIL images take the training path of the "images" task: convert to RGB,
+      resize bilinearly to (H, W), reduce to luma when the spec has one channel, divide by 255.
+    - Arrays may be (H, W), (C, H, W), (H, W, C) or flat (C*H*W,) / (H*W,), so sklearn's
+      digits as (8, 8) or (64,) both work. Values are divided by ``spec.pixel_max`` (16 for
+      digits, 255 for 8-bit images), except floating-point arrays already inside [0, 1] when
+      pixel_max > 1, which count as scaled. Values outside [0, pixel_max] are an error (a 0..255
+      image given to a digits model, say). Other sizes are resized bilinearly; 1 <-> 3 channels
+      are converted by replication / luma.
+
+    Then the spec's per-channel mean/std normalisation is applied.
+    """
+    from PIL import Image
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"input file not found: {path}")
+        if not path.is_file():
+            raise DataError(f"{path} is a folder; expected an image or .npy file")
+        if path.suffix.lower() == ".npy":
+            try:
+                array = np.load(path, allow_pickle=False)
+            except Exception as e:
+                raise DataError(f"cannot read {path} as a .npy array: {e}") from None
+            return _prepare_array(array, spec, str(path))
+        return rgb_to_input(image_to_rgb(open_image(path), (spec.height, spec.width), path), spec)
+    if isinstance(source, Image.Image):
+        return rgb_to_input(image_to_rgb(source, (spec.height, spec.width), "<PIL image>"), spec)
+    if isinstance(source, Tensor):
+        source = source.detach().cpu().numpy()
+    if isinstance(source, np.ndarray):
+        return _prepare_array(source, spec, "array")
+    raise DataError(f"cannot prepare a {type(source).__name__} as an image; pass a path, PIL image or array")
+
+
+def _as_chw(a: np.ndarray, spec: ImageSpec, name: str) -> np.ndarray:
+    C, H, W = spec.shape
+    if a.ndim == 1:
+        if a.size == C * H * W:
+            return a.reshape(C, H, W)
+        if a.size == H * W:
+            return a.reshape(1, H, W)
+        sizes = sorted({C * H * W, H * W})
+        raise DataError(f"{name}: flat array of {a.size} values; expected {' or '.join(map(str, sizes))}")
+    if a.ndim == 2:
+        return a[None]
+    if a.ndim == 3:
+        if a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+            chw = a
+        elif a.shape[-1] in (1, 3, 4):
+            chw = np.moveaxis(a, -1, 0)
+        elif a.shape[0] in (1, 3, 4):
+            chw = a
+        else:
+            raise DataError(f"{name}: cannot tell the channel axis of shape {a.shape}; use (C, H, W) or (H, W, C)")
+        return chw[:3]  # drop alpha
+    raise DataError(f"{name}: expected a single image of 1-3 dimensions, got shape {a.shape}")
+
+
+def _prepare_array(array: np.ndarray, spec: ImageSpec, name: str) -> Tensor:
+    from PIL import Image
+
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise DataError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if a.size == 0 or not np.isfinite(a).all():
+        raise DataError(f"{name}: array is empty or holds NaN/inf")
+    a = _as_chw(a, spec, name)
+    lo, hi = float(a.min()), float(a.max())
+    prescaled = np.issubdtype(a.dtype, np.floating) and spec.pixel_max > 1 and lo >= 0 and hi <= 1
+    pixel_max = 1.0 if prescaled else spec.pixel_max
+    if lo < 0 or hi > pixel_max:
+        raise DataError(f"{name}: values lie in [{lo:g}, {hi:g}], outside [0, {pixel_max:g}] for this model")
+    x = scale_pixels(a, pixel_max)  # (C', H', W') in [0, 1]
+    if x.shape[0] != spec.channels:
+        if spec.channels == 3:
+            x = x.expand(3, -1, -1) if x.shape[0] == 1 else x
+        else:
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+    if x.shape[1:] != (spec.height, spec.width):
+        planes = [
+            np.asarray(Image.fromarray(p.numpy()).resize((spec.width, spec.height), Image.Resampling.BILINEAR))
+            for p in x.contiguous()
+        ]
+        x = torch.from_numpy(np.stack(planes))
+    return spec.normalise(x.contiguous())
