@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from attnlab.layers.attention import MultiHeadAttention
 
-__all__ = ["AttentionMaps", "Recorder", "capture", "capture_hf", "recording", "attention_modules"]
+__all__ = ["AttentionMaps", "Recorder", "capture", "recording", "attention_modules"]  # capture_hf: capture_hf.py
 
 LayerSpec = Union[None, int, str, slice, Sequence[Union[int, str]]]
 IndexSpec = Union[None, int, slice, Sequence[int], Tensor]
@@ -120,29 +120,33 @@ def attention_modules(model: nn.Module) -> list[tuple[str, MultiHeadAttention]]:
     return [(name or "(root)", mod) for name, mod in model.named_modules() if isinstance(mod, MultiHeadAttention)]
 
 
+def _layer_indices(names: list[str], layers: LayerSpec, who: str, unit: str) -> list[int]:
+    """Indices into ``names`` chosen by ``layers`` (None: all; a slice; ints and/or names), in
+    forward order without duplicates; unknown names and indices out of range are a ValueError."""
+    if layers is None:
+        return list(range(len(names)))
+    if isinstance(layers, slice):
+        return list(range(len(names)))[layers]
+    chosen: dict[int, None] = {}
+    for key in [layers] if isinstance(layers, (int, str)) else list(layers):
+        if isinstance(key, str):
+            if key not in names:
+                raise ValueError(f"{who}: no attention {unit} named {key!r}; available: {names}")
+            chosen[names.index(key)] = None
+        elif isinstance(key, int) and not isinstance(key, bool):
+            if not -len(names) <= key < len(names):
+                raise ValueError(f"{who}: layer index {key} out of range; the model has {len(names)} attention {unit}s")
+            chosen[key % len(names)] = None
+        else:
+            raise ValueError(f"{who}: layers must be ints or {unit} names, got {key!r}")
+    return sorted(chosen)
+
+
 def _select_layers(model: nn.Module, layers: LayerSpec) -> list[tuple[str, MultiHeadAttention]]:
     found = attention_modules(model)
     if not found:
         raise ValueError(f"capture: {type(model).__name__} contains no attnlab MultiHeadAttention module")
-    if layers is None:
-        return found
-    names = [n for n, _ in found]
-    if isinstance(layers, slice):
-        return found[layers]
-    keys = [layers] if isinstance(layers, (int, str)) else list(layers)
-    chosen: dict[int, None] = {}
-    for key in keys:
-        if isinstance(key, str):
-            if key not in names:
-                raise ValueError(f"capture: no attention module named {key!r}; available: {names}")
-            chosen[names.index(key)] = None
-        elif isinstance(key, int) and not isinstance(key, bool):
-            if not -len(found) <= key < len(found):
-                raise ValueError(f"capture: layer index {key} out of range; the model has {len(found)} attention modules")
-            chosen[key % len(found)] = None
-        else:
-            raise ValueError(f"capture: layers must be ints or module names, got {key!r}")
-    return [found[i] for i in sorted(chosen)]  # forward order, duplicates removed
+    return [found[i] for i in _layer_indices([n for n, _ in found], layers, "capture", "module")]
 
 
 def _index(spec: IndexSpec, size: int, what: str) -> Tensor | slice | None:
@@ -402,58 +406,3 @@ def _detach(output: Any) -> Any:
     if isinstance(output, dict):
         return {k: _detach(v) for k, v in output.items()}
     return output
-
-
-def _hf_attentions(out: Any) -> list[tuple[str, Tensor]]:
-    get = out.get if isinstance(out, dict) else (lambda key: getattr(out, key, None))
-    groups = [(key, get(key)) for key in ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions")]
-    groups = [(key, value) for key, value in groups if value is not None]
-    # Fused kernels give None per layer (transformers 4.x) or nothing at all (5.x, with a warning).
-    if not any(len(value) for _, value in groups) or any(v is None for _, value in groups for v in value):
-        raise ValueError(
-            "capture_hf: the model returned no attention weights for output_attentions=True; fused kernels "
-            "cannot return them (HF #31990): load the model with attn_implementation=\"eager\""
-        )
-    prefix = {"attentions": "", "encoder_attentions": "encoder.", "decoder_attentions": "decoder.", "cross_attentions": "cross."}
-    return [(f"{prefix[key]}layer.{i}", w) for key, value in groups for i, w in enumerate(value)]
-
-
-def capture_hf(
-    model: nn.Module,
-    inputs: dict[str, Any],
-    *,
-    layers: LayerSpec = None,
-    heads: IndexSpec = None,
-    query_rows: IndexSpec = None,
-    grad: bool = False,
-) -> AttentionMaps:
-    """Attention maps of a Hugging Face model through ``output_attentions=True``.
-
-    Names are ``layer.{i}`` (``encoder.layer.{i}``, ``decoder.layer.{i}``,
-    ``cross.layer.{i}`` for encoder-decoders). Unlike ``capture``, HF materialises every
-    layer's full map before we can slice (HF #9387), so long inputs cost B*H*N*N per layer.
-    transformers itself is never imported here: the model is only called.
-    """
-    with contextlib.nullcontext() if grad else torch.no_grad():
-        out = model(**inputs, output_attentions=True)
-    found = _hf_attentions(out)
-    names = [n for n, _ in found]
-    if layers is None:
-        keep = list(range(len(found)))
-    elif isinstance(layers, slice):
-        keep = list(range(len(found)))[layers]
-    else:
-        keep = []
-        for key in [layers] if isinstance(layers, (int, str)) else list(layers):
-            if isinstance(key, str) and key not in names:
-                raise ValueError(f"capture_hf: no attention layer named {key!r}; available: {names}")
-            if isinstance(key, int) and not -len(found) <= key < len(found):
-                raise ValueError(f"capture_hf: layer index {key} out of range for {len(found)} layers")
-            i = names.index(key) if isinstance(key, str) else key % len(found)
-            if i not in keep:
-                keep.append(i)
-        keep.sort()
-    tap = _Tap([], heads, query_rows, grad, None)
-    for i in keep:
-        tap._store(names[i], found[i][1])
-    return tap.take(out)
