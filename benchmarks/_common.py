@@ -236,6 +236,18 @@ def run_child(script: str | Path, spec: dict[str, Any], *, timeout_s: float = 18
 
 # --- output ----------------------------------------------------------------------------
 
+def run_header(benchmark: str, args: Any, machine: dict[str, Any], script: str | Path) -> dict[str, Any]:
+    """The fields every benchmark JSON starts with: name, time, CLI config, machine, git, load after."""
+    return {
+        "benchmark": benchmark,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "measure_one"},
+        "machine": machine,
+        "git": git_revision(script),
+        "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
 def merge_sections(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Merge config overrides section by section ({"train": {...}, "model_config": {...}}); later wins."""
     out: dict[str, dict[str, Any]] = {}

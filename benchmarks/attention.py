@@ -59,7 +59,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -421,13 +420,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 attach_memory(block, cfg, dtype_name, device, args)
             records += block
     return {
-        "benchmark": "attention",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "measure_one"},
-        "machine": machine,
-        "git": common.git_revision(__file__),
+        **common.run_header("attention", args, machine, __file__),
         "kernel_source_sha256": _kernel_fingerprint(),
-        "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "conventions": {
             "time_s": "median of timed calls after one warm-up (see module docstring)",
             "gflops": "forward 4*B*H*D*attended_pairs; x3.5 for forward+backward",

@@ -323,12 +323,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for rep in reports:
         rep.pop("path")
     return {
-        "benchmark": "explain",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "measure_one"},
-        "machine": machine,
-        "git": common.git_revision(__file__),
-        "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        **common.run_header("explain", args, machine, __file__),
         "conventions": {
             "time_s": "median wall time of timed calls after one warm-up",
             "ratio_vs_forward": "row time / plain forward time, same run",
