@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnlab.attention.banded import banded_applicable, banded_attention
 from attnlab.attention.chunked import chunked_attention
 from attnlab.attention.masks import query_positions, safe_softmax, structure_mask
+from attnlab.attention.toeplitz import toeplitz_applicable, toeplitz_attention
 
 __all__ = ["attention", "attention_weights", "select_index", "BACKENDS"]
 
@@ -150,13 +152,26 @@ def _sdpa(q, k, v, mask, bias, scale, dropout_p, is_causal_plain):
     return out
 
 
-def _pick_backend(q: Tensor, n: int, m: int, bias: BiasLike, window: int | None) -> str:
-    """SDPA whenever it can run; the block-wise kernel where a dense bias or mask would not fit
-    comfortably in memory, or (on CPU) where a narrow window lets it skip most tiles.
+def _pick_backend(q: Tensor, k: Tensor, v: Tensor, n: int, m: int, bias: BiasLike, window: int | None,
+                  mask: Tensor | None = None, dropout_p: float = 0.0) -> str:
+    """SDPA whenever it can run plainly. On CPU, two special cases run on SDPA's fused kernel
+    without an (N, M) tensor: a window with nothing else ("banded", ``banded.py``) and a
+    relative-position bias such as ALiBi or T5 ("toeplitz", ``toeplitz.py``). Otherwise the
+    block-wise kernel where a dense bias or mask would not fit comfortably in memory.
 
     Measured (benchmarks/attention.py): on an H100 the Python-tiled kernel is ~70x slower than
-    SDPA even with a dense bias; on CPU it wins only for windows at long N.
+    SDPA even with a dense bias, so CUDA keeps SDPA with a dense bias below the memory limit.
     """
+    callable_bias = callable(bias) and not isinstance(bias, Tensor)
+    if not q.is_cuda:
+        if window is not None and bias is None and mask is None and dropout_p == 0 and banded_applicable(q, k, v, window):
+            return "banded"
+        if callable_bias and toeplitz_applicable(q, k, v, bias, mask, window, dropout_p):
+            return "toeplitz"
+    return _dense_or_chunked(q, n, m, bias, window)
+
+
+def _dense_or_chunked(q: Tensor, n: int, m: int, bias: BiasLike, window: int | None) -> str:
     callable_bias = callable(bias) and not isinstance(bias, Tensor)
     dense_bytes = q.shape[0] * q.shape[1] * n * m * 4
     limit = _CUDA_DENSE_LIMIT_BYTES if q.is_cuda else _CPU_DENSE_LIMIT_BYTES
@@ -165,6 +180,26 @@ def _pick_backend(q: Tensor, n: int, m: int, bias: BiasLike, window: int | None)
     if not q.is_cuda and window is not None and n * m >= _AUTO_CHUNKED_MIN_SCORES and (2 * window + 1) * 4 <= m:
         return "chunked"
     return "sdpa"
+
+
+def _run(backend, q, k, v, mask, bias, is_causal, window, scale, dropout_p) -> Tensor:
+    """The chunked, sdpa and math backends."""
+    n, m = q.shape[2], k.shape[2]
+    if backend == "chunked":
+        tensor_bias = bias if isinstance(bias, Tensor) else None
+        bias_fn = None if isinstance(bias, Tensor) else bias
+        return chunked_attention(
+            q, k, v, mask=mask, bias=tensor_bias, bias_fn=bias_fn, scale=scale,
+            is_causal=is_causal, window=window, dropout_p=dropout_p,
+        )
+    dense_bias = _bias_tensor(bias, q.shape[1], n, m, q.device)
+    if backend == "sdpa" and mask is None and bias is None and window is None and is_causal and n == m:
+        # SDPA's own is_causal is top-left aligned: exact for N == M, and it takes the fast path.
+        return _sdpa(q, k, v, None, None, scale, dropout_p, is_causal_plain=True)
+    full_mask = _combined_mask(mask, n, m, is_causal, window, q.device)
+    if backend == "sdpa":
+        return _sdpa(q, k, v, full_mask, dense_bias, scale, dropout_p, is_causal_plain=False)
+    return _math(q, k, v, full_mask, dense_bias, scale, dropout_p)
 
 
 def select_index(spec, size: int, what: str) -> Tensor | None:
@@ -288,26 +323,16 @@ def attention(
     m = k.shape[2]
     scale_f = 1.0 / math.sqrt(d) if scale is None else float(scale)
     if backend == "auto":
-        backend = _pick_backend(q, n, m, bias, window)
-
-    if backend == "chunked":
-        tensor_bias = bias if isinstance(bias, Tensor) else None
-        bias_fn = None if isinstance(bias, Tensor) else bias
-        out = chunked_attention(
-            q, k, v, mask=mask, bias=tensor_bias, bias_fn=bias_fn, scale=scale_f,
-            is_causal=is_causal, window=window, dropout_p=dropout_p,
-        )
-    else:
-        dense_bias = _bias_tensor(bias, h, n, m, q.device)
-        if backend == "sdpa" and mask is None and bias is None and window is None and is_causal and n == m:
-            # SDPA's own is_causal is top-left aligned: exact for N == M, and it takes the fast path.
-            out = _sdpa(q, k, v, None, None, scale_f, dropout_p, is_causal_plain=True)
-        else:
-            full_mask = _combined_mask(mask, n, m, is_causal, window, q.device)
-            if backend == "sdpa":
-                out = _sdpa(q, k, v, full_mask, dense_bias, scale_f, dropout_p, is_causal_plain=False)
-            else:
-                out = _math(q, k, v, full_mask, dense_bias, scale_f, dropout_p)
+        backend = _pick_backend(q, k, v, n, m, bias, window, mask, dropout_p)
+    out = None
+    if backend == "banded":
+        out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=scale_f)
+    elif backend == "toeplitz":
+        out = toeplitz_attention(q, k, v, bias, scale=scale_f, is_causal=is_causal, dropout_p=dropout_p)
+        if out is None:  # a learned bias that varies too far out for the fused path
+            backend = _dense_or_chunked(q, n, m, bias, window)
+    if out is None:
+        out = _run(backend, q, k, v, mask, bias, is_causal, window, scale_f, dropout_p)
     if not return_weights:
         return out
     weights = attention_weights(q, k, mask=mask, bias=bias, is_causal=is_causal, window=window, scale=scale_f)

@@ -93,6 +93,9 @@ class BiasFunction:
     """
 
     tensors: tuple[Tensor, ...] = ()
+    # True when the bias depends on j - i only (a Toeplitz matrix): kernels may then evaluate
+    # it once per relative offset, as ``bias(h, zeros, j - i)``.
+    translation_invariant: bool = False
 
     def __call__(self, h: Tensor, i: Tensor, j: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -115,6 +118,8 @@ def alibi_slopes(num_heads: int) -> Tensor:
 
 
 class _AlibiBias(BiasFunction):
+    translation_invariant = True
+
     def __init__(self, num_heads: int):
         self.num_heads = num_heads
         self.slopes = alibi_slopes(num_heads)
@@ -156,6 +161,8 @@ def t5_buckets(
 
 
 class _RelativeBias(BiasFunction):
+    translation_invariant = True
+
     def __init__(self, module: "RelativePositionBias"):
         self.module = module
 

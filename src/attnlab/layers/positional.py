@@ -57,6 +57,12 @@ class RelativePositionBias(nn.Module):
 
     def __init__(self, num_heads: int, *, num_buckets: int = 32, max_distance: int = 128, bidirectional: bool = True):
         super().__init__()
+        exact = (num_buckets // 2 if bidirectional else num_buckets) // 2
+        if exact < 1 or max_distance <= exact:
+            raise ValueError(
+                f"RelativePositionBias: max_distance ({max_distance}) must exceed the exact-bucket range ({exact}) "
+                f"of num_buckets={num_buckets} (bidirectional={bidirectional})"
+            )
         self.num_heads = num_heads
         self.num_buckets = num_buckets
         self.max_distance = max_distance

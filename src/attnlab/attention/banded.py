@@ -1,0 +1,144 @@
+"""Sliding-window attention at O(N * W) cost on the fused CPU flash kernel.
+
+Queries are cut into blocks of ``bq`` rows; block b needs only the keys within W of its
+rows, a band of L = bq + 2W keys (bq + W when causal). The bands overlap, so they are not
+copied: one padded copy of K and V is viewed through ``as_strided`` as (B*H, nb, L, D) and
+the fused kernel reads each band in place. A small per-block additive mask (nb, bq, L)
+keeps |i - j| <= W inside the band. Cost: N * L instead of N * M score entries, forward
+and backward; memory: O(N * L) for the mask, nothing of size (N, M).
+
+The backward calls the fused backward on the same views and folds the band gradients of K
+and V back onto the sequence (each key belongs to ceil(L / bq) bands).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnlab.attention import flash_cpu
+
+__all__ = ["banded_attention", "band_block_size", "band_width"]
+
+
+def band_block_size(window: int) -> int:
+    """Query rows per band: about the window, so ~2/3 of each band's scores are used."""
+    return max(32, min(256, 1 << max(5, (window - 1).bit_length())))
+
+
+def band_width(window: int, is_causal: bool, block: int) -> int:
+    """Keys per band, L."""
+    return block + window + (0 if is_causal else window)
+
+
+@functools.lru_cache(maxsize=8)
+def _band_mask(n: int, m: int, window: int, is_causal: bool, block: int, dtype: torch.dtype,
+               device: str) -> Tensor:
+    """Additive mask (1, nb, bq, L): 0 where band column c may be attended by row r, else -inf."""
+    nb = -(-n // block)
+    width = band_width(window, is_causal, block)
+    offset = m - n
+    start = torch.arange(nb, device=device)[:, None, None] * block  # (nb, 1, 1)
+    rows = torch.arange(block, device=device)[None, :, None]  # (1, bq, 1)
+    cols = torch.arange(width, device=device)[None, None, :]  # (1, 1, L)
+    qpos = start + rows + offset
+    kpos = start + offset - window + cols
+    valid = (kpos >= 0) & (kpos < m)
+    keep = valid & (qpos - kpos <= window)
+    keep &= (kpos <= qpos) if is_causal else (kpos - qpos <= window)
+    padding_row = (start + rows) >= n  # rows added to fill the last block: any real key will do
+    keep = torch.where(padding_row, valid, keep)
+    mask = torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
+    return mask.unsqueeze(0)
+
+
+def _padded(x: Tensor, heads: int, length: int, lead: int) -> Tensor:
+    """(B, G, M, D) -> zero-padded (B*H, length, D) holding x at rows lead : lead + M."""
+    b, g, m, d = x.shape
+    if g != heads:
+        x = x.repeat_interleave(heads // g, dim=1)
+    out = x.new_zeros(b * heads, length, d)
+    out[:, lead : lead + m] = x.reshape(b * heads, m, d)
+    return out
+
+
+def _bands(padded: Tensor, nb: int, block: int, width: int, offset: int) -> Tensor:
+    """Overlapping band views (B*H, nb, L, D) of a padded (B*H, P, D) tensor; no copy."""
+    bh, length, d = padded.shape
+    return padded.as_strided((bh, nb, width, d), (length * d, block * d, d, 1), padded.storage_offset() + offset * d)
+
+
+def _fold(band_grad: Tensor, length: int, block: int, offset: int) -> Tensor:
+    """Sum band gradients (B*H, nb, L, D) back onto the padded sequence (B*H, length, D)."""
+    bh, nb, width, d = band_grad.shape
+    pieces = -(-width // block)
+    out = band_grad.new_zeros(bh, offset + (nb + pieces) * block, d)
+    for s in range(pieces):
+        seg = band_grad[:, :, s * block : min(width, (s + 1) * block)]  # (B*H, nb, ls, D)
+        base = offset + s * block
+        out[:, base : base + nb * block].view(bh, nb, block, d)[:, :, : seg.shape[2]] += seg
+    return out[:, :length]
+
+
+class _BandedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, window: int, is_causal: bool, scale: float, block: int):  # type: ignore[override]
+        b, h, n, d = q.shape
+        m = k.shape[2]
+        nb = -(-n // block)
+        width = band_width(window, is_causal, block)
+        offset = m - n
+        length = offset + (nb - 1) * block + width  # padded rows the last band reaches
+        kp, vp = _padded(k, h, length, window), _padded(v, h, length, window)
+        qb = F.pad(q, (0, 0, 0, nb * block - n)).reshape(b * h, nb, block, d)
+        mask = _band_mask(n, m, window, is_causal, block, q.dtype, str(q.device))
+        kb, vb = _bands(kp, nb, block, width, offset), _bands(vp, nb, block, width, offset)
+        out, lse = flash_cpu.flash_forward(qb, kb, vb, mask, scale)
+        ctx.save_for_backward(qb, kp, vp, out, lse)
+        ctx.args = (b, h, n, m, k.shape[1], window, is_causal, scale, block)
+        return out.reshape(b, h, nb * block, d)[:, :, :n]
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        qb, kp, vp, out, lse = ctx.saved_tensors
+        b, h, n, m, g, window, is_causal, scale, block = ctx.args
+        nb, d = qb.shape[1], qb.shape[-1]
+        width = band_width(window, is_causal, block)
+        offset = m - n
+        mask = _band_mask(n, m, window, is_causal, block, qb.dtype, str(qb.device))
+        gb = F.pad(grad_out, (0, 0, 0, nb * block - n)).reshape(b * h, nb, block, d)
+        kb, vb = _bands(kp, nb, block, width, offset), _bands(vp, nb, block, width, offset)
+        dq, dkb, dvb = flash_cpu.flash_backward(gb, qb, kb, vb, out, lse, mask, scale)
+        dq = dq.reshape(b, h, nb * block, d)[:, :, :n]
+
+        def unband(grad: Tensor) -> Tensor:
+            full = _fold(grad, kp.shape[1], block, offset)[:, window : window + m]  # (B*H, M, D)
+            full = full.reshape(b, h, m, d)
+            return full if g == h else full.view(b, g, h // g, m, d).sum(dim=2)
+
+        return dq, unband(dkb), unband(dvb), None, None, None, None
+
+
+def banded_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, is_causal: bool, scale: float,
+                     block: int | None = None) -> Tensor:
+    """Exact sliding-window attention on CPU; arguments already validated by ``attention``.
+
+    Needs M >= N (queries bottom-right aligned, as everywhere in attnlab) and Dv == D.
+    Shape: q (B, H, N, D), k/v (B, G, M, D) -> (B, H, N, D).
+    """
+    block = block or band_block_size(window)
+    return _BandedAttention.apply(q, k, v, window, is_causal, scale, block)
+
+
+def banded_applicable(q: Tensor, k: Tensor, v: Tensor, window: int | None) -> bool:
+    """Whether ``banded_attention`` can run this call and skips enough to pay."""
+    if window is None or q.is_cuda or q.device.type != "cpu" or not flash_cpu.available():
+        return False
+    n, m = q.shape[2], k.shape[2]
+    if m < n or v.shape[-1] != q.shape[-1] or q.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    width = band_width(window, False, band_block_size(window))
+    return 2 * width <= m

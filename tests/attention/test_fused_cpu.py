@@ -1,0 +1,132 @@
+"""The CPU fused paths: banded sliding window and Toeplitz (ALiBi / T5) bias, vs the float64 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlab.attention import attention, flash_cpu, functional, positional
+from attnlab.attention.banded import banded_attention
+from attnlab.attention.toeplitz import toeplitz_attention
+from attnlab.layers import RelativePositionBias
+from tests.conftest import reference_attention
+
+pytestmark = [
+    pytest.mark.skipif(torch.get_default_device().type != "cpu", reason="CPU-only kernels"),
+    pytest.mark.skipif(not flash_cpu.available(), reason="this torch lacks the CPU flash operators"),
+]
+
+TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.bfloat16: dict(atol=4e-2, rtol=4e-2)}
+
+
+def _inputs(b, h, g, n, m, d, dtype):
+    q = torch.randn(b, h, n, d).to(dtype).requires_grad_()
+    k = torch.randn(b, g, m, d).to(dtype).requires_grad_()
+    v = torch.randn(b, g, m, d).to(dtype).requires_grad_()
+    return q, k, v
+
+
+def _check(out, ref, tensors, params, dtype):
+    """Output and gradients (q, k, v, params) against the float64 reference's."""
+    tol = TOL[dtype]
+    torch.testing.assert_close(out.double(), ref, **tol)
+    w = torch.randn_like(ref)
+    got = torch.autograd.grad((out.double() * w).sum(), tensors + params)
+    want = torch.autograd.grad((ref * w).sum(), tensors + params)
+    for a, b in zip(got, want):
+        a, b = a.double(), b.double()
+        scale = b.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(a / scale, b / scale, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "n, m, window, is_causal, h, g, block",
+    [(97, 97, 7, False, 4, 4, None), (64, 150, 9, True, 4, 2, None), (257, 257, 40, False, 2, 1, 32),
+     (300, 300, 64, True, 2, 2, None), (40, 40, 100, False, 2, 2, None), (33, 33, 0, False, 2, 2, 32)],
+)
+def test_banded_matches_reference(n, m, window, is_causal, h, g, block, dtype):
+    q, k, v = _inputs(2, h, g, n, m, 16, dtype)
+    out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25, block=block)
+    ref, _ = reference_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25)
+    _check(out, ref, (q, k, v), (), dtype)
+
+
+def _bias(kind: str, h: int, is_causal: bool, max_distance: int):
+    if kind == "alibi":
+        return positional.alibi_bias(h), None
+    module = RelativePositionBias(h, max_distance=max_distance, bidirectional=not is_causal)
+    with torch.no_grad():
+        module.embedding.weight.normal_()
+    module64 = RelativePositionBias(h, max_distance=max_distance, bidirectional=not is_causal).double()
+    module64.embedding.weight.data.copy_(module.embedding.weight.data)
+    return module.bias_function(), module64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["alibi", "t5"])
+@pytest.mark.parametrize(
+    "n, m, is_causal, h, g, max_distance",
+    # (70, 300): a KV cache longer than the bias's varying band (every row has far-left keys)
+    [(100, 100, False, 4, 4, 16), (100, 100, True, 4, 2, 40), (70, 300, False, 4, 4, 16),
+     (70, 300, True, 2, 1, 40), (260, 260, False, 2, 2, 24)],
+)
+def test_toeplitz_matches_reference(kind, n, m, is_causal, h, g, max_distance, dtype):
+    fn, module64 = _bias(kind, h, is_causal, max_distance)
+    q, k, v = _inputs(2, h, g, n, m, 16, dtype)
+    out = toeplitz_attention(q, k, v, fn, scale=0.25, is_causal=is_causal, block=64)
+    assert out is not None
+    params = tuple(fn.tensors)
+    ref_fn = fn if module64 is None else module64.bias_function()
+    ref, _ = reference_attention(q, k, v, bias=ref_fn, is_causal=is_causal, scale=0.25)
+    if module64 is None:
+        _check(out, ref, (q, k, v), (), dtype)
+        return
+    # The learned table's gradient: compare against the float64 module's.
+    w = torch.randn_like(ref)
+    got = torch.autograd.grad((out.double() * w).sum(), params)[0]
+    want = torch.autograd.grad((ref * w).sum(), tuple(module64.bias_function().tensors))[0]
+    assert want.abs().sum() > 0
+    scale = want.abs().max()
+    torch.testing.assert_close(got.double() / scale, want.double() / scale, **TOL[dtype])
+    torch.testing.assert_close(out.double(), ref, **TOL[dtype])
+
+
+def test_toeplitz_declines_a_bias_varying_over_most_keys():
+    fn, _ = _bias("t5", 2, False, 128)  # varies out to |rel| ~ 91 of only 120 keys
+    q, k, v = _inputs(1, 2, 2, 120, 120, 8, torch.float32)
+    assert toeplitz_attention(q, k, v, fn, scale=0.3, is_causal=False) is None
+    out = attention(q, k, v, bias=fn)  # auto falls back and stays exact
+    ref, _ = reference_attention(q, k, v, bias=fn)
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+
+
+def test_auto_uses_fused_paths_without_dense_tensors(monkeypatch):
+    """auto: window -> banded, ALiBi / T5 -> Toeplitz, and never builds an (N, M) bias or mask."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("dense (N, M) tensor built")
+
+    monkeypatch.setattr(functional, "_bias_tensor", forbidden)
+    monkeypatch.setattr(functional, "_combined_mask", forbidden)
+    n = 2048
+    q, k, v = _inputs(1, 2, 2, n, n, 16, torch.float32)
+    assert functional._pick_backend(q, k, v, n, n, None, 64) == "banded"
+    assert functional._pick_backend(q, k, v, n, n, positional.alibi_bias(2), None) == "toeplitz"
+    for kwargs in ({"window": 64}, {"bias": positional.alibi_bias(2), "is_causal": True},
+                   {"bias": RelativePositionBias(2).bias_function()}):
+        out = attention(q, k, v, **kwargs)
+        out.sum().backward()
+        assert torch.isfinite(out).all() and torch.isfinite(q.grad).all()
+    # A padding mask or attention dropout is not expressible there: auto goes elsewhere.
+    mask = torch.ones(1, 1, 1, n, dtype=torch.bool)
+    assert functional._pick_backend(q, k, v, n, n, positional.alibi_bias(2), None, mask) != "toeplitz"
+    assert functional._pick_backend(q, k, v, n, n, None, 64, None, 0.1) != "banded"
+
+
+def test_alibi_with_dropout_trains_through_sdpa():
+    q, k, v = _inputs(1, 2, 2, 64, 64, 8, torch.float32)
+    out = toeplitz_attention(q, k, v, positional.alibi_bias(2), scale=0.3, is_causal=True, dropout_p=0.5)
+    ref, _ = reference_attention(q, k, v, bias=positional.alibi_bias(2), is_causal=True, scale=0.3)
+    assert not torch.allclose(out.double(), ref, atol=1e-3)  # dropout was applied
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
