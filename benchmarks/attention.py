@@ -4,16 +4,19 @@ Cases (q, k, v all (B, H, N, D), N == M):
   dense    no mask
   causal   is_causal=True
   alibi    bias=positional.alibi_bias(H) (Press et al. 2022), a callable
+  t5       bias=RelativePositionBias(H).bias_function() (Raffel et al. 2020): T5's learned,
+           bucketed, bidirectional relative bias; with --backward its table gets a gradient
   window   window=W (default 256), is_causal=False
   padding  key padding, a (B, 1, 1, M) bool mask; the first ceil(B/2) sequences have
            their last 25% of keys masked
+  gqa      grouped-query attention, k and v with G = H/4 heads (H=8: G=2)
 
 Rows per case:
   auto, chunked, sdpa, math   ``attention(..., backend=...)`` (math is not run by default:
                               it costs what naive costs; add it with --rows)
   SDPA    plain ``F.scaled_dot_product_attention`` given the case densely: is_causal=True,
-          a dense (1, H, N, M) float ALiBi bias, a dense (N, M) bool window mask, the padding
-          mask. The dense mask/bias is built once outside the timed region and outside the
+          a dense (1, H, N, M) float ALiBi or T5 bias (no gradient), a dense (N, M) bool window
+          mask, the padding mask, enable_gqa=True. The dense mask/bias is built once outside the timed region and outside the
           memory delta: the reference's best case. Every ratio is against this row.
   naive   the seed article's style done right: scores = q @ k^T / sqrt(D) (+ bias),
           masked_fill(-inf), softmax, @ v, all in the input dtype. naive and math are skipped
@@ -30,6 +33,12 @@ Columns:
            is forward+backward and the count is 3.5x the forward one (backward = 2.5x
            forward, the FlashAttention benchmarks' convention; recomputation not counted).
   vs SDPA  this row's time / the SDPA row's time in the same run (> 1 means slower).
+  vs dense this row's time / the dense case's SDPA time (same dtype and N, same run): what a
+           bias or mask costs over plain attention.
+  target   the issue's target for the auto row (#7): dense, causal, padding and gqa
+           >= 0.95x SDPA's speed (vs SDPA <= 1.053); alibi and t5 >= 0.8x dense SDPA's speed
+           (vs dense <= 1.25); window at least 0.5*N/(2W+1) times faster than SDPA with the
+           dense mask.
   max|err| max abs difference from the SDPA row's output (and, with --backward, the
            gradients of q, k, v), in float32: a fast-but-wrong backend shows up here.
   peak MiB extra memory one call needs, output included. CPU: peak RSS of a fresh child
@@ -74,13 +83,14 @@ else:  # run as a script: python benchmarks/attention.py
     import _common as common
 
 from attnlab.attention import attention, positional
+from attnlab.layers import RelativePositionBias
 
 try:  # private, only to label (and reuse) what "auto" dispatches to
     from attnlab.attention.functional import _pick_backend
 except ImportError:  # pragma: no cover
     _pick_backend = None
 
-CASES = ("dense", "causal", "alibi", "window", "padding")
+CASES = ("dense", "causal", "alibi", "t5", "window", "padding", "gqa")
 ROWS = ("auto", "chunked", "sdpa", "math", "SDPA", "naive")
 DEFAULT_ROWS = ("auto", "chunked", "sdpa", "SDPA", "naive")
 OURS = ("auto", "chunked", "sdpa", "math")
@@ -111,18 +121,31 @@ def make_case(case: str, cfg: dict[str, Any], dtype: torch.dtype, device: torch.
     """Inputs plus the three spellings of the case: ours, plain SDPA's, the naive one's."""
     b, h, n, d, w = cfg["batch"], cfg["heads"], cfg["n"], cfg["head_dim"], cfg["window"]
     gen = torch.Generator(device=device).manual_seed(cfg["seed"])
-    q, k, v = (torch.randn(b, h, n, d, generator=gen, device=device, dtype=dtype) for _ in range(3))
+    g = max(1, h // 4) if case == "gqa" else h
+    q = torch.randn(b, h, n, d, generator=gen, device=device, dtype=dtype)
+    k, v = (torch.randn(b, g, n, d, generator=gen, device=device, dtype=dtype) for _ in range(2))
     for t in (q, k, v):
         t.requires_grad_(grad)
     ours: dict[str, Any] = {}
     ref: dict[str, Any] = {}
     naive: dict[str, Any] = {"mask": None, "bias": None}
+    if case == "gqa":
+        ref["enable_gqa"] = True
     if case == "causal":
         ours["is_causal"] = ref["is_causal"] = True
         naive["mask"] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
     elif case == "alibi":
         ours["bias"] = positional.alibi_bias(h)
         ref["attn_mask"] = naive["bias"] = _dense_alibi(h, n, n, dtype, device)
+    elif case == "t5":
+        torch.manual_seed(cfg["seed"])
+        module = RelativePositionBias(h).to(device)
+        with torch.no_grad():
+            module.embedding.weight.normal_(0.0, 0.5)
+        module.requires_grad_(grad)
+        ours["bias"] = module.bias_function()
+        with torch.no_grad():
+            ref["attn_mask"] = naive["bias"] = module(n, n).to(dtype)  # (1, H, N, M)
     elif case == "window":
         ours["window"] = w
         idx = torch.arange(n, device=device)
@@ -131,12 +154,14 @@ def make_case(case: str, cfg: dict[str, Any], dtype: torch.dtype, device: torch.
         mask = torch.ones(b, 1, 1, n, dtype=torch.bool, device=device)
         mask[: (b + 1) // 2, ..., n - n // 4 :] = False
         ours["mask"] = ref["attn_mask"] = naive["mask"] = mask
-    elif case != "dense":
+    elif case not in ("dense", "gqa"):
         raise ValueError(f"unknown case {case!r}")
     return (q, k, v), ours, ref, naive
 
 
 def _naive(q, k, v, mask, bias):
+    if k.shape[1] != q.shape[1]:
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
     scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, N, M)
     if bias is not None:
         scores = scores + bias
@@ -181,12 +206,13 @@ def picked_backend(inputs, ours: dict[str, Any]) -> str | None:
         return None
     q, k, v = inputs
     known = {"q": q, "k": k, "v": v, "n": q.shape[2], "m": k.shape[2], "bias": ours.get("bias"),
-             "window": ours.get("window"), "mask": ours.get("mask"), "is_causal": ours.get("is_causal", False)}
+             "window": ours.get("window"), "mask": ours.get("mask"), "is_causal": ours.get("is_causal", False),
+             "dropout_p": 0.0}
     try:
         picked = _pick_backend(*(known[name] for name in inspect.signature(_pick_backend).parameters))
     except (KeyError, TypeError, ValueError):
         return None
-    return picked if picked in OURS else None
+    return picked if isinstance(picked, str) else None
 
 
 def naive_too_big(cfg: dict[str, Any]) -> float | None:
@@ -259,6 +285,26 @@ def run_group(case: str, cfg: dict[str, Any], dtype_name: str, device, rows, arg
     return records
 
 
+def attach_targets(records: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+    """``ratio_vs_dense`` for every row and, on auto rows, the issue's target and whether it is met."""
+    dense = next((r["time_s"] for r in records if r["case"] == "dense" and r["row"] == "SDPA"), None)
+    window_speedup = 0.5 * cfg["n"] / (2 * cfg["window"] + 1)
+    for rec in records:
+        t = rec["time_s"]
+        rec["ratio_vs_dense"] = t / dense if t and dense else None
+        if rec["row"] != "auto" or not t:
+            continue
+        case = rec["case"]
+        if case in ("alibi", "t5"):
+            target, value, limit = ">= 0.8x dense SDPA", rec["ratio_vs_dense"], 1.25
+        elif case == "window":
+            target, value, limit = f">= {window_speedup:.2f}x faster than SDPA", rec["ratio_vs_sdpa"], 1 / window_speedup
+        else:
+            target, value, limit = ">= 0.95x SDPA", rec["ratio_vs_sdpa"], 1 / 0.95
+        rec["target"] = target
+        rec["target_met"] = None if value is None else bool(value <= limit)
+
+
 # --- peak memory ------------------------------------------------------------------------
 
 def measure_memory(spec: dict[str, Any]) -> dict[str, Any]:
@@ -326,8 +372,8 @@ def attach_memory(records, cfg, dtype_name, device, args) -> None:
 # --- output -----------------------------------------------------------------------------
 
 COLUMNS = [("dtype", "dtype"), ("case", "case"), ("n", "N"), ("label", "row"), ("time", "time"),
-           ("samples", "n"), ("gflops_s", "GFLOP/s"), ("ratio", "vs SDPA"), ("err", "max|err|"),
-           ("mem", "peak MiB")]
+           ("samples", "n"), ("gflops_s", "GFLOP/s"), ("ratio", "vs SDPA"), ("dense", "vs dense"),
+           ("err", "max|err|"), ("mem", "peak MiB"), ("target", "target")]
 
 
 def table(records: list[dict[str, Any]]) -> str:
@@ -346,6 +392,8 @@ def table(records: list[dict[str, Any]]) -> str:
             "samples": None if skipped else f"{samples}{'*' if r.get('cold') else ''}",
             "gflops_s": None if r.get("gflops") is None else f"{r['gflops']:.1f}",
             "ratio": None if r.get("ratio_vs_sdpa") is None else f"{r['ratio_vs_sdpa']:.2f}x",
+            "dense": None if r.get("ratio_vs_dense") is None else f"{r['ratio_vs_dense']:.2f}x",
+            "target": None if r.get("target_met") is None else ("met" if r["target_met"] else "NOT met"),
             "err": None if r.get("max_abs_err") is None else f"{r['max_abs_err']:.1e}",
             "mem": None if r.get("peak_mib") is None else f"{r['peak_mib']:.{0 if r['peak_mib'] >= 100 else 1}f}",
         })
@@ -416,6 +464,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             block = []
             for case in args.cases:
                 block += run_group(case, cfg, dtype_name, device, args.rows, args)
+            attach_targets(block, cfg)
             if args.memory == "on" or (args.memory == "auto" and n <= args.memory_max_n):
                 attach_memory(block, cfg, dtype_name, device, args)
             records += block
@@ -426,6 +475,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "time_s": "median of timed calls after one warm-up (see module docstring)",
             "gflops": "forward 4*B*H*D*attended_pairs; x3.5 for forward+backward",
             "ratio_vs_sdpa": "time / plain SDPA time, same case, same run",
+            "ratio_vs_dense": "time / plain SDPA time of the dense case, same dtype and N, same run",
+            "target_met": "auto rows: the issue's target (see module docstring)",
             "max_abs_err": "max |out - SDPA out| (and grads with --backward), float32",
             "peak_mib": "extra memory of one call, output included",
         },

@@ -70,58 +70,80 @@ class _ToeplitzAttention(torch.autograd.Function):
         ub = _with_causal(u, n) if is_causal else u
         kf, vf = k.flip(2), v.flip(2)
         out, lse = flash_cpu.flash_forward(q, kf, vf, _hankel(ub, n, m), scale)
-        ctx.save_for_backward(q, k, v, ub, out, lse)
+        ctx.save_for_backward(q, kf, vf, ub, out, lse)
         ctx.args = (scale, is_causal, c_left, c_right, block)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        q, k, v, ub, out, lse = ctx.saved_tensors
+        q, kf, vf, ub, out, lse = ctx.saved_tensors
         scale, is_causal, c_left, c_right, block = ctx.args
-        n, m = q.shape[2], k.shape[2]
+        n, m = q.shape[2], kf.shape[2]
         g = grad_out.contiguous()
-        dq, dkf, dvf = flash_cpu.flash_backward(g, q, k.flip(2), v.flip(2), out, lse, _hankel(ub, n, m), scale)
-        du = _bias_grad(q, k, v, ub, out, lse, g, scale, is_causal, c_left, c_right, block)
+        dq, dkf, dvf = flash_cpu.flash_backward(g, q, kf, vf, out, lse, _hankel(ub, n, m), scale)
+        du = _bias_grad(q, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, block)
         return dq, dkf.flip(2), dvf.flip(2), du, None, None, None, None, None
 
 
-def _bias_grad(q, k, v, ub, out, lse, g, scale, is_causal, c_left, c_right, block) -> Tensor:
-    """d(loss)/d(u) (H, N + M - 1), summed over the batch; see the module docstring."""
+def _diagonal_sums(x: Tensor) -> Tensor:
+    """Sums of (H, R, C) along i + j = const. Shape: (H, R + C - 1); no gather.
+
+    Padding each row to C + R and re-reading the flat rows with stride C + R - 1 moves
+    entry (i, j) to column i + j of row i.
+    """
+    h, r, c = x.shape
+    padded = torch.nn.functional.pad(x, (0, r)).reshape(h, r * (c + r))[:, : r * (c + r - 1)]
+    return padded.reshape(h, r, c + r - 1).sum(dim=1)
+
+
+def _bias_grad(q, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, block) -> Tensor:
+    """d(loss)/d(u) (H, N + M - 1), summed over the batch; see the module docstring.
+
+    Works on the flipped keys, where the bias tile of rows i, keys j' is the Hankel view
+    u[i + j'] and u's gradient collects dS along i + j' = t.
+    """
     b, h, n, d = q.shape
-    m = k.shape[2]
+    m = kf.shape[2]
     offset = m - n
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     delta = (g.to(acc) * out.to(acc)).sum(-1)  # (B, H, N)
     du = torch.zeros(h, n + m - 1, dtype=acc, device=q.device)
     near = torch.zeros(b, h, n, dtype=acc, device=q.device)  # row sums of dS over the band
     right_reach = 0 if is_causal else c_right - 1
+    ubc = ub.to(acc).contiguous()
     for i0 in range(0, n, block):
         i1 = min(i0 + block, n)
-        j0 = max(0, i0 + offset - (c_left - 1))
-        j1 = min(m, i1 - 1 + offset + right_reach + 1)
+        # Band keys j in [pos_i0 - c_left + 1, pos_(i1-1) + right_reach]; flipped j' = m - 1 - j.
+        j0 = max(0, m - 1 - (i1 - 1 + offset + right_reach))
+        j1 = min(m, m - (i0 + offset - (c_left - 1)))
         if j0 >= j1:
             continue
-        rel = torch.arange(j0, j1, device=q.device)[None, :] - (torch.arange(i0, i1, device=q.device)[:, None] + offset)
+        nq, mk = i1 - i0, j1 - j0
+        t = torch.arange(i0, i1, device=q.device)[:, None] + torch.arange(j0, j1, device=q.device)[None, :]
+        rel = (n - 1) - t
         in_band = (rel > -c_left) & (rel <= right_reach)  # (nq, mk)
-        t = (n - 1) - rel  # index into u
-        scores = torch.matmul(q[:, :, i0:i1], k[:, :, j0:j1].transpose(-1, -2)).to(acc) * scale + ub[:, t].to(acc)
+        bias = ubc.as_strided((h, nq, mk), (ubc.stride(0), 1, 1), ubc.storage_offset() + i0 + j0)
+        scores = torch.matmul(q[:, :, i0:i1], kf[:, :, j0:j1].transpose(-1, -2)).to(acc) * scale + bias
         p = torch.exp(scores - lse[:, :, i0:i1, None].to(acc)).masked_fill(~in_band, 0.0)
-        dp = torch.matmul(g[:, :, i0:i1], v[:, :, j0:j1].transpose(-1, -2)).to(acc)
+        dp = torch.matmul(g[:, :, i0:i1], vf[:, :, j0:j1].transpose(-1, -2)).to(acc)
         ds = p * (dp - delta[:, :, i0:i1, None])  # (B, H, nq, mk)
         near[:, :, i0:i1] = ds.sum(-1)
-        du.index_add_(1, t[in_band], ds.sum(0)[:, in_band])
-    left = _far_left_sums(q, k, v, ub, lse, g, delta, scale, c_left)  # (B, H, N)
-    if n - 1 + c_left < n + m - 1:
+        du[:, i0 + j0 : i0 + j0 + nq + mk - 1] += _diagonal_sums(ds.sum(0))
+    if is_causal:  # rows sum to zero and nothing lies right of the diagonal
+        left = -near
+    else:
+        left = _far_left_sums(q, kf, vf, ub, lse, g, delta, scale, c_left)  # (B, H, N)
+    if c_left < m:
         du[:, n - 1 + c_left] += left.sum(dim=(0, 2))
     if not is_causal and c_right <= n - 1:
         du[:, n - 1 - c_right] -= (near + left).sum(dim=(0, 2))
     return du.to(ub.dtype)
 
 
-def _far_left_sums(q, k, v, ub, lse, g, delta, scale, c_left) -> Tensor:
+def _far_left_sums(q, kf, vf, ub, lse, g, delta, scale, c_left) -> Tensor:
     """Per row, the sum of dS over keys with rel <= -c_left (constant bias there). (B, H, N)."""
     b, h, n, d = q.shape
-    m = k.shape[2]
+    m = kf.shape[2]
     offset = m - n
     out = torch.zeros(b, h, n, dtype=delta.dtype, device=q.device)
     start = c_left - offset  # first query row with a far-left key when offset <= c_left
@@ -131,12 +153,12 @@ def _far_left_sums(q, k, v, ub, lse, g, delta, scale, c_left) -> Tensor:
     if start >= 0:
         # Row i sees keys j <= i - start: top-left causal attention of rows start.. on keys ..m - c_left.
         o_far, lse_far = flash_cpu.flash_forward(
-            q[:, :, start:], k[:, :, : m - c_left], v[:, :, : m - c_left], None, scale, is_causal=True
+            q[:, :, start:], kf[:, :, c_left:].flip(2), vf[:, :, c_left:].flip(2), None, scale, is_causal=True
         )
     else:  # long KV cache: every row has far-left keys; the region as a Hankel -inf/0 mask
         rel = (n - 1) - torch.arange(n + m - 1, device=q.device)
         region = torch.zeros(1, n + m - 1, device=q.device).masked_fill(rel > -c_left, float("-inf"))
-        o_far, lse_far = flash_cpu.flash_forward(q, k.flip(2), v.flip(2), _hankel(region, n, m), scale)
+        o_far, lse_far = flash_cpu.flash_forward(q, kf, vf, _hankel(region, n, m), scale)
         start = 0
     mass = torch.exp(lse_far.to(delta.dtype) + const - lse[:, :, start:].to(delta.dtype))
     sums = mass * ((g[:, :, start:].to(delta.dtype) * o_far.to(delta.dtype)).sum(-1) - delta[:, :, start:])
@@ -157,7 +179,7 @@ def toeplitz_applicable(q: Tensor, k: Tensor, v: Tensor, bias, mask, window, dro
 
 
 def toeplitz_attention(q: Tensor, k: Tensor, v: Tensor, bias, *, scale: float, is_causal: bool,
-                       dropout_p: float = 0.0, block: int = 256) -> Tensor | None:
+                       dropout_p: float = 0.0, block: int = 64) -> Tensor | None:
     """Attention with a translation-invariant bias callable; None when a learned bias's
     constant tail starts too far out for the band backward to pay (use the block-wise kernel).
 
