@@ -60,9 +60,12 @@ def _padded(x: Tensor, heads: int, length: int, lead: int) -> Tensor:
     b, g, m, d = x.shape
     if g != heads:
         x = x.repeat_interleave(heads // g, dim=1)
-    out = x.new_zeros(b * heads, length, d)
-    out[:, lead : lead + m] = x.reshape(b * heads, m, d)
-    return out
+    return F.pad(x.reshape(b * heads, m, d), (0, 0, lead, length - lead - m))
+
+
+def _rows_padded(x: Tensor, rows: int) -> Tensor:
+    """(B, H, N, D) with zero rows appended up to ``rows`` (no copy when none are needed)."""
+    return x if x.shape[2] == rows else F.pad(x, (0, 0, 0, rows - x.shape[2]))
 
 
 def _bands(padded: Tensor, nb: int, block: int, width: int, offset: int) -> Tensor:
@@ -75,8 +78,13 @@ def _fold(band_grad: Tensor, length: int, block: int, offset: int) -> Tensor:
     """Sum band gradients (B*H, nb, L, D) back onto the padded sequence (B*H, length, D)."""
     bh, nb, width, d = band_grad.shape
     pieces = -(-width // block)
-    out = band_grad.new_zeros(bh, offset + (nb + pieces) * block, d)
-    for s in range(pieces):
+    out = band_grad.new_empty(bh, offset + (nb + pieces) * block, d)
+    # Piece 0 of every band tiles rows offset .. offset + nb*bq exactly: copy it, zero the rest
+    # (fresh large allocations are page-faulted in, so every avoided fill counts).
+    out[:, :offset] = 0
+    out[:, offset : offset + nb * block].view(bh, nb, block, d).copy_(band_grad[:, :, :block])
+    out[:, offset + nb * block :] = 0
+    for s in range(1, pieces):
         seg = band_grad[:, :, s * block : min(width, (s + 1) * block)]  # (B*H, nb, ls, D)
         base = offset + s * block
         out[:, base : base + nb * block].view(bh, nb, block, d)[:, :, : seg.shape[2]] += seg
@@ -93,7 +101,7 @@ class _BandedAttention(torch.autograd.Function):
         offset = m - n
         length = offset + (nb - 1) * block + width  # padded rows the last band reaches
         kp, vp = _padded(k, h, length, window), _padded(v, h, length, window)
-        qb = F.pad(q, (0, 0, 0, nb * block - n)).reshape(b * h, nb, block, d)
+        qb = _rows_padded(q, nb * block).reshape(b * h, nb, block, d)
         mask = _band_mask(n, m, window, is_causal, block, q.dtype, str(q.device))
         kb, vb = _bands(kp, nb, block, width, offset), _bands(vp, nb, block, width, offset)
         out, lse = flash_cpu.flash_forward(qb, kb, vb, mask, scale)
@@ -109,7 +117,7 @@ class _BandedAttention(torch.autograd.Function):
         width = band_width(window, is_causal, block)
         offset = m - n
         mask = _band_mask(n, m, window, is_causal, block, qb.dtype, str(qb.device))
-        gb = F.pad(grad_out, (0, 0, 0, nb * block - n)).reshape(b * h, nb, block, d)
+        gb = _rows_padded(grad_out.contiguous(), nb * block).reshape(b * h, nb, block, d)
         kb, vb = _bands(kp, nb, block, width, offset), _bands(vp, nb, block, width, offset)
         dq, dkb, dvb = flash_cpu.flash_backward(gb, qb, kb, vb, out, lse, mask, scale)
         dq = dq.reshape(b, h, nb * block, d)[:, :, :n]
