@@ -18,6 +18,8 @@ Shape: src (B, M) -> list of B id lists (no <bos>, no <eos>); prompt (B, N) -> (
 
 from __future__ import annotations
 
+import inspect
+
 import math
 from typing import Sequence
 
@@ -141,6 +143,25 @@ def filter_logits(logits: Tensor, *, top_k: int | None = None, top_p: float | No
     return logits
 
 
+def _accepts(fn, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+
+
+def _new_caches(model: nn.Module, max_length: int | None):
+    """The model's caches, preallocated to ``max_length`` when it supports that."""
+    return model.new_caches(max_length) if _accepts(model.new_caches, "max_length") else model.new_caches()
+
+
+def _last_logits(model: nn.Module, feed: Tensor, caches, last_only: bool) -> Tensor:
+    """The last position's logits as float32 (B, V); with ``last_only`` the model runs only
+    that position through its head."""
+    logits = model(feed, caches=caches, last_only=True) if last_only else model(feed, caches=caches)
+    return logits[:, -1].float()
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -170,14 +191,19 @@ def generate(
     start = out.shape[1]
     stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=prompt.device)
     stopped = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
-    caches = model.new_caches() if use_cache else None
+    last_only = _accepts(model.forward, "last_only")
+    total = out.shape[1] + max_new_tokens
+    caches = None
+    if use_cache:
+        fits = context is None or total <= context
+        caches = _new_caches(model, total if fits else None)
     feed = out
     for _ in range(max_new_tokens):
         if caches is not None and context is not None and len(caches[0]) + feed.shape[1] > context:
             caches = None  # past the position table: recompute a sliding window from here on
         if caches is None:
             feed = out if context is None else out[:, -context:]
-        logits = model(feed, caches=caches)[:, -1].float()  # (B, V)
+        logits = _last_logits(model, feed, caches, last_only)  # (B, V)
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:

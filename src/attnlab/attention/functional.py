@@ -247,9 +247,10 @@ def attention_weights(
     repeats = h // k.shape[1]
     head_idx = torch.arange(h, device=dev) if heads is None else heads.to(dev)
     rows = torch.arange(n, device=dev) if query_rows is None else query_rows.to(dev)
-    k_sel = k.index_select(1, head_idx // repeats)  # (B, H', M, D): head h reads group h // repeats
-    q_sel = q.index_select(1, head_idx)  # (B, H', N, D)
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    # (B, H', M, D): head h reads group h // repeats; transposed once for every block.
+    k_t = k.index_select(1, head_idx // repeats).to(compute).transpose(-1, -2)
+    q_sel = q.index_select(1, head_idx).to(compute) * scale  # (B, H', N, D), scale folded in
     qpos = query_positions(n, m, dev)
     kpos = torch.arange(m, device=dev)[None, :]
 
@@ -262,7 +263,7 @@ def attention_weights(
     out = None
     for start in range(0, rows.numel(), block_q):
         r = rows[start : start + block_q]
-        scores = torch.matmul(q_sel.index_select(2, r).to(compute), k_sel.to(compute).transpose(-1, -2)) * scale
+        scores = torch.matmul(q_sel.index_select(2, r), k_t)  # (B, H', n_blk, M)
         pos = qpos[r][:, None]  # (n_blk, 1)
         if isinstance(bias, Tensor):
             scores = scores + pick(bias, r).to(compute)
@@ -279,7 +280,9 @@ def attention_weights(
             keep = tile if keep is None else keep & tile
         if keep is not None:
             scores = scores.masked_fill(~keep, float("-inf"))
-        weights = safe_softmax(scores).to(q.dtype)
+            weights = safe_softmax(scores).to(q.dtype)
+        else:  # nothing masked: no empty rows, so the fused softmax is safe
+            weights = torch.softmax(scores, dim=-1).to(q.dtype)
         if out is None:  # one preallocated result: no list of blocks + concatenation copy
             out = weights.new_empty(*weights.shape[:2], rows.numel(), m)
         out[:, :, start : start + r.numel()] = weights
@@ -326,6 +329,8 @@ def attention(
     b, h, n, d = q.shape
     m = k.shape[2]
     scale_f = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    if is_causal and n == 1 and window is None:
+        is_causal = False  # one query, bottom-right aligned: it sees every key (KV-cache decoding)
     if backend == "auto":
         backend = _pick_backend(q, k, v, n, m, bias, window, mask, dropout_p)
     out = None

@@ -49,10 +49,13 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.dropout = nn.Dropout(dropout)
 
+    def _drop(self, x: Tensor) -> Tensor:
+        return self.dropout(x) if self.training and self.dropout.p > 0 else x  # no call when a no-op
+
     def _residual(self, x: Tensor, norm: nn.Module, fn) -> Tensor:
         if self.norm_first:
-            return x + self.dropout(fn(norm(x)))
-        return norm(x + self.dropout(fn(x)))
+            return x + self._drop(fn(norm(x)))
+        return norm(x + self._drop(fn(x)))
 
     def forward(
         self,

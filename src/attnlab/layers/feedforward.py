@@ -34,4 +34,4 @@ class FeedForward(nn.Module):
             h = F.gelu(h, approximate="tanh")
         else:
             h = F.relu(h)
-        return self.fc2(self.dropout(h))
+        return self.fc2(self.dropout(h) if self.training and self.dropout.p > 0 else h)

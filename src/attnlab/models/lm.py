@@ -101,10 +101,12 @@ class TransformerLM(nn.Module):
         """Longest sequence the positions allow (None: unbounded, for RoPE / ALiBi / none)."""
         return self.config.max_length if self.pos_embed is not None else None
 
-    def new_caches(self) -> list[KVCache]:
-        return KVCache.for_layers(len(self.blocks))
+    def new_caches(self, max_length: int | None = None) -> list[KVCache]:
+        """One cache per block; ``max_length`` preallocates (no copy of the cache per token)."""
+        return KVCache.for_layers(len(self.blocks), max_length)
 
-    def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None, last_only: bool = False) -> Tensor:
+        """Logits (B, N, V); ``last_only``: only the last position's, (B, 1, V) (decoding)."""
         if tokens.dim() != 2:
             raise ValueError(f"TransformerLM expects token ids (B, N), got shape {tuple(tokens.shape)}")
         if caches is not None and len(caches) != len(self.blocks):
@@ -116,6 +118,8 @@ class TransformerLM(nn.Module):
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
             x = block(x, is_causal=True, cache=None if caches is None else caches[i])
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.norm(x))  # (B, N, V)
 
 
