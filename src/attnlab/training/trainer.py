@@ -40,6 +40,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.05
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW's (beta1, beta2); Transformers often use 0.98
     warmup_epochs: float = 1.0
     min_lr_factor: float = 0.01
     grad_clip: float = 1.0  # 0 = off
@@ -65,6 +66,8 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_epochs", "grad_clip", "label_smoothing", "min_lr_factor"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ConfigError(f"TrainConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         check_choice("TrainConfig", "precision", self.precision, ("auto", "fp32", "bf16"))
         check_choice("TrainConfig", "keep", self.keep, ("best", "last"))
 
@@ -149,7 +152,7 @@ class Trainer:
                 (no_decay if p.dim() < 2 or "pos_embed" in name or "token" in name else decay).append(p)
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr,
+            lr=config.lr, betas=tuple(config.adam_betas),
         )
         warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
         self.scheduler = warmup_cosine(self.optimizer, min(warmup, self.total_steps), self.total_steps, config.min_lr_factor)
