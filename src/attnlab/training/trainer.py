@@ -21,6 +21,7 @@ from attnlab.config import check_choice
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint, save_weights
 from attnlab.training.distributed import DistInfo, pick_device
+from attnlab.training.ema import WeightEma
 from attnlab.training.loggers import RunLogger
 from attnlab.training.objectives import Objective
 from attnlab.training.schedule import warmup_cosine
@@ -50,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     early_stopping_patience: int = 0  # epochs without improvement; 0 = off
     keep: str = "best"  # weights kept at the end: "best" on validation, or "last"
+    ema_decay: float = 0.0  # > 0 (e.g. 0.999): validate, keep and save a moving average of the weights
     label_smoothing: float = 0.0
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     max_bad_steps: int = 10  # non-finite losses skipped before training stops
@@ -63,6 +65,8 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("weight_decay", "warmup_epochs", "grad_clip", "label_smoothing", "min_lr_factor"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
@@ -158,6 +162,7 @@ class Trainer:
         self.scheduler = warmup_cosine(self.optimizer, min(warmup, self.total_steps), self.total_steps, config.min_lr_factor)
         self.state = _State()
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.ema = WeightEma(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.logger = RunLogger(self.run_dir, enabled=self.is_main)
 
     def _resolve_precision(self, precision: str) -> str:
@@ -182,6 +187,8 @@ class Trainer:
         extra = {"torch_rng": torch.get_rng_state()}
         if self.best_weights is not None:
             extra.update({f"best.{k}": v for k, v in self.best_weights.items()})
+        if self.ema is not None:
+            extra.update({f"ema.{k}": v for k, v in self.ema.state_tensors().items()})
         save_checkpoint(self.checkpoint_dir, model=self.model, optimizer=self.optimizer, state=state, extra_tensors=extra)
 
     def resume(self, run_dir: str | Path | None = None) -> None:
@@ -195,6 +202,8 @@ class Trainer:
         torch.set_rng_state(extra["torch_rng"])
         best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
         self.best_weights = best or None
+        if self.ema is not None:
+            self.ema.load_state_tensors({k[len("ema."):]: v for k, v in extra.items() if k.startswith("ema.")})
         log.info("resumed at epoch %d, step %d", self.state.epoch, self.state.step)
 
     # ---- loop --------------------------------------------------------------------------
@@ -207,6 +216,17 @@ class Trainer:
         self.model.eval()
         with self.autocast():
             return self.objective.evaluate(self.model, self._batches(dataset))
+
+    def _validate(self) -> dict[str, float]:
+        """Validation of the weights training would keep: the moving average when there is one."""
+        assert self.val_set is not None
+        if self.ema is None:
+            return self.evaluate(self.val_set)
+        with self.ema.applied(self.model):
+            return self.evaluate(self.val_set)
+
+    def _kept_state(self) -> dict[str, torch.Tensor]:
+        return self.ema.shadow if self.ema is not None else self.model.state_dict()
 
     def _compare(self, value: float) -> int:
         """+1 better than the best so far, 0 a tie, -1 worse."""
@@ -281,6 +301,8 @@ class Trainer:
                 self._bad_step(self.state.epoch, self.state.batch_in_epoch)
                 return
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.state.step)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
@@ -294,13 +316,13 @@ class Trainer:
             record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.step, "train_loss": train_loss,
                                       "lr": self.scheduler.get_last_lr()[0]}
             if self.val_set is not None:
-                val = self.evaluate(self.val_set)
+                val = self._validate()
                 record.update({f"val_{k}": v for k, v in val.items()})
                 value = val[self.objective.metric]
                 verdict = self._compare(value)
                 if verdict >= 0:  # on a tie keep the later, longer-trained weights
                     self.state.best_metric, self.state.best_epoch = value, epoch + 1
-                    self.best_weights = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                    self.best_weights = {k: v.detach().cpu().clone() for k, v in self._kept_state().items()}
                 self.state.bad_epochs = 0 if verdict > 0 else self.state.bad_epochs + 1
             self.state.epoch = epoch + 1
             self.state.history.append(record)
@@ -316,6 +338,8 @@ class Trainer:
                 break
         if self.best_weights is not None and cfg.keep == "best":
             self.model.load_state_dict(self.best_weights)
+        elif self.ema is not None:
+            self.model.load_state_dict(self.ema.shadow)
         if self.is_main and self.run_dir is not None:
             save_weights(self.model, self.run_dir / "model.safetensors")
         self.logger.close()
