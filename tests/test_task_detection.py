@@ -113,3 +113,17 @@ def test_cli_prints_each_box_after_its_class():
     miss = {"input": "b.png", "class": None, "score": 0.2, "box": None, "note": "no objects (best score 0.20 < 0.5)"}
     assert _result_line(miss) == "b.png: no objects (best score 0.20 < 0.5)"
     assert _result_line({"input": "c.png", "class": "7", "score": 0.5}) == "c.png: 7 (0.500)"
+
+
+def test_more_objects_than_queries_warns_once(caplog):
+    from attnlab import task_detection
+
+    task_detection._warned_queries.clear()
+    logits, boxes = torch.randn(1, 2, 4), torch.rand(1, 2, 4)
+    targets = torch.tensor([[[0, 0.2, 0.2, 0.1, 0.1], [1, 0.5, 0.5, 0.1, 0.1], [2, 0.8, 0.8, 0.1, 0.1]]])
+    with caplog.at_level("WARNING", logger="attnlab.task_detection"):
+        matches = task_detection.hungarian_match(logits, boxes, targets)
+        task_detection.hungarian_match(logits, boxes, targets)
+    assert len(matches[0][0]) == 2  # two queries: two of the three objects matched
+    warnings = [r for r in caplog.records if "3 objects but the model has 2 queries" in r.message]
+    assert len(warnings) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -30,6 +31,8 @@ from attnlab.errors import ConfigError
 from attnlab.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou_aligned
 from attnlab.models.detr import split_outputs
 from attnlab.tasks import TaskSpec, register_task_spec
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LossWeights", "matching_cost", "hungarian_match", "DetectionObjective", "coco_map", "detections",
            "predict_detections", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
@@ -80,6 +83,9 @@ def matching_cost(logits: Tensor, boxes: Tensor, targets: Tensor, weights: LossW
     return weights.class_weight * cost_class + weights.l1_weight * cost_l1 - weights.giou_weight * giou
 
 
+_warned_queries: list[int] = []  # warn once per process
+
+
 def hungarian_match(logits: Tensor, boxes: Tensor, targets: Tensor, weights: LossWeights = LossWeights()) -> list[tuple[Tensor, Tensor]]:
     """Per image, (query indices, object indices) of the minimum-cost one-to-one assignment.
 
@@ -89,6 +95,11 @@ def hungarian_match(logits: Tensor, boxes: Tensor, targets: Tensor, weights: Los
 
     cost = matching_cost(logits, boxes, targets, weights).cpu().numpy()  # one transfer for the batch
     real = (targets[..., 0] >= 0).cpu().numpy()
+    most = int(real.sum(axis=1).max(initial=0))
+    if most > cost.shape[1] and not _warned_queries:
+        _warned_queries.append(most)
+        log.warning("an image holds %d objects but the model has %d queries: the extra objects are never "
+                    "matched (raise --model.num_queries)", most, cost.shape[1])
     out = []
     for b in range(cost.shape[0]):
         cols = np.flatnonzero(real[b])
