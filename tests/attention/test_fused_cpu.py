@@ -130,3 +130,25 @@ def test_alibi_with_dropout_trains_through_sdpa():
     assert not torch.allclose(out.double(), ref, atol=1e-3)  # dropout was applied
     out.sum().backward()
     assert torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize("positional, window", [("alibi", None), ("relative", None), (None, 48)])
+def test_attention_module_takes_the_fused_paths_exactly(positional, window):
+    """Through MultiHeadAttention (non-contiguous q/k/v views, N*M above auto's threshold)."""
+    from attnlab.layers import MultiHeadAttention
+
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(32, 4, positional=positional)
+    x = torch.randn(2, 520, 32, requires_grad=True)
+    out = layer(x, window=window, is_causal=positional == "alibi")
+    ref_layer = MultiHeadAttention(32, 4, positional=positional, backend="math").double()
+    ref_layer.load_state_dict(layer.state_dict())
+    x64 = x.detach().double().requires_grad_()
+    ref = ref_layer(x64, window=window, is_causal=positional == "alibi")
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+    w = torch.randn_like(ref)
+    (out.double() * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(x.grad.double(), x64.grad, atol=2e-5, rtol=1e-4)
+    for (name, p), p64 in zip(layer.named_parameters(), ref_layer.parameters()):
+        torch.testing.assert_close(p.grad.double(), p64.grad, atol=5e-5, rtol=1e-4, msg=name)
