@@ -43,6 +43,11 @@ def test_kv_cache_generation_equals_full_recompute(pos_embed):
     seq = torch.randint(4, 37, (2, 12))
     steps = torch.cat([model(seq[:, :4], caches=caches)] + [model(seq[:, i : i + 1], caches=caches) for i in range(4, 12)], 1)
     torch.testing.assert_close(steps, model(seq), rtol=1e-10, atol=1e-10)
+    # preallocated caches and last-position-only logits (what generate uses) give the same numbers
+    caches = model.new_caches(max_length=12)
+    last = [model(seq[:, :4], caches=caches, last_only=True)] + [
+        model(seq[:, i : i + 1], caches=caches, last_only=True) for i in range(4, 12)]
+    torch.testing.assert_close(torch.cat(last, 1), model(seq)[:, 3:], rtol=1e-10, atol=1e-10)
 
 
 def test_generation_past_the_context_slides_the_window():

@@ -19,7 +19,6 @@ Shape: src (B, M) -> list of B id lists (no <bos>, no <eos>); prompt (B, N) -> (
 from __future__ import annotations
 
 import inspect
-
 import math
 from typing import Sequence
 
