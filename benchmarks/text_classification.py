@@ -13,11 +13,25 @@ sentences only) and TREC 93.6; CNN-rand (no pretrained vectors) 82.7 / 91.2. Com
 Transformers (Hassani et al. 2021) CCT-4/4x1: TREC 93.2. Targets of the issue: SST-2 >= 83,
 TREC >= 92.
 
-Measured (seed 0, 2-core CPU shared with other jobs, one torch thread): TREC 86.2% (190 s),
-SST-2 77.98% (221 s): below the targets. On the same splits a tf-idf logistic regression gets
-TREC 87.2 (unigrams) / 89.2 (uni+bigrams) and SST-2 81.9: these data sets are small for a
-Transformer trained from scratch. Tried on TREC (test %): first-token pooling 83.0, mean
-pooling + conv + dropout 0.3 84.0, conv + max pooling (the default) 86.2.
+Measured (seed 0, 2-core CPU shared with other jobs, one torch thread), validation / test %:
+
+=========================================================  ===========  ===========  ==========
+config (on top of the previous defaults)                   TREC         SST-2        wall s
+=========================================================  ===========  ===========  ==========
+old default: BPE (TREC vocab 4000), conv_kernel 3, max     86.4 / 86.2  78.6 / 78.0  190 / 221
+A: word tokenizer, conv_widths (3,4,5), head_dropout 0.5   88.8 / 90.0  79.0 / 79.0  134 / 227
+B: A + min_frequency 2, word_dropout 0.2, dropout 0.3,     86.1 / 87.6  79.0 / 80.3  176 / 229
+   embed_dropout 0.3 (TREC: 20 epochs)
+C: TREC: A + 25 epochs; SST-2: B + dim 64                  88.8 / 90.4  78.9 / 79.2  213 / 113
+=========================================================  ===========  ===========  ==========
+
+A is now the task default (TREC: no override; SST-2: 10 epochs). Configs were chosen on
+validation only; A ties B (SST-2) and C (TREC) there, and ties went to the simpler config,
+although B and C scored higher on test. Both targets are still missed (TREC 90.0 < 92,
+SST-2 79.0 < 83). On the same splits a tf-idf logistic regression gets TREC 87.2 (unigrams)
+/ 89.2 (uni+bigrams) and SST-2 81.9: these data sets are small for a Transformer trained from
+scratch (SST-2 peaks at epoch 2-3, then overfits). Earlier, on TREC (test %): first-token
+pooling 83.0, mean pooling + conv + dropout 0.3 84.0, conv + max pooling 86.2.
 
 ``--quick``: one epoch of a tiny model on each data set (a smoke test). Results:
 benchmarks/results/text_classification[-quick].json.
@@ -44,7 +58,7 @@ DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "te
 REFERENCE: dict[str, tuple[str, float, float]] = {"trec": ("trec", 93.6, 92.0), "sst2": ("sst2", 87.2, 83.0)}
 # Per-data-set overrides of the task defaults.
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    "trec": {"data_options": {"vocab_size": 4000}},
+    "trec": {},
     "sst2": {"train": {"epochs": 10}},
 }
 QUICK = {"train": {"epochs": 1}, "model_config": {"dim": 32, "depth": 1, "num_heads": 2}, "data_options": {"vocab_size": 500}}

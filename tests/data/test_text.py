@@ -10,7 +10,7 @@ import torch
 from attnlab.data import load_task
 from attnlab.data.text import read_labelled
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, train_tokenizer
-from attnlab.errors import DataError
+from attnlab.errors import ConfigError, DataError
 from tests.conftest import DATA_DIR
 
 
@@ -41,6 +41,23 @@ def test_bpe_handles_unseen_characters_and_lowercase():
     assert char.encode("abz") == [4, 5, 1]  # unseen -> <unk>
     with pytest.raises(DataError, match="not a saved attnlab tokenizer"):
         load_tokenizer({"kind": "wordpiece"})
+
+
+def test_word_tokenizer_vocabulary_unknown_words_and_reload():
+    texts = ["What is the film ?", "they do n't like it", "What's the U.S. film ?", "the end 1,000"]
+    tok = train_tokenizer("word", texts, vocab_size=1000, lowercase=True, min_frequency=1)
+    assert tok.kind == "word" and tok.vocab_size == len(set(tok.token_strings(range(tok.vocab_size))))
+    ids = tok.encode("WHAT is the zebra ?")
+    assert min(ids) >= 1 and ids[3] == 1 and tok.decode(ids) == "what is the <unk> ?"  # unseen word -> <unk>
+    assert tok.token_strings(tok.encode("don't it's 1,000")) == ["do", "n't", "it", "'s", "1", ",", "000"]
+    assert tok.decode(tok.encode("they do n't like the film")) == "they do n't like the film"
+    again = load_tokenizer(tok.to_json())  # the library's tokenizer.json
+    assert isinstance(again, type(tok)) and again.encode("the film ?") == tok.encode("the film ?")
+    assert load_tokenizer(tok.to_dict()).vocab_size == tok.vocab_size
+    frequent = train_tokenizer("word", texts, vocab_size=1000, lowercase=True, min_frequency=2)
+    assert frequent.encode("the film like") == [tok_id for tok_id in frequent.encode("the film")] + [1]
+    with pytest.raises(ConfigError, match="min_frequency"):
+        train_tokenizer("word", texts, min_frequency=0)
 
 
 def test_classification_formats(tmp_path):
@@ -84,6 +101,8 @@ def test_classification_splits_and_batches(tmp_path):
     x, y = task.collate_fn([task.train[0], task.train[1]])
     assert x.dtype == torch.long and x.shape[0] == 2 and x.shape[1] <= 5 and (x[:, 0] == BOS_ID).all()
     assert "tokenizer.json" in task.files
+    words = load_task("text-classification", str(tmp_path / "all.tsv"), seed=0, tokenizer="word", min_frequency=3)
+    assert words.info["tokenizer"]["kind"] == "word" and words.info["vocab_size"] == 4 + 7 + 2  # word0..6, text, number
 
 
 def test_translation_folder_gz_and_language_model(tmp_path):

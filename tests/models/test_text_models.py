@@ -24,6 +24,31 @@ def test_classifier_ignores_padding(pooling, norm_first):
     torch.testing.assert_close(model(padded), model(tokens), rtol=1e-10, atol=1e-10)
 
 
+def test_classifier_ngram_convs_and_word_dropout():
+    torch.manual_seed(0)
+    model = create_model("text-transformer", vocab_size=50, num_classes=3, dim=32, depth=1, num_heads=4, pooling="max",
+                         conv_widths=(1, 3, 5), conv_channels=6, word_dropout=0.5, head_dropout=0.4).double().eval()
+    assert model.head.in_features == 32 + 3 * 6 and model.dropout.p == 0.4
+    tokens = torch.randint(4, 50, (3, 7))
+    tokens[-1, 2:] = 0  # a padded row, shorter than the widest filter
+    out = model(tokens)
+    assert out.shape == (3, 3) and torch.isfinite(out).all()
+    torch.testing.assert_close(model(tokens[-1:, :2]), out[-1:], rtol=1e-10, atol=1e-10)  # padding is ignored
+    model.train()
+    model(tokens).sum().backward()
+    assert all(conv.weight.grad is not None for conv in model.ngram_convs)
+    seen = []
+    model.encoder.token_embed.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    model(tokens)
+    dropped = seen[-1] != tokens
+    assert dropped.any() and (seen[-1][dropped] == 1).all()  # replaced by <unk>
+    assert not dropped[:, 0].any() and not dropped[tokens == 0].any()  # never the <bos> or padding
+    with pytest.raises(ConfigError, match="conv_widths"):
+        create_model("text-transformer", conv_widths=(3, 0))
+    with pytest.raises(ConfigError, match="word_dropout"):
+        create_model("text-transformer", word_dropout=1.0)
+
+
 @pytest.mark.parametrize("pos_embed", ["learned", "sincos", "rope", "alibi", "relative", "none"])
 def test_classifier_positions(pos_embed):
     model = create_model("text-transformer", vocab_size=30, num_classes=2, dim=16, depth=1, num_heads=2, pos_embed=pos_embed)

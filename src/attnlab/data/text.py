@@ -16,7 +16,8 @@ Formats a user brings (``--data PATH``):
   10% is the validation and test split (nanoGPT's split of tinyshakespeare).
 
 A malformed row raises ``DataError`` naming the file and line number. Tokenizers are
-trained on the training split only (`attnlab.data.tokenizers`).
+trained on the training split only (`attnlab.data.tokenizers`; classification: ``tokenizer``
+"bpe" | "word" | "char", ``min_frequency`` for BPE merges / words).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def encode_for_classification(tokenizer, texts: Sequence[str], max_length: int) 
 @register_task("text-classification")
 def load_text_classification(
     data: str | None, *, seed: int, tokenizer: str = "bpe", vocab_size: int = 8000, lowercase: bool = False,
-    max_length: int = 128, val_fraction: float = 0.1, test_fraction: float = 0.1,
+    min_frequency: int | None = None, max_length: int = 128, val_fraction: float = 0.1, test_fraction: float = 0.1,
 ) -> TaskData:
     path = Path(require_data("text-classification", data, "a label<TAB>text file or a folder with train/dev/test files"))
     files = _split_files(path) if path.is_dir() else {"train": path}
@@ -189,7 +190,7 @@ def load_text_classification(
         if "test" in missing:
             parts["test"] = (list(texts[te]), [class_names[i] for i in y_train[te]], [])
         parts["train"] = (list(texts[tr]), [class_names[i] for i in y_train[tr]], [])
-    tok = train_tokenizer(tokenizer, parts["train"][0], vocab_size=vocab_size, lowercase=lowercase)
+    tok = train_tokenizer(tokenizer, parts["train"][0], vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
     sets = {}
     for split, (texts, labels, _) in parts.items():
         sets[split] = TokenClassificationDataset(encode_for_classification(tok, texts, max_length),

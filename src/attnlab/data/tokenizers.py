@@ -1,6 +1,6 @@
-"""Tokenizers for the text task families: byte-level BPE (Hugging Face ``tokenizers``) and characters.
+"""Tokenizers for the text task families: byte-level BPE and words (Hugging Face ``tokenizers``), characters.
 
-Both share one interface (``encode``, ``decode``, ``vocab_size``, ``to_dict`` / ``from_dict``)
+All share one interface (``encode``, ``decode``, ``vocab_size``, ``to_dict`` / ``from_dict``)
 and the same four special tokens with fixed ids, so models and generation code can rely on
 them: ``<pad>`` 0, ``<unk>`` 1, ``<bos>`` 2, ``<eos>`` 3.
 
@@ -9,10 +9,16 @@ them: ``<pad>`` 0, ``<unk>`` 1, ``<bos>`` 2, ``<eos>`` 3.
   text exactly (no unknown characters), which sacreBLEU's detokenized scoring needs. The
   saved form is the library's own ``tokenizer.json`` (``tokenizers.Tokenizer.from_str``
   reloads it; so does ``transformers.PreTrainedTokenizerFast(tokenizer_file=...)``).
+- ``WordTokenizer``: one id per word (Hugging Face ``WordLevel``) seen at least
+  ``min_frequency`` times in training, the ``vocab_size`` most frequent at most; other words
+  map to ``<unk>``. Words are split at white space, then into runs of letters/digits, single
+  punctuation marks, clitics (``'s``) and ``n't``, as Kim 2014 tokenises. For small
+  classification sets trained from scratch (TREC, SST-2) whole words beat BPE pieces.
+  ``decode`` joins the words with spaces (not an exact round trip).
 - ``CharTokenizer``: one id per character seen in training (nanoGPT's shakespeare_char);
   unseen characters map to ``<unk>``.
 
-``load_tokenizer(dict)`` rebuilds either from its ``to_dict()`` form (stored in a run's
+``load_tokenizer(dict)`` rebuilds any from its ``to_dict()`` form (stored in a run's
 ``data.json`` and ``tokenizer.json``).
 """
 
@@ -25,7 +31,7 @@ from attnlab.errors import ConfigError, DataError
 
 __all__ = [
     "PAD", "UNK", "BOS", "EOS", "SPECIAL_TOKENS", "PAD_ID", "UNK_ID", "BOS_ID", "EOS_ID",
-    "BPETokenizer", "CharTokenizer", "train_tokenizer", "load_tokenizer",
+    "BPETokenizer", "WordTokenizer", "CharTokenizer", "train_tokenizer", "load_tokenizer",
 ]
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -33,16 +39,50 @@ SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
-class BPETokenizer:
-    """Byte-level BPE; ``lowercase`` adds a lowercasing normaliser (saved with the tokenizer)."""
+class _HFTokenizer:
+    """What the ``tokenizers``-backed kinds share: the special-token ids, vocabulary size and
+    saving/loading as the library's own JSON. ``prefix`` is put before every text."""
 
-    kind = "bpe"
+    kind = ""
+    prefix = ""
 
     def __init__(self, tokenizer: Any):
         self._tok = tokenizer
         for i, token in enumerate(SPECIAL_TOKENS):
             if tokenizer.token_to_id(token) != i:
-                raise DataError(f"BPE tokenizer: special token {token} must have id {i}, has {tokenizer.token_to_id(token)}")
+                raise DataError(f"{self.kind} tokenizer: special token {token} must have id {i}, has {tokenizer.token_to_id(token)}")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(self.prefix + text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch([self.prefix + t for t in texts], add_special_tokens=False)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "tokenizer": json.loads(self._tok.to_str())}
+
+    def to_json(self) -> str:
+        """The library's own ``tokenizer.json`` text."""
+        return self._tok.to_str(pretty=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(json.dumps(d["tokenizer"])))
+
+
+class BPETokenizer(_HFTokenizer):
+    """Byte-level BPE; ``lowercase`` adds a lowercasing normaliser (saved with the tokenizer)."""
+
+    kind = "bpe"
+    # encode() puts one space before every text (GPT-2's add_prefix_space, done by hand so
+    # that decode can remove exactly that space): a first word gets its usual tokens.
+    prefix = " "
 
     @classmethod
     def train(cls, texts: Iterable[str], *, vocab_size: int = 8000, lowercase: bool = False, min_frequency: int = 2) -> "BPETokenizer":
@@ -61,18 +101,8 @@ class BPETokenizer:
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
         )
-        tok.train_from_iterator((" " + t for t in texts), trainer=trainer)
+        tok.train_from_iterator((cls.prefix + t for t in texts), trainer=trainer)
         return cls(tok)
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(" " + text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch([" " + t for t in texts], add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         # Byte-level decoding; the space encode() put in front is removed.
@@ -87,18 +117,39 @@ class BPETokenizer:
             out.append(SPECIAL_TOKENS[i] if i < len(SPECIAL_TOKENS) else self._tok.decode([i]))
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "tokenizer": json.loads(self._tok.to_str())}
 
-    def to_json(self) -> str:
-        """The library's own ``tokenizer.json`` text."""
-        return self._tok.to_str(pretty=True)
+# Within a white-space separated word: "n't", a clitic ('s, 're), a run of letters / digits, or
+# one other character (Kim 2014's clean_str splits the same pieces off).
+_WORD_PIECES = r"\w+(?=n't)|n't|'\w+|\w+|[^\w\s]"
+
+
+class WordTokenizer(_HFTokenizer):
+    """Word-level vocabulary (``tokenizers`` ``WordLevel``); ``lowercase`` adds a lowercasing normaliser."""
+
+    kind = "word"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BPETokenizer":
-        from tokenizers import Tokenizer
+    def train(cls, texts: Iterable[str], *, vocab_size: int = 30000, lowercase: bool = False, min_frequency: int = 1) -> "WordTokenizer":
+        from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-        return cls(Tokenizer.from_str(json.dumps(d["tokenizer"])))
+        if vocab_size <= len(SPECIAL_TOKENS):
+            raise ConfigError(f"word vocab_size must be > {len(SPECIAL_TOKENS)} (the special tokens), got {vocab_size}")
+        tok = Tokenizer(models.WordLevel(unk_token=UNK))
+        if lowercase:
+            tok.normalizer = normalizers.Lowercase()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_WORD_PIECES), behavior="isolated")])
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                            special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The words of ``ids`` joined by spaces; specials are dropped, except ``<unk>``."""
+        return " ".join(self._tok.id_to_token(int(i)) for i in ids if int(i) == UNK_ID or int(i) >= len(SPECIAL_TOKENS))
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [self._tok.id_to_token(int(i)) for i in ids]
 
 
 class CharTokenizer:
@@ -151,14 +202,25 @@ class CharTokenizer:
         return cls(list(d["chars"]), lowercase=bool(d.get("lowercase", False)))
 
 
-Tokenizer = BPETokenizer | CharTokenizer
-TOKENIZER_KINDS = ("bpe", "char")
+Tokenizer = BPETokenizer | WordTokenizer | CharTokenizer
+TOKENIZER_KINDS = ("bpe", "word", "char")
 
 
-def train_tokenizer(kind: str, texts: Sequence[str], *, vocab_size: int = 8000, lowercase: bool = False) -> Tokenizer:
-    """Train a tokenizer of ``kind`` ("bpe" | "char") on ``texts`` (the training split)."""
+def train_tokenizer(kind: str, texts: Sequence[str], *, vocab_size: int = 8000, lowercase: bool = False,
+                    min_frequency: int | None = None) -> Tokenizer:
+    """Train a tokenizer of ``kind`` ("bpe" | "word" | "char") on ``texts`` (the training split).
+
+    ``min_frequency``: BPE merges, or words, seen fewer times are not in the vocabulary; None:
+    2 for BPE, 1 for words (characters ignore it, as they ignore ``vocab_size``).
+    """
+    if min_frequency is None:
+        min_frequency = 2 if kind == "bpe" else 1
+    if min_frequency < 1:
+        raise ConfigError(f"min_frequency must be >= 1, got {min_frequency}")
     if kind == "bpe":
-        return BPETokenizer.train(texts, vocab_size=vocab_size, lowercase=lowercase)
+        return BPETokenizer.train(texts, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
+    if kind == "word":
+        return WordTokenizer.train(texts, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
     if kind == "char":
         return CharTokenizer.train(texts, lowercase=lowercase)
     raise ConfigError(f"tokenizer must be one of {list(TOKENIZER_KINDS)}, got {kind!r}")
@@ -169,10 +231,13 @@ def load_tokenizer(d: dict[str, Any] | str) -> Tokenizer:
     if isinstance(d, str):
         d = json.loads(d)
     kind = d.get("kind") if isinstance(d, dict) else None
-    if kind is None and isinstance(d, dict) and isinstance(d.get("model"), dict) and d["model"].get("type") == "BPE":
-        return BPETokenizer.from_dict({"tokenizer": d})  # a tokenizer.json as the library writes it
+    model_type = d["model"].get("type") if kind is None and isinstance(d, dict) and isinstance(d.get("model"), dict) else None
+    if model_type in ("BPE", "WordLevel"):  # a tokenizer.json as the library writes it
+        return (BPETokenizer if model_type == "BPE" else WordTokenizer).from_dict({"tokenizer": d})
     if kind == "bpe":
         return BPETokenizer.from_dict(d)
+    if kind == "word":
+        return WordTokenizer.from_dict(d)
     if kind == "char":
         return CharTokenizer.from_dict(d)
     raise DataError(f"not a saved attnlab tokenizer (kind {kind!r}; expected one of {list(TOKENIZER_KINDS)})")

@@ -8,6 +8,11 @@ explain tools can call it as they call a ViT. ``pooling="first"`` reads the firs
 ``"max"`` takes their per-feature maximum (max-over-time pooling, Kim 2014). ``conv_kernel``
 adds a residual convolution over the embeddings (local n-gram features, as the convolutional
 tokenizer of Compact Transformers, Hassani et al. 2021), which small data sets need.
+``conv_widths`` adds Kim 2014's n-gram detectors on top of the encoder: per width k,
+``conv_channels`` filters over the encoder's output, ReLU, max over time; their features join
+the pooled vector before the head. ``word_dropout`` replaces each real token (not the first,
+the ``<bos>``) by ``unk_id`` with that probability while training (Iyyer et al. 2015), and
+``head_dropout`` (default: ``dropout``) is the dropout on the head's input (Kim uses 0.5).
 
 The options that a BERT checkpoint needs (``attnlab.interop.load_hf_bert``): post-norm blocks
 (``norm_first=False``), a LayerNorm after the embeddings (``embed_norm``), token types
@@ -65,7 +70,12 @@ class TextClassifierConfig:
     type_vocab_size: int = 0  # > 0: token-type embeddings (BERT segments), type 0 everywhere
     pooler: bool = False  # BERT pooler: dense + tanh on the pooled vector
     conv_kernel: int = 0  # > 0: a residual 1-D convolution over the embeddings (n-gram features; CCT)
+    conv_widths: tuple[int, ...] = ()  # Kim 2014 n-gram filters over the encoder output, max over time; () = none
+    conv_channels: int = 100  # filters per width of conv_widths
+    word_dropout: float = 0.0  # training: probability of replacing a token (not the first) by unk_id
+    head_dropout: float | None = None  # dropout before the head; None = dropout
     pad_id: int = 0
+    unk_id: int = 1
 
     def __post_init__(self) -> None:
         check_positive("TextClassifierConfig", vocab_size=self.vocab_size, num_classes=self.num_classes,
@@ -82,10 +92,15 @@ class TextClassifierConfig:
             raise ConfigError(f"TextClassifierConfig.pad_id={self.pad_id} is outside the vocabulary ({self.vocab_size})")
         if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
             raise ConfigError(f"TextClassifierConfig.conv_kernel must be 0 or an odd size, got {self.conv_kernel}")
+        if any(k < 1 for k in self.conv_widths) or self.conv_channels < 1:
+            raise ConfigError(f"TextClassifierConfig: conv_widths must be >= 1 and conv_channels >= 1, got "
+                              f"{self.conv_widths} / {self.conv_channels}")
+        if not 0 <= self.unk_id < self.vocab_size:
+            raise ConfigError(f"TextClassifierConfig.unk_id={self.unk_id} is outside the vocabulary ({self.vocab_size})")
         if self.type_vocab_size < 0:
             raise ConfigError(f"TextClassifierConfig.type_vocab_size must be >= 0, got {self.type_vocab_size}")
-        for name in ("dropout", "attn_dropout", "embed_dropout"):
-            if not 0 <= getattr(self, name) < 1:
+        for name in ("dropout", "attn_dropout", "embed_dropout", "word_dropout", "head_dropout"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"TextClassifierConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
@@ -132,6 +147,10 @@ class TextEncoder(nn.Module):
         if tokens.dim() != 2:
             raise ValueError(f"TextEncoder expects token ids (B, N), got shape {tuple(tokens.shape)}")
         pad = tokens != c.pad_id  # (B, N) True = real token
+        if self.training and c.word_dropout > 0:
+            drop = (torch.rand(tokens.shape, device=tokens.device) < c.word_dropout) & pad  # (B, N)
+            drop[:, 0] = False  # the <bos> / [CLS]
+            tokens = tokens.masked_fill(drop, c.unk_id)
         x = self.token_embed(tokens)  # (B, N, C)
         if c.embed_scale:
             x = x * math.sqrt(c.dim)
@@ -163,9 +182,25 @@ class TextClassifier(nn.Module):
         self.num_prefix_tokens = 1 if config.pooling == "first" else 0
         self.encoder = TextEncoder(config)
         self.pooler = nn.Linear(config.dim, config.dim) if config.pooler else None
-        self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.dim, config.num_classes)
+        # Full convolutions (padding k - 1): a sentence shorter than k still fills one window.
+        self.ngram_convs = nn.ModuleList(nn.Conv1d(config.dim, config.conv_channels, k, padding=k - 1)
+                                         for k in config.conv_widths)
+        head_dropout = config.dropout if config.head_dropout is None else config.head_dropout
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(config.dim + len(config.conv_widths) * config.conv_channels, config.num_classes)
         self.apply(init_text_weights)
+
+    def _ngram_features(self, x: Tensor, pad: Tensor) -> Tensor:
+        """Max over time of each n-gram filter, over windows holding a real token. (B, N, C) -> (B, K * F)."""
+        x = (x * pad[..., None].to(x.dtype)).transpose(1, 2)  # (B, C, N), padding zeroed
+        mask = pad[:, None].to(x.dtype)  # (B, 1, N)
+        features = []
+        for conv in self.ngram_convs:
+            k = conv.kernel_size[0]
+            h = torch.relu(conv(x))  # (B, F, N + k - 1); window t covers tokens t-k+1 .. t
+            real = nn.functional.conv1d(mask, mask.new_ones(1, 1, k), padding=k - 1) > 0  # (B, 1, N + k - 1)
+            features.append(h.masked_fill(~real, 0.0).amax(-1))  # (B, F); ReLU >= 0, so 0 is neutral
+        return torch.cat(features, -1)  # (B, K * F)
 
     def forward(self, tokens: Tensor, token_types: Tensor | None = None) -> Tensor:
         x, pad = self.encoder(tokens, token_types)  # (B, N, C), (B, N)
@@ -178,6 +213,8 @@ class TextClassifier(nn.Module):
             pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, C)
         if self.pooler is not None:
             pooled = torch.tanh(self.pooler(pooled))
+        if len(self.ngram_convs):
+            pooled = torch.cat([pooled, self._ngram_features(x, pad)], -1)  # (B, C + K * F)
         return self.head(self.dropout(pooled))
 
 
