@@ -1,8 +1,8 @@
 """Export a trained run to ONNX (``attnlab export RUN_DIR --onnx model.onnx``).
 
 Uses PyTorch's own exporter (``torch.onnx.export(dynamo=True)``, which needs the optional
-``onnx`` and ``onnxscript`` packages) with a dynamic batch dimension; the example input
-comes from the model's registry entry.
+``onnx`` and ``onnxscript`` packages) with a dynamic batch dimension, and a dynamic length
+for token-id inputs; the example input comes from the model's registry entry.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     if entry.example_inputs is None:
         raise AttnlabError(f"model {config.model!r} registers no example inputs to export with")
     inputs = entry.example_inputs(model.config)
-    dynamic = tuple({0: torch.export.Dim("batch", min=1)} for _ in inputs)
+    batch = torch.export.Dim("batch", min=1)
+    # Token ids (B, N) also get a dynamic length, up to the model's positions (if bounded).
+    max_len = getattr(model.config, "max_length", None)
+    seq = torch.export.Dim("tokens", min=2, max=max_len) if max_len else torch.export.Dim("tokens", min=2)
+    dynamic = tuple({0: batch, 1: seq} if x.dim() == 2 and not x.is_floating_point() else {0: batch} for x in inputs)
     output.parent.mkdir(parents=True, exist_ok=True)
     chatter = io.StringIO()  # the exporter prints progress lines; keep the CLI quiet
     try:

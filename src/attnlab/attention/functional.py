@@ -137,7 +137,9 @@ def _sdpa(q, k, v, mask, bias, scale, dropout_p, is_causal_plain):
     if mask is not None:
         # A query row with no key makes SDPA return NaN; let it attend everywhere, then zero it.
         rows_empty = ~mask.any(dim=-1, keepdim=True)  # (.., N, 1)
-        if bool(rows_empty.any()):
+        # Eager: fix up only when needed. Traced (torch.compile / torch.export / ONNX): always,
+        # since a branch on the data cannot be traced.
+        if torch.compiler.is_compiling() or bool(rows_empty.any()):
             mask = mask | rows_empty
         else:
             rows_empty = None
