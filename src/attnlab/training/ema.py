@@ -13,6 +13,8 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
+from attnlab.errors import AttnlabError
+
 __all__ = ["WeightEma"]
 
 
@@ -57,7 +59,10 @@ class WeightEma:
     def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
         missing = set(self.shadow) - set(tensors)
         if missing:
-            raise KeyError(f"WeightEma: checkpoint lacks averaged weights for {sorted(missing)[:3]}")
+            raise AttnlabError(
+                f"the checkpoint holds no averaged weights (e.g. {sorted(missing)[0]!r}): it was written without "
+                f"--train.ema_decay; resume with the run's own setting"
+            )
         for k, v in tensors.items():
             if k in self.shadow:
                 self.shadow[k].copy_(v)
