@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.attention import flash_cpu
+from attnlab.attention.chunked import expand_groups, reduce_groups
 
 __all__ = ["banded_attention", "band_block_size", "band_width"]
 
@@ -58,8 +59,7 @@ def _band_mask(n: int, m: int, window: int, is_causal: bool, block: int, dtype: 
 def _padded(x: Tensor, heads: int, length: int, lead: int) -> Tensor:
     """(B, G, M, D) -> zero-padded (B*H, length, D) holding x at rows lead : lead + M."""
     b, g, m, d = x.shape
-    if g != heads:
-        x = x.repeat_interleave(heads // g, dim=1)
+    x = expand_groups(x, heads // g)
     return F.pad(x.reshape(b * heads, m, d), (0, 0, lead, length - lead - m))
 
 
@@ -125,7 +125,7 @@ class _BandedAttention(torch.autograd.Function):
         def unband(grad: Tensor) -> Tensor:
             full = _fold(grad, kp.shape[1], block, offset)[:, window : window + m]  # (B*H, M, D)
             full = full.reshape(b, h, m, d)
-            return full if g == h else full.view(b, g, h // g, m, d).sum(dim=2)
+            return reduce_groups(full, h // g)
 
         return dq, unband(dkb), unband(dvb), None, None, None, None
 

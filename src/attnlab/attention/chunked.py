@@ -20,7 +20,7 @@ from torch import Tensor
 
 from attnlab.attention.masks import block_is_empty, query_positions, structure_mask
 
-__all__ = ["chunked_attention", "default_block_sizes"]
+__all__ = ["chunked_attention", "default_block_sizes", "expand_groups", "reduce_groups"]
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,13 @@ def _tile(t: Tensor | None, i0: int, i1: int, j0: int, j1: int) -> Tensor | None
     return t[..., rows, cols]
 
 
-def _expand_groups(t: Tensor, repeats: int) -> Tensor:
+def expand_groups(t: Tensor, repeats: int) -> Tensor:
     """(B, G, M, D) -> (B, H, M, D) with head h reading group h // repeats."""
     return t if repeats == 1 else t.repeat_interleave(repeats, dim=1)
 
 
-def _reduce_groups(t: Tensor, repeats: int) -> Tensor:
-    """Inverse of _expand_groups for gradients: (B, H, M, D) -> (B, G, M, D)."""
+def reduce_groups(t: Tensor, repeats: int) -> Tensor:
+    """Inverse of expand_groups for gradients: (B, H, M, D) -> (B, G, M, D)."""
     if repeats == 1:
         return t
     b, h, m, d = t.shape
@@ -93,7 +93,7 @@ class _TileScores:
     def __call__(self, i0: int, i1: int, j0: int, j1: int) -> tuple[Tensor, Tensor | None]:
         s = self.spec
         q_blk = self.q[:, :, i0:i1]  # (B, H, nq, D)
-        k_blk = _expand_groups(self.k[:, :, j0:j1], self.repeats)  # (B, H, mk, D)
+        k_blk = expand_groups(self.k[:, :, j0:j1], self.repeats)  # (B, H, mk, D)
         scores = torch.matmul(q_blk, k_blk.transpose(-1, -2)).to(self.acc) * s.scale  # (B, H, nq, mk)
         bias = _tile(self.bias, i0, i1, j0, j1)
         if bias is not None:
@@ -154,7 +154,7 @@ class _ChunkedAttention(torch.autograd.Function):
             row_sum[:, :, i0:i1] = row_sum[:, :, i0:i1] * alpha + p.sum(dim=-1)
             if spec.dropout_p > 0:
                 p = p * _dropout_scale(spec, index, p)
-            v_blk = _expand_groups(v[:, :, j0:j1], repeats)
+            v_blk = expand_groups(v[:, :, j0:j1], repeats)
             acc[:, :, i0:i1] = acc[:, :, i0:i1] * alpha[..., None] + torch.matmul(p.to(v.dtype), v_blk).to(dt)
             row_max[:, :, i0:i1] = m_new
         has_keys = row_sum > 0
@@ -186,7 +186,7 @@ class _ChunkedAttention(torch.autograd.Function):
             scores, _ = scores_of(i0, i1, j0, j1)
             p = torch.exp(scores - lse[:, :, i0:i1, None])  # (B, H, nq, mk); masked -> 0
             g = grad_out[:, :, i0:i1]  # (B, H, nq, Dv)
-            v_blk = _expand_groups(v[:, :, j0:j1], repeats)
+            v_blk = expand_groups(v[:, :, j0:j1], repeats)
             dp = torch.matmul(g, v_blk.transpose(-1, -2)).to(dt)  # (B, H, nq, mk)
             p_used = p
             if spec.dropout_p > 0:
@@ -195,7 +195,7 @@ class _ChunkedAttention(torch.autograd.Function):
                 dp = dp * drop
             dv[:, :, j0:j1] += torch.matmul(p_used.transpose(-1, -2).to(g.dtype), g).to(dt)
             ds = p * (dp - delta[:, :, i0:i1, None])  # d(score) before scaling
-            k_blk = _expand_groups(k[:, :, j0:j1], repeats)
+            k_blk = expand_groups(k[:, :, j0:j1], repeats)
             dq[:, :, i0:i1] += torch.matmul(ds.to(q.dtype), k_blk).to(dt) * spec.scale
             dk[:, :, j0:j1] += torch.matmul(ds.transpose(-1, -2).to(q.dtype), q[:, :, i0:i1]).to(dt) * spec.scale
             if dbias is not None:
@@ -207,8 +207,8 @@ class _ChunkedAttention(torch.autograd.Function):
                 for acc, grad in zip(param_grads, grads):
                     if grad is not None:
                         acc += grad.to(dt)
-        dk = _reduce_groups(dk, repeats).to(k.dtype)
-        dv = _reduce_groups(dv, repeats).to(v.dtype)
+        dk = reduce_groups(dk, repeats).to(k.dtype)
+        dv = reduce_groups(dv, repeats).to(v.dtype)
         dbias_out = dbias.to(bias.dtype) if dbias is not None else None
         params_out = [gp.to(p.dtype) for gp, p in zip(param_grads, bias_params)]
         return (dq.to(q.dtype), dk, dv, None, dbias_out, None, *params_out)

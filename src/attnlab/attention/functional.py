@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.attention.banded import banded_applicable, banded_attention
-from attnlab.attention.chunked import chunked_attention
+from attnlab.attention.chunked import chunked_attention, expand_groups
 from attnlab.attention.masks import query_positions, safe_softmax, structure_mask
 from attnlab.attention.toeplitz import toeplitz_applicable, toeplitz_attention
 
@@ -118,8 +118,7 @@ def _combined_mask(mask: Tensor | None, n: int, m: int, is_causal: bool, window:
 def _math(q, k, v, mask, bias, scale, dropout_p):
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     repeats = q.shape[1] // k.shape[1]
-    k = k.repeat_interleave(repeats, dim=1) if repeats > 1 else k
-    v = v.repeat_interleave(repeats, dim=1) if repeats > 1 else v
+    k, v = expand_groups(k, repeats), expand_groups(v, repeats)
     scores = torch.matmul(q.to(compute), k.to(compute).transpose(-1, -2)) * scale  # (B, H, N, M)
     if bias is not None:
         scores = scores + bias.to(compute)

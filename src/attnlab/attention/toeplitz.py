@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnlab.attention import flash_cpu
+from attnlab.attention.chunked import expand_groups
 
 __all__ = ["toeplitz_attention", "toeplitz_applicable", "relative_values"]
 
@@ -200,6 +201,6 @@ def toeplitz_attention(q: Tensor, k: Tensor, v: Tensor, bias, *, scale: float, i
     reach = c_left + (0 if is_causal else c_right)
     if reach > _MAX_BAND_FRACTION * m + 1:
         return None
-    if k.shape[1] != h:
-        k, v = k.repeat_interleave(h // k.shape[1], dim=1), v.repeat_interleave(h // k.shape[1], dim=1)
+    repeats = h // k.shape[1]
+    k, v = expand_groups(k, repeats), expand_groups(v, repeats)
     return _ToeplitzAttention.apply(q, k, v, u, scale, is_causal, c_left, c_right, block)
