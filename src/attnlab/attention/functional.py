@@ -167,11 +167,10 @@ def _pick_backend(q: Tensor, k: Tensor, v: Tensor, n: int, m: int, bias: BiasLik
     Measured (benchmarks/attention.py): on an H100 the Python-tiled kernel is ~70x slower than
     SDPA even with a dense bias, so CUDA keeps SDPA with a dense bias below the memory limit.
     """
-    callable_bias = callable(bias) and not isinstance(bias, Tensor)
     if not q.is_cuda and n * m >= _AUTO_FUSED_MIN_SCORES:
         if window is not None and bias is None and mask is None and dropout_p == 0 and banded_applicable(q, k, v, window):
             return "banded"
-        if callable_bias and toeplitz_applicable(q, k, v, bias, mask, window, dropout_p):
+        if toeplitz_applicable(q, k, v, bias, mask, window, dropout_p):
             return "toeplitz"
     return _dense_or_chunked(q, n, m, bias, window)
 
