@@ -145,6 +145,11 @@ class TokenClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens per example (``TrainConfig.group_by_length``)."""
+        return [len(i) for i in self.ids]
+
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.ids[index], self.y[index]
 
@@ -270,6 +275,11 @@ class ParallelDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.src)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Source + target tokens per pair (``TrainConfig.group_by_length``)."""
+        return [len(s) + len(t) for s, t in zip(self.src, self.tgt)]
 
     def __getitem__(self, index: int):
         return self.src[index], self.tgt[index], self.tgt_texts[index]

@@ -24,6 +24,7 @@ from attnlab.training.distributed import DistInfo, pick_device
 from attnlab.training.ema import WeightEma
 from attnlab.training.loggers import RunLogger
 from attnlab.training.objectives import Objective
+from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
 from attnlab.training.schedule import warmup_cosine
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "to_device"]
@@ -53,6 +54,7 @@ class TrainConfig:
     keep: str = "best"  # weights kept at the end: "best" on validation, or "last"
     ema_decay: float = 0.0  # > 0 (e.g. 0.999): validate, keep and save a moving average of the weights
     label_smoothing: float = 0.0
+    group_by_length: bool = False  # batches of similar-length examples (less padding); needs dataset.lengths
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     max_bad_steps: int = 10  # non-finite losses skipped before training stops
     progress: bool = True
@@ -135,9 +137,13 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.sampler = DistributedSampler(
-            train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=config.seed, drop_last=True
-        )
+        if config.group_by_length:
+            self.sampler = LengthGroupedSampler(dataset_lengths(train_set), config.batch_size, num_replicas=self.dist.world_size,
+                                                rank=self.dist.rank, seed=config.seed)
+        else:
+            self.sampler = DistributedSampler(
+                train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=config.seed, drop_last=True
+            )
         generator = torch.Generator().manual_seed(config.seed)
         self.train_loader = DataLoader(
             train_set, batch_size=config.batch_size, sampler=self.sampler, drop_last=True, collate_fn=collate_fn,
