@@ -152,3 +152,31 @@ def test_attention_module_takes_the_fused_paths_exactly(positional, window):
     torch.testing.assert_close(x.grad.double(), x64.grad, atol=2e-5, rtol=1e-4)
     for (name, p), p64 in zip(layer.named_parameters(), ref_layer.parameters()):
         torch.testing.assert_close(p.grad.double(), p64.grad, atol=5e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_auto_trains_short_half_precision_sequences_in_fp32_math(dtype):
+    """Short bf16/fp16 training attention on CPU runs the fp32 math backend (SDPA's fused
+    backward is several times slower there); forward and gradients match the float64 reference."""
+    q, k, v = _inputs(3, 4, 2, 17, 16, 32, dtype)
+    mask = torch.rand(3, 1, 17, 16, generator=torch.Generator().manual_seed(1)) > 0.3
+    mask[0, :, 2] = False  # one row with nothing to attend to
+    assert functional._pick_backend(q, k, v, 17, 16, None, None, mask) == "math"
+    with torch.no_grad():  # inference keeps SDPA's fused forward
+        assert functional._pick_backend(q, k, v, 17, 16, None, None, mask) == "sdpa"
+    assert functional._pick_backend(q.detach().float(), k.float(), v.float(), 17, 16, None, None, mask) == "sdpa"
+    n = 128
+    big = _inputs(1, 2, 2, n, n, 8, dtype)
+    assert functional._pick_backend(*big, n, n, None, None) == "sdpa"
+
+    out = attention(q, k, v, mask=mask)
+    grad = torch.randn_like(out, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (out.double() * grad).sum().backward()
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    ref, _ = reference_attention(*leaves, mask=mask)
+    (ref * grad).sum().backward()
+    tol = {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(out.double(), ref, **tol)
+    assert out[0, :, 2].abs().max() == 0
+    for t, leaf in zip((q, k, v), leaves):
+        torch.testing.assert_close(t.grad.double(), leaf.grad, **tol)
