@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from attnlab.layers.attention import MultiHeadAttention
 from attnlab.layers.cache import KVCache
-from attnlab.layers.feedforward import FeedForward
+from attnlab.layers.feedforward import FeedForward, drop
 
 __all__ = ["TransformerBlock"]
 
@@ -50,7 +50,7 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _drop(self, x: Tensor) -> Tensor:
-        return self.dropout(x) if self.training and self.dropout.p > 0 else x  # no call when a no-op
+        return drop(self.dropout, x)
 
     def _residual(self, x: Tensor, norm: nn.Module, fn) -> Tensor:
         if self.norm_first:

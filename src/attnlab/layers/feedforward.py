@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FeedForward"]
+__all__ = ["FeedForward", "drop"]
+
+
+def drop(dropout: nn.Dropout, x: Tensor) -> Tensor:
+    """``dropout(x)``, without the call when it is a no-op (eval, or p = 0): decoding calls it per token."""
+    return dropout(x) if dropout.training and dropout.p > 0 else x
 
 
 class FeedForward(nn.Module):
@@ -34,4 +39,4 @@ class FeedForward(nn.Module):
             h = F.gelu(h, approximate="tanh")
         else:
             h = F.relu(h)
-        return self.fc2(self.dropout(h) if self.training and self.dropout.p > 0 else h)
+        return self.fc2(drop(self.dropout, h))
