@@ -92,8 +92,8 @@ def test_read_wav_float_format(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"hello, not audio", "is not a WAV file"),
-        (b"RIFF\x10\x00\x00\x00WAVEjunk\x00\x00\x00\x00", "corrupt WAV file"),
+        (b"hello, not audio", "is not a readable audio file: Format not recognised"),
+        (b"RIFF\x10\x00\x00\x00WAVEjunk\x00\x00\x00\x00", "is not a readable audio file: .*data"),
     ],
 )
 def test_bad_files_name_the_file(tmp_path, content, message):
@@ -104,19 +104,21 @@ def test_bad_files_name_the_file(tmp_path, content, message):
     assert "broken_7.wav" in str(info.value)
 
 
-def test_truncated_short_and_unsupported_files_are_data_errors(tmp_path):
+def test_truncated_short_and_unsupported_files(tmp_path):
     good = write_wav(tmp_path / "good.wav", sine(440, 8000, 0.1), 8000)
     cut = tmp_path / "cut.wav"
-    cut.write_bytes(good.read_bytes()[:-100])
-    with pytest.raises(DataError, match=r"cut\.wav is truncated"):
-        read_wav(cut)
+    cut.write_bytes(good.read_bytes()[:-100])  # a cut-off data chunk: the frames present, as libsndfile reads it
+    got, _ = read_wav(cut)
+    full, _ = read_wav(good)
+    assert got.shape == (1, 800 - 50)
+    np.testing.assert_array_equal(got, full[:, :750])
     short = write_wav(tmp_path / "short.wav", sine(440, 8000, 0.005), 8000)  # 40 samples < n_fft
     with pytest.raises(DataError, match=r"short\.wav is too short"):
         prepare_audio(short, AudioSpec())
     adpcm = bytearray(good.read_bytes())
     adpcm[20:22] = struct.pack("<H", 2)  # format tag 2: MS ADPCM
     (tmp_path / "adpcm.wav").write_bytes(bytes(adpcm))
-    with pytest.raises(DataError, match=r"adpcm\.wav: unsupported WAV encoding"):
+    with pytest.raises(DataError, match=r"adpcm\.wav is not a readable audio file: .*ADPCM"):
         read_wav(tmp_path / "adpcm.wav")
     with pytest.raises(DataError, match="cannot read audio file"):
         read_wav(tmp_path / "missing.wav")

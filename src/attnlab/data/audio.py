@@ -3,11 +3,10 @@
 Pipeline (training and `prepare_audio` share every step, so predict replays it exactly; steps
 1-3 live in `attnlab.data.wav`):
 
-1. `read_wav`: PCM (8/16/24/32-bit) or IEEE-float WAV, parsed with numpy (the standard
-   library's ``wave`` rejects float WAVs), scaled to [-1, 1], shape (channels, samples).
-2. Mono by averaging channels; `resample` to ``sample_rate`` by windowed-sinc (Hann)
-   band-limited interpolation, the method of Smith's resampling notes and torchaudio's
-   ``sinc_interp_hann``, with the cutoff at ``rolloff`` x the lower Nyquist to avoid aliasing.
+1. `read_wav`: any WAV encoding (and FLAC/OGG) decoded by ``soundfile`` (libsndfile),
+   scaled to [-1, 1], shape (channels, samples).
+2. Mono by averaging channels; `resample` to ``sample_rate`` with ``scipy.signal.resample_poly``
+   (polyphase, Kaiser-windowed anti-aliasing low-pass).
 3. `fix_length`: a longer clip keeps its loudest window of ``duration`` seconds, a shorter
    one is zero-padded on both sides (centred), so utterances sit in the middle of the input.
 4. `log_mel`: ``torch.stft`` (periodic Hann window, centred frames) power spectrogram ->
