@@ -55,6 +55,49 @@ def test_padding_does_not_change_real_states():
     assert torch.isfinite(full).all()  # all-padding query rows give zeros, not NaN
 
 
+@pytest.mark.parametrize("block", ["paper", "pre-norm"])
+def test_blocks_match_a_plain_float64_rewrite(block):
+    """One block against the formulas written out in float64: the paper's code adds the
+    normalised input and takes keys/values from the raw input; pre-norm is x + f(LN x)."""
+    model = _model(block=block, depth=1, num_heads=2).double().eval()
+    x = torch.randn(3, 7, 16, dtype=torch.float64)
+    keep = torch.ones(3, 7, dtype=torch.bool)
+    keep[0, :3] = False  # left padding
+    blk = model.blocks[0]
+    with torch.no_grad():
+        got = blk(x, mask=keep, is_causal=True)
+
+    def ln(t, norm):
+        return F.layer_norm(t, (16,), norm.weight, norm.bias, norm.eps)
+
+    def attn(q_in, kv_in):
+        a = blk.attn
+
+        def heads(t):
+            return t.view(3, 7, 2, 8).transpose(1, 2)  # (B, H, N, D)
+
+        q, k, v = heads(a.q_proj(q_in)), heads(a.k_proj(kv_in)), heads(a.v_proj(kv_in))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(8)
+        allowed = torch.ones(7, 7, dtype=torch.bool).tril() & keep[:, None, None, :]
+        w = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+        return a.out_proj((w @ v).transpose(1, 2).reshape(3, 7, 16))
+
+    def ffn(t):
+        return blk.mlp.fc2(torch.relu(blk.mlp.fc1(t)))
+
+    with torch.no_grad():
+        if block == "paper":
+            q = ln(x, blk.norm1)
+            h = ln(q + attn(q, x), blk.norm2)
+            want = h + ffn(h)
+        else:
+            y = x + attn(ln(x, blk.norm1), ln(x, blk.norm1))
+            want = y + ffn(ln(y, blk.norm2))
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ConfigError, match="block"):
+        _model(block="post-norm")
+
+
 def test_score_and_shared_embedding():
     model = _model().eval()
     states = torch.randn(3, 16)

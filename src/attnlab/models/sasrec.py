@@ -10,6 +10,8 @@ LayerNorm before each sub-layer and once at the end, a point-wise feed-forward o
 with ReLU, Glorot-initialised embedding tables. One deliberate difference: the paper
 zeroes padded positions and lets queries attend to them; here a key-padding mask keeps them
 out of attention altogether (``attnlab.explain`` then shows attention over real items only).
+The block (``block="paper"``, ``PaperBlock``) follows the code, not the textbook pre-norm
+block: the residuals add the *normalised* input, and keys/values are the raw input.
 
 Histories are left-padded with item 0, so position N - 1 always holds the most recent item;
 a history shorter than ``max_len`` uses the last positions of the table (right-aligned), so a
@@ -29,7 +31,7 @@ from attnlab.errors import ConfigError
 from attnlab.layers import TransformerBlock
 from attnlab.models.registry import register_model
 
-__all__ = ["SASRecConfig", "SASRec", "sasrec_example"]
+__all__ = ["SASRecConfig", "SASRec", "PaperBlock", "sasrec_example"]
 
 
 def sasrec_example(config: "SASRecConfig", batch: int = 2) -> tuple[Tensor]:
@@ -52,6 +54,10 @@ class SASRecConfig:
     dropout: float = 0.5  # the paper: 0.5 on sparse data, 0.2 on MovieLens-1M
     attn_dropout: float = 0.5  # the paper's code drops attention weights at the same rate
     activation: str = "relu"
+    # "paper": the block of the paper's code (kang205/SASRec, model.py): queries and both residuals
+    # come from the normalised input, keys and values from the raw one. "pre-norm": a standard
+    # pre-norm Transformer block (x + attn(LN x), x + ffn(LN x)).
+    block: str = "paper"
 
     def __post_init__(self) -> None:
         check_positive("SASRecConfig", num_items=self.num_items, max_len=self.max_len, dim=self.dim, depth=self.depth,
@@ -64,8 +70,25 @@ class SASRecConfig:
         for name in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"SASRecConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.block not in ("paper", "pre-norm"):
+            raise ConfigError(f"SASRecConfig.block must be one of ['paper', 'pre-norm'], got {self.block!r}")
         if self.activation not in ("relu", "gelu"):
             raise ConfigError(f"SASRecConfig.activation must be one of ['relu', 'gelu'], got {self.activation!r}")
+
+
+class PaperBlock(TransformerBlock):
+    """The SASRec code's block: q = LN1(x); x = q + attn(q, keys = values = x); h = LN2(x);
+    out = h + ffn(h). Attention dropout on the weights only, dropout inside and after the
+    feed-forward. Same parameters as a pre-norm ``TransformerBlock``.
+
+    Shape: x (B, N, C), mask (B, N) True at real items -> (B, N, C).
+    """
+
+    def forward(self, x: Tensor, *, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:  # type: ignore[override]
+        q = self.norm1(x)
+        x = q + self.attn(q, x, mask=mask, is_causal=is_causal)  # (B, N, C)
+        h = self.norm2(x)
+        return h + self._drop(self.mlp(h))
 
 
 class SASRec(nn.Module):
@@ -81,8 +104,9 @@ class SASRec(nn.Module):
         self.item_embed = nn.Embedding(c.num_items + 1, c.dim, padding_idx=0)
         self.pos_embed = nn.Parameter(torch.empty(c.max_len, c.dim))
         self.dropout = nn.Dropout(c.dropout)
+        block = PaperBlock if c.block == "paper" else TransformerBlock
         self.blocks = nn.ModuleList(
-            TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
+            block(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
                              activation=c.activation, norm_first=True)
             for _ in range(c.depth)
         )
