@@ -14,6 +14,10 @@ time and the epochs.
     python benchmarks/sasrec.py --partial RUN_DIR    # test the best-so-far weights of an
                                                      # unfinished run (from its checkpoint)
 
+Measured (seed 0, 1 thread, 2-core AMD EPYC): test HR@10 0.7404, NDCG@10 0.5355 (paper 0.7410 /
+0.5360), best validation epoch 153, 39 min; with the textbook pre-norm block
+(``--model.block pre-norm`` on the CLI) 0.7318 / 0.5227 in 47 min.
+
 Results go to benchmarks/results/sasrec[-quick|-partial].json. Set OMP_NUM_THREADS (and
 ``--threads``) on shared machines; the JSON records the machine and its load.
 """
