@@ -24,7 +24,7 @@ def dataset_lengths(dataset) -> list[int]:
     if lengths is None:
         raise ConfigError(
             f"TrainConfig.group_by_length needs a dataset with per-example lengths; {type(dataset).__name__} has no "
-            f"`lengths` (text, translation and sequence datasets have them); set group_by_length false"
+            f"`lengths` (the text-classification and translation datasets have them); set group_by_length false"
         )
     lengths = list(lengths)
     if len(lengths) != len(dataset):
