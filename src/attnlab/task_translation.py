@@ -38,7 +38,7 @@ __all__ = ["TranslationObjective", "translate", "corpus_bleu", "DEFAULT_MODEL_CO
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"dim": 128, "encoder_depth": 2, "decoder_depth": 2, "num_heads": 4,
                                         "mlp_ratio": 2.0, "dropout": 0.1}
 DEFAULT_TRAIN: dict[str, Any] = {"epochs": 5, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup_epochs": 0.5,
-                                 "label_smoothing": 0.1, "keep": "best"}
+                                 "label_smoothing": 0.1, "keep": "best", "group_by_length": True}
 DEFAULT_DATA_OPTIONS: dict[str, Any] = {"tokenizer": "bpe", "vocab_size": 8000}
 
 
