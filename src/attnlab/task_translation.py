@@ -1,6 +1,6 @@
 """Translation task family: ``--task translation --data <folder of <split>.<lang>[.gz] files>``.
 
-Data: `attnlab.data.text` (aligned files, e.g. Multi30k's ``train.en.gz`` / ``train.de.gz``).
+Data: `attnlab.data.parallel` (aligned files, e.g. Multi30k's ``train.en.gz`` / ``train.de.gz``).
 A byte-level BPE tokenizer, shared by both languages by default, is trained on the
 training split and saved in the run directory. Model: ``transformer-mt``
 (`attnlab.models.seq2seq`); decoding: `attnlab.generation` (greedy / beam search).
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.data import text as _data  # noqa: F401  (registers the text loaders)
+from attnlab.data import parallel as _data  # noqa: F401  (registers the translation loader)
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer
 from attnlab.generation import beam_search, greedy_search
 from attnlab.tasks import TaskSpec, register_task_spec
