@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnlab.config import check_positive
+from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
 from attnlab.layers import TransformerBlock
 from attnlab.models.registry import register_model
@@ -70,10 +70,8 @@ class SASRecConfig:
         for name in ("dropout", "attn_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"SASRecConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.block not in ("paper", "pre-norm"):
-            raise ConfigError(f"SASRecConfig.block must be one of ['paper', 'pre-norm'], got {self.block!r}")
-        if self.activation not in ("relu", "gelu"):
-            raise ConfigError(f"SASRecConfig.activation must be one of ['relu', 'gelu'], got {self.activation!r}")
+        check_choice("SASRecConfig", "block", self.block, ("paper", "pre-norm"))
+        check_choice("SASRecConfig", "activation", self.activation, ("relu", "gelu"))
 
 
 class PaperBlock(TransformerBlock):
