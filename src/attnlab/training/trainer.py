@@ -24,6 +24,7 @@ from attnlab.training.distributed import DistInfo, pick_device
 from attnlab.training.ema import WeightEma
 from attnlab.training.loggers import RunLogger
 from attnlab.training.objectives import Objective
+from attnlab.training.precision import resolve_precision
 from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
 from attnlab.training.schedule import warmup_cosine
 
@@ -132,7 +133,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.is_main = self.dist.is_main
-        self.precision = self._resolve_precision(config.precision)
+        self.precision = resolve_precision(config.precision, self.device)
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -170,12 +171,6 @@ class Trainer:
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.ema = WeightEma(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.logger = RunLogger(self.run_dir, enabled=self.is_main)
-
-    def _resolve_precision(self, precision: str) -> str:
-        if precision == "auto":
-            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-            return "bf16" if cuda_bf16 else "fp32"
-        return precision
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
