@@ -37,6 +37,7 @@ __all__ = [
     "resolve_device",
     "synchronize",
     "time_call",
+    "time_paired",
     "machine_info",
     "git_revision",
     "reset_peak_rss",
@@ -114,6 +115,20 @@ def time_call(
     }
 
 
+def time_paired(ours: Callable[[], Any], peer: Callable[[], Any], device: torch.device, rounds: int) -> tuple[float, float]:
+    """Median seconds of each, timed alternately (one warm-up each) so load drifts hit both."""
+    ours(), peer()
+    a, b = [], []
+    for _ in range(rounds):
+        for fn, times in ((ours, a), (peer, b)):
+            synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(a), statistics.median(b)
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -127,12 +142,17 @@ def _cpu_model() -> str:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """What a reader needs to compare two result files."""
+    from attnlab.training.precision import native_bf16
+
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        # AVX2 vs AVX512 and native bf16 change CPU timings several-fold (an emulated bf16 matmul ~400x).
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": native_bf16("cpu"),
         "torch_num_threads": torch.get_num_threads(),
         "device": device.type,
         "cuda_device": None,

@@ -33,33 +33,17 @@ benchmarks/results/models-<device>[-quick].json unless ``--out``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, resolve_device, synchronize, write_json  # noqa: E402
+from _common import format_table, git_revision, machine_info, resolve_device, time_paired, write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _paired(ours: Callable[[], Any], peer: Callable[[], Any], device: torch.device, rounds: int) -> tuple[float, float]:
-    """Median seconds of each, timed alternately (one warm-up each) so load drifts hit both."""
-    ours(), peer()
-    a, b = [], []
-    for _ in range(rounds):
-        for fn, times in ((ours, a), (peer, b)):
-            synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(a), statistics.median(b)
 
 
 def _bert(size: dict[str, int], tmp: Path, device: torch.device):
@@ -98,7 +82,7 @@ def encoder_rows(size: dict[str, int], seqs: list[int], batch: int, rounds: int,
         with torch.no_grad():
             diff = float((ours(ids)[0] - peer(input_ids=ids).last_hidden_state).abs().max())
         ours.train(), peer.train()
-        t_ours, t_peer = _paired(_train_step(ours, lambda: ours(ids)[0]),
+        t_ours, t_peer = time_paired(_train_step(ours, lambda: ours(ids)[0]),
                                  _train_step(peer, lambda: peer(input_ids=ids).last_hidden_state), device, rounds)
         rows.append({"row": f"encoder-train N={n}", "peer": "HF BertModel (sdpa)", "unit": "tokens/s",
                      "ours": batch * n / t_ours, "theirs": batch * n / t_peer, "ratio": t_peer / t_ours,
@@ -112,7 +96,7 @@ def encoder_rows(size: dict[str, int], seqs: list[int], batch: int, rounds: int,
         ids = torch.randint(5, size["vocab"], (batch, n), device=device)
         emb = torch.randn(batch, n, size["dim"], device=device)
         with torch.no_grad():
-            t_ours, t_peer = _paired(lambda: ours(ids), lambda: fused(emb), device, rounds)
+            t_ours, t_peer = time_paired(lambda: ours(ids), lambda: fused(emb), device, rounds)
         rows.append({"row": f"encoder-infer N={n}", "peer": "nn.TransformerEncoder (fast path)", "unit": "tokens/s",
                      "ours": batch * n / t_ours, "theirs": batch * n / t_peer, "ratio": t_peer / t_ours,
                      "target": None, "max_abs_diff": None})
@@ -147,7 +131,7 @@ def generation_rows(size: dict[str, int], batches: list[int], prompt: int, new: 
 
         with torch.no_grad():
             same = bool(torch.equal(run_ours(), run_peer()))
-            t_ours, t_peer = _paired(run_ours, run_peer, device, rounds)
+            t_ours, t_peer = time_paired(run_ours, run_peer, device, rounds)
         rows.append({"row": f"generate B={b}", "peer": "HF GPT2LMHeadModel.generate", "unit": "new tokens/s",
                      "ours": b * new / t_ours, "theirs": b * new / t_peer, "ratio": t_peer / t_ours,
                      "target": 1.5, "max_abs_diff": 0.0 if same else None, "same_tokens": same})
@@ -168,7 +152,7 @@ def vit_rows(size: dict[str, int], batch: int, rounds: int, device: torch.device
     peer = ViTForImageClassification.from_pretrained(tmp / "vit", attn_implementation="sdpa").to(device).train()
     ours = load_hf_vit(tmp / "vit").to(device).train()
     x = torch.randn(batch, 3, 32, 32, device=device)
-    t_ours, t_peer = _paired(_train_step(ours, lambda: ours(x)), _train_step(peer, lambda: peer(pixel_values=x).logits),
+    t_ours, t_peer = time_paired(_train_step(ours, lambda: ours(x)), _train_step(peer, lambda: peer(pixel_values=x).logits),
                              device, rounds)
     try:
         import timm  # noqa: F401

@@ -4,6 +4,7 @@ from attnlab.layers.attention import MultiHeadAttention, key_padding_to_mask
 from attnlab.layers.block import TransformerBlock
 from attnlab.layers.cache import KVCache
 from attnlab.layers.conv_attention import CBAM, ChannelAttention, NonLocalBlock2d, SpatialAttention, SqueezeExcite
+from attnlab.layers.dropout import Dropout
 from attnlab.layers.feedforward import FeedForward
 from attnlab.layers.linear_attention import LinearAttention
 from attnlab.layers.positional import LearnedPositionalEmbedding, RelativePositionBias, SinusoidalPositionalEmbedding
@@ -14,6 +15,7 @@ __all__ = [
     "TransformerBlock",
     "KVCache",
     "FeedForward",
+    "Dropout",
     "LearnedPositionalEmbedding",
     "SinusoidalPositionalEmbedding",
     "RelativePositionBias",

@@ -6,7 +6,8 @@ from torch import Tensor, nn
 
 from attnlab.layers.attention import MultiHeadAttention
 from attnlab.layers.cache import KVCache
-from attnlab.layers.feedforward import FeedForward, drop
+from attnlab.layers.dropout import Dropout, drop
+from attnlab.layers.feedforward import FeedForward
 
 __all__ = ["TransformerBlock"]
 
@@ -47,7 +48,7 @@ class TransformerBlock(nn.Module):
         self.norm_cross = nn.LayerNorm(dim, eps=norm_eps) if cross_attention else None
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), activation=activation, dropout=dropout)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def _drop(self, x: Tensor) -> Tensor:
         return drop(self.dropout, x)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FeedForward", "drop"]
+from attnlab.layers.dropout import Dropout, drop
 
-
-def drop(dropout: nn.Dropout, x: Tensor) -> Tensor:
-    """``dropout(x)``, without the call when it is a no-op (eval, or p = 0): decoding calls it per token."""
-    return dropout(x) if dropout.training and dropout.p > 0 else x
+__all__ = ["FeedForward"]
 
 
 class FeedForward(nn.Module):
@@ -26,7 +23,7 @@ class FeedForward(nn.Module):
         self.activation = activation
         self.fc1 = nn.Linear(dim, hidden_dim * (2 if activation == "swiglu" else 1), bias=bias)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc1(x)

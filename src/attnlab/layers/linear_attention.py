@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.layers.dropout import Dropout
+
 __all__ = ["linear_attention", "LinearAttention"]
 
 # Causal attention is computed block by block: inside a block the (small) L x L kernel
@@ -185,7 +187,7 @@ class LinearAttention(nn.Module):
         self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
         self.out_proj = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def _check(self, name: str, t: Tensor) -> None:
         if t.dim() != 3 or t.shape[-1] != self.dim:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import TransformerBlock
+from attnlab.layers import Dropout, TransformerBlock
 from attnlab.layers.init import init_transformer_weights
 from attnlab.models.registry import register_model
 
@@ -103,7 +103,7 @@ class AudioTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pooling == "cls" else None
         self.freq_pos = nn.Parameter(torch.randn(1, self.patch_grid[0], 1, c.dim) * 0.02)
         self.time_pos = nn.Parameter(torch.randn(1, 1, self.patch_grid[1], c.dim) * 0.02)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout)
             for _ in range(c.depth)

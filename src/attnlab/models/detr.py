@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from attnlab.attention.positional import sincos_2d
 from attnlab.config import check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import FeedForward, MultiHeadAttention, TransformerBlock
+from attnlab.layers import Dropout, FeedForward, MultiHeadAttention, TransformerBlock
 from attnlab.models.box_ops import inverse_sigmoid
 from attnlab.models.registry import register_model
 
@@ -130,7 +130,7 @@ class DecoderLayer(nn.Module):
         self.cross_attn = MultiHeadAttention(dim, num_heads, dropout=0.0)
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), dropout=dropout)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, tgt: Tensor, query_pos: Tensor, memory: Tensor) -> Tensor:
         h = self.norm1(tgt) + query_pos

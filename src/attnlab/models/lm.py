@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import KVCache, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.models.registry import register_model
 from attnlab.models.text import init_text_weights
 
@@ -79,7 +79,7 @@ class TransformerLM(nn.Module):
             self.pos_embed = SinusoidalPositionalEmbedding(c.max_length, c.dim)
         else:
             self.pos_embed = None
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
                              activation=c.activation, positional=_IN_ATTENTION.get(c.pos_embed), qkv_bias=c.qkv_bias,

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import TransformerBlock
+from attnlab.layers import Dropout, TransformerBlock
 from attnlab.models.registry import register_model
 
 __all__ = ["SASRecConfig", "SASRec", "PaperBlock", "sasrec_example"]
@@ -101,7 +101,7 @@ class SASRec(nn.Module):
         self.config = c
         self.item_embed = nn.Embedding(c.num_items + 1, c.dim, padding_idx=0)
         self.pos_embed = nn.Parameter(torch.empty(c.max_len, c.dim))
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         block = PaperBlock if c.block == "paper" else TransformerBlock
         self.blocks = nn.ModuleList(
             block(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import KVCache, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.models.registry import register_model
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqTransformer", "DecoderState", "TRANSLATION_TASKS"]
@@ -115,7 +115,7 @@ class Seq2SeqTransformer(nn.Module):
         positions = LearnedPositionalEmbedding if c.pos_embed == "learned" else SinusoidalPositionalEmbedding
         self.pos_embed = positions(c.max_length, c.dim)
         self.embed_scale = math.sqrt(c.dim)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
         def block(cross: bool) -> TransformerBlock:
             return TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers import Dropout, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.models.registry import register_model
 
 __all__ = ["TextClassifierConfig", "TextEncoder", "TextClassifier", "TEXT_CLASSIFICATION_TASKS", "init_text_weights"]
@@ -129,7 +129,7 @@ class TextEncoder(nn.Module):
         else:
             self.pos_embed = None
         self.embed_norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.embed_norm else None
-        self.embed_dropout = nn.Dropout(c.embed_dropout)
+        self.embed_dropout = Dropout(c.embed_dropout)
         # Small text data sets: local n-gram features before attention help, as a convolutional
         # tokenizer does in Compact Transformers (Hassani et al. 2021) and CNNs in Kim 2014.
         self.conv = nn.Conv1d(c.dim, c.dim, c.conv_kernel, padding=c.conv_kernel // 2) if c.conv_kernel else None
@@ -186,7 +186,7 @@ class TextClassifier(nn.Module):
         self.ngram_convs = nn.ModuleList(nn.Conv1d(config.dim, config.conv_channels, k, padding=k - 1)
                                          for k in config.conv_widths)
         head_dropout = config.dropout if config.head_dropout is None else config.head_dropout
-        self.dropout = nn.Dropout(head_dropout)
+        self.dropout = Dropout(head_dropout)
         self.head = nn.Linear(config.dim + len(config.conv_widths) * config.conv_channels, config.num_classes)
         self.apply(init_text_weights)
 

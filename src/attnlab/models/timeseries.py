@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers import Dropout, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.layers.init import init_transformer_weights
 from attnlab.models.registry import register_model
 
@@ -126,7 +126,7 @@ class TimeSeriesTransformer(nn.Module):
             self.pos_embed = SinusoidalPositionalEmbedding(n_tokens, c.dim)
         else:
             self.pos_embed = None
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
                              positional=_IN_ATTENTION.get(c.pos_embed))

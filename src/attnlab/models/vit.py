@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from attnlab.attention import positional
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import TransformerBlock
+from attnlab.layers import Dropout, TransformerBlock
 from attnlab.layers.init import init_transformer_weights
 from attnlab.models.registry import register_model
 
@@ -91,7 +91,7 @@ class VisionTransformer(nn.Module):
             if self.num_prefix_tokens:
                 table = torch.cat([torch.zeros(1, c.dim), table])
             self.register_buffer("pos_embed", table[None], persistent=False)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
                              norm_eps=c.norm_eps)

@@ -1,0 +1,67 @@
+"""Dropout (Srivastava et al. 2014) with a faster CPU path.
+
+``F.dropout`` on a CPU draws its mask with ``bernoulli_``, which PyTorch does not vectorise
+there: on a 2-core AVX2 EPYC it is ~40% of a dropout forward + backward. Drawing uniforms
+with ``torch.rand`` and keeping ``u >= p`` gives the same distribution (P(keep) = 1 - p, to
+float32's 2**-24) at 1.2-1.5x the speed of ``F.dropout`` forward + backward
+(``benchmarks/dropout.py``). The mask is saved as bool, one byte an element, as
+``native_dropout`` saves it. CUDA, ``inplace`` and p = 1 keep ``F.dropout``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Dropout", "dropout", "drop"]
+
+
+class _CpuDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float) -> Tensor:  # type: ignore[override]
+        keep = torch.rand(x.shape, device=x.device) >= p  # float32 uniforms whatever x's dtype
+        ctx.scale = 1.0 / (1.0 - p)
+        ctx.save_for_backward(keep)
+        return x.mul(keep).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (keep,) = ctx.saved_tensors
+        return _MaskScale.apply(grad, keep, ctx.scale), None
+
+
+class _MaskScale(torch.autograd.Function):
+    """grad * keep * scale, itself differentiable (double backward through dropout)."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor, keep: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        ctx.save_for_backward(keep)
+        return grad.mul(keep).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, gg: Tensor):  # type: ignore[override]
+        (keep,) = ctx.saved_tensors
+        return _MaskScale.apply(gg, keep, ctx.scale), None, None
+
+
+def dropout(x: Tensor, p: float, training: bool = True, inplace: bool = False) -> Tensor:
+    """``F.dropout(x, p, training, inplace)``; no-op calls return ``x`` itself."""
+    if not training or p == 0:
+        return x
+    if x.device.type == "cpu" and not inplace and 0 < p < 1 and x.is_floating_point():
+        return _CpuDropout.apply(x, p)
+    return F.dropout(x, p, training, inplace)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same arguments, same state dict) on the faster CPU path."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training, self.inplace)
+
+
+def drop(module: nn.Dropout, x: Tensor) -> Tensor:
+    """``module(x)`` without the module call (decoding runs it per token, mostly as a no-op)."""
+    return dropout(x, module.p, module.training, module.inplace)
