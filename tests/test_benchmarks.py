@@ -27,6 +27,7 @@ QUICK = [
     ("detection.py", ["--threads", "1"], None),
     ("models.py", ["--threads", "1"], None),
     ("dropout.py", ["--threads", "1"], None),
+    ("linear.py", ["--threads", "1"], None),
     ("text_classification.py", ["--root", str(DATA_DIR / "text"), "--threads", "1"], DATA_DIR / "text"),
     ("translation.py", ["--data", str(DATA_DIR / "multi30k"), "--threads", "1"], DATA_DIR / "multi30k"),
     ("language_model.py", ["--data", str(DATA_DIR / "tinyshakespeare" / "input.txt"), "--threads", "1"],

@@ -6,6 +6,7 @@ from attnlab.layers.cache import KVCache
 from attnlab.layers.conv_attention import CBAM, ChannelAttention, NonLocalBlock2d, SpatialAttention, SqueezeExcite
 from attnlab.layers.dropout import Dropout
 from attnlab.layers.feedforward import FeedForward
+from attnlab.layers.linear import Linear
 from attnlab.layers.linear_attention import LinearAttention
 from attnlab.layers.positional import LearnedPositionalEmbedding, RelativePositionBias, SinusoidalPositionalEmbedding
 
@@ -16,6 +17,7 @@ __all__ = [
     "KVCache",
     "FeedForward",
     "Dropout",
+    "Linear",
     "LearnedPositionalEmbedding",
     "SinusoidalPositionalEmbedding",
     "RelativePositionBias",

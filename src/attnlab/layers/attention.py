@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from attnlab.layers.linear import Linear
 from attnlab.attention import attention, attention_weights, positional as pos
 from attnlab.attention.functional import select_index
 from attnlab.layers.cache import KVCache
@@ -77,10 +78,10 @@ class MultiHeadAttention(nn.Module):
         self.backend = backend
         self.rope_base = rope_base
         kv_dim = num_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, kv_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, kv_dim, bias=qkv_bias)
-        self.out_proj = nn.Linear(dim, dim)
+        self.q_proj = Linear(dim, dim, bias=qkv_bias)
+        self.k_proj = Linear(dim, kv_dim, bias=qkv_bias)
+        self.v_proj = Linear(dim, kv_dim, bias=qkv_bias)
+        self.out_proj = Linear(dim, dim)
         self.relative_bias = RelativePositionBias(num_heads) if positional == "relative" else None
         self._alibi = pos.alibi_bias(num_heads) if positional == "alibi" else None
         # explain/ sets this to receive exact weights (B, H, N, M) on every forward, and

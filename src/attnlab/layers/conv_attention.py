@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.layers.linear import Linear
+
 __all__ = [
     "NonLocalBlock2d",
     "SqueezeExcite",
@@ -143,8 +145,8 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         hidden = _hidden_size(channels, reduction, min_hidden)
         self.channels = channels
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
+        self.fc1 = Linear(channels, hidden)
+        self.fc2 = Linear(hidden, channels)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_feature_map(type(self).__name__, x, self.channels)
@@ -168,8 +170,8 @@ class ChannelAttention(nn.Module):
         super().__init__()
         hidden = _hidden_size(channels, reduction, min_hidden)
         self.channels = channels
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
+        self.fc1 = Linear(channels, hidden)
+        self.fc2 = Linear(hidden, channels)
 
     def _mlp(self, t: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(t)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.layers.linear import Linear
 from attnlab.layers.dropout import Dropout, drop
 
 __all__ = ["FeedForward"]
@@ -21,8 +22,8 @@ class FeedForward(nn.Module):
         if activation not in ("gelu", "gelu_tanh", "relu", "swiglu"):
             raise ValueError(f"FeedForward: activation must be 'gelu', 'gelu_tanh', 'relu' or 'swiglu', got {activation!r}")
         self.activation = activation
-        self.fc1 = nn.Linear(dim, hidden_dim * (2 if activation == "swiglu" else 1), bias=bias)
-        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+        self.fc1 = Linear(dim, hidden_dim * (2 if activation == "swiglu" else 1), bias=bias)
+        self.fc2 = Linear(hidden_dim, dim, bias=bias)
         self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.layers.linear import Linear
 from attnlab.layers.dropout import Dropout
 
 __all__ = ["linear_attention", "LinearAttention"]
@@ -183,10 +184,10 @@ class LinearAttention(nn.Module):
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.out_proj = nn.Linear(dim, dim)
+        self.q_proj = Linear(dim, dim, bias=qkv_bias)
+        self.k_proj = Linear(dim, dim, bias=qkv_bias)
+        self.v_proj = Linear(dim, dim, bias=qkv_bias)
+        self.out_proj = Linear(dim, dim)
         self.dropout = Dropout(dropout)
 
     def _check(self, name: str, t: Tensor) -> None:

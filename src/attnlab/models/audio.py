@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import Dropout, TransformerBlock
+from attnlab.layers import Dropout, Linear, TransformerBlock
 from attnlab.layers.init import init_transformer_weights
 from attnlab.models.registry import register_model
 
@@ -109,7 +109,7 @@ class AudioTransformer(nn.Module):
             for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.dim)
-        self.head = nn.Linear(c.dim, c.num_classes)
+        self.head = Linear(c.dim, c.num_classes)
         self.apply(init_transformer_weights)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)

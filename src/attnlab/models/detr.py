@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from attnlab.attention.positional import sincos_2d
 from attnlab.config import check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import Dropout, FeedForward, MultiHeadAttention, TransformerBlock
+from attnlab.layers import Dropout, FeedForward, Linear, MultiHeadAttention, TransformerBlock
 from attnlab.models.box_ops import inverse_sigmoid
 from attnlab.models.registry import register_model
 
@@ -143,7 +143,7 @@ class _MLP(nn.Sequential):
     def __init__(self, dims: list[int]):
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            layers.append(nn.Linear(a, b))
+            layers.append(Linear(a, b))
             if i < len(dims) - 2:
                 layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
@@ -172,7 +172,7 @@ class DETR(nn.Module):
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout) for _ in range(c.encoder_depth)
         )
         self.encoder_norm = nn.LayerNorm(c.dim)
-        self.memory_pos = nn.Linear(c.dim, c.dim)  # positions re-added to the keys of cross-attention
+        self.memory_pos = Linear(c.dim, c.dim)  # positions re-added to the keys of cross-attention
         self.query_content = nn.Parameter(torch.zeros(1, c.num_queries, c.dim))
         self.reference_logits = nn.Parameter(_anchor_grid(c.num_queries))  # (Q, 4), inverse-sigmoid boxes
         self.query_pos_mlp = _MLP([c.dim, c.dim, c.dim])
@@ -180,7 +180,7 @@ class DETR(nn.Module):
             DecoderLayer(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout) for _ in range(c.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(c.dim)
-        self.class_head = nn.Linear(c.dim, c.num_classes + 1)
+        self.class_head = Linear(c.dim, c.num_classes + 1)
         self.box_head = _MLP([c.dim, c.dim, c.dim, 4])
         self._init_weights()
 

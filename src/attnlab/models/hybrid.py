@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import CBAM, NonLocalBlock2d, TransformerBlock
+from attnlab.layers import CBAM, Linear, NonLocalBlock2d, TransformerBlock
 from attnlab.models.registry import register_model
 from attnlab.layers.init import init_transformer_weights
 from attnlab.models.vit import VISION_TASKS, image_example
@@ -71,7 +71,7 @@ class HybridCNNAttention(nn.Module):
             TransformerBlock(c.channels, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout) for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.channels)
-        self.head = nn.Linear(c.channels, c.num_classes)
+        self.head = Linear(c.channels, c.num_classes)
         self.apply(init_transformer_weights)
 
     def forward(self, images: Tensor) -> Tensor:

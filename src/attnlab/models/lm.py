@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.models.registry import register_model
 from attnlab.models.text import init_text_weights
 
@@ -87,7 +87,7 @@ class TransformerLM(nn.Module):
             for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self.lm_head = nn.Linear(c.dim, c.vocab_size, bias=False)
+        self.lm_head = Linear(c.dim, c.vocab_size, bias=False)
         self.apply(init_text_weights)
         # GPT-2: residual output projections scaled by 1/sqrt(2 * depth) at initialisation.
         for block in self.blocks:

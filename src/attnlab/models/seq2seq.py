@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.models.registry import register_model
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqTransformer", "DecoderState", "TRANSLATION_TASKS"]
@@ -125,7 +125,7 @@ class Seq2SeqTransformer(nn.Module):
         self.decoder_blocks = nn.ModuleList(block(True) for _ in range(c.decoder_depth))
         self.encoder_norm = nn.LayerNorm(c.dim) if c.norm_first else nn.Identity()
         self.decoder_norm = nn.LayerNorm(c.dim) if c.norm_first else nn.Identity()
-        self.out_proj = nn.Linear(c.dim, c.tgt_vocab_size, bias=False)
+        self.out_proj = Linear(c.dim, c.tgt_vocab_size, bias=False)
         self._init_weights()
         if c.tie_embeddings or c.share_embeddings:
             self.out_proj.weight = self.tgt_embed.weight

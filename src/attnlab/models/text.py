@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import Dropout, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers import Dropout, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.models.registry import register_model
 
 __all__ = ["TextClassifierConfig", "TextEncoder", "TextClassifier", "TEXT_CLASSIFICATION_TASKS", "init_text_weights"]
@@ -181,13 +181,13 @@ class TextClassifier(nn.Module):
         # explain/: with first-token pooling the <bos> token is a class token.
         self.num_prefix_tokens = 1 if config.pooling == "first" else 0
         self.encoder = TextEncoder(config)
-        self.pooler = nn.Linear(config.dim, config.dim) if config.pooler else None
+        self.pooler = Linear(config.dim, config.dim) if config.pooler else None
         # Full convolutions (padding k - 1): a sentence shorter than k still fills one window.
         self.ngram_convs = nn.ModuleList(nn.Conv1d(config.dim, config.conv_channels, k, padding=k - 1)
                                          for k in config.conv_widths)
         head_dropout = config.dropout if config.head_dropout is None else config.head_dropout
         self.dropout = Dropout(head_dropout)
-        self.head = nn.Linear(config.dim + len(config.conv_widths) * config.conv_channels, config.num_classes)
+        self.head = Linear(config.dim + len(config.conv_widths) * config.conv_channels, config.num_classes)
         self.apply(init_text_weights)
 
     def _ngram_features(self, x: Tensor, pad: Tensor) -> Tensor:

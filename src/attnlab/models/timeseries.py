@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import Dropout, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers import Dropout, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.layers.init import init_transformer_weights
 from attnlab.models.registry import register_model
 
@@ -133,7 +133,7 @@ class TimeSeriesTransformer(nn.Module):
             for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.dim)
-        self.head = nn.Linear(c.dim, c.num_classes)
+        self.head = Linear(c.dim, c.num_classes)
         self.apply(init_transformer_weights)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from attnlab.attention import positional
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
-from attnlab.layers import Dropout, TransformerBlock
+from attnlab.layers import Dropout, Linear, TransformerBlock
 from attnlab.layers.init import init_transformer_weights
 from attnlab.models.registry import register_model
 
@@ -98,7 +98,7 @@ class VisionTransformer(nn.Module):
             for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)
-        self.head = nn.Linear(c.dim, c.num_classes)
+        self.head = Linear(c.dim, c.num_classes)
         self.apply(init_transformer_weights)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)

@@ -1,0 +1,112 @@
+"""Linear layer whose CPU float32 matrix products go through oneDNN instead of MKL's sgemm.
+
+``F.linear`` on a CPU sends float32 to MKL. On AMD CPUs MKL takes a slower code path: on
+this project's 2-core AMD EPYC (Zen 5, AVX-512) aten's float32 GEMM runs at ~195 GFLOP/s
+while oneDNN (``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor uses on CPU)
+runs the same products at 400-465 GFLOP/s, forward and both backward products, with the
+same float32 accuracy (relative error ~1e-6 against float64, as MKL). ``benchmarks/linear.py``
+times the two side by side.
+
+``linear(x, weight, bias)`` is ``F.linear`` with that routing: CPU, float32 input and
+weight, no autocast, not tracing / scripting / compiling / exporting, oneDNN present and
+at least ``ONEDNN_MIN_MACS`` multiply-adds (below that oneDNN's ~15 us of fixed cost per
+call loses to MKL). The backward is a custom ``autograd.Function`` whose two products also
+run on oneDNN (first-order gradients; double backward is not supported on this path).
+Everything else, and ``ATTNLAB_ONEDNN_LINEAR=0`` in the environment, keeps ``F.linear``.
+
+Shape: x (..., K), weight (N, K), bias (N,) -> (..., N).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
+
+__all__ = ["Linear", "linear", "onednn_linear_available", "ONEDNN_MIN_MACS"]
+
+ONEDNN_MIN_MACS = 1 << 20  # rows * in * out; measured crossover on the 2-core EPYC (M=1..8)
+_STATE: dict[str, bool] = {}
+
+
+def _mm(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """oneDNN x (M, K) @ weight (N, K)^T + bias -> (M, N); strided views are accepted."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def onednn_linear_available() -> bool:
+    """Whether this torch build runs oneDNN's linear and it matches ``F.linear`` (probed once)."""
+    if "ok" not in _STATE:
+        ok = os.environ.get("ATTNLAB_ONEDNN_LINEAR", "1") != "0" and torch.backends.mkldnn.is_available()
+        if ok:
+            try:
+                gen = torch.Generator().manual_seed(0)
+                x, w = torch.randn(4, 8, generator=gen), torch.randn(3, 8, generator=gen)
+                b = torch.randn(3, generator=gen)
+                with torch.no_grad():
+                    ok = bool(torch.allclose(_mm(x, w, b), F.linear(x, w, b), rtol=1e-4, atol=1e-5))
+            except (RuntimeError, AttributeError, NotImplementedError):
+                ok = False
+        _STATE["ok"] = ok
+    return _STATE["ok"]
+
+
+def _use_onednn(x: Tensor, weight: Tensor) -> bool:
+    # Tracers first: export / compile hand symbolic shapes that the size test below would guard on.
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+        return False
+    if isinstance(x, FakeTensor) or isinstance(weight, FakeTensor):
+        return False  # keep the op every exporter knows
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.dim() != 2:
+        return False
+    if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        return False  # let F.linear raise its own shape error
+    if torch.is_autocast_enabled("cpu"):
+        return False
+    rows = x.numel() // max(x.shape[-1], 1)
+    if rows * weight.shape[0] * weight.shape[1] < ONEDNN_MIN_MACS:
+        return False
+    return onednn_linear_available()
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """y = x W^T + b on oneDNN; grad_x = g W and grad_W = g^T x also on oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x2: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x2, weight)
+        ctx.has_bias = bias is not None
+        return _mm(x2, weight, bias)  # (M, N)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x2, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        gx = _mm(grad, weight.t()) if ctx.needs_input_grad[0] else None  # (M, N) @ (N, K) -> (M, K)
+        gw = _mm(grad.t(), x2.t()) if ctx.needs_input_grad[1] else None  # (N, M) @ (M, K) -> (N, K)
+        gb = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.linear(x, weight, bias)``, on oneDNN where that is faster (see the module docstring)."""
+    if not _use_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    x2 = x.reshape(-1, x.shape[-1])  # (M, K)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        out = _OneDNNLinear.apply(x2, weight, bias)
+    else:
+        out = _mm(x2, weight, bias)
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same arguments, same state dict) on the faster CPU path."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)

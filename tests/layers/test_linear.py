@@ -1,0 +1,103 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attnlab.layers import Linear
+from attnlab.layers import linear as linear_mod
+from attnlab.layers.linear import ONEDNN_MIN_MACS, linear, onednn_linear_available
+
+needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="this torch build has no oneDNN linear")
+
+
+def _reference(x, w, b, g):
+    """float64 output and gradients of x W^T + b against upstream gradient g."""
+    xd, wd = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    bd = None if b is None else b.detach().double().requires_grad_()
+    out = F.linear(xd, wd, bd)
+    out.backward(g.double())
+    return out, xd.grad, wd.grad, None if bd is None else bd.grad
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape,out_features,bias", [((8, 33, 96), 200, True), ((300, 128), 64, False), ((2, 5, 7, 256), 768, True)])
+def test_onednn_path_forward_and_backward_match_float64(shape, out_features, bias):
+    torch.manual_seed(sum(shape) + out_features)
+    x = torch.randn(*shape, requires_grad=True)
+    w = (torch.randn(out_features, shape[-1]) / shape[-1] ** 0.5).requires_grad_()
+    b = torch.randn(out_features, requires_grad=True) if bias else None
+    assert linear_mod._use_onednn(x, w)
+    out = linear(x, w, b)
+    assert out.shape == (*shape[:-1], out_features) and out.dtype == torch.float32
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref, gx, gw, gb = _reference(x, w, b, g)
+    tol = dict(rtol=1e-5, atol=1e-5 * shape[-1] ** 0.5)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    torch.testing.assert_close(x.grad.double(), gx, **tol)
+    torch.testing.assert_close(w.grad.double(), gw, rtol=1e-5, atol=1e-4 * x[..., 0].numel() ** 0.5)
+    if bias:
+        torch.testing.assert_close(b.grad.double(), gb, rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
+def test_non_contiguous_input_frozen_weight_and_no_grad():
+    torch.manual_seed(3)
+    x = torch.randn(96, 40, 64).transpose(0, 1).requires_grad_()  # (40, 96, 64), strided
+    w = torch.randn(128, 64)  # frozen: no grad
+    out = linear(x, w)
+    out.sum().backward()
+    torch.testing.assert_close(out.double(), F.linear(x.double(), w.double()), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(x.grad.double(), w.double().sum(0).expand(40, 96, 64), rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(x, w).double(), out.double(), rtol=0, atol=0)
+
+
+@needs_onednn
+def test_tied_weight_gradients_accumulate():
+    torch.manual_seed(4)
+    emb = nn.Embedding(500, 64)
+    ids = torch.randint(0, 500, (4, 70))
+    h = emb(ids)  # (4, 70, 64)
+    logits = linear(h, emb.weight)  # tied output projection, (4, 70, 500)
+    logits.square().mean().backward()
+    emb64 = nn.Embedding(500, 64).double()
+    emb64.weight.data.copy_(emb.weight.data)
+    h64 = emb64(ids)
+    F.linear(h64, emb64.weight).square().mean().backward()
+    torch.testing.assert_close(emb.weight.grad.double(), emb64.weight.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_small_products_autocast_and_other_dtypes_keep_f_linear():
+    torch.manual_seed(5)
+    x, w = torch.randn(1, 64), torch.randn(64, 64)  # 4,096 multiply-adds: below the threshold
+    assert 64 * 64 < ONEDNN_MIN_MACS and not linear_mod._use_onednn(x, w)
+    assert torch.equal(linear(x, w), F.linear(x, w))
+    big_x, big_w = torch.randn(64, 256), torch.randn(256, 256)
+    assert not linear_mod._use_onednn(big_x.double(), big_w.double())
+    assert not linear_mod._use_onednn(big_x.bfloat16(), big_w.bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not linear_mod._use_onednn(big_x, big_w)
+        assert linear(big_x, big_w).dtype == torch.bfloat16  # autocast still applies
+
+
+def test_shape_errors_come_from_f_linear():
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        linear(torch.randn(64, 300), torch.randn(256, 256))
+
+
+def test_env_switch_turns_the_path_off(monkeypatch):
+    monkeypatch.setattr(linear_mod, "_STATE", {})
+    monkeypatch.setenv("ATTNLAB_ONEDNN_LINEAR", "0")
+    assert not onednn_linear_available()
+    assert not linear_mod._use_onednn(torch.randn(64, 256), torch.randn(256, 256))
+
+
+def test_module_is_an_nn_linear_with_the_same_state_dict():
+    torch.manual_seed(6)
+    ours, ref = Linear(256, 512), nn.Linear(256, 512)
+    assert isinstance(ours, nn.Linear)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 20, 256, dtype=torch.float64).float()
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
