@@ -165,21 +165,6 @@ def bench_capture(args: argparse.Namespace, device: torch.device) -> list[dict[s
 
 # --- (b) reports -------------------------------------------------------------------------
 
-class TokenModel(nn.Module):
-    """Embedding + TransformerBlocks over token ids. Shape: (B, N) -> (B, N, C)."""
-
-    def __init__(self, vocab: int = 64, dim: int = 32, heads: int = 4, depth: int = 2):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio=2.0) for _ in range(depth))
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.embed(ids)
-        for block in self.blocks:
-            h = block(h)
-        return h
-
-
 def image_example() -> ReportExample:
     """A digit through an untrained 2-layer, 4-head vit-tiny with mean pooling: N = 16."""
     from sklearn.datasets import load_digits
@@ -195,15 +180,9 @@ def image_example() -> ReportExample:
 
 def token_example(n: int = 1024, vocab: int = 64) -> ReportExample:
     """Random words through a 2-layer, 4-head TokenModel (q/k sharpened x4, like a trained model)."""
-    torch.manual_seed(0)
-    model = TokenModel(vocab=vocab).eval()
-    with torch.no_grad():
-        for block in model.blocks:
-            block.attn.q_proj.weight.mul_(4.0)
-            block.attn.k_proj.weight.mul_(4.0)
-    ids = torch.randint(0, vocab, (1, n))
-    maps = capture(model, ids)
-    return ReportExample.from_capture(f"random words (N={n})", "tokens", [f"w{int(i)}" for i in ids[0]], maps)
+    from attnlab.explain.examples import random_words_example
+
+    return random_words_example(n, vocab, title=f"random words (N={n})")
 
 
 def bench_reports(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:

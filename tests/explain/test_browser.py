@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from attnlab.explain import ReportExample, capture, write_report
-from attnlab.explain.examples import image_example
-from attnlab.layers import TransformerBlock
+from attnlab.explain import write_report
+from attnlab.explain.examples import image_example, random_words_example
 from attnlab.models import create_model
 
 CHROMIUM_ARGS = [
@@ -91,33 +89,9 @@ def image_report(path: Path) -> Path:
     return write_report(path, [example], title="browser test: image", meta={"N": 16})
 
 
-class TokenModel(nn.Module):
-    """Embedding + a stack of TransformerBlocks over token ids. Shape: (B, N) -> (B, N, C)."""
-
-    def __init__(self, vocab: int = 64, dim: int = 32, heads: int = 4, depth: int = 2):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio=2.0) for _ in range(depth))
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.embed(ids)
-        for block in self.blocks:
-            h = block(h)
-        return h
-
-
 def token_report(path: Path, n: int = 1024, vocab: int = 64) -> Path:
     """Random words through a 2-layer, 4-head TokenModel: N = 1024 queries and keys."""
-    torch.manual_seed(0)
-    model = TokenModel(vocab=vocab).eval()
-    with torch.no_grad():  # sharper than the default init, so heads attend to matching words
-        for block in model.blocks:
-            block.attn.q_proj.weight.mul_(4.0)
-            block.attn.k_proj.weight.mul_(4.0)
-    ids = torch.randint(0, vocab, (1, n))
-    words = [f"w{int(i)}" for i in ids[0]]
-    maps = capture(model, ids)
-    example = ReportExample.from_capture("random words", "tokens", words, maps)
+    example = random_words_example(n, vocab)
     return write_report(path, [example], title="browser test: tokens", meta={"N": n})
 
 

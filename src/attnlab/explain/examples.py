@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from attnlab.explain.capture import capture
 from attnlab.explain.report import ReportExample
 
-__all__ = ["image_example", "vision_examples", "display_image"]
+__all__ = ["image_example", "vision_examples", "display_image", "TokenModel", "random_words_example"]
 
 
 def display_image(x: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
@@ -59,3 +59,36 @@ def vision_examples(model: nn.Module, task_data: Any, count: int) -> list[Report
             image_example(model, x, class_names=task_data.class_names, spec=task_data.spec, label=int(y), title=f"test #{i}")
         )
     return examples
+
+
+class TokenModel(nn.Module):
+    """Embedding + a stack of TransformerBlocks over token ids (a demo and test model).
+
+    Shape: ids (B, N) -> (B, N, C).
+    """
+
+    def __init__(self, vocab: int = 64, dim: int = 32, heads: int = 4, depth: int = 2):
+        super().__init__()
+        from attnlab.layers import TransformerBlock
+
+        self.embed = nn.Embedding(vocab, dim)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio=2.0) for _ in range(depth))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = self.embed(ids)
+        for block in self.blocks:
+            h = block(h)
+        return h
+
+
+def random_words_example(n: int = 1024, vocab: int = 64, *, title: str = "random words", seed: int = 0) -> ReportExample:
+    """N random words through an untrained 2-layer, 4-head ``TokenModel`` whose query and key
+    projections are sharpened x4 (so heads attend to matching words, as a trained model's would)."""
+    torch.manual_seed(seed)
+    model = TokenModel(vocab=vocab).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.q_proj.weight.mul_(4.0)
+            block.attn.k_proj.weight.mul_(4.0)
+    ids = torch.randint(0, vocab, (1, n))
+    return ReportExample.from_capture(title, "tokens", [f"w{int(i)}" for i in ids[0]], capture(model, ids))
