@@ -101,3 +101,22 @@ def test_module_is_an_nn_linear_with_the_same_state_dict():
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(3, 20, 256, dtype=torch.float64).float()
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_double_backward_matches_f_linear():
+    """create_graph=True (e.g. a gradient penalty) goes through differentiable products."""
+    torch.manual_seed(7)
+    x0 = torch.randn(64, 128)
+    w0 = torch.randn(256, 128) / 128**0.5
+
+    def penalty(fn):
+        x, w = x0.clone().requires_grad_(), w0.clone().requires_grad_()
+        y = torch.tanh(fn(x, w))
+        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        gx.square().sum().backward()
+        return x.grad, w.grad
+
+    assert linear_mod._use_onednn(x0, w0)
+    for ours, ref in zip(penalty(linear), penalty(F.linear)):
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)

@@ -11,7 +11,8 @@ times the two side by side.
 weight, no autocast, not tracing / scripting / compiling / exporting, oneDNN present and
 at least ``ONEDNN_MIN_MACS`` multiply-adds (below that oneDNN's ~15 us of fixed cost per
 call loses to MKL). The backward is a custom ``autograd.Function`` whose two products also
-run on oneDNN (first-order gradients; double backward is not supported on this path).
+run on oneDNN; with ``create_graph=True`` (double backward) they are plain differentiable
+matmuls.
 Everything else, and ``ATTNLAB_ONEDNN_LINEAR=0`` in the environment, keeps ``F.linear``.
 
 Shape: x (..., K), weight (N, K), bias (N,) -> (..., N).
@@ -87,8 +88,10 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         x2, weight = ctx.saved_tensors
         grad = grad.contiguous()
-        gx = _mm(grad, weight.t()) if ctx.needs_input_grad[0] else None  # (M, N) @ (N, K) -> (M, K)
-        gw = _mm(grad.t(), x2.t()) if ctx.needs_input_grad[1] else None  # (N, M) @ (M, K) -> (N, K)
+        # create_graph=True (double backward): differentiable aten products instead.
+        mm = (lambda a, b: a.matmul(b.t())) if torch.is_grad_enabled() else _mm
+        gx = mm(grad, weight.t()) if ctx.needs_input_grad[0] else None  # (M, N) @ (N, K) -> (M, K)
+        gw = mm(grad.t(), x2.t()) if ctx.needs_input_grad[1] else None  # (N, M) @ (M, K) -> (N, K)
         gb = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb
 
