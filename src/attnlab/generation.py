@@ -11,7 +11,9 @@
   top-k (Fan et al. 2018) and nucleus / top-p (Holtzman et al. 2020) sampling and stop
   tokens. With ``use_cache`` the prompt is run once and each new token costs one position;
   past the model's context length (learned positions) the cache is dropped and the last
-  ``context`` tokens are recomputed each step, as nanoGPT does.
+  ``context`` tokens are recomputed each step, as nanoGPT does. A ``TransformerLM`` of the
+  usual layout decodes through ``FusedDecoder`` (``attnlab.models.lm_decode``): the same
+  numbers without the per-module overhead.
 
 Shape: src (B, M) -> list of B id lists (no <bos>, no <eos>); prompt (B, N) -> (B, N + new).
 """
@@ -25,6 +27,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from attnlab.models.lm_decode import FusedDecoder
 
 __all__ = ["greedy_search", "beam_search", "generate", "filter_logits"]
 
@@ -193,16 +197,20 @@ def generate(
     last_only = _accepts(model.forward, "last_only")
     total = out.shape[1] + max_new_tokens
     caches = None
-    if use_cache:
-        fits = context is None or total <= context
+    fits = context is None or total <= context
+    decoder = FusedDecoder(model, out.shape[0], total) if use_cache and fits and FusedDecoder.supports(model) else None
+    if use_cache and decoder is None:
         caches = _new_caches(model, total if fits else None)
     feed = out
     for _ in range(max_new_tokens):
         if caches is not None and context is not None and len(caches[0]) + feed.shape[1] > context:
             caches = None  # past the position table: recompute a sliding window from here on
-        if caches is None:
-            feed = out if context is None else out[:, -context:]
-        logits = _last_logits(model, feed, caches, last_only)  # (B, V)
+        if decoder is not None:
+            logits = decoder.step(feed)  # (B, V)
+        else:
+            if caches is None:
+                feed = out if context is None else out[:, -context:]
+            logits = _last_logits(model, feed, caches, last_only)  # (B, V)
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:

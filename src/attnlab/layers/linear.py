@@ -56,21 +56,18 @@ def onednn_linear_available() -> bool:
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
-    # Tracers first: export / compile hand symbolic shapes that the size test below would guard on.
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return False
-    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+    # Cheapest tests first: decoding calls this per token with products far below the threshold.
+    if x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu" or weight.dim() != 2:
         return False
     if isinstance(x, FakeTensor) or isinstance(weight, FakeTensor):
-        return False  # keep the op every exporter knows
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.dim() != 2:
-        return False
+        return False  # torch.export / compile / ONNX tracing (symbolic shapes): keep the op they know
     if x.dim() == 0 or x.shape[-1] != weight.shape[1]:
         return False  # let F.linear raise its own shape error
-    if torch.is_autocast_enabled("cpu"):
+    if x.numel() * weight.shape[0] < ONEDNN_MIN_MACS:  # rows * in * out
         return False
-    rows = x.numel() // max(x.shape[-1], 1)
-    if rows * weight.shape[0] * weight.shape[1] < ONEDNN_MIN_MACS:
+    if torch.is_autocast_enabled("cpu") or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
         return False
     return onednn_linear_available()
 

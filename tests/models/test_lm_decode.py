@@ -1,0 +1,75 @@
+"""FusedDecoder computes what TransformerLM.forward with KV caches computes, step for step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnlab import generation
+from attnlab.layers import KVCache
+from attnlab.models import create_model
+from attnlab.models.lm_decode import FusedDecoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _lm(dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=53, max_length=24, dim=32, depth=2, num_heads=4)
+    cfg.update(kw)
+    model = create_model("gpt-lm", **cfg).to(dtype).eval()
+    with torch.no_grad():  # a random model with varied outputs
+        model.token_embed.weight.normal_(0.0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("kw", [
+    {},  # learned positions, GELU, tied head
+    {"pos_embed": "sincos", "activation": "relu", "qkv_bias": False, "tie_embeddings": False},
+    {"pos_embed": "none", "activation": "swiglu"},
+    {"activation": "gelu_tanh", "num_heads": 2},
+])
+def test_steps_match_the_module_path_in_float64(kw):
+    model = _lm(**kw)
+    seq = torch.randint(0, 53, (3, 20))
+    caches = KVCache.for_layers(len(model.blocks), 20)
+    decoder = FusedDecoder(model, 3, 20)
+    # prompt of 6, single tokens, then a chunk of 4 after a filled cache, then single tokens
+    cuts = [0, 6, 7, 8, 12, 13, 20]
+    with torch.no_grad():
+        for a, b in zip(cuts, cuts[1:]):
+            want = model(seq[:, a:b], caches=caches)[:, -1]
+            got = decoder.step(seq[:, a:b])
+            torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+    assert decoder.length == 20
+
+
+def test_generate_gives_the_module_path_tokens_in_float32(monkeypatch):
+    model = _lm(torch.float32, dim=64, depth=3)
+    prompt = torch.randint(0, 53, (2, 5))
+    fused = generation.generate(model, prompt, max_new_tokens=15, temperature=0)
+    sampled = generation.generate(model, prompt, max_new_tokens=15, temperature=1.0, top_k=10,
+                                  generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(FusedDecoder, "supports", staticmethod(lambda m: False))
+    assert torch.equal(fused, generation.generate(model, prompt, max_new_tokens=15, temperature=0))
+    assert torch.equal(sampled, generation.generate(model, prompt, max_new_tokens=15, temperature=1.0, top_k=10,
+                                                    generator=torch.Generator().manual_seed(3)))
+
+
+def test_layouts_it_does_not_handle_keep_the_module_path():
+    assert FusedDecoder.supports(_lm())
+    assert not FusedDecoder.supports(_lm(pos_embed="rope"))
+    assert not FusedDecoder.supports(_lm(pos_embed="alibi"))
+    assert not FusedDecoder.supports(_lm().train())
+    hooked = _lm()
+    hooked.blocks[1].attn.weight_hook = lambda module, weights: None
+    assert not FusedDecoder.supports(hooked)
+    assert not FusedDecoder.supports(create_model("transformer-mt", src_vocab_size=20, tgt_vocab_size=20, dim=16,
+                                                  encoder_depth=1, decoder_depth=1, num_heads=2).eval())
+
+
+def test_steps_past_max_length_are_refused():
+    decoder = FusedDecoder(_lm(), 1, 4)
+    decoder.step(torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="exceed max_length=4"):
+        decoder.step(torch.zeros(1, 1, dtype=torch.long))
