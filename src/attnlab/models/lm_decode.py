@@ -7,7 +7,8 @@ as plain tensor calls: one product for the concatenated query/key/value projecti
 of three), layer norms and the MLP through ``torch.nn.functional``, keys and values written
 into preallocated (B, G, T, D) buffers, SDPA over the filled part (no mask for a single new
 token; causal for the prompt), and the LM head on the last position only. Products go through
-``attnlab.layers.linear`` (oneDNN on CPU float32 where that is faster).
+``attnlab.layers.linear`` (oneDNN on CPU float32 where that is faster). Measured: 1.07-1.08x
+the module path's tokens/s for a 4 x 256 GPT-2 at B = 1 / 8 (2-core EPYC, alternating calls).
 
 It computes what ``TransformerLM.forward`` with KV caches computes (a test checks the logits
 and the greedy tokens). ``FusedDecoder.supports(model)`` says whether a model has the layout it
