@@ -111,7 +111,11 @@ def _bias_grad(q, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, bl
     du = torch.zeros(h, n + m - 1, dtype=acc, device=q.device)
     near = torch.zeros(b, h, n, dtype=acc, device=q.device)  # row sums of dS over the band
     right_reach = 0 if is_causal else c_right - 1
-    ubc = ub.to(acc).contiguous()
+    # Outside the band the bias is -inf here: exp gives the zeros a mask would (no mask pass).
+    rel_all = (n - 1) - torch.arange(n + m - 1, device=q.device)
+    ubc = ub.to(acc).masked_fill(~((rel_all > -c_left) & (rel_all <= right_reach)), float("-inf")).contiguous()
+    qs = q * scale  # scale folded into q once, not into every score tile
+    lse_acc = lse.to(acc)
     for i0 in range(0, n, block):
         i1 = min(i0 + block, n)
         # Band keys j in [pos_i0 - c_left + 1, pos_(i1-1) + right_reach]; flipped j' = m - 1 - j.
@@ -120,14 +124,11 @@ def _bias_grad(q, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, bl
         if j0 >= j1:
             continue
         nq, mk = i1 - i0, j1 - j0
-        t = torch.arange(i0, i1, device=q.device)[:, None] + torch.arange(j0, j1, device=q.device)[None, :]
-        rel = (n - 1) - t
-        in_band = (rel > -c_left) & (rel <= right_reach)  # (nq, mk)
         bias = ubc.as_strided((h, nq, mk), (ubc.stride(0), 1, 1), ubc.storage_offset() + i0 + j0)
-        scores = torch.matmul(q[:, :, i0:i1], kf[:, :, j0:j1].transpose(-1, -2)).to(acc) * scale + bias
-        p = torch.exp(scores - lse[:, :, i0:i1, None].to(acc)).masked_fill(~in_band, 0.0)
+        scores = torch.matmul(qs[:, :, i0:i1], kf[:, :, j0:j1].transpose(-1, -2)).to(acc).add_(bias)
+        p = scores.sub_(lse_acc[:, :, i0:i1, None]).exp_()  # (B, H, nq, mk), 0 off the band
         dp = torch.matmul(g[:, :, i0:i1], vf[:, :, j0:j1].transpose(-1, -2)).to(acc)
-        ds = p * (dp - delta[:, :, i0:i1, None])  # (B, H, nq, mk)
+        ds = dp.sub_(delta[:, :, i0:i1, None]).mul_(p)  # (B, H, nq, mk)
         near[:, :, i0:i1] = ds.sum(-1)
         du[:, i0 + j0 : i0 + j0 + nq + mk - 1] += _diagonal_sums(ds.sum(0))
     if is_causal:  # rows sum to zero and nothing lies right of the diagonal
