@@ -51,6 +51,8 @@ def test_non_contiguous_input_frozen_weight_and_no_grad():
     torch.testing.assert_close(x.grad.double(), w.double().sum(0).expand(40, 96, 64), rtol=1e-5, atol=1e-4)
     with torch.no_grad():
         torch.testing.assert_close(linear(x, w).double(), out.double(), rtol=0, atol=0)
+        sliced = torch.randn(128, 200)[:, :64]  # a strided weight view
+        torch.testing.assert_close(linear(x, sliced).double(), F.linear(x.double(), sliced.double()), rtol=1e-5, atol=1e-4)
 
 
 @needs_onednn

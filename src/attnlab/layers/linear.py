@@ -57,7 +57,9 @@ def onednn_linear_available() -> bool:
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
     # Cheapest tests first: decoding calls this per token with products far below the threshold.
-    if x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu" or weight.dim() != 2:
+    if x.dtype != torch.float32 or weight.dtype != torch.float32 or weight.dim() != 2:
+        return False
+    if x.device.type != "cpu" or weight.device.type != "cpu":
         return False
     if isinstance(x, FakeTensor) or isinstance(weight, FakeTensor):
         return False  # torch.export / compile / ONNX tracing (symbolic shapes): keep the op they know
