@@ -320,3 +320,17 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
         json.dump(payload, f, indent=2, default=str)
         f.write("\n")
     return path
+
+
+def parse_overrides(pairs: Sequence[str], script: str) -> dict[str, Any]:
+    """``FIELD=VALUE`` strings (``--model`` / ``--train`` flags) -> a dict, each value read as
+    YAML (numbers, booleans, lists)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep or not field:
+            raise SystemExit(f"{script}: expected FIELD=VALUE, got {pair!r}")
+        out[field] = yaml.safe_load(value)
+    return out

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, merge_sections, write_json  # noqa: E402
+from _common import format_table, git_revision, machine_info, merge_sections, parse_overrides, write_json  # noqa: E402
 
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text"
 # name -> (folder, Kim 2014 reference, target)
@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-runs", type=Path, default=None)
+    parser.add_argument("--model", dest="model_set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a model_config field (repeatable), e.g. dropout=0.3")
+    parser.add_argument("--train", dest="train_set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a TrainConfig field (repeatable), e.g. ema_decay=0.999")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -100,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, details = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
-            overrides = merge_sections(OVERRIDES[name], QUICK if args.quick else {})
+            flags = {"model_config": parse_overrides(args.model_set, "text_classification.py"),
+                     "train": parse_overrides(args.train_set, "text_classification.py")}
+            overrides = merge_sections(OVERRIDES[name], QUICK if args.quick else {}, flags)
             runs = [run_one(name, args.root, seed, overrides, (args.keep_runs or Path(tmp)) / f"{name}-s{seed}", args.device)
                     for seed in args.seeds]
             accs = [r["accuracy"] for r in runs]

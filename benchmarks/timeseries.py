@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, merge_sections, write_json  # noqa: E402
+from _common import format_table, git_revision, machine_info, merge_sections, parse_overrides, write_json  # noqa: E402
 
 # name -> (target accuracy %, 1-NN Euclidean error)
 REFERENCE: dict[str, tuple[float, float]] = {
@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="one seed, two epochs, a tiny model: a smoke run")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--model", dest="model_set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a model_config field of the default config (repeatable), e.g. dropout=0.3")
+    parser.add_argument("--train", dest="train_set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a TrainConfig field (repeatable), e.g. ema_decay=0.999")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -106,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         runs_root = args.keep_runs or Path(tmp)
         for name in args.datasets:
             path = args.root / name
-            overrides = merge_sections(OVERRIDES.get(name, {}), QUICK if args.quick else {})
+            flags = {"model_config": parse_overrides(args.model_set, "timeseries.py"),
+                     "train": parse_overrides(args.train_set, "timeseries.py")}
+            overrides = merge_sections(OVERRIDES.get(name, {}), QUICK if args.quick else {}, flags)
             n_train, n_test, length = _sizes(path)
             runs = []
             for seed in seeds:

@@ -61,7 +61,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, write_json  # noqa: E402
+from _common import format_table, git_revision, machine_info, parse_overrides, write_json  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 REFERENCE, TARGET = 41.02, 38.0
@@ -83,19 +83,6 @@ def _subset(folder: Path, out: Path, n: int) -> Path:
     for path in folder.glob("*.gz"):
         lines = read_lines(path)[: n if path.name.startswith("train") else n // 8]
         (out / path.name[:-3]).write_text("\n".join(lines) + "\n")
-    return out
-
-
-def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """FIELD=VALUE strings -> a dict, each value read as YAML (numbers, booleans, lists)."""
-    import yaml
-
-    out = {}
-    for pair in pairs:
-        field, sep, value = pair.partition("=")
-        if not sep or not field:
-            raise SystemExit(f"translation.py: expected FIELD=VALUE, got {pair!r}")
-        out[field] = yaml.safe_load(value)
     return out
 
 
@@ -140,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if not native_bf16(pick_device(args.device)):  # emulated bf16 is ~100x slower (training/precision.py)
             values["train"]["precision"] = "fp32"
         for section, pairs in (("model_config", args.model_set), ("train", args.train_set)):
-            values[section].update(_parse_overrides(pairs))
+            values[section].update(parse_overrides(pairs, "translation.py"))
         config = resolve_config(values)
         run_dir = args.keep_run or Path(tmp) / "run"
         start = time.perf_counter()
