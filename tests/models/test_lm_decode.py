@@ -56,6 +56,14 @@ def test_generate_gives_the_module_path_tokens_in_float32(monkeypatch):
                                                     generator=torch.Generator().manual_seed(3)))
 
 
+def test_generate_under_bf16_autocast():
+    model = _lm(torch.float32, dim=64)
+    prompt = torch.randint(0, 53, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = generation.generate(model, prompt, max_new_tokens=6, temperature=0)
+    assert out.shape == (2, 11) and torch.equal(out[:, :5], prompt)
+
+
 def test_layouts_it_does_not_handle_keep_the_module_path():
     assert FusedDecoder.supports(_lm())
     assert not FusedDecoder.supports(_lm(pos_embed="rope"))

@@ -37,7 +37,6 @@ class FusedDecoder:
         self.max_length = max_length
         self.length = 0
         self.layers = []
-        ref = model.token_embed.weight
         for block in model.blocks:
             a = block.attn
             biases = [p.bias for p in (a.q_proj, a.k_proj, a.v_proj)]
@@ -46,9 +45,10 @@ class FusedDecoder:
             self.layers.append((block.norm1, qkv_w, qkv_b, a.out_proj, block.norm2, block.mlp))
         a = model.blocks[0].attn
         self.heads, self.kv_heads, self.head_dim, self.dim = a.num_heads, a.num_kv_heads, a.head_dim, a.dim
-        shape = (batch, self.kv_heads, max_length, self.head_dim)
-        self.keys = [ref.new_zeros(shape) for _ in self.layers]  # (B, G, T, D) per block
-        self.values = [ref.new_zeros(shape) for _ in self.layers]
+        self.batch = batch
+        # (B, G, T, D) per block, allocated at the first step in the dtype keys come out in (autocast).
+        self.keys: list[Tensor | None] = [None] * len(self.layers)
+        self.values: list[Tensor | None] = [None] * len(self.layers)
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
@@ -92,6 +92,9 @@ class FusedDecoder:
             q = qkv[..., :c].view(b, n, hq, d).transpose(1, 2)  # (B, H, n, D)
             k = qkv[..., c : c + g * d].view(b, n, g, d).transpose(1, 2)  # (B, G, n, D)
             v = qkv[..., c + g * d :].view(b, n, g, d).transpose(1, 2)
+            if self.keys[i] is None:
+                shape = (self.batch, g, self.max_length, d)
+                self.keys[i], self.values[i] = k.new_zeros(shape), v.new_zeros(shape)
             self.keys[i][:, :, start:end] = k
             self.values[i][:, :, start:end] = v
             att = F.scaled_dot_product_attention(
