@@ -32,6 +32,7 @@ __all__ = ["FusedDecoder"]
 class FusedDecoder:
     """Greedy/sampling steps of one ``TransformerLM`` for a batch of B rows, up to ``max_length`` positions."""
 
+    @torch.no_grad()
     def __init__(self, model: nn.Module, batch: int, max_length: int):
         self.model = model
         self.max_length = max_length
@@ -97,10 +98,11 @@ class FusedDecoder:
                 self.keys[i], self.values[i] = k.new_zeros(shape), v.new_zeros(shape)
             self.keys[i][:, :, start:end] = k
             self.values[i][:, :, start:end] = v
-            att = F.scaled_dot_product_attention(
-                q, self.keys[i][:, :, :end], self.values[i][:, :, :end],
-                is_causal=n > 1 and start == 0, enable_gqa=g != hq,
-            ) if n == 1 or start == 0 else self._attend_chunk(q, i, start, end)
+            if n == 1 or start == 0:  # one new token sees every key; a prompt is plain causal
+                att = F.scaled_dot_product_attention(q, self.keys[i][:, :, :end], self.values[i][:, :, :end],
+                                                     is_causal=n > 1, enable_gqa=g != hq)
+            else:
+                att = self._attend_chunk(q, i, start, end)
             x = x + linear(att.transpose(1, 2).reshape(b, n, c), out_proj.weight, out_proj.bias)
             x = x + self._mlp(mlp, F.layer_norm(x, (c,), norm2.weight, norm2.bias, norm2.eps))
         self.length = end
