@@ -14,10 +14,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from attnlab.layers.linear import Linear
 from attnlab.attention import attention, attention_weights, positional as pos
 from attnlab.attention.functional import select_index
 from attnlab.layers.cache import KVCache
+from attnlab.layers.linear import Linear
 from attnlab.layers.positional import RelativePositionBias
 
 __all__ = ["MultiHeadAttention", "key_padding_to_mask"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.layers.linear import Linear
 from attnlab.layers.dropout import Dropout, drop
+from attnlab.layers.linear import Linear
 
 __all__ = ["FeedForward"]
 

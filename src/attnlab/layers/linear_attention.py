@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.layers.linear import Linear
 from attnlab.layers.dropout import Dropout
+from attnlab.layers.linear import Linear
 
 __all__ = ["linear_attention", "LinearAttention"]
 
