@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from attnlab.layers.dropout import Dropout, drop
 from attnlab.layers.linear import Linear
 
-__all__ = ["FeedForward"]
+__all__ = ["FeedForward", "activate"]
 
 
 class FeedForward(nn.Module):
@@ -27,14 +27,16 @@ class FeedForward(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.fc1(x)
-        if self.activation == "swiglu":
-            gate, value = h.chunk(2, dim=-1)
-            h = F.silu(gate) * value
-        elif self.activation == "gelu":
-            h = F.gelu(h)
-        elif self.activation == "gelu_tanh":  # GPT-2's "gelu_new" (Hendrycks & Gimpel's tanh approximation)
-            h = F.gelu(h, approximate="tanh")
-        else:
-            h = F.relu(h)
-        return self.fc2(drop(self.dropout, h))
+        return self.fc2(drop(self.dropout, activate(self.fc1(x), self.activation)))
+
+
+def activate(h: Tensor, activation: str) -> Tensor:
+    """The hidden activation of ``FeedForward``; swiglu halves the last dimension."""
+    if activation == "swiglu":
+        gate, value = h.chunk(2, dim=-1)
+        return F.silu(gate) * value
+    if activation == "gelu":
+        return F.gelu(h)
+    if activation == "gelu_tanh":  # GPT-2's "gelu_new" (Hendrycks & Gimpel's tanh approximation)
+        return F.gelu(h, approximate="tanh")
+    return F.relu(h)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.layers.feedforward import activate
 from attnlab.layers.linear import linear
 
 __all__ = ["FusedDecoder"]
@@ -66,14 +67,8 @@ class FusedDecoder:
         return True
 
     def _mlp(self, mlp: nn.Module, h: Tensor) -> Tensor:
-        h = linear(h, mlp.fc1.weight, mlp.fc1.bias)
-        if mlp.activation == "swiglu":
-            gate, value = h.chunk(2, dim=-1)
-            h = F.silu(gate) * value
-        elif mlp.activation == "relu":
-            h = F.relu(h)
-        else:
-            h = F.gelu(h, approximate="tanh" if mlp.activation == "gelu_tanh" else "none")
+        """``FeedForward.forward`` in eval mode, without the module calls."""
+        h = activate(linear(h, mlp.fc1.weight, mlp.fc1.bias), mlp.activation)
         return linear(h, mlp.fc2.weight, mlp.fc2.bias)
 
     @torch.no_grad()
