@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnlab.attention import attention, flash_cpu, functional, positional
-from attnlab.attention.banded import banded_attention
+from attnlab.attention.banded import _fold, banded_attention
 from attnlab.attention.toeplitz import toeplitz_attention
 from attnlab.layers import RelativePositionBias
 from tests.conftest import reference_attention
@@ -180,3 +180,25 @@ def test_auto_trains_short_half_precision_sequences_in_fp32_math(dtype):
     assert out[0, :, 2].abs().max() == 0
     for t, leaf in zip((q, k, v), leaves):
         torch.testing.assert_close(t.grad.double(), leaf.grad, **tol)
+
+
+@pytest.mark.parametrize(
+    "nb, width, block, m, first",
+    [(4, 48, 16, 64, -16), (4, 48, 16, 40, -16), (3, 40, 16, 100, 20), (5, 24, 8, 30, -20), (2, 16, 16, 5, -40),
+     (6, 80, 32, 150, -9)],
+)
+def test_fold_sums_band_columns_onto_their_keys(nb, width, block, m, first):
+    """_fold against a plain loop: column c of band b adds to key first + b*block + c when it exists."""
+    bands = torch.randn(3, nb, width, 2, dtype=torch.float64)
+    want = torch.zeros(3, m, 2, dtype=torch.float64)
+    for b in range(nb):
+        for c in range(width):
+            key = first + b * block + c
+            if 0 <= key < m:
+                want[:, key] += bands[:, b, c]
+    got = _fold(bands, m, block, first)
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # the kernel hands back band gradients as a strided view: same result
+    strided = bands.transpose(1, 2).contiguous().transpose(1, 2)
+    torch.testing.assert_close(_fold(strided, m, block, first), want, rtol=1e-12, atol=1e-12)

@@ -74,21 +74,41 @@ def _bands(padded: Tensor, nb: int, block: int, width: int, offset: int) -> Tens
     return padded.as_strided((bh, nb, width, d), (length * d, block * d, d, 1), padded.storage_offset() + offset * d)
 
 
-def _fold(band_grad: Tensor, length: int, block: int, offset: int) -> Tensor:
-    """Sum band gradients (B*H, nb, L, D) back onto the padded sequence (B*H, length, D)."""
+def _fold(band_grad: Tensor, m: int, block: int, first: int) -> Tensor:
+    """Sum band gradients (B*H, nb, L, D) onto the keys: (B*H, M, D), contiguous.
+
+    Column c of band b belongs to key ``first + b * block + c``; columns outside [0, M) are
+    padding keys, masked out, so their gradient is zero and they are dropped. Writing straight
+    into a fresh (B*H, M, D) tensor (instead of a padded buffer sliced afterwards) saves the
+    copy autograd would make of a strided gradient, and every avoided pass counts: fresh
+    large allocations are page-faulted in.
+    """
     bh, nb, width, d = band_grad.shape
-    pieces = -(-width // block)
-    out = band_grad.new_empty(bh, offset + (nb + pieces) * block, d)
-    # Piece 0 of every band tiles rows offset .. offset + nb*bq exactly: copy it, zero the rest
-    # (fresh large allocations are page-faulted in, so every avoided fill counts).
-    out[:, :offset] = 0
-    out[:, offset : offset + nb * block].view(bh, nb, block, d).copy_(band_grad[:, :, :block])
-    out[:, offset + nb * block :] = 0
-    for s in range(1, pieces):
+    out = band_grad.new_empty(bh, m, d)
+    for s in range(-(-width // block)):
         seg = band_grad[:, :, s * block : min(width, (s + 1) * block)]  # (B*H, nb, ls, D)
-        base = offset + s * block
-        out[:, base : base + nb * block].view(bh, nb, block, d)[:, :, : seg.shape[2]] += seg
-    return out[:, :length]
+        ls = seg.shape[2]
+        start = first + s * block  # key of seg[:, 0, 0]
+        lo = min(nb, max(0, -(start // block)))  # bands [lo, hi) lie wholly inside [0, M)
+        hi = max(lo, min(nb, (m - ls - start) // block + 1))
+        r0, r1 = start + lo * block, start + (hi - 1) * block + ls  # keys those bands cover
+        if s == 0:  # piece 0 initialises: zero what it leaves uncovered
+            if hi == lo:
+                r0 = r1 = 0
+            out[:, :r0] = 0
+            out[:, r1:] = 0
+        if hi > lo:
+            view = out.as_strided((bh, hi - lo, ls, d), (m * d, block * d, d, 1), out.storage_offset() + r0 * d)
+            if s == 0:
+                view.copy_(seg[:, lo:hi])
+            else:
+                view += seg[:, lo:hi]
+        for b in {lo - 1, hi} & set(range(nb)):  # bands cut by either end of the keys
+            k0 = start + b * block
+            c0, c1 = max(0, -k0), min(ls, m - k0)
+            if c1 > c0:
+                out[:, k0 + c0 : k0 + c1] += seg[:, b, c0:c1]
+    return out
 
 
 class _BandedAttention(torch.autograd.Function):
@@ -123,8 +143,7 @@ class _BandedAttention(torch.autograd.Function):
         dq = dq.reshape(b, h, nb * block, d)[:, :, :n]
 
         def unband(grad: Tensor) -> Tensor:
-            full = _fold(grad, kp.shape[1], block, offset)[:, window : window + m]  # (B*H, M, D)
-            full = full.reshape(b, h, m, d)
+            full = _fold(grad, m, block, offset - window).view(b, h, m, d)  # (B, H, M, D)
             return reduce_groups(full, h // g)
 
         return dq, unband(dkb), unband(dvb), None, None, None, None
