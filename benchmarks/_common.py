@@ -38,6 +38,8 @@ __all__ = [
     "synchronize",
     "time_call",
     "time_paired",
+    "add_allocator_argument",
+    "apply_allocator",
     "machine_info",
     "git_revision",
     "reset_peak_rss",
@@ -129,6 +131,27 @@ def time_paired(ours: Callable[[], Any], peer: Callable[[], Any], device: torch.
     return statistics.median(a), statistics.median(b)
 
 
+def add_allocator_argument(parser) -> None:
+    """``--cpu-allocator tuned|default``: as the attnlab CLI runs, or glibc's defaults."""
+    parser.add_argument("--cpu-allocator", choices=("tuned", "default"), default="tuned",
+                        help="tuned (default, as the attnlab CLI runs): glibc reuses freed large blocks "
+                             "(attnlab.cpu_allocator); default: glibc's own settings")
+
+
+def apply_allocator(choice: str) -> None:
+    """Call before any large allocation: ``tuned`` runs ``attnlab.cpu_allocator.tune_cpu_allocator``."""
+    if choice == "tuned":
+        from attnlab.cpu_allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()
+
+
+def _allocator_reason() -> str:
+    from attnlab.cpu_allocator import allocator_state
+
+    return allocator_state().reason
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -158,6 +181,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "cuda_device": None,
         # Other processes on a small machine skew CPU timings; this lets a reader tell.
         "loadavg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        # Whether freed large buffers are reused or page-faulted anew each call (attnlab.cpu_allocator).
+        "cpu_allocator": _allocator_reason(),
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(device if device.type == "cuda" else 0)

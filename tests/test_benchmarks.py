@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (script, extra arguments, data the script reads from shared/data)
 QUICK = [
     ("attention.py", ["--memory", "off"], None),
+    ("attention_targets.py", ["--passes", "bwd", "--dtypes", "fp32"], None),
     ("explain.py", [], None),
     ("timeseries.py", ["--datasets", "ItalyPowerDemand", "--root", str(DATA_DIR / "ucr")], DATA_DIR / "ucr" / "ItalyPowerDemand"),
     ("audio.py", ["--data", str(DATA_DIR / "fsdd" / "recordings"), "--threads", "1"], DATA_DIR / "fsdd" / "recordings"),

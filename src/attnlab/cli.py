@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnlab.cpu_allocator import tune_cpu_allocator
 from attnlab.errors import AttnlabError, ConfigError
 
 __all__ = ["main"]
@@ -272,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "allow_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    tune_cpu_allocator()  # reuse freed large CPU buffers (see attnlab.cpu_allocator); ATTNLAB_CPU_ALLOCATOR=default: off
     try:
         return args.func(args, extra)
     except AttnlabError as exc:
