@@ -428,6 +428,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON path (default under benchmarks/results/)")
     p.add_argument("--no-json", action="store_true", help="print only")
+    common.add_allocator_argument(p)
     p.add_argument("--_measure-one", dest="measure_one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     quick = args.quick
@@ -490,6 +491,7 @@ def main(argv=None) -> int:
     if args.measure_one is not None:
         print(json.dumps(measure_memory(json.loads(args.measure_one))))
         return 0
+    common.apply_allocator(args.cpu_allocator)
     payload = run_benchmark(args)
     m = payload["machine"]
     print(f"attention benchmark: {'forward+backward' if args.backward else 'forward'}, B={args.batch} "

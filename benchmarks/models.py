@@ -41,7 +41,8 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, resolve_device, time_paired, write_json  # noqa: E402
+from _common import (add_allocator_argument, apply_allocator, format_table, git_revision, machine_info, resolve_device,  # noqa: E402
+                     time_paired, write_json)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -173,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", nargs="+", choices=("encoder", "generate", "vit"), default=["encoder", "generate", "vit"])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a seconds-long smoke run")
     p.add_argument("--out", type=Path, default=None)
+    add_allocator_argument(p)
     args = p.parse_args(argv)
+    apply_allocator(args.cpu_allocator)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
