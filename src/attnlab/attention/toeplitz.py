@@ -70,20 +70,63 @@ class _ToeplitzAttention(torch.autograd.Function):
         n, m = q.shape[2], k.shape[2]
         ub = _with_causal(u, n) if is_causal else u
         kf, vf = k.flip(2), v.flip(2)
-        out, lse = flash_cpu.flash_forward(q, kf, vf, _hankel(ub, n, m), scale)
-        ctx.save_for_backward(q, kf, vf, ub, out, lse)
-        ctx.args = (scale, is_causal, c_left, c_right, block)
+        # Non-causal: the backward needs the far-left region's own attention (o_far, lse_far).
+        # Where it is a causal shape, the forward runs as that pass plus the rest and merges them,
+        # which costs less than a whole-matrix forward here and the same pass again in the backward.
+        far = None
+        if not is_causal and c_left < m and c_left >= m - n:
+            out, lse, far = _split_forward(q, k, v, kf, vf, ub, scale, c_left)
+        else:
+            out, lse = flash_cpu.flash_forward(q, kf, vf, _hankel(ub, n, m), scale)
+        o_far, lse_far = far if far is not None else (q.new_empty(0), lse.new_empty(0))
+        ctx.save_for_backward(q, k, v, kf, vf, ub, out, lse, o_far, lse_far)  # k, v: the inputs, no extra memory
+        ctx.args = (scale, is_causal, c_left, c_right, block, far is not None)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        q, kf, vf, ub, out, lse = ctx.saved_tensors
-        scale, is_causal, c_left, c_right, block = ctx.args
+        q, k, v, kf, vf, ub, out, lse, o_far, lse_far = ctx.saved_tensors
+        scale, is_causal, c_left, c_right, block, has_far = ctx.args
         n, m = q.shape[2], kf.shape[2]
         g = grad_out.contiguous()
         dq, dkf, dvf = flash_cpu.flash_backward(g, q, kf, vf, out, lse, _hankel(ub, n, m), scale)
-        du = _bias_grad(q, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, block)
+        far = (o_far, lse_far) if has_far else None
+        du = _bias_grad(q, k, v, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, block, far)
         return dq, dkf.flip(2), dvf.flip(2), du, None, None, None, None, None
+
+
+def _split_forward(q, k, v, kf, vf, ub, scale: float, c_left: int, rows: int = 256):
+    """The forward as two fused passes whose union is the whole matrix, merged by log-sum-exp.
+
+    Far left (rel <= -c_left, one constant bias a per head): rows c_left - offset .. see keys
+    j <= pos_i - c_left, a top-left causal pass (``_far_left_pass``). The rest (rel > -c_left):
+    row i sees flipped keys j' < M - pos_i + c_left - 1, a prefix that shrinks down the rows,
+    so blocks of ``rows`` queries each run on their own key prefix with the Hankel bias (far
+    left set to -inf). Returns out, lse of the whole and (o_far, lse_far) for the backward.
+    """
+    b, h, n, d = q.shape
+    m = k.shape[2]
+    offset = m - n
+    start, o_far, lse_far = _far_left_pass(q, k, v, kf, vf, scale, c_left)
+    rel = (n - 1) - torch.arange(n + m - 1, device=q.device)
+    u_rest = ub.masked_fill(rel <= -c_left, float("-inf")).contiguous()  # (H, N + M - 1)
+    out = torch.empty_like(q)
+    lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        width = min(m, m - (r0 + offset) + c_left - 1)  # flipped keys row r0 can see
+        bias = u_rest.as_strided((1, h, r1 - r0, width), (0, u_rest.stride(0), 1, 1), u_rest.storage_offset() + r0)
+        out[:, :, r0:r1], lse[:, :, r0:r1] = flash_cpu.flash_forward(q[:, :, r0:r1], kf[:, :, :width], vf[:, :, :width],
+                                                                     bias, scale)
+    # Merge row by row: weights exp(lse_part - lse_total); the far part carries its constant bias a.
+    lse_f = lse_far + ub[:, n - 1 + c_left].float()[None, :, None]  # (B, H, N - start)
+    lse_r = lse[:, :, start:]
+    total = torch.logaddexp(lse_r, lse_f)
+    merged = out[:, :, start:].float() * torch.exp(lse_r - total)[..., None]
+    merged += o_far.float() * torch.exp(lse_f - total)[..., None]
+    out[:, :, start:] = merged
+    lse[:, :, start:] = total
+    return out, lse, (o_far, lse_far)
 
 
 def _diagonal_sums(x: Tensor) -> Tensor:
@@ -97,7 +140,7 @@ def _diagonal_sums(x: Tensor) -> Tensor:
     return padded.reshape(h, r, c + r - 1).sum(dim=1)
 
 
-def _bias_grad(q, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, block) -> Tensor:
+def _bias_grad(q, k, v, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, block, far=None) -> Tensor:
     """d(loss)/d(u) (H, N + M - 1), summed over the batch; see the module docstring.
 
     Works on the flipped keys, where the bias tile of rows i, keys j' is the Hankel view
@@ -134,7 +177,9 @@ def _bias_grad(q, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, bl
     if is_causal:  # rows sum to zero and nothing lies right of the diagonal
         left = -near
     else:
-        left = _far_left_sums(q, kf, vf, ub, lse, g, delta, scale, c_left)  # (B, H, N)
+        if far is None and c_left < m:  # the forward ran as one pass: run the far-left one now
+            far = _far_left_pass(q, k, v, kf, vf, scale, c_left)[1:]
+        left = _far_left_sums(ub, lse, g, delta, c_left, far)  # (B, H, N)
     if c_left < m:
         du[:, n - 1 + c_left] += left.sum(dim=(0, 2))
     if not is_causal and c_right <= n - 1:
@@ -142,29 +187,40 @@ def _bias_grad(q, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_right, bl
     return du.to(ub.dtype)
 
 
-def _far_left_sums(q, kf, vf, ub, lse, g, delta, scale, c_left) -> Tensor:
-    """Per row, the sum of dS over keys with rel <= -c_left (constant bias there). (B, H, N)."""
-    b, h, n, d = q.shape
-    m = kf.shape[2]
-    offset = m - n
-    out = torch.zeros(b, h, n, dtype=delta.dtype, device=q.device)
-    start = c_left - offset  # first query row with a far-left key when offset <= c_left
-    if c_left >= m:
-        return out
-    const = ub[:, n - 1 + c_left].to(delta.dtype)[None, :, None]  # (1, H, 1)
+def _far_left_pass(q, k, v, kf, vf, scale: float, c_left: int):
+    """(start, o_far, lse_far): rows start.. attending only to their far-left keys (rel <= -c_left),
+    without the bias there. Shape: o_far (B, H, N - start, D), lse_far (B, H, N - start). Needs c_left < M."""
+    n, m = q.shape[2], k.shape[2]
+    start = c_left - (m - n)  # first query row with a far-left key when offset <= c_left
     if start >= 0:
-        # Row i sees keys j <= i - start: top-left causal attention of rows start.. on keys ..m - c_left.
+        # Row i sees keys j <= i - start: top-left causal attention of rows start.. on keys ..m - c_left
+        # (views of the unflipped inputs: no copy).
         o_far, lse_far = flash_cpu.flash_forward(
-            q[:, :, start:], kf[:, :, c_left:].flip(2), vf[:, :, c_left:].flip(2), None, scale, is_causal=True
+            q[:, :, start:], k[:, :, : m - c_left], v[:, :, : m - c_left], None, scale, is_causal=True
         )
-    else:  # long KV cache: every row has far-left keys; the region as a Hankel -inf/0 mask
-        rel = (n - 1) - torch.arange(n + m - 1, device=q.device)
-        region = torch.zeros(1, n + m - 1, device=q.device).masked_fill(rel > -c_left, float("-inf"))
-        o_far, lse_far = flash_cpu.flash_forward(q, kf, vf, _hankel(region, n, m), scale)
-        start = 0
+        return start, o_far, lse_far
+    # long KV cache: every row has far-left keys; the region as a Hankel -inf/0 mask
+    rel = (n - 1) - torch.arange(n + m - 1, device=q.device)
+    region = torch.zeros(1, n + m - 1, device=q.device).masked_fill(rel > -c_left, float("-inf"))
+    o_far, lse_far = flash_cpu.flash_forward(q, kf, vf, _hankel(region, n, m), scale)
+    return 0, o_far, lse_far
+
+
+def _far_left_sums(ub, lse, g, delta, c_left, far) -> Tensor:
+    """Per row, the sum of dS over keys with rel <= -c_left (constant bias a there). (B, H, N).
+
+    sum_j dS_ij = m_i (g_i . o_i - delta_i), with o_i and m_i = exp(lse_far_i + a - lse_i) the
+    output and probability mass of row i restricted to the region.
+    """
+    b, h, n = delta.shape
+    out = torch.zeros(b, h, n, dtype=delta.dtype, device=delta.device)
+    if far is None:  # no far-left keys at all (c_left >= M)
+        return out
+    o_far, lse_far = far
+    start = n - o_far.shape[2]
+    const = ub[:, n - 1 + c_left].to(delta.dtype)[None, :, None]  # (1, H, 1)
     mass = torch.exp(lse_far.to(delta.dtype) + const - lse[:, :, start:].to(delta.dtype))
-    sums = mass * ((g[:, :, start:].to(delta.dtype) * o_far.to(delta.dtype)).sum(-1) - delta[:, :, start:])
-    out[:, :, start:] = sums
+    out[:, :, start:] = mass * ((g[:, :, start:].to(delta.dtype) * o_far.to(delta.dtype)).sum(-1) - delta[:, :, start:])
     return out
 
 
