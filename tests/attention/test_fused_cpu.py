@@ -43,7 +43,10 @@ def _check(out, ref, tensors, params, dtype):
 @pytest.mark.parametrize(
     "n, m, window, is_causal, h, g, block",
     [(97, 97, 7, False, 4, 4, None), (64, 150, 9, True, 4, 2, None), (257, 257, 40, False, 2, 1, 32),
-     (300, 300, 64, True, 2, 2, None), (40, 40, 100, False, 2, 2, None), (33, 33, 0, False, 2, 2, 32)],
+     (300, 300, 64, True, 2, 2, None), (40, 40, 100, False, 2, 2, None), (33, 33, 0, False, 2, 2, 32),
+     # block == window, edges, KV cache offsets, GQA
+     (300, 300, 64, False, 4, 2, None), (130, 200, 32, False, 2, 1, None), (70, 70, 32, True, 2, 2, None),
+     (50, 50, 64, False, 2, 2, None), (45, 300, 32, False, 2, 2, None), (45, 300, 32, True, 2, 1, None)],
 )
 def test_banded_matches_reference(n, m, window, is_causal, h, g, block, dtype):
     q, k, v = _inputs(2, h, g, n, m, 16, dtype)
