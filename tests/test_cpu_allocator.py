@@ -72,3 +72,39 @@ def test_preloaded_allocator_is_left_alone():
     result = _probe({"LD_PRELOAD": "libtcmalloc_missing_for_test.so"})
     assert result["tuned"] is False
     assert "LD_PRELOAD" in result["reason"]
+
+
+_LOOP = r"""
+import json
+import torch
+from attnlab.attention import attention
+from attnlab.cpu_allocator import tune_cpu_allocator
+
+assert tune_cpu_allocator().tuned
+torch.manual_seed(0)
+
+def rss_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+samples = []
+for step in range(24):
+    n = (2048, 3072, 1536)[step % 3]  # varying sizes: what could fragment a heap that never unmaps
+    q, k, v = (torch.randn(1, 4, n, 32, requires_grad=True) for _ in range(3))
+    attention(q, k, v, window=64).sum().backward()
+    big = torch.randn(n * 1024 * 8)  # ~48-96 MiB, above glibc's largest mmap threshold
+    del q, k, v, big
+    samples.append(rss_mib())
+print(json.dumps(samples))
+"""
+
+
+def test_tuned_heap_reuses_blocks_instead_of_growing():
+    """With nothing unmapped, a loop of large, varying allocations must settle, not creep up."""
+    done = subprocess.run([sys.executable, "-c", _LOOP], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "ATTNLAB_CPU_ALLOCATOR"})
+    assert done.returncode == 0, done.stderr
+    samples = json.loads(done.stdout.strip().splitlines()[-1])
+    growth = max(samples[6:]) - max(samples[:6])
+    assert growth < 40, f"RSS kept growing after warm-up: {[round(s) for s in samples]}"
