@@ -16,8 +16,9 @@ time and the epochs.
 
 Measured (seed 0, 1 thread, 2-core AMD EPYC): test HR@10 0.7404, NDCG@10 0.5355 (paper 0.7410 /
 0.5360), best validation epoch 153, 39 min; seed 1 (``--seed 1``, 26 min on a later machine): 0.7399 /
-0.5364, best epoch 165 (``results/sasrec-seed1.json``); the mean of the two seeds, 0.7402 / 0.5360, meets
-NDCG@10 and misses HR@10 by 0.0008; with the textbook pre-norm block
+0.5364, best epoch 165 (``results/sasrec-seed1.json``); seed 2: 0.7391 / 0.5343, best epoch 192
+(``results/sasrec-seed2.json``); the mean of the three seeds, 0.7398 / 0.5354, misses the paper by 0.0012 /
+0.0006; with the textbook pre-norm block
 (``--model.block pre-norm`` on the CLI) 0.7318 / 0.5227 in 47 min.
 
 Results go to benchmarks/results/sasrec[-quick|-partial].json. Set OMP_NUM_THREADS (and
