@@ -37,6 +37,7 @@ __all__ = [
     "resolve_device",
     "synchronize",
     "time_call",
+    "time_rounds",
     "time_paired",
     "add_allocator_argument",
     "apply_allocator",
@@ -117,18 +118,34 @@ def time_call(
     }
 
 
-def time_paired(ours: Callable[[], Any], peer: Callable[[], Any], device: torch.device, rounds: int) -> tuple[float, float]:
-    """Median seconds of each, timed alternately (one warm-up each) so load drifts hit both."""
-    ours(), peer()
-    a, b = [], []
-    for _ in range(rounds):
-        for fn, times in ((ours, a), (peer, b)):
+def time_rounds(calls: Sequence[Callable[[], Any]], device: torch.device, rounds: int,
+                budget_s: float = float("inf")) -> list[list[float]]:
+    """Seconds per call, round-robin, so load drifts hit every call alike: times[r][i] is call i
+    in round r (one untimed warm-up each). Stops early, after at least 3 rounds, once the next
+    round would overrun ``budget_s``."""
+    for fn in calls:
+        fn()
+    times: list[list[float]] = []
+    spent = 0.0
+    while len(times) < rounds:
+        if len(times) >= 3 and spent + sum(times[-1]) > budget_s:
+            break
+        row = []
+        for fn in calls:
             synchronize(device)
             t0 = time.perf_counter()
             fn()
             synchronize(device)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(a), statistics.median(b)
+            row.append(time.perf_counter() - t0)
+        times.append(row)
+        spent += sum(row)
+    return times
+
+
+def time_paired(ours: Callable[[], Any], peer: Callable[[], Any], device: torch.device, rounds: int) -> tuple[float, float]:
+    """Median seconds of each, timed alternately (``time_rounds``)."""
+    times = time_rounds([ours, peer], device, rounds)
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
 
 
 def add_allocator_argument(parser) -> None:

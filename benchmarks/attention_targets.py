@@ -33,13 +33,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
-from attention import make_case, row_callable  # noqa: E402
+from attention import _max_err, make_case, row_callable  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SAME_CASE = ("dense", "causal", "padding", "gqa")
@@ -57,34 +57,6 @@ def target_of(case: str, n: int, window: int) -> tuple[str, float, str]:
     return f">= {speedup:.2f}x faster than SDPA + dense mask", speedup, "min"
 
 
-def time_rounds(calls: list[Callable[[], Any]], device: torch.device, rounds: int, budget_s: float) -> list[list[float]]:
-    """Seconds per call, round-robin: times[r][i] for call i in round r (one untimed warm-up each).
-
-    Stops early, after at least 3 rounds, once the next round would overrun ``budget_s``.
-    """
-    for fn in calls:
-        fn()
-    times: list[list[float]] = []
-    spent = 0.0
-    while len(times) < rounds:
-        if len(times) >= 3 and spent + sum(times[-1]) > budget_s:
-            break
-        row = []
-        for fn in calls:
-            common.synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            common.synchronize(device)
-            row.append(time.perf_counter() - t0)
-        times.append(row)
-        spent += sum(row)
-    return times
-
-
-def _max_err(got, want) -> float:
-    return max(float((g.float() - w.float()).abs().max()) for g, w in zip(got, want))
-
-
 def run_target(case: str, n: int, dtype_name: str, backward: bool, cfg: dict[str, Any], device, args) -> dict[str, Any]:
     dtype = common.DTYPES[dtype_name]
     cfg = dict(cfg, n=n)
@@ -96,7 +68,7 @@ def run_target(case: str, n: int, dtype_name: str, backward: bool, cfg: dict[str
     if case in VS_DENSE:
         dense_inputs, d_ours, d_ref, d_naive = make_case("dense", cfg, dtype, device, backward)
         calls.append(row_callable("SDPA", dense_inputs, d_ours, d_ref, d_naive, backward))
-    times = time_rounds(calls, device, args.rounds, args.budget)
+    times = common.time_rounds(calls, device, args.rounds, args.budget)
     ours_t = [t[0] for t in times]
     denom = [t[-1] for t in times]  # same-case SDPA, or dense SDPA for alibi/t5
     if case == "window":
