@@ -89,7 +89,7 @@ def rss_mib():
             return int(line.split()[1]) / 1024
 
 samples = []
-for step in range(24):
+for step in range(48):
     n = (2048, 3072, 1536)[step % 3]  # varying sizes: what could fragment a heap that never unmaps
     q, k, v = (torch.randn(1, 4, n, 32, requires_grad=True) for _ in range(3))
     attention(q, k, v, window=64).sum().backward()
@@ -101,10 +101,16 @@ print(json.dumps(samples))
 
 
 def test_tuned_heap_reuses_blocks_instead_of_growing():
-    """With nothing unmapped, a loop of large, varying allocations must settle, not creep up."""
+    """With nothing unmapped, a loop of large, varying allocations must settle, not creep up.
+
+    The heap does step up a few times while free blocks fragment (seen: +50-75 MiB in total over
+    the first ~30 steps, at varying steps, then flat), so the bound is on the whole run after the
+    first step: less than two of the ~96 MiB blocks allocated per step, where a heap that failed
+    to reuse its blocks would grow by GiBs over 48 steps.
+    """
     done = subprocess.run([sys.executable, "-c", _LOOP], capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "ATTNLAB_CPU_ALLOCATOR"})
     assert done.returncode == 0, done.stderr
     samples = json.loads(done.stdout.strip().splitlines()[-1])
-    growth = max(samples[6:]) - max(samples[:6])
-    assert growth < 40, f"RSS kept growing after warm-up: {[round(s) for s in samples]}"
+    growth = max(samples[1:]) - samples[1]
+    assert growth < 150, f"RSS kept growing: {[round(s) for s in samples]}"
