@@ -65,175 +65,28 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
-import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 if __package__:
     from . import _common as common
+    from ._attention_cases import (CASES, DEFAULT_ROWS, ROWS, max_abs_err, attended_pairs, make_case,
+                                   naive_too_big, plan, row_callable)
 else:  # run as a script: python benchmarks/attention.py
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _common as common
+    from _attention_cases import (CASES, DEFAULT_ROWS, ROWS, max_abs_err, attended_pairs, make_case,
+                                  naive_too_big, plan, row_callable)
 
-from attnlab.attention import attention, positional
-from attnlab.layers import RelativePositionBias
-
-try:  # private, only to label (and reuse) what "auto" dispatches to
-    from attnlab.attention.functional import _pick_backend
-except ImportError:  # pragma: no cover
-    _pick_backend = None
-
-CASES = ("dense", "causal", "alibi", "t5", "window", "padding", "gqa")
-ROWS = ("auto", "chunked", "sdpa", "math", "SDPA", "naive")
-DEFAULT_ROWS = ("auto", "chunked", "sdpa", "SDPA", "naive")
-OURS = ("auto", "chunked", "sdpa", "math")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-GIB = 1024**3
-
-
-# --- the cases -------------------------------------------------------------------------
-
-def attended_pairs(case: str, n: int, m: int, window: int) -> int:
-    """(query, key) pairs a kernel must compute (see the GFLOP/s convention above)."""
-    if case == "causal":  # bottom-right aligned: query i sees keys <= i + (m - n)
-        return sum(min(m, i + (m - n) + 1) for i in range(n))
-    if case == "window":
-        return sum(min(m - 1, i + window) - max(0, i - window) + 1 for i in range(n))
-    return n * m
-
-
-def _dense_alibi(h: int, n: int, m: int, dtype, device) -> torch.Tensor:
-    """-slope_h * |i - j| as a dense tensor, written out here, not via the library callable."""
-    slopes = positional.alibi_slopes(h).to(device)[:, None, None]  # (H, 1, 1)
-    i = torch.arange(n, device=device)[:, None] + (m - n)
-    j = torch.arange(m, device=device)[None, :]
-    return (-slopes * (i - j).abs().float()).to(dtype).unsqueeze(0)  # (1, H, N, M)
-
-
-def make_case(case: str, cfg: dict[str, Any], dtype: torch.dtype, device: torch.device, grad: bool):
-    """Inputs plus the three spellings of the case: ours, plain SDPA's, the naive one's."""
-    b, h, n, d, w = cfg["batch"], cfg["heads"], cfg["n"], cfg["head_dim"], cfg["window"]
-    gen = torch.Generator(device=device).manual_seed(cfg["seed"])
-    g = max(1, h // 4) if case == "gqa" else h
-    q = torch.randn(b, h, n, d, generator=gen, device=device, dtype=dtype)
-    k, v = (torch.randn(b, g, n, d, generator=gen, device=device, dtype=dtype) for _ in range(2))
-    for t in (q, k, v):
-        t.requires_grad_(grad)
-    ours: dict[str, Any] = {}
-    ref: dict[str, Any] = {}
-    naive: dict[str, Any] = {"mask": None, "bias": None}
-    if case == "gqa":
-        ref["enable_gqa"] = True
-    if case == "causal":
-        ours["is_causal"] = ref["is_causal"] = True
-        naive["mask"] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
-    elif case == "alibi":
-        ours["bias"] = positional.alibi_bias(h)
-        ref["attn_mask"] = naive["bias"] = _dense_alibi(h, n, n, dtype, device)
-    elif case == "t5":
-        torch.manual_seed(cfg["seed"])
-        module = RelativePositionBias(h).to(device)
-        with torch.no_grad():
-            module.embedding.weight.normal_(0.0, 0.5)
-        module.requires_grad_(grad)
-        ours["bias"] = module.bias_function()
-        with torch.no_grad():
-            ref["attn_mask"] = naive["bias"] = module(n, n).to(dtype)  # (1, H, N, M)
-    elif case == "window":
-        ours["window"] = w
-        idx = torch.arange(n, device=device)
-        ref["attn_mask"] = naive["mask"] = (idx[:, None] - idx[None, :]).abs() <= w  # (N, M)
-    elif case == "padding":
-        mask = torch.ones(b, 1, 1, n, dtype=torch.bool, device=device)
-        mask[: (b + 1) // 2, ..., n - n // 4 :] = False
-        ours["mask"] = ref["attn_mask"] = naive["mask"] = mask
-    elif case not in ("dense", "gqa"):
-        raise ValueError(f"unknown case {case!r}")
-    return (q, k, v), ours, ref, naive
-
-
-def _naive(q, k, v, mask, bias):
-    if k.shape[1] != q.shape[1]:
-        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, N, M)
-    if bias is not None:
-        scores = scores + bias
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
-
-
-def row_callable(row: str, inputs, ours, ref, naive, backward: bool) -> Callable[[], Any]:
-    q, k, v = inputs
-    if row in OURS:
-        forward = lambda: attention(q, k, v, backend=row, **ours)  # noqa: E731
-    elif row == "SDPA":
-        forward = lambda: F.scaled_dot_product_attention(q, k, v, **ref)  # noqa: E731
-    elif row == "naive":
-        forward = lambda: _naive(q, k, v, naive["mask"], naive["bias"])  # noqa: E731
-    else:
-        raise ValueError(f"unknown row {row!r}")
-    if not backward:
-        return lambda: (forward(),)
-    # The same upstream gradient for every row, so their q, k, v gradients are comparable.
-    gen = torch.Generator(device=q.device).manual_seed(1234)
-    grad_out = torch.randn(q.shape, generator=gen, device=q.device, dtype=q.dtype)
-
-    def forward_backward():
-        for t in inputs:
-            t.grad = None
-        out = forward()
-        out.backward(grad_out)
-        return (out.detach(), q.grad, k.grad, v.grad)
-
-    return forward_backward
-
-
-def picked_backend(inputs, ours: dict[str, Any]) -> str | None:
-    """What ``backend="auto"`` dispatches to, or None when that cannot be told.
-
-    Asks the kernel's private ``_pick_backend``, passing its parameters by name, because its
-    signature moves with the heuristic; any mismatch only means auto is timed on its own.
-    """
-    if _pick_backend is None:
-        return None
-    q, k, v = inputs
-    known = {"q": q, "k": k, "v": v, "n": q.shape[2], "m": k.shape[2], "bias": ours.get("bias"),
-             "window": ours.get("window"), "mask": ours.get("mask"), "is_causal": ours.get("is_causal", False),
-             "dropout_p": 0.0}
-    try:
-        picked = _pick_backend(*(known[name] for name in inspect.signature(_pick_backend).parameters))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return picked if isinstance(picked, str) else None
-
-
-def naive_too_big(cfg: dict[str, Any]) -> float | None:
-    """Size in GiB of the float32 scores when it is over the cap, else None."""
-    gib = cfg["batch"] * cfg["heads"] * cfg["n"] * cfg["n"] * 4 / GIB
-    return gib if gib > cfg["max_naive_gb"] else None
-
-
-def plan(inputs, ours: dict[str, Any], rows: list[str], reuse_auto: bool):
-    """Run order (SDPA first: it is the reference) and auto's alias, if it has one."""
-    order = ["SDPA"] + [r for r in ROWS if r in rows and r not in ("SDPA", "auto")]
-    alias = picked_backend(inputs, ours) if "auto" in rows else None
-    if "auto" in rows and not (reuse_auto and alias in order):
-        order.append("auto")
-    return order, alias
 
 
 # --- one (dtype, N, case) group --------------------------------------------------------
-
-def _max_err(got, want) -> float:
-    return max(float((g.float() - w.float()).abs().max()) for g, w in zip(got, want))
 
 
 def run_group(case: str, cfg: dict[str, Any], dtype_name: str, device, rows, args) -> list[dict[str, Any]]:
@@ -264,7 +117,7 @@ def run_group(case: str, cfg: dict[str, Any], dtype_name: str, device, rows, arg
                     ref_out = out
                 rec.update({k: timing[k] for k in ("min_s", "times_s", "cold")})
                 rec["time_s"] = timing["median_s"]
-                rec["max_abs_err"] = None if ref_out is None else 0.0 if row == "SDPA" else _max_err(out, ref_out)
+                rec["max_abs_err"] = None if ref_out is None else 0.0 if row == "SDPA" else max_abs_err(out, ref_out)
                 del out
         measured[row] = rec
     progress = ", ".join(f"{r} {common.fmt_time(measured[r]['time_s'])}" for r in order)

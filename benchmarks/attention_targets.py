@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
-from attention import _max_err, make_case, row_callable  # noqa: E402
+from _attention_cases import max_abs_err, make_case, row_callable  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SAME_CASE = ("dense", "causal", "padding", "gqa")
@@ -63,7 +63,7 @@ def run_target(case: str, n: int, dtype_name: str, backward: bool, cfg: dict[str
     inputs, ours, ref, naive = make_case(case, cfg, dtype, device, backward)
     mine = row_callable("auto", inputs, ours, ref, naive, backward)
     same_ref = row_callable("SDPA", inputs, ours, ref, naive, backward)
-    err = _max_err(mine(), same_ref())
+    err = max_abs_err(mine(), same_ref())
     calls = [mine, same_ref]
     if case in VS_DENSE:
         dense_inputs, d_ours, d_ref, d_naive = make_case("dense", cfg, dtype, device, backward)
