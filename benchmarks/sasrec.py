@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: a fresh one under runs/)")
     p.add_argument("--resume", type=Path, default=None, help="continue this run directory")
     p.add_argument("--partial", type=Path, default=None, help="test the best checkpointed weights of this unfinished run")
+    p.add_argument("--model", dest="model_set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a model_config field of the default config (repeatable), e.g. dim=64")
+    p.add_argument("--train", dest="train_set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a TrainConfig field (repeatable), e.g. min_lr_factor=0.01")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default under benchmarks/results/)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -123,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         status = "partial"
     else:
         data = _quick_data(args.data, Path(tmp.name)) if args.quick else args.data
-        train: dict[str, Any] = {"seed": args.seed, "progress": False}
+        train: dict[str, Any] = {**common.parse_overrides(args.train_set, "sasrec.py"), "seed": args.seed, "progress": False}
         if args.quick:
             train.update(epochs=2)
         if args.epochs is not None:
             train["epochs"] = args.epochs
-        values = {"task": "sasrec", "data": str(data), "train": train, "report_examples": 1 if args.quick else 4}
+        values = {"task": "sasrec", "data": str(data), "train": train, "report_examples": 1 if args.quick else 4,
+                  "model_config": common.parse_overrides(args.model_set, "sasrec.py")}
         if args.resume is not None:
             import yaml
 
