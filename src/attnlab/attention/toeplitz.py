@@ -43,9 +43,14 @@ __all__ = ["toeplitz_attention", "toeplitz_applicable", "relative_values"]
 _MAX_BAND_FRACTION = 0.5
 
 
+def _relative_positions(n: int, m: int, device) -> Tensor:
+    """rel = j - pos_i of each entry t of u: N - 1 - t, for t in [0, N + M - 1)."""
+    return (n - 1) - torch.arange(n + m - 1, device=device)
+
+
 def relative_values(bias_fn, heads: int, n: int, m: int, device) -> Tensor:
     """u (H, N + M - 1) with u[:, t] = bias at rel = j - pos_i = N - 1 - t (float32)."""
-    rel = (n - 1) - torch.arange(n + m - 1, device=device)
+    rel = _relative_positions(n, m, device)
     h = torch.arange(heads, device=device)[:, None, None]
     values = bias_fn(h, torch.zeros(1, 1, dtype=torch.long, device=device), rel[None, :])  # (H, 1, T)
     return values[:, 0].float()
@@ -116,7 +121,7 @@ def _split_forward(q, k, v, kf, vf, ub, scale: float, c_left: int, rows: int = 2
     m = k.shape[2]
     offset = m - n
     start, o_far, lse_far = _far_left_pass(q, k, v, kf, vf, scale, c_left)
-    rel = (n - 1) - torch.arange(n + m - 1, device=q.device)
+    rel = _relative_positions(n, m, q.device)
     u_rest = ub.masked_fill(rel <= -c_left, float("-inf")).contiguous()  # (H, N + M - 1)
     out = torch.empty_like(q)
     lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
@@ -163,7 +168,7 @@ def _bias_grad(q, k, v, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_rig
     near = torch.zeros(b, h, n, dtype=acc, device=q.device)  # row sums of dS over the band
     right_reach = 0 if is_causal else c_right - 1
     # Outside the band the bias is -inf here: exp gives the zeros a mask would (no mask pass).
-    rel_all = (n - 1) - torch.arange(n + m - 1, device=q.device)
+    rel_all = _relative_positions(n, m, q.device)
     ubc = ub.to(acc).masked_fill(~((rel_all > -c_left) & (rel_all <= right_reach)), float("-inf")).contiguous()
     qs = q * scale  # scale folded into q once, not into every score tile
     lse_acc = lse.to(acc)
@@ -208,7 +213,7 @@ def _far_left_pass(q, k, v, kf, vf, scale: float, c_left: int):
         )
         return start, o_far, lse_far
     # long KV cache: every row has far-left keys; the region as a Hankel -inf/0 mask
-    rel = (n - 1) - torch.arange(n + m - 1, device=q.device)
+    rel = _relative_positions(n, m, q.device)
     region = torch.zeros(1, n + m - 1, device=q.device).masked_fill(rel > -c_left, float("-inf"))
     o_far, lse_far = flash_cpu.flash_forward(q, kf, vf, _hankel(region, n, m), scale)
     return 0, o_far, lse_far
