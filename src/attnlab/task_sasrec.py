@@ -274,11 +274,12 @@ register_task_spec(TaskSpec(
     name="sasrec",
     default_model="sasrec",
     description="next-item recommendation from a 'user item' file (SASRec, leave-one-out HR/NDCG@10)",
-    # The paper's setting: Adam lr 1e-3 held constant, betas (0.9, 0.98), batch 128, no weight
-    # decay, ~200 epochs.
+    # The paper's setting (Adam lr 1e-3, betas (0.9, 0.98), batch 128, no weight decay, ~200 epochs),
+    # except that the lr decays along a cosine to 1e-5 instead of staying constant: validation
+    # NDCG@10 0.5711 vs 0.5651, 3 seeds each on Amazon Games (benchmarks/sasrec.py).
     default_train={"epochs": 200, "batch_size": 128, "lr": 1e-3, "adam_betas": (0.9, 0.98), "weight_decay": 0.0,
                    "warmup_epochs": 0.0,
-                   "min_lr_factor": 1.0, "grad_clip": 0.0, "keep": "best"},
+                   "min_lr_factor": 0.01, "grad_clip": 0.0, "keep": "best"},
     default_data_options={"max_len": 50, "num_negatives": 100},
     model_fields=lambda task_data: {"num_items": task_data.info["num_items"], "max_len": task_data.info["max_len"]},
     objective=_objective,
