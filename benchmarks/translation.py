@@ -109,6 +109,30 @@ def _subset(folder: Path, out: Path, n: int) -> Path:
     return out
 
 
+def _training_config(args: argparse.Namespace, tmp: Path):
+    """The documented CONFIG with the command line's seed, epochs, quick mode and overrides applied."""
+    from attnlab.run import resolve_config
+    from attnlab.training.distributed import pick_device
+    from attnlab.training.precision import native_bf16
+
+    data = _subset(args.data, tmp / "data", 512) if args.quick else args.data
+    values = {"task": "translation", "data": str(data), "report_examples": 2, **{k: dict(v) if isinstance(v, dict) else v
+                                                                                 for k, v in CONFIG.items()}}
+    values["train"].update({"seed": args.seed, "progress": False, "device": args.device,
+                            "checkpoint_every": args.checkpoint_every})
+    if args.epochs:
+        values["train"]["epochs"] = args.epochs
+    if args.quick:
+        values["model_config"] = dict(QUICK_MODEL)
+        values["train"]["epochs"] = 1
+        values["data_options"]["vocab_size"] = 600
+    if not native_bf16(pick_device(args.device)):  # emulated bf16 is ~100x slower (training/precision.py)
+        values["train"]["precision"] = "fp32"
+    for section, pairs in (("model_config", args.model_set), ("train", args.train_set)):
+        values[section].update(parse_overrides(pairs, "translation.py"))
+    return resolve_config(values)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -134,29 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from attnlab.data.text import pad_batch
-    from attnlab.run import _load_task, resolve_config, train_run
+    from attnlab.run import _load_task, load_run, train_run
     from attnlab.task_translation import corpus_bleu, translate
-    from attnlab.training.distributed import pick_device
-    from attnlab.training.precision import native_bf16
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = _subset(args.data, Path(tmp) / "data", 512) if args.quick else args.data
-        values = {"task": "translation", "data": str(data), "report_examples": 2, **{k: dict(v) if isinstance(v, dict) else v
-                                                                                     for k, v in CONFIG.items()}}
-        values["train"].update({"seed": args.seed, "progress": False, "device": args.device,
-                                "checkpoint_every": args.checkpoint_every})
-        if args.epochs:
-            values["train"]["epochs"] = args.epochs
-        if args.quick:
-            values["model_config"] = dict(QUICK_MODEL)
-            values["train"]["epochs"] = 1
-            values["data_options"]["vocab_size"] = 600
-        if not native_bf16(pick_device(args.device)):  # emulated bf16 is ~100x slower (training/precision.py)
-            values["train"]["precision"] = "fp32"
-        for section, pairs in (("model_config", args.model_set), ("train", args.train_set)):
-            values[section].update(parse_overrides(pairs, "translation.py"))
-        from attnlab.run import load_run
-
         device_name = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
         if args.score is not None:  # a finished run: decode only
             run_dir = args.score
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics = json.loads((run_dir / "metrics.json").read_text())
             train_wall = metrics["wall_time_s"]
         else:
-            config = resolve_config(values)
+            config = _training_config(args, Path(tmp))
             run_dir = args.keep_run or Path(tmp) / "run"
             start = time.perf_counter()
             metrics = train_run(config, out=run_dir, overwrite=True)
