@@ -71,6 +71,10 @@ def _case_sasrec_bad_line(tmp: Path):
     return ["--task", "sasrec", "--data", str(path)], str(path)
 
 
+def _case_translation_missing_path(tmp: Path):
+    return ["--task", "translation", "--data", str(tmp / "no-such-corpus")], "not found"
+
+
 def _case_yaml_unknown_key(tmp: Path):
     path = tmp / "run.yaml"
     path.write_text("task: digits\ntrain:\n  epochs: 1\n  learning_rate: 0.1\n")
@@ -91,6 +95,7 @@ CASES = {
     "ucr-text-in-values": _case_ucr_text_in_values,
     "not-a-wav": _case_not_a_wav,
     "sasrec-bad-line": _case_sasrec_bad_line,
+    "translation-missing-path": _case_translation_missing_path,
     "yaml-unknown-key": _case_yaml_unknown_key,
     "yaml-wrong-type": _case_yaml_wrong_type,
 }

@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,9 +219,13 @@ def load_task(task: str, data: str | None, *, seed: int, **options: Any) -> Task
 
 
 def require_data(task: str, data: Any, what: str) -> str:
-    """Return ``data``, or raise a DataError saying that ``--data`` is needed and what it points to."""
+    """Return ``data``, or raise a DataError saying that ``--data`` is needed and what it points to,
+    or that the path does not exist (the CLI checks this too; loaders are also reached from saved
+    run configs and scripts, whose data may since have moved)."""
     if data is None or str(data) == "":
         raise DataError(f"task {task!r} needs --data PATH ({what})")
+    if not Path(data).exists():
+        raise DataError(f"task {task!r}: data path not found: {data} (expected {what})")
     return data
 
 
