@@ -23,6 +23,8 @@ QUICK = [
     ("attention_targets.py", ["--passes", "bwd", "--dtypes", "fp32"], None),
     ("explain.py", [], None),
     ("timeseries.py", ["--datasets", "ItalyPowerDemand", "--root", str(DATA_DIR / "ucr")], DATA_DIR / "ucr" / "ItalyPowerDemand"),
+    ("timeseries_cv.py", ["--datasets", "ItalyPowerDemand", "--configs", "default", "--root", str(DATA_DIR / "ucr")],
+     DATA_DIR / "ucr" / "ItalyPowerDemand"),
     ("audio.py", ["--data", str(DATA_DIR / "fsdd" / "recordings"), "--threads", "1"], DATA_DIR / "fsdd" / "recordings"),
     ("sasrec.py", ["--data", str(DATA_DIR / "sasrec" / "games.txt"), "--threads", "1"], DATA_DIR / "sasrec" / "games.txt"),
     ("detection.py", ["--threads", "1"], None),
@@ -48,3 +50,29 @@ def test_quick_benchmark_runs_and_writes_json(script, extra, needs, tmp_path):
     result = json.loads(out.read_text())
     assert isinstance(result, dict) and result, f"{script} wrote an empty result"
     assert done.stdout.strip(), f"{script} printed no table"
+
+
+def test_timeseries_cv_folds_partition_train_and_never_read_test(tmp_path):
+    """Each repeat's folds are a stratified partition of TRAIN's rows; TEST never enters them."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from timeseries_cv import write_folds
+
+    ucr = tmp_path / "Toy"
+    ucr.mkdir()
+    rows = [f"{1 + (i % 3 == 0)}\t{i}.0\t{i + 1}.5\t{-i}.25" for i in range(30)]  # 10 of class 2, 20 of class 1
+    (ucr / "Toy_TRAIN.tsv").write_text("\n".join(rows) + "\n")
+    (ucr / "Toy_TEST.tsv").write_text("1\t99.0\t99.0\t99.0\n")
+    for repeat in (0, 1):
+        folders = write_folds(ucr, tmp_path / "folds", 5, repeat)
+        assert len(folders) == 5
+        held = []
+        for folder in folders:
+            fit = (folder / "Toy_TRAIN.tsv").read_text().splitlines()
+            part = (folder / "Toy_TEST.tsv").read_text().splitlines()
+            assert sorted(fit + part) == sorted(rows)  # the other folds plus this one = TRAIN
+            assert sum(r.startswith("2") for r in part) == 2  # stratified: 10 / 5 of class 2 per fold
+            held += part
+        assert sorted(held) == sorted(rows)  # every TRAIN row held out exactly once
+        assert not any("99.0" in r for r in held)
+    firsts = [(tmp_path / "folds" / f"Toy-r{r}-f0" / "Toy_TEST.tsv").read_text() for r in (0, 1)]
+    assert firsts[0] != firsts[1]  # repeats shuffle differently
