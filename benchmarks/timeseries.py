@@ -15,11 +15,18 @@ Columns:
   met         whether the mean reaches the target
   time        wall time per run (mean over seeds; data loading, training, test)
 
+Per-data-set overrides (``OVERRIDES``) come only from cross-validation on TRAIN
+(``benchmarks/timeseries_cv.py``): ECG200 trains with lr 1e-3 and augmentation (jitter 0.03, scale
+0.1, shift 3), which scored 87.7 against the default's 85.7 there; on TEST, 5 seeds, it gets
+88.00 ± 1.41 (89 / 88 / 86 / 90 / 87; results/timeseries-ECG200-cv-selected.json) where the default
+got 89.40 ± 1.62: kept all the same, since choosing by TEST is what the CV is there to avoid.
+ItalyPowerDemand's CV kept the default.
+
 Default config (task_timeseries): stem 32 channels, kernels 5/11/21 (the Encoder's), BatchNorm, one
-Transformer layer 64 wide, lr 5e-4 with 10 warm-up epochs, 100 epochs, batch 16. Last full run
-(5 seeds, 1 thread): ECG200 89.40, GunPoint 98.40, ItalyPowerDemand 96.19, TwoLeadECG 98.84; ECG200
-and ItalyPowerDemand stay below the Encoder targets. Screened without a gain on both of those (2 or
-5 seeds): label smoothing 0.1, FCN stem (64 ch, 8/5/3), instance-norm stem, cls+mean pooling, sin-cos
+Transformer layer 64 wide, lr 5e-4 with 10 warm-up epochs, 100 epochs, batch 16. Last full run of
+the default on all four (5 seeds, 1 thread): ECG200 89.40, GunPoint 98.40, ItalyPowerDemand 96.19, TwoLeadECG 98.84; ECG200
+and ItalyPowerDemand stay below the Encoder targets. Screened on TEST (before the CV existed) without a gain on
+both of those (2 or 5 seeds): label smoothing 0.1, FCN stem (64 ch, 8/5/3), instance-norm stem, cls+mean pooling, sin-cos
 positions, patch tokens of 4, 50/150/200 epochs, dropout 0.3, stem 64, augmentation. A 128-channel
 instance-norm stem reaches 96.54 on ItalyPowerDemand but drops ECG200 to 86.4. Weight EMA
 (``--train ema_decay=0.99`` or ``0.999``, 5 seeds; identical, because the (1 + t) / (10 + t)
@@ -56,9 +63,11 @@ REFERENCE: dict[str, tuple[float, float]] = {
     "ItalyPowerDemand": (96.5, 0.0447),
     "TwoLeadECG": (86.3, 0.253),
 }
-# Per-data-set overrides of the task defaults ({"train": {...}, "model_config": {...}, ...}); empty:
-# every data set trains the one default config.
-OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
+# Per-data-set overrides of the task defaults ({"train": {...}, "model_config": {...}, ...}), each chosen
+# by cross-validation on TRAIN alone (benchmarks/timeseries_cv.py, stage 2); other data sets train the default.
+OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "ECG200": {"train": {"lr": 1e-3}, "data_options": {"jitter": 0.03, "scale": 0.1, "max_shift": 3}},  # CV 87.7 vs 85.7
+}
 QUICK = {"train": {"epochs": 2}, "model_config": {"dim": 16, "depth": 1, "num_heads": 2, "stem_channels": 8}}
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ucr"
 
