@@ -138,8 +138,8 @@ def _fit_fold(job: tuple[Path, int, dict[str, dict[str, Any]], Path]) -> tuple[i
 def cross_validate(folder: Path, overrides: dict, *, folds: int, repeats: list[int], jobs: int, tmp: Path) -> dict[str, Any]:
     jobs_list = []
     for r in repeats:
-        for i, fold_dir in enumerate(write_folds(folder, tmp / "folds", folds, r)):
-            jobs_list.append((fold_dir, r, overrides, tmp / "runs" / f"{fold_dir.name}"))
+        for fold_dir in write_folds(folder, tmp / "folds", folds, r):
+            jobs_list.append((fold_dir, r, overrides, tmp / "runs" / fold_dir.name))
     start = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
