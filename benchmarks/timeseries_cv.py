@@ -86,60 +86,52 @@ GRID: dict[str, dict[str, dict[str, Any]]] = {
     "fcn-stem": {"model_config": {"stem_channels": 64, "stem_kernels": [8, 5, 3]}},
     "mean-pooling": {"model_config": {"pooling": "mean"}},
     "augment": {"data_options": {"jitter": 0.03, "scale": 0.1, "max_shift": 3}},
-    # Stage 2, added after stage 1's CV scores on ECG200 (TEST still unread): the best stage-1 change
-    # (lr 1e-3) combined with the next two (FCN stem, augmentation), re-scored with the default and
-    # the single changes on fresh fold splits (repeats 2-4), which damps stage 1's winner's curse.
-    "lr-1e-3+fcn-stem": {"train": {"lr": 1e-3}, "model_config": {"stem_channels": 64, "stem_kernels": [8, 5, 3]}},
-    "lr-1e-3+augment": {"train": {"lr": 1e-3}, "data_options": {"jitter": 0.03, "scale": 0.1, "max_shift": 3}},
-    "lr-1e-3+fcn-stem+augment": {"train": {"lr": 1e-3}, "model_config": {"stem_channels": 64, "stem_kernels": [8, 5, 3]},
-                                 "data_options": {"jitter": 0.03, "scale": 0.1, "max_shift": 3}},
 }
+# Stage 2, added after stage 1's CV scores on ECG200 (TEST still unread): the best stage-1 change
+# (lr 1e-3) combined with the next two (FCN stem, augmentation), re-scored with the default and
+# the single changes on fresh fold splits (repeats 2-4), which damps stage 1's winner's curse.
+for _names in (("lr-1e-3", "fcn-stem"), ("lr-1e-3", "augment"), ("lr-1e-3", "fcn-stem", "augment")):
+    GRID["+".join(_names)] = merge_sections(*(GRID[n] for n in _names))
 
 
-def _ucr_files(folder: Path) -> tuple[Path, str]:
-    trains = sorted(p for p in folder.iterdir() if p.name.upper().endswith("_TRAIN.TSV"))
-    if len(trains) != 1:
-        raise SystemExit(f"{folder}: expected one *_TRAIN.tsv, found {[p.name for p in trains]}")
-    return trains[0], trains[0].name[: -len("_TRAIN.tsv")]
-
-
-def write_folds(folder: Path, out: Path, folds: int, repeat: int) -> list[Path]:
+def write_folds(folder: Path, out: Path, folds: int, repeat: int) -> list[tuple[Path, int]]:
     """Stratified ``folds``-way split of ``folder``'s TRAIN file (shuffled with seed ``repeat``),
-    each fold written as a UCR folder: the other folds as ``_TRAIN.tsv``, it as ``_TEST.tsv``."""
+    each fold written as a UCR folder: the other folds as ``_TRAIN.tsv``, it as ``_TEST.tsv``.
+    Returns (folder, number of held-out series) per fold."""
     from sklearn.model_selection import StratifiedKFold
 
-    train_file, name = _ucr_files(folder)
-    lines = [line for line in train_file.read_text().splitlines() if line.strip()]
-    labels = [line.replace(",", "\t").split()[0] for line in lines]
+    from attnlab.data.timeseries import _ucr_pair, read_ucr_file
+
+    train_file = _ucr_pair(folder)[0]
+    name = train_file.name[: -len("_TRAIN.tsv")]
+    lines = [line for line in train_file.read_text().splitlines() if line.strip()]  # the rows read_ucr_file reads
+    labels = read_ucr_file(train_file)[1]
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=repeat)
-    paths = []
+    out_folds = []
     for i, (fit, held) in enumerate(split.split(lines, labels)):
         fold_dir = out / f"{name}-r{repeat}-f{i}"
         fold_dir.mkdir(parents=True, exist_ok=True)
         (fold_dir / f"{name}_TRAIN.tsv").write_text("".join(lines[j] + "\n" for j in fit))
         (fold_dir / f"{name}_TEST.tsv").write_text("".join(lines[j] + "\n" for j in held))
-        paths.append(fold_dir)
-    return paths
+        out_folds.append((fold_dir, len(held)))
+    return out_folds
 
 
-def _fit_fold(job: tuple[Path, int, dict[str, dict[str, Any]], Path]) -> tuple[int, int]:
-    """Train on one fold's TRAIN, return (correct, total) on its held-out part."""
+def _fit_fold(job: tuple[Path, int, int, dict[str, dict[str, Any]], Path]) -> tuple[int, int]:
+    """Train on one fold's TRAIN, return (correct, total) on its ``total`` held-out series."""
     from timeseries import run_one
 
-    from attnlab.data.timeseries import read_ucr_file
-
-    fold_dir, seed, overrides, run_dir = job
+    fold_dir, total, seed, overrides, run_dir = job
     torch.set_num_threads(1)
     run = run_one(fold_dir, seed, overrides, run_dir)
-    total = len(read_ucr_file(next(fold_dir.glob("*_TEST.tsv")))[1])
     return round(run["accuracy"] * total), total
 
 
 def cross_validate(folder: Path, overrides: dict, *, folds: int, repeats: list[int], jobs: int, tmp: Path) -> dict[str, Any]:
     jobs_list = []
     for r in repeats:
-        for fold_dir in write_folds(folder, tmp / "folds", folds, r):
-            jobs_list.append((fold_dir, r, overrides, tmp / "runs" / fold_dir.name))
+        for fold_dir, held in write_folds(folder, tmp / "folds", folds, r):
+            jobs_list.append((fold_dir, held, r, overrides, tmp / "runs" / fold_dir.name))
     start = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:

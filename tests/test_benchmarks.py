@@ -66,9 +66,10 @@ def test_timeseries_cv_folds_partition_train_and_never_read_test(tmp_path):
         folders = write_folds(ucr, tmp_path / "folds", 5, repeat)
         assert len(folders) == 5
         held = []
-        for folder in folders:
+        for folder, count in folders:
             fit = (folder / "Toy_TRAIN.tsv").read_text().splitlines()
             part = (folder / "Toy_TEST.tsv").read_text().splitlines()
+            assert count == len(part)
             assert sorted(fit + part) == sorted(rows)  # the other folds plus this one = TRAIN
             assert sum(r.startswith("2") for r in part) == 2  # stratified: 10 / 5 of class 2 per fold
             held += part
