@@ -131,13 +131,15 @@ def _split_forward(q, k, v, kf, vf, ub, scale: float, c_left: int, rows: int = 2
         bias = u_rest.as_strided((1, h, r1 - r0, width), (0, u_rest.stride(0), 1, 1), u_rest.storage_offset() + r0)
         out[:, :, r0:r1], lse[:, :, r0:r1] = flash_cpu.flash_forward(q[:, :, r0:r1], kf[:, :, :width], vf[:, :, :width],
                                                                      bias, scale)
-    # Merge row by row: weights exp(lse_part - lse_total); the far part carries its constant bias a.
+    # Merge row by row: out = lerp(out_rest, o_far, w_far), w_far = exp(lse_far + a - lse_total),
+    # a the far part's constant bias; in blocks of rows, so the float32 copies stay in cache.
     lse_f = lse_far + ub[:, n - 1 + c_left].float()[None, :, None]  # (B, H, N - start)
-    lse_r = lse[:, :, start:]
-    total = torch.logaddexp(lse_r, lse_f)
-    merged = out[:, :, start:].float() * torch.exp(lse_r - total)[..., None]
-    merged += o_far.float() * torch.exp(lse_f - total)[..., None]
-    out[:, :, start:] = merged
+    total = torch.logaddexp(lse[:, :, start:], lse_f)
+    w_far = torch.exp(lse_f - total)[..., None]  # (B, H, N - start, 1)
+    rest = out[:, :, start:]
+    for r0 in range(0, n - start, rows):
+        part = rest[:, :, r0 : r0 + rows]
+        part.copy_(torch.lerp(part.float(), o_far[:, :, r0 : r0 + rows].float(), w_far[:, :, r0 : r0 + rows]))
     lse[:, :, start:] = total
     return out, lse, (o_far, lse_far)
 
