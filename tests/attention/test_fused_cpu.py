@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnlab.attention import attention, flash_cpu, functional, positional
-from attnlab.attention.banded import _fold, banded_attention
+from attnlab.attention.banded import _fold, band_block_sizes, banded_attention
 from attnlab.attention.toeplitz import toeplitz_attention
 from attnlab.layers import RelativePositionBias
 from tests.conftest import reference_attention
@@ -53,6 +53,27 @@ def test_banded_matches_reference(n, m, window, is_causal, h, g, block, dtype):
     out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25, block=block)
     ref, _ = reference_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25)
     _check(out, ref, (q, k, v), (), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "n, m, window, is_causal, block, backward_block",
+    # the backward cuts the rows into other bands than the forward: more, fewer, not dividing N
+    [(257, 257, 40, False, 32, 48), (300, 300, 64, True, 64, 192), (130, 200, 64, False, 192, 64),
+     (45, 300, 32, True, 32, 96)],
+)
+def test_banded_backward_reblocks_rows(n, m, window, is_causal, block, backward_block, dtype):
+    q, k, v = _inputs(2, 2, 2, n, m, 16, dtype)
+    out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25, block=block,
+                           backward_block=backward_block)
+    ref, _ = reference_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25)
+    _check(out, ref, (q, k, v), (), dtype)
+
+
+def test_band_block_sizes_follow_the_kernel_tiles():
+    assert band_block_sizes(256, torch.bfloat16) == (64, 192)
+    assert band_block_sizes(256, torch.float32) == (64, 128)
+    assert band_block_sizes(16, torch.bfloat16) == (32, 32)  # small windows keep bands narrow
 
 
 def _bias(kind: str, h: int, is_causal: bool, max_distance: int):
