@@ -24,7 +24,9 @@ log-sum-exp: the rest's key range shrinks down the rows (row i needs only flippe
 j' < M - pos_i + c_left - 1), so blocks of 256 rows each run on their own key prefix, ~0.6
 of a forward in all. The backward then reuses the far-left output. Paired against dense
 SDPA on a 2-core Zen 5 (B4 H8 D64, fwd+bwd): fp32 1.27 -> 1.21x at N=2048, 1.19 -> 1.10x at
-4096; bf16 1.35 -> 1.24x and 1.28 -> 1.12x (``benchmarks/attention_targets.py``).
+4096; bf16 1.35 -> 1.24x and 1.28 -> 1.12x (``benchmarks/attention_targets.py``). Merging the two
+parts in blocks of rows (float32 copies that stay in cache) instead of whole-tensor float32
+passes then took bf16 N=2048 to 1.20x.
 """
 
 from __future__ import annotations
