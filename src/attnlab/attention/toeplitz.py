@@ -174,7 +174,10 @@ def _bias_grad(q, k, v, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_rig
     # Outside the band the bias is -inf here: exp gives the zeros a mask would (no mask pass).
     rel_all = _relative_positions(n, m, q.device)
     ubc = ub.to(acc).masked_fill(~((rel_all > -c_left) & (rel_all <= right_reach)), float("-inf")).contiguous()
-    qs = q * scale  # scale folded into q once, not into every score tile
+    # 3-D (B*H, rows, D) operands: a row slice of them is one strided batch that bmm takes as
+    # it is, where matmul copied 4-D slices first (3x slower per tile in bf16).
+    qs = (q * scale).reshape(b * h, n, d)  # scale folded into q once, not into every score tile
+    g3, kf3, vf3 = g.reshape(b * h, n, d), kf.reshape(b * h, m, d), vf.reshape(b * h, m, d)
     lse_acc = lse.to(acc)
     for i0 in range(0, n, block):
         i1 = min(i0 + block, n)
@@ -185,9 +188,9 @@ def _bias_grad(q, k, v, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_rig
             continue
         nq, mk = i1 - i0, j1 - j0
         bias = ubc.as_strided((h, nq, mk), (ubc.stride(0), 1, 1), ubc.storage_offset() + i0 + j0)
-        scores = torch.matmul(qs[:, :, i0:i1], kf[:, :, j0:j1].transpose(-1, -2)).to(acc).add_(bias)
+        scores = torch.bmm(qs[:, i0:i1], kf3[:, j0:j1].transpose(1, 2)).view(b, h, nq, mk).to(acc).add_(bias)
         p = scores.sub_(lse_acc[:, :, i0:i1, None]).exp_()  # (B, H, nq, mk), 0 off the band
-        dp = torch.matmul(g[:, :, i0:i1], vf[:, :, j0:j1].transpose(-1, -2)).to(acc)
+        dp = torch.bmm(g3[:, i0:i1], vf3[:, j0:j1].transpose(1, 2)).view(b, h, nq, mk).to(acc)
         ds = dp.sub_(delta[:, :, i0:i1, None]).mul_(p)  # (B, H, nq, mk)
         near[:, :, i0:i1] = ds.sum(-1)
         du[:, i0 + j0 : i0 + j0 + nq + mk - 1] += _diagonal_sums(ds.sum(0))
