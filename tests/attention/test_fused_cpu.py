@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from attnlab.attention import attention, flash_cpu, functional, positional
 from attnlab.attention.banded import _fold, band_block_sizes, banded_attention
@@ -67,6 +68,20 @@ def test_banded_backward_reblocks_rows(n, m, window, is_causal, block, backward_
     out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25, block=block,
                            backward_block=backward_block)
     ref, _ = reference_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25)
+    _check(out, ref, (q, k, v), (), dtype)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 300), extra=st.integers(0, 80), window=st.integers(0, 90), is_causal=st.booleans(),
+       block=st.sampled_from([32, 48, 64, 96, 192]), backward_block=st.sampled_from([32, 64, 80, 192]),
+       groups=st.sampled_from([(2, 2), (4, 2), (2, 1)]), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_banded_random_shapes_and_blockings(n, extra, window, is_causal, block, backward_block, groups, dtype):
+    """Any N, KV cache, window and pair of blockings (padding rows in either pass) against the reference."""
+    h, g = groups
+    q, k, v = _inputs(1, h, g, n, n + extra, 8, dtype)
+    out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=0.3, block=block,
+                           backward_block=backward_block)
+    ref, _ = reference_attention(q, k, v, window=window, is_causal=is_causal, scale=0.3)
     _check(out, ref, (q, k, v), (), dtype)
 
 
