@@ -13,8 +13,8 @@ the rows differently: the saved output and log-sum-exp are per row, so the backw
 them. PyTorch's CPU kernel tiles queries by 32 rows below 192 rows, by 64 from 192, by 256
 from 768, and its backward suffers most from small tiles; so, measured on a 2-core Zen 5 (B4
 H8 N4096 D64, W = 64..512), the forward runs fastest on bands of 64 rows (fewest wasted
-scores) and the backward on 192 rows in bf16 / fp16 (-15% against 256 at W = 256), 64-128 in
-fp32 (``band_block_sizes``).
+scores) and the backward on 192 rows in bf16 (-15% against 256 at W = 256; fp16 follows bf16,
+not measured), 64-128 in fp32 (``band_block_sizes``).
 """
 
 from __future__ import annotations
