@@ -63,7 +63,7 @@ def test_reader_non_numeric_ids_sort_as_text(tmp_path):
 def test_bad_line_names_file_and_line(tmp_path, line):
     path = tmp_path / "bad.txt"
     path.write_text(f"1 2\n1 3\n{line}\n")
-    with pytest.raises(DataError, match=rf"bad\.txt:3: expected 'user item'"):
+    with pytest.raises(DataError, match=r"bad\.txt:3: expected 'user item'"):
         read_interactions(path)
 
 
