@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a model_config field (repeatable), e.g. dropout=0.3")
     parser.add_argument("--train", dest="train_set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a TrainConfig field (repeatable), e.g. ema_decay=0.999")
+    parser.add_argument("--data-option", dest="data_set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a data option (repeatable), e.g. lowercase=false")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             flags = {"model_config": parse_overrides(args.model_set, "text_classification.py"),
-                     "train": parse_overrides(args.train_set, "text_classification.py")}
+                     "train": parse_overrides(args.train_set, "text_classification.py"),
+                     "data_options": parse_overrides(args.data_set, "text_classification.py")}
             overrides = merge_sections(OVERRIDES[name], QUICK if args.quick else {}, flags)
             runs = [run_one(name, args.root, seed, overrides, (args.keep_runs or Path(tmp)) / f"{name}-s{seed}", args.device)
                     for seed in args.seeds]
