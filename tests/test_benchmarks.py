@@ -77,3 +77,13 @@ def test_timeseries_cv_folds_partition_train_and_never_read_test(tmp_path):
         assert not any("99.0" in r for r in held)
     firsts = [(tmp_path / "folds" / f"Toy-r{r}-f0" / "Toy_TEST.tsv").read_text() for r in (0, 1)]
     assert firsts[0] != firsts[1]  # repeats shuffle differently
+
+
+def test_timeseries_overrides_are_the_configs_cross_validation_chose():
+    """benchmarks/timeseries.py's per-data-set overrides must stay the GRID entries its CV selected
+    (written out twice because timeseries_cv imports timeseries)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from timeseries import OVERRIDES
+    from timeseries_cv import GRID
+
+    assert OVERRIDES == {"ECG200": GRID["lr-1e-3+augment"]}
