@@ -188,6 +188,8 @@ def banded_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, is_causal:
     fwd, bwd = band_block_sizes(window, q.dtype)
     block_fwd = block or fwd
     block_bwd = backward_block or block or bwd
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+        block_bwd = block_fwd  # no backward: pad K/V for the forward's bands only
     return _BandedAttention.apply(q, k, v, window, is_causal, scale, block_fwd, block_bwd)
 
 
