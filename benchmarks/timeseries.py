@@ -20,7 +20,10 @@ Per-data-set overrides (``OVERRIDES``) come only from cross-validation on TRAIN
 0.1, shift 3), which scored 87.7 against the default's 85.7 there; on TEST, 5 seeds, it gets
 88.00 ± 1.41 (89 / 88 / 86 / 90 / 87; results/timeseries-ECG200-cv-selected.json) where the default
 got 89.40 ± 1.62: kept all the same, since choosing by TEST is what the CV is there to avoid.
-ItalyPowerDemand's CV kept the default. Full run on a 2-core Zen 5 EPYC (results/timeseries.json):
+ItalyPowerDemand's stage-2 CV kept the default; stage 3 (weight EMA, fresh splits) then chose
+``ema_decay=0.999`` by one series of 335 (96.7 vs 96.4): on TEST, 5 seeds, 96.00 ± 0.47 (95.82 / 95.14 /
+96.31 / 96.40 / 96.31; results/timeseries-ItalyPowerDemand-ema-cv-selected.json), below the 96.5 target.
+Full run on a 2-core Zen 5 EPYC before stage 3 (results/timeseries.json):
 ECG200 88.00 ± 1.41, GunPoint 98.67 ± 1.12, ItalyPowerDemand 95.92 ± 0.40, TwoLeadECG 98.74 ± 1.79; the
 same default config gave the figures below on an earlier 2-core EPYC (float differences between the
 CPUs' kernels move ItalyPowerDemand's mean by 0.3 points).
@@ -70,6 +73,7 @@ REFERENCE: dict[str, tuple[float, float]] = {
 # by cross-validation on TRAIN alone (benchmarks/timeseries_cv.py, stage 2); other data sets train the default.
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "ECG200": {"train": {"lr": 1e-3}, "data_options": {"jitter": 0.03, "scale": 0.1, "max_shift": 3}},  # CV 87.7 vs 85.7
+    "ItalyPowerDemand": {"train": {"ema_decay": 0.999}},  # CV stage 3: 96.72 vs 96.42 (324 vs 323 of 335)
 }
 QUICK = {"train": {"epochs": 2}, "model_config": {"dim": 16, "depth": 1, "num_heads": 2, "stem_channels": 8}}
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ucr"

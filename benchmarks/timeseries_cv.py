@@ -52,6 +52,16 @@ instance-norm-stem-128 96.4: the default stays. Stage 1's ECG200 leader (lr-1e-3
 fell to 84.7 on the fresh splits, which is the noise level of these comparisons. On TEST (5 seeds,
 ``benchmarks/timeseries.py``) the selected ECG200 config scores 88.0 ± 1.4, the default 89.4 ± 1.6:
 both below the 92.3 target, and within each other's noise.
+
+Stage 3 (``results/timeseries_cv-stage3-{ECG200,ItalyPowerDemand}.json``): weight EMA 0.999 on top of
+each data set's current config, on fresh splits. The rule, fixed before the runs: adopt it if its
+pooled CV accuracy is strictly higher, ties keep the current config. ItalyPowerDemand (repeats 7-11):
+default 96.4 (323/335), **ema-0.999 96.7** (324/335): adopted, by one series. On TEST (5 seeds) it
+gets 96.00 ± 0.47, against the default's 95.92 ± 0.40 on the same CPU, so the 96.5 target is still
+not met. ECG200 (repeats 7-9): lr-1e-3+augment and lr-1e-3+augment+ema-0.999 both 85.7 (257/300),
+so EMA is not adopted. On these fresh splits the default also scores 85.7, so stage 2's 2-point lead
+for lr-1e-3+augment did not replicate. That config stays, since stage 3 asked only about EMA, but
+the two are indistinguishable by this CV.
 """
 
 from __future__ import annotations
@@ -92,6 +102,11 @@ GRID: dict[str, dict[str, dict[str, Any]]] = {
 # the single changes on fresh fold splits (repeats 2-4), which damps stage 1's winner's curse.
 for _names in (("lr-1e-3", "fcn-stem"), ("lr-1e-3", "augment"), ("lr-1e-3", "fcn-stem", "augment")):
     GRID["+".join(_names)] = merge_sections(*(GRID[n] for n in _names))
+# Stage 3: weight EMA on top of each data set's current config, scored on fresh repeats (7-9 ECG200,
+# 7-11 ItalyPowerDemand). Disclosure: EMA had been screened on TEST before the CV existed
+# (timeseries.py's docstring), which is why it is tried; the choice itself reads TRAIN only.
+GRID["ema-0.999"] = {"train": {"ema_decay": 0.999}}
+GRID["lr-1e-3+augment+ema-0.999"] = merge_sections(GRID["lr-1e-3+augment"], GRID["ema-0.999"])
 
 
 def write_folds(folder: Path, out: Path, folds: int, repeat: int) -> list[tuple[Path, int]]:

@@ -86,4 +86,4 @@ def test_timeseries_overrides_are_the_configs_cross_validation_chose():
     from timeseries import OVERRIDES
     from timeseries_cv import GRID
 
-    assert OVERRIDES == {"ECG200": GRID["lr-1e-3+augment"]}
+    assert OVERRIDES == {"ECG200": GRID["lr-1e-3+augment"], "ItalyPowerDemand": GRID["ema-0.999"]}
