@@ -23,10 +23,11 @@ got 89.40 ± 1.62: kept all the same, since choosing by TEST is what the CV is t
 ItalyPowerDemand's stage-2 CV kept the default; stage 3 (weight EMA, fresh splits) then chose
 ``ema_decay=0.999`` by one series of 335 (96.7 vs 96.4): on TEST, 5 seeds, 96.00 ± 0.47 (95.82 / 95.14 /
 96.31 / 96.40 / 96.31; results/timeseries-ItalyPowerDemand-ema-cv-selected.json), below the 96.5 target.
-Full run on a 2-core Zen 5 EPYC before stage 3 (results/timeseries.json):
-ECG200 88.00 ± 1.41, GunPoint 98.67 ± 1.12, ItalyPowerDemand 95.92 ± 0.40, TwoLeadECG 98.74 ± 1.79; the
-same default config gave the figures below on an earlier 2-core EPYC (float differences between the
-CPUs' kernels move ItalyPowerDemand's mean by 0.3 points).
+Full run on a 2-core Zen 5 EPYC with these overrides (results/timeseries.json): ECG200 88.00 ± 1.41,
+GunPoint 98.67 ± 1.12, ItalyPowerDemand 96.00 ± 0.47, TwoLeadECG 98.74 ± 1.79, 3-13 s a run
+(ItalyPowerDemand's default: 95.92 ± 0.40 on this CPU). The default config gave the figures below on
+an earlier 2-core EPYC (float differences between the CPUs' kernels move ItalyPowerDemand's mean by
+0.3 points).
 
 Default config (task_timeseries): stem 32 channels, kernels 5/11/21 (the Encoder's), BatchNorm, one
 Transformer layer 64 wide, lr 5e-4 with 10 warm-up epochs, 100 epochs, batch 16. Last full run of
