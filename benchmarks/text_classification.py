@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows, details = [], {}
+    flags = {"model_config": parse_overrides(args.model_set, "text_classification.py"),
+             "train": parse_overrides(args.train_set, "text_classification.py"),
+             "data_options": parse_overrides(args.data_set, "text_classification.py")}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
-            flags = {"model_config": parse_overrides(args.model_set, "text_classification.py"),
-                     "train": parse_overrides(args.train_set, "text_classification.py"),
-                     "data_options": parse_overrides(args.data_set, "text_classification.py")}
             overrides = merge_sections(OVERRIDES[name], QUICK if args.quick else {}, flags)
             runs = [run_one(name, args.root, seed, overrides, (args.keep_runs or Path(tmp)) / f"{name}-s{seed}", args.device)
                     for seed in args.seeds]

@@ -142,20 +142,20 @@ def _fit_fold(job: tuple[Path, int, int, dict[str, dict[str, Any]], Path]) -> tu
     return round(run["accuracy"] * total), total
 
 
-def cross_validate(folder: Path, overrides: dict, *, folds: int, repeats: list[int], jobs: int, tmp: Path) -> dict[str, Any]:
-    jobs_list = []
-    for r in repeats:
-        for fold_dir, held in write_folds(folder, tmp / "folds", folds, r):
-            jobs_list.append((fold_dir, held, r, overrides, tmp / "runs" / fold_dir.name))
+def cross_validate(splits: dict[int, list[tuple[Path, int]]], overrides: dict, *, jobs: int, tmp: Path) -> dict[str, Any]:
+    """Score one config on the folds ``write_folds`` wrote per repeat (``splits``: repeat -> folds)."""
+    jobs_list = [(fold_dir, held, r, overrides, tmp / fold_dir.name)
+                 for r, fold_list in splits.items() for fold_dir, held in fold_list]
     start = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             counts = list(pool.map(_fit_fold, jobs_list))
     else:
         counts = [_fit_fold(j) for j in jobs_list]
-    per_repeat = []
-    for k, _ in enumerate(repeats):
-        part = counts[k * folds:(k + 1) * folds]
+    per_repeat, first = [], 0
+    for fold_list in splits.values():  # jobs_list holds each repeat's folds in a row
+        part = counts[first : first + len(fold_list)]
+        first += len(fold_list)
         per_repeat.append(100 * sum(c for c, _ in part) / sum(n for _, n in part))
     correct, total = sum(c for c, _ in counts), sum(n for _, n in counts)
     return {"accuracy_mean": 100 * correct / total, "correct": correct, "predictions": total, "per_repeat": per_repeat,
@@ -181,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="attnlab-tscv-") as tmp:
         for name in args.datasets:
             scores: dict[str, dict[str, Any]] = {}
+            # The same fold split serves every config (written once; it depends only on the repeat).
+            splits = {r: write_folds(args.root / name, Path(tmp) / name / "folds", folds, r) for r in repeats}
             for config in args.configs:
                 overrides = merge_sections(GRID[config], QUICK if args.quick else {})
-                scores[config] = cross_validate(args.root / name, overrides, folds=folds, repeats=repeats,
-                                                jobs=args.jobs, tmp=Path(tmp) / name / config)
+                scores[config] = cross_validate(splits, overrides, jobs=args.jobs, tmp=Path(tmp) / name / config)
                 logging.getLogger("benchmarks.timeseries_cv").warning(
                     "%s %s: %.2f%% in %.0f s", name, config, scores[config]["accuracy_mean"], scores[config]["wall_time_s"])
             base = scores["default"]["per_repeat"]
