@@ -95,6 +95,20 @@ def run_one(path: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir
             "epochs_run": metrics["epochs_run"], "config": to_dict(config)}
 
 
+def run_seed(path: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path, ensemble: int) -> dict[str, Any]:
+    """One seed's run, or with ``ensemble`` K > 1 a deep ensemble of K runs seeded K*seed .. K*seed + K-1."""
+    if ensemble == 1:
+        return run_one(path, seed, overrides, run_dir)
+    from attnlab.ensemble import evaluate_ensemble
+
+    members = [run_one(path, ensemble * seed + i, overrides, run_dir / f"member{i}") for i in range(ensemble)]
+    scored = evaluate_ensemble([run_dir / f"member{i}" for i in range(ensemble)])
+    return {"seed": seed, "accuracy": scored["test"]["accuracy"], "macro_f1": scored["test"]["macro_f1"],
+            "wall_time_s": sum(m["wall_time_s"] for m in members), "parameters": members[0]["parameters"] * ensemble,
+            "epochs_run": members[0]["epochs_run"], "config": members[0]["config"],
+            "member_accuracies": [m["accuracy"] for m in members]}
+
+
 def _sizes(path: Path) -> tuple[int, int, int]:
     from attnlab.data.timeseries import load_timeseries_task
 
@@ -114,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a model_config field of the default config (repeatable), e.g. dropout=0.3")
     parser.add_argument("--train", dest="train_set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a TrainConfig field (repeatable), e.g. ema_decay=0.999")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="K",
+                        help="score each seed as a deep ensemble of K runs (seeds K*seed .. K*seed+K-1, probabilities averaged)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     seeds = args.seeds[:1] if args.quick else args.seeds
+    if args.ensemble < 1:
+        raise SystemExit(f"--ensemble must be at least 1, got {args.ensemble}")
     missing = [d for d in args.datasets if not (args.root / d).is_dir()]
     if missing:
         raise SystemExit(f"UCR folders not found under {args.root}: {missing} (pass --root)")
@@ -136,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             n_train, n_test, length = _sizes(path)
             runs = []
             for seed in seeds:
-                run = run_one(path, seed, overrides, runs_root / f"{name}-seed{seed}")
+                run = run_seed(path, seed, overrides, runs_root / f"{name}-seed{seed}", args.ensemble)
                 logging.getLogger("benchmarks.timeseries").warning("%s seed %d: %.2f%% in %.0f s", name, seed,
                                                                    100 * run["accuracy"], run["wall_time_s"])
                 runs.append(run)
@@ -161,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                               ("target", "target (Encoder)"), ("nn", "1-NN ED"), ("met", "met"), ("time", "time/run")]))
     out = args.out or Path(__file__).resolve().parent / "results" / f"timeseries{'-quick' if args.quick else ''}.json"
     payload = {
-        "benchmark": "timeseries", "quick": args.quick, "seeds": seeds, "git": git_revision(__file__),
+        "benchmark": "timeseries", "quick": args.quick, "seeds": seeds, "ensemble": args.ensemble, "git": git_revision(__file__),
         "machine": machine_info(torch.device("cpu")),
         "defaults": {"model": "ts-transformer", "model_config": DEFAULT_MODEL_CONFIG, "train": DEFAULT_TRAIN,
                      "data_options": DEFAULT_DATA_OPTIONS},

@@ -91,11 +91,19 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.run import evaluate_run
 
-    result = evaluate_run(args.run_dir, data=args.data)
+    if len(args.run_dir) == 1:
+        result = evaluate_run(args.run_dir[0], data=args.data)
+    else:  # a deep ensemble: the members' class probabilities are averaged
+        from attnlab.ensemble import evaluate_ensemble
+
+        result = evaluate_ensemble(args.run_dir, data=args.data)
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(", ".join(f"{k} {v:.4f}" for k, v in result["test"].items()))
+        return 0
+    for member in result.get("members", []):
+        print(f"{member['run_dir']}: " + ", ".join(f"{k} {v:.4f}" for k, v in member["test"].items()))
+    prefix = f"ensemble of {len(args.run_dir)}: " if len(args.run_dir) > 1 else ""
+    print(prefix + ", ".join(f"{k} {v:.4f}" for k, v in result["test"].items()))
     return 0
 
 
@@ -213,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
     p.set_defaults(func=_cmd_train, allow_extra=True)
 
-    p = sub.add_parser("evaluate", help="evaluate a run on its test split")
-    p.add_argument("run_dir")
+    p = sub.add_parser("evaluate", help="evaluate a run (or a deep ensemble of classification runs) on its test split")
+    p.add_argument("run_dir", nargs="+", help="a run directory; several score the average of their class probabilities")
     p.add_argument("--data")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)

@@ -31,7 +31,7 @@ from attnlab.tasks import task_spec
 from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights
 from attnlab.training.checkpoint import atomic_write_text
 
-__all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "predict_run", "resolve_config"]
+__all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "evaluation_trainer", "predict_run", "resolve_config"]
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +214,20 @@ def load_run(run_dir: str | Path, *, device: str = "cpu"):
     return config, model, record
 
 
-def evaluate_run(run_dir: str | Path, *, data: str | None = None) -> dict[str, Any]:
+def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: str = "cpu"):
+    """(config, trainer holding the run's model and objective, task data) for scoring a finished run."""
     config, model, _ = load_run(run_dir)
     if data is not None:
         config.data = data
     task_data = _load_task(config)
     objective = task_spec(config.task).objective(task_data, config.train)
-    trainer_cfg = dataclasses.replace(config.train, device="cpu", progress=False)
+    trainer_cfg = dataclasses.replace(config.train, device=device, progress=False)
     trainer = Trainer(model, objective, task_data.train, None, trainer_cfg, collate_fn=task_data.collate_fn)
+    return config, trainer, task_data
+
+
+def evaluate_run(run_dir: str | Path, *, data: str | None = None) -> dict[str, Any]:
+    config, trainer, task_data = evaluation_trainer(run_dir, data=data)
     return {"task": config.task, "model": config.model, "test": trainer.evaluate(task_data.test)}
 
 

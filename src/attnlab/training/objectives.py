@@ -48,11 +48,14 @@ class ClassificationObjective:
         return torch.softmax(model(x).float(), dim=-1)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+    def probabilities(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
+        """Class probabilities (B, K) float32 on the CPU and the labels (B,) of every batch, in order."""
         probs, labels = [], []
         for x, y in batches:
             probs.append(self.predict(model, x).cpu())
             labels.append(y.cpu())
-        p = torch.cat(probs)
-        y = torch.cat(labels)
+        return torch.cat(probs), torch.cat(labels)
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+        p, y = self.probabilities(model, batches)
         return classification_metrics(y, p)

@@ -218,6 +218,14 @@ class Trainer:
         with self.autocast():
             return self.objective.evaluate(self.model, self._batches(dataset))
 
+    def probabilities(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class probabilities (B, K), labels (B,)) over a data set, for objectives that have them."""
+        if not hasattr(self.objective, "probabilities"):
+            raise ConfigError(f"{type(self.objective).__name__} gives no class probabilities (classification tasks do)")
+        self.model.eval()
+        with self.autocast():
+            return self.objective.probabilities(self.model, self._batches(dataset))
+
     def _validate(self) -> dict[str, float]:
         """Validation of the weights training would keep: the moving average when there is one."""
         assert self.val_set is not None

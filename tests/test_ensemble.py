@@ -1,0 +1,84 @@
+"""Deep ensembles of finished runs: averaged probabilities against a float64 reference, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attnlab.cli import main
+from attnlab.ensemble import ensemble_probabilities, evaluate_ensemble
+from attnlab.errors import ConfigError
+from attnlab.run import evaluate_run, load_run
+
+TINY = ["--epochs", "1", "--model.depth", "1", "--model.num_heads", "2", "--train.batch_size", "64",
+        "--train.progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two digits runs on the same split (seed 0) of different widths, and one on another split (seed 1)."""
+    root = tmp_path_factory.mktemp("ensemble")
+    dirs = {}
+    for name, extra in (("a", ["--model.dim", "32"]), ("b", ["--model.dim", "16"]),
+                        ("other-split", ["--model.dim", "16", "--train.seed", "1"])):
+        dirs[name] = root / name
+        assert main(["train", "--out", str(dirs[name]), *TINY, *extra]) == 0
+    return dirs
+
+
+def _reference_probabilities(run_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax of the model's float64 logits over the digits test split, example by example."""
+    from attnlab.data.vision import load_digits_task
+
+    config, model, _ = load_run(run_dir)
+    test = load_digits_task(seed=config.train.seed).test
+    model = model.double()
+    probs, labels = [], []
+    with torch.no_grad():
+        for i in range(len(test)):
+            x, y = test[i]
+            probs.append(torch.softmax(model(x[None].double()), dim=-1)[0])
+            labels.append(int(y))
+    return torch.stack(probs), torch.tensor(labels)
+
+
+def test_probabilities_are_the_members_mean(runs):
+    probs, labels, members = ensemble_probabilities([runs["a"], runs["b"]])
+    ref_a, y = _reference_probabilities(runs["a"])
+    ref_b, _ = _reference_probabilities(runs["b"])
+    reference = (ref_a + ref_b) / 2
+    assert torch.equal(labels, y)
+    torch.testing.assert_close(probs.double(), reference, atol=2e-5, rtol=0)
+    assert [m["run_dir"] for m in members] == [str(runs["a"]), str(runs["b"])]
+    result = evaluate_ensemble([runs["a"], runs["b"]])
+    assert result["test"]["accuracy"] == pytest.approx((reference.argmax(-1) == y).double().mean().item(), abs=1e-9)
+    nll = -reference.gather(1, y[:, None]).log().mean().item()
+    assert result["test"]["loss"] == pytest.approx(nll, abs=1e-4)
+
+
+def test_one_member_is_the_run_itself(runs):
+    alone = evaluate_ensemble([runs["a"]])["test"]
+    single = evaluate_run(runs["a"])["test"]
+    assert alone["accuracy"] == pytest.approx(single["accuracy"], abs=1e-12)
+    assert alone["loss"] == pytest.approx(single["loss"], abs=1e-6)
+
+
+def test_members_on_another_split_are_refused(runs):
+    with pytest.raises(ConfigError, match="test split .* differs"):
+        ensemble_probabilities([runs["a"], runs["other-split"]])
+    with pytest.raises(ConfigError, match="at least one run"):
+        ensemble_probabilities([])
+
+
+def test_cli_evaluates_several_runs_as_one(runs, capsys):
+    assert main(["evaluate", str(runs["a"]), str(runs["b"])]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[-1].startswith("ensemble of 2: accuracy ")
+    assert main(["evaluate", str(runs["a"]), str(runs["b"]), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["members"]) == 2 and 0 <= result["test"]["accuracy"] <= 1
+    assert main(["evaluate", str(runs["a"]), str(runs["other-split"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "differs" in err and len(err.splitlines()) == 1
