@@ -55,6 +55,12 @@ default stays, although the test mean is higher (88.87 vs 87.67). Neither reache
 79.59 / 79.82 / 78.56 (mean 79.32) vs the default's 78.67 / 79.82 / 80.39 (mean 79.63), not adopted; test
 80.12 / 80.23 / 78.25, mean 79.54 (results/text_classification-sst2-configB-3seeds-zen5.json).
 
+Seeds 0-4 on Zen 5 (``--seeds 0 1 2 3 4 --keep-runs runs/``): TREC 88.40 / 86.40 / 88.20 / 89.20 / 89.60,
+mean 88.36; SST-2 78.47 / 79.57 / 79.74 / 79.96 / 79.52, mean 79.45
+(results/text_classification-{trec,sst2}-5seeds-zen5.json). The five as one deep ensemble
+(``attnlab evaluate runs/trec-s0 ... runs/trec-s4``, probabilities averaged): TREC 90.2, SST-2 81.05
+(results/text_classification-*-ensemble5-zen5.json); still below 92 and 83.
+
 ``--quick``: one epoch of a tiny model on each data set (a smoke test). Results:
 benchmarks/results/text_classification[-quick].json.
 """

@@ -82,3 +82,24 @@ def test_cli_evaluates_several_runs_as_one(runs, capsys):
     assert main(["evaluate", str(runs["a"]), str(runs["other-split"])]) == 2
     err = capsys.readouterr().err.strip()
     assert "differs" in err and len(err.splitlines()) == 1
+
+
+def test_text_runs_with_their_own_tokenizers_join(tmp_path):
+    """Each text run trains its tokenizer on its own (seed-dependent) training split, so the same test
+    sentence gets other ids; the ensemble still matches the members by their raw texts."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [f"{'pos' if i % 2 else 'neg'}\t{'great' if i % 2 else 'dull'} word{i} film" for i in range(40)]
+    (data / "train.tsv").write_text("\n".join(rows) + "\n")
+    (data / "test.tsv").write_text("\n".join(rows[:10]) + "\nneg\tdull unseen film\n")
+    runs = []
+    for seed in (0, 1):
+        runs.append(tmp_path / f"s{seed}")
+        assert main(["train", "--task", "text-classification", "--data", str(data), "--out", str(runs[-1]),
+                     "--epochs", "1", "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2",
+                     "--data.tokenizer", "word", "--train.seed", str(seed), "--train.progress", "false"]) == 0
+    assert (runs[0] / "tokenizer.json").read_text() != (runs[1] / "tokenizer.json").read_text()
+    probs, labels, _ = ensemble_probabilities(runs)
+    singles = [ensemble_probabilities([r])[0] for r in runs]
+    torch.testing.assert_close(probs, (singles[0] + singles[1]) / 2, atol=1e-6, rtol=0)
+    assert labels.tolist() == [i % 2 for i in range(10)] + [0]  # classes sorted: neg 0, pos 1

@@ -92,11 +92,11 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.run import evaluate_run
 
     if len(args.run_dir) == 1:
-        result = evaluate_run(args.run_dir[0], data=args.data)
+        result = evaluate_run(args.run_dir[0], data=args.data, device=args.device)
     else:  # a deep ensemble: the members' class probabilities are averaged
         from attnlab.ensemble import evaluate_ensemble
 
-        result = evaluate_ensemble(args.run_dir, data=args.data)
+        result = evaluate_ensemble(args.run_dir, data=args.data, device=args.device)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run (or a deep ensemble of classification runs) on its test split")
     p.add_argument("run_dir", nargs="+", help="a run directory; several score the average of their class probabilities")
     p.add_argument("--data")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:1 ...")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -27,11 +27,20 @@ __all__ = ["ensemble_probabilities", "evaluate_ensemble"]
 
 
 def _fingerprint(dataset) -> str:
-    """SHA-1 of every item's tensors (inputs and labels), in order: equal splits, equal digests."""
+    """SHA-1 of the split's examples and labels, in order: equal splits, equal digests.
+
+    Text data sets hash their raw texts (``dataset.texts``) with the labels, since each run's
+    tokenizer is trained on its own training split and the same sentence can get other ids;
+    other data sets hash every item's tensors.
+    """
     digest = hashlib.sha1()
+    texts = getattr(dataset, "texts", None)
     for i in range(len(dataset)):
         item = dataset[i]
-        for part in item if isinstance(item, (tuple, list)) else (item,):
+        parts = item if isinstance(item, (tuple, list)) else (item,)
+        if texts is not None:
+            parts = (texts[i], parts[-1])
+        for part in parts:
             if isinstance(part, Tensor):
                 digest.update(f"{part.dtype}{tuple(part.shape)}".encode())
                 digest.update(part.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -226,8 +226,8 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
     return config, trainer, task_data
 
 
-def evaluate_run(run_dir: str | Path, *, data: str | None = None) -> dict[str, Any]:
-    config, trainer, task_data = evaluation_trainer(run_dir, data=data)
+def evaluate_run(run_dir: str | Path, *, data: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    config, trainer, task_data = evaluation_trainer(run_dir, data=data, device=device)
     return {"task": config.task, "model": config.model, "test": trainer.evaluate(task_data.test)}
 
 
