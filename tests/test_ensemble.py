@@ -103,3 +103,15 @@ def test_text_runs_with_their_own_tokenizers_join(tmp_path):
     singles = [ensemble_probabilities([r])[0] for r in runs]
     torch.testing.assert_close(probs, (singles[0] + singles[1]) / 2, atol=1e-6, rtol=0)
     assert labels.tolist() == [i % 2 for i in range(10)] + [0]  # classes sorted: neg 0, pos 1
+
+
+def test_tasks_without_class_probabilities_are_refused(tmp_path, capsys):
+    text = tmp_path / "lm.txt"
+    text.write_text("the cat sat on the mat. " * 60)
+    run = tmp_path / "lm"
+    assert main(["train", "--task", "language-model", "--data", str(text), "--out", str(run), "--epochs", "1",
+                 "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--train.progress", "false"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "gives no class probabilities" in err and len(err.splitlines()) == 1
