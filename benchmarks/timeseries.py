@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a model_config field of the default config (repeatable), e.g. dropout=0.3")
     parser.add_argument("--train", dest="train_set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a TrainConfig field (repeatable), e.g. ema_decay=0.999")
+    parser.add_argument("--data-option", dest="data_set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a data loader option (repeatable), e.g. jitter=0.03")
+    parser.add_argument("--no-overrides", action="store_true",
+                        help="train every data set with the task default (plus flags), ignoring OVERRIDES")
     parser.add_argument("--ensemble", type=int, default=1, metavar="K",
                         help="score each seed as a deep ensemble of K runs (seeds K*seed .. K*seed+K-1, probabilities averaged)")
     parser.add_argument("--out", type=Path, default=None)
@@ -156,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.datasets:
             path = args.root / name
             flags = {"model_config": parse_overrides(args.model_set, "timeseries.py"),
-                     "train": parse_overrides(args.train_set, "timeseries.py")}
-            overrides = merge_sections(OVERRIDES.get(name, {}), QUICK if args.quick else {}, flags)
+                     "train": parse_overrides(args.train_set, "timeseries.py"),
+                     "data_options": parse_overrides(args.data_set, "timeseries.py")}
+            base = {} if args.no_overrides else OVERRIDES.get(name, {})
+            overrides = merge_sections(base, QUICK if args.quick else {}, flags)
             n_train, n_test, length = _sizes(path)
             runs = []
             for seed in seeds:
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 "accuracy_mean": mean, "accuracy_std": std, "accuracies": accs, "target": target,
                 "nn_euclidean_accuracy": 100 * (1 - nn_error), "target_met": mean >= target,
                 "wall_time_mean_s": statistics.mean(r["wall_time_s"] for r in runs),
-                "parameters": runs[0]["parameters"], "overrides": OVERRIDES.get(name, {}), "runs": runs,
+                "parameters": runs[0]["parameters"], "overrides": overrides, "runs": runs,
             }
             results.append(result)
             rows.append({

@@ -171,8 +171,10 @@ def _attention_image_logger(task_data):
     def callback(trainer: Trainer, epoch: int, record: dict[str, Any]) -> None:
         if trainer.logger._writer is None or task_data.val is None or len(task_data.val) == 0:
             return
-        from attnlab.explain.capture import capture
+        from attnlab.explain.capture import attention_modules, capture
 
+        if not attention_modules(trainer.model):  # e.g. a CNN peer model: nothing to draw
+            return
         item = task_data.val[0]
         if len(item) != 2:  # only (x, y) items feed the model as one input
             return

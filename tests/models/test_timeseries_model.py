@@ -31,6 +31,52 @@ def test_shapes_and_attention_capture(pos_embed, patch_size, pooling, stem, stem
     assert spans[0] == (0, patch_size) and spans[-1][1] == 22 and len(spans) == model.num_patches
 
 
+@pytest.mark.parametrize("patch_size, pooling", [(1, "flatten"), (2, "cls"), (1, "mean")])
+def test_encoder_stem_pools_tokens_and_spans(patch_size, pooling):
+    model = create_model("ts-transformer", seq_len=22, in_channels=2, num_classes=3, patch_size=patch_size, pooling=pooling,
+                         stem_widths=(8, 12, 16), stem_kernels=(5, 3, 3), stem_norm="instance", stem_dropout=0.2,
+                         dim=16, depth=1, num_heads=2).eval()
+    x = torch.randn(3, 2, 22)
+    steps = 22 // 4  # two max-poolings of 2
+    assert model.num_patches == -(-steps // patch_size)
+    tokens = model.num_patches + model.num_prefix_tokens
+    maps = capture(model, x)
+    assert model(x).shape == (3, 3) and maps.maps[0].shape == (3, 2, tokens, tokens)
+    spans = model.token_spans()
+    assert spans[0] == (0, 4 * patch_size) and len(spans) == model.num_patches and spans[-1][1] <= 22
+
+
+def test_encoder_stem_and_flatten_head_match_float64_math():
+    """The stem is the Encoder's blocks: conv (same padding) -> instance norm over time (eps 1e-3,
+    per-channel scale and shift) -> PReLU -> max pool 2 (all but the last block); the flatten head
+    reads every step token with its own weights."""
+    import torch.nn.functional as F
+
+    model = create_model("ts-transformer", seq_len=20, in_channels=2, num_classes=3, stem_widths=(6, 10), stem_kernels=(5, 3),
+                         stem_norm="instance", stem_dropout=0.3, pooling="flatten", dim=8, depth=1, num_heads=2).double().eval()
+    with torch.no_grad():
+        for m in model.stem.modules():  # non-trivial affine and PReLU slopes
+            if isinstance(m, (torch.nn.InstanceNorm1d, torch.nn.PReLU)):
+                for p in m.parameters():
+                    p.uniform_(-1.5, 1.5)
+    x = torch.randn(4, 2, 20, dtype=torch.float64)
+    convs = [m for m in model.stem.modules() if isinstance(m, torch.nn.Conv1d)]
+    norms = [m for m in model.stem.modules() if isinstance(m, torch.nn.InstanceNorm1d)]
+    prelus = [m for m in model.stem.modules() if isinstance(m, torch.nn.PReLU)]
+    h = x
+    for i, (conv, norm, prelu) in enumerate(zip(convs, norms, prelus)):
+        h = F.conv1d(h, conv.weight, padding=conv.kernel_size[0] // 2)
+        h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-3)
+        h = h * norm.weight[:, None] + norm.bias[:, None]
+        h = torch.where(h >= 0, h, prelu.weight[:, None] * h)
+        if i == 0:
+            h = torch.maximum(h[..., 0::2], h[..., 1::2])
+    torch.testing.assert_close(model.stem(x), h, rtol=1e-10, atol=1e-10)
+    tokens = model.forward_features(x)  # (B, 10, 8)
+    expected = tokens.reshape(4, -1) @ model.head.weight.T + model.head.bias
+    torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+
+
 def test_padding_does_not_leak_across_series():
     model = create_model("ts-transformer", seq_len=10, patch_size=4, dim=16, num_heads=2).eval()
     x = torch.randn(2, 1, 10)
@@ -50,6 +96,14 @@ def test_config_errors_and_input_check():
         create_model("ts-transformer", dim=30, num_heads=4)
     with pytest.raises(ConfigError, match="dropout must be in"):
         create_model("ts-transformer", dropout=1.5)
+    with pytest.raises(ConfigError, match="stem_channels .* and stem_widths .* exclude each other"):
+        create_model("ts-transformer", stem_channels=8, stem_widths=(8, 8), stem_kernels=(3, 3))
+    with pytest.raises(ConfigError, match="must be positive and as many"):
+        create_model("ts-transformer", stem_widths=(8, 8), stem_kernels=(3, 3, 3))
+    with pytest.raises(ConfigError, match="pool by 8, more than seq_len=6"):
+        create_model("ts-transformer", seq_len=6, stem_widths=(4, 4, 4, 4), stem_kernels=(3, 3, 3, 3))
+    with pytest.raises(ConfigError, match="patch_size=4 is longer than seq_len=12 pooled by the stem to 3 steps"):
+        create_model("ts-transformer", seq_len=12, patch_size=4, stem_widths=(4, 4, 4), stem_kernels=(3, 3, 3))
     model = create_model("ts-transformer", seq_len=12)
     with pytest.raises(ValueError, match=r"expects series \(B, 1, 12\), got shape \(2, 1, 13\)"):
         model(torch.randn(2, 1, 13))
