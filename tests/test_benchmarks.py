@@ -22,7 +22,7 @@ QUICK = [
     ("attention.py", ["--memory", "off"], None),
     ("attention_targets.py", ["--passes", "bwd", "--dtypes", "fp32"], None),
     ("explain.py", [], None),
-    ("timeseries.py", ["--datasets", "ItalyPowerDemand", "--root", str(DATA_DIR / "ucr"), "--ensemble", "2"],
+    ("timeseries.py", ["--datasets", "ItalyPowerDemand", "--root", str(DATA_DIR / "ucr"), "--ensemble", "2", "--peer"],
      DATA_DIR / "ucr" / "ItalyPowerDemand"),
     ("timeseries_cv.py", ["--datasets", "ItalyPowerDemand", "--configs", "default", "--root", str(DATA_DIR / "ucr")],
      DATA_DIR / "ucr" / "ItalyPowerDemand"),
@@ -87,4 +87,4 @@ def test_timeseries_overrides_are_the_configs_cross_validation_chose():
     from timeseries import OVERRIDES
     from timeseries_cv import GRID
 
-    assert OVERRIDES == {"ECG200": GRID["lr-1e-3+augment"], "ItalyPowerDemand": GRID["ema-0.999"]}
+    assert OVERRIDES == {"ECG200": GRID["encoder-stem"], "ItalyPowerDemand": GRID["ema-0.999"]}
