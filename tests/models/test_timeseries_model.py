@@ -187,3 +187,22 @@ def test_predict_and_explain(waves_run, tmp_path):
     cls_to_steps = example.maps[0].mean(0)[0, 1:]
     time_series_plot(example.input, cls_to_steps, tmp_path / "x.png")
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_encoder_stem_run_trains_and_explains(tmp_path):
+    """The Encoder-stem config end to end: its report and `attnlab explain` draw tokens of 4 steps."""
+    from attnlab.cli import main
+
+    data = _synthetic(tmp_path / "Waves")
+    out = tmp_path / "enc-run"
+    argv = ["train", "--task", "timeseries", "--data", str(data), "--out", str(out), "--epochs", "3",
+            "--model.stem_channels", "0", "--model.stem_widths", "8,8,8", "--model.stem_kernels", "5,3,3",
+            "--model.stem_norm", "instance", "--model.pooling", "flatten", "--model.dim", "16", "--model.depth", "1",
+            "--model.num_heads", "2", "--train.batch_size", "8", "--train.progress", "false"]
+    assert main(argv) == 0
+    assert '"kind":"series"' in (out / "report.html").read_text()
+    one = tmp_path / "one.npy"
+    np.save(one, np.sin(np.arange(32) / 3.0))
+    png = tmp_path / "e.png"
+    assert main(["explain", str(out), str(one), "-o", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
