@@ -198,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                      "train": parse_overrides(args.train_set, "timeseries.py"),
                      "data_options": parse_overrides(args.data_set, "timeseries.py")}
             base = {} if args.no_overrides else OVERRIDES.get(name, {})
-            overrides = merge_sections(base, QUICK if args.quick else {}, flags)
+            quick = QUICK if args.quick else {}
+            if args.quick and base.get("model_config", {}).get("stem_widths"):  # a tiny Encoder stem, not a conv one
+                quick = merge_sections(QUICK, {"model_config": {"stem_channels": 0, "stem_widths": [8, 8, 8]}})
+            overrides = merge_sections(base, quick, flags)
             n_train, n_test, length = _sizes(path)
             runs = []
             for seed in seeds:
