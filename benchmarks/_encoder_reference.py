@@ -26,11 +26,11 @@ from torch import Tensor, nn
 
 from attnlab.config import check_positive
 from attnlab.models.registry import list_models, register_model
+from timeseries import ENCODER_RECIPE  # benchmarks/ is on sys.path wherever this module is imported
 
 NAME = "ts-encoder-ref"
-# Fawaz et al.'s training settings in TrainConfig terms (constant lr, no weight decay, no clipping).
-TRAIN: dict[str, Any] = {"epochs": 100, "batch_size": 12, "lr": 1e-5, "warmup_epochs": 0, "min_lr_factor": 1.0,
-                         "weight_decay": 0.0, "grad_clip": 0.0, "label_smoothing": 0.0, "ema_decay": 0.0, "keep": "last"}
+# Fawaz et al.'s training settings (timeseries.ENCODER_RECIPE), nothing else on top.
+TRAIN: dict[str, Any] = {**ENCODER_RECIPE, "label_smoothing": 0.0, "ema_decay": 0.0, "keep": "last"}
 
 
 @dataclass

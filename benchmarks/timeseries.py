@@ -103,11 +103,14 @@ REFERENCE: dict[str, tuple[float, float]] = {
 # Per-data-set overrides of the task defaults ({"train": {...}, "model_config": {...}, ...}), each chosen
 # by cross-validation on TRAIN alone (benchmarks/timeseries_cv.py, stages 1-5); other data sets train the default.
 # The Encoder's stem (Fawaz et al. 2019), flatten head and recipe (Adam 1e-5, batch 12) under one Transformer layer.
+# ENCODER_RECIPE is Fawaz et al.'s training in TrainConfig terms (constant lr, no weight decay, no clipping);
+# the reference Encoder (benchmarks/_encoder_reference.py) trains with it too.
+ENCODER_RECIPE: dict[str, Any] = {"epochs": 100, "batch_size": 12, "lr": 1e-5, "warmup_epochs": 0, "min_lr_factor": 1.0,
+                                  "weight_decay": 0.0, "grad_clip": 0.0}
 ENCODER_STEM: dict[str, dict[str, Any]] = {
     "model_config": {"stem_channels": 0, "stem_widths": [128, 256, 512], "stem_kernels": [5, 11, 21],
                      "stem_norm": "instance", "stem_dropout": 0.2, "dim": 128, "pooling": "flatten"},
-    "train": {"epochs": 100, "batch_size": 12, "lr": 1e-5, "warmup_epochs": 0, "min_lr_factor": 1.0,
-              "weight_decay": 0.0, "grad_clip": 0.0},
+    "train": ENCODER_RECIPE,
 }
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     # CV stage 4: 89.67 (269/300) vs lr-1e-3+augment 87.67 (263/300), the Encoder's stem and recipe (timeseries_cv.py)
@@ -141,8 +144,9 @@ def run_seed(path: Path, seed: int, overrides: dict[str, dict[str, Any]], run_di
         return run_one(path, seed, overrides, run_dir)
     from attnlab.ensemble import evaluate_ensemble
 
-    members = [run_one(path, ensemble * seed + i, overrides, run_dir / f"member{i}") for i in range(ensemble)]
-    scored = evaluate_ensemble([run_dir / f"member{i}" for i in range(ensemble)])
+    dirs = [run_dir / f"member{i}" for i in range(ensemble)]
+    members = [run_one(path, ensemble * seed + i, overrides, member) for i, member in enumerate(dirs)]
+    scored = evaluate_ensemble(dirs)
     return {"seed": seed, "accuracy": scored["test"]["accuracy"], "macro_f1": scored["test"]["macro_f1"],
             "wall_time_s": sum(m["wall_time_s"] for m in members), "parameters": members[0]["parameters"] * ensemble,
             "epochs_run": members[0]["epochs_run"], "config": members[0]["config"],

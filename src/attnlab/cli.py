@@ -82,10 +82,14 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     finally:
         cleanup_distributed()
     if dist.is_main:
-        test = ", ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
-        print(f"test: {test}")
+        print(f"test: {_metrics_line(metrics['test'])}")
         print(f"run directory: {metrics['run_dir']}  ({metrics['wall_time_s']:.1f} s)")
     return 0
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    """``accuracy 0.9500, macro_f1 0.9400, loss 0.1234``: one line of test metrics."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
 def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
@@ -101,9 +105,9 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
         print(json.dumps(result, indent=2))
         return 0
     for member in result.get("members", []):
-        print(f"{member['run_dir']}: " + ", ".join(f"{k} {v:.4f}" for k, v in member["test"].items()))
+        print(f"{member['run_dir']}: {_metrics_line(member['test'])}")
     prefix = f"ensemble of {len(args.run_dir)}: " if len(args.run_dir) > 1 else ""
-    print(prefix + ", ".join(f"{k} {v:.4f}" for k, v in result["test"].items()))
+    print(prefix + _metrics_line(result["test"]))
     return 0
 
 
