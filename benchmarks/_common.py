@@ -319,6 +319,18 @@ def merge_sections(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
     return out
 
 
+def train_ensemble(train_member: Callable[[int, Path], dict[str, Any]], seed: int, k: int,
+                   run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A deep ensemble for one benchmark seed: ``train_member(member_seed, member_dir)`` for the K seeds
+    K*seed .. K*seed + K-1 (under ``run_dir/member{i}``), then ``attnlab.ensemble.evaluate_ensemble`` of
+    the K run directories (probabilities averaged). Returns (the members' results, the ensemble's scores)."""
+    from attnlab.ensemble import evaluate_ensemble
+
+    dirs = [run_dir / f"member{i}" for i in range(k)]
+    members = [train_member(k * seed + i, member) for i, member in enumerate(dirs)]
+    return members, evaluate_ensemble(dirs)
+
+
 def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -61,6 +61,37 @@ mean 88.36; SST-2 78.47 / 79.57 / 79.74 / 79.96 / 79.52, mean 79.45
 (``attnlab evaluate runs/trec-s0 ... runs/trec-s4``, probabilities averaged): TREC 90.2, SST-2 81.05
 (results/text_classification-*-ensemble5-zen5.json); still below 92 and 83.
 
+Session of 2026-12-03 (Zen 5, one thread per run):
+
+- A fastText bag (the mean embedding of the words and their hashed bigrams, 100,000 buckets, width
+  64, joined to the pooled vector), 3 seeds, validation / test mean: TREC 88.10 / 88.40, SST-2
+  78.67 / 78.78. No gain over the default, so the code was not kept.
+- Masked-LM self-pretraining of the encoder on the TRAIN sentences only (30 epochs, 15% masked
+  80/10/10, output tied to the embeddings), then the usual fine-tune. TREC 3 seeds: 87.85 / 89.47.
+  SST-2 seeds 0-1: 78.90 / 78.31. The MLM loss stays at 3.9 (TREC) and 4.7 (SST-2): 50k and 130k
+  tokens are too few to pretrain on. Not adopted, and not in the code.
+- SST-2's dev file did not separate the short schedules from the 10-epoch one: 78.7-79.9 for every
+  config, against 79.63. Their test scores were 1-2 points higher. Two reasons: 872 sentences are a
+  noisy yardstick, and the kept epoch is the best of several dev scores, a bias that favours long
+  schedules. So configs are now chosen by ``benchmarks/text_cv.py``: cross-validation on TRAIN
+  (+ DEV), where each fold keeps its epoch on its own inner dev split and is scored on a held-out
+  fold. The grid and the rule (adopt the best if it gains >= 0.5 points) were fixed before the runs.
+  * Stage 1, repeat 0 (results/text_cv-stage1.json):
+    - SST-2: 10 epochs at lr 1e-3 76.82; **3 epochs at lr 5e-4 78.13**, adopted; 4 at 5e-4 77.72;
+      4 at 1e-3 77.89; 6 at 3e-4 77.19.
+    - TREC: 15 epochs (default) 85.14; 8 epochs 85.20; 8 at 5e-4 85.31; 30 at 5e-4 84.30.
+      The default stays.
+  * Stage 2, SST-2 only, repeat 1 (results/text_cv-stage2-sst2.json), on top of stage 1's choice:
+    that choice 78.23; 2 epochs 76.75; lr 3e-4 77.95; lr 1e-3 78.54 (+0.31, under the margin);
+    word dropout 0.1 78.23. Stage 1's choice stays.
+- SST-2 with the adopted 3 epochs at lr 5e-4, seeds 0-9, test: 80.79 +- 0.64 per run (was 79.45 over
+  5 seeds), in 40-65 s instead of 110 s. With ``--ensemble 5 --seeds 0 1``, the two ensembles score
+  82.43 and 82.10; all ten together score 82.76
+  (results/text_classification-sst2-cv1-ensemble5-zen5.json). Still below 83.
+
+``--ensemble K`` scores each seed as a deep ensemble of K runs: seeds K*seed .. K*seed+K-1,
+probabilities averaged, as ``attnlab evaluate RUN ...`` does.
+
 ``--quick``: one epoch of a tiny model on each data set (a smoke test). Results:
 benchmarks/results/text_classification[-quick].json.
 """
@@ -79,7 +110,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, merge_sections, parse_overrides, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table, git_revision, machine_info, merge_sections, parse_overrides, train_ensemble, write_json,
+)
 
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text"
 # name -> (folder, Kim 2014 reference, target)
@@ -87,15 +120,17 @@ REFERENCE: dict[str, tuple[str, float, float]] = {"trec": ("trec", 93.6, 92.0), 
 # Per-data-set overrides of the task defaults.
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "trec": {},
-    "sst2": {"train": {"epochs": 10}},
+    # Chosen by benchmarks/text_cv.py (stage 1): 3 epochs at lr 5e-4, CV 78.13 vs 76.82 for 10 epochs at 1e-3.
+    "sst2": {"train": {"epochs": 3, "lr": 5e-4}},
 }
 QUICK = {"train": {"epochs": 1}, "model_config": {"dim": 32, "depth": 1, "num_heads": 2}, "data_options": {"vocab_size": 500}}
 
 
-def run_one(name: str, root: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path, device: str) -> dict[str, Any]:
+def run_one(data: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path, device: str,
+            report_examples: int = 2) -> dict[str, Any]:
     from attnlab.run import resolve_config, train_run
 
-    values: dict[str, Any] = {"task": "text-classification", "data": str(root / REFERENCE[name][0]), "report_examples": 2}
+    values: dict[str, Any] = {"task": "text-classification", "data": str(data), "report_examples": report_examples}
     values.update(merge_sections({"train": {"seed": seed, "progress": False, "device": device}}, overrides))
     config = resolve_config(values)
     start = time.perf_counter()
@@ -103,6 +138,17 @@ def run_one(name: str, root: Path, seed: int, overrides: dict[str, dict[str, Any
     return {"accuracy": 100 * metrics["test"]["accuracy"], "wall_s": time.perf_counter() - start, "metrics": metrics,
             "config": {"model": config.model, "model_config": config.model_config, "train": vars(config.train),
                        "data_options": config.data_options}}
+
+
+def run_seed(data: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path, device: str,
+             ensemble: int) -> dict[str, Any]:
+    """One seed's run, or with ``ensemble`` K > 1 a deep ensemble of K runs seeded K*seed .. K*seed + K-1."""
+    if ensemble == 1:
+        return run_one(data, seed, overrides, run_dir, device)
+    members, scored = train_ensemble(lambda s, d: run_one(data, s, overrides, d, device), seed, ensemble, run_dir)
+    return {"accuracy": 100 * scored["test"]["accuracy"], "wall_s": sum(m["wall_s"] for m in members),
+            "metrics": {**scored, "parameters": members[0]["metrics"]["parameters"] * ensemble},
+            "config": members[0]["config"], "member_accuracies": [m["accuracy"] for m in members]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a TrainConfig field (repeatable), e.g. ema_decay=0.999")
     parser.add_argument("--data-option", dest="data_set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a data option (repeatable), e.g. lowercase=false")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="K",
+                        help="score each seed as a deep ensemble of K runs (seeds K*seed .. K*seed+K-1, probabilities averaged)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.ensemble < 1:
+        raise SystemExit(f"--ensemble must be at least 1, got {args.ensemble}")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             overrides = merge_sections(OVERRIDES[name], QUICK if args.quick else {}, flags)
-            runs = [run_one(name, args.root, seed, overrides, (args.keep_runs or Path(tmp)) / f"{name}-s{seed}", args.device)
-                    for seed in args.seeds]
+            runs_root = args.keep_runs or Path(tmp)
+            runs = [run_seed(args.root / REFERENCE[name][0], seed, overrides, runs_root / f"{name}-s{seed}", args.device,
+                             args.ensemble) for seed in args.seeds]
             accs = [r["accuracy"] for r in runs]
             mean = statistics.mean(accs)
             _, reference, target = REFERENCE[name]
@@ -145,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows, [("data", "data"), ("accuracy", "test acc %"), ("seeds", "per seed"), ("reference", "Kim 2014"),
                               ("target", "target"), ("met", "met"), ("params", "params"), ("wall_s", "wall s / run")]))
     out = args.out or Path(__file__).resolve().parent / "results" / f"text_classification{'-quick' if args.quick else ''}.json"
-    write_json(out, {"benchmark": "text_classification", "quick": args.quick, "seeds": args.seeds, "rows": rows,
+    write_json(out, {"benchmark": "text_classification", "quick": args.quick, "seeds": args.seeds, "ensemble": args.ensemble, "rows": rows,
                      "runs": details, "machine": machine_info(torch.device("cpu")), "git": git_revision(__file__)})
     print(f"wrote {out}")
     return 0

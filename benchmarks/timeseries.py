@@ -91,7 +91,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, merge_sections, parse_overrides, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table, git_revision, machine_info, merge_sections, parse_overrides, train_ensemble, write_json,
+)
 
 # name -> (target accuracy %, 1-NN Euclidean error)
 REFERENCE: dict[str, tuple[float, float]] = {
@@ -142,11 +144,7 @@ def run_seed(path: Path, seed: int, overrides: dict[str, dict[str, Any]], run_di
     """One seed's run, or with ``ensemble`` K > 1 a deep ensemble of K runs seeded K*seed .. K*seed + K-1."""
     if ensemble == 1:
         return run_one(path, seed, overrides, run_dir)
-    from attnlab.ensemble import evaluate_ensemble
-
-    dirs = [run_dir / f"member{i}" for i in range(ensemble)]
-    members = [run_one(path, ensemble * seed + i, overrides, member) for i, member in enumerate(dirs)]
-    scored = evaluate_ensemble(dirs)
+    members, scored = train_ensemble(lambda s, d: run_one(path, s, overrides, d), seed, ensemble, run_dir)
     return {"seed": seed, "accuracy": scored["test"]["accuracy"], "macro_f1": scored["test"]["macro_f1"],
             "wall_time_s": sum(m["wall_time_s"] for m in members), "parameters": members[0]["parameters"] * ensemble,
             "epochs_run": members[0]["epochs_run"], "config": members[0]["config"],

@@ -32,7 +32,8 @@ QUICK = [
     ("models.py", ["--threads", "1"], None),
     ("dropout.py", ["--threads", "1"], None),
     ("linear.py", ["--threads", "1"], None),
-    ("text_classification.py", ["--root", str(DATA_DIR / "text"), "--threads", "1"], DATA_DIR / "text"),
+    ("text_classification.py", ["--root", str(DATA_DIR / "text"), "--threads", "1", "--ensemble", "2"], DATA_DIR / "text"),
+    ("text_cv.py", ["--root", str(DATA_DIR / "text"), "--datasets", "trec", "--configs", "epochs-8"], DATA_DIR / "text"),
     ("translation.py", ["--data", str(DATA_DIR / "multi30k"), "--threads", "1"], DATA_DIR / "multi30k"),
     ("language_model.py", ["--data", str(DATA_DIR / "tinyshakespeare" / "input.txt"), "--threads", "1"],
      DATA_DIR / "tinyshakespeare" / "input.txt"),
@@ -78,6 +79,31 @@ def test_timeseries_cv_folds_partition_train_and_never_read_test(tmp_path):
         assert not any("99.0" in r for r in held)
     firsts = [(tmp_path / "folds" / f"Toy-r{r}-f0" / "Toy_TEST.tsv").read_text() for r in (0, 1)]
     assert firsts[0] != firsts[1]  # repeats shuffle differently
+
+
+def test_text_cv_folds_partition_the_pool_and_never_read_test(tmp_path):
+    """Per fold: train + dev + held-out = the pool (TRAIN + DEV files), held-out parts partition it, TEST never enters."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from text_cv import pool, write_folds
+
+    root = tmp_path / "sst2"
+    root.mkdir()
+    train = [f"{i % 3 == 0:d} train sentence {i}" for i in range(60)]
+    dev = [f"{i % 2:d} dev sentence {i}" for i in range(10)]
+    (root / "stsa.binary.train").write_text("\n".join(train) + "\n")
+    (root / "stsa.binary.dev").write_text("\n".join(dev) + "\n")
+    (root / "stsa.binary.test").write_text("1 test sentence\n")
+    texts, labels = pool("sst2", tmp_path)
+    assert len(texts) == 70 and not any("test" in t for t in texts)
+    expected = sorted(line.replace(" ", "\t", 1) for line in train + dev)
+    held = []
+    for folder, count in write_folds(texts, labels, tmp_path / "folds", 5, repeat=0):
+        parts = {split: (folder / f"{split}.tsv").read_text().splitlines() for split in ("train", "dev", "test")}
+        assert count == len(parts["test"]) == 14
+        assert sorted(parts["train"] + parts["dev"] + parts["test"]) == expected
+        assert len(parts["dev"]) == 6  # 10% of the 56 fitting rows
+        held += parts["test"]
+    assert sorted(held) == expected  # every pooled sentence held out exactly once
 
 
 def test_timeseries_overrides_are_the_configs_cross_validation_chose():
