@@ -331,6 +331,33 @@ def train_ensemble(train_member: Callable[[int, Path], dict[str, Any]], seed: in
     return members, evaluate_ensemble(dirs)
 
 
+def cross_validate(fit_fold: Callable[[tuple], tuple[int, int]], splits: dict[int, list[tuple[Path, int]]],
+                   overrides: dict, *, jobs: int, tmp: Path) -> dict[str, Any]:
+    """Score one config on cross-validation folds (``splits``: repeat -> [(fold folder, held-out count)]).
+
+    ``fit_fold((folder, held, repeat, overrides, run_dir))`` trains on a fold (training seed = the
+    repeat) and returns (correct, total) on its held-out part; it must be a module-level function
+    when ``jobs`` > 1 (folds then train in that many processes). The score pools every held-out
+    prediction, overall and per repeat."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs_list = [(folder, held, r, overrides, tmp / folder.name) for r, fold_list in splits.items() for folder, held in fold_list]
+    start = time.perf_counter()
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as workers:
+            counts = list(workers.map(fit_fold, jobs_list))
+    else:
+        counts = [fit_fold(job) for job in jobs_list]
+    per_repeat, first = [], 0
+    for fold_list in splits.values():  # jobs_list holds each repeat's folds in a row
+        part = counts[first : first + len(fold_list)]
+        first += len(fold_list)
+        per_repeat.append(100 * sum(c for c, _ in part) / sum(n for _, n in part))
+    correct, total = sum(c for c, _ in counts), sum(n for _, n in counts)
+    return {"accuracy_mean": 100 * correct / total, "correct": correct, "predictions": total, "per_repeat": per_repeat,
+            "wall_time_s": time.perf_counter() - start}
+
+
 def fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -31,15 +31,15 @@ import logging
 import statistics
 import sys
 import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, merge_sections, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    cross_validate, format_table, git_revision, machine_info, merge_sections, write_json,
+)
 from text_classification import DATA_ROOT, OVERRIDES, QUICK, REFERENCE  # noqa: E402
 
 # data set -> config name -> overrides on top of the data set's current OVERRIDES ("current": none).
@@ -105,24 +105,6 @@ def _fit_fold(job: tuple[Path, int, int, dict[str, dict[str, Any]], Path]) -> tu
     return round(run["accuracy"] / 100 * held), held
 
 
-def cross_validate(splits: dict[int, list[tuple[Path, int]]], overrides: dict, *, jobs: int, tmp: Path) -> dict[str, Any]:
-    jobs_list = [(fold, held, r, overrides, tmp / fold.name) for r, fold_list in splits.items() for fold, held in fold_list]
-    start = time.perf_counter()
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as workers:
-            counts = list(workers.map(_fit_fold, jobs_list))
-    else:
-        counts = [_fit_fold(job) for job in jobs_list]
-    per_repeat, first = [], 0
-    for fold_list in splits.values():
-        part = counts[first : first + len(fold_list)]
-        first += len(fold_list)
-        per_repeat.append(100 * sum(c for c, _ in part) / sum(n for _, n in part))
-    correct, total = sum(c for c, _ in counts), sum(n for _, n in counts)
-    return {"accuracy_mean": 100 * correct / total, "correct": correct, "predictions": total, "per_repeat": per_repeat,
-            "wall_time_s": time.perf_counter() - start}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=DATA_ROOT)
@@ -146,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             scores = {}
             for config in configs:
                 overrides = merge_sections(OVERRIDES[name], grid[config], QUICK if args.quick else {})
-                scores[config] = cross_validate(splits, overrides, jobs=args.jobs, tmp=Path(tmp) / name / config)
+                scores[config] = cross_validate(_fit_fold, splits, overrides, jobs=args.jobs, tmp=Path(tmp) / name / config)
                 print(f"{name} {config}: {scores[config]['accuracy_mean']:.2f}% in {scores[config]['wall_time_s']:.0f} s", flush=True)
             best = max(configs, key=lambda c: (scores[c]["correct"], c == "current"))
             gain = scores[best]["accuracy_mean"] - scores["current"]["accuracy_mean"]

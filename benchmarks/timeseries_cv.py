@@ -90,15 +90,15 @@ import logging
 import statistics
 import sys
 import tempfile
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, merge_sections, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    cross_validate, format_table, git_revision, machine_info, merge_sections, write_json,
+)
 from timeseries import DEFAULT_ROOT, ENCODER_STEM, QUICK, REFERENCE  # noqa: E402
 
 # name -> overrides of the task default ({"train": ..., "model_config": ..., "data_options": ...}).
@@ -166,26 +166,6 @@ def _fit_fold(job: tuple[Path, int, int, dict[str, dict[str, Any]], Path]) -> tu
     return round(run["accuracy"] * total), total
 
 
-def cross_validate(splits: dict[int, list[tuple[Path, int]]], overrides: dict, *, jobs: int, tmp: Path) -> dict[str, Any]:
-    """Score one config on the folds ``write_folds`` wrote per repeat (``splits``: repeat -> folds)."""
-    jobs_list = [(fold_dir, held, r, overrides, tmp / fold_dir.name)
-                 for r, fold_list in splits.items() for fold_dir, held in fold_list]
-    start = time.perf_counter()
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            counts = list(pool.map(_fit_fold, jobs_list))
-    else:
-        counts = [_fit_fold(j) for j in jobs_list]
-    per_repeat, first = [], 0
-    for fold_list in splits.values():  # jobs_list holds each repeat's folds in a row
-        part = counts[first : first + len(fold_list)]
-        first += len(fold_list)
-        per_repeat.append(100 * sum(c for c, _ in part) / sum(n for _, n in part))
-    correct, total = sum(c for c, _ in counts), sum(n for _, n in counts)
-    return {"accuracy_mean": 100 * correct / total, "correct": correct, "predictions": total, "per_repeat": per_repeat,
-            "wall_time_s": time.perf_counter() - start}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="folder holding one UCR folder per data set")
@@ -209,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             splits = {r: write_folds(args.root / name, Path(tmp) / name / "folds", folds, r) for r in repeats}
             for config in args.configs:
                 overrides = merge_sections(GRID[config], QUICK if args.quick else {})
-                scores[config] = cross_validate(splits, overrides, jobs=args.jobs, tmp=Path(tmp) / name / config)
+                scores[config] = cross_validate(_fit_fold, splits, overrides, jobs=args.jobs, tmp=Path(tmp) / name / config)
                 logging.getLogger("benchmarks.timeseries_cv").warning(
                     "%s %s: %.2f%% in %.0f s", name, config, scores[config]["accuracy_mean"], scores[config]["wall_time_s"])
             base = scores["default"]["per_repeat"]
