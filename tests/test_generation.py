@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnlab.generation import beam_search, filter_logits, generate, greedy_search
+from attnlab.models.generation import beam_search, filter_logits, generate, greedy_search
 from attnlab.models import create_model
 
 
@@ -118,7 +118,7 @@ def test_incremental_decoder_equals_full_decoder():
 
 
 def test_bleu_of_a_perfect_hypothesis_is_100():
-    from attnlab.task_translation import corpus_bleu
+    from attnlab.tasks.translation import corpus_bleu
 
     refs = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee ."]
     scores = corpus_bleu(list(refs), refs)

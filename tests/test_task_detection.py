@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.task_detection import coco_map, detections
+from attnlab.tasks.detection import coco_map, detections
 
 
 def test_coco_map_is_one_for_perfect_and_zero_for_wrong_class():
@@ -58,7 +58,7 @@ def test_predict_and_explain(tiny_run, tmp_path):
 
     from attnlab.cli import main
     from attnlab.data.detection import generate_shapes
-    from attnlab.explain.cli import explain_run
+    from attnlab.run import explain_run
     from attnlab.run import predict_run
 
     out, _ = tiny_run
@@ -81,7 +81,8 @@ def test_predict_and_explain(tiny_run, tmp_path):
 
 
 def test_explain_draws_each_detected_querys_attention(tmp_path):
-    from attnlab.explain.detection import DetectionExample, detection_example
+    from attnlab.explain.detection import DetectionExample
+    from attnlab.tasks.detection import detection_example
     from attnlab.models import create_model
 
     model = create_model("detr-tiny", image_size=(32, 32), backbone_channels=(8, 16), dim=32, num_heads=2, num_queries=4)
@@ -93,7 +94,7 @@ def test_explain_draws_each_detected_querys_attention(tmp_path):
 
 
 def test_explain_without_encoder_layers_falls_back_to_query_tokens(tmp_path):
-    from attnlab.explain.detection import detection_example
+    from attnlab.tasks.detection import detection_example
     from attnlab.explain.report import write_report
     from attnlab.models import create_model
 
@@ -116,12 +117,12 @@ def test_cli_prints_each_box_after_its_class():
 
 
 def test_more_objects_than_queries_warns_once(caplog):
-    from attnlab import task_detection
+    from attnlab.tasks import detection as task_detection
 
     task_detection._warned_queries.clear()
     logits, boxes = torch.randn(1, 2, 4), torch.rand(1, 2, 4)
     targets = torch.tensor([[[0, 0.2, 0.2, 0.1, 0.1], [1, 0.5, 0.5, 0.1, 0.1], [2, 0.8, 0.8, 0.1, 0.1]]])
-    with caplog.at_level("WARNING", logger="attnlab.task_detection"):
+    with caplog.at_level("WARNING", logger="attnlab.tasks.detection"):
         matches = task_detection.hungarian_match(logits, boxes, targets)
         task_detection.hungarian_match(logits, boxes, targets)
     assert len(matches[0][0]) == 2  # two queries: two of the three objects matched

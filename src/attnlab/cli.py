@@ -7,6 +7,7 @@ on stderr and exit code 2 (a traceback only with ``--debug``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -22,8 +23,16 @@ __all__ = ["main"]
 log = logging.getLogger("attnlab")
 
 
+_SECTIONS = {"model": "model_config", "data": "data_options", "train": "train", "objective": "objective",
+             "eval": "evaluation", "evaluation": "evaluation"}
+
+
 def _parse_dotted(extra: list[str]) -> dict[str, Any]:
-    """``--model.depth 4 --train.lr 1e-3`` -> nested dict; ``--model_config`` alias ``--model.``."""
+    """``--model.depth 4 --train.lr 1e-3`` -> nested dict of RunConfig sections.
+
+    ``--model.*`` fills model_config, ``--data.*`` data_options, ``--eval.*`` evaluation,
+    ``--train.*`` and ``--objective.*`` their own sections.
+    """
     from attnlab.config import apply_dotted, parse_value
 
     tree: dict[str, Any] = {}
@@ -42,9 +51,10 @@ def _parse_dotted(extra: list[str]) -> dict[str, Any]:
             text = extra[i + 1]
             i += 2
         section, _, rest = key.partition(".")
-        section = {"model": "model_config", "data": "data_options"}.get(section, section)
-        if section not in ("model_config", "train", "data_options"):
-            raise ConfigError(f"unknown section in {flag!r}: use --model.<field>, --train.<field> or --data.<option>")
+        section = _SECTIONS.get(section, section)
+        if section not in _SECTIONS.values():
+            raise ConfigError(f"unknown section in {flag!r}: use --model.<field>, --train.<field>, --data.<option>, "
+                              "--objective.<option> or --eval.<option>")
         apply_dotted(tree, f"{section}.{rest}", parse_value(text))
     return tree
 
@@ -64,7 +74,7 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     dotted = _parse_dotted(extra)
-    for section in ("model_config", "train", "data_options"):
+    for section in sorted(set(_SECTIONS.values())):
         values[section] = {**(values.get(section) or {}), **dotted.get(section, {})}
     if args.epochs is not None:
         values["train"]["epochs"] = args.epochs
@@ -120,13 +130,55 @@ def _result_line(r: dict) -> str:
     return f"{r['input']}: {r['class']}{where} ({r['score']:.3f})"
 
 
+def _expand_inputs(items: list[str], stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str]]:
+    """Input arguments -> files: a folder gives its files (sorted, hidden ones skipped), ``-``
+    a temporary copy of standard input. Returns the files and {temporary path: "-"}."""
+    files: list[str] = []
+    shown: dict[str, str] = {}
+    for item in items:
+        if item == "-":
+            path = _stdin_file(stack)
+            shown[path] = "-"
+            files.append(path)
+        elif os.path.isdir(item):
+            found = sorted(str(p) for p in Path(item).rglob("*")
+                           if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts))
+            if not found:
+                raise AttnlabError(f"input folder has no files: {item}")
+            files += found
+        elif os.path.exists(item):
+            files.append(item)
+        else:
+            raise AttnlabError(f"input not found: {item}")
+    return files, shown
+
+
+def _stdin_file(stack: contextlib.ExitStack) -> str:
+    """Standard input saved to a temporary file whose suffix matches its content (PNG, JPEG,
+    NumPy, WAV, else text), so every task's reader takes it like a file argument."""
+    import tempfile
+
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise AttnlabError("standard input ('-') is empty")
+    magic = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"\x93NUMPY": ".npy", b"RIFF": ".wav", b"BM": ".bmp"}
+    suffix = next((ext for head, ext in magic.items() if data.startswith(head)), ".txt")
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="attnlab-stdin-"))
+    path = os.path.join(folder, "stdin" + suffix)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
 def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.run import predict_run
 
-    for item in args.inputs:
-        if not os.path.exists(item):
-            raise AttnlabError(f"input not found: {item}")
-    results = predict_run(args.run_dir, args.inputs, top_k=args.top_k)
+    with contextlib.ExitStack() as stack:
+        files, shown = _expand_inputs(args.inputs, stack)
+        results = predict_run(args.run_dir, files, top_k=args.top_k, device=args.device)
+    for r in results:
+        if isinstance(r.get("input"), str) and r["input"] in shown:
+            r["input"] = shown[r["input"]]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -136,11 +188,12 @@ def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
-    from attnlab.explain.cli import explain_run
+    from attnlab.run import explain_run
 
     if not os.path.exists(args.input):
         raise AttnlabError(f"input not found: {args.input}")
-    path = explain_run(args.run_dir, args.input, args.output, layer=args.layer, head=args.head, rollout=args.rollout)
+    path = explain_run(args.run_dir, args.input, args.output, layer=args.layer, head=args.head, rollout=args.rollout,
+                       device=args.device)
     print(f"wrote {path}")
     return 0
 
@@ -160,26 +213,11 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
     raise AttnlabError(f"no benchmark named {args.name!r}; known: {', '.join(known) or 'none (run from a source checkout)'}")
 
 
-def _cmd_recommend(args: argparse.Namespace, extra: list[str]) -> int:
-    from attnlab.task_sasrec import recommend_run
+def _cmd_task(args: argparse.Namespace, extra: list[str]) -> int:
+    """A verb a task family declares (``TaskSpec.commands``): recommend, generate, ..."""
+    from attnlab.run import run_task_command
 
-    result = recommend_run(args.run_dir, user=args.user, k=args.k)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for rank, item in enumerate(result["items"], start=1):
-            print(f"{rank:>3}. item {item['item']}  (score {item['score']:.3f})")
-    return 0
-
-
-def _cmd_generate(args: argparse.Namespace, extra: list[str]) -> int:
-    from attnlab.task_lm import generate_run
-
-    text = generate_run(
-        args.run_dir, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, stop=args.stop or (), seed=args.seed,
-    )
-    print(args.prompt + text)
+    print(run_task_command(args.command, args.run_dir, args, device=args.device))
     return 0
 
 
@@ -197,12 +235,16 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     print("models:")
     for name in list_models():
         entry = model_entry(name)
-        print(f"  {name:<16} {entry.description}  [tasks: {', '.join(entry.tasks)}]")
+        serves = [t for t in list_tasks() if name in task_spec(t).models]
+        print(f"  {name:<16} {entry.description}  [tasks: {', '.join(serves)}]")
     print("tasks:")
     for task in list_tasks():
         spec = task_spec(task)
         print(f"  {task:<16} {spec.description} (default model {spec.default_model})")
     return 0
+
+
+_DEVICE_HELP = "auto (CUDA when there is one), cpu, cuda, cuda:1 ..."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,14 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a run (or a deep ensemble of classification runs) on its test split")
     p.add_argument("run_dir", nargs="+", help="a run directory; several score the average of their class probabilities")
     p.add_argument("--data")
-    p.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, cuda, cuda:1 ...")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify inputs with a trained run")
     p.add_argument("run_dir")
-    p.add_argument("inputs", nargs="+", help="image files (.png/.jpg) or .npy arrays")
+    p.add_argument("inputs", nargs="+", help="input files (images, .npy, text, WAV ... as the task reads them), "
+                   "folders of them, or - for standard input")
     p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
@@ -246,29 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, default=-1)
     p.add_argument("--head", type=int, default=None, help="a head index (default: mean of heads)")
     p.add_argument("--rollout", action="store_true", help="attention rollout through all layers")
+    p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("bench", help="run a benchmark script from benchmarks/ (e.g. `attnlab bench attention --quick`)")
     p.add_argument("name")
     p.set_defaults(func=_cmd_bench, allow_extra=True)
 
-    p = sub.add_parser("recommend", help="top-k next items for a user of a sequential-recommendation run")
-    p.add_argument("run_dir")
-    p.add_argument("--user", required=True, help="user id as it appears in the data file")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_recommend)
+    from attnlab.tasks import task_commands
 
-    p = sub.add_parser("generate", help="continue a prompt with a trained language-model run (KV-cache sampling)")
-    p.add_argument("run_dir")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--stop", action="append", help="stop after this token (one token, e.g. a character); repeatable")
-    p.add_argument("--seed", type=int, default=None)
-    p.set_defaults(func=_cmd_generate)
+    for name, (command, tasks) in sorted(task_commands().items()):
+        p = sub.add_parser(name, help=f"{command.help} [{', '.join(tasks)}]")
+        p.add_argument("run_dir")
+        command.add_arguments(p)
+        p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+        p.set_defaults(func=_cmd_task)
 
     p = sub.add_parser("export", help="export a run's model to ONNX (needs attnlab[onnx])")
     p.add_argument("run_dir")
@@ -289,6 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     tune_cpu_allocator()  # reuse freed large CPU buffers (see attnlab.cpu_allocator); ATTNLAB_CPU_ALLOCATOR=default: off
     try:
         return args.func(args, extra)
+    except BrokenPipeError:
+        # The reader closed the pipe (``attnlab evaluate RUN --json | head -1``): stop quietly,
+        # as a Unix tool killed by SIGPIPE would; stdout goes to devnull so the interpreter's
+        # final flush does not complain either (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except AttnlabError as exc:
         if args.debug:
             raise

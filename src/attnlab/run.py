@@ -27,11 +27,12 @@ import yaml
 from attnlab.config import from_dict, to_dict
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
-from attnlab.tasks import task_spec
-from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights
+from attnlab.tasks import load_task, task_spec
+from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights, pick_device
 from attnlab.training.checkpoint import atomic_write_text
 
-__all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "evaluation_trainer", "predict_run", "resolve_config"]
+__all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "evaluation_trainer", "predict_run", "explain_run",
+           "resolve_config", "build_objective", "run_task_command"]
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +44,65 @@ class RunConfig:
     model_config: dict = field(default_factory=dict)
     data_options: dict = field(default_factory=dict)  # task loader options, e.g. augment, image_size
     train: TrainConfig = field(default_factory=TrainConfig)
+    objective: dict = field(default_factory=dict)  # the task objective's options, e.g. label_smoothing
+    evaluation: dict = field(default_factory=dict)  # how the task evaluates, e.g. translation's beam_size
     report_examples: int = 4
 
     def __post_init__(self) -> None:
-        task_spec(self.task)  # raises ConfigError naming the known tasks
+        spec = task_spec(self.task)  # raises ConfigError naming the known tasks
+        for section, cls, flag in (("objective", spec.objective_options, "objective"),
+                                   ("evaluation", spec.evaluation_options, "eval")):
+            options = _options(cls, getattr(self, section) or {}, flag)
+            setattr(self, section, {} if options is None else to_dict(options))
+
+
+def _options(cls: type | None, values: dict[str, Any], section: str) -> Any:
+    """Validate a task's objective / evaluation options into their dataclass (None: none taken)."""
+    if cls is None:
+        if values:
+            raise ConfigError(f"this task takes no --{section}.* options, got {sorted(values)}")
+        return None
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown --{section}.* option(s) {unknown}; this task takes {names}")
+    return from_dict(cls, values)
+
+
+# Options that moved out of train / data_options (label smoothing is the objective's; decoding is
+# the translation task's evaluation): configs written before still load, with a warning.
+_MOVED = {("train", "label_smoothing"): ("objective", "label_smoothing"),
+          ("data_options", "eval_beam_size"): ("evaluation", "beam_size"),
+          ("data_options", "eval_length_penalty"): ("evaluation", "length_penalty")}
+
+
+def _migrate(values: dict[str, Any]) -> dict[str, Any]:
+    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    for (old_section, old_key), (section, key) in _MOVED.items():
+        old = values.get(old_section) or {}
+        if old_key in old:
+            log.warning("config key %s.%s is now %s.%s (--%s.%s)", old_section, old_key, section, key,
+                        "eval" if section == "evaluation" else section, key)
+            values.setdefault(section, {})
+            values[section] = {key: old.pop(old_key), **(values[section] or {})}
+    return values
 
 
 def resolve_config(values: dict[str, Any]) -> RunConfig:
     """Merge task defaults under user values (YAML + CLI) and validate."""
-    values = dict(values)
+    values = _migrate(values)
     task = values.get("task") or "digits"
     spec = task_spec(task)
     merged: dict[str, Any] = {"task": task}
     merged["model"] = values.get("model") or spec.default_model
+    model_entry(merged["model"])  # an unknown name: ConfigError listing the known models
+    spec.check_model(merged["model"])
     same_model = merged["model"] == spec.default_model
     merged["model_config"] = {**(spec.default_model_config if same_model else {}), **(values.get("model_config") or {})}
     merged["train"] = {**spec.default_train, **(values.get("train") or {})}
     merged["data_options"] = {**spec.default_data_options, **(values.get("data_options") or {})}
+    merged["objective"] = {**spec.default_objective, **(values.get("objective") or {})}
+    merged["evaluation"] = dict(values.get("evaluation") or {})
     for key in ("data", "report_examples"):
         if values.get(key) is not None:
             merged[key] = values[key]
@@ -70,17 +113,21 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
 
 
 def _load_task(config: RunConfig):
-    from attnlab.data import load_task
-
     return load_task(config.task, config.data, seed=config.train.seed, **config.data_options)
 
 
 def _build_model(config: RunConfig, task_data):
-    entry = model_entry(config.model)  # raises on unknown names
-    if task_data.task not in entry.tasks:
-        raise ConfigError(f"model {config.model!r} does not fit task {task_data.task!r}; it serves {list(entry.tasks)}")
-    fields = {**task_spec(config.task).model_fields(task_data), **config.model_config}
+    spec = task_spec(config.task)
+    spec.check_model(config.model)
+    fields = {**spec.model_fields(task_data), **config.model_config}
     return create_model(config.model, **fields)
+
+
+def build_objective(config: RunConfig, task_data):
+    """The task's objective with the run's ``objective`` and ``evaluation`` options."""
+    spec = task_spec(config.task)
+    return spec.objective(task_data, _options(spec.objective_options, config.objective, "objective"),
+                          _options(spec.evaluation_options, config.evaluation, "eval"))
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -120,7 +167,7 @@ def train_run(
     model = _build_model(config, task_data)
     config.model_config = to_dict(model.config)
     spec = task_spec(config.task)
-    objective = spec.objective(task_data, config.train)
+    objective = build_objective(config, task_data)
     callbacks = []
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +216,7 @@ def _attention_image_logger(task_data):
     """TensorBoard: the last layer's head-mean attention on one validation example per epoch."""
 
     def callback(trainer: Trainer, epoch: int, record: dict[str, Any]) -> None:
-        if trainer.logger._writer is None or task_data.val is None or len(task_data.val) == 0:
+        if not trainer.logger.writes_images or task_data.val is None or len(task_data.val) == 0:
             return
         from attnlab.explain.capture import attention_modules, capture
 
@@ -197,7 +244,12 @@ def _write_report(examples: list, task_data, path: Path) -> None:
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu"):
-    """Rebuild (config, model, data record) from a run directory; weights from safetensors only."""
+    """Rebuild (config, model, data record) from a run directory; weights from safetensors only.
+
+    ``device``: where the model goes (``auto``: CUDA when there is one); an unavailable device
+    is a ConfigError naming it.
+    """
+    target = pick_device(device)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
@@ -209,10 +261,10 @@ def load_run(run_dir: str | Path, *, device: str = "cpu"):
         record = json.loads((run_dir / "data.json").read_text())
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{run_dir}: corrupt config.yaml or data.json: {exc}") from None
-    config = from_dict(RunConfig, raw)
+    config = from_dict(RunConfig, _migrate(raw))
     model = create_model(config.model, **config.model_config)
     load_weights(model, run_dir / "model.safetensors")
-    model.to(device).eval()
+    model.to(target).eval()
     return config, model, record
 
 
@@ -222,7 +274,7 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
     if data is not None:
         config.data = data
     task_data = _load_task(config)
-    objective = task_spec(config.task).objective(task_data, config.train)
+    objective = build_objective(config, task_data)
     trainer_cfg = dataclasses.replace(config.train, device=device, progress=False)
     trainer = Trainer(model, objective, task_data.train, None, trainer_cfg, collate_fn=task_data.collate_fn)
     return config, trainer, task_data
@@ -233,9 +285,36 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, device: str = 
     return {"task": config.task, "model": config.model, "test": trainer.evaluate(task_data.test)}
 
 
-def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1) -> list[dict[str, Any]]:
-    config, model, record = load_run(run_dir)
+def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1, device: str = "cpu") -> list[dict[str, Any]]:
+    """The task's predictions for input files (or strings, for tasks that read text)."""
+    config, model, record = load_run(run_dir, device=device)
     spec = task_spec(config.task)
     if spec.predict is None:
         raise ConfigError(f"task {config.task!r} has no predict command")
     return spec.predict(model, record, inputs, top_k)
+
+
+def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, layer: int = -1, head: int | None = None,
+                rollout: bool = False, device: str = "cpu") -> Path:
+    """``attnlab explain``: the task turns one input into a ReportExample; explain/ draws it."""
+    from attnlab.explain.render import check_output, render_explanation
+
+    check_output(output)
+    config, model, record = load_run(run_dir, device=device)
+    spec = task_spec(config.task)
+    if spec.explain_example is None:
+        raise ConfigError(f"task {config.task!r} has no explain support yet")
+    example = spec.explain_example(model, record, input_path)
+    return render_explanation(example, output, layer=layer, head=head, rollout=rollout,
+                              title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
+
+
+def run_task_command(name: str, run_dir: str | Path, args: Any, *, device: str = "auto") -> str:
+    """An extra verb a task offers (``attnlab recommend``, ``attnlab generate``) on a run of that task."""
+    from attnlab.tasks import task_commands
+
+    command, tasks = task_commands()[name]
+    config, model, record = load_run(run_dir, device=device)
+    if config.task not in tasks:
+        raise ConfigError(f"{run_dir} is a {config.task!r} run; {name} needs a run of task {' or '.join(map(repr, tasks))}")
+    return command.run(model, record, args)

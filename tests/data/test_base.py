@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from attnlab.data import audio, parallel, sasrec, text, timeseries, vision  # noqa: F401  (register the loaders)
-from attnlab.data import load_task
+from attnlab.tasks import load_task
 from attnlab.errors import DataError
 
 PATH_TASKS = ("translation", "sasrec", "timeseries", "text-classification", "language-model", "audio", "mnist", "images")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.data import load_task
+from attnlab.tasks import load_task
 from attnlab.data.detection import SHAPE_CLASSES, generate_shapes, load_coco_task, load_shapes_task, read_coco, write_coco
 from attnlab.errors import ConfigError, DataError
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.data.base import TASK_LOADERS, load_task
+from attnlab.tasks import TASKS, load_task
 from attnlab.data.sasrec import (
     leave_one_out,
     load_sasrec_task,
@@ -161,7 +161,7 @@ def test_sample_negatives_small_pool_and_too_small():
 
 
 def test_loader_errors(tmp_path, tiny):
-    assert "sasrec" in TASK_LOADERS
+    assert "sasrec" in TASKS
     with pytest.raises(DataError, match="needs --data PATH"):
         load_task("sasrec", None, seed=0)
     with pytest.raises(ConfigError, match=r"task 'sasrec' has no option\(s\) \['maxlen'\]"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.data.base import load_task
+from attnlab.tasks import load_task
 from attnlab.data.timeseries import (
     SeriesAugment,
     label_names,

@@ -12,8 +12,6 @@ import torch
 from PIL import Image
 
 from attnlab.data import (
-    TASK_LOADERS,
-    VISION_TASKS,
     ImageSpec,
     RandomShift,
     TaskData,
@@ -21,10 +19,10 @@ from attnlab.data import (
     load_digits_task,
     load_image_folder_task,
     load_mnist_task,
-    load_task,
     prepare_image,
 )
 from attnlab.errors import ConfigError, DataError
+from attnlab.tasks import TASKS, load_task
 
 DATA_DIR = Path(os.environ.get("ATTNLAB_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 MNIST_FILE = DATA_DIR / "mnist" / "mnist.npz"
@@ -264,8 +262,8 @@ def test_prepare_image_array_conversions(tmp_path):
 
 
 def test_registry():
-    assert set(VISION_TASKS) <= set(TASK_LOADERS)
-    with pytest.raises(DataError, match="known tasks: .*digits.*images.*mnist"):
+    assert {"digits", "mnist", "images"} <= set(TASKS)
+    with pytest.raises(ConfigError, match="known tasks: .*digits.*images.*mnist"):
         load_task("nope", None, seed=0)
     for task in ("mnist", "images"):
         with pytest.raises(DataError, match="--data"):

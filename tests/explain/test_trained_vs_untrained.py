@@ -23,7 +23,7 @@ import time
 import pytest
 import torch
 
-from attnlab.data import load_task
+from attnlab.tasks import load_task
 from attnlab.explain import attention_entropy, capture, cls_to_patches, rollout
 from attnlab.models import create_model
 from attnlab.run import load_run, resolve_config, train_run

@@ -56,7 +56,7 @@ def test_bert_from_a_save_pretrained_directory_matches(tmp_path):
 
 
 def test_gpt2_from_a_save_pretrained_directory_matches(tmp_path):
-    from attnlab.generation import generate
+    from attnlab.models.generation import generate
     from attnlab.interop import load_hf_gpt2
 
     config = transformers.GPT2Config(vocab_size=101, n_positions=32, n_embd=32, n_layer=2, n_head=4)

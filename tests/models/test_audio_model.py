@@ -42,7 +42,7 @@ TINY = [
     "--task", "audio", "--epochs", "30", "--train.batch_size", "4", "--train.lr", "2e-3", "--train.progress", "false",
     "--data.duration", "0.256", "--data.n_mels", "16", "--data.test_fraction", "0.25", "--data.augment", "false",
     "--model.dim", "32", "--model.depth", "1", "--model.num_heads", "2", "--model.stem_channels", "[8]",
-    "--model.patch_size", "[2, 2]", "--model.dropout", "0", "--train.label_smoothing", "0",
+    "--model.patch_size", "[2, 2]", "--model.dropout", "0", "--objective.label_smoothing", "0",
     # BatchNorm statistics from batches of 4 made the tiny run's test accuracy seed-dependent
     "--model.stem_norm", "none",
 ]
@@ -114,7 +114,7 @@ def test_explain_example_flips_image_and_tokens_together(run_dir, tmp_path):
     from attnlab.data.audio import AudioSpec, prepare_audio
     from attnlab.explain.capture import capture
     from attnlab.run import load_run
-    from attnlab.task_audio import explain_audio
+    from attnlab.tasks.audio import explain_audio
 
     _, model, record = load_run(run_dir)
     wav = tmp_path / "low" / "a.wav"

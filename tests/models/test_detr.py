@@ -19,7 +19,7 @@ from attnlab.models.box_ops import (
     generalized_box_iou_aligned,
     inverse_sigmoid,
 )
-from attnlab.task_detection import DetectionObjective, LossWeights, hungarian_match, matching_cost
+from attnlab.tasks.detection import DetectionObjective, LossWeights, hungarian_match, matching_cost
 
 
 def _random_xyxy(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -128,7 +128,7 @@ def test_set_loss_is_zero_box_loss_for_perfect_boxes_and_counts_no_object():
     model = create_model("detr-tiny", num_classes=2, image_size=(32, 32), backbone_channels=(8, 16), dim=32,
                          num_heads=2, encoder_depth=1, decoder_depth=2, num_queries=4)
     obj = DetectionObjective(2)
-    from attnlab.task_detection import set_loss
+    from attnlab.tasks.detection import set_loss
 
     targets = _targets([[[1, 0.3, 0.4, 0.2, 0.1]], []])
     boxes = torch.tensor([[0.3, 0.4, 0.2, 0.1]]).repeat(2, 4, 1)

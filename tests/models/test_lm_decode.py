@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnlab import generation
+from attnlab.models import generation
 from attnlab.layers import KVCache
 from attnlab.models import create_model
 from attnlab.models.lm_decode import FusedDecoder

@@ -1,5 +1,5 @@
 """SASRec model and task: causality, padding invariance, loss and metrics against plain
-references, a tiny end-to-end training that learns a pattern, and ``recommend_run``."""
+references, a tiny end-to-end training that learns a pattern, and ``recommend``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from attnlab.errors import ConfigError, DataError
 from attnlab.explain.capture import capture
 from attnlab.models import create_model
-from attnlab.task_sasrec import SasrecObjective, ranking_metrics, recommend_run, target_ranks
+from attnlab.tasks.sasrec import SasrecObjective, ranking_metrics, recommend, target_ranks
 
 
 def _model(**overrides):
@@ -217,12 +217,15 @@ def test_training_learns_the_pattern_and_beats_popularity(pattern_run):
     assert '"type":"tokens"' in report and "held-out item ranked" in report
 
 
-def test_recommend_run(pattern_run, tmp_path):
+def test_recommend(pattern_run, tmp_path):
+    from attnlab.run import load_run
+
     folder, data, _ = pattern_run
     run_dir = folder / "run"
+    _, model, record = load_run(run_dir)
     lines = [line.split() for line in data.read_text().splitlines()]
     history = [item for user, item in lines if user == "user3"]
-    result = recommend_run(run_dir, user="user3", k=5)
+    result = recommend(model, record, user="user3", k=5)
     assert result["user"] == "user3" and len(result["items"]) == 5
     assert result["history_length"] == len(history)
     top = [r["item"] for r in result["items"]]
@@ -231,9 +234,9 @@ def test_recommend_run(pattern_run, tmp_path):
     scores = [r["score"] for r in result["items"]]
     assert scores == sorted(scores, reverse=True)
     with pytest.raises(DataError, match=r"unknown user 'nobody': not in .*ring\.txt \(240 users"):
-        recommend_run(run_dir, user="nobody", k=5)
+        recommend(model, record, user="nobody", k=5)
     with pytest.raises(ConfigError, match="k must be an integer >= 1"):
-        recommend_run(run_dir, user="user3", k=0)
+        recommend(model, record, user="user3", k=0)
 
 
 def test_predict_from_a_history_file(pattern_run, tmp_path):

@@ -67,7 +67,7 @@ def test_translation_cli(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--task", "translation", "--data", str(data), "--out", str(run), "--epochs", "1",
                  "--model.dim", "16", "--model.encoder_depth", "1", "--model.decoder_depth", "1", "--model.num_heads", "2",
-                 "--data.vocab_size", "300", "--data.eval_beam_size", "2", "--train.batch_size", "8",
+                 "--data.vocab_size", "300", "--eval.beam_size", "2", "--train.batch_size", "8",
                  "--train.progress", "false"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"bleu", "bleu_lc", "loss"} <= set(metrics["test"])

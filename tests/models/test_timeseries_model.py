@@ -154,7 +154,7 @@ def test_end_to_end_train_reaches_high_accuracy(waves_run):
 
 def test_predict_and_explain(waves_run, tmp_path):
     from attnlab.run import load_run, predict_run
-    from attnlab.task_timeseries import explain_series
+    from attnlab.tasks.timeseries import explain_series
 
     out, data = waves_run
     test_file = data / "Waves_TEST.tsv"

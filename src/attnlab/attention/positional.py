@@ -16,13 +16,10 @@ Learned tables with parameters live in ``attnlab.layers.positional``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
-from torch import Tensor
-
-if TYPE_CHECKING:  # pragma: no cover
-    from attnlab.layers.positional import RelativePositionBias
+from torch import Tensor, nn
 
 __all__ = [
     "sinusoidal",
@@ -160,10 +157,20 @@ def t5_buckets(
     return buckets + torch.where(is_small, n, large)
 
 
+class RelativeBiasTable(Protocol):
+    """What ``relative_bias`` reads of a T5 bias module (``layers.RelativePositionBias``);
+    a protocol, so this pure-function module never imports the layers above it."""
+
+    embedding: nn.Embedding  # (num_buckets, H)
+    bidirectional: bool
+    num_buckets: int
+    max_distance: int
+
+
 class _RelativeBias(BiasFunction):
     translation_invariant = True
 
-    def __init__(self, module: "RelativePositionBias"):
+    def __init__(self, module: RelativeBiasTable):
         self.module = module
 
     @property
@@ -182,6 +189,6 @@ class _RelativeBias(BiasFunction):
         return f"relative_bias({self.module!r})"
 
 
-def relative_bias(module: "RelativePositionBias") -> BiasFunction:
+def relative_bias(module: RelativeBiasTable) -> BiasFunction:
     """T5 relative position bias of ``module`` (a ``layers.RelativePositionBias``) as a callable."""
     return _RelativeBias(module)

@@ -1,31 +1,14 @@
-"""Task data: one loader per task family, found by name through ``load_task``.
+"""Task data: loaders that read files (or built-in data) into a `TaskData`.
 
-``load_task(task, data, seed=...)`` returns a `TaskData` (train/val/test datasets, classes,
-input shape, and for images the `ImageSpec` that `prepare_image` replays at predict time).
-Task families register themselves in `TASK_LOADERS` when imported below.
+Each module serves one modality (vision, text, parallel text, audio, time series, sasrec,
+detection); `attnlab.tasks` binds them to ``--task`` names. Nothing here registers anything
+on import.
 """
 
-from attnlab.data import vision  # noqa: F401  (registers the vision tasks)
-from attnlab.data.base import (
-    TASK_LOADERS,
-    ImageSpec,
-    TaskData,
-    TensorPairDataset,
-    load_task,
-    register_task,
-)
-from attnlab.data.vision import (
-    VISION_TASKS,
-    RandomShift,
-    load_digits_task,
-    load_image_folder_task,
-    load_mnist_task,
-    prepare_image,
-)
+from attnlab.data.base import ImageSpec, TaskData, TensorPairDataset
+from attnlab.data.vision import RandomShift, load_digits_task, load_image_folder_task, load_mnist_task, prepare_image
 
 __all__ = [
-    "TASK_LOADERS",
-    "VISION_TASKS",
     "ImageSpec",
     "RandomShift",
     "TaskData",
@@ -33,7 +16,5 @@ __all__ = [
     "load_digits_task",
     "load_image_folder_task",
     "load_mnist_task",
-    "load_task",
     "prepare_image",
-    "register_task",
 ]

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from attnlab.config import check_choice, check_positive
-from attnlab.data.base import TaskData, TensorPairDataset, call_with_options, check_fractions, per_class_split, register_task, require_data
+from attnlab.data.base import TaskData, TensorPairDataset, check_fractions, per_class_split
 from attnlab.data.wav import fix_length, read_wav, resample
 from attnlab.errors import ConfigError, DataError
 
@@ -345,9 +345,3 @@ def load_audio_task(
                     input_shape=spec.shape, batch_augment=augmenter, info=info)
     logger.info("loaded audio from %s (%s layout): %s", root, layout, data.summary())
     return data
-
-
-@register_task("audio")
-def _audio_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    root = require_data("audio", data, "a folder of .wav files: FSDD {digit}_{speaker}_{index}.wav, or root/<class>/*.wav")
-    return call_with_options(load_audio_task, "audio", options, root=root, seed=seed)

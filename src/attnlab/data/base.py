@@ -1,10 +1,9 @@
-"""What every task's data looks like to the trainer, and the registry that finds a task by name.
+"""What every task's data looks like to the trainer, and helpers every loader shares.
 
 A loader returns a `TaskData`: three map-style datasets that yield ``(x, y)`` pairs, the label
 set, the input shape, and (for images) the `ImageSpec` that `prepare_image` needs to turn a
-new file into a model input exactly as training did. Tasks register a loader under a name in
-`TASK_LOADERS`; `load_task` dispatches on it, so new task families (text, audio, ...) add an
-entry without touching this file.
+new file into a model input exactly as training did. Which loader serves which ``--task`` is
+decided by the task families (``attnlab.tasks``), not here.
 """
 
 from __future__ import annotations
@@ -27,10 +26,6 @@ __all__ = [
     "ImageSpec",
     "TaskData",
     "TensorPairDataset",
-    "TaskLoader",
-    "TASK_LOADERS",
-    "register_task",
-    "load_task",
     "require_data",
     "call_with_options",
     "check_fractions",
@@ -191,31 +186,6 @@ class TaskData:
             "metric": self.metric,
             "augment": None if self.batch_augment is None else repr(self.batch_augment),
         }
-
-
-# A loader takes the --data value (None when not given), the seed, and task-specific options.
-TaskLoader = Callable[..., TaskData]
-TASK_LOADERS: dict[str, TaskLoader] = {}
-
-
-def register_task(name: str) -> Callable[[TaskLoader], TaskLoader]:
-    """Decorator: ``@register_task("mnist")`` on ``fn(data, *, seed, **options) -> TaskData``."""
-
-    def wrap(fn: TaskLoader) -> TaskLoader:
-        if name in TASK_LOADERS and TASK_LOADERS[name] is not fn:
-            raise ValueError(f"task {name!r} is already registered")
-        TASK_LOADERS[name] = fn
-        return fn
-
-    return wrap
-
-
-def load_task(task: str, data: str | None, *, seed: int, **options: Any) -> TaskData:
-    """Load a registered task's splits; ``data`` is the CLI's ``--data`` path (or None)."""
-    loader = TASK_LOADERS.get(task)
-    if loader is None:
-        raise DataError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASK_LOADERS))}")
-    return loader(data, seed=seed, **options)
 
 
 def require_data(task: str, data: Any, what: str) -> str:

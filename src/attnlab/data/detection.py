@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data.base import ImageSpec, TaskData, call_with_options, check_fractions, register_task, split_counts
+from attnlab.data.base import ImageSpec, TaskData, check_fractions, split_counts
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -340,10 +340,3 @@ def load_coco_task(
     info = {"source": "coco", "file": str(path), "image_size": image_size, "max_objects": t,
             "sizes": [len(p) for p in parts]}
     return _task("detection", *splits, class_names, spec, info)
-
-
-@register_task("detection")
-def _detection_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    if data is None or str(data) == "":
-        return call_with_options(load_shapes_task, "detection", options, seed=seed)
-    return call_with_options(load_coco_task, "detection", options, path=data, seed=seed)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data.base import TaskData, check_fractions, register_task, require_data
+from attnlab.data.base import TaskData, check_fractions, require_data
 from attnlab.data.text import pad_batch, read_lines
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, train_tokenizer
 from attnlab.errors import DataError
@@ -101,12 +101,10 @@ def translation_collate(batch) -> tuple[Tensor, Tensor, list[str]]:
     return pad_batch([b[0] for b in batch]), pad_batch([b[1] for b in batch]), [b[2] for b in batch]
 
 
-@register_task("translation")
 def load_translation(
     data: str | None, *, seed: int, target_file: str | None = None, src_lang: str | None = None, tgt_lang: str | None = None,
     tokenizer: str = "bpe", vocab_size: int = 8000, shared_vocab: bool = True, lowercase: bool = False,
-    max_length: int = 128, val_fraction: float = 0.05, test_fraction: float = 0.05, eval_beam_size: int = 1,
-    eval_length_penalty: float = 1.0,
+    max_length: int = 128, val_fraction: float = 0.05, test_fraction: float = 0.05,
 ) -> TaskData:
     path = Path(require_data("translation", data, "a folder of <split>.<lang>[.gz] files, or a source file with --data.target_file"))
     if path.is_dir():
@@ -140,7 +138,7 @@ def load_translation(
             for split, (s, t) in parts.items()}
     info = {"src_tokenizer": src_tok.to_dict(), "tgt_tokenizer": None if shared_vocab else tgt_tok.to_dict(),
             "shared_vocab": shared_vocab, "src_vocab_size": src_tok.vocab_size, "tgt_vocab_size": tgt_tok.vocab_size,
-            "max_length": max_length, "eval_beam_size": eval_beam_size, "eval_length_penalty": eval_length_penalty,
+            "max_length": max_length,
             "files": {k: [str(p) for p in v] for k, v in files.items()}}
     task = TaskData(task="translation", train=sets["train"], val=sets["val"], test=sets["test"], num_classes=0,
                     class_names=[], input_shape=(max_length,), metric="bleu", collate_fn=translation_collate, info=info)

@@ -25,14 +25,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data.base import TaskData, call_with_options, register_task, require_data
+from attnlab.data.base import TaskData
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -279,9 +278,3 @@ def load_sasrec_task(path: str | Path, *, seed: int = 0, max_len: int = 50, num_
     }
     return TaskData(task="sasrec", train=train, val=val, test=test, num_classes=0, class_names=[],
                     input_shape=(max_len,), metric="ndcg@10", info=info)
-
-
-@register_task("sasrec")
-def _sasrec_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    path = require_data("sasrec", data, "a text file of 'user item' lines, each user's lines in time order")
-    return call_with_options(load_sasrec_task, "sasrec", options, path=path, seed=seed)

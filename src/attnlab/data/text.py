@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data.base import TaskData, check_fractions, per_class_split, register_task, require_data
+from attnlab.data.base import TaskData, check_fractions, per_class_split, require_data
 from attnlab.data.tokenizers import BOS_ID, PAD_ID, train_tokenizer
 from attnlab.errors import DataError
 
@@ -164,7 +164,6 @@ def encode_for_classification(tokenizer, texts: Sequence[str], max_length: int) 
     return [[BOS_ID] + ids[: max_length - 1] for ids in tokenizer.encode_batch(texts)]
 
 
-@register_task("text-classification")
 def load_text_classification(
     data: str | None, *, seed: int, tokenizer: str = "bpe", vocab_size: int = 8000, lowercase: bool = False,
     min_frequency: int | None = None, max_length: int = 128, val_fraction: float = 0.1, test_fraction: float = 0.1,
@@ -248,7 +247,6 @@ class WindowDataset(Dataset):
         return chunk[:-1], chunk[1:]
 
 
-@register_task("language-model")
 def load_language_model(
     data: str | None, *, seed: int, tokenizer: str = "char", vocab_size: int = 4000, lowercase: bool = False,
     block_size: int = 64, samples_per_epoch: int = 0, val_fraction: float = 0.1,

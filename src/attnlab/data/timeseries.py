@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnlab.data.base import TaskData, TensorPairDataset, call_with_options, per_class_split, register_task, require_data
+from attnlab.data.base import TaskData, TensorPairDataset, per_class_split
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -363,9 +363,3 @@ def load_timeseries_task(
                     input_shape=(n_channels, length), batch_augment=augment if augment.active else None, info=info)  # fmt: skip
     logger.info("loaded timeseries %s: %s", info["name"], data.summary())
     return data
-
-
-@register_task("timeseries")
-def _timeseries_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    path = require_data("timeseries", data, "a UCR folder with <Name>_TRAIN.tsv and <Name>_TEST.tsv, or an .npz")
-    return call_with_options(load_timeseries_task, "timeseries", options, path=path, seed=seed)

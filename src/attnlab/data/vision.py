@@ -16,7 +16,6 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,17 +25,13 @@ from attnlab.data.base import (
     ImageSpec,
     TaskData,
     TensorPairDataset,
-    call_with_options,
     check_fractions,
     per_class_split,
-    register_task,
-    require_data,
 )
 from attnlab.data.images import channel_stats, image_to_rgb, is_color, luma, open_image, prepare_image, scale_pixels
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
-    "VISION_TASKS",
     "IMAGE_SUFFIXES",
     "MNIST_MEAN",
     "MNIST_STD",
@@ -49,7 +44,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VISION_TASKS = ("digits", "mnist", "images")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 _MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -277,25 +271,3 @@ def load_image_folder_task(
     spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
     names = [d.name for d in class_dirs]
     return _task_data("images", spec.normalise(x01), torch.tensor(labels), splits, names, spec, None)
-
-
-# --- registry entries: fn(data, *, seed, **options) -------------------------------------------
-
-
-@register_task("digits")
-def _digits_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    if data is not None:
-        logger.warning("task 'digits' uses scikit-learn's bundled digits; ignoring --data %s", data)
-    return call_with_options(load_digits_task, "digits", options, seed=seed)
-
-
-@register_task("mnist")
-def _mnist_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    path = require_data("mnist", data, "an .npz with x_train, y_train, x_test, y_test")
-    return call_with_options(load_mnist_task, "mnist", options, path=path, seed=seed)
-
-
-@register_task("images")
-def _images_task(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    root = require_data("images", data, "a folder of class folders: root/<class>/*.png")
-    return call_with_options(load_image_folder_task, "images", options, root=root, seed=seed)

@@ -1,12 +1,12 @@
 """Explain a DETR-style detector: its boxes, and where each object query looks.
 
-``detection_example`` runs one image through the model under ``capture`` and returns a
-`DetectionExample`: a regular image ``ReportExample`` (so the HTML explorer shows it: the
+A `DetectionExample` is a regular image ``ReportExample`` (so the HTML explorer shows it: the
 encoder's self-attention layers, then each decoder layer's cross-attention, whose rows are
 the object queries and whose keys are the feature-map cells) that also knows the detections
 and can draw them (``draw_png``): the image with the predicted boxes, and one panel per
 detected query with its cross-attention (mean over heads, or one head) upsampled onto the
-image and its box drawn on top (Carion et al. 2020, figure 6).
+image and its box drawn on top (Carion et al. 2020, figure 6). The detection task family
+(``attnlab.tasks.detection.detection_example``) builds it from a model's outputs.
 """
 
 from __future__ import annotations
@@ -16,14 +16,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
-from attnlab.explain.capture import capture
-from attnlab.explain.examples import display_image
 from attnlab.explain.report import ReportExample
 
-__all__ = ["DetectionExample", "detection_example", "draw_detections"]
+__all__ = ["DetectionExample", "draw_detections", "describe_detections"]
 
 _COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe", "#008080"]
 
@@ -102,51 +98,7 @@ def draw_detections(image: Any, dets: list[dict[str, Any]], attention: Any, grid
     return _save(fig, path)
 
 
-def _describe(dets: list[dict[str, Any]]) -> str:
+def describe_detections(dets: list[dict[str, Any]]) -> str:
     if not dets:
         return "no objects"
     return "; ".join(f"{d['name']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in dets)
-
-
-def detection_example(model: nn.Module, x: Tensor, *, class_names: Sequence[str], spec: Any = None,
-                      target: Tensor | None = None, title: str = "", threshold: float = 0.5) -> DetectionExample:
-    """One image (C, H, W) through a detector: detections (best class per query, score >=
-    ``threshold``) and attention maps. ``target`` (T, 5) padded ``[label, cx, cy, w, h]``
-    rows give the label text."""
-    from attnlab.models.box_ops import box_cxcywh_to_xyxy
-    from attnlab.models.detr import split_outputs
-
-    device = next(model.parameters()).device
-    model.eval()
-    maps = capture(model, x[None].to(device), device="cpu")
-    logits, boxes = split_outputs(maps.output.float().cpu()[0], len(class_names))  # (Q, K + 1), (Q, 4)
-    h, w = x.shape[-2:]
-    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    score, label = logits.softmax(-1)[:, :-1].max(-1)  # (Q,)
-    xyxy = box_cxcywh_to_xyxy(boxes) * scale  # (Q, 4)
-    dets = [{"query": int(q), "label": int(label[q]), "name": class_names[int(label[q])], "score": float(score[q]),
-             "box": [float(v) for v in xyxy[q]]}
-            for q in score.argsort(descending=True).tolist() if score[q] >= threshold]
-    encoder = [(n, m[0].float().numpy()) for n, m in maps if ".cross_attn" not in n and not n.startswith("decoder.")]
-    cross = [(n, m[0].float().numpy()) for n, m in maps if n.startswith("decoder.") and ".cross_attn" in n]
-    gh, gw = getattr(model, "feature_grid", (0, 0))
-    label_text = None
-    if target is not None:
-        real = target[target[:, 0] >= 0]
-        gt = [{"name": class_names[int(r[0])], "score": 1.0, "box": (box_cxcywh_to_xyxy(r[1:]) * scale).tolist()} for r in real]
-        label_text = "; ".join(f"{d['name']} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in gt) or "no objects"
-    layers = encoder + cross
-    mean, std = (spec.mean, spec.std) if spec is not None else (None, None)
-    image = display_image(x, mean, std)
-    cells = [f"cell {r},{c}" for r in range(gh) for c in range(gw)]
-    queries = [f"query {q}" for q in range(len(score))]
-    # The explorer overlays a layer on the image when its keys are the feature cells; its
-    # first layer fixes the row labels, so without an encoder layer the example is "tokens".
-    as_image = bool(encoder) and gh > 0
-    return DetectionExample(
-        title=title or "image", kind="image" if as_image else "tokens", input=image if as_image else queries,
-        maps=[m for _, m in layers], layer_names=[n for n, _ in layers], tokens=cells if as_image else queries,
-        key_tokens=cells or None, prediction=_describe(dets), label=label_text, grid=(gh, gw) if as_image else None,
-        detections=dets, cross_maps=[m for _, m in cross], class_names=list(class_names), image=image,
-        feature_grid=(gh, gw) if gh else None,
-    )

@@ -32,6 +32,10 @@ class LearnedPositionalEmbedding(nn.Module):
         self.max_positions = max_positions
         self.weight = nn.Parameter(torch.randn(max_positions, dim) * init_std)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW leaves undecayed (a position table; timm's convention)."""
+        return {"weight"}
+
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         n = x.shape[1]
         _check_length(n, offset, self.max_positions, "LearnedPositionalEmbedding")

@@ -28,7 +28,6 @@ from attnlab.models.registry import register_model
 
 __all__ = ["AudioTransformerConfig", "AudioTransformer", "spectrogram_example"]
 
-AUDIO_TASKS = ("audio",)
 
 
 def spectrogram_example(config: AudioTransformerConfig, batch: int = 2) -> tuple[Tensor]:
@@ -114,6 +113,10 @@ class AudioTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW leaves undecayed (the class token; timm's convention)."""
+        return {"cls_token"}
+
     def forward_features(self, spectrograms: Tensor) -> Tensor:
         """Shape: (B, C, n_mels, frames) -> tokens (B, N, C_model), N = prefix + patches (row-major)."""
         c = self.config
@@ -137,7 +140,7 @@ class AudioTransformer(nn.Module):
 
 
 @register_model(
-    "audio-transformer", config=AudioTransformerConfig, tasks=AUDIO_TASKS, example_inputs=spectrogram_example,
+    "audio-transformer", config=AudioTransformerConfig, example_inputs=spectrogram_example,
     description="spectrogram Transformer, conv subsampling stem, 4 layers x 64 wide, 8x4 (mel x frame) tokens (FSDD default)",
 )
 def audio_transformer(config: AudioTransformerConfig) -> AudioTransformer:

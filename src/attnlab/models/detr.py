@@ -40,9 +40,8 @@ from attnlab.layers import Dropout, FeedForward, Linear, MultiHeadAttention, Tra
 from attnlab.models.box_ops import inverse_sigmoid
 from attnlab.models.registry import register_model
 
-__all__ = ["DetrConfig", "DETR", "DecoderLayer", "split_outputs", "detection_example", "DETECTION_TASKS"]
+__all__ = ["DetrConfig", "DETR", "DecoderLayer", "split_outputs", "detection_example"]
 
-DETECTION_TASKS = ("detection",)
 
 
 def detection_example(config, batch: int = 2) -> tuple[Tensor]:
@@ -239,7 +238,7 @@ def _anchor_grid(num_queries: int) -> Tensor:
 
 
 @register_model(
-    "detr-tiny", config=DetrConfig, tasks=DETECTION_TASKS, example_inputs=detection_example,
+    "detr-tiny", config=DetrConfig, example_inputs=detection_example,
     description="DETR-style detector: stride-8 CNN, 2+3 Transformer layers x 128, 12 anchor queries with box refinement",
 )
 def detr_tiny(config: DetrConfig) -> DETR:

@@ -17,7 +17,7 @@ from attnlab.errors import ConfigError
 from attnlab.layers import CBAM, Linear, NonLocalBlock2d, TransformerBlock
 from attnlab.models.registry import register_model
 from attnlab.layers.init import init_transformer_weights
-from attnlab.models.vit import VISION_TASKS, image_example
+from attnlab.models.vit import image_example
 
 __all__ = ["HybridConfig", "HybridCNNAttention"]
 
@@ -88,6 +88,6 @@ class HybridCNNAttention(nn.Module):
         return self.head(self.norm(tokens).mean(dim=1))
 
 
-@register_model("hybrid-cnn", config=HybridConfig, tasks=VISION_TASKS, example_inputs=image_example, description="CNN stem + CBAM + non-local block + Transformer")
+@register_model("hybrid-cnn", config=HybridConfig, example_inputs=image_example, description="CNN stem + CBAM + non-local block + Transformer")
 def hybrid_cnn(config: HybridConfig) -> HybridCNNAttention:
     return HybridCNNAttention(config)

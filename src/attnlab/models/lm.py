@@ -5,7 +5,7 @@ logits over the vocabulary (B, N, V), the output projection tied to the token em
 default (Press & Wolf 2017). Incremental decoding passes one ``KVCache`` per block
 (``new_caches``): positions continue from the cache length, and the causal mask is aligned
 bottom-right by ``attention`` (x-transformers #187), so a cached step gives the logits a
-full recompute would. Sampling lives in ``attnlab.generation``.
+full recompute would. Sampling lives in ``attnlab.models.generation``.
 
 GPT-2 compatibility (``attnlab.interop.load_hf_gpt2``): learned positions, pre-norm,
 ``activation="gelu_tanh"`` (GPT-2's ``gelu_new``), LayerNorm eps 1e-5, tied embeddings.
@@ -25,9 +25,8 @@ from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, Linear,
 from attnlab.models.registry import register_model
 from attnlab.models.text import init_text_weights
 
-__all__ = ["LanguageModelConfig", "TransformerLM", "LM_TASKS"]
+__all__ = ["LanguageModelConfig", "TransformerLM"]
 
-LM_TASKS = ("language-model",)
 POS_EMBEDS = ("learned", "sincos", "rope", "alibi", "none")
 _IN_ATTENTION = {"rope": "rope", "alibi": "alibi"}
 
@@ -105,6 +104,10 @@ class TransformerLM(nn.Module):
         """One cache per block; ``max_length`` preallocates (no copy of the cache per token)."""
         return KVCache.for_layers(len(self.blocks), max_length)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW leaves undecayed (the token embedding; a learned position table declares its own; timm's convention)."""
+        return {"token_embed.weight"}
+
     def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None, last_only: bool = False) -> Tensor:
         """Logits (B, N, V); ``last_only``: only the last position's, (B, 1, V) (decoding)."""
         if tokens.dim() != 2:
@@ -124,7 +127,7 @@ class TransformerLM(nn.Module):
 
 
 @register_model(
-    "gpt-lm", config=LanguageModelConfig, tasks=LM_TASKS, example_inputs=_lm_example,
+    "gpt-lm", config=LanguageModelConfig, example_inputs=_lm_example,
     description="decoder-only LM (GPT), 4 layers x 128 wide, context 64: nanoGPT's CPU shakespeare config",
 )
 def gpt_lm(config: LanguageModelConfig) -> TransformerLM:

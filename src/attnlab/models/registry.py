@@ -25,7 +25,6 @@ class ModelEntry:
     build: Callable[[Any], nn.Module]
     config_cls: type
     defaults: dict[str, Any] = field(default_factory=dict)
-    tasks: tuple[str, ...] = ()
     description: str = ""
     # example_inputs(config) -> tuple of tensors the model's forward takes (used by tests/tools)
     example_inputs: Callable[[Any], tuple] | None = None
@@ -39,7 +38,6 @@ def register_model(
     *,
     config: type,
     defaults: dict[str, Any] | None = None,
-    tasks: tuple[str, ...] = (),
     description: str = "",
     example_inputs: Callable[[Any], tuple] | None = None,
 ):
@@ -49,7 +47,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, fn, config, dict(defaults or {}), tuple(tasks), doc, example_inputs)
+        _REGISTRY[name] = ModelEntry(name, fn, config, dict(defaults or {}), doc, example_inputs)
         return fn
 
     return wrap
@@ -86,6 +84,8 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
     return to_dict(model.config)
 
 
-def list_models(task: str | None = None) -> list[str]:
+def list_models() -> list[str]:
+    """Every registered model name; which tasks a model serves is the tasks' business
+    (``attnlab.tasks.TaskSpec.models``)."""
     _ensure_loaded()
-    return sorted(n for n, e in _REGISTRY.items() if task is None or task in e.tasks)
+    return sorted(_REGISTRY)

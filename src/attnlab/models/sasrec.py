@@ -139,6 +139,10 @@ class SASRec(nn.Module):
             x = block(x, mask=keep, is_causal=True)  # (B, N, C)
         return self.norm(x)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW leaves undecayed (the position table; timm's convention)."""
+        return {"pos_embed"}
+
     def forward(self, seq: Tensor) -> Tensor:
         return self.encode(self.embed(seq), seq != 0)
 
@@ -156,7 +160,7 @@ class SASRec(nn.Module):
         return states @ self.item_embed.weight.t()
 
 
-@register_model("sasrec", config=SASRecConfig, tasks=("sasrec",), example_inputs=sasrec_example,
+@register_model("sasrec", config=SASRecConfig, example_inputs=sasrec_example,
                 description="SASRec, 2 causal blocks x 50 wide, shared item embeddings (Kang & McAuley 2018)")
 def sasrec(config: SASRecConfig) -> SASRec:
     return SASRec(config)

@@ -7,7 +7,7 @@ shared (one table for source, target and output: ``share_embeddings``, Press & W
 separate, with the decoder's output projection optionally tied to its input embedding
 (``tie_embeddings``).
 
-Decoding (``attnlab.generation``: greedy and beam search, batched) calls ``encode`` once and
+Decoding (``attnlab.models.generation``: greedy and beam search, batched) calls ``encode`` once and
 ``decode`` one step at a time with a self-attention ``KVCache`` per decoder block, plus a
 cross-attention cache per block that holds the memory's keys/values after the first step.
 """
@@ -25,9 +25,8 @@ from attnlab.errors import ConfigError
 from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.models.registry import register_model
 
-__all__ = ["Seq2SeqConfig", "Seq2SeqTransformer", "DecoderState", "TRANSLATION_TASKS"]
+__all__ = ["Seq2SeqConfig", "Seq2SeqTransformer", "DecoderState"]
 
-TRANSLATION_TASKS = ("translation",)
 
 
 def _pair_example(config, batch: int = 2) -> tuple[Tensor, Tensor]:
@@ -186,7 +185,7 @@ class Seq2SeqTransformer(nn.Module):
 
 
 @register_model(
-    "transformer-mt", config=Seq2SeqConfig, tasks=TRANSLATION_TASKS, example_inputs=_pair_example,
+    "transformer-mt", config=Seq2SeqConfig, example_inputs=_pair_example,
     description="encoder-decoder translator: label smoothing, greedy / beam search with KV cache, shared + tied embeddings",
 )
 def transformer_mt(config: Seq2SeqConfig) -> Seq2SeqTransformer:

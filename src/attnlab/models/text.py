@@ -33,9 +33,8 @@ from attnlab.errors import ConfigError
 from attnlab.layers import Dropout, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
 from attnlab.models.registry import register_model
 
-__all__ = ["TextClassifierConfig", "TextEncoder", "TextClassifier", "TEXT_CLASSIFICATION_TASKS", "init_text_weights"]
+__all__ = ["TextClassifierConfig", "TextEncoder", "TextClassifier", "init_text_weights"]
 
-TEXT_CLASSIFICATION_TASKS = ("text-classification",)
 POS_EMBEDS = ("learned", "sincos", "rope", "alibi", "relative", "none")
 IN_ATTENTION = {"rope": "rope", "alibi": "alibi", "relative": "relative"}
 ACTIVATIONS = ("gelu", "relu", "swiglu")
@@ -142,6 +141,10 @@ class TextEncoder(nn.Module):
         # Pre-norm stacks end with a LayerNorm; post-norm blocks already end normalised.
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps) if c.norm_first else nn.Identity()
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW leaves undecayed (the token embedding; a learned position table declares its own; timm's convention)."""
+        return {"token_embed.weight"}
+
     def forward(self, tokens: Tensor, token_types: Tensor | None = None) -> tuple[Tensor, Tensor]:
         c = self.config
         if tokens.dim() != 2:
@@ -219,7 +222,7 @@ class TextClassifier(nn.Module):
 
 
 @register_model(
-    "text-transformer", config=TextClassifierConfig, tasks=TEXT_CLASSIFICATION_TASKS, example_inputs=_tokens_example,
+    "text-transformer", config=TextClassifierConfig, example_inputs=_tokens_example,
     description="text classifier: token + position embedding, Transformer encoder, pooled head",
 )
 def text_transformer(config: TextClassifierConfig) -> TextClassifier:

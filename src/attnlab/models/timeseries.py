@@ -38,9 +38,8 @@ from attnlab.layers import Dropout, LearnedPositionalEmbedding, Linear, Sinusoid
 from attnlab.layers.init import init_transformer_weights
 from attnlab.models.registry import register_model
 
-__all__ = ["TimeSeriesConfig", "TimeSeriesTransformer", "series_example", "TIMESERIES_TASKS"]
+__all__ = ["TimeSeriesConfig", "TimeSeriesTransformer", "series_example"]
 
-TIMESERIES_TASKS = ("timeseries",)
 POS_EMBEDS = ("learned", "sincos", "rope", "alibi", "relative", "none")
 POOLINGS = ("cls", "mean", "cls_mean", "flatten")
 STEM_NORMS = ("batch", "instance", "group")
@@ -175,6 +174,10 @@ class TimeSeriesTransformer(nn.Module):
         p, t = self.patch_size * self.config.stem_steps, self.config.seq_len
         return [(i * p, min((i + 1) * p, t)) for i in range(self.num_patches)]
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW leaves undecayed (the class token; a learned position table declares its own; timm's convention)."""
+        return {"cls_token"}
+
     def forward_features(self, series: Tensor) -> Tensor:
         """Shape: (B, C, T) -> tokens (B, N, C_model), N = prefix + patches."""
         c = self.config
@@ -211,7 +214,7 @@ class TimeSeriesTransformer(nn.Module):
 
 
 @register_model(
-    "ts-transformer", config=TimeSeriesConfig, tasks=TIMESERIES_TASKS, example_inputs=series_example,
+    "ts-transformer", config=TimeSeriesConfig, example_inputs=series_example,
     description="time-series Transformer, 2 layers x 64 wide, one token per step (UCR default adds a conv stem)",
 )
 def ts_transformer(config: TimeSeriesConfig) -> TimeSeriesTransformer:

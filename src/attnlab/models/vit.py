@@ -21,7 +21,6 @@ from attnlab.models.registry import register_model
 
 __all__ = ["ViTConfig", "VisionTransformer", "image_example"]
 
-VISION_TASKS = ("digits", "mnist", "images")
 
 
 def image_example(config, batch: int = 2) -> tuple[Tensor]:
@@ -103,6 +102,10 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=0.02)
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW leaves undecayed (class token and position table; timm's convention)."""
+        return {"cls_token", "pos_embed"}
+
     def forward_features(self, images: Tensor) -> Tensor:
         """Shape: (B, C, H, W) -> tokens (B, N, C_model), N = prefix + patches."""
         c = self.config
@@ -125,7 +128,7 @@ class VisionTransformer(nn.Module):
         return self.head(pooled)
 
 
-@register_model("vit-tiny", config=ViTConfig, tasks=VISION_TASKS, example_inputs=image_example, description="ViT, 4 layers x 64 wide, 2x2 patches (digits default)")
+@register_model("vit-tiny", config=ViTConfig, example_inputs=image_example, description="ViT, 4 layers x 64 wide, 2x2 patches (digits default)")
 def vit_tiny(config: ViTConfig) -> VisionTransformer:
     return VisionTransformer(config)
 
@@ -134,7 +137,7 @@ def vit_tiny(config: ViTConfig) -> VisionTransformer:
     "vit-small",
     config=ViTConfig,
     defaults=dict(image_size=(28, 28), patch_size=4, dim=128, depth=6, num_heads=4, mlp_ratio=2.0),
-    tasks=VISION_TASKS, example_inputs=image_example,
+    example_inputs=image_example,
     description="ViT, 6 layers x 128 wide, 4x4 patches (MNIST default)",
 )
 def vit_small(config: ViTConfig) -> VisionTransformer:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from attnlab.errors import ConfigError
+
 __all__ = ["DistInfo", "init_distributed", "pick_device", "cleanup_distributed"]
 
 
@@ -31,11 +33,32 @@ class DistInfo:
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when there is one (device ``local_rank`` modulo the count), else the CPU.
+
+    An explicit device that this machine lacks (``cuda`` without CUDA, ``cuda:3`` on a
+    two-GPU machine, a misspelt name) raises a ConfigError naming it, before any tensor moves.
+    """
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
-    return torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {requested!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {requested!r} is not available: this machine has no CUDA GPU (use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {requested!r} is not available: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type not in ("cpu", "meta") and not _backend_available(device.type):
+        raise ConfigError(f"device {requested!r} is not available on this machine (use --device cpu or auto)")
+    return device
+
+
+def _backend_available(kind: str) -> bool:
+    backend = getattr(torch, kind, None)
+    return bool(backend is not None and getattr(backend, "is_available", lambda: False)())
 
 
 def init_distributed() -> DistInfo:

@@ -27,6 +27,11 @@ class RunLogger:
             except ImportError:  # tensorboard is a dependency, but keep training if it is absent
                 log.warning("tensorboard is not installed; TensorBoard logs are off")
 
+    @property
+    def writes_images(self) -> bool:
+        """True when `image` reaches a TensorBoard writer (rank 0, tensorboard installed)."""
+        return self._writer is not None
+
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         if self._writer is not None:
             for key, value in values.items():

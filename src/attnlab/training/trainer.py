@@ -28,9 +28,26 @@ from attnlab.training.precision import resolve_precision
 from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
 from attnlab.training.schedule import warmup_cosine
 
-__all__ = ["TrainConfig", "Trainer", "TrainingError", "to_device"]
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "to_device", "no_weight_decay_names"]
 
 log = logging.getLogger(__name__)
+
+
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Full names of the parameters that modules exempt from weight decay.
+
+    A module declares its own exemptions with a ``no_weight_decay()`` method returning names
+    relative to itself (timm's convention: class tokens, position tables, embeddings); biases
+    and norm weights (1-d parameters) are exempt anyway. Decaying them pulls embeddings
+    toward zero for no regularisation benefit (Loshchilov & Hutter 2019 decouple the decay;
+    which tensors to spare follows BERT and ViT practice).
+    """
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        declare = getattr(module, "no_weight_decay", None)
+        if callable(declare):
+            names |= {f"{prefix}.{n}" if prefix else n for n in declare()}
+    return names
 
 
 class TrainingError(AttnlabError, RuntimeError):
@@ -54,7 +71,6 @@ class TrainConfig:
     early_stopping_patience: int = 0  # epochs without improvement; 0 = off
     keep: str = "best"  # weights kept at the end: "best" on validation, or "last"
     ema_decay: float = 0.0  # > 0 (e.g. 0.999): validate, keep and save a moving average of the weights
-    label_smoothing: float = 0.0
     group_by_length: bool = False  # batches of similar-length examples (less padding); needs dataset.lengths
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     max_bad_steps: int = 10  # non-finite losses skipped before training stops
@@ -70,7 +86,7 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        for name in ("weight_decay", "warmup_epochs", "grad_clip", "label_smoothing", "min_lr_factor"):
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "min_lr_factor"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
@@ -157,10 +173,11 @@ class Trainer:
             )
         self.steps_per_epoch = max(1, len(self.train_loader) // config.accumulate)
         self.total_steps = self.steps_per_epoch * config.epochs
+        exempt = no_weight_decay_names(self.model)
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
             if p.requires_grad:
-                (no_decay if p.dim() < 2 or "pos_embed" in name or "token" in name else decay).append(p)
+                (no_decay if p.dim() < 2 or name in exempt else decay).append(p)
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr, betas=tuple(config.adam_betas),

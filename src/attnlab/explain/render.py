@@ -1,8 +1,8 @@
-"""``attnlab explain RUN_DIR INPUT -o out.png|out.html``: one input's attention.
+"""One input's attention as a file: ``render_explanation(example, "out.png" | "out.html")``.
 
-The run's task family turns the input into a ``ReportExample`` (its ``explain_example``);
-HTML output is the full explorer, PNG a figure fitting the input: an overlay for images, a
-highlighted time axis for series, highlighted tokens for sequences.
+The run's task family turns an input into a ``ReportExample`` (``attnlab.run.explain_run``
+asks it); HTML output is the full explorer, PNG a figure fitting the input: an overlay for
+images, a highlighted time axis for series, highlighted tokens for sequences.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from attnlab.errors import AttnlabError
 
-__all__ = ["explain_run", "relevance"]
+__all__ = ["render_explanation", "relevance", "check_output"]
 
 
 def relevance(maps: list[torch.Tensor], *, layer: int, head: int | None, rollout: bool, prefix: int) -> torch.Tensor:
@@ -37,28 +37,28 @@ def relevance(maps: list[torch.Tensor], *, layer: int, head: int | None, rollout
     return cls_to_patches(rolled, prefix, (1, n - prefix)).reshape(-1)
 
 
-def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, layer: int = -1, head: int | None = None,
-                rollout: bool = False) -> Path:
-    from attnlab.explain import plots
-    from attnlab.explain.report import write_report
-    from attnlab.run import load_run
-    from attnlab.tasks import task_spec
-
+def check_output(output: str | Path) -> Path:
+    """The output path, if it ends in .png or .html."""
     output = Path(output)
     if output.suffix.lower() not in (".png", ".html"):
         raise AttnlabError(f"output must end in .png or .html, got {output}")
-    config, model, record = load_run(run_dir)
-    spec = task_spec(config.task)
-    if spec.explain_example is None:
-        raise AttnlabError(f"task {config.task!r} has no explain support yet")
-    example = spec.explain_example(model, record, input_path)
+    return output
+
+
+def render_explanation(example, output: str | Path, *, layer: int = -1, head: int | None = None, rollout: bool = False,
+                       title: str = "attnlab explain", meta: dict | None = None) -> Path:
+    """Write one ``ReportExample`` as the HTML explorer or a PNG figure (see the module docstring)."""
+    from attnlab.explain import plots
+    from attnlab.explain.report import write_report
+
+    output = check_output(output)
     draw = getattr(example, "draw_png", None)
     if output.suffix.lower() == ".png" and callable(draw):
         # an example that draws its own figure (detection: boxes + each query's cross-attention)
         draw(output, layer=layer, head=head)
         return output
     if output.suffix.lower() == ".html":
-        write_report(output, [example], title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
+        write_report(output, [example], title=title, meta=meta or {})
         return output
     maps = [torch.as_tensor(m) for m in example.maps]
     if not maps or maps[0].shape[-1] != maps[0].shape[-2]:

@@ -3,11 +3,11 @@
 Data: `attnlab.data.parallel` (aligned files, e.g. Multi30k's ``train.en.gz`` / ``train.de.gz``).
 A byte-level BPE tokenizer, shared by both languages by default, is trained on the
 training split and saved in the run directory. Model: ``transformer-mt``
-(`attnlab.models.seq2seq`); decoding: `attnlab.generation` (greedy / beam search).
+(`attnlab.models.seq2seq`); decoding: `attnlab.models.generation` (greedy / beam search).
 
 Objective: label-smoothed cross-entropy over target tokens (padding ignored; Szegedy et al.
 2016, as in Vaswani et al. 2017). Evaluation decodes each sentence (greedy, or beam search
-with ``--data.eval_beam_size``) and scores the detokenized output against the raw reference
+with ``--eval.beam_size``, see `DecodingOptions`) and scores the detokenized output against the raw reference
 with sacreBLEU (Post 2018): ``bleu`` (cased, 13a tokenization: the standard signature) and
 ``bleu_lc`` (lowercased, the setting most papers on Multi30k report), plus the per-token
 ``loss``. ``bleu`` drives model selection.
@@ -19,6 +19,7 @@ cross-attention (target x source) of the first line's translation.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -26,20 +27,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.data import parallel as _data  # noqa: F401  (registers the translation loader)
+from attnlab.data.parallel import load_translation
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer
-from attnlab.generation import beam_search, greedy_search
-from attnlab.tasks import TaskSpec, register_task_spec
+from attnlab.errors import ConfigError
+from attnlab.models.generation import beam_search, greedy_search
+from attnlab.tasks.base import CrossEntropyOptions, TaskSpec
 
-__all__ = ["TranslationObjective", "translate", "corpus_bleu", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "DecodingOptions", "TranslationObjective", "translate", "corpus_bleu", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
 # Small defaults (2 + 2 layers x 128) so that a CPU run takes minutes, not hours; the larger
 # Multi30k config is documented and run by benchmarks/translation.py.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"dim": 128, "encoder_depth": 2, "decoder_depth": 2, "num_heads": 4,
                                         "mlp_ratio": 2.0, "dropout": 0.1}
 DEFAULT_TRAIN: dict[str, Any] = {"epochs": 5, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "warmup_epochs": 0.5,
-                                 "label_smoothing": 0.1, "keep": "best", "group_by_length": True}
+                                 "keep": "best", "group_by_length": True}
 DEFAULT_DATA_OPTIONS: dict[str, Any] = {"tokenizer": "bpe", "vocab_size": 8000}
+
+
+@dataclass
+class DecodingOptions:
+    """How evaluation decodes (``--eval.beam_size 4 --eval.length_penalty 0.6``): greedy when
+    ``beam_size`` is 1; beam search divides a hypothesis's log-probability by its length to the
+    power ``length_penalty`` (Wu et al. 2016's alpha; 0 = no normalisation)."""
+
+    beam_size: int = 1
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.beam_size, int) or self.beam_size < 1:
+            raise ConfigError(f"eval.beam_size must be an integer >= 1, got {self.beam_size!r}")
+        if self.length_penalty < 0:
+            raise ConfigError(f"eval.length_penalty must be >= 0, got {self.length_penalty!r}")
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> dict[str, float]:
@@ -103,10 +121,10 @@ def translation_fields(task_data) -> dict[str, Any]:
             "pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
 
 
-def _objective(task_data, cfg) -> TranslationObjective:
+def _objective(task_data, options: CrossEntropyOptions, decoding: DecodingOptions) -> TranslationObjective:
     _, tgt_tok = _tokenizers(task_data.info)
-    return TranslationObjective(tgt_tok, label_smoothing=cfg.label_smoothing, beam_size=int(task_data.info["eval_beam_size"]),
-                                length_penalty=float(task_data.info["eval_length_penalty"]))
+    return TranslationObjective(tgt_tok, label_smoothing=options.label_smoothing, beam_size=decoding.beam_size,
+                                length_penalty=decoding.length_penalty)
 
 
 def _encode_sources(info: dict[str, Any], texts: list[str]) -> list[list[int]]:
@@ -116,7 +134,7 @@ def _encode_sources(info: dict[str, Any], texts: list[str]) -> list[list[int]]:
 
 
 def _cross_attention_example(model: nn.Module, info: dict[str, Any], src_ids: list[int], title: str, label: str | None = None) -> Any:
-    from attnlab.task_text import token_report_example
+    from attnlab.tasks.text import token_report_example
 
     src_tok, tgt_tok = _tokenizers(info)
     device = next(model.parameters()).device
@@ -177,13 +195,13 @@ def explain_translation(model: nn.Module, record: dict[str, Any], item: str) -> 
     return _cross_attention_example(model, record["info"], _encode_sources(record["info"], lines[:1])[0], Path(item).name)
 
 
-register_task_spec(TaskSpec(
-    name="translation",
-    default_model="transformer-mt",
-    description="translation: a folder of aligned <split>.<lang>[.gz] files (Multi30k), or --data SRC --data.target_file TGT",
-    default_model_config=DEFAULT_MODEL_CONFIG,
-    default_train=DEFAULT_TRAIN,
-    default_data_options=DEFAULT_DATA_OPTIONS,
-    model_fields=translation_fields, objective=_objective, report_examples=_report,
-    predict=predict_translation, explain_example=explain_translation,
-))
+SPECS = (
+    TaskSpec(
+        name="translation", load=load_translation, models=("transformer-mt",),
+        description="translation: a folder of aligned <split>.<lang>[.gz] files (Multi30k), or --data SRC --data.target_file TGT",
+        default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
+        default_objective={"label_smoothing": 0.1}, evaluation_options=DecodingOptions,
+        model_fields=translation_fields, objective=_objective, report_examples=_report,
+        predict=predict_translation, explain_example=explain_translation,
+    ),
+)

@@ -4,19 +4,22 @@ Data: `attnlab.data.text` (one text file; first 90% train, last 10% validation =
 nanoGPT splits tinyshakespeare). Tokenizer: characters by default (``--data.tokenizer bpe``
 for byte-level BPE), saved in the run directory. Model: ``gpt-lm`` (`attnlab.models.lm`).
 The defaults are nanoGPT's CPU shakespeare_char config: 4 layers, 4 heads, 128 wide,
-context 64, batch 12, 2,000 iterations (one "epoch" of 24,000 random windows), 100 warm-up
-steps and cosine decay to 1/10 of the peak, no dropout; the peak lr is 2e-3 rather than
-nanoGPT's 1e-3 (val loss 1.78 vs 1.89 here in 2,000 steps: benchmarks/language_model.py).
+context 64, batch 12, ~100 warm-up steps and cosine decay to 1/10 of the peak, no dropout;
+the peak lr is 2e-3 rather than nanoGPT's 1e-3 (benchmarks/language_model.py compares them).
+An epoch is one pass over the training text: as many random windows as the text holds
+(``--data.samples_per_epoch N`` fixes another count; nanoGPT's 2,000 iterations of 12 are
+``configs/language-model/tinyshakespeare.yaml``).
 
 Objective: next-token cross-entropy; evaluation reports ``loss`` (nats per token, the
 number nanoGPT prints) and ``perplexity``; lower loss is better.
 
-``attnlab generate RUN_DIR --prompt "..."`` (`generate_run`) continues a prompt with KV-cache
+``attnlab generate RUN_DIR --prompt "..."`` (`generate_text`) continues a prompt with KV-cache
 sampling. Predict: for each input file, the model's top-k next tokens after its text.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,18 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.data import text as _data  # noqa: F401  (registers the text loaders)
+from attnlab.data.text import load_language_model
 from attnlab.data.tokenizers import EOS_ID, load_tokenizer
 from attnlab.errors import ConfigError, DataError
-from attnlab.generation import generate
-from attnlab.tasks import TaskSpec, register_task_spec
+from attnlab.models.generation import generate
+from attnlab.tasks.base import NoOptions, TaskCommand, TaskSpec
 
-__all__ = ["LanguageModelObjective", "generate_run", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "LanguageModelObjective", "generate_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
-DEFAULT_TRAIN: dict[str, Any] = {"epochs": 1, "batch_size": 12, "lr": 2e-3, "weight_decay": 0.1, "warmup_epochs": 100 / 2000,
+# Two passes over tinyshakespeare's training text are ~2,600 steps of 12 windows (nanoGPT runs 2,000).
+DEFAULT_TRAIN: dict[str, Any] = {"epochs": 2, "batch_size": 12, "lr": 2e-3, "weight_decay": 0.1, "warmup_epochs": 0.08,
                                  "min_lr_factor": 0.1, "grad_clip": 1.0, "keep": "last"}
-DEFAULT_DATA_OPTIONS: dict[str, Any] = {"tokenizer": "char", "block_size": 64, "samples_per_epoch": 24000}
+DEFAULT_DATA_OPTIONS: dict[str, Any] = {"tokenizer": "char", "block_size": 64}
 
 
 class LanguageModelObjective:
@@ -66,7 +70,7 @@ def lm_fields(task_data) -> dict[str, Any]:
 
 
 def _tokens_example(model: nn.Module, tokenizer, ids: Sequence[int], title: str) -> Any:
-    from attnlab.task_text import token_report_example
+    from attnlab.tasks.text import token_report_example
 
     device = next(model.parameters()).device
     model.eval()
@@ -120,20 +124,17 @@ def explain_lm(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     return _tokens_example(model, tokenizer, _encode_prompt(record, _read_prompt(item)), Path(item).name)
 
 
-def generate_run(
-    run_dir: str | Path, prompt: str, *, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
-    top_p: float | None = None, stop: Sequence[str] = (), seed: int | None = None, use_cache: bool = True,
+def generate_text(
+    model: nn.Module, record: dict[str, Any], prompt: str, *, max_new_tokens: int = 200, temperature: float = 0.8,
+    top_k: int | None = None, top_p: float | None = None, stop: Sequence[str] = (), seed: int | None = None,
+    use_cache: bool = True,
 ) -> str:
-    """Continue ``prompt`` with a trained language-model run; returns the generated text only.
+    """Continue ``prompt`` with a language-model run's model; returns the generated text only.
 
-    ``stop``: strings, each of which must be one token (e.g. "\\n" for a character model);
-    generation ends after the first of them (kept in the output), or after <eos>.
+    ``record`` is the run's data.json (its tokenizer). ``stop``: strings, each of which must be
+    one token (e.g. "\\n" for a character model); generation ends after the first of them
+    (kept in the output), or after <eos>. Sampling runs on the model's device.
     """
-    from attnlab.run import load_run
-
-    config, model, record = load_run(run_dir)
-    if config.task != "language-model":
-        raise ConfigError(f"{run_dir} is a {config.task!r} run; generate needs a language-model run")
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
     if temperature < 0:
@@ -150,8 +151,7 @@ def generate_run(
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ConfigError("the prompt is empty: give at least one character")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
+    device = next(model.parameters()).device
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()  # a fresh, non-deterministic seed
@@ -162,13 +162,32 @@ def generate_run(
     return tokenizer.decode(out[0, len(ids):].tolist())
 
 
-register_task_spec(TaskSpec(
-    name="language-model",
-    default_model="gpt-lm",
-    description="language modelling: one text file (tinyshakespeare); `attnlab generate RUN --prompt ...`",
-    default_model_config=DEFAULT_MODEL_CONFIG,
-    default_train=DEFAULT_TRAIN,
-    default_data_options=DEFAULT_DATA_OPTIONS,
-    model_fields=lm_fields, objective=lambda task_data, cfg: LanguageModelObjective(), report_examples=_report,
-    predict=predict_lm, explain_example=explain_lm,
-))
+def _generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--stop", action="append", help="stop after this token (one token, e.g. a character); repeatable")
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _generate_command(model: nn.Module, record: dict[str, Any], args: argparse.Namespace) -> str:
+    text = generate_text(model, record, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                         top_k=args.top_k, top_p=args.top_p, stop=args.stop or (), seed=args.seed)
+    return args.prompt + text
+
+
+GENERATE = TaskCommand("generate", "continue a prompt with a trained language-model run (KV-cache sampling)",
+                       _generate_arguments, _generate_command)
+
+SPECS = (
+    TaskSpec(
+        name="language-model", load=load_language_model, models=("gpt-lm",),
+        description="language modelling: one text file (tinyshakespeare); `attnlab generate RUN --prompt ...`",
+        default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
+        objective_options=NoOptions,
+        model_fields=lm_fields, objective=lambda task_data, options, evaluation: LanguageModelObjective(),
+        report_examples=_report, predict=predict_lm, explain_example=explain_lm, commands=(GENERATE,),
+    ),
+)

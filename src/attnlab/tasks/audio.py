@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attnlab.data.audio import AudioSpec, mel_to_hz, hz_to_mel, prepare_audio
-from attnlab.tasks import TaskSpec, register_task_spec
+from attnlab.data.audio import AudioSpec, hz_to_mel, load_audio_task, mel_to_hz, prepare_audio
+from attnlab.data.base import TaskData, call_with_options, require_data
+from attnlab.tasks.base import TaskSpec
 
-__all__ = ["audio_fields", "predict_audio", "explain_audio", "spectrogram_report_example"]
+__all__ = ["SPECS", "audio_fields", "predict_audio", "explain_audio", "spectrogram_report_example"]
 
 
 def audio_fields(task_data) -> dict[str, Any]:
@@ -118,11 +119,17 @@ def explain_audio(model: nn.Module, record: dict[str, Any], input_path: str):
                                       label=_label_from_path(path, record), title=path.name)
 
 
-register_task_spec(TaskSpec(
-    name="audio",
-    default_model="audio-transformer",
-    description="WAV classification: FSDD ({digit}_{speaker}_{index}.wav) or root/<class>/*.wav",
-    default_model_config={},
-    default_train={"epochs": 30, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "label_smoothing": 0.1, "keep": "last"},
-    model_fields=audio_fields, report_examples=_report, predict=predict_audio, explain_example=explain_audio,
-))
+def load_audio(data: str | None, *, seed: int, **options: Any) -> TaskData:
+    root = require_data("audio", data, "a folder of .wav files: FSDD {digit}_{speaker}_{index}.wav, or root/<class>/*.wav")
+    return call_with_options(load_audio_task, "audio", options, root=root, seed=seed)
+
+
+SPECS = (
+    TaskSpec(
+        name="audio", load=load_audio, models=("audio-transformer",),
+        description="WAV classification: FSDD ({digit}_{speaker}_{index}.wav) or root/<class>/*.wav",
+        default_train={"epochs": 30, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "keep": "last"},
+        default_objective={"label_smoothing": 0.1},
+        model_fields=audio_fields, report_examples=_report, predict=predict_audio, explain_example=explain_audio,
+    ),
+)

@@ -5,13 +5,15 @@ one sampled negative (the paper's loss). Evaluation: leave-one-out, the held-out
 against 100 sampled negatives; HR@k and NDCG@k (the paper's Table III reports @10), with ties
 counted against the held-out item so a constant model scores zero, not one.
 
-``recommend_run(run_dir, user=..., k=...)`` (``attnlab recommend``) and ``predict`` (a file of
-item ids -> next items) re-read the run's data file for the id maps: data.json keeps its
+``recommend(model, record, user=..., k=...)`` (``attnlab recommend RUN --user U``) and ``predict``
+(a file of item ids -> next items) re-read the run's data file for the id maps: data.json keeps its
 absolute path and SHA-256, not the maps (see ``attnlab.data.sasrec.load_sasrec_task``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.data import sasrec as sasrec_data  # registers the "sasrec" loader
+from attnlab.data import sasrec as sasrec_data
+from attnlab.data.base import TaskData, call_with_options, require_data
 from attnlab.errors import ConfigError, DataError
-from attnlab.tasks import TaskSpec, register_task_spec
-from attnlab.training import TrainConfig
+from attnlab.tasks.base import NoOptions, TaskCommand, TaskSpec
 
-__all__ = ["SasrecObjective", "target_ranks", "ranking_metrics", "recommend_run", "history_example", "predict_next"]
+__all__ = ["SPECS", "SasrecObjective", "target_ranks", "ranking_metrics", "recommend", "history_example", "predict_next"]
 
 
 def _core(model: nn.Module) -> nn.Module:
@@ -162,20 +164,16 @@ def _top_items(scores: Tensor, exclude: np.ndarray, k: int, items: list[str]) ->
     return [{"item": items[int(i)], "score": float(v)} for v, i in zip(values, ids)]
 
 
-def recommend_run(run_dir: str | Path, *, user: str, k: int = 10, exclude_seen: bool = True,
-                  data: str | None = None) -> dict[str, Any]:
+def recommend(model: nn.Module, record: dict[str, Any], *, user: str, k: int = 10, exclude_seen: bool = True,
+              data: str | None = None) -> dict[str, Any]:
     """Top-k next items for ``user`` (an id as in the data file), after their whole history.
 
     ``score`` is the model's logit (state . item embedding); items the user already has are
-    left out unless ``exclude_seen=False``. ``data`` points at the training file if it moved.
+    left out unless ``exclude_seen=False``. ``record`` is the run's data.json; ``data`` points at
+    the training file if it moved.
     """
-    from attnlab.run import load_run
-
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be an integer >= 1, got {k!r}")
-    config, model, record = load_run(run_dir)
-    if config.task != "sasrec":
-        raise ConfigError(f"{run_dir} is a {config.task!r} run; recommend needs a sasrec run")
     inter = _interactions(record, data)
     index = inter.user_index.get(str(user))
     if index is None:
@@ -266,25 +264,42 @@ def _explain(model: nn.Module, record: dict[str, Any], input_path: str):
     return history_example(model, seq, inter.items, title=Path(input_path).name)
 
 
-def _objective(task_data, config: TrainConfig) -> SasrecObjective:
-    return SasrecObjective()
+def _recommend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", required=True, help="user id as it appears in the data file")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
 
 
-register_task_spec(TaskSpec(
-    name="sasrec",
-    default_model="sasrec",
-    description="next-item recommendation from a 'user item' file (SASRec, leave-one-out HR/NDCG@10)",
-    # The paper's setting (Adam lr 1e-3, betas (0.9, 0.98), batch 128, no weight decay), except
-    # that the lr decays along a cosine to 1e-5 instead of staying constant (validation NDCG@10
-    # 0.5711 vs 0.5651, 3 seeds each on Amazon Games, 200 epochs) and that the cosine spans 300
-    # epochs, not 200 (validation NDCG@10 0.5752 vs 0.5711, seeds 0 and 1; benchmarks/sasrec.py).
-    default_train={"epochs": 300, "batch_size": 128, "lr": 1e-3, "adam_betas": (0.9, 0.98), "weight_decay": 0.0,
-                   "warmup_epochs": 0.0,
-                   "min_lr_factor": 0.01, "grad_clip": 0.0, "keep": "best"},
-    default_data_options={"max_len": 50, "num_negatives": 100},
-    model_fields=lambda task_data: {"num_items": task_data.info["num_items"], "max_len": task_data.info["max_len"]},
-    objective=_objective,
-    report_examples=_report,
-    predict=predict_next,
-    explain_example=_explain,
-))
+def _recommend_command(model: nn.Module, record: dict[str, Any], args: argparse.Namespace) -> str:
+    result = recommend(model, record, user=args.user, k=args.k)
+    if args.json:
+        return json.dumps(result, indent=2)
+    return "\n".join(f"{rank:>3}. item {item['item']}  (score {item['score']:.3f})"
+                     for rank, item in enumerate(result["items"], start=1))
+
+
+RECOMMEND = TaskCommand("recommend", "top-k next items for a user of a sequential-recommendation run",
+                        _recommend_arguments, _recommend_command)
+
+
+def load_sasrec(data: str | None, *, seed: int, **options: Any) -> TaskData:
+    path = require_data("sasrec", data, "a text file of 'user item' lines, each user's lines in time order")
+    return call_with_options(sasrec_data.load_sasrec_task, "sasrec", options, path=path, seed=seed)
+
+
+SPECS = (
+    TaskSpec(
+        name="sasrec", load=load_sasrec, models=("sasrec",),
+        description="next-item recommendation from a 'user item' file (SASRec, leave-one-out HR/NDCG@10)",
+        # The paper's setting (Adam lr 1e-3, betas (0.9, 0.98), batch 128, no weight decay), except
+        # that the lr decays along a cosine over 300 epochs to 1e-5 instead of staying constant
+        # (chosen on validation NDCG@10: benchmarks/sasrec.py).
+        default_train={"epochs": 300, "batch_size": 128, "lr": 1e-3, "adam_betas": (0.9, 0.98), "weight_decay": 0.0,
+                       "warmup_epochs": 0.0, "min_lr_factor": 0.01, "grad_clip": 0.0, "keep": "best"},
+        default_data_options={"max_len": 50, "num_negatives": 100},
+        objective_options=NoOptions,
+        model_fields=lambda task_data: {"num_items": task_data.info["num_items"], "max_len": task_data.info["max_len"]},
+        objective=lambda task_data, options, evaluation: SasrecObjective(),
+        report_examples=_report, predict=predict_next, explain_example=_explain, commands=(RECOMMEND,),
+    ),
+)

@@ -18,14 +18,15 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from attnlab.data import timeseries as _data  # noqa: F401  (registers the "timeseries" loader)
-from attnlab.tasks import TaskSpec, register_task_spec
+from attnlab.data.base import TaskData, call_with_options, require_data
+from attnlab.data.timeseries import load_timeseries_task
+from attnlab.tasks.base import TaskSpec
 
-__all__ = ["series_fields", "series_report_example", "predict_series", "explain_series", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "series_fields", "series_report_example", "predict_series", "explain_series", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
-# The benchmarked default (benchmarks/timeseries.py; the numbers are in its docstring).
+# The benchmarked default (benchmarks/timeseries.py; results in benchmarks/README.md).
 # Stem kernels 5/11/21 are the Encoder's (Serra et al. 2018); one Transformer layer; a gentler lr with
-# a 10-epoch warm-up. Screening of the alternatives is recorded in benchmarks/timeseries.py.
+# a 10-epoch warm-up.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"stem_channels": 32, "stem_kernels": (5, 11, 21), "dim": 64, "depth": 1, "num_heads": 4,
                                         "dropout": 0.1}
 DEFAULT_TRAIN: dict[str, Any] = {"epochs": 100, "batch_size": 16, "lr": 5e-4, "warmup_epochs": 10, "weight_decay": 0.05,
@@ -113,12 +114,17 @@ def explain_series(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     return series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name)
 
 
-register_task_spec(TaskSpec(
-    name="timeseries",
-    default_model="ts-transformer",
-    description="time-series classification: a UCR folder (<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz",
-    default_model_config=DEFAULT_MODEL_CONFIG,
-    default_train=DEFAULT_TRAIN,
-    default_data_options=DEFAULT_DATA_OPTIONS,
-    model_fields=series_fields, report_examples=_report, predict=predict_series, explain_example=explain_series,
-))
+def load_timeseries(data: str | None, *, seed: int, **options: Any) -> TaskData:
+    path = require_data("timeseries", data, "a UCR folder with <Name>_TRAIN.tsv and <Name>_TEST.tsv, or an .npz")
+    return call_with_options(load_timeseries_task, "timeseries", options, path=path, seed=seed)
+
+
+SPECS = (
+    TaskSpec(
+        name="timeseries", load=load_timeseries, models=("ts-transformer",),
+        description="time-series classification: a UCR folder (<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz",
+        default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
+        model_fields=series_fields, report_examples=_report, predict=predict_series, explain_example=explain_series,
+    ),
+)
+

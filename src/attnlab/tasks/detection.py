@@ -19,22 +19,26 @@ import contextlib
 import io
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.data import detection as _data  # noqa: F401  (registers the "detection" loader)
+from attnlab.data.base import TaskData, call_with_options
+from attnlab.data.detection import load_coco_task, load_shapes_task
 from attnlab.errors import ConfigError
 from attnlab.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou_aligned
 from attnlab.models.detr import split_outputs
-from attnlab.tasks import TaskSpec, register_task_spec
+from attnlab.tasks.base import TaskSpec
+
+if TYPE_CHECKING:
+    from attnlab.explain.detection import DetectionExample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LossWeights", "matching_cost", "hungarian_match", "DetectionObjective", "coco_map", "detections",
+__all__ = ["SPECS", "detection_example", "LossWeights", "matching_cost", "hungarian_match", "DetectionObjective", "coco_map", "detections",
            "predict_detections", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
 # The benchmarked default (benchmarks/detection.py; numbers in its docstring): test mAP@.5 0.974,
@@ -235,8 +239,8 @@ def detection_fields(task_data) -> dict[str, Any]:
     return {"num_classes": task_data.num_classes, "image_size": (h, w), "in_channels": c}
 
 
-def _objective(task_data, cfg) -> DetectionObjective:
-    return DetectionObjective(task_data.num_classes)
+def _objective(task_data, weights: LossWeights, evaluation: Any) -> DetectionObjective:
+    return DetectionObjective(task_data.num_classes, weights)
 
 
 def _load(record: dict[str, Any], item: str) -> tuple[Tensor, tuple[int, int]]:
@@ -294,16 +298,12 @@ def explain_detection(model: nn.Module, record: dict[str, Any], item: str):
     from pathlib import Path
 
     from attnlab.data.base import ImageSpec
-    from attnlab.explain.detection import detection_example
-
     x, _ = _load(record, item)
     return detection_example(model, x, class_names=record["class_names"], spec=ImageSpec.from_dict(record["spec"]),
                              title=Path(item).name)
 
 
 def _report(model: nn.Module, task_data, count: int) -> list:
-    from attnlab.explain.detection import detection_example
-
     examples = []
     for i in range(min(count, len(task_data.test))):
         x, y = task_data.test[i]
@@ -312,12 +312,64 @@ def _report(model: nn.Module, task_data, count: int) -> list:
     return examples
 
 
-register_task_spec(TaskSpec(
-    name="detection",
-    default_model="detr-tiny",
-    description="object detection: generated shapes (default) or --data a COCO-format .json",
-    default_model_config=DEFAULT_MODEL_CONFIG,
-    default_train=DEFAULT_TRAIN,
-    model_fields=detection_fields, objective=_objective, report_examples=_report,
-    predict=predict_detections, explain_example=explain_detection,
-))
+def detection_example(model: nn.Module, x: Tensor, *, class_names: Sequence[str], spec: Any = None,
+                      target: Tensor | None = None, title: str = "", threshold: float = 0.5) -> DetectionExample:
+    """One image (C, H, W) through a detector: detections (best class per query, score >=
+    ``threshold``) and attention maps. ``target`` (T, 5) padded ``[label, cx, cy, w, h]``
+    rows give the label text."""
+    from attnlab.explain.capture import capture
+    from attnlab.explain.detection import DetectionExample, describe_detections
+    from attnlab.explain.examples import display_image
+
+    device = next(model.parameters()).device
+    model.eval()
+    maps = capture(model, x[None].to(device), device="cpu")
+    logits, boxes = split_outputs(maps.output.float().cpu()[0], len(class_names))  # (Q, K + 1), (Q, 4)
+    h, w = x.shape[-2:]
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    score, label = logits.softmax(-1)[:, :-1].max(-1)  # (Q,)
+    xyxy = box_cxcywh_to_xyxy(boxes) * scale  # (Q, 4)
+    dets = [{"query": int(q), "label": int(label[q]), "name": class_names[int(label[q])], "score": float(score[q]),
+             "box": [float(v) for v in xyxy[q]]}
+            for q in score.argsort(descending=True).tolist() if score[q] >= threshold]
+    encoder = [(n, m[0].float().numpy()) for n, m in maps if ".cross_attn" not in n and not n.startswith("decoder.")]
+    cross = [(n, m[0].float().numpy()) for n, m in maps if n.startswith("decoder.") and ".cross_attn" in n]
+    gh, gw = getattr(model, "feature_grid", (0, 0))
+    label_text = None
+    if target is not None:
+        real = target[target[:, 0] >= 0]
+        gt = [{"name": class_names[int(r[0])], "score": 1.0, "box": (box_cxcywh_to_xyxy(r[1:]) * scale).tolist()} for r in real]
+        label_text = "; ".join(f"{d['name']} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in gt) or "no objects"
+    layers = encoder + cross
+    mean, std = (spec.mean, spec.std) if spec is not None else (None, None)
+    image = display_image(x, mean, std)
+    cells = [f"cell {r},{c}" for r in range(gh) for c in range(gw)]
+    queries = [f"query {q}" for q in range(len(score))]
+    # The explorer overlays a layer on the image when its keys are the feature cells; its
+    # first layer fixes the row labels, so without an encoder layer the example is "tokens".
+    as_image = bool(encoder) and gh > 0
+    return DetectionExample(
+        title=title or "image", kind="image" if as_image else "tokens", input=image if as_image else queries,
+        maps=[m for _, m in layers], layer_names=[n for n, _ in layers], tokens=cells if as_image else queries,
+        key_tokens=cells or None, prediction=describe_detections(dets), label=label_text, grid=(gh, gw) if as_image else None,
+        detections=dets, cross_maps=[m for _, m in cross], class_names=list(class_names), image=image,
+        feature_grid=(gh, gw) if gh else None,
+    )
+
+
+def load_detection(data: str | None, *, seed: int, **options: Any) -> TaskData:
+    """Generated shapes without ``--data``; a COCO-format .json with it."""
+    if data is None or str(data) == "":
+        return call_with_options(load_shapes_task, "detection", options, seed=seed)
+    return call_with_options(load_coco_task, "detection", options, path=data, seed=seed)
+
+
+SPECS = (
+    TaskSpec(
+        name="detection", load=load_detection, models=("detr-tiny",),
+        description="object detection: generated shapes (default) or --data a COCO-format .json",
+        default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, objective_options=LossWeights,
+        model_fields=detection_fields, objective=_objective, report_examples=_report,
+        predict=predict_detections, explain_example=explain_detection,
+    ),
+)

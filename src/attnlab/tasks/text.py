@@ -20,11 +20,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from attnlab.data import text as _data  # noqa: F401  (registers the text loaders)
+from attnlab.data.text import load_text_classification
 from attnlab.data.tokenizers import BOS_ID, load_tokenizer
-from attnlab.tasks import TaskSpec, register_task_spec
+from attnlab.tasks.base import TaskSpec
 
-__all__ = ["token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
 # The benchmarked defaults (benchmarks/text_classification.py; figures in its docstring).
 # Small data sets (thousands of sentences, no pretrained weights): a convolution over the
@@ -34,8 +34,8 @@ __all__ = ["token_report_example", "read_text_inputs", "predict_text", "explain_
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"dim": 128, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0, "dropout": 0.2,
                                         "embed_dropout": 0.2, "conv_kernel": 3, "pooling": "max",
                                         "conv_widths": (3, 4, 5), "conv_channels": 100, "head_dropout": 0.5}
-DEFAULT_TRAIN: dict[str, Any] = {"epochs": 15, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.1, "label_smoothing": 0.1,
-                                 "keep": "best"}
+DEFAULT_TRAIN: dict[str, Any] = {"epochs": 15, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.1, "keep": "best"}
+DEFAULT_OBJECTIVE: dict[str, Any] = {"label_smoothing": 0.1}
 DEFAULT_DATA_OPTIONS: dict[str, Any] = {"tokenizer": "word", "vocab_size": 30000, "lowercase": True}
 
 
@@ -134,12 +134,12 @@ def explain_text(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     return _example(model, tokenizer, ids, record["class_names"], label, Path(item).name)
 
 
-register_task_spec(TaskSpec(
-    name="text-classification",
-    default_model="text-transformer",
-    description="text classification: label<TAB>text file(s), CSV, or a train/dev/test folder (SST-2, TREC)",
-    default_model_config=DEFAULT_MODEL_CONFIG,
-    default_train=DEFAULT_TRAIN,
-    default_data_options=DEFAULT_DATA_OPTIONS,
-    model_fields=text_fields, report_examples=_report, predict=predict_text, explain_example=explain_text,
-))
+SPECS = (
+    TaskSpec(
+        name="text-classification", load=load_text_classification, models=("text-transformer",),
+        description="text classification: label<TAB>text file(s), CSV, or a train/dev/test folder (SST-2, TREC)",
+        default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
+        default_objective=DEFAULT_OBJECTIVE,
+        model_fields=text_fields, report_examples=_report, predict=predict_text, explain_example=explain_text,
+    ),
+)

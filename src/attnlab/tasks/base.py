@@ -1,0 +1,106 @@
+"""What a task family declares: its data, models, objective, metrics, predict, explain, verbs.
+
+A `TaskSpec` is everything task-specific in one value; ``attnlab.run`` and ``attnlab.cli``
+read specs and contain no per-task code. Family modules (``attnlab.tasks.vision``, ...) build
+their specs without side effects; ``attnlab.tasks`` lists them in one explicit table.
+See docs/adding-a-task.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from attnlab.errors import ConfigError
+from attnlab.training import ClassificationObjective, Objective
+
+__all__ = ["TaskSpec", "TaskCommand", "CrossEntropyOptions", "NoOptions", "classification_objective"]
+
+
+@dataclass
+class CrossEntropyOptions:
+    """Options of a cross-entropy objective (``--objective.label_smoothing 0.1``).
+
+    Label smoothing: Szegedy et al. 2016, "Rethinking the Inception Architecture".
+    """
+
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"objective.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+@dataclass
+class NoOptions:
+    """For objectives without options: any ``--objective.*`` flag is refused by name."""
+
+
+def classification_objective(task_data: Any, options: CrossEntropyOptions, evaluation: Any) -> Objective:
+    """Single-label cross-entropy over ``task_data.num_classes``; accuracy and macro-F1."""
+    return ClassificationObjective(task_data.num_classes, label_smoothing=options.label_smoothing)
+
+
+@dataclass(frozen=True)
+class TaskCommand:
+    """An extra CLI verb a task family offers on its runs (``attnlab recommend``, ``generate``).
+
+    ``add_arguments(parser)`` declares its flags after the ``run_dir`` positional;
+    ``run(model, record, args)`` gets the loaded run's model and ``data.json`` record and
+    returns the text the CLI prints.
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[nn.Module, dict[str, Any], argparse.Namespace], str]
+
+
+@dataclass
+class TaskSpec:
+    """One ``--task`` name: how its data meets a model, an objective and the run directory.
+
+    ``load(data, *, seed, **data_options) -> TaskData`` reads the data; ``models`` are the
+    registered model names that serve the task (the first one is the default);
+    ``model_fields(task_data)`` gives the model config fields the data dictates (classes,
+    vocabulary, image size). ``objective(task_data, objective_options, evaluation_options)``
+    builds what the trainer optimises and how it scores a split, where the two option values
+    are instances of ``objective_options`` / ``evaluation_options`` (dataclasses; the run's
+    ``--objective.*`` / ``--eval.*`` flags fill them). ``report_examples``, ``predict`` and
+    ``explain_example`` serve the report, ``attnlab predict`` and ``attnlab explain``.
+    """
+
+    name: str
+    load: Callable[..., Any]
+    models: tuple[str, ...]
+    description: str = ""
+    default_model_config: dict[str, Any] = field(default_factory=dict)
+    default_train: dict[str, Any] = field(default_factory=dict)
+    default_data_options: dict[str, Any] = field(default_factory=dict)
+    default_objective: dict[str, Any] = field(default_factory=dict)
+    objective_options: type = CrossEntropyOptions
+    evaluation_options: type | None = None
+    model_fields: Callable[[Any], dict[str, Any]] = lambda task_data: {}
+    objective: Callable[[Any, Any, Any], Objective] = classification_objective
+    # (model, task data, count) -> list of explain.report.ReportExample
+    report_examples: Callable[[nn.Module, Any, int], list] | None = None
+    # (model, data.json record, inputs, top_k) -> list of JSON-ready predictions
+    predict: Callable[[nn.Module, dict[str, Any], list[str], int], list[dict[str, Any]]] | None = None
+    # (model, data.json record, one input path or string) -> explain.report.ReportExample
+    explain_example: Callable[[nn.Module, dict[str, Any], str], Any] | None = None
+    commands: tuple[TaskCommand, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError(f"task {self.name!r} lists no models")
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+    def check_model(self, model: str) -> None:
+        if model not in self.models:
+            raise ConfigError(f"model {model!r} does not fit task {self.name!r}; it is served by {list(self.models)}")
