@@ -4,10 +4,9 @@ glibc serves every allocation above its mmap threshold (at most 32 MiB) with a f
 ``mmap`` and unmaps it on ``free``. A training step that allocates the same large tensors
 every time (activations, attention gradients: the banded window kernel's key/value band
 gradients are 3x the keys' size) therefore page-faults hundreds of MiB in anew each step,
-and the kernel zeroes every 4 KiB page on the way. Measured on a 2-core EPYC, banded
-window attention B=4 H=8 N=8192 W=256 fp32, one thread, forward+backward: 3.13 s with
-glibc's defaults, 2.62 s after this (-16%), of which the fused backward's own zero-filled
-gradient buffers are 0.25 s.
+and the kernel zeroes every 4 KiB page on the way. ``benchmarks/attention_targets.py`` and
+``benchmarks/models.py`` take ``--cpu-allocator default|tuned`` to measure the difference
+(benchmarks/README.md).
 
 PyTorch's CPU performance guide gives the usual remedy: preload jemalloc or tcmalloc.
 ``tune_cpu_allocator`` does the same job for glibc, at run time and with no dependency:

@@ -1,5 +1,9 @@
 """Sliding-window attention at O(N * W) cost on the fused CPU flash kernel.
 
+A sliding window (as in Longformer, Beltagy et al. 2020) expressed as a dense (N, M) mask
+saves neither time nor memory: the fused kernel still scores every pair. This module gives
+the kernel only the keys each block of queries can see.
+
 Queries are cut into blocks of ``bq`` rows; block b needs only the keys within W of its
 rows, a band of L = bq + 2W keys (bq + W when causal). The bands overlap, so they are not
 copied: one padded copy of K and V is viewed through ``as_strided`` as (B*H, nb, L, D) and
@@ -11,10 +15,10 @@ The backward calls the fused backward on band views and folds the band gradients
 back onto the sequence (each key belongs to ceil(L / bq) bands). Forward and backward may cut
 the rows differently: the saved output and log-sum-exp are per row, so the backward re-blocks
 them. PyTorch's CPU kernel tiles queries by 32 rows below 192 rows, by 64 from 192, by 256
-from 768, and its backward suffers most from small tiles; so, measured on a 2-core Zen 5 (B4
-H8 N4096 D64, W = 64..512), the forward runs fastest on bands of 64 rows (fewest wasted
-scores) and the backward on 192 rows in bf16 (-15% against 256 at W = 256; fp16 follows bf16,
-not measured), 64-128 in fp32 (``band_block_sizes``).
+from 768, and its backward suffers most from small tiles; so the forward uses short bands
+(64 rows: fewest wasted scores) and the backward longer ones (192 rows in bf16 / fp16, up to
+128 in fp32; ``band_block_sizes``). The sizes were chosen with
+``benchmarks/attention_targets.py`` (current figures in benchmarks/README.md).
 """
 
 from __future__ import annotations

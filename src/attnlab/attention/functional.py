@@ -36,12 +36,12 @@ BiasLike = Union[Tensor, Callable[[Tensor, Tensor, Tensor], Tensor], None]
 # CPU; any dense bias/mask above the byte limits goes block-wise to bound memory.
 _AUTO_CHUNKED_MIN_SCORES = 1024 * 1024
 # The CPU fused banded / Toeplitz paths pay a fixed cost (flips, band views, u); below this
-# many scores per (batch, head) SDPA with a small dense bias or mask is as fast (measured at
-# B*N = 4096, H=8, D=64: even at N=256, ahead from N=512).
+# many scores per (batch, head) SDPA with a small dense bias or mask is as fast (the crossover
+# lies between N=256 and N=512; benchmarks/attention.py).
 _AUTO_FUSED_MIN_SCORES = 512 * 512
 # On CPU, SDPA's fused backward in bf16/fp16 has a large fixed cost per (batch, head): for short
-# sequences the explicit fp32 math is faster (B64 H4 D64 fwd+bwd: N=16 1.7 vs 8.3 ms, N=64 13 vs
-# 26 ms, equal near N=128). Used only when a gradient will be taken.
+# sequences the explicit fp32 math is faster (the two break even near N=128). Used only when a
+# gradient will be taken.
 _CPU_HALF_MATH_MAX_SCORES = 96 * 96
 _CUDA_DENSE_LIMIT_BYTES = 4 * 1024**3
 _CPU_DENSE_LIMIT_BYTES = 1024**3
@@ -169,8 +169,9 @@ def _pick_backend(q: Tensor, k: Tensor, v: Tensor, n: int, m: int, bias: BiasLik
     relative-position bias such as ALiBi or T5 ("toeplitz", ``toeplitz.py``). Otherwise the
     block-wise kernel where a dense bias or mask would not fit comfortably in memory.
 
-    Measured (benchmarks/attention.py): on an H100 the Python-tiled kernel is ~70x slower than
-    SDPA even with a dense bias, so CUDA keeps SDPA with a dense bias below the memory limit.
+    On CUDA the Python-tiled kernel is far slower than SDPA even with a dense bias
+    (benchmarks/attention.py, benchmarks/README.md), so CUDA keeps SDPA with a dense bias below
+    the memory limit.
     """
     if (not q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and n * m <= _CPU_HALF_MATH_MAX_SCORES
             and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):

@@ -1,5 +1,9 @@
 """Relative-position biases (ALiBi, T5) on the fused CPU kernel, with no (N, M) bias in memory.
 
+ALiBi (Press et al. 2022) and T5's bucketed relative bias (Raffel et al. 2020) depend only on
+the offset j - i. Given to SDPA as a dense tensor, such a bias costs B*H*N*M values; here it
+costs N + M - 1 per head.
+
 A bias that depends only on ``j - pos_i`` is a Toeplitz matrix. Reversing the key order
 turns it into a Hankel matrix ``H[i, j'] = u[i + j']`` (j' = M - 1 - j), and a Hankel matrix
 is a strided view of one vector u of length N + M - 1: strides (1, 1). SDPA's fused CPU
@@ -22,11 +26,10 @@ That far-left pass would be paid twice (its region is part of the forward too), 
 non-causal training forward is computed as the far-left pass plus the rest, merged by
 log-sum-exp: the rest's key range shrinks down the rows (row i needs only flipped keys
 j' < M - pos_i + c_left - 1), so blocks of 256 rows each run on their own key prefix, ~0.6
-of a forward in all. The backward then reuses the far-left output. Paired against dense
-SDPA on a 2-core Zen 5 (B4 H8 D64, fwd+bwd): fp32 1.27 -> 1.21x at N=2048, 1.19 -> 1.10x at
-4096; bf16 1.35 -> 1.24x and 1.28 -> 1.12x (``benchmarks/attention_targets.py``). Merging the two
-parts in blocks of rows (float32 copies that stay in cache) instead of whole-tensor float32
-passes then took bf16 N=2048 to 1.20x.
+of a forward in all. The backward then reuses the far-left output. The two parts are merged
+in blocks of rows, so the float32 copies the merge needs stay in cache instead of costing
+whole-tensor passes. The cost against dense SDPA is measured by
+``benchmarks/attention_targets.py`` (current figures in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -175,7 +178,7 @@ def _bias_grad(q, k, v, kf, vf, ub, out, lse, g, scale, is_causal, c_left, c_rig
     rel_all = _relative_positions(n, m, q.device)
     ubc = ub.to(acc).masked_fill(~((rel_all > -c_left) & (rel_all <= right_reach)), float("-inf")).contiguous()
     # 3-D (B*H, rows, D) operands: a row slice of them is one strided batch that bmm takes as
-    # it is, where matmul copied 4-D slices first (3x slower per tile in bf16).
+    # it is, where matmul would copy 4-D slices first.
     qs = (q * scale).reshape(b * h, n, d)  # scale folded into q once, not into every score tile
     g3, kf3, vf3 = g.reshape(b * h, n, d), kf.reshape(b * h, m, d), vf.reshape(b * h, m, d)
     lse_acc = lse.to(acc)

@@ -1,11 +1,10 @@
 """Dropout (Srivastava et al. 2014) with a faster CPU path.
 
 ``F.dropout`` on a CPU draws its mask with ``bernoulli_``, which PyTorch does not vectorise
-there: on a 2-core AVX2 EPYC it is ~40% of a dropout forward + backward. Drawing uniforms
-with ``torch.rand`` and keeping ``u >= p`` gives the same distribution (P(keep) = 1 - p, to
-float32's 2**-24) at 1.5-1.7x the speed of ``F.dropout`` forward + backward with 2 threads
-(1.2-1.5x with 1; ``benchmarks/dropout.py``). The mask is saved as bool, one byte an element, as
-``native_dropout`` saves it. CUDA, ``inplace`` and p = 1 keep ``F.dropout``.
+there, so drawing the mask dominates a dropout forward + backward. Drawing uniforms with
+``torch.rand`` and keeping ``u >= p`` gives the same distribution (P(keep) = 1 - p, to
+float32's 2**-24) faster (``benchmarks/dropout.py``; current figures in benchmarks/README.md).
+The mask is saved as bool, one byte an element, as ``native_dropout`` saves it. CUDA, ``inplace`` and p = 1 keep ``F.dropout``.
 """
 
 from __future__ import annotations

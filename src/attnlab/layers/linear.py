@@ -1,16 +1,15 @@
 """Linear layer whose CPU float32 matrix products go through oneDNN instead of MKL's sgemm.
 
-``F.linear`` on a CPU sends float32 to MKL. On AMD CPUs MKL takes a slower code path: on
-this project's 2-core AMD EPYC (Zen 5, AVX-512) aten's float32 GEMM runs at ~195 GFLOP/s
-while oneDNN (``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor uses on CPU)
-runs the same products at 400-465 GFLOP/s, forward and both backward products, with the
-same float32 accuracy (relative error ~1e-6 against float64, as MKL). ``benchmarks/linear.py``
-times the two side by side.
+``F.linear`` on a CPU sends float32 to MKL. On AMD CPUs MKL takes a slower code path, while
+oneDNN (``torch.ops.mkldnn._linear_pointwise``, the kernel Inductor uses on CPU) runs the
+same products, forward and both backward products, at about twice the speed with the same
+float32 accuracy (as close to float64 as MKL). ``benchmarks/linear.py`` times the two side by
+side (current figures in benchmarks/README.md).
 
 ``linear(x, weight, bias)`` is ``F.linear`` with that routing: CPU, float32 input and
 weight, no autocast, not tracing / scripting / compiling / exporting, oneDNN present and
-at least ``ONEDNN_MIN_MACS`` multiply-adds (below that oneDNN's ~15 us of fixed cost per
-call loses to MKL). The backward is a custom ``autograd.Function`` whose two products also
+at least ``ONEDNN_MIN_MACS`` multiply-adds (below that oneDNN's fixed cost per call loses
+to MKL). The backward is a custom ``autograd.Function`` whose two products also
 run on oneDNN; with ``create_graph=True`` (double backward) they are plain differentiable
 matmuls.
 Everything else, and ``ATTNLAB_ONEDNN_LINEAR=0`` in the environment, keeps ``F.linear``.
@@ -29,7 +28,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 __all__ = ["Linear", "linear", "onednn_linear_available", "ONEDNN_MIN_MACS"]
 
-ONEDNN_MIN_MACS = 1 << 20  # rows * in * out; measured crossover on the 2-core EPYC (M=1..8)
+ONEDNN_MIN_MACS = 1 << 20  # rows * in * out; the crossover with MKL for decoding-sized rows (benchmarks/linear.py)
 _STATE: dict[str, bool] = {}
 
 
