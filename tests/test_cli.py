@@ -70,6 +70,13 @@ def test_predict_and_explain(run_dir, tmp_path, capsys):
         (["evaluate", "/nonexistent/run"], "run directory not found"),
         (["predict", "/nonexistent/run", "/nonexistent.png"], "input not found"),
         (["bench", "nope"], "no benchmark named 'nope'"),
+        (["train", "--objective.label_smothing", "0.1"], "unknown --objective.* option(s) ['label_smothing']"),
+        (["train", "--objective.label_smoothing", "1.5"], "objective.label_smoothing must be in [0, 1)"),
+        (["train", "--eval.beam_size", "4"], "this task takes no --eval.* options"),
+        (["train", "--task", "translation", "--data", ".", "--eval.beam_size", "0"], "eval.beam_size must be an integer >= 1"),
+        (["train", "--model", "gpt-lm"], "model 'gpt-lm' does not fit task 'digits'"),
+        (["train", "--train.device", "cuda:7"], "device 'cuda:7' is not available"),
+        (["train", "--train.device", "gpu"], "unknown device 'gpu'"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(argv, message, capsys):
@@ -101,3 +108,58 @@ def test_list_and_help_as_a_subprocess():
     for sub in ("train", "evaluate", "predict", "explain", "bench", "list"):
         result = subprocess.run([sys.executable, "-m", "attnlab", sub, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: attnlab" in result.stdout
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("verb", ["evaluate", "predict", "explain"])
+def test_an_unavailable_device_is_one_line(run_dir, tmp_path, capsys, verb):
+    sample = tmp_path / "digit.npy"
+    np.save(sample, np.zeros((8, 8)))
+    extra = {"evaluate": [], "predict": [str(sample)], "explain": [str(sample), "-o", str(tmp_path / "x.png")]}[verb]
+    assert main([verb, str(run_dir), *extra, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "attnlab: error: device 'cuda' is not available: this machine has no CUDA GPU (use --device cpu or auto)"
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_closed_pipe_ends_quietly(run_dir):
+    """``attnlab evaluate RUN --json | head -1``: no BrokenPipeError traceback."""
+    cmd = f"{sys.executable} -m attnlab evaluate {run_dir} --json | head -1"
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True)
+    assert result.stdout == "{\n"
+    assert result.stderr == "" and result.returncode in (0, 141)
+
+
+def test_predict_reads_stdin_and_folders(run_dir, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images
+    folder = tmp_path / "inputs"
+    (folder / "sub").mkdir(parents=True)
+    np.save(folder / "a.npy", images[0])
+    np.save(folder / "sub" / "b.npy", images[1])
+    (folder / ".hidden").write_text("not an input")
+    assert main(["predict", str(run_dir), str(folder), "--json", "--device", "cpu"]) == 0
+    by_folder = json.loads(capsys.readouterr().out)
+    assert [r["input"] for r in by_folder] == [str(folder / "a.npy"), str(folder / "sub" / "b.npy")]
+    piped = subprocess.run([sys.executable, "-m", "attnlab", "predict", str(run_dir), "-", "--json"],
+                           input=(folder / "a.npy").read_bytes(), capture_output=True, check=True)
+    from_stdin = json.loads(piped.stdout)
+    assert [r["input"] for r in from_stdin] == ["-"]
+    assert from_stdin[0]["class"] == by_folder[0]["class"]
+    assert from_stdin[0]["score"] == pytest.approx(by_folder[0]["score"], abs=1e-6)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(run_dir), str(empty)]) == 2
+    assert "input folder has no files" in capsys.readouterr().err
+
+
+def test_old_config_keys_migrate(tmp_path, caplog):
+    """A config written before label smoothing moved to the objective still loads, with a warning."""
+    from attnlab.run import resolve_config
+
+    with caplog.at_level("WARNING", logger="attnlab.run"):
+        config = resolve_config({"task": "translation", "data": ".", "train": {"label_smoothing": 0.2},
+                                 "data_options": {"eval_beam_size": 4}})
+    assert config.objective == {"label_smoothing": 0.2} and config.evaluation == {"beam_size": 4, "length_penalty": 1.0}
+    assert "label_smoothing" not in config.data_options and "train.label_smoothing is now objective.label_smoothing" in caplog.text

@@ -157,6 +157,7 @@ def train_run(
 ) -> dict[str, Any]:
     """Train, evaluate on the test split, and write the run directory. Returns metrics.json."""
     dist = dist or DistInfo()
+    pick_device(config.train.device, dist.local_rank)  # an unavailable device fails before anything is written
     start = time.perf_counter()
     torch.manual_seed(config.train.seed)
     run_dir = Path(resume) if resume is not None else (out or default_run_dir(config))

@@ -130,3 +130,40 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         torch.testing.assert_close(rank0.state_dict()[key], value, rtol=1e-4, atol=2e-5, msg=key)
     # only rank 0 wrote the run directory's files
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_weight_decay_exemptions_are_declared_by_modules():
+    """``no_weight_decay()`` (timm's convention) names what AdamW leaves undecayed; 1-d
+    parameters are exempt anyway; everything else decays at the configured rate."""
+    from torch import nn
+
+    from attnlab.training.trainer import no_weight_decay_names
+
+    class Tagged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(4, 3))
+            self.proj = nn.Linear(3, 2)
+
+        def no_weight_decay(self):
+            return {"table"}
+
+        def forward(self, x):
+            return self.proj(x)
+
+    outer = nn.Sequential(Tagged(), nn.Linear(2, 2))
+    assert no_weight_decay_names(outer) == {"0.table"}
+    vit = create_model("vit-tiny", num_classes=3, image_size=(8, 8), in_channels=1)
+    assert no_weight_decay_names(vit) == {"cls_token", "pos_embed"}
+    lm = create_model("gpt-lm", vocab_size=20, pos_embed="learned")
+    assert no_weight_decay_names(lm) == {"token_embed.weight", "pos_embed.weight"}
+
+    data = TensorDataset(torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,)))
+    trainer = Trainer(vit, ClassificationObjective(3), data, None, TrainConfig(epochs=1, batch_size=4, weight_decay=0.3, progress=False))
+    decay, no_decay = trainer.optimizer.param_groups
+    names = {id(p): n for n, p in vit.named_parameters()}
+    assert decay["weight_decay"] == 0.3 and no_decay["weight_decay"] == 0.0
+    undecayed = {names[id(p)] for p in no_decay["params"]}
+    assert {"cls_token", "pos_embed"} <= undecayed
+    assert all(vit.get_parameter(n).dim() < 2 for n in undecayed - {"cls_token", "pos_embed"})
+    assert all(p.dim() >= 2 for p in decay["params"]) and len(decay["params"]) > 0
