@@ -41,8 +41,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SPECS", "detection_example", "LossWeights", "matching_cost", "hungarian_match", "DetectionObjective", "coco_map", "detections",
            "predict_detections", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
-# The benchmarked default (benchmarks/detection.py; numbers in its docstring): test mAP@.5 0.974,
-# mAP@[.5:.95] 0.754 after 15 epochs, 18 min on a shared 2-core CPU with one torch thread.
+# The benchmarked default (benchmarks/detection.py; results in benchmarks/README.md).
 # DETR's own recipe (lr 1e-4, grad clip 0.1, weight decay 1e-4) with a higher lr: a small model from scratch.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {}
 DEFAULT_TRAIN: dict[str, Any] = {"epochs": 15, "batch_size": 32, "lr": 5e-4, "weight_decay": 1e-4, "grad_clip": 0.1,

@@ -26,11 +26,10 @@ from attnlab.tasks.base import TaskSpec
 
 __all__ = ["SPECS", "token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
-# The benchmarked defaults (benchmarks/text_classification.py; figures in its docstring).
-# Small data sets (thousands of sentences, no pretrained weights): a convolution over the
-# embeddings and max pooling (Kim 2014) beat first-token / mean pooling here (TREC: 86.2 vs 83.0 / 84.0);
-# whole words instead of BPE pieces plus Kim's 3/4/5-gram filters over the encoder output and
-# dropout 0.5 before the head raised TREC to 90.0 and SST-2 to 79.0 (validation 88.8 / 79.0).
+# The benchmarked defaults (benchmarks/text_classification.py; results in benchmarks/README.md).
+# Small data sets (thousands of sentences, no pretrained weights): whole words, a convolution over
+# the embeddings, Kim 2014's 3/4/5-word filters over the encoder output, max pooling and dropout 0.5
+# before the head (each chosen on validation over first-token / mean pooling and BPE pieces).
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"dim": 128, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0, "dropout": 0.2,
                                         "embed_dropout": 0.2, "conv_kernel": 3, "pooling": "max",
                                         "conv_widths": (3, 4, 5), "conv_channels": 100, "head_dropout": 0.5}
