@@ -46,7 +46,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table, git_revision, load_recipe, machine_info, merge_sections, recipe_overrides, write_json,
+)
 
 QUICK = {"train": {"epochs": 1, "batch_size": 8},
          "model_config": {"backbone_channels": [8, 16, 16], "dim": 32, "num_heads": 2, "encoder_depth": 1, "decoder_depth": 2},
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (QUICK if args.quick else {}).items()}
+    recipe = load_recipe("detection", "shapes")  # configs/detection/shapes.yaml
+    overrides = merge_sections(recipe_overrides(recipe), QUICK if args.quick else {})
     if args.epochs is not None:
         overrides.setdefault("train", {})["epochs"] = args.epochs
     if args.train_size is not None:

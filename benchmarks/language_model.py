@@ -33,7 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table, git_revision, load_recipe, machine_info, merge_sections, recipe_overrides, write_json,
+)
 
 REFERENCE = 1.88  # nanoGPT README, CPU config above
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -56,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from attnlab.run import resolve_config, train_run
 
-    values = {"task": "language-model", "data": str(args.data),
-              "train": {"seed": args.seed, "progress": False, "device": args.device}, "report_examples": 1}
+    recipe = load_recipe("language-model", "tinyshakespeare")  # configs/language-model/tinyshakespeare.yaml
+    values = {"task": "language-model", "data": str(args.data), "model": recipe.get("model"), "report_examples": 1,
+              **merge_sections(recipe_overrides(recipe), {"train": {"seed": args.seed, "progress": False,
+                                                                    "device": args.device}})}
     if args.lr:
         values["train"]["lr"] = args.lr
     if args.quick:

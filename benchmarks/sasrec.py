@@ -146,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             train.update(epochs=2)
         if args.epochs is not None:
             train["epochs"] = args.epochs
-        values = {"task": "sasrec", "data": str(data), "train": train, "report_examples": 1 if args.quick else 4,
-                  "model_config": common.parse_overrides(args.model_set, "sasrec.py")}
+        recipe = common.load_recipe("sasrec", "games")  # configs/sasrec/games.yaml
+        values = {"task": "sasrec", "data": str(data), "model": recipe.get("model"),
+                  "report_examples": 1 if args.quick else 4,
+                  **common.merge_sections(common.recipe_overrides(recipe), {
+                      "train": train, "model_config": common.parse_overrides(args.model_set, "sasrec.py")})}
         if args.resume is not None:
             import yaml
 

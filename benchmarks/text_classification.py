@@ -111,17 +111,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    format_table, git_revision, machine_info, merge_sections, parse_overrides, train_ensemble, write_json,
+    format_table, git_revision, load_recipe, machine_info, merge_sections, parse_overrides, recipe_overrides,
+    train_ensemble, write_json,
 )
 
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text"
 # name -> (folder, Kim 2014 reference, target)
 REFERENCE: dict[str, tuple[str, float, float]] = {"trec": ("trec", 93.6, 92.0), "sst2": ("sst2", 87.2, 83.0)}
-# Per-data-set overrides of the task defaults.
+# Per-data-set overrides of the task defaults: the recipes configs/text-classification/<name>.yaml
+# (chosen by benchmarks/text_cv.py; TREC: none, the task default).
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    "trec": {},
-    # Chosen by benchmarks/text_cv.py (stage 1): 3 epochs at lr 5e-4, CV 78.13 vs 76.82 for 10 epochs at 1e-3.
-    "sst2": {"train": {"epochs": 3, "lr": 5e-4}},
+    name: recipe_overrides(load_recipe("text-classification", name)) for name in REFERENCE
 }
 QUICK = {"train": {"epochs": 1}, "model_config": {"dim": 32, "depth": 1, "num_heads": 2}, "data_options": {"vocab_size": 500}}
 

@@ -92,7 +92,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    format_table, git_revision, machine_info, merge_sections, parse_overrides, train_ensemble, write_json,
+    format_table, git_revision, load_recipe, machine_info, merge_sections, parse_overrides, recipe_overrides,
+    train_ensemble, write_json,
 )
 
 # name -> (target accuracy %, 1-NN Euclidean error)
@@ -102,24 +103,18 @@ REFERENCE: dict[str, tuple[float, float]] = {
     "ItalyPowerDemand": (96.5, 0.0447),
     "TwoLeadECG": (86.3, 0.253),
 }
-# Per-data-set overrides of the task defaults ({"train": {...}, "model_config": {...}, ...}), each chosen
-# by cross-validation on TRAIN alone (benchmarks/timeseries_cv.py, stages 1-5); other data sets train the default.
-# The Encoder's stem (Fawaz et al. 2019), flatten head and recipe (Adam 1e-5, batch 12) under one Transformer layer.
-# ENCODER_RECIPE is Fawaz et al.'s training in TrainConfig terms (constant lr, no weight decay, no clipping);
-# the reference Encoder (benchmarks/_encoder_reference.py) trains with it too.
-ENCODER_RECIPE: dict[str, Any] = {"epochs": 100, "batch_size": 12, "lr": 1e-5, "warmup_epochs": 0, "min_lr_factor": 1.0,
-                                  "weight_decay": 0.0, "grad_clip": 0.0}
-ENCODER_STEM: dict[str, dict[str, Any]] = {
-    "model_config": {"stem_channels": 0, "stem_widths": [128, 256, 512], "stem_kernels": [5, 11, 21],
-                     "stem_norm": "instance", "stem_dropout": 0.2, "dim": 128, "pooling": "flatten"},
-    "train": ENCODER_RECIPE,
-}
+# Per-data-set overrides of the task defaults ({"train": {...}, "model_config": {...}, ...}): the recipes
+# configs/timeseries/<name>.yaml, each chosen by cross-validation on TRAIN alone (benchmarks/timeseries_cv.py,
+# stages 1-5). Data sets whose recipe is the task default have no entry.
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    # CV stage 4: 89.67 (269/300) vs lr-1e-3+augment 87.67 (263/300), the Encoder's stem and recipe (timeseries_cv.py)
-    "ECG200": ENCODER_STEM,
-    # CV stages 4-5 (repeats 12-26): 972 of 1,005 held-out series vs the stage-3 choice (ema_decay 0.999) 968
-    "ItalyPowerDemand": ENCODER_STEM,
+    name: sections for name in REFERENCE if (sections := recipe_overrides(load_recipe("timeseries", name)))
 }
+# The Encoder's stem (Fawaz et al. 2019), flatten head and recipe (Adam 1e-5, batch 12) under one Transformer
+# layer: ECG200's recipe (ItalyPowerDemand's is the same). ENCODER_RECIPE is Fawaz et al.'s training in
+# TrainConfig terms (constant lr, no weight decay, no clipping); the reference Encoder
+# (benchmarks/_encoder_reference.py) trains with it too.
+ENCODER_STEM: dict[str, dict[str, Any]] = OVERRIDES["ECG200"]
+ENCODER_RECIPE: dict[str, Any] = ENCODER_STEM["train"]
 QUICK = {"train": {"epochs": 2}, "model_config": {"dim": 16, "depth": 1, "num_heads": 2, "stem_channels": 8}}
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ucr"
 

@@ -130,7 +130,7 @@ GRID["lr-1e-3+augment+ema-0.999"] = merge_sections(GRID["lr-1e-3+augment"], GRID
 # 93.6 / 97.24 on ECG200 / ItalyPowerDemand TEST here (5 seeds), so the gap is the model's: its three
 # conv blocks become the Transformer's stem, its flatten head and its training recipe come along,
 # and one Transformer layer replaces its softmax gate. Fixed before any CV or TEST run of it.
-GRID["encoder-stem"] = ENCODER_STEM  # benchmarks/timeseries.py
+GRID["encoder-stem"] = ENCODER_STEM  # configs/timeseries/ECG200.yaml, via benchmarks/timeseries.py
 
 
 def write_folds(folder: Path, out: Path, folds: int, repeat: int) -> list[tuple[Path, int]]:
