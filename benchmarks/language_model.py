@@ -1,6 +1,6 @@
 """Does ``attnlab train --task language-model`` match nanoGPT on tinyshakespeare (char level)?
 
-Trains the task's documented default, which is nanoGPT's CPU config (except the peak lr, 2e-3)
+Trains the task's documented default (``configs/language-model/tinyshakespeare.yaml``), which is nanoGPT's CPU config (except the peak lr, 2e-3)
 (``python train.py config/train_shakespeare_char.py --device=cpu --block_size=64
 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000
 --dropout=0.0``): model ``gpt-lm`` (4 layers, 4 heads, 128 wide, context 64, tied
@@ -12,13 +12,14 @@ reference is nanoGPT's README: "validation loss ... about 1.88" for this config.
 
 Differences from nanoGPT: peak lr 2e-3; AdamW betas (0.9, 0.999) instead of (0.9, 0.99); biases in the
 linear layers; the validation loss is exact over the split rather than an estimate from
-random batches. ``--quick``: 20 steps of a tiny model (a smoke test). Results:
-benchmarks/results/language_model[-quick].json.
+random batches.
 
-Measured (seed 0, 2-core CPU shared with other jobs, one torch thread, 810k parameters):
-lr 2e-3 (the default): val loss 1.7785 in 203 s (results/language_model.json); with
-nanoGPT's own lr 1e-3 (``--lr 1e-3``): 1.8925 in 335 s (results/language_model-lr1e-3.json;
-the machine was busier then). nanoGPT: "about 1.88".
+    python benchmarks/language_model.py --threads 1      # --lr 1e-3: nanoGPT's own peak lr
+
+``--quick``: 20 steps of a tiny model (a smoke test). Results:
+benchmarks/results/language_model[-quick].json; measured runs: benchmarks/README.md (from
+benchmarks/NOTES-from-docstrings.md).
+
 """
 
 from __future__ import annotations
