@@ -4,7 +4,8 @@ Each script answers one question, prints a fixed-width table and writes JSON; th
 holds what they share: device resolution, timing (median of repeats after a warm-up,
 within a per-row time budget), peak memory (``torch.cuda.max_memory_allocated`` on CUDA;
 on CPU the peak RSS of a fresh child process), table printing, JSON writing and the
-machine description stored with every result.
+machine description stored with every result, and the published recipes
+(``configs/<task>/<data>.yaml``, read by ``load_recipe``).
 
 Peak CPU memory: a child process (``python <script> --_measure-one <json>``) builds its
 inputs, resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``, Linux
@@ -52,6 +53,10 @@ __all__ = [
     "format_table",
     "write_json",
     "fmt_time",
+    "CONFIGS",
+    "RECIPE_SECTIONS",
+    "load_recipe",
+    "recipe_overrides",
 ]
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
@@ -308,6 +313,31 @@ def run_header(benchmark: str, args: Any, machine: dict[str, Any], script: str |
         "git": git_revision(script),
         "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RECIPE_SECTIONS = ("model_config", "train", "data_options")
+
+
+def load_recipe(task: str, data_name: str) -> dict[str, Any]:
+    """The published recipe ``configs/<task>/<data_name>.yaml``, as ``attnlab train --config`` reads it.
+
+    The YAML files are the one source of truth for the settings behind benchmark results; the
+    benchmarks read them instead of keeping their own copies. Their ``data`` is relative to the
+    repository root; a benchmark passes its own data path (its ``--data`` / ``--root``)."""
+    from attnlab.config import load_yaml
+
+    path = CONFIGS / task / f"{data_name}.yaml"
+    recipe = load_yaml(path)
+    if recipe.get("task") != task:
+        raise ValueError(f"{path}: task is {recipe.get('task')!r}, expected {task!r}")
+    return recipe
+
+
+def recipe_overrides(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The recipe's config sections ({"model_config": ..., "train": ..., "data_options": ...}), copied,
+    empty ones left out: the overrides of the task defaults that ``merge_sections`` combines."""
+    return {section: dict(recipe[section]) for section in RECIPE_SECTIONS if recipe.get(section)}
 
 
 def merge_sections(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -74,8 +74,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         train["epochs"], data_options["max_train_per_class"] = 1, 20
     if args.epochs:
         train["epochs"] = args.epochs
-    config = resolve_config({"task": "audio", "data": str(args.data), "train": train, "data_options": data_options,
-                             "report_examples": 0})
+    recipe = common.load_recipe("audio", "fsdd")  # configs/audio/fsdd.yaml
+    config = resolve_config({"task": "audio", "data": str(args.data), "model": recipe.get("model"), "report_examples": 0,
+                             **common.merge_sections(common.recipe_overrides(recipe),
+                                                     {"train": train, "data_options": data_options})})
     machine = common.machine_info(torch.device("cpu"))  # before the run: its load average is the others'
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run_dir or Path(tmp) / "audio-bench"

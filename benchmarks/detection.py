@@ -1,6 +1,6 @@
 """Does ``attnlab train --task detection`` reach mAP@.5 >= 0.9 on the generated shapes in 30 CPU minutes?
 
-Trains the task's documented default (``attnlab.task_detection``: model ``detr-tiny``,
+Trains the task's documented default (``configs/detection/shapes.yaml``; ``attnlab.task_detection``: model ``detr-tiny``,
 ``DEFAULT_TRAIN``; data ``attnlab.data.detection.load_shapes_task`` defaults: 6,000 train /
 300 val / 500 test images of 64x64, 1-6 objects) through the same ``train_run`` the CLI
 calls, once per seed, and scores the final weights on the test split with pycocotools'
@@ -17,19 +17,11 @@ Columns:
 
 ``--quick``: a tiny model and data set, one epoch: a smoke test of the plumbing, not of
 accuracy. ``--epochs`` / ``--train-size`` override the defaults. Results go to
-benchmarks/results/detection[-quick].json unless ``--out`` is given.
+benchmarks/results/detection[-quick].json unless ``--out`` is given; measured runs:
+benchmarks/README.md (from benchmarks/NOTES-from-docstrings.md).
 
-Measured (``--threads 1``, AMD EPYC 2-core VM shared with other jobs, load average ~4;
-detection.json, detection-seed1.json):
+    python benchmarks/detection.py --threads 1 --seeds 0 1
 
-  seed 0: test mAP@.5 0.974, mAP@[.5:.95] 0.754, 15 epochs, 1,096 s wall (18.3 min);
-          validation mAP@.5 crossed 0.9 after epoch 6 (about 8 minutes in).
-  seed 1: test mAP@.5 0.974, mAP@[.5:.95] 0.759, 15 epochs, 1,080 s wall; 0.9 after epoch 6.
-
-With two torch threads on the loaded machine, steps were ~3x (full model) to ~15x (tiny test
-models) slower than with one: every parallel region waits for a descheduled thread.
-Same recipe on one H100 (bf16 autocast; 21 of 30 cosine epochs, weights then scored on the
-CPU): test mAP@.5 0.986, mAP@[.5:.95] 0.816, ~12 s an epoch.
 """
 
 from __future__ import annotations
@@ -46,7 +38,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table, git_revision, load_recipe, machine_info, merge_sections, recipe_overrides, write_json,
+)
 
 QUICK = {"train": {"epochs": 1, "batch_size": 8},
          "model_config": {"backbone_channels": [8, 16, 16], "dim": 32, "num_heads": 2, "encoder_depth": 1, "decoder_depth": 2},
@@ -88,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (QUICK if args.quick else {}).items()}
+    recipe = load_recipe("detection", "shapes")  # configs/detection/shapes.yaml
+    overrides = merge_sections(recipe_overrides(recipe), QUICK if args.quick else {})
     if args.epochs is not None:
         overrides.setdefault("train", {})["epochs"] = args.epochs
     if args.train_size is not None:

@@ -1,6 +1,6 @@
 """Does ``attnlab train --task language-model`` match nanoGPT on tinyshakespeare (char level)?
 
-Trains the task's documented default, which is nanoGPT's CPU config (except the peak lr, 2e-3)
+Trains the task's documented default (``configs/language-model/tinyshakespeare.yaml``), which is nanoGPT's CPU config (except the peak lr, 2e-3)
 (``python train.py config/train_shakespeare_char.py --device=cpu --block_size=64
 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000
 --dropout=0.0``): model ``gpt-lm`` (4 layers, 4 heads, 128 wide, context 64, tied
@@ -12,13 +12,14 @@ reference is nanoGPT's README: "validation loss ... about 1.88" for this config.
 
 Differences from nanoGPT: peak lr 2e-3; AdamW betas (0.9, 0.999) instead of (0.9, 0.99); biases in the
 linear layers; the validation loss is exact over the split rather than an estimate from
-random batches. ``--quick``: 20 steps of a tiny model (a smoke test). Results:
-benchmarks/results/language_model[-quick].json.
+random batches.
 
-Measured (seed 0, 2-core CPU shared with other jobs, one torch thread, 810k parameters):
-lr 2e-3 (the default): val loss 1.7785 in 203 s (results/language_model.json); with
-nanoGPT's own lr 1e-3 (``--lr 1e-3``): 1.8925 in 335 s (results/language_model-lr1e-3.json;
-the machine was busier then). nanoGPT: "about 1.88".
+    python benchmarks/language_model.py --threads 1      # --lr 1e-3: nanoGPT's own peak lr
+
+``--quick``: 20 steps of a tiny model (a smoke test). Results:
+benchmarks/results/language_model[-quick].json; measured runs: benchmarks/README.md (from
+benchmarks/NOTES-from-docstrings.md).
+
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    format_table, git_revision, load_recipe, machine_info, merge_sections, recipe_overrides, write_json,
+)
 
 REFERENCE = 1.88  # nanoGPT README, CPU config above
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -56,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from attnlab.run import resolve_config, train_run
 
-    values = {"task": "language-model", "data": str(args.data),
-              "train": {"seed": args.seed, "progress": False, "device": args.device}, "report_examples": 1}
+    recipe = load_recipe("language-model", "tinyshakespeare")  # configs/language-model/tinyshakespeare.yaml
+    values = {"task": "language-model", "data": str(args.data), "model": recipe.get("model"), "report_examples": 1,
+              **merge_sections(recipe_overrides(recipe), {"train": {"seed": args.seed, "progress": False,
+                                                                    "device": args.device}})}
     if args.lr:
         values["train"]["lr"] = args.lr
     if args.quick:

@@ -3,7 +3,7 @@
 Kang & McAuley 2018 ("Self-Attentive Sequential Recommendation", ICDM), Table III, Amazon
 Games (31,013 users, 23,715 items, 287,107 actions): HR@10 0.7410, NDCG@10 0.5360, under
 leave-one-out with 100 sampled negatives. This trains ``attnlab train --task sasrec`` with
-its documented defaults (the paper's setting: max length 50, d 50, 2 blocks, 1 head, dropout
+its documented defaults (``configs/sasrec/games.yaml``; the paper's setting: max length 50, d 50, 2 blocks, 1 head, dropout
 0.5, Adam lr 1e-3, batch 128; best epoch on validation NDCG@10; except that the lr follows a
 cosine from 1e-3 down to 1e-5 over 300 epochs where the paper holds it constant for ~200) from
 scratch, then prints and writes (JSON) test HR@10 / NDCG@10 against the paper, the wall
@@ -15,27 +15,8 @@ time and the epochs.
     python benchmarks/sasrec.py --partial RUN_DIR    # test the best-so-far weights of an
                                                      # unfinished run (from its checkpoint)
 
-Measured, test HR@10 / NDCG@10 (1 thread, 2-core AMD EPYC Zen 5):
-
-- The default (cosine decay over 300 epochs), seeds 0 / 1 / 2: 0.7439 / 0.5462, 0.7427 / 0.5465,
-  0.7443 / 0.5451 (best epochs 291, 298, 277; results/sasrec-cosine300-seed{0,1,2}.json; 38-59 min
-  a run, the two longer ones sharing the CPU with other jobs); mean **0.7436 / 0.5459**, above the
-  paper's 0.7410 / 0.5360 on every seed. Validation NDCG@10 0.5756 / 0.5748 / 0.5748.
-- How the 300 epochs were chosen: with the cosine over 200 epochs the best epochs were the last
-  ones (200, 189, 199), so seeds 0 and 1 were rerun over 300, with the rule fixed beforehand to
-  adopt it if their mean validation NDCG@10 beat 200 epochs' (0.5752 vs 0.5711: adopted); seed 2
-  then ran to complete the set. The choice looked at validation only, but it was made because
-  200 epochs fell 0.0003 short of the paper's HR@10 on test.
-- Cosine over 200 epochs, seeds 0 / 1 / 2: 0.7395 / 0.5415, 0.7397 / 0.5415, 0.7429 / 0.5426
-  (results/sasrec-cosine-seed{0,1,2}.json, 24-29 min a run); mean 0.7407 / 0.5419 (HR@10 0.0003
-  below the paper). Validation NDCG@10 0.5716 / 0.5706 / 0.5711.
-- The paper's constant lr 1e-3 (``--train min_lr_factor=1.0 --epochs 200``), seeds 0 / 1 / 2:
-  0.7404 / 0.5355 (best epoch 153, 39 min), 0.7399 / 0.5364 (165, 26 min;
-  ``results/sasrec-seed1.json``), 0.7391 / 0.5343 (192, 33 min; ``results/sasrec-seed2.json``);
-  mean 0.7398 / 0.5354; validation NDCG@10 0.5652 / 0.5651 / 0.5651, lower than with the decay.
-- The textbook pre-norm block (``--model block=pre-norm``), constant lr: 0.7318 / 0.5227 in 47 min.
-
-Results go to benchmarks/results/sasrec[-quick|-partial].json. Set OMP_NUM_THREADS (and
+Measured runs (3 seeds of each schedule tried): benchmarks/README.md (from
+benchmarks/NOTES-from-docstrings.md). Results go to benchmarks/results/sasrec[-quick|-partial].json. Set OMP_NUM_THREADS (and
 ``--threads``) on shared machines; the JSON records the machine and its load.
 """
 
@@ -146,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             train.update(epochs=2)
         if args.epochs is not None:
             train["epochs"] = args.epochs
-        values = {"task": "sasrec", "data": str(data), "train": train, "report_examples": 1 if args.quick else 4,
-                  "model_config": common.parse_overrides(args.model_set, "sasrec.py")}
+        recipe = common.load_recipe("sasrec", "games")  # configs/sasrec/games.yaml
+        values = {"task": "sasrec", "data": str(data), "model": recipe.get("model"),
+                  "report_examples": 1 if args.quick else 4,
+                  **common.merge_sections(common.recipe_overrides(recipe), {
+                      "train": train, "model_config": common.parse_overrides(args.model_set, "sasrec.py")})}
         if args.resume is not None:
             import yaml
 

@@ -12,7 +12,8 @@ calls (training seed ``r``) and is scored on all held-out predictions, so every 
 sentence is predicted once per repeat, by a model that never saw it nor chose an epoch on it.
 
 The grid (``GRID``) and the rule were written before any run: the config with the most correct
-held-out predictions is adopted into ``text_classification.py``'s ``OVERRIDES`` if it beats the
+held-out predictions is adopted into the data set's recipe, ``configs/text-classification/<name>.yaml``
+(``text_classification.py``'s ``OVERRIDES``), if it beats the
 current config by at least 0.5 points; otherwise the current one stays.
 
     python benchmarks/text_cv.py --datasets sst2 --jobs 2
@@ -20,8 +21,8 @@ current config by at least 0.5 points; otherwise the current one stays.
 
 Results: benchmarks/results/text_cv[-quick].json unless ``--out`` is given. Stage 1 (repeat 0, the
 first four configs of each data set) is in results/text_cv-stage1.json, and stage 2 (SST-2, repeat 1)
-in results/text_cv-stage2-sst2.json. Their figures and what was adopted are listed in
-``text_classification.py``'s docstring.
+in results/text_cv-stage2-sst2.json. Their figures and what was adopted: benchmarks/README.md
+(from benchmarks/NOTES-from-docstrings.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 For each data set (ECG200, GunPoint, ItalyPowerDemand, TwoLeadECG from the UCR archive,
 Dau et al. 2019) and each seed, this trains the task's documented default config
 (``attnlab.task_timeseries``: model ``ts-transformer`` and its ``DEFAULT_MODEL_CONFIG``,
-``DEFAULT_TRAIN``, ``DEFAULT_DATA_OPTIONS``) through the same ``train_run`` the CLI calls,
+``DEFAULT_TRAIN``, ``DEFAULT_DATA_OPTIONS``) under the data set's recipe
+``configs/timeseries/<name>.yaml`` (read into ``OVERRIDES``) through the same ``train_run`` the CLI calls,
 on the full TRAIN split, and scores the last epoch's weights on TEST.
 
 Columns:
@@ -15,60 +16,22 @@ Columns:
   met         whether the mean reaches the target
   time        wall time per run (mean over seeds; data loading, training, test)
 
-Per-data-set overrides (``OVERRIDES``) come only from cross-validation on TRAIN
-(``benchmarks/timeseries_cv.py``, whose docstring has every stage). ECG200 trains the Transformer on
-the Encoder's stem (``stem_widths`` 128/256/512, kernels 5/11/21, instance norm, PReLU, dropout 0.2,
-max pooling), with a flatten head and the Encoder's recipe (Adam 1e-5 constant, batch 12, 100 epochs):
-CV stage 4 scored it 89.67 against 87.67 for the earlier choice (lr 1e-3 + augmentation, TEST 88.00);
-on TEST, 5 seeds, 92.60 ± 1.62 (92 / 93 / 95 / 93 / 90): the 92.3 target is met.
-ItalyPowerDemand trains the same Encoder-stem config: stage 4's CV tied it with the stage-3 choice
-(weight EMA 0.999, TEST 96.00 ± 0.47) at 325/335, and stage 5's ten fresh repeats, by a rule fixed
-before them, broke the tie (972 vs 968 of 1,005 pooled held-out series); on TEST, 5 seeds, 96.85 ± 0.13
-(96.9 / 96.7 / 96.7 / 97.0 / 97.0): the 96.5 target is met. Its TEST figure was first read before the
-stage-4 CV ended (disclosed in timeseries_cv.py); the choice itself read TRAIN only.
+Per-data-set recipes come only from cross-validation on TRAIN (``benchmarks/timeseries_cv.py``):
+ECG200 and ItalyPowerDemand train the Transformer on the Encoder's stem (Fawaz et al. 2019), with its
+flatten head and its training recipe; GunPoint and TwoLeadECG train the default. ``--no-overrides``
+trains every data set with the default.
 
 ``--peer`` also trains the reference Encoder (``benchmarks/_encoder_reference.py``, Fawaz et al.'s
-code in PyTorch, their recipe) on the same seeds, side by side. Full run on a 2-core Zen 5 EPYC, one
-thread, 5 seeds (results/timeseries.json, two invocations run side by side), ours / the reference
-Encoder here / the published Encoder:
+code in PyTorch, their recipe) on the same seeds, side by side.
 
-================  =============  ===============  =========  ===================
-data set          ours           Encoder here     published  time/run ours / Enc
-================  =============  ===============  =========  ===================
-ECG200            92.60 ± 1.62   93.60            92.3       85 s / 80 s
-GunPoint          98.67 ± 1.12   96.67            93.6       12 s / 51 s
-ItalyPowerDemand  96.85 ± 0.13   97.24            96.5       38 s / 37 s
-TwoLeadECG        98.74 ± 1.79   69.90            86.3       3 s / 16 s
-================  =============  ===============  =========  ===================
+Deep ensembles (``--ensemble K``): each seed s scores the averaged probabilities of K runs seeded
+K*s .. K*s+K-1 (``attnlab.ensemble``).
 
-All four targets are met. The reimplemented Encoder reproduces the published figures within ~1.5
-points on ECG200 and ItalyPowerDemand, beats it on GunPoint and falls 16 points short on TwoLeadECG (23
-train series); against ours it leads by 1.0 and 0.4 points on ECG200 and ItalyPowerDemand and trails by
-2 and 29 on GunPoint and TwoLeadECG.
+    python benchmarks/timeseries.py --peer                    # 4 data sets, 5 seeds, with the Encoder
+    python benchmarks/timeseries.py --datasets ECG200 --seeds 0 1 2 --ensemble 5
 
-Earlier full run with the stage-3 overrides (ECG200 lr 1e-3 + augmentation): ECG200 88.00 ± 1.41,
-GunPoint 98.67 ± 1.12, ItalyPowerDemand 96.00 ± 0.47, TwoLeadECG 98.74 ± 1.79
-(ItalyPowerDemand's default: 95.92 ± 0.40 on this CPU). The default config gave the figures below on
-an earlier 2-core EPYC (float differences between the CPUs' kernels move ItalyPowerDemand's mean by
-0.3 points).
-
-Default config (task_timeseries): stem 32 channels, kernels 5/11/21 (the Encoder's), BatchNorm, one
-Transformer layer 64 wide, lr 5e-4 with 10 warm-up epochs, 100 epochs, batch 16. Last full run of
-the default on all four (5 seeds, 1 thread): ECG200 89.40, GunPoint 98.40, ItalyPowerDemand 96.19,
-TwoLeadECG 98.84; ECG200 and ItalyPowerDemand stay below the Encoder targets. Screened on TEST
-(before the CV existed) without a gain on both of those (2 or 5 seeds): label smoothing 0.1, FCN
-stem (64 ch, 8/5/3), instance-norm stem, cls+mean pooling, sin-cos positions, patch tokens of 4,
-50/150/200 epochs, dropout 0.3, stem 64, augmentation. A 128-channel instance-norm stem reaches
-96.54 on ItalyPowerDemand but drops ECG200 to 86.4. Weight EMA (``--train ema_decay=0.99`` or
-``0.999``, 5 seeds; identical, because the (1 + t) / (10 + t) warm-up caps the decay over these
-500-700 steps): ECG200 90.00 ± 0.63, ItalyPowerDemand 96.00 ± 0.47; not adopted.
-
-Deep ensembles (``--ensemble K``: each seed s scores the averaged probabilities of K runs seeded
-K*s .. K*s+K-1, ``attnlab.ensemble``), K = 5, the stage-3 overrides (ECG200: lr 1e-3 + augmentation), Zen 5, one thread: ECG200 88.80 ±
-1.17 (89 / 90 / 90 / 87 / 88) against 88.24 for the same 25 runs alone; ItalyPowerDemand 96.17 ± 0.21
-(96.1 / 96.3 / 96.5 / 96.0 / 95.9) against 96.02 alone (results/timeseries-*-ensemble5.json and
--25seeds.json). Averaging five networks (InceptionTime's recipe) gains 0.2-0.6 points here: with those configs both
-targets stayed unmet.
+Per-seed tables, the configs screened and the earlier runs: benchmarks/README.md (from
+benchmarks/NOTES-from-docstrings.md).
 
 Runs go to a temporary folder (``--keep-runs DIR`` keeps them). Torch uses one thread by
 default (``--threads``): the runs are small, and the benchmark machine is shared.
@@ -92,7 +55,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    format_table, git_revision, machine_info, merge_sections, parse_overrides, train_ensemble, write_json,
+    format_table, git_revision, load_recipe, machine_info, merge_sections, parse_overrides, recipe_overrides,
+    train_ensemble, write_json,
 )
 
 # name -> (target accuracy %, 1-NN Euclidean error)
@@ -102,24 +66,18 @@ REFERENCE: dict[str, tuple[float, float]] = {
     "ItalyPowerDemand": (96.5, 0.0447),
     "TwoLeadECG": (86.3, 0.253),
 }
-# Per-data-set overrides of the task defaults ({"train": {...}, "model_config": {...}, ...}), each chosen
-# by cross-validation on TRAIN alone (benchmarks/timeseries_cv.py, stages 1-5); other data sets train the default.
-# The Encoder's stem (Fawaz et al. 2019), flatten head and recipe (Adam 1e-5, batch 12) under one Transformer layer.
-# ENCODER_RECIPE is Fawaz et al.'s training in TrainConfig terms (constant lr, no weight decay, no clipping);
-# the reference Encoder (benchmarks/_encoder_reference.py) trains with it too.
-ENCODER_RECIPE: dict[str, Any] = {"epochs": 100, "batch_size": 12, "lr": 1e-5, "warmup_epochs": 0, "min_lr_factor": 1.0,
-                                  "weight_decay": 0.0, "grad_clip": 0.0}
-ENCODER_STEM: dict[str, dict[str, Any]] = {
-    "model_config": {"stem_channels": 0, "stem_widths": [128, 256, 512], "stem_kernels": [5, 11, 21],
-                     "stem_norm": "instance", "stem_dropout": 0.2, "dim": 128, "pooling": "flatten"},
-    "train": ENCODER_RECIPE,
-}
+# Per-data-set overrides of the task defaults ({"train": {...}, "model_config": {...}, ...}): the recipes
+# configs/timeseries/<name>.yaml, each chosen by cross-validation on TRAIN alone (benchmarks/timeseries_cv.py,
+# stages 1-5). Data sets whose recipe is the task default have no entry.
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
-    # CV stage 4: 89.67 (269/300) vs lr-1e-3+augment 87.67 (263/300), the Encoder's stem and recipe (timeseries_cv.py)
-    "ECG200": ENCODER_STEM,
-    # CV stages 4-5 (repeats 12-26): 972 of 1,005 held-out series vs the stage-3 choice (ema_decay 0.999) 968
-    "ItalyPowerDemand": ENCODER_STEM,
+    name: sections for name in REFERENCE if (sections := recipe_overrides(load_recipe("timeseries", name)))
 }
+# The Encoder's stem (Fawaz et al. 2019), flatten head and recipe (Adam 1e-5, batch 12) under one Transformer
+# layer: ECG200's recipe (ItalyPowerDemand's is the same). ENCODER_RECIPE is Fawaz et al.'s training in
+# TrainConfig terms (constant lr, no weight decay, no clipping); the reference Encoder
+# (benchmarks/_encoder_reference.py) trains with it too.
+ENCODER_STEM: dict[str, dict[str, Any]] = OVERRIDES["ECG200"]
+ENCODER_RECIPE: dict[str, Any] = ENCODER_STEM["train"]
 QUICK = {"train": {"epochs": 2}, "model_config": {"dim": 16, "depth": 1, "num_heads": 2, "stem_channels": 8}}
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ucr"
 

@@ -7,8 +7,8 @@ into ``k`` stratified folds (shuffled with seed ``r``); the task trains on ``k -
 training seed ``r`` through the same ``train_run`` the CLI calls, and predicts the held-out
 fold. A config's score is its accuracy over all held-out predictions of all repeats (every
 TRAIN series is predicted once per repeat). Configs are ranked by that score; the
-selection rule is fixed in advance: the best-scoring config becomes the data set's entry in
-``timeseries.py``'s ``OVERRIDES`` (the default stays on a tie), and only then is it run on TEST.
+selection rule is fixed in advance: the best-scoring config becomes the data set's recipe,
+``configs/timeseries/<name>.yaml`` (the default stays on a tie), and only then is it run on TEST.
 
 Columns: config, the overrides it applies, CV accuracy % (mean over repeats, with each repeat),
 its difference from the default paired by repeat, and the wall time.
@@ -18,69 +18,8 @@ its difference from the default paired by repeat, and the wall time.
 
 Results: benchmarks/results/timeseries_cv[-quick].json unless ``--out`` is given.
 
-Stage 1 (2026-12-02, 5 folds, repeats 0-1, one thread, 2-core Zen 5 EPYC shared with another run;
-``results/timeseries_cv-stage1.json``), CV accuracy %:
-
-==========================  =========  =================
-config                      ECG200     ItalyPowerDemand
-==========================  =========  =================
-default                     87.0       95.5
-label-smoothing-0.1         89.0       96.3
-dropout-0.3                 87.5       95.5
-lr-1e-3                     **90.5**   95.5
-epochs-200                  89.5       95.5
-depth-2                     88.5       94.0
-stem-64                     87.0       96.3
-instance-norm-stem          89.0       94.8
-instance-norm-stem-128      89.0       96.3
-fcn-stem                    90.0       94.8
-mean-pooling                89.5       95.5
-augment                     90.0       93.3
-==========================  =========  =================
-
-Each ECG200 point is one of 200 held-out predictions (ItalyPowerDemand: 0.75 points, one of 134),
-so most of these gaps are noise (that JSON's "selected" predates the tie rule above). Stage 2
-re-scores the leaders on fresh fold splits: ECG200 the default, the three best changes and the
-combinations of lr-1e-3 with the next two (repeats 2-4); ItalyPowerDemand the default and the
-three configs tied at 96.3 (repeats 2-6).
-
-Stage 2 (``results/timeseries_cv-stage2-{ECG200,ItalyPowerDemand}.json``), CV accuracy % (correct of
-held-out predictions): ECG200 default 85.7 (257/300), lr-1e-3 84.7, fcn-stem 86.0, augment 85.3,
-lr-1e-3+fcn-stem 86.0, **lr-1e-3+augment 87.7** (263/300), lr-1e-3+fcn-stem+augment 85.3: selected.
-ItalyPowerDemand **default 97.0** (325/335), label-smoothing-0.1 96.7, stem-64 96.4,
-instance-norm-stem-128 96.4: the default stays. Stage 1's ECG200 leader (lr-1e-3 alone, 90.5)
-fell to 84.7 on the fresh splits, which is the noise level of these comparisons. On TEST (5 seeds,
-``benchmarks/timeseries.py``) the selected ECG200 config scores 88.0 ± 1.4, the default 89.4 ± 1.6:
-both below the 92.3 target, and within each other's noise.
-
-Stage 3 (``results/timeseries_cv-stage3-{ECG200,ItalyPowerDemand}.json``): weight EMA 0.999 on top of
-each data set's current config, on fresh splits. The rule, fixed before the runs: adopt it if its
-pooled CV accuracy is strictly higher, ties keep the current config. ItalyPowerDemand (repeats 7-11):
-default 96.4 (323/335), **ema-0.999 96.7** (324/335): adopted, by one series. On TEST (5 seeds) it
-gets 96.00 ± 0.47, against the default's 95.92 ± 0.40 on the same CPU, so the 96.5 target is still
-not met. ECG200 (repeats 7-9): lr-1e-3+augment and lr-1e-3+augment+ema-0.999 both 85.7 (257/300),
-so EMA is not adopted. On these fresh splits the default also scores 85.7, so stage 2's 2-point lead
-for lr-1e-3+augment did not replicate. That config stays, since stage 3 asked only about EMA, but
-the two are indistinguishable by this CV.
-
-Stage 4 (``results/timeseries_cv-stage4-{ECG200,ItalyPowerDemand}.json``): the reference Encoder
-(``benchmarks/_encoder_reference.py``, Fawaz et al.'s code) scored 93.6 / 97.24 on ECG200 /
-ItalyPowerDemand TEST here (5 seeds), so ``encoder-stem`` (below: its conv blocks as the
-Transformer's stem, its flatten head, its recipe) was written down and scored against each data set's
-current config on fresh splits, same rule. ECG200 (repeats 12-14): default 86.67 (260/300),
-lr-1e-3+augment 87.67 (263/300), **encoder-stem 89.67** (269/300): adopted; on TEST, 5 seeds, 92.60 ±
-1.62 (92 / 93 / 95 / 93 / 90; ``results/timeseries-ECG200-encoder-stem.json``): the 92.3 target is met.
-ItalyPowerDemand (repeats 12-16): default 96.42 (323/335), ema-0.999 97.01 (325/335), encoder-stem
-97.01 (325/335): a tie, so the EMA config stays (its TEST: 96.00; encoder-stem's, 5 seeds, was
-96.85 ± 0.13, ``results/timeseries-ItalyPowerDemand-encoder-stem.json``, read before this stage's CV
-finished: disclosed, not used).
-
-Stage 5, ItalyPowerDemand only, to break stage 4's tie with more TRAIN evidence (rule fixed before
-the runs): ema-0.999 and encoder-stem on ten fresh repeats (17-26); encoder-stem is adopted if its
-correct count pooled over repeats 12-26 is strictly higher, otherwise ema-0.999 stays.
-Result (``results/timeseries_cv-stage5-ItalyPowerDemand.json``): repeats 17-26, default 95.97 (643/670),
-ema-0.999 95.97 (643/670), **encoder-stem 96.57** (647/670); pooled over 12-26, encoder-stem 972 vs
-ema-0.999 968 of 1,005: adopted. On TEST, 5 seeds: 96.85 ± 0.13; the 96.5 target is met.
+The stages run so far (grids, scores, what was adopted) are in benchmarks/README.md (from
+benchmarks/NOTES-from-docstrings.md).
 """
 
 from __future__ import annotations
@@ -130,7 +69,7 @@ GRID["lr-1e-3+augment+ema-0.999"] = merge_sections(GRID["lr-1e-3+augment"], GRID
 # 93.6 / 97.24 on ECG200 / ItalyPowerDemand TEST here (5 seeds), so the gap is the model's: its three
 # conv blocks become the Transformer's stem, its flatten head and its training recipe come along,
 # and one Transformer layer replaces its softmax gate. Fixed before any CV or TEST run of it.
-GRID["encoder-stem"] = ENCODER_STEM  # benchmarks/timeseries.py
+GRID["encoder-stem"] = ENCODER_STEM  # configs/timeseries/ECG200.yaml, via benchmarks/timeseries.py
 
 
 def write_folds(folder: Path, out: Path, folds: int, repeat: int) -> list[tuple[Path, int]]:

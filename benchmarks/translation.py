@@ -8,11 +8,11 @@ sacreBLEU on detokenized text: ``bleu`` (cased, 13a: the standard sacreBLEU sign
 ``bleu_lc`` (lowercased; the closest sacreBLEU setting to the lowercased, tokenized BLEU
 papers report on Multi30k).
 
-Documented config (``CONFIG``), Transformer-tiny's shape: one byte-level BPE vocabulary of
+Documented config (``configs/translation/multi30k.yaml``, read into ``CONFIG``), Transformer-tiny's shape: one byte-level BPE vocabulary of
 8,000 shared by English and German, shared + tied embeddings; 4 + 4 pre-norm layers, 128 wide,
 4 heads, FFN 256, ReLU, dropout 0.3; label smoothing 0.1; AdamW lr 2e-3, weight decay 0.01,
 1 warm-up epoch, cosine decay, weight EMA 0.999 (validated and kept); batch 64 sentence pairs
-grouped by length (``group_by_length``), fp32; 40 epochs (~2 min each on 2 Zen 5 cores). Test:
+grouped by length (``group_by_length``), fp32; 40 epochs. Test:
 beam 5 with the length penalty (sum(log p) / len**lp) that scores best on the validation set
 among ``LENGTH_PENALTIES`` (``--length-penalty`` fixes it instead). ``--model F=V`` and
 ``--train F=V`` override single fields; ``--score RUN_DIR`` decodes and scores a finished run
@@ -21,49 +21,14 @@ Reference: Transformer-tiny (4 + 4 layers, d = 128, FFN 256, 4 heads, dropout 0.
 BLEU 41.02, lowercased tokenized (Wu et al., ACL 2021). Target: >= 38 sacreBLEU within 2 h
 of CPU training.
 
+    python benchmarks/translation.py --threads 2 --seed 1 --keep-run runs/mt40
+    python benchmarks/translation.py --score runs/mt40          # decode and score only
+
 ``--epochs N`` trains fewer epochs (the short run recorded in the results); ``--quick``: a
 tiny model for a few steps on 512 training pairs (a smoke test). Results:
-benchmarks/results/translation[-quick].json.
+benchmarks/results/translation[-quick].json; the measured runs: benchmarks/README.md (from
+benchmarks/NOTES-from-docstrings.md).
 
-Measured (2-core AMD EPYC, ``--threads 2``):
-
-- **The documented config** (``--seed 1``, Zen 5 with AVX-512, fp32): **4,867 s** of training
-  (81 min, ~7 min of it beside a test run; ~2 min an epoch otherwise), best validation BLEU 38.07
-  (greedy) at epoch 40; test2016 **38.30** sacreBLEU (lowercased 38.66, greedy 37.52) with beam 5
-  and length penalty 1.2, chosen on validation (39.29 / 39.46 / 39.70 / 39.76 / 39.73 for 0.6 ..
-  1.4): translation-tiny40-seed1.json. Target met. With the fixed penalty 1.0 of the earlier
-  runs the same weights score 37.95 (lowercased 38.30): the validation choice of the penalty was
-  added after that run, and is worth +0.35 here. Validation by epoch: 3.6, 15.2, 22.9, 25.9,
-  31.3 (7), 34.6 (12), 36.5 (20), 37.1 (25), 37.6 (31), 38.1 (37), 38.1 (40): against the
-  25-epoch run of the same seed below (best 36.48) the 15 extra epochs gain ~1.6 on validation.
-  Only one seed of this config has run. On the AVX2-only machine below an epoch takes ~4.8 min,
-  so 40 epochs would need ~3.2 h there; ``--epochs 25`` is what fits 2 h on such a CPU.
-- The earlier documented config (3 + 3 layers, 256 wide, FFN 512, dropout 0.1, lr 1e-3, no
-  EMA, bf16 autocast, 30 epochs): **5,216 s** of training (87 min), best validation BLEU
-  36.87 (greedy) at epoch 29; test2016 **36.86** sacreBLEU with beam 5 (lowercased 37.34,
-  greedy 35.42): benchmarks/results/translation.json. Target 38 not met. Validation BLEU by
-  epoch: 14.9, 24.6, 28.6, 31.6, 32.1, 33.6, 33.8 (epoch 7), 35.5 (11), 36.4 (14), 36.5 (18),
-  36.8 (21), 36.6 (30); validation loss is lowest at epoch 14 (1.827) and rises after, so the
-  model overfits with dropout 0.1. Next to try: dropout 0.3 (as Transformer-tiny).
-- Length grouping cut a step from 0.70 to 0.45 s (batches pad to ~17 tokens instead of
-  ~32, fp32); bf16 autocast then 0.41 s, and less once short bf16 attention ran the fp32
-  math backend (its backward is ~5x faster than SDPA's fused CPU one at these lengths): the
-  30-epoch run averaged 174 s an epoch of 453 steps, validation decoding included.
-- Transformer-tiny's size on a 2-core AVX2-only EPYC (no native bf16, so fp32; the 256-wide
-  config takes 0.83 s a step there, ~3.1 h for 30 epochs): ``--epochs 25 --model dim=128
-  --model encoder_depth=4 --model decoder_depth=4 --model dropout=0.3 --train lr=2e-3
-  --train ema_decay=0.999``, 2.35M parameters: **7,172 s** of training, best validation 36.57
-  (greedy) at epoch 25; test2016 **38.02** sacreBLEU with beam 5 (lowercased 38.39, greedy
-  36.63): translation-tiny-dropout0.3-avx2.json. Target met, with 28 s to spare (epoch 1 ran
-  beside other jobs: ~16 min instead of ~3.5). Validation by epoch: 3.4, 17.0, 22.8, 25.6, 27.8,
-  30.4 (7), 33.9 (11), 35.1 (14), 36.2 (18), 36.5 (21), 36.6 (25).
-  The same 25-epoch config with ``--seed 1`` on a 2-core Zen 5 EPYC (AVX-512, fp32, oneDNN linear):
-  3,095 s of training (~2.1 min an epoch), best validation 36.48 (epoch 24), test2016 **37.42**
-  (lowercased 37.80, greedy 36.22): translation-tiny-dropout0.3-seed1-zen5.json. So the target
-  is met by one seed of two (mean 37.72); this machine leaves ~65 min of the 2 h unused.
-- Before those two (fp32, random batches, ~50 optimizer steps a minute): ``--epochs 2``
-  729 s, 27.77 (translation-2ep.json); ``--epochs 4`` 1,395 s, 33.11 (translation-4ep.json);
-  a 10-minute run on one thread, stopped at 0.62 epochs: 10.70 (translation-short.json).
 """
 
 from __future__ import annotations
@@ -80,18 +45,16 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, parse_overrides, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    RECIPE_SECTIONS, format_table, git_revision, load_recipe, machine_info, parse_overrides, write_json,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
 REFERENCE, TARGET = 41.02, 38.0
-# Transformer-tiny's shape (Wu et al. 2021): 4 + 4 layers, 128 wide, FFN 256, 4 heads, dropout 0.3.
-CONFIG: dict[str, Any] = {
-    "model": "transformer-mt",
-    "model_config": {"dim": 128, "encoder_depth": 4, "decoder_depth": 4, "num_heads": 4, "mlp_ratio": 2.0, "dropout": 0.3},
-    "train": {"epochs": 40, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.01, "warmup_epochs": 1.0, "label_smoothing": 0.1,
-              "keep": "best", "group_by_length": True, "precision": "fp32", "ema_decay": 0.999},
-    "data_options": {"src_lang": "en", "tgt_lang": "de", "tokenizer": "bpe", "vocab_size": 8000, "shared_vocab": True},
-}
+# The documented config, Transformer-tiny's shape (Wu et al. 2021): configs/translation/multi30k.yaml
+# (model and config sections; the data path comes from --data).
+CONFIG: dict[str, Any] = {key: value for key, value in load_recipe("translation", "multi30k").items()
+                          if key in ("model", *RECIPE_SECTIONS)}
 # Beam-search length penalties tried on the validation set; test uses the best (Vaswani et al. 2017, 6.1,
 # chose their length penalty on the development set the same way).
 LENGTH_PENALTIES = (0.6, 0.8, 1.0, 1.2, 1.4)

@@ -107,10 +107,21 @@ def test_text_cv_folds_partition_the_pool_and_never_read_test(tmp_path):
 
 
 def test_timeseries_overrides_are_the_configs_cross_validation_chose():
-    """benchmarks/timeseries.py's per-data-set overrides must stay the GRID entries its CV selected
-    (written out twice because timeseries_cv imports timeseries)."""
+    """benchmarks/timeseries.py's per-data-set overrides are the recipes configs/timeseries/<name>.yaml, and
+    those must stay the GRID entry its CV selected (ECG200 and ItalyPowerDemand: "encoder-stem"; GunPoint and
+    TwoLeadECG: the default); the reference Encoder trains with the same recipe."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from timeseries import OVERRIDES
+    from _common import load_recipe, recipe_overrides
+    from _encoder_reference import TRAIN
+    from timeseries import ENCODER_RECIPE, OVERRIDES
     from timeseries_cv import GRID
 
     assert OVERRIDES == {"ECG200": GRID["encoder-stem"], "ItalyPowerDemand": GRID["encoder-stem"]}
+    recipes = {name: recipe_overrides(load_recipe("timeseries", name))
+               for name in ("ECG200", "GunPoint", "ItalyPowerDemand", "TwoLeadECG")}
+    assert recipes == {"ECG200": GRID["encoder-stem"], "GunPoint": GRID["default"],
+                       "ItalyPowerDemand": GRID["encoder-stem"], "TwoLeadECG": GRID["default"]}
+    assert GRID["encoder-stem"]["train"] == ENCODER_RECIPE == {
+        "epochs": 100, "batch_size": 12, "lr": 1e-5, "warmup_epochs": 0, "min_lr_factor": 1.0, "weight_decay": 0.0,
+        "grad_clip": 0.0}  # Fawaz et al.'s recipe, as published
+    assert {k: TRAIN[k] for k in ENCODER_RECIPE} == ENCODER_RECIPE
