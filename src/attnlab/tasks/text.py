@@ -7,6 +7,10 @@ predict): by default a lowercased word vocabulary (``--data.tokenizer word``, ev
 seen in training; ``--data.min_frequency 2`` drops the rare ones), or byte-level BPE
 (``bpe``) or characters (``char``). Model: ``text-transformer`` (`attnlab.models.text`).
 
+``--init SOURCE`` fine-tunes a BERT-family checkpoint instead (`open_text_checkpoint`): its own
+WordPiece tokenizer (`attnlab.data.wordpiece`), its pooling, a new head and BERT's
+fine-tuning defaults (``FINETUNE_TRAIN``); docs/interop.md.
+
 Predict / explain inputs: a text file, one text per line. A line whose first field (before
 a tab, comma in a ``.csv``, or the first space) is one of the run's class names is read as
 ``label text`` and its label is reported beside the prediction.
