@@ -72,6 +72,10 @@ def test_tokenizer_follows_the_checkpoint(tmp_path):
     assert tokenizer.token_strings(tokenizer.encode("boring")) == ["bor", "##ing"]
     long = tokenizer.for_classification(tokenizer.encode("good " * 100))
     assert len(long) == 64 and long[-1] == tokenizer.sep_id  # truncated at max_position_embeddings
+    (source / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+    cased = open_text_checkpoint(source).data_options["pretrained_tokenizer"]  # tokenizer_config.json wins
+    assert cased.encode("Good") == [cased.unk_id] and cased.encode("good") == tokenizer.encode("Good")
+    (source / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
     (source / "tokenizer.json").unlink()  # vocab.txt fallback, same ids
     again = open_text_checkpoint(source).data_options["pretrained_tokenizer"]
     assert [again.encode(t) for t in SENTENCES] == [tokenizer.encode(t) for t in SENTENCES]
@@ -128,7 +132,7 @@ def _expect_error(capsys, *args, match):
     assert len(err.splitlines()) == 1 and match in err, err
 
 
-@pytest.mark.parametrize("case", ["missing", "not-a-checkpoint", "pickle-only", "model-type", "vocabulary"])
+@pytest.mark.parametrize("case", ["missing", "not-a-checkpoint", "pickle-only", "model-type", "vocabulary", "no-tokenizer"])
 def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
     data = write_text_data(tmp_path / "reviews.tsv")
     source = tmp_path / "bert"
@@ -147,6 +151,11 @@ def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
                                                        n_head=2)).save_pretrained(source)
         write_tokenizer(source)
         match = f"{source / 'config.json'}: model_type 'gpt2' is not supported"
+    elif case == "no-tokenizer":
+        save_bert(source)
+        for name in ("tokenizer.json", "vocab.txt"):
+            (source / name).unlink()
+        match = f"{source}: no tokenizer (tokenizer.json or vocab.txt)"
     else:
         save_bert(source, vocab_size=20)  # the table has 20 rows, the tokenizer ~80 tokens
         match = f"{source / 'tokenizer.json'}: the vocabulary has {len(VOCAB)} tokens but the embedding table 20 rows"
@@ -172,3 +181,11 @@ def test_tokenizer_options_do_not_mix_with_init(tmp_path):
     with pytest.raises(ConfigError, match="do not apply with --init"):
         train_run(config, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_train_help_says_what_init_changes(capsys):
+    with pytest.raises(SystemExit):
+        _cli("train", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("--init SOURCE", "BERT family", "its tokenizer", "lr 5e-5", "10% warm-up", "--train.freeze"):
+        assert words in text, words
