@@ -97,3 +97,14 @@ def test_models_without_layer_ids_refuse_layer_decay():
     with pytest.raises(ConfigError, match="declares its layers"):
         _trainer(model, layer_decay=0.8)
     assert frozen_names(model, ["0"]) == {"0.weight"}  # globs work on any model
+
+
+def test_resume_with_other_groups_is_a_clear_error(tmp_path):
+    from attnlab.errors import CheckpointError
+
+    trainer = _trainer(_model())
+    trainer.run_dir = tmp_path
+    trainer.save()
+    other = _trainer(_model(), layer_decay=0.5)
+    with pytest.raises(CheckpointError, match="does not fit this run's parameter groups"):
+        other.resume(tmp_path)
