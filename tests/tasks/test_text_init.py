@@ -189,3 +189,24 @@ def test_train_help_says_what_init_changes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for words in ("--init SOURCE", "BERT family", "its tokenizer", "lr 5e-5", "10% warm-up", "--train.freeze"):
         assert words in text, words
+
+
+def test_a_sequence_classification_checkpoint_gives_its_encoder_and_pooler(tmp_path):
+    """``BertForSequenceClassification`` saves under ``bert.``; its classifier is dropped for a new head."""
+    source = tmp_path / "cls"
+    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=48, max_position_embeddings=64, num_labels=5)
+    torch.manual_seed(1)
+    hf = transformers.BertForSequenceClassification(config).eval()
+    hf.save_pretrained(source)
+    write_tokenizer(source)
+    pretrained = open_text_checkpoint(source)
+    assert pretrained.model_fields["pooling"] == "first" and pretrained.model_fields["pooler"]
+    ids = _batch(pretrained.data_options["pretrained_tokenizer"])
+    ours = _model(pretrained, num_classes=2)
+    with torch.no_grad():
+        out = hf.bert(input_ids=ids, attention_mask=(ids != 0).long())
+        hidden, _ = ours.encoder(ids)
+        torch.testing.assert_close(hidden, out.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tanh(ours.pooler(hidden[:, 0])), out.pooler_output, atol=1e-5, rtol=0)
+    assert ours.head.weight.shape == (2, 32)
