@@ -122,8 +122,8 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
 
 
 def _load_task(config: RunConfig, pretrained: Pretrained | None = None):
-    extra = pretrained.data_options if pretrained is not None else {}
-    return load_task(config.task, config.data, seed=config.train.seed, **config.data_options, **extra)
+    options = {**config.data_options, **(pretrained.data_options if pretrained is not None else {})}
+    return load_task(config.task, config.data, seed=config.train.seed, **options)
 
 
 def _build_model(config: RunConfig, task_data, pretrained: Pretrained | None = None):
