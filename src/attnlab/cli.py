@@ -70,7 +70,7 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if not resume_cfg.is_file():
             raise ConfigError(f"cannot resume: {resume_cfg} not found")
         values = load_yaml(resume_cfg)
-    for key in ("task", "data", "model"):
+    for key in ("task", "data", "model", "init"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     dotted = _parse_dotted(extra)
@@ -247,6 +247,17 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
 _DEVICE_HELP = "auto (CUDA when there is one), cpu, cuda, cuda:1 ..."
 
 
+def _init_help() -> str:
+    """What --init changes, as each task that takes it declares (TaskSpec.init.help)."""
+    from attnlab.tasks import TASKS
+
+    parts = [spec.init.help for spec in TASKS.values() if spec.init is not None]
+    text = " ".join(parts) if parts else "no task takes it yet."
+    text += (" Fine-tuning controls: --train.freeze embeddings,blocks.0-3 (or parameter-name globs), "
+             "--train.layer_decay 0.8, --train.head_lr 1e-3.")
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnlab", description="Attention models: train, evaluate, explain, benchmark.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -265,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/<task>-<model>-<time>)")
     p.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
+    p.add_argument("--init", metavar="SOURCE", help="start from a pretrained checkpoint and fine-tune it. " + _init_help())
     p.set_defaults(func=_cmd_train, allow_extra=True)
 
     p = sub.add_parser("evaluate", help="evaluate a run (or a deep ensemble of classification runs) on its test split")

@@ -2,7 +2,10 @@
 
 Run directory layout (rank 0 writes, every file atomically):
     config.yaml        the resolved RunConfig (model config included): rebuilds the run
-    data.json          what inference needs of the data: task, classes, input spec
+    data.json          what inference needs of the data: task, classes, input spec; with
+                       --init, "init": the source path and its weights' SHA-256
+    init/              with --init: the checkpoint's tokenizer and configs (not its weights), so
+                       the run needs SOURCE no more
     model.safetensors  final (best-on-validation) weights, no pickle
     checkpoint/        resumable state (weights, optimizer, RNG, schedule, counters)
     metrics.jsonl      one line per epoch; metrics.json the final test metrics
@@ -27,7 +30,7 @@ import yaml
 from attnlab.config import from_dict, to_dict
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
-from attnlab.tasks import load_task, task_spec
+from attnlab.tasks import TASKS, Pretrained, load_task, task_spec
 from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights, pick_device
 from attnlab.training.checkpoint import atomic_write_text
 
@@ -47,9 +50,13 @@ class RunConfig:
     objective: dict = field(default_factory=dict)  # the task objective's options, e.g. label_smoothing
     evaluation: dict = field(default_factory=dict)  # how the task evaluates, e.g. translation's beam_size
     report_examples: int = 4
+    init: str | None = None  # --init SOURCE: start from a pretrained checkpoint (the task's InitSupport)
 
     def __post_init__(self) -> None:
         spec = task_spec(self.task)  # raises ConfigError naming the known tasks
+        if self.init is not None and spec.init is None:
+            with_init = sorted(name for name, s in TASKS.items() if s.init is not None)
+            raise ConfigError(f"task {self.task!r} takes no --init; tasks that do: {', '.join(with_init) or 'none'}")
         for section, cls, flag in (("objective", spec.objective_options, "objective"),
                                    ("evaluation", spec.evaluation_options, "eval")):
             options = _options(cls, getattr(self, section) or {}, flag)
@@ -98,12 +105,14 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     model_entry(merged["model"])  # an unknown name: ConfigError listing the known models
     spec.check_model(merged["model"])
     same_model = merged["model"] == spec.default_model
-    merged["model_config"] = {**(spec.default_model_config if same_model else {}), **(values.get("model_config") or {})}
-    merged["train"] = {**spec.default_train, **(values.get("train") or {})}
-    merged["data_options"] = {**spec.default_data_options, **(values.get("data_options") or {})}
-    merged["objective"] = {**spec.default_objective, **(values.get("objective") or {})}
+    # --init: the task's fine-tuning defaults replace its from-scratch ones (flags still win)
+    defaults = spec.init if values.get("init") is not None and spec.init is not None else spec
+    merged["model_config"] = {**(defaults.default_model_config if same_model else {}), **(values.get("model_config") or {})}
+    merged["train"] = {**defaults.default_train, **(values.get("train") or {})}
+    merged["data_options"] = {**defaults.default_data_options, **(values.get("data_options") or {})}
+    merged["objective"] = {**defaults.default_objective, **(values.get("objective") or {})}
     merged["evaluation"] = dict(values.get("evaluation") or {})
-    for key in ("data", "report_examples"):
+    for key in ("data", "report_examples", "init"):
         if values.get(key) is not None:
             merged[key] = values[key]
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
@@ -112,15 +121,28 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     return from_dict(RunConfig, merged)
 
 
-def _load_task(config: RunConfig):
-    return load_task(config.task, config.data, seed=config.train.seed, **config.data_options)
+def _load_task(config: RunConfig, pretrained: Pretrained | None = None):
+    options = {**config.data_options, **(pretrained.data_options if pretrained is not None else {})}
+    return load_task(config.task, config.data, seed=config.train.seed, **options)
 
 
-def _build_model(config: RunConfig, task_data):
+def _build_model(config: RunConfig, task_data, pretrained: Pretrained | None = None):
     spec = task_spec(config.task)
     spec.check_model(config.model)
-    fields = {**spec.model_fields(task_data), **config.model_config}
+    fields = {**spec.model_fields(task_data), **(pretrained.model_fields if pretrained else {}), **config.model_config}
     return create_model(config.model, **fields)
+
+
+def _reopen_init(config: RunConfig, run_dir: Path) -> Pretrained | None:
+    """What a finished or resumed ``--init`` run needs of its checkpoint, from its data.json alone."""
+    if config.init is None:
+        return None
+    path = Path(run_dir) / "data.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read the run's data record ({exc})") from None
+    return task_spec(config.task).init.reopen(record)
 
 
 def build_objective(config: RunConfig, task_data):
@@ -164,16 +186,27 @@ def train_run(
     check_run_name(run_dir)
     if resume is None and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite or --resume {run_dir}")
-    task_data = _load_task(config)
-    model = _build_model(config, task_data)
-    config.model_config = to_dict(model.config)
     spec = task_spec(config.task)
+    pretrained = None
+    if config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
+        pretrained = spec.init.open(Path(config.init)) if resume is None else _reopen_init(config, run_dir)
+    task_data = _load_task(config, pretrained)
+    model = _build_model(config, task_data, pretrained)
+    if pretrained is not None and pretrained.load_weights is not None:
+        pretrained.load_weights(model)
+    config.model_config = to_dict(model.config)
     objective = build_objective(config, task_data)
     callbacks = []
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
-        _write_json(run_dir / "data.json", _data_record(task_data))
+        record = _data_record(task_data)
+        if pretrained is not None:
+            record["init"] = pretrained.record  # source, weights file, SHA-256
+            for name, text in pretrained.files.items():  # the checkpoint's tokenizer and configs
+                (run_dir / "init" / name).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(run_dir / "init" / name, text)
+        _write_json(run_dir / "data.json", record)
         for name, text in task_data.files.items():  # e.g. tokenizer.json
             atomic_write_text(run_dir / name, text)
         callbacks.append(_attention_image_logger(task_data))
@@ -274,7 +307,7 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
     config, model, _ = load_run(run_dir)
     if data is not None:
         config.data = data
-    task_data = _load_task(config)
+    task_data = _load_task(config, _reopen_init(config, Path(run_dir)))
     objective = build_objective(config, task_data)
     trainer_cfg = dataclasses.replace(config.train, device=device, progress=False)
     trainer = Trainer(model, objective, task_data.train, None, trainer_cfg, collate_fn=task_data.collate_fn)

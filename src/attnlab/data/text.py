@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from attnlab.data.base import TaskData, check_fractions, per_class_split, require_data
 from attnlab.data.tokenizers import BOS_ID, PAD_ID, train_tokenizer
-from attnlab.errors import DataError
+from attnlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,37 @@ def classification_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tens
 
 
 def encode_for_classification(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """<bos> + ids, truncated to ``max_length``: the <bos> is the pooled (class) token."""
+    """<bos> + ids, truncated to ``max_length``: the <bos> is the pooled (class) token. A
+    pretrained checkpoint's tokenizer frames them its own way (``[CLS] ids [SEP]``)."""
+    frame = getattr(tokenizer, "for_classification", None)
+    if frame is not None:
+        return [frame(ids, max_length) for ids in tokenizer.encode_batch(texts)]
     return [[BOS_ID] + ids[: max_length - 1] for ids in tokenizer.encode_batch(texts)]
+
+
+def _collate_padded(pad_id: int):
+    def collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        return pad_batch([b[0] for b in batch], pad_id), torch.stack([b[1] for b in batch])
+
+    return collate
 
 
 def load_text_classification(
     data: str | None, *, seed: int, tokenizer: str = "bpe", vocab_size: int = 8000, lowercase: bool = False,
-    min_frequency: int | None = None, max_length: int = 128, val_fraction: float = 0.1, test_fraction: float = 0.1,
+    min_frequency: int | None = None, max_length: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
+    pretrained_tokenizer=None,
 ) -> TaskData:
+    """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's tokenizer replaces the
+    trained one; ``max_length`` then defaults to the checkpoint's positions (else 128)."""
+    if pretrained_tokenizer is not None:
+        if (tokenizer, vocab_size, lowercase, min_frequency) != ("bpe", 8000, False, None):
+            raise ConfigError("--data.tokenizer / vocab_size / lowercase / min_frequency do not apply with --init: "
+                              "the checkpoint's own tokenizer and lower-casing are used")
+        limit = pretrained_tokenizer.max_length
+        if max_length is not None and not 3 <= max_length <= limit:
+            raise ConfigError(f"--data.max_length must be in [3, {limit}] (the checkpoint's positions), got {max_length}")
+        max_length = max_length or limit
+    max_length = max_length or 128
     path = Path(require_data("text-classification", data, "a label<TAB>text file or a folder with train/dev/test files"))
     files = _split_files(path) if path.is_dir() else {"train": path}
     parts = {split: read_labelled(f) for split, f in files.items()}
@@ -190,7 +213,10 @@ def load_text_classification(
         if "test" in missing:
             parts["test"] = (list(texts[te]), [class_names[i] for i in y_train[te]], [])
         parts["train"] = (list(texts[tr]), [class_names[i] for i in y_train[tr]], [])
-    tok = train_tokenizer(tokenizer, parts["train"][0], vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
+    if pretrained_tokenizer is not None:
+        tok = pretrained_tokenizer
+    else:
+        tok = train_tokenizer(tokenizer, parts["train"][0], vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
     sets = {}
     for split, (texts, labels, _) in parts.items():
         sets[split] = TokenClassificationDataset(encode_for_classification(tok, texts, max_length),
@@ -198,7 +224,7 @@ def load_text_classification(
     task = TaskData(
         task="text-classification", train=sets["train"], val=sets["val"], test=sets["test"],
         num_classes=len(class_names), class_names=class_names, input_shape=(max_length,),
-        collate_fn=classification_collate,
+        collate_fn=classification_collate if pretrained_tokenizer is None else _collate_padded(tok.pad_id),
         info={"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "max_length": max_length,
               "files": {k: str(v) for k, v in files.items()}},
     )

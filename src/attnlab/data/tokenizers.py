@@ -18,7 +18,9 @@ them: ``<pad>`` 0, ``<unk>`` 1, ``<bos>`` 2, ``<eos>`` 3.
 - ``CharTokenizer``: one id per character seen in training (nanoGPT's shakespeare_char);
   unseen characters map to ``<unk>``.
 
-``load_tokenizer(dict)`` rebuilds any from its ``to_dict()`` form (stored in a run's
+A pretrained checkpoint brings its own tokenizer (`attnlab.data.wordpiece`, kind
+``wordpiece``, with the checkpoint's special-token ids). ``load_tokenizer(dict)`` rebuilds
+any from its ``to_dict()`` form (stored in a run's
 ``data.json`` and ``tokenizer.json``).
 """
 
@@ -240,4 +242,8 @@ def load_tokenizer(d: dict[str, Any] | str) -> Tokenizer:
         return WordTokenizer.from_dict(d)
     if kind == "char":
         return CharTokenizer.from_dict(d)
+    if kind == "wordpiece":  # a pretrained checkpoint's tokenizer (--init)
+        from attnlab.data.wordpiece import WordPieceTokenizer
+
+        return WordPieceTokenizer.from_dict(d)
     raise DataError(f"not a saved attnlab tokenizer (kind {kind!r}; expected one of {list(TOKENIZER_KINDS)})")

@@ -128,20 +128,7 @@ def load_hf_bert(directory: str | Path) -> nn.Module:
         norm_first=False, activation=activation, norm_eps=config.get("layer_norm_eps", 1e-12), embed_norm=True,
         type_vocab_size=config.get("type_vocab_size", 2), pooler=True, pad_id=config.get("pad_token_id") or 0,
     )
-    emb = f"{prefix}embeddings."
-    renames = {
-        "encoder.token_embed.weight": emb + "word_embeddings.weight", "encoder.pos_embed.weight": emb + "position_embeddings.weight",
-        "encoder.type_embed.weight": emb + "token_type_embeddings.weight", "encoder.embed_norm.weight": emb + "LayerNorm.weight",
-        "encoder.embed_norm.bias": emb + "LayerNorm.bias", "pooler.weight": f"{prefix}pooler.dense.weight",
-        "pooler.bias": f"{prefix}pooler.dense.bias",
-    }
-    parts = {"attn.q_proj": "attention.self.query", "attn.k_proj": "attention.self.key", "attn.v_proj": "attention.self.value",
-             "attn.out_proj": "attention.output.dense", "norm1": "attention.output.LayerNorm",
-             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense", "norm2": "output.LayerNorm"}
-    for i in range(depth):
-        for ours, theirs in parts.items():
-            for kind in ("weight", "bias"):
-                renames[f"encoder.blocks.{i}.{ours}.{kind}"] = f"{prefix}encoder.layer.{i}.{theirs}.{kind}"
+    renames = _bert_renames(prefix, depth, pooler=True)
     if has_head:
         renames.update({"head.weight": "classifier.weight", "head.bias": "classifier.bias"})
     else:  # the head stays randomly initialised and is not returned
@@ -151,6 +138,26 @@ def load_hf_bert(directory: str | Path) -> nn.Module:
         tensors = {**tensors, f"{prefix}pooler.dense.weight": model.pooler.weight.detach(), f"{prefix}pooler.dense.bias": model.pooler.bias.detach()}
     _load_renamed(model, tensors, renames, directory)
     return (model if has_head else model.encoder).eval()
+
+
+def _bert_renames(prefix: str, depth: int, *, pooler: bool) -> dict[str, str]:
+    """attnlab ``TextClassifier`` parameter -> Hugging Face BERT tensor, encoder (+ pooler)."""
+    emb = f"{prefix}embeddings."
+    renames = {
+        "encoder.token_embed.weight": emb + "word_embeddings.weight", "encoder.pos_embed.weight": emb + "position_embeddings.weight",
+        "encoder.type_embed.weight": emb + "token_type_embeddings.weight", "encoder.embed_norm.weight": emb + "LayerNorm.weight",
+        "encoder.embed_norm.bias": emb + "LayerNorm.bias",
+    }
+    if pooler:
+        renames.update({"pooler.weight": f"{prefix}pooler.dense.weight", "pooler.bias": f"{prefix}pooler.dense.bias"})
+    parts = {"attn.q_proj": "attention.self.query", "attn.k_proj": "attention.self.key", "attn.v_proj": "attention.self.value",
+             "attn.out_proj": "attention.output.dense", "norm1": "attention.output.LayerNorm",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense", "norm2": "output.LayerNorm"}
+    for i in range(depth):
+        for ours, theirs in parts.items():
+            for kind in ("weight", "bias"):
+                renames[f"encoder.blocks.{i}.{ours}.{kind}"] = f"{prefix}encoder.layer.{i}.{theirs}.{kind}"
+    return renames
 
 
 def load_hf_gpt2(directory: str | Path) -> nn.Module:

@@ -193,6 +193,20 @@ class TextClassifier(nn.Module):
         self.head = Linear(config.dim + len(config.conv_widths) * config.conv_channels, config.num_classes)
         self.apply(init_text_weights)
 
+    @property
+    def num_layers(self) -> int:
+        """Encoder blocks, for layer-wise lr decay and ``--train.freeze blocks.I-J`` (`attnlab.training.param_groups`)."""
+        return self.config.depth
+
+    def layer_id(self, name: str) -> int:
+        """0: the embeddings (and their convolution); ``i + 1``: block ``i``; ``depth + 1``: what
+        follows the blocks (final norm, pooler, n-gram filters, head)."""
+        if name.startswith("encoder.blocks."):
+            return int(name.split(".")[2]) + 1
+        if name.startswith("encoder.") and not name.startswith("encoder.norm."):
+            return 0
+        return self.config.depth + 1
+
     def _ngram_features(self, x: Tensor, pad: Tensor) -> Tensor:
         """Max over time of each n-gram filter, over windows holding a real token. (B, N, C) -> (B, K * F)."""
         x = (x * pad[..., None].to(x.dtype)).transpose(1, 2)  # (B, C, N), padding zeroed

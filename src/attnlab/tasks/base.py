@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 from attnlab.errors import ConfigError
 from attnlab.training import ClassificationObjective, Objective
 
-__all__ = ["TaskSpec", "TaskCommand", "CrossEntropyOptions", "NoOptions", "classification_objective"]
+__all__ = ["TaskSpec", "TaskCommand", "InitSupport", "Pretrained", "CrossEntropyOptions", "NoOptions", "classification_objective"]
 
 
 @dataclass
@@ -60,6 +61,46 @@ class TaskCommand:
 
 
 @dataclass
+class Pretrained:
+    """What a task made of ``--init SOURCE`` for one run (`InitSupport.open` / ``reopen``).
+
+    ``model_fields``: model config fields the checkpoint dictates (they override the data's,
+    user ``--model.*`` flags override them). ``data_options``: objects the loader gets beside
+    the ``--data.*`` options (e.g. the checkpoint's tokenizer); never written to config.yaml.
+    ``load_weights(model)`` copies the checkpoint into the built model (None when reopened
+    from a run directory, whose weights come from its checkpoint). ``files``: text files the
+    run directory keeps under ``init/`` (relative path -> text). ``record``: provenance kept
+    in data.json under ``init`` (source path, weights file, SHA-256).
+    """
+
+    model_fields: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    load_weights: Callable[[nn.Module], None] | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InitSupport:
+    """A task family's ``--init SOURCE``: start from pretrained weights.
+
+    ``open(source)`` checks SOURCE (raising an AttnlabError naming the file, before anything is
+    written) and returns a `Pretrained`; ``reopen(record)`` rebuilds what the loader needs
+    from a finished run's data.json record alone (evaluate, ``--resume``: SOURCE may be gone).
+    The ``default_*`` values replace the task's own defaults when ``--init`` is given (still
+    overridden by flags); ``help`` says what ``--init`` changes (``attnlab train --help``).
+    """
+
+    help: str
+    open: Callable[[Path], Pretrained]
+    reopen: Callable[[dict[str, Any]], Pretrained]
+    default_model_config: dict[str, Any] = field(default_factory=dict)
+    default_train: dict[str, Any] = field(default_factory=dict)
+    default_data_options: dict[str, Any] = field(default_factory=dict)
+    default_objective: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TaskSpec:
     """One ``--task`` name: how its data meets a model, an objective and the run directory.
 
@@ -71,6 +112,7 @@ class TaskSpec:
     are instances of ``objective_options`` / ``evaluation_options`` (dataclasses; the run's
     ``--objective.*`` / ``--eval.*`` flags fill them). ``report_examples``, ``predict`` and
     ``explain_example`` serve the report, ``attnlab predict`` and ``attnlab explain``.
+    ``init`` (an `InitSupport`) lets ``--init SOURCE`` start the model from a pretrained checkpoint.
     """
 
     name: str
@@ -92,6 +134,7 @@ class TaskSpec:
     # (model, data.json record, one input path or string) -> explain.report.ReportExample
     explain_example: Callable[[nn.Module, dict[str, Any], str], Any] | None = None
     commands: tuple[TaskCommand, ...] = ()
+    init: InitSupport | None = None  # --init SOURCE: fine-tune from a pretrained checkpoint
 
     def __post_init__(self) -> None:
         if not self.models:

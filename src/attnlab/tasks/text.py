@@ -7,6 +7,10 @@ predict): by default a lowercased word vocabulary (``--data.tokenizer word``, ev
 seen in training; ``--data.min_frequency 2`` drops the rare ones), or byte-level BPE
 (``bpe``) or characters (``char``). Model: ``text-transformer`` (`attnlab.models.text`).
 
+``--init SOURCE`` fine-tunes a BERT-family checkpoint instead (`open_text_checkpoint`): its own
+WordPiece tokenizer (`attnlab.data.wordpiece`), its pooling, a new head and BERT's
+fine-tuning defaults (``FINETUNE_TRAIN``); docs/interop.md.
+
 Predict / explain inputs: a text file, one text per line. A line whose first field (before
 a tab, comma in a ``.csv``, or the first space) is one of the run's class names is read as
 ``label text`` and its label is reported beside the prediction.
@@ -20,11 +24,12 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from attnlab.data.text import load_text_classification
-from attnlab.data.tokenizers import BOS_ID, load_tokenizer
-from attnlab.tasks.base import TaskSpec
+from attnlab.data.text import encode_for_classification, load_text_classification
+from attnlab.data.tokenizers import load_tokenizer
+from attnlab.tasks.base import InitSupport, Pretrained, TaskSpec
 
-__all__ = ["SPECS", "token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN",
+           "FINETUNE_TRAIN", "open_text_checkpoint", "reopen_text_checkpoint"]
 
 # The benchmarked defaults (benchmarks/text_classification.py; results in benchmarks/README.md).
 # Small data sets (thousands of sentences, no pretrained weights): whole words, a convolution over
@@ -109,7 +114,7 @@ def predict_text(model: nn.Module, record: dict[str, Any], inputs: list[str], to
     results = []
     for item in inputs:
         for text, label in read_text_inputs(item, names):
-            ids = [BOS_ID] + tokenizer.encode(text)[: _max_length(record) - 1]
+            ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
             _, probs = _classify(model, ids, names)
             scores, classes = probs.topk(min(top_k, len(names)))
             result: dict[str, Any] = {"input": text, "class": names[int(classes[0])], "score": float(scores[0]),
@@ -129,8 +134,61 @@ def explain_text(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     if not rows:
         raise DataError(f"{item}: no text to explain")
     text, label = rows[0]
-    ids = [BOS_ID] + tokenizer.encode(text)[: _max_length(record) - 1]
+    ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
     return _example(model, tokenizer, ids, record["class_names"], label, Path(item).name)
+
+
+# --init SOURCE: fine-tuning a pretrained BERT-family encoder, with the settings of Devlin et al.
+# 2019 (AdamW, lr in 2e-5..5e-5, 10% warm-up, 3 epochs, batch 32, weight decay 0.01) and no
+# label smoothing; the from-scratch defaults above (a small conv model, lr 1e-3) do not apply.
+FINETUNE_TRAIN: dict[str, Any] = {"epochs": 3, "batch_size": 32, "lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1,
+                                  "min_lr_factor": 0.0, "keep": "best"}
+FINETUNE_OBJECTIVE: dict[str, Any] = {"label_smoothing": 0.0}
+# What the run directory keeps of SOURCE (under init/): the tokenizer and the configs, not the weights.
+_INIT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+               "1_Pooling/config.json", "modules.json", "sentence_bert_config.json")
+INIT_HELP = ("text-classification: SOURCE is a Hugging Face save_pretrained directory of the BERT family (MiniLM "
+             "included; model.safetensors only); the text is tokenised with its tokenizer (tokenizer.json, else vocab.txt; "
+             "its lower-casing, [CLS]/[SEP], truncation at its positions), pooled as it declares (sentence-transformers "
+             "1_Pooling mean/CLS/max, else CLS + tanh pooler), a new head is sized by the data's classes, and the "
+             "training defaults become AdamW lr 5e-5, 10% warm-up, 3 epochs, batch 32, weight decay 0.01, no label "
+             "smoothing (flags still override).")
+
+
+def open_text_checkpoint(source: Path) -> Pretrained:
+    """``--init SOURCE`` for text: check the checkpoint and its tokenizer, before anything is written."""
+    import logging
+
+    from attnlab.data.wordpiece import load_checkpoint_tokenizer
+    from attnlab.errors import CheckpointError
+    from attnlab.interop import open_bert_checkpoint
+
+    source = Path(source)
+    checkpoint = open_bert_checkpoint(source)
+    tokenizer = load_checkpoint_tokenizer(source, max_length=checkpoint.max_positions)
+    tokenizer_file = source / ("tokenizer.json" if (source / "tokenizer.json").is_file() else "vocab.txt")
+    if tokenizer.vocab_size > checkpoint.vocab_size:
+        raise CheckpointError(f"{tokenizer_file}: the vocabulary has {tokenizer.vocab_size} tokens but the embedding table "
+                              f"{checkpoint.vocab_size} rows (config.json vocab_size): not this model's tokenizer")
+    if tokenizer.vocab_size < checkpoint.vocab_size:  # tables padded to a round size are common practice
+        logging.getLogger(__name__).warning("%s: %d tokens for an embedding table of %d rows; the rest stay unused",
+                                            tokenizer_file, tokenizer.vocab_size, checkpoint.vocab_size)
+    files = {}
+    for name in _INIT_FILES:
+        if (source / name).is_file():
+            files[name] = (source / name).read_text(encoding="utf-8")
+    record = {"source": str(source.resolve()), "weights": checkpoint.weights.name, "sha256": checkpoint.sha256(),
+              "model_type": checkpoint.config["model_type"], "tokenizer": tokenizer_file.name,
+              "pooling": checkpoint.pooling + (" + tanh pooler" if checkpoint.pooler else "")}
+    return Pretrained(model_fields={**checkpoint.model_fields(), "pad_id": tokenizer.pad_id, "unk_id": tokenizer.unk_id},
+                      data_options={"pretrained_tokenizer": tokenizer}, load_weights=checkpoint.load_into, files=files,
+                      record=record)
+
+
+def reopen_text_checkpoint(record: dict[str, Any]) -> Pretrained:
+    """A finished ``--init`` run's tokenizer, from its data.json record alone (SOURCE may be gone)."""
+    return Pretrained(data_options={"pretrained_tokenizer": load_tokenizer(record["info"]["tokenizer"])},
+                      record=dict(record.get("init") or {}))
 
 
 SPECS = (
@@ -140,5 +198,7 @@ SPECS = (
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         default_objective=DEFAULT_OBJECTIVE,
         model_fields=text_fields, report_examples=_report, predict=predict_text, explain_example=explain_text,
+        init=InitSupport(help=INIT_HELP, open=open_text_checkpoint, reopen=reopen_text_checkpoint,
+                         default_train=FINETUNE_TRAIN, default_objective=FINETUNE_OBJECTIVE),
     ),
 )

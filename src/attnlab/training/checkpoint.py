@@ -188,6 +188,10 @@ def load_checkpoint(
     load_weights(model, directory / "model.safetensors", device=device)
     if optimizer is not None and "optimizer" in meta:
         tensors = _read_safetensors(directory / "optimizer.safetensors")
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        try:
+            optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+        except ValueError as exc:  # another grouping: --train.freeze / layer_decay / head_lr changed since
+            raise CheckpointError(f"{directory}: the optimizer state does not fit this run's parameter groups ({exc}); "
+                                  "resume with the --train.freeze / layer_decay / head_lr the run started with") from None
     extra = _read_safetensors(directory / "extra.safetensors") if (directory / "extra.safetensors").is_file() else {}
     return meta["state"], extra

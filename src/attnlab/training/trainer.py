@@ -23,6 +23,7 @@ from attnlab.training.checkpoint import checkpoint_exists, load_checkpoint, save
 from attnlab.training.distributed import DistInfo, pick_device
 from attnlab.training.ema import WeightEma
 from attnlab.training.loggers import RunLogger
+from attnlab.training.param_groups import apply_freeze, parameter_groups, parse_freeze
 from attnlab.training.objectives import Objective
 from attnlab.training.precision import resolve_precision
 from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
@@ -62,6 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW's (beta1, beta2); Transformers often use 0.98
     warmup_epochs: float = 1.0
+    warmup_ratio: float | None = None  # warm-up as a fraction of all steps (fine-tuning: 0.1); replaces warmup_epochs
     min_lr_factor: float = 0.01
     grad_clip: float = 1.0  # 0 = off
     accumulate: int = 1
@@ -76,6 +78,10 @@ class TrainConfig:
     max_bad_steps: int = 10  # non-finite losses skipped before training stops
     progress: bool = True
     num_workers: int = 0
+    # Fine-tuning (attnlab.training.param_groups): "embeddings,blocks.0-3" or parameter-name globs, frozen
+    freeze: str = ""
+    layer_decay: float = 1.0  # < 1: layer-wise lr decay (ELECTRA / BEiT); block i gets lr * decay ** (depth - i)
+    head_lr: float | None = None  # the head's learning rate (default: lr)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -91,6 +97,14 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ConfigError(f"TrainConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ConfigError(f"TrainConfig.warmup_ratio must be in [0, 1], got {self.warmup_ratio!r}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"TrainConfig.layer_decay must be in (0, 1], got {self.layer_decay!r}")
+        if self.head_lr is not None and not (self.head_lr > 0 and math.isfinite(self.head_lr)):
+            raise ConfigError(f"TrainConfig.head_lr must be a positive number, got {self.head_lr!r}")
+        if not isinstance(self.freeze, str):  # a YAML list is accepted as the comma-separated form
+            self.freeze = ",".join(map(str, self.freeze)) if isinstance(self.freeze, (list, tuple)) else str(self.freeze)
         check_choice("TrainConfig", "precision", self.precision, ("auto", "fp32", "bf16"))
         check_choice("TrainConfig", "keep", self.keep, ("best", "last"))
 
@@ -173,16 +187,15 @@ class Trainer:
             )
         self.steps_per_epoch = max(1, len(self.train_loader) // config.accumulate)
         self.total_steps = self.steps_per_epoch * config.epochs
-        exempt = no_weight_decay_names(self.model)
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.dim() < 2 or name in exempt else decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr, betas=tuple(config.adam_betas),
-        )
-        warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
+        self.frozen = apply_freeze(self.model, parse_freeze(config.freeze))
+        groups = parameter_groups(self.model, lr=config.lr, weight_decay=config.weight_decay,
+                                  no_decay_names=no_weight_decay_names(self.model), layer_decay=config.layer_decay,
+                                  head_lr=config.head_lr)
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas))
+        if config.warmup_ratio is not None:
+            warmup = int(round(config.warmup_ratio * self.total_steps))
+        else:
+            warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
         self.scheduler = warmup_cosine(self.optimizer, min(warmup, self.total_steps), self.total_steps, config.min_lr_factor)
         self.state = _State()
         self.best_weights: dict[str, torch.Tensor] | None = None

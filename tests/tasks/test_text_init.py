@@ -1,0 +1,212 @@
+"""``--init``: a BERT checkpoint's encoder, tokenizer and pooling carried into a text-classification run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from attnlab.errors import CheckpointError, ConfigError
+from attnlab.models.registry import create_model
+from attnlab.tasks.text import open_text_checkpoint
+from tests.tasks.bert_fixtures import VOCAB, save_bert, write_text_data, write_tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+SENTENCES = ["The film was Boring!", "a very good actor , great fun"]
+
+
+def _batch(tokenizer):
+    rows = [tokenizer.for_classification(ids) for ids in tokenizer.encode_batch(SENTENCES)]
+    n = max(map(len, rows))
+    ids = torch.tensor([r + [tokenizer.pad_id] * (n - len(r)) for r in rows])  # (B, N), row 0 padded
+    assert (ids == tokenizer.pad_id).any()
+    return ids
+
+
+def _model(pretrained, num_classes=3):
+    model = create_model("text-transformer", num_classes=num_classes, **pretrained.model_fields)
+    pretrained.load_weights(model)
+    return model.eval()
+
+
+@pytest.mark.parametrize("pooling", [None, "mean"])
+def test_encoder_and_logits_match_transformers(tmp_path, pooling):
+    source = save_bert(tmp_path / "bert", pooling=pooling)
+    pretrained = open_text_checkpoint(source)
+    tokenizer = pretrained.data_options["pretrained_tokenizer"]
+    ids = _batch(tokenizer)
+    types = torch.zeros_like(ids)
+    types[1, 4:] = 1  # token types reach the embeddings
+    mask = (ids != tokenizer.pad_id).long()
+    ours = _model(pretrained)
+    hf = transformers.BertForSequenceClassification.from_pretrained(source, num_labels=3).eval()
+    with torch.no_grad():
+        ours.head.weight.copy_(hf.classifier.weight)
+        ours.head.bias.copy_(hf.classifier.bias)
+        hidden, _ = ours.encoder(ids, types)
+        out = hf.bert(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        torch.testing.assert_close(hidden, out.last_hidden_state, atol=1e-5, rtol=0)
+        logits = ours(ids, types)
+        if pooling is None:  # BERT's CLS + tanh pooler: exactly BertForSequenceClassification
+            torch.testing.assert_close(logits, hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits,
+                                       atol=1e-5, rtol=0)
+        else:  # sentence-transformers mean pooling over the real tokens
+            m = mask[..., None].float()
+            pooled = (out.last_hidden_state * m).sum(1) / m.sum(1)
+            torch.testing.assert_close(logits, hf.classifier(pooled), atol=1e-5, rtol=0)
+    assert pretrained.model_fields["pooling"] == ("first" if pooling is None else "mean")
+    assert pretrained.model_fields["pooler"] is (pooling is None)
+
+
+def test_tokenizer_follows_the_checkpoint(tmp_path):
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    source = save_bert(tmp_path / "bert")
+    tokenizer = open_text_checkpoint(source).data_options["pretrained_tokenizer"]
+    theirs = BertWordPieceTokenizer(str(source / "vocab.txt"), lowercase=True)
+    for text in SENTENCES:
+        assert tokenizer.for_classification(tokenizer.encode(text)) == theirs.encode(text).ids  # [CLS] ... [SEP]
+    assert tokenizer.token_strings(tokenizer.encode("boring")) == ["bor", "##ing"]
+    long = tokenizer.for_classification(tokenizer.encode("good " * 100))
+    assert len(long) == 64 and long[-1] == tokenizer.sep_id  # truncated at max_position_embeddings
+    (source / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+    cased = open_text_checkpoint(source).data_options["pretrained_tokenizer"]  # tokenizer_config.json wins
+    assert cased.encode("Good") == [cased.unk_id] and cased.encode("good") == tokenizer.encode("Good")
+    (source / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    (source / "tokenizer.json").unlink()  # vocab.txt fallback, same ids
+    again = open_text_checkpoint(source).data_options["pretrained_tokenizer"]
+    assert [again.encode(t) for t in SENTENCES] == [tokenizer.encode(t) for t in SENTENCES]
+    (source / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+    cased = open_text_checkpoint(source).data_options["pretrained_tokenizer"]
+    assert cased.encode("Good") == [cased.unk_id]  # no lower-casing: "Good" is not in the vocabulary
+
+
+def _cli(*args):
+    from attnlab.cli import main
+
+    return main([*map(str, args)])
+
+
+def test_train_init_then_run_without_source(tmp_path, capsys):
+    source = save_bert(tmp_path / "bert", pooling="mean")
+    data = write_text_data(tmp_path / "reviews.tsv")
+    out = tmp_path / "run"
+    assert _cli("train", "--task", "text-classification", "--data", data, "--init", source, "--out", out, "--epochs", "2",
+                "--train.batch_size", "8", "--train.lr", "1e-3", "--train.device", "cpu", "--train.progress", "false") == 0
+    config = (out / "config.yaml").read_text()
+    record = json.loads((out / "data.json").read_text())
+    assert f"init: {source}" in config
+    assert "lr: 0.001" in config and "weight_decay: 0.01" in config and "warmup_ratio: 0.1" in config  # fine-tuning defaults
+    assert "label_smoothing: 0.0" in config
+    assert record["init"]["sha256"] == __import__("hashlib").sha256((source / "model.safetensors").read_bytes()).hexdigest()
+    assert record["info"]["tokenizer"]["kind"] == "wordpiece" and record["info"]["max_length"] == 64
+    for name in ("tokenizer.json", "init/tokenizer.json", "init/config.json", "init/1_Pooling/config.json"):
+        assert (out / name).is_file(), name
+    capsys.readouterr()
+    shutil.move(source, tmp_path / "moved")  # the run no longer needs SOURCE
+    assert _cli("evaluate", out, "--json", "--device", "cpu") == 0
+    assert "accuracy" in json.loads(capsys.readouterr().out)["test"]
+    sample = tmp_path / "sample.txt"
+    sample.write_text("pos\tthe film was great fun !\nthe plot was boring\n")
+    assert _cli("predict", out, sample, "--json", "--device", "cpu") == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["input"] for r in results] == ["the film was great fun !", "the plot was boring"]
+    assert results[0]["label"] == "pos" and {r["class"] for r in results} <= {"pos", "neg"}
+    html = tmp_path / "explain.html"
+    assert _cli("explain", out, sample, "-o", html) == 0
+    sample.write_text("the plot was boring\n")
+    assert _cli("explain", out, sample, "-o", html) == 0
+    text = html.read_text()
+    assert "[CLS]" in text and "##ing" in text  # WordPiece pieces, continuations marked
+    assert _cli("train", "--resume", out, "--epochs", "3") == 0  # one more epoch, SOURCE still gone
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def _expect_error(capsys, *args, match):
+    capsys.readouterr()  # what building the fixture printed
+    assert _cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+
+
+@pytest.mark.parametrize("case", ["missing", "not-a-checkpoint", "pickle-only", "model-type", "vocabulary", "no-tokenizer"])
+def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
+    data = write_text_data(tmp_path / "reviews.tsv")
+    source = tmp_path / "bert"
+    if case == "missing":
+        match = f"{source}: checkpoint not found"
+    elif case == "not-a-checkpoint":
+        source.mkdir()
+        (source / "notes.txt").write_text("hello")
+        match = f"{source / 'config.json'}: missing"
+    elif case == "pickle-only":
+        save_bert(source)
+        (source / "model.safetensors").rename(source / "pytorch_model.bin")  # never unpickled
+        match = f"{source / 'pytorch_model.bin'}: pickled weights are refused"
+    elif case == "model-type":
+        transformers.GPT2Model(transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1,
+                                                       n_head=2)).save_pretrained(source)
+        write_tokenizer(source)
+        match = f"{source / 'config.json'}: model_type 'gpt2' is not supported"
+    elif case == "no-tokenizer":
+        save_bert(source)
+        for name in ("tokenizer.json", "vocab.txt"):
+            (source / name).unlink()
+        match = f"{source}: no tokenizer (tokenizer.json or vocab.txt)"
+    else:
+        save_bert(source, vocab_size=20)  # the table has 20 rows, the tokenizer ~80 tokens
+        match = f"{source / 'tokenizer.json'}: the vocabulary has {len(VOCAB)} tokens but the embedding table 20 rows"
+    out = tmp_path / "run"
+    _expect_error(capsys, "train", "--task", "text-classification", "--data", data, "--init", source, "--out", out,
+                  match=match)
+    assert not out.exists()
+
+
+def test_init_is_refused_by_tasks_without_it(tmp_path):
+    from attnlab.run import resolve_config
+
+    with pytest.raises(ConfigError, match="takes no --init"):
+        resolve_config({"task": "digits", "init": str(tmp_path)})
+
+
+def test_tokenizer_options_do_not_mix_with_init(tmp_path):
+    from attnlab.run import resolve_config, train_run
+
+    source = save_bert(tmp_path / "bert")
+    config = resolve_config({"task": "text-classification", "data": str(write_text_data(tmp_path / "d.tsv")),
+                             "init": str(source), "data_options": {"tokenizer": "word"}})
+    with pytest.raises(ConfigError, match="do not apply with --init"):
+        train_run(config, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_help_says_what_init_changes(capsys):
+    with pytest.raises(SystemExit):
+        _cli("train", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("--init SOURCE", "BERT family", "its tokenizer", "lr 5e-5", "10% warm-up", "--train.freeze"):
+        assert words in text, words
+
+
+def test_a_sequence_classification_checkpoint_gives_its_encoder_and_pooler(tmp_path):
+    """``BertForSequenceClassification`` saves under ``bert.``; its classifier is dropped for a new head."""
+    source = tmp_path / "cls"
+    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=48, max_position_embeddings=64, num_labels=5)
+    torch.manual_seed(1)
+    hf = transformers.BertForSequenceClassification(config).eval()
+    hf.save_pretrained(source)
+    write_tokenizer(source)
+    pretrained = open_text_checkpoint(source)
+    assert pretrained.model_fields["pooling"] == "first" and pretrained.model_fields["pooler"]
+    ids = _batch(pretrained.data_options["pretrained_tokenizer"])
+    ours = _model(pretrained, num_classes=2)
+    with torch.no_grad():
+        out = hf.bert(input_ids=ids, attention_mask=(ids != 0).long())
+        hidden, _ = ours.encoder(ids)
+        torch.testing.assert_close(hidden, out.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tanh(ours.pooler(hidden[:, 0])), out.pooler_output, atol=1e-5, rtol=0)
+    assert ours.head.weight.shape == (2, 32)
