@@ -316,7 +316,7 @@ def run_header(benchmark: str, args: Any, machine: dict[str, Any], script: str |
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-RECIPE_SECTIONS = ("model_config", "train", "data_options")
+RECIPE_SECTIONS = ("model_config", "train", "data_options", "objective", "evaluation")
 
 
 def load_recipe(task: str, data_name: str) -> dict[str, Any]:

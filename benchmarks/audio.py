@@ -1,7 +1,7 @@
 """Does the documented ``--task audio`` default reach 97% test accuracy on FSDD, and how fast?
 
 Trains ``attnlab train --task audio`` with the task's defaults (model, data options and
-training settings exactly as `attnlab.task_audio` documents them) from scratch on the Free
+training settings exactly as `attnlab.tasks.audio` documents them) from scratch on the Free
 Spoken Digit Dataset (3,000 8 kHz clips, 6 speakers; official split: recordings 0-4 of each
 speaker and digit are the 300 test clips, the rest is train / validation), then evaluates the
 final weights on the test split.

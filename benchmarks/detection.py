@@ -1,6 +1,6 @@
 """Does ``attnlab train --task detection`` reach mAP@.5 >= 0.9 on the generated shapes in 30 CPU minutes?
 
-Trains the task's documented default (``configs/detection/shapes.yaml``; ``attnlab.task_detection``: model ``detr-tiny``,
+Trains the task's documented default (``configs/detection/shapes.yaml``; ``attnlab.tasks.detection``: model ``detr-tiny``,
 ``DEFAULT_TRAIN``; data ``attnlab.data.detection.load_shapes_task`` defaults: 6,000 train /
 300 val / 500 test images of 64x64, 1-6 objects) through the same ``train_run`` the CLI
 calls, once per seed, and scores the final weights on the test split with pycocotools'
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_size is not None:
         overrides.setdefault("data_options", {})["train_size"] = args.train_size
 
-    from attnlab.task_detection import DEFAULT_MODEL_CONFIG, DEFAULT_TRAIN
+    from attnlab.tasks.detection import DEFAULT_MODEL_CONFIG, DEFAULT_TRAIN
 
     runs, rows = [], []
     with tempfile.TemporaryDirectory(prefix="attnlab-det-") as tmp:

@@ -73,10 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         metrics = train_run(config, out=run_dir, overwrite=True)
         wall = time.perf_counter() - start
-        from attnlab.task_lm import generate_run
+        from attnlab.run import load_run
+        from attnlab.tasks.language_model import generate_text
 
-        sample = generate_run(run_dir, "ROMEO:", max_new_tokens=200, temperature=0.8, seed=0)
-    steps = config.data_options["samples_per_epoch"] // config.train.batch_size * config.train.epochs
+        _, model, record = load_run(run_dir)
+        sample = generate_text(model, record, "ROMEO:", max_new_tokens=200, temperature=0.8, seed=0)
+    windows = config.data_options.get("samples_per_epoch") or record["info"]["train_tokens"] // record["info"]["block_size"]
+    steps = windows // config.train.batch_size * config.train.epochs
     row = {"data": "tinyshakespeare", "val_loss": round(metrics["test"]["loss"], 4), "reference": REFERENCE,
            "met": metrics["test"]["loss"] <= REFERENCE, "steps": steps, "params": metrics["parameters"],
            "wall_s": round(wall, 1)}

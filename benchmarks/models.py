@@ -108,7 +108,7 @@ def generation_rows(size: dict[str, int], batches: list[int], prompt: int, new: 
                     device: torch.device, tmp: Path) -> list[dict]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from attnlab.generation import generate
+    from attnlab.models.generation import generate
     from attnlab.interop import load_hf_gpt2
 
     cfg = GPT2Config(vocab_size=size["vocab"], n_positions=prompt + new, n_embd=size["dim"], n_layer=size["depth"],

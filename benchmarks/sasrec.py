@@ -67,8 +67,7 @@ def _test_partial(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     from attnlab.config import from_dict
-    from attnlab.run import RunConfig, _build_model, _load_task
-    from attnlab.tasks import task_spec
+    from attnlab.run import RunConfig, _build_model, _load_task, build_objective
     from attnlab.training import TrainConfig, Trainer
     from attnlab.training.checkpoint import load_checkpoint
 
@@ -79,7 +78,7 @@ def _test_partial(run_dir: Path) -> dict[str, Any]:
     best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
     if best:
         model.load_state_dict(best)
-    objective = task_spec("sasrec").objective(task_data, config.train)
+    objective = build_objective(config, task_data)
     cfg = TrainConfig(**{**vars(config.train), "device": "cpu", "progress": False})
     trainer = Trainer(model, objective, task_data.train, None, cfg, collate_fn=task_data.collate_fn)
     return {"test": trainer.evaluate(task_data.test), "best_epoch": state["best_epoch"], "epochs_run": state["epoch"],

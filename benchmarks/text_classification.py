@@ -1,7 +1,7 @@
 """Does ``attnlab train --task text-classification`` reach published accuracy on TREC and SST-2?
 
 For each data set and seed this trains the task's documented default config
-(``attnlab.task_text``: model ``text-transformer`` with ``DEFAULT_MODEL_CONFIG``,
+(``attnlab.tasks.text``: model ``text-transformer`` with ``DEFAULT_MODEL_CONFIG``,
 ``DEFAULT_TRAIN``, ``DEFAULT_DATA_OPTIONS``, plus the data set's recipe
 ``configs/text-classification/<name>.yaml``, read into ``OVERRIDES``) from
 scratch, no pretrained weights, through the same ``train_run`` the CLI calls, on the files

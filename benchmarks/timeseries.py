@@ -2,7 +2,7 @@
 
 For each data set (ECG200, GunPoint, ItalyPowerDemand, TwoLeadECG from the UCR archive,
 Dau et al. 2019) and each seed, this trains the task's documented default config
-(``attnlab.task_timeseries``: model ``ts-transformer`` and its ``DEFAULT_MODEL_CONFIG``,
+(``attnlab.tasks.timeseries``: model ``ts-transformer`` and its ``DEFAULT_MODEL_CONFIG``,
 ``DEFAULT_TRAIN``, ``DEFAULT_DATA_OPTIONS``) under the data set's recipe
 ``configs/timeseries/<name>.yaml`` (read into ``OVERRIDES``) through the same ``train_run`` the CLI calls,
 on the full TRAIN split, and scores the last epoch's weights on TEST.
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"UCR folders not found under {args.root}: {missing} (pass --root)")
 
-    from attnlab.task_timeseries import DEFAULT_DATA_OPTIONS, DEFAULT_MODEL_CONFIG, DEFAULT_TRAIN
+    from attnlab.tasks.timeseries import DEFAULT_DATA_OPTIONS, DEFAULT_MODEL_CONFIG, DEFAULT_TRAIN
 
     rows, results = [], []
     with tempfile.TemporaryDirectory(prefix="attnlab-ts-") as tmp:

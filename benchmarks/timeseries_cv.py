@@ -43,7 +43,7 @@ from timeseries import DEFAULT_ROOT, ENCODER_STEM, QUICK, REFERENCE  # noqa: E40
 # name -> overrides of the task default ({"train": ..., "model_config": ..., "data_options": ...}).
 GRID: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
-    "label-smoothing-0.1": {"train": {"label_smoothing": 0.1}},
+    "label-smoothing-0.1": {"objective": {"label_smoothing": 0.1}},
     "dropout-0.3": {"model_config": {"dropout": 0.3}},
     "lr-1e-3": {"train": {"lr": 1e-3}},
     "epochs-200": {"train": {"epochs": 200}},

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from attnlab.data.text import pad_batch
     from attnlab.run import _load_task, load_run, train_run
-    from attnlab.task_translation import corpus_bleu, translate
+    from attnlab.tasks.translation import corpus_bleu, translate
 
     with tempfile.TemporaryDirectory() as tmp:
         device_name = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
