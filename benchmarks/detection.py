@@ -18,7 +18,7 @@ Columns:
 ``--quick``: a tiny model and data set, one epoch: a smoke test of the plumbing, not of
 accuracy. ``--epochs`` / ``--train-size`` override the defaults. Results go to
 benchmarks/results/detection[-quick].json unless ``--out`` is given; measured runs:
-benchmarks/README.md (from benchmarks/NOTES-from-docstrings.md).
+benchmarks/README.md (history: CHANGELOG.md).
 
     python benchmarks/detection.py --threads 1 --seeds 0 1
 

@@ -17,8 +17,7 @@ random batches.
     python benchmarks/language_model.py --threads 1      # --lr 1e-3: nanoGPT's own peak lr
 
 ``--quick``: 20 steps of a tiny model (a smoke test). Results:
-benchmarks/results/language_model[-quick].json; measured runs: benchmarks/README.md (from
-benchmarks/NOTES-from-docstrings.md).
+benchmarks/results/language_model[-quick].json; measured runs: benchmarks/README.md (history: CHANGELOG.md).
 
 """
 

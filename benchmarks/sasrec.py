@@ -15,8 +15,7 @@ time and the epochs.
     python benchmarks/sasrec.py --partial RUN_DIR    # test the best-so-far weights of an
                                                      # unfinished run (from its checkpoint)
 
-Measured runs (3 seeds of each schedule tried): benchmarks/README.md (from
-benchmarks/NOTES-from-docstrings.md). Results go to benchmarks/results/sasrec[-quick|-partial].json. Set OMP_NUM_THREADS (and
+Measured runs (3 seeds of each schedule tried): benchmarks/README.md (history: CHANGELOG.md). Results go to benchmarks/results/sasrec[-quick|-partial].json. Set OMP_NUM_THREADS (and
 ``--threads``) on shared machines; the JSON records the machine and its load.
 """
 

@@ -20,7 +20,7 @@ TREC >= 92. Recipes are chosen by cross-validation on TRAIN (+ DEV), never TEST
     python benchmarks/text_classification.py --quick                        # a smoke test
 
 Per-seed figures, the configs tried and not kept, and the cross-validation stages behind the
-recipes: benchmarks/README.md (from the notes in benchmarks/NOTES-from-docstrings.md).
+recipes: benchmarks/README.md (history: CHANGELOG.md).
 
 ``--ensemble K`` scores each seed as a deep ensemble of K runs: seeds K*seed .. K*seed+K-1,
 probabilities averaged, as ``attnlab evaluate RUN ...`` does.

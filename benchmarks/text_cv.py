@@ -22,7 +22,7 @@ current config by at least 0.5 points; otherwise the current one stays.
 Results: benchmarks/results/text_cv[-quick].json unless ``--out`` is given. Stage 1 (repeat 0, the
 first four configs of each data set) is in results/text_cv-stage1.json, and stage 2 (SST-2, repeat 1)
 in results/text_cv-stage2-sst2.json. Their figures and what was adopted: benchmarks/README.md
-(from benchmarks/NOTES-from-docstrings.md).
+(history: CHANGELOG.md).
 """
 
 from __future__ import annotations

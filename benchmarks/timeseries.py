@@ -30,8 +30,7 @@ K*s .. K*s+K-1 (``attnlab.ensemble``).
     python benchmarks/timeseries.py --peer                    # 4 data sets, 5 seeds, with the Encoder
     python benchmarks/timeseries.py --datasets ECG200 --seeds 0 1 2 --ensemble 5
 
-Per-seed tables, the configs screened and the earlier runs: benchmarks/README.md (from
-benchmarks/NOTES-from-docstrings.md).
+Per-seed tables, the configs screened and the earlier runs: benchmarks/README.md (history: CHANGELOG.md).
 
 Runs go to a temporary folder (``--keep-runs DIR`` keeps them). Torch uses one thread by
 default (``--threads``): the runs are small, and the benchmark machine is shared.

@@ -18,8 +18,7 @@ its difference from the default paired by repeat, and the wall time.
 
 Results: benchmarks/results/timeseries_cv[-quick].json unless ``--out`` is given.
 
-The stages run so far (grids, scores, what was adopted) are in benchmarks/README.md (from
-benchmarks/NOTES-from-docstrings.md).
+The stages run so far (grids, scores, what was adopted) are in benchmarks/README.md (history: CHANGELOG.md).
 """
 
 from __future__ import annotations

@@ -26,8 +26,7 @@ of CPU training.
 
 ``--epochs N`` trains fewer epochs (the short run recorded in the results); ``--quick``: a
 tiny model for a few steps on 512 training pairs (a smoke test). Results:
-benchmarks/results/translation[-quick].json; the measured runs: benchmarks/README.md (from
-benchmarks/NOTES-from-docstrings.md).
+benchmarks/results/translation[-quick].json; the measured runs: benchmarks/README.md (history: CHANGELOG.md).
 
 """
 

@@ -28,6 +28,7 @@ __all__ = [
     "TensorPairDataset",
     "require_data",
     "call_with_options",
+    "path_loader",
     "check_fractions",
     "split_counts",
     "per_class_split",
@@ -207,6 +208,17 @@ def call_with_options(fn: Callable[..., TaskData], task: str, options: Mapping[s
     if unknown:
         raise ConfigError(f"task {task!r} has no option(s) {unknown}; it accepts {accepted}")
     return fn(**fixed, **options)
+
+
+def path_loader(task: str, fn: Callable[..., TaskData], what: str, *, arg: str = "path") -> Callable[..., TaskData]:
+    """A task's loader ``load(data, *, seed, **options)`` for ``fn(<arg>=path, seed=..., **options)``:
+    ``--data`` is required (`require_data`, naming ``what``) and options are checked by name."""
+
+    def load(data: str | None, *, seed: int, **options: Any) -> TaskData:
+        return call_with_options(fn, task, options, seed=seed, **{arg: require_data(task, data, what)})
+
+    load.__doc__ = f"--task {task}: {what}"
+    return load
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from attnlab.errors import CheckpointError, DataError
 
-__all__ = ["WordPieceTokenizer", "load_checkpoint_tokenizer"]
+__all__ = ["WordPieceTokenizer", "load_checkpoint_tokenizer", "read_json_object"]
 
 
 class WordPieceTokenizer:
@@ -86,7 +86,8 @@ class WordPieceTokenizer:
                    **{f"{role}_token": token for role, token in specials.items()})
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file as a dict; a CheckpointError naming the file otherwise."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -125,9 +126,9 @@ def load_checkpoint_tokenizer(directory: str | Path, *, max_length: int) -> Word
     from tokenizers import Tokenizer
 
     directory = Path(directory)
-    settings = _read_json(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
+    settings = read_json_object(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
     if (directory / "special_tokens_map.json").is_file():
-        for role, value in _read_json(directory / "special_tokens_map.json").items():
+        for role, value in read_json_object(directory / "special_tokens_map.json").items():
             settings.setdefault(role, value["content"] if isinstance(value, dict) else value)
     specials = {f"{role}_token": str(settings.get(f"{role}_token") or default)
                 for role, default in (("cls", "[CLS]"), ("sep", "[SEP]"), ("pad", "[PAD]"), ("unk", "[UNK]"))}

@@ -13,7 +13,6 @@ data's classes.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import nn
 
+from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
 from attnlab.interop.hf import _bert_renames, _check_type
 
@@ -38,16 +38,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return value
 
 
 @dataclass
@@ -117,7 +107,7 @@ class BertCheckpoint:
 def _pooling(directory: Path, tensors_have_pooler: bool) -> tuple[str, bool, Path | None]:
     path = directory / "1_Pooling" / "config.json"
     if path.is_file():
-        flags = _read_json(path)
+        flags = read_json_object(path)
         chosen = [mode for key, mode in _ST_POOLING.items() if flags.get(key)]
         other = sorted(k for k, v in flags.items() if k.startswith("pooling_mode_") and v and k not in _ST_POOLING)
         if other or len(chosen) != 1:
@@ -142,7 +132,7 @@ def open_bert_checkpoint(directory: str | Path) -> BertCheckpoint:
             raise CheckpointError(f"{directory / 'pytorch_model.bin'}: pickled weights are refused (unpickling can run "
                                   "code); save the model with safe_serialization=True (model.safetensors)")
         raise CheckpointError(f"{weights}: missing; {directory} holds no weights")
-    config = _read_json(config_path)
+    config = read_json_object(config_path)
     if config.get("model_type") != "bert":
         raise CheckpointError(f"{config_path}: model_type {config.get('model_type')!r} is not supported "
                               "(--init for text reads the BERT family: model_type 'bert', MiniLM included)")

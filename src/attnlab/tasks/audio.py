@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.audio import AudioSpec, hz_to_mel, load_audio_task, mel_to_hz, prepare_audio
-from attnlab.data.base import TaskData, call_with_options, require_data
+from attnlab.data.base import path_loader
 from attnlab.tasks.base import TaskSpec
 
 __all__ = ["SPECS", "audio_fields", "predict_audio", "explain_audio", "spectrogram_report_example"]
@@ -119,9 +119,8 @@ def explain_audio(model: nn.Module, record: dict[str, Any], input_path: str):
                                       label=_label_from_path(path, record), title=path.name)
 
 
-def load_audio(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    root = require_data("audio", data, "a folder of .wav files: FSDD {digit}_{speaker}_{index}.wav, or root/<class>/*.wav")
-    return call_with_options(load_audio_task, "audio", options, root=root, seed=seed)
+load_audio = path_loader("audio", load_audio_task, "a folder of .wav files: FSDD {digit}_{speaker}_{index}.wav, or root/<class>/*.wav",
+                         arg="root")
 
 
 SPECS = (

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.data import sasrec as sasrec_data
-from attnlab.data.base import TaskData, call_with_options, require_data
+from attnlab.data.base import path_loader
 from attnlab.errors import ConfigError, DataError
 from attnlab.tasks.base import NoOptions, TaskCommand, TaskSpec
 
@@ -282,9 +282,7 @@ RECOMMEND = TaskCommand("recommend", "top-k next items for a user of a sequentia
                         _recommend_arguments, _recommend_command)
 
 
-def load_sasrec(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    path = require_data("sasrec", data, "a text file of 'user item' lines, each user's lines in time order")
-    return call_with_options(sasrec_data.load_sasrec_task, "sasrec", options, path=path, seed=seed)
+load_sasrec = path_loader("sasrec", sasrec_data.load_sasrec_task, "a text file of 'user item' lines, each user's lines in time order")
 
 
 SPECS = (

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from attnlab.data.base import TaskData, call_with_options, require_data
+from attnlab.data.base import path_loader
 from attnlab.data.timeseries import load_timeseries_task
 from attnlab.tasks.base import TaskSpec
 
@@ -114,9 +114,8 @@ def explain_series(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     return series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name)
 
 
-def load_timeseries(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    path = require_data("timeseries", data, "a UCR folder with <Name>_TRAIN.tsv and <Name>_TEST.tsv, or an .npz")
-    return call_with_options(load_timeseries_task, "timeseries", options, path=path, seed=seed)
+load_timeseries = path_loader("timeseries", load_timeseries_task,
+                              "a UCR folder with <Name>_TRAIN.tsv and <Name>_TEST.tsv, or an .npz")
 
 
 SPECS = (

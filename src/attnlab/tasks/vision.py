@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnlab.data.base import TaskData, call_with_options, require_data
+from attnlab.data.base import TaskData, call_with_options, path_loader
 from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
 from attnlab.tasks.base import TaskSpec
 
@@ -71,15 +71,8 @@ def load_digits(data: str | None, *, seed: int, **options: Any) -> TaskData:
     return call_with_options(load_digits_task, "digits", options, seed=seed)
 
 
-def load_mnist(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    path = require_data("mnist", data, "an .npz with x_train, y_train, x_test, y_test")
-    return call_with_options(load_mnist_task, "mnist", options, path=path, seed=seed)
-
-
-def load_images(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    root = require_data("images", data, "a folder of class folders: root/<class>/*.png")
-    return call_with_options(load_image_folder_task, "images", options, root=root, seed=seed)
-
+load_mnist = path_loader("mnist", load_mnist_task, "an .npz with x_train, y_train, x_test, y_test")
+load_images = path_loader("images", load_image_folder_task, "a folder of class folders: root/<class>/*.png", arg="root")
 
 _ADAPTERS: dict[str, Any] = {"model_fields": image_fields, "report_examples": _report, "predict": predict_images,
                              "explain_example": explain_image}
