@@ -30,7 +30,8 @@ import yaml
 from attnlab.config import from_dict, to_dict
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
-from attnlab.tasks import TASKS, Pretrained, load_task, task_spec
+from attnlab.tasks import Pretrained, load_task, task_spec
+from attnlab.tasks.init_run import is_run_directory, open_init, reopen_init, run_model
 from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights, pick_device
 from attnlab.training.checkpoint import atomic_write_text
 
@@ -54,9 +55,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         spec = task_spec(self.task)  # raises ConfigError naming the known tasks
-        if self.init is not None and spec.init is None:
-            with_init = sorted(name for name, s in TASKS.items() if s.init is not None)
-            raise ConfigError(f"task {self.task!r} takes no --init; tasks that do: {', '.join(with_init) or 'none'}")
         for section, cls, flag in (("objective", spec.objective_options, "objective"),
                                    ("evaluation", spec.evaluation_options, "eval")):
             options = _options(cls, getattr(self, section) or {}, flag)
@@ -101,13 +99,17 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     task = values.get("task") or "digits"
     spec = task_spec(task)
     merged: dict[str, Any] = {"task": task}
-    merged["model"] = values.get("model") or spec.default_model
+    init = values.get("init")
+    # --init RUN: the run's model, unless --model says otherwise (then open_init names both)
+    merged["model"] = values.get("model") or (run_model(init) if init is not None else None) or spec.default_model
     model_entry(merged["model"])  # an unknown name: ConfigError listing the known models
     spec.check_model(merged["model"])
     same_model = merged["model"] == spec.default_model
-    # --init: the task's fine-tuning defaults replace its from-scratch ones (flags still win)
-    defaults = spec.init if values.get("init") is not None and spec.init is not None else spec
-    merged["model_config"] = {**(defaults.default_model_config if same_model else {}), **(values.get("model_config") or {})}
+    # --init: the task's fine-tuning defaults replace its from-scratch ones (flags still win);
+    # a run's own model config replaces the default model config
+    defaults = spec.init if init is not None and spec.init is not None else spec
+    model_defaults = defaults.default_model_config if same_model and (init is None or not is_run_directory(init)) else {}
+    merged["model_config"] = {**model_defaults, **(values.get("model_config") or {})}
     merged["train"] = {**defaults.default_train, **(values.get("train") or {})}
     merged["data_options"] = {**defaults.default_data_options, **(values.get("data_options") or {})}
     merged["objective"] = {**defaults.default_objective, **(values.get("objective") or {})}
@@ -129,7 +131,11 @@ def _load_task(config: RunConfig, pretrained: Pretrained | None = None):
 def _build_model(config: RunConfig, task_data, pretrained: Pretrained | None = None):
     spec = task_spec(config.task)
     spec.check_model(config.model)
-    fields = {**spec.model_fields(task_data), **(pretrained.model_fields if pretrained else {}), **config.model_config}
+    data_fields, checkpoint_fields = spec.model_fields(task_data), (pretrained.model_fields if pretrained else {})
+    if pretrained is not None and pretrained.data_first:  # a run: the new data's fields win, shapes then must match
+        fields = {**checkpoint_fields, **data_fields, **config.model_config}
+    else:
+        fields = {**data_fields, **checkpoint_fields, **config.model_config}
     return create_model(config.model, **fields)
 
 
@@ -142,7 +148,7 @@ def _reopen_init(config: RunConfig, run_dir: Path) -> Pretrained | None:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: cannot read the run's data record ({exc})") from None
-    return task_spec(config.task).init.reopen(record)
+    return reopen_init(task_spec(config.task), record)
 
 
 def build_objective(config: RunConfig, task_data):
@@ -189,7 +195,7 @@ def train_run(
     spec = task_spec(config.task)
     pretrained = None
     if config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
-        pretrained = spec.init.open(Path(config.init)) if resume is None else _reopen_init(config, run_dir)
+        pretrained = open_init(spec, config.init, model=config.model) if resume is None else _reopen_init(config, run_dir)
     task_data = _load_task(config, pretrained)
     model = _build_model(config, task_data, pretrained)
     if pretrained is not None and pretrained.load_weights is not None:

@@ -165,13 +165,6 @@ def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
     assert not out.exists()
 
 
-def test_init_is_refused_by_tasks_without_it(tmp_path):
-    from attnlab.run import resolve_config
-
-    with pytest.raises(ConfigError, match="takes no --init"):
-        resolve_config({"task": "digits", "init": str(tmp_path)})
-
-
 def test_tokenizer_options_do_not_mix_with_init(tmp_path):
     from attnlab.run import resolve_config, train_run
 

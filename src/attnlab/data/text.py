@@ -180,14 +180,15 @@ def load_text_classification(
     min_frequency: int | None = None, max_length: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
     pretrained_tokenizer=None,
 ) -> TaskData:
-    """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's tokenizer replaces the
-    trained one; ``max_length`` then defaults to the checkpoint's positions (else 128)."""
+    """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's (or the source run's)
+    tokenizer replaces the trained one; ``max_length`` then defaults to the checkpoint's
+    positions (else 128)."""
     if pretrained_tokenizer is not None:
         if (tokenizer, vocab_size, lowercase, min_frequency) != ("bpe", 8000, False, None):
             raise ConfigError("--data.tokenizer / vocab_size / lowercase / min_frequency do not apply with --init: "
                               "the checkpoint's own tokenizer and lower-casing are used")
-        limit = pretrained_tokenizer.max_length
-        if max_length is not None and not 3 <= max_length <= limit:
+        limit = getattr(pretrained_tokenizer, "max_length", None)  # None: an attnlab run's own tokenizer
+        if limit is not None and max_length is not None and not 3 <= max_length <= limit:
             raise ConfigError(f"--data.max_length must be in [3, {limit}] (the checkpoint's positions), got {max_length}")
         max_length = max_length or limit
     max_length = max_length or 128
@@ -224,7 +225,7 @@ def load_text_classification(
     task = TaskData(
         task="text-classification", train=sets["train"], val=sets["val"], test=sets["test"],
         num_classes=len(class_names), class_names=class_names, input_shape=(max_length,),
-        collate_fn=classification_collate if pretrained_tokenizer is None else _collate_padded(tok.pad_id),
+        collate_fn=_collate_padded(tok.pad_id) if hasattr(tok, "pad_id") else classification_collate,
         info={"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "max_length": max_length,
               "files": {k: str(v) for k, v in files.items()}},
     )

@@ -78,6 +78,8 @@ class Pretrained:
     load_weights: Callable[[nn.Module], None] | None = None
     files: dict[str, str] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None  # the model SOURCE holds, when it says (an attnlab run): --model must match
+    data_first: bool = False  # the data's model fields win over model_fields (a run: shapes must then match)
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,17 @@ class InitSupport:
     ``open(source)`` checks SOURCE (raising an AttnlabError naming the file, before anything is
     written) and returns a `Pretrained`; ``reopen(record)`` rebuilds what the loader needs
     from a finished run's data.json record alone (evaluate, ``--resume``: SOURCE may be gone).
+    Every task starts from an earlier attnlab run of the same model (`attnlab.tasks.init_run`);
+    ``from_run(source)`` replaces that generic opener where a family adapts a run (a tokenizer
+    to carry, a position table to resample); ``open`` is None for a family that starts from runs only.
     The ``default_*`` values replace the task's own defaults when ``--init`` is given (still
     overridden by flags); ``help`` says what ``--init`` changes (``attnlab train --help``).
     """
 
     help: str
-    open: Callable[[Path], Pretrained]
-    reopen: Callable[[dict[str, Any]], Pretrained]
+    open: Callable[[Path], Pretrained] | None = None
+    reopen: Callable[[dict[str, Any]], Pretrained] | None = None
+    from_run: Callable[[Path], Pretrained] | None = None
     default_model_config: dict[str, Any] = field(default_factory=dict)
     default_train: dict[str, Any] = field(default_factory=dict)
     default_data_options: dict[str, Any] = field(default_factory=dict)

@@ -194,6 +194,17 @@ def reopen_text_checkpoint(record: dict[str, Any]) -> Pretrained:
                       record=dict(record.get("init") or {}))
 
 
+def text_from_run(source: Path) -> Pretrained:
+    """``--init RUN`` for text: the source run's tokenizer and text length come along with its weights."""
+    from attnlab.tasks.init_run import open_run
+
+    def carried(run) -> dict[str, Any]:
+        info = run.record.get("info") or {}
+        return {"pretrained_tokenizer": load_tokenizer(info["tokenizer"]), "max_length": info.get("max_length")}
+
+    return open_run(source, data_options=carried)
+
+
 SPECS = (
     TaskSpec(
         name="text-classification", load=load_text_classification, models=("text-transformer",),
@@ -201,7 +212,7 @@ SPECS = (
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         default_objective=DEFAULT_OBJECTIVE,
         model_fields=text_fields, report_examples=_report, predict=predict_text, explain_example=explain_text,
-        init=InitSupport(help=INIT_HELP, open=open_text_checkpoint, reopen=reopen_text_checkpoint,
+        init=InitSupport(help=INIT_HELP, open=open_text_checkpoint, reopen=reopen_text_checkpoint, from_run=text_from_run,
                          default_train=FINETUNE_TRAIN, default_objective=FINETUNE_OBJECTIVE),
     ),
 )

@@ -1,0 +1,123 @@
+"""``--init RUN``: every task family starts from the weights of an earlier attnlab run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from attnlab.errors import CheckpointError
+from attnlab.models.registry import create_model
+from attnlab.run import resolve_config
+from attnlab.tasks import task_spec
+from attnlab.tasks.init_run import open_init
+
+
+def _cli(*args):
+    from attnlab.cli import main
+
+    return main([*map(str, args)])
+
+
+def _expect_error(capsys, *args, match):
+    capsys.readouterr()
+    assert _cli(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("source") / "digits"
+    assert _cli("train", "--task", "digits", "--epochs", "1", "--seed", "3", "--out", out) == 0
+    return out
+
+
+def test_weights_come_from_the_run(digits_run):
+    pretrained = open_init(task_spec("digits"), digits_run, model="vit-tiny")
+    config = resolve_config({"task": "digits", "init": str(digits_run)})
+    assert config.model == "vit-tiny" and config.model_config == {}  # the run's config, not the task default
+    model = create_model("vit-tiny", **pretrained.model_fields)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    pretrained.load_weights(model)
+    source = load_file(str(digits_run / "model.safetensors"))
+    state = model.state_dict()
+    assert set(state) == set(source)
+    assert all(torch.equal(state[k], source[k]) for k in state)
+    assert any(not torch.equal(fresh[k], source[k]) for k in state)  # it did change something
+    assert pretrained.record["kind"] == "run" and pretrained.record["model"] == "vit-tiny"
+
+
+def test_train_from_run_then_evaluate_without_it(tmp_path, digits_run, capsys):
+    source = tmp_path / "copy"
+    shutil.copytree(digits_run, source)
+    out = tmp_path / "tuned"
+    assert _cli("train", "--task", "digits", "--init", source, "--epochs", "1", "--out", out) == 0
+    record = json.loads((out / "data.json").read_text())
+    import hashlib
+
+    assert record["init"]["sha256"] == hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()
+    shutil.rmtree(source)  # the run directory is self-contained
+    capsys.readouterr()
+    assert _cli("evaluate", out, "--json") == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["test"]["accuracy"] <= 1.0
+
+
+def test_shape_mismatch_names_the_tensor_and_both_shapes(tmp_path, digits_run, capsys):
+    out = tmp_path / "run"
+    _expect_error(capsys, "train", "--task", "digits", "--init", digits_run, "--model.dim", "32", "--out", out,
+                  match="tensor 'cls_token' is (1, 1, 64) in the checkpoint but (1, 1, 32) in this model")
+    assert not out.exists()
+
+
+def test_another_model_is_named(tmp_path, digits_run, capsys):
+    out = tmp_path / "run"
+    _expect_error(capsys, "train", "--task", "digits", "--init", digits_run, "--model", "hybrid-cnn", "--out", out,
+                  match="is a run of model 'vit-tiny', this run builds 'hybrid-cnn' (pass --model vit-tiny)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "not-a-run", "unfinished"])
+def test_bad_run_sources_are_one_line(tmp_path, digits_run, capsys, case):
+    source = tmp_path / "source"
+    if case == "not-a-run":
+        source.mkdir()
+        (source / "notes.txt").write_text("hello")
+        match = "not an attnlab run directory"
+    elif case == "unfinished":
+        shutil.copytree(digits_run, source)
+        (source / "data.json").unlink()
+        match = "not a finished attnlab run (data.json is missing)"
+    else:
+        match = "not an attnlab run directory"
+    out = tmp_path / "run"
+    _expect_error(capsys, "train", "--task", "digits", "--init", source, "--out", out, match=match)
+    assert not out.exists()
+
+
+def test_corrupt_weights_are_one_line(tmp_path, digits_run):
+    source = tmp_path / "source"
+    shutil.copytree(digits_run, source)
+    (source / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="cannot read as safetensors"):
+        open_init(task_spec("digits"), source, model="vit-tiny")
+
+
+def test_text_run_carries_its_tokenizer(tmp_path, capsys):
+    lines = [f"{i % 2}\t{'good fun film' if i % 2 else 'dull boring plot'} number {i}" for i in range(60)]
+    data = tmp_path / "reviews.tsv"
+    data.write_text("\n".join(lines) + "\n")
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ("--task", "text-classification", "--data", data, "--epochs", "1",
+              "--model.dim", "32", "--model.depth", "1")
+    assert _cli("train", *common, "--out", first) == 0
+    assert _cli("train", *common[:-4], "--init", first, "--out", second) == 0
+    one, two = (json.loads((d / "data.json").read_text()) for d in (first, second))
+    assert one["info"]["tokenizer"] == two["info"]["tokenizer"]
+    assert json.loads((second / "data.json").read_text())["init"]["kind"] == "run"
+    capsys.readouterr()
+    assert _cli("predict", second, data, "--json") == 0
+    assert len(json.loads(capsys.readouterr().out)) == 60
