@@ -203,3 +203,31 @@ def test_a_sequence_classification_checkpoint_gives_its_encoder_and_pooler(tmp_p
         torch.testing.assert_close(hidden, out.last_hidden_state, atol=1e-5, rtol=0)
         torch.testing.assert_close(torch.tanh(ours.pooler(hidden[:, 0])), out.pooler_output, atol=1e-5, rtol=0)
     assert ours.head.weight.shape == (2, 32)
+
+
+@pytest.mark.slow
+def test_fine_tuned_runs_export_and_join_ensembles(tmp_path, capsys):
+    """export --onnx and deep ensembles take fine-tuned runs as they take any other (issue 23)."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from attnlab.run import load_run
+
+    source = save_bert(tmp_path / "bert", pooling="mean")
+    data = write_text_data(tmp_path / "reviews.tsv")
+    runs = [tmp_path / f"run{i}" for i in (0, 1)]
+    for lr, out in zip(("1e-4", "1e-3"), runs):  # one split (seed), two members
+        assert _cli("train", "--task", "text-classification", "--data", data, "--init", source, "--out", out,
+                    "--epochs", "1", "--train.lr", lr, "--train.batch_size", "8", "--train.progress", "false") == 0
+    capsys.readouterr()
+    assert _cli("evaluate", *runs, "--json") == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["test"]["accuracy"] <= 1.0
+    onnx_file = tmp_path / "tuned.onnx"
+    assert _cli("export", runs[0], "--onnx", onnx_file) == 0
+    _, model, record = load_run(runs[0])
+    tokenizer = __import__("attnlab.data.tokenizers", fromlist=["load_tokenizer"]).load_tokenizer(record["info"]["tokenizer"])
+    session = ort.InferenceSession(str(onnx_file))
+    ids = _batch(tokenizer)  # (2, N), one row padded with the checkpoint's [PAD]
+    got = session.run(None, {session.get_inputs()[0].name: ids.numpy()})[0]
+    with torch.no_grad():
+        want = model.eval()(ids).numpy()
+    assert abs(got - want).max() < 1e-4
