@@ -4,16 +4,20 @@
 - ``SinusoidalPositionalEmbedding``: the fixed table of Vaswani et al. 2017 as a buffer.
 - ``RelativePositionBias``: T5's bucketed per-head bias (Raffel et al. 2020); pass
   ``positional.relative_bias(module)`` to ``attention`` so no (N, M) tensor is stored.
+- ``resample_abs_pos_embed``: a learned 2-D table resampled to another patch grid, for
+  fine-tuning at another resolution (Dosovitskiy et al. 2021, §3.2 "Fine-tuning and higher
+  resolution"; the same operation as timm's ``resample_abs_pos_embed``).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.attention import positional
 
-__all__ = ["LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding", "RelativePositionBias"]
+__all__ = ["LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding", "RelativePositionBias", "resample_abs_pos_embed"]
 
 
 def _check_length(n: int, offset: int, max_positions: int, what: str) -> None:
@@ -88,3 +92,33 @@ class RelativePositionBias(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, num_buckets={self.num_buckets}, max_distance={self.max_distance}, bidirectional={self.bidirectional}"
+
+
+def resample_abs_pos_embed(table: Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int], *,
+                           num_prefix_tokens: int = 1, mode: str = "bicubic", antialias: bool = True) -> Tensor:
+    """A ViT position table for another patch grid: the prefix rows (class token) kept as they
+    are, the grid rows interpolated as an image with one channel per feature.
+
+    ViT fine-tunes at a higher resolution by "2D interpolation of the pre-trained position
+    embeddings, according to their location in the original image" (Dosovitskiy et al. 2021,
+    §3.2). As timm's ``resample_abs_pos_embed``: bicubic, ``align_corners=False``, antialiased
+    (which matters when the grid shrinks; note that PyTorch's antialiased bicubic uses PIL's
+    kernel, a = -0.5), computed in float32 at least and returned in the table's dtype; an equal
+    grid returns ``table`` itself.
+
+    Shape: table (1, prefix + old_h * old_w, C) -> (1, prefix + new_h * new_w, C).
+    """
+    old_h, old_w = (int(s) for s in old_grid)
+    new_h, new_w = (int(s) for s in new_grid)
+    if table.dim() != 3 or table.shape[0] != 1 or table.shape[1] != num_prefix_tokens + old_h * old_w:
+        raise ValueError(f"resample_abs_pos_embed: a table of shape {tuple(table.shape)} does not hold "
+                         f"{num_prefix_tokens} prefix rows and a {old_h}x{old_w} grid")
+    if (old_h, old_w) == (new_h, new_w):
+        return table
+    prefix, grid = table[:, :num_prefix_tokens], table[:, num_prefix_tokens:]  # (1, prefix, C), (1, P, C)
+    C = table.shape[-1]
+    work = grid.to(torch.promote_types(grid.dtype, torch.float32))
+    work = work.reshape(1, old_h, old_w, C).permute(0, 3, 1, 2)  # (1, C, old_h, old_w)
+    work = F.interpolate(work, size=(new_h, new_w), mode=mode, align_corners=False, antialias=antialias)
+    work = work.permute(0, 2, 3, 1).reshape(1, new_h * new_w, C).to(table.dtype)  # (1, new_h * new_w, C)
+    return torch.cat([prefix, work], dim=1)
