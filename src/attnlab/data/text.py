@@ -276,8 +276,18 @@ class WindowDataset(Dataset):
 
 def load_language_model(
     data: str | None, *, seed: int, tokenizer: str = "char", vocab_size: int = 4000, lowercase: bool = False,
-    block_size: int = 64, samples_per_epoch: int = 0, val_fraction: float = 0.1,
+    block_size: int | None = None, samples_per_epoch: int = 0, val_fraction: float = 0.1,
+    pretrained_tokenizer=None, context_length: int | None = None,
 ) -> TaskData:
+    """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's (or the source run's)
+    tokenizer replaces the trained one. ``context_length``: the pretrained model's positions;
+    ``block_size`` (the training window) defaults to it (else 64) and may not exceed it."""
+    if pretrained_tokenizer is not None and (tokenizer, vocab_size, lowercase) != ("char", 4000, False):
+        raise ConfigError("--data.tokenizer / vocab_size / lowercase do not apply with --init: "
+                          "the checkpoint's own tokenizer is used")
+    if context_length is not None and block_size is not None and not 1 <= block_size <= context_length:
+        raise ConfigError(f"--data.block_size must be in [1, {context_length}] (the checkpoint's positions), got {block_size}")
+    block_size = block_size or context_length or 64
     path = Path(require_data("language-model", data, "a text file"))
     if path.is_dir():
         raise DataError(f"{path} is a folder: the language-model task reads one text file")
@@ -286,7 +296,9 @@ def load_language_model(
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     cut = int(len(text) * (1 - val_fraction))
     train_text, val_text = text[:cut], text[cut:]
-    if tokenizer == "bpe":
+    if pretrained_tokenizer is not None:
+        tok = pretrained_tokenizer
+    elif tokenizer == "bpe":
         tok = train_tokenizer("bpe", train_text.splitlines(), vocab_size=vocab_size, lowercase=lowercase)
     else:
         tok = train_tokenizer(tokenizer, [train_text], lowercase=lowercase)
@@ -298,6 +310,8 @@ def load_language_model(
                     num_classes=0, class_names=[], input_shape=(block_size,), metric="loss",
                     info={"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "block_size": block_size,
                           "train_tokens": len(train_ids), "val_tokens": len(val_ids), "file": str(path)})
+    if context_length is not None:
+        task.info["context_length"] = context_length
     task.files = {"tokenizer.json": tok.to_json()}
     task.tokenizer = tok
     return task

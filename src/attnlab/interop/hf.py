@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from attnlab.errors import CheckpointError
 from attnlab.models.registry import create_model
 
-__all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory"]
+__all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
+           "GPT2_ACTIVATIONS"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -160,26 +161,26 @@ def _bert_renames(prefix: str, depth: int, *, pooler: bool) -> dict[str, str]:
     return renames
 
 
-def load_hf_gpt2(directory: str | Path) -> nn.Module:
-    """A ``GPT2LMHeadModel`` (or ``GPT2Model``) directory -> attnlab ``TransformerLM`` (``gpt-lm``):
-    pre-norm, learned positions, ``gelu_new`` = tanh GELU, output tied to the token embedding.
+GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+
+
+def gpt2_model_fields(config: dict[str, Any], activation: str) -> dict[str, Any]:
+    """The ``gpt-lm`` config fields a GPT-2 ``config.json`` dictates (dropouts not included)."""
+    dim = config["n_embd"]
+    return {"vocab_size": config["vocab_size"], "max_length": config["n_positions"], "dim": dim, "depth": config["n_layer"],
+            "num_heads": config["n_head"], "mlp_ratio": (config.get("n_inner") or 4 * dim) / dim, "pos_embed": "learned",
+            "activation": activation, "norm_eps": config.get("layer_norm_epsilon", 1e-5), "tie_embeddings": True,
+            "qkv_bias": True}
+
+
+def gpt2_state_dict(tensors: dict[str, Tensor], config: dict[str, Any], directory: Path) -> dict[str, Tensor]:
+    """GPT-2 tensors renamed into the ``gpt-lm`` layout (``token_embed``, ``blocks.I.attn.q_proj``, ...).
 
     GPT-2 stores its projections as ``Conv1D`` (in, out) matrices with q, k, v fused; they are
-    transposed and split here.
+    transposed and split here. A missing tensor raises CheckpointError naming ``directory``.
     """
-    directory = Path(directory)
-    config, tensors = read_hf_directory(directory)
-    activation = _check_type(directory, config, "gpt2", {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                                                         "gelu": "gelu", "relu": "relu"}, "activation_function")
-    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
-        raise CheckpointError(f"{directory}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
     prefix = "transformer." if any(k.startswith("transformer.") for k in tensors) else ""
     dim, depth = config["n_embd"], config["n_layer"]
-    model = create_model(
-        "gpt-lm", vocab_size=config["vocab_size"], max_length=config["n_positions"], dim=dim, depth=depth,
-        num_heads=config["n_head"], mlp_ratio=(config.get("n_inner") or 4 * dim) / dim, dropout=0.0, attn_dropout=0.0,
-        pos_embed="learned", activation=activation, norm_eps=config.get("layer_norm_epsilon", 1e-5), tie_embeddings=True,
-    )
 
     def get(name: str) -> Tensor:
         if prefix + name not in tensors:
@@ -199,5 +200,19 @@ def load_hf_gpt2(directory: str | Path) -> nn.Module:
             state[f"{b}{ours}.bias"] = get(h + theirs + ".bias")
         for ours, theirs in (("norm1", "ln_1"), ("norm2", "ln_2")):
             state[f"{b}{ours}.weight"], state[f"{b}{ours}.bias"] = get(h + theirs + ".weight"), get(h + theirs + ".bias")
+    return state
+
+
+def load_hf_gpt2(directory: str | Path) -> nn.Module:
+    """A ``GPT2LMHeadModel`` (or ``GPT2Model``) directory -> attnlab ``TransformerLM`` (``gpt-lm``):
+    pre-norm, learned positions, ``gelu_new`` = tanh GELU, output tied to the token embedding.
+    """
+    directory = Path(directory)
+    config, tensors = read_hf_directory(directory)
+    activation = _check_type(directory, config, "gpt2", GPT2_ACTIVATIONS, "activation_function")
+    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
+        raise CheckpointError(f"{directory}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
+    model = create_model("gpt-lm", **gpt2_model_fields(config, activation), dropout=0.0, attn_dropout=0.0)
+    state = gpt2_state_dict(tensors, config, directory)
     _load_renamed(model, state, {k: k for k in state}, directory)
     return model.eval()

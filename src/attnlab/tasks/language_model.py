@@ -15,6 +15,11 @@ number nanoGPT prints) and ``perplexity``; lower loss is better.
 
 ``attnlab generate RUN_DIR --prompt "..."`` (`generate_text`) continues a prompt with KV-cache
 sampling. Predict: for each input file, the model's top-k next tokens after its text.
+
+``--init SOURCE`` continues a pretrained GPT-2 (Radford et al. 2019) on the text instead
+(`open_lm_checkpoint`): a Hugging Face ``save_pretrained`` directory, its own byte-level BPE
+(`attnlab.data.bpe`), windows up to its ``n_positions`` and fine-tuning defaults
+(``FINETUNE_TRAIN``); or an earlier ``gpt-lm`` run with its tokenizer (`lm_from_run`).
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.data.bpe import BPE_KIND, CheckpointBPETokenizer
 from attnlab.data.text import load_language_model
 from attnlab.data.tokenizers import EOS_ID, load_tokenizer
-from attnlab.errors import ConfigError, DataError
+from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.generation import generate
-from attnlab.tasks.base import NoOptions, TaskCommand, TaskSpec
+from attnlab.tasks.base import InitSupport, NoOptions, Pretrained, TaskCommand, TaskSpec
 
-__all__ = ["SPECS", "LanguageModelObjective", "generate_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "LanguageModelObjective", "generate_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN", "FINETUNE_TRAIN",
+           "lm_tokenizer", "open_lm_checkpoint", "reopen_lm_checkpoint", "lm_from_run"]
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
 # Two passes over tinyshakespeare's training text are ~2,600 steps of 12 windows (nanoGPT runs 2,000).
@@ -66,7 +73,15 @@ class LanguageModelObjective:
 
 
 def lm_fields(task_data) -> dict[str, Any]:
-    return {"vocab_size": task_data.info["vocab_size"], "max_length": task_data.info["block_size"]}
+    info = task_data.info
+    return {"vocab_size": info["vocab_size"], "max_length": info.get("context_length") or info["block_size"]}
+
+
+def lm_tokenizer(saved: dict[str, Any]) -> Any:
+    """A run's tokenizer from its data.json form: one trained here, or a checkpoint's BPE (``--init``)."""
+    if isinstance(saved, dict) and saved.get("kind") == BPE_KIND:
+        return CheckpointBPETokenizer.from_dict(saved)
+    return load_tokenizer(saved)
 
 
 def _tokens_example(model: nn.Module, tokenizer, ids: Sequence[int], title: str) -> Any:
@@ -81,15 +96,20 @@ def _tokens_example(model: nn.Module, tokenizer, ids: Sequence[int], title: str)
                                 prediction=f"next: {tokenizer.token_strings([nxt])[0]!r} ({float(probs[nxt]):.2f})")
 
 
+# The report shows the head of each window: a GPT-2 window of 1,024 tokens would keep
+# layers x heads x 1,024^2 weights per example and no reader can follow such a map.
+_REPORT_TOKENS = 128
+
+
 def _report(model: nn.Module, task_data, count: int) -> list:
-    tokenizer = load_tokenizer(task_data.info["tokenizer"])
+    tokenizer = lm_tokenizer(task_data.info["tokenizer"])
     val = task_data.val
-    return [_tokens_example(model, tokenizer, val[i * max(1, len(val) // count)][0].tolist(), f"validation window {i}")
-            for i in range(min(count, len(val)))]
+    return [_tokens_example(model, tokenizer, val[i * max(1, len(val) // count)][0][:_REPORT_TOKENS].tolist(),
+                            f"validation window {i}") for i in range(min(count, len(val)))]
 
 
 def _encode_prompt(record: dict[str, Any], text: str) -> list[int]:
-    tokenizer = load_tokenizer(record["info"]["tokenizer"])
+    tokenizer = lm_tokenizer(record["info"]["tokenizer"])
     ids = tokenizer.encode(text)
     if not ids:
         raise DataError("the prompt is empty: give at least one character")
@@ -104,7 +124,7 @@ def _read_prompt(item: str) -> str:
 
 def predict_lm(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
     """One result per input file: the most likely next tokens after its text."""
-    tokenizer = load_tokenizer(record["info"]["tokenizer"])
+    tokenizer = lm_tokenizer(record["info"]["tokenizer"])
     device = next(model.parameters()).device
     model.eval()
     results = []
@@ -120,7 +140,7 @@ def predict_lm(model: nn.Module, record: dict[str, Any], inputs: list[str], top_
 
 
 def explain_lm(model: nn.Module, record: dict[str, Any], item: str) -> Any:
-    tokenizer = load_tokenizer(record["info"]["tokenizer"])
+    tokenizer = lm_tokenizer(record["info"]["tokenizer"])
     return _tokens_example(model, tokenizer, _encode_prompt(record, _read_prompt(item)), Path(item).name)
 
 
@@ -133,7 +153,8 @@ def generate_text(
 
     ``record`` is the run's data.json (its tokenizer). ``stop``: strings, each of which must be
     one token (e.g. "\\n" for a character model); generation ends after the first of them
-    (kept in the output), or after <eos>. Sampling runs on the model's device.
+    (kept in the output), or after the tokenizer's end of text (<eos>; GPT-2's <|endoftext|>).
+    Sampling runs on the model's device.
     """
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
@@ -141,8 +162,9 @@ def generate_text(
         raise ConfigError(f"--temperature must be >= 0, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
-    tokenizer = load_tokenizer(record["info"]["tokenizer"])
-    stop_ids = [EOS_ID]
+    tokenizer = lm_tokenizer(record["info"]["tokenizer"])
+    eos = getattr(tokenizer, "eos_id", EOS_ID)  # a checkpoint's BPE has its own (or none)
+    stop_ids = [] if eos is None else [eos]
     for s in stop:
         ids = tokenizer.encode(s)
         if len(ids) != 1:
@@ -178,6 +200,72 @@ def _generate_command(model: nn.Module, record: dict[str, Any], args: argparse.N
     return args.prompt + text
 
 
+# --init SOURCE: continuing a pretrained GPT-2 on new text. Its weights are already good, so a
+# small peak lr (5e-5: transformers' run_clm / Trainer default; GPT-1 fine-tuned at 6.25e-5,
+# Radford et al. 2018) and a 10% warm-up keep the first AdamW steps, whose second-moment
+# estimates are still poor, from wrecking them; a few epochs (3, as run_clm) then decay to 0.
+# Batch 8 windows of up to n_positions tokens (run_clm's per-device batch), weight decay 0.01,
+# gradient clipping 1.0, the checkpoint's dropout; the best validation loss is kept (over-
+# fitting a small corpus shows up within these epochs). The from-scratch defaults above (lr
+# 2e-3, windows of 64) do not apply; flags still override.
+FINETUNE_TRAIN: dict[str, Any] = {"epochs": 3, "batch_size": 8, "lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1,
+                                  "min_lr_factor": 0.0, "grad_clip": 1.0, "keep": "best"}
+# What the run directory keeps of SOURCE (under init/): the tokenizer and the configs, not the weights.
+_INIT_FILES = ("config.json", "generation_config.json", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+               "special_tokens_map.json")
+INIT_HELP = ("language-model: SOURCE is a Hugging Face GPT-2 save_pretrained directory (model.safetensors only) or "
+             "an earlier gpt-lm run; the text is tokenised with its tokenizer (GPT-2's byte-level BPE: tokenizer.json, "
+             "else vocab.json + merges.txt; a run's own tokenizer), windows default to its positions (n_positions; "
+             "--data.block_size may cut shorter), and the training defaults become AdamW lr 5e-5, 10% warm-up, "
+             "3 epochs, batch 8, weight decay 0.01 (flags still override).")
+
+
+def open_lm_checkpoint(source: Path) -> Pretrained:
+    """``--init SOURCE`` for the language model: check a GPT-2 directory and its BPE, before anything is written."""
+    import logging
+
+    from attnlab.data.bpe import load_checkpoint_bpe
+    from attnlab.interop.gpt2 import open_gpt2_checkpoint
+
+    source = Path(source)
+    checkpoint = open_gpt2_checkpoint(source)
+    tokenizer, tokenizer_file = load_checkpoint_bpe(source)
+    if tokenizer.vocab_size > checkpoint.vocab_size:
+        raise CheckpointError(f"{tokenizer_file}: the vocabulary has {tokenizer.vocab_size} tokens but the embedding table "
+                              f"{checkpoint.vocab_size} rows (config.json vocab_size): not this model's tokenizer")
+    if tokenizer.vocab_size < checkpoint.vocab_size:  # tables padded to a round size are common practice
+        logging.getLogger(__name__).warning("%s: %d tokens for an embedding table of %d rows; the rest stay unused",
+                                            tokenizer_file, tokenizer.vocab_size, checkpoint.vocab_size)
+    files = {name: (source / name).read_text(encoding="utf-8") for name in _INIT_FILES if (source / name).is_file()}
+    record = {"source": str(source.resolve()), "kind": "gpt2", "weights": checkpoint.weights.name,
+              "sha256": checkpoint.sha256(), "model_type": "gpt2",
+              "tokenizer": tokenizer_file.name + (" + merges.txt" if tokenizer_file.name == "vocab.json" else "")}
+    return Pretrained(model_fields=checkpoint.model_fields(), load_weights=checkpoint.load_into, files=files, record=record,
+                      data_options={"pretrained_tokenizer": tokenizer, "context_length": checkpoint.max_positions})
+
+
+def reopen_lm_checkpoint(record: dict[str, Any]) -> Pretrained:
+    """A finished ``--init`` run's tokenizer and positions, from its data.json record alone (SOURCE may be gone)."""
+    info = record["info"]
+    return Pretrained(data_options={"pretrained_tokenizer": lm_tokenizer(info["tokenizer"]),
+                                    "context_length": info.get("context_length")},
+                      record=dict(record.get("init") or {}))
+
+
+def lm_from_run(source: Path) -> Pretrained:
+    """``--init RUN`` for the language model: the source run's tokenizer and positions come along with its weights."""
+    from attnlab.tasks.init_run import open_run
+
+    def carried(run) -> dict[str, Any]:
+        info = run.record.get("info") or {}
+        if not isinstance(info.get("tokenizer"), dict):
+            raise CheckpointError(f"{run.path / 'data.json'}: the run's record has no tokenizer")
+        return {"pretrained_tokenizer": lm_tokenizer(info["tokenizer"]),
+                "context_length": int(run.model_config.get("max_length") or info["block_size"])}
+
+    return open_run(source, data_options=carried)
+
+
 GENERATE = TaskCommand("generate", "continue a prompt with a trained language-model run (KV-cache sampling)",
                        _generate_arguments, _generate_command)
 
@@ -189,5 +277,7 @@ SPECS = (
         objective_options=NoOptions,
         model_fields=lm_fields, objective=lambda task_data, options, evaluation: LanguageModelObjective(),
         report_examples=_report, predict=predict_lm, explain_example=explain_lm, commands=(GENERATE,),
+        init=InitSupport(help=INIT_HELP, open=open_lm_checkpoint, reopen=reopen_lm_checkpoint, from_run=lm_from_run,
+                         default_train=FINETUNE_TRAIN),
     ),
 )

@@ -1,0 +1,110 @@
+"""A GPT-2 checkpoint (Radford et al. 2019) as the start of a language-model run.
+
+``open_gpt2_checkpoint(directory)`` checks a Hugging Face ``save_pretrained`` directory
+before anything is built or written: ``config.json`` with ``model_type`` "gpt2", a supported
+activation and attention variant, weights as ``model.safetensors`` (a directory holding only
+``pytorch_model.bin`` is refused: unpickling can run code). ``GPT2Checkpoint.load_into`` then
+copies every tensor into a ``gpt-lm`` built with ``model_fields()`` (renamed and split as
+`attnlab.interop.hf.load_hf_gpt2` does; the output layer stays tied to the token embedding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+from torch import nn
+
+from attnlab.data.wordpiece import read_json_object
+from attnlab.errors import CheckpointError
+from attnlab.interop.bert import file_sha256
+from attnlab.interop.hf import GPT2_ACTIVATIONS, _check_type, gpt2_model_fields, gpt2_state_dict
+
+__all__ = ["GPT2Checkpoint", "open_gpt2_checkpoint"]
+
+_REQUIRED = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+
+
+@dataclass
+class GPT2Checkpoint:
+    """A checked GPT-2 directory: its config, weights file and activation."""
+
+    directory: Path
+    config: dict[str, Any]
+    weights: Path
+    activation: str
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the embedding table (often padded past the tokenizer's vocabulary)."""
+        return int(self.config["vocab_size"])
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.config["n_positions"])
+
+    def model_fields(self) -> dict[str, Any]:
+        """The ``gpt-lm`` config fields the checkpoint dictates, its dropouts included
+        (GPT-2 fine-tuning keeps them: resid_pdrop / embd_pdrop / attn_pdrop, 0.1 in GPT-2)."""
+        c = self.config
+        return {**gpt2_model_fields(c, self.activation), "dropout": float(c.get("resid_pdrop", 0.1)),
+                "attn_dropout": float(c.get("attn_pdrop", 0.1))}
+
+    def sha256(self) -> str:
+        return file_sha256(self.weights)
+
+    def load_into(self, model: nn.Module) -> None:
+        """Copy every tensor into ``model`` (a ``gpt-lm`` of ``model_fields()``); a missing
+        tensor or another shape raises CheckpointError naming the weights file."""
+        try:
+            tensors = load_file(str(self.weights))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{self.weights}: not a readable safetensors file ({exc})") from None
+        state = gpt2_state_dict(tensors, self.config, self.weights)
+        own = model.state_dict()
+        for name, tensor in state.items():
+            if name not in own:
+                raise CheckpointError(f"{self.directory}: the model has no parameter {name!r} (is it a gpt-lm with "
+                                      "learned positions?)")
+            if tuple(tensor.shape) != tuple(own[name].shape):
+                raise CheckpointError(f"{self.weights}: {name} is {tuple(tensor.shape)} in the checkpoint but "
+                                      f"{tuple(own[name].shape)} in this model")
+        unfilled = sorted(set(own) - set(state))
+        if unfilled:
+            raise CheckpointError(f"{self.directory}: the checkpoint has no source for {unfilled[:5]}")
+        model.load_state_dict(state)
+
+
+def open_gpt2_checkpoint(directory: str | Path) -> GPT2Checkpoint:
+    """Check ``directory`` and describe it; no weights are loaded yet. Raises CheckpointError naming the file."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: checkpoint not found")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a checkpoint directory (a Hugging Face save_pretrained folder)")
+    config_path, weights = directory / "config.json", directory / "model.safetensors"
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path}: missing; {directory} is not a Hugging Face checkpoint")
+    if not weights.is_file():
+        if (directory / "pytorch_model.bin").is_file():
+            raise CheckpointError(f"{directory / 'pytorch_model.bin'}: pickled weights are refused (unpickling can run "
+                                  "code); save the model with safe_serialization=True (model.safetensors)")
+        raise CheckpointError(f"{weights}: missing; {directory} holds no weights")
+    config = read_json_object(config_path)
+    if config.get("model_type") != "gpt2":
+        raise CheckpointError(f"{config_path}: model_type {config.get('model_type')!r} is not supported "
+                              "(--init for the language model reads GPT-2: model_type 'gpt2', DistilGPT2 included)")
+    for key in _REQUIRED:
+        if not isinstance(config.get(key), int) or config[key] < 1:
+            raise CheckpointError(f"{config_path}: {key} is missing or not a positive integer")
+    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
+        raise CheckpointError(f"{config_path}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
+    if config.get("scale_attn_weights", True) is False:
+        raise CheckpointError(f"{config_path}: scale_attn_weights false is not supported (scores are scaled by 1/sqrt(head dim))")
+    try:
+        activation = _check_type(directory, config, "gpt2", GPT2_ACTIVATIONS, "activation_function")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{config_path}: {str(exc).split(': ', 1)[1]}") from None
+    return GPT2Checkpoint(directory=directory, config=config, weights=weights, activation=activation)
