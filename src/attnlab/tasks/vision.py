@@ -2,21 +2,33 @@
 
 Models: ``vit-tiny`` / ``vit-small`` (Dosovitskiy et al. 2021, `attnlab.models.vit`) and
 ``hybrid-cnn`` (`attnlab.models.hybrid`).
+
+``--init SOURCE`` fine-tunes a ViT instead: a Hugging Face ViT ``save_pretrained`` directory
+(`open_vit_checkpoint`) or an earlier attnlab run of a ViT (`vit_from_run`). The position table
+is resampled to the new patch grid (`attnlab.layers.positional.resample_abs_pos_embed`, as timm
+does; Dosovitskiy et al. 2021 §3.2), the first convolution adapted to the data's channels
+(timm's ``adapt_input_conv``), the head is new (a run of the same task keeps its own), and the
+training defaults become fine-tuning ones (``FINETUNE_TRAIN``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from attnlab.data.base import TaskData, call_with_options, path_loader
 from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
-from attnlab.tasks.base import TaskSpec
+from attnlab.errors import CheckpointError
+from attnlab.tasks.base import InitSupport, Pretrained, TaskSpec
 
-__all__ = ["SPECS", "image_fields", "predict_images"]
+__all__ = ["SPECS", "image_fields", "predict_images", "adapt_input_conv", "open_vit_checkpoint", "reopen_vit_checkpoint",
+           "vit_from_run", "FINETUNE_TRAIN"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +86,209 @@ def load_digits(data: str | None, *, seed: int, **options: Any) -> TaskData:
 load_mnist = path_loader("mnist", load_mnist_task, "an .npz with x_train, y_train, x_test, y_test")
 load_images = path_loader("images", load_image_folder_task, "a folder of class folders: root/<class>/*.png", arg="root")
 
+# --- --init SOURCE: fine-tuning a ViT ------------------------------------------------------
+
+_NEW_PARAMETERS = ("head.",)  # the classifier is sized by the new data's classes
+
+
+def adapt_input_conv(weight: Tensor, in_channels: int) -> Tensor:
+    """A first convolution's weight for another number of input channels, as timm's
+    ``adapt_input_conv``: one channel sums the source channels (a grey image seen as R = G = B
+    gives the RGB model's response); more channels repeat the source ones cyclically, scaled
+    by source / new channels. Computed in float32 at least, returned in ``weight``'s dtype.
+
+    Shape: (O, I, kh, kw) -> (O, in_channels, kh, kw).
+    """
+    source = weight.shape[1]
+    if source == in_channels:
+        return weight
+    work = weight.to(torch.promote_types(weight.dtype, torch.float32))
+    if in_channels == 1:
+        work = work.sum(dim=1, keepdim=True)  # (O, 1, kh, kw)
+    else:
+        work = work.repeat(1, math.ceil(in_channels / source), 1, 1)[:, :in_channels] * (source / in_channels)
+    return work.to(weight.dtype)
+
+
+def _fit_to_model(tensors: dict[str, Tensor], model: nn.Module, source_grid: tuple[int, int],
+                  record: dict[str, Any]) -> dict[str, Tensor]:
+    """The source tensors (attnlab names) reshaped for ``model``: the position table resampled to
+    its patch grid, the first convolution to its input channels. Writes both into ``record``."""
+    from attnlab.layers.positional import resample_abs_pos_embed
+    from attnlab.models.vit import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):  # hybrid-cnn: copied as it is (a new head)
+        return tensors
+    tensors = dict(tensors)
+    config = model.config
+    record["source_grid"], record["grid"] = list(source_grid), list(model.patch_grid)
+    first = "stem.0.weight" if config.stem_channels else "patch_embed.weight"
+    if first in tensors and tensors[first].dim() == 4 and tensors[first].shape[1] != config.in_channels:
+        record["in_channels"] = [int(tensors[first].shape[1]), config.in_channels]
+        tensors[first] = adapt_input_conv(tensors[first], config.in_channels)
+    table = tensors.get("pos_embed")
+    prefix = model.num_prefix_tokens
+    if table is not None and table.dim() == 3 and table.shape[1] == prefix + source_grid[0] * source_grid[1]:
+        tensors["pos_embed"] = resample_abs_pos_embed(table, model.patch_grid, source_grid, num_prefix_tokens=prefix)
+    return tensors  # anything else of another shape is named by copy_weights
+
+
+def _positive_int(config: dict[str, Any], key: str, path: Path) -> int:
+    value = config.get(key)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
+        value = value[0]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise CheckpointError(f"{path}: {key} is missing or not a positive integer (got {value!r})")
+    return value
+
+
+def _hf_vit_renames(prefix: str, depth: int) -> dict[str, str]:
+    """attnlab ``VisionTransformer`` parameter -> Hugging Face ViT tensor (encoder only, no head)."""
+    emb = f"{prefix}embeddings."
+    renames = {"cls_token": emb + "cls_token", "pos_embed": emb + "position_embeddings",
+               "patch_embed.weight": emb + "patch_embeddings.projection.weight",
+               "patch_embed.bias": emb + "patch_embeddings.projection.bias",
+               "norm.weight": f"{prefix}layernorm.weight", "norm.bias": f"{prefix}layernorm.bias"}
+    parts = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.q_proj": "attention.attention.query",
+             "attn.k_proj": "attention.attention.key", "attn.v_proj": "attention.attention.value",
+             "attn.out_proj": "attention.output.dense", "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+    for i in range(depth):
+        for ours, theirs in parts.items():
+            for kind in ("weight", "bias"):
+                renames[f"blocks.{i}.{ours}.{kind}"] = f"{prefix}encoder.layer.{i}.{theirs}.{kind}"
+    return renames
+
+
+def open_vit_checkpoint(source: Path) -> Pretrained:
+    """``--init SOURCE`` for images: check a Hugging Face ViT directory (``ViTModel`` or
+    ``ViTForImageClassification``; model.safetensors only, never pickle) before anything is written."""
+    from safetensors import safe_open
+
+    from attnlab.data.wordpiece import read_json_object
+    from attnlab.interop.bert import file_sha256
+
+    source = Path(source)
+    if not source.exists():
+        raise CheckpointError(f"{source}: checkpoint not found (not an attnlab run directory, nor a Hugging Face ViT)")
+    if not source.is_dir():
+        raise CheckpointError(f"{source}: not an attnlab run directory, nor a Hugging Face save_pretrained folder")
+    config_path, weights = source / "config.json", source / "model.safetensors"
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path}: missing; {source} is not an attnlab run directory, nor a Hugging Face "
+                              "checkpoint")
+    if not weights.is_file():
+        if (source / "pytorch_model.bin").is_file():
+            raise CheckpointError(f"{source / 'pytorch_model.bin'}: pickled weights are refused (unpickling can run "
+                                  "code); save the model with safe_serialization=True (model.safetensors)")
+        raise CheckpointError(f"{weights}: missing; {source} holds no weights")
+    config = read_json_object(config_path)
+    if config.get("model_type") != "vit":
+        raise CheckpointError(f"{config_path}: model_type {config.get('model_type')!r} is not supported "
+                              "(--init for images reads a Hugging Face ViT: model_type 'vit', or an attnlab run)")
+    sizes = {key: _positive_int(config, key, config_path) for key in
+             ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")}
+    channels = _positive_int({"num_channels": config.get("num_channels", 3)}, "num_channels", config_path)
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"{config_path}: hidden_act {config['hidden_act']!r} is not supported (gelu only)")
+    if not config.get("qkv_bias", True):
+        raise CheckpointError(f"{config_path}: qkv_bias false is not supported (the attention projections have biases)")
+    if sizes["image_size"] % sizes["patch_size"] or sizes["hidden_size"] % sizes["num_attention_heads"]:
+        raise CheckpointError(f"{config_path}: image_size must be divisible by patch_size and hidden_size by "
+                              "num_attention_heads")
+    try:
+        with safe_open(str(weights), "pt") as f:
+            names = set(f.keys())
+    except Exception as exc:  # safetensors raises its own error type
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    prefix = "vit." if any(name.startswith("vit.") for name in names) else ""
+    renames = _hf_vit_renames(prefix, sizes["num_hidden_layers"])
+    missing = [theirs for theirs in renames.values() if theirs not in names]
+    if missing:
+        raise CheckpointError(f"{weights}: tensor {missing[0]!r} is missing"
+                              f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: not a ViT encoder")
+    grid = sizes["image_size"] // sizes["patch_size"]
+    record: dict[str, Any] = {"source": str(source.resolve()), "kind": "huggingface", "model_type": "vit",
+                              "weights": weights.name, "sha256": file_sha256(weights), "source_channels": channels}
+
+    def load(model: nn.Module) -> None:
+        from safetensors.torch import load_file
+
+        from attnlab.tasks.init_run import copy_weights
+
+        try:
+            tensors = load_file(str(weights))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+        ours = _fit_to_model({k: tensors[v] for k, v in renames.items()}, model, (grid, grid), record)
+        copy_weights(model, ours, source, fresh=_NEW_PARAMETERS)
+
+    dim = sizes["hidden_size"]
+    fields = {"dim": dim, "depth": sizes["num_hidden_layers"], "num_heads": sizes["num_attention_heads"],
+              "mlp_ratio": sizes["intermediate_size"] / dim, "patch_size": sizes["patch_size"], "pooling": "cls",
+              "pos_embed": "learned", "stem_channels": 0, "norm_eps": float(config.get("layer_norm_eps", 1e-12)),
+              "dropout": float(config.get("hidden_dropout_prob", 0.0)),
+              "attn_dropout": float(config.get("attention_probs_dropout_prob", 0.0))}
+    files = {"config.json": config_path.read_text(encoding="utf-8")}
+    if (source / "preprocessor_config.json").is_file():
+        files["preprocessor_config.json"] = (source / "preprocessor_config.json").read_text(encoding="utf-8")
+    return Pretrained(model_fields=fields, load_weights=load, files=files, record=record)
+
+
+def reopen_vit_checkpoint(record: dict[str, Any]) -> Pretrained:
+    """A finished ``--init`` run needs nothing of SOURCE: its config.yaml holds the whole model
+    (grid, channels, new head) and model.safetensors the weights; the provenance is kept."""
+    return Pretrained(record=dict(record.get("init") or {}))
+
+
+def vit_from_run(source: Path, *, task: str | None = None) -> Pretrained:
+    """``--init RUN`` for images: the run's ViT with its position table resampled to the new
+    data's grid and its first convolution adapted to the data's channels. The head is new, except
+    for a run of the same ``task`` (more training on the same classes), whose head is kept."""
+    from attnlab.tasks.init_run import open_run
+
+    def adapt(run, model: nn.Module) -> dict[str, Tensor]:
+        config = run.model_config
+        size, patch = config.get("image_size") or (0, 0), int(config.get("patch_size") or 1)
+        tensors = _fit_to_model(run.tensors, model, (int(size[0]) // patch, int(size[1]) // patch), pretrained.record)
+        keep = task is not None and run.task == task
+        pretrained.record["head"] = "kept" if keep else "new"
+        if not keep:  # the model's own fresh initialisation (the copy then leaves it as it is)
+            tensors = {**tensors, **{k: v for k, v in model.state_dict().items() if k.startswith(_NEW_PARAMETERS)}}
+        return tensors
+
+    pretrained = open_run(source, adapt=adapt)
+    return pretrained
+
+
 _ADAPTERS: dict[str, Any] = {"model_fields": image_fields, "report_examples": _report, "predict": predict_images,
                              "explain_example": explain_image}
+
+# --init: fine-tuning defaults. A pretrained ViT needs a gentler start than a random one (DeiT,
+# Touvron et al. 2021, and timm fine-tune with AdamW, warm-up and cosine decay at a fraction of the
+# pre-training rate): each task's own recipe with a quarter of its from-scratch learning rate and
+# a quarter of its epochs (issue 23's target: better at 1/4 of the epochs), 10% warm-up, weight
+# decay 0.05 (DeiT), label smoothing 0.1 (DeiT). benchmarks/finetune_vision.py measures digits.
+FINETUNE_TRAIN: dict[str, dict[str, Any]] = {
+    "digits": {"epochs": 15, "batch_size": 32, "lr": 5e-4, "weight_decay": 0.05, "warmup_ratio": 0.1, "keep": "last"},
+    "mnist": {"epochs": 3, "batch_size": 128, "lr": 2.5e-4, "weight_decay": 0.05, "warmup_ratio": 0.1},
+    "images": {"epochs": 8, "batch_size": 32, "lr": 2.5e-4, "weight_decay": 0.05, "warmup_ratio": 0.1},
+}
+FINETUNE_OBJECTIVE: dict[str, Any] = {"label_smoothing": 0.1}
+INIT_HELP = ("digits, mnist, images: SOURCE is a Hugging Face ViT save_pretrained directory (model_type 'vit', "
+             "model.safetensors only) or an attnlab run of vit-tiny / vit-small; at another image size or patch grid "
+             "the position table is resampled (bicubic, as timm), an RGB checkpoint on grey images gets its first "
+             "convolution summed over channels (timm's adapt_input_conv), the head is new (a run of the same task keeps "
+             "its own), and the training "
+             "defaults become AdamW at a quarter of the task's lr and epochs, 10% warm-up, weight decay 0.05; digits: ")
+
+
+def _init(task: str, help: str) -> InitSupport:
+    train = FINETUNE_TRAIN[task]
+    lr = f"{train['lr']:.1e}".replace("e-0", "e-").replace(".0e", "e")
+    return InitSupport(help=f"{help}lr {lr}, {train['epochs']} epochs.", open=open_vit_checkpoint,
+                       reopen=reopen_vit_checkpoint, from_run=partial(vit_from_run, task=task), default_train=train,
+                       default_objective=FINETUNE_OBJECTIVE)
+
 
 SPECS = (
     TaskSpec(
@@ -86,17 +299,18 @@ SPECS = (
         # Validation has only 180 images, so "best on validation" is noisy: keep the last epoch
         # (cosine decay ends near zero).
         default_train={"epochs": 60, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.1, "keep": "last"},
-        default_objective={"label_smoothing": 0.1}, **_ADAPTERS,
+        default_objective={"label_smoothing": 0.1}, init=_init("digits", INIT_HELP), **_ADAPTERS,
     ),
     TaskSpec(
         name="mnist", load=load_mnist, models=("vit-small", "vit-tiny", "hybrid-cnn"),
         description="MNIST from an .npz (x_train, y_train, x_test, y_test)",
-        default_train={"epochs": 12, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05}, **_ADAPTERS,
+        default_train={"epochs": 12, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05},
+        init=_init("mnist", "mnist: the same with "), **_ADAPTERS,
     ),
     TaskSpec(
         name="images", load=load_images, models=MODELS,
         description="a folder of class folders of images (png/jpg/bmp)",
         default_model_config={"patch_size": 4, "stem_channels": 32},
-        default_train={"epochs": 30, "batch_size": 32}, **_ADAPTERS,
+        default_train={"epochs": 30, "batch_size": 32}, init=_init("images", "images: the same with "), **_ADAPTERS,
     ),
 )
