@@ -37,6 +37,7 @@ QUICK = [
     ("translation.py", ["--data", str(DATA_DIR / "multi30k"), "--threads", "1"], DATA_DIR / "multi30k"),
     ("language_model.py", ["--data", str(DATA_DIR / "tinyshakespeare" / "input.txt"), "--threads", "1"],
      DATA_DIR / "tinyshakespeare" / "input.txt"),
+    ("finetune_vision.py", ["--threads", "1"], None),  # --quick pretrains on digits: no shared data
 ]
 
 
