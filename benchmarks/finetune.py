@@ -39,15 +39,25 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_allocator_argument, apply_allocator, format_table, git_revision, load_recipe,  # noqa: E402
-                     machine_info, merge_sections, recipe_overrides, write_json)
+from _common import (
+    add_allocator_argument,
+    apply_allocator,
+    format_table,
+    git_revision,
+    load_recipe,
+    machine_info,
+    merge_sections,
+    recipe_overrides,
+    write_json,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text"
@@ -188,7 +198,7 @@ def hf_run(data: Path, seed: int, overrides: dict, source: Path) -> dict[str, An
     pad = pretrained.model_fields["pad_id"]
     model, missing = hf_model(source, task_data.num_classes)
     collate = task_data.collate_fn
-    batches = lambda ds, size: torch.utils.data.DataLoader(ds, batch_size=size, shuffle=False, collate_fn=collate)  # noqa: E731
+    batches = lambda ds, size: torch.utils.data.DataLoader(ds, batch_size=size, shuffle=False, collate_fn=collate)
 
     def accuracy(ds) -> float:
         model.eval()
@@ -201,7 +211,7 @@ def hf_run(data: Path, seed: int, overrides: dict, source: Path) -> dict[str, An
     optimizer = hf_optimizer(model, t)
     steps = len(epoch_order(task_data.train, t.batch_size, seed, 0))
     total = steps * t.epochs
-    warmup = int(round(t.warmup_ratio * total)) if t.warmup_ratio is not None else int(round(t.warmup_epochs * steps))
+    warmup = round(t.warmup_ratio * total) if t.warmup_ratio is not None else round(t.warmup_epochs * steps)
     scheduler = warmup_cosine(optimizer, min(warmup, total), total, t.min_lr_factor)
     best, best_epoch, best_state, history = None, -1, None, []
     for epoch in range(t.epochs):
@@ -293,7 +303,7 @@ def throughput(source: Path, task_data, pad: int, config, steps: int, rounds: in
         opt_theirs = hf_optimizer(theirs, t)
         scheds = [warmup_cosine(o, 0, 10**6, t.min_lr_factor) for o in (opt_ours, opt_theirs)]
 
-        def trainer(model, forward: Callable, opt, sched) -> Callable[[], None]:
+        def trainer(model, forward: Callable, opt, sched, precision: str = precision) -> Callable[[], None]:
             def run() -> None:
                 model.train()
                 for ids, y in batches:
@@ -306,7 +316,7 @@ def throughput(source: Path, task_data, pad: int, config, steps: int, rounds: in
                     opt.zero_grad(set_to_none=True)
             return run
 
-        calls = [trainer(ours, ours, opt_ours, scheds[0]), trainer(theirs, lambda ids: hf_logits(theirs, ids, pad), opt_theirs, scheds[1])]
+        calls = [trainer(ours, ours, opt_ours, scheds[0]), trainer(theirs, lambda ids, theirs=theirs: hf_logits(theirs, ids, pad), opt_theirs, scheds[1])]
         for call in calls:  # one untimed warm-up each
             call()
         times: list[list[float]] = []
@@ -329,7 +339,8 @@ def throughput(source: Path, task_data, pad: int, config, steps: int, rounds: in
 
 def profile(call: Callable[[], None], top: int) -> list[dict[str, Any]]:
     """Top ops by self CPU time over one call (``--profile N``: the N heaviest)."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         call()
