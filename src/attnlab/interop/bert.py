@@ -69,7 +69,7 @@ class BertCheckpoint:
         return {
             "vocab_size": self.vocab_size, "max_length": self.max_positions, "dim": dim, "depth": c["num_hidden_layers"],
             "num_heads": c["num_attention_heads"], "mlp_ratio": c["intermediate_size"] / dim, "dropout": hidden_dropout,
-            "attn_dropout": float(c.get("attention_probs_dropout_prob", 0.1)), "embed_dropout": hidden_dropout,
+            "attn_dropout": float(c.get("attention_probs_dropout_prob", 0.1)), "mlp_dropout": 0.0, "embed_dropout": hidden_dropout,
             "head_dropout": hidden_dropout if classifier_dropout is None else float(classifier_dropout),
             "pos_embed": "learned", "pooling": self.pooling, "pooler": self.pooler, "norm_first": False,
             "activation": self.activation, "norm_eps": float(c.get("layer_norm_eps", 1e-12)), "embed_norm": True,

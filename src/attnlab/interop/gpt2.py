@@ -50,7 +50,7 @@ class GPT2Checkpoint:
         (GPT-2 fine-tuning keeps them: resid_pdrop / embd_pdrop / attn_pdrop, 0.1 in GPT-2)."""
         c = self.config
         return {**gpt2_model_fields(c, self.activation), "dropout": float(c.get("resid_pdrop", 0.1)),
-                "attn_dropout": float(c.get("attn_pdrop", 0.1))}
+                "attn_dropout": float(c.get("attn_pdrop", 0.1)), "mlp_dropout": 0.0}
 
     def sha256(self) -> str:
         return file_sha256(self.weights)

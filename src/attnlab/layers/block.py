@@ -16,6 +16,10 @@ class TransformerBlock(nn.Module):
     """Self-attention, optional cross-attention, feed-forward; each with a residual.
 
     Shape: x (B, N, C), context (B, M, C) -> (B, N, C).
+
+    ``dropout`` drops each sublayer's output before its residual and, unless ``mlp_dropout``
+    says otherwise, the feed-forward's hidden activations (timm's ViT ``Mlp``). BERT, GPT-2 and
+    Hugging Face's ViT have no hidden dropout (``mlp_dropout=0``).
     """
 
     def __init__(
@@ -27,6 +31,7 @@ class TransformerBlock(nn.Module):
         num_kv_heads: int | None = None,
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
+        mlp_dropout: float | None = None,
         norm_first: bool = True,
         cross_attention: bool = False,
         activation: str = "gelu",
@@ -46,7 +51,8 @@ class TransformerBlock(nn.Module):
             else None
         )
         self.norm_cross = nn.LayerNorm(dim, eps=norm_eps) if cross_attention else None
-        self.mlp = FeedForward(dim, int(dim * mlp_ratio), activation=activation, dropout=dropout)
+        self.mlp = FeedForward(dim, int(dim * mlp_ratio), activation=activation,
+                               dropout=dropout if mlp_dropout is None else mlp_dropout)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.dropout = Dropout(dropout)
 

@@ -45,6 +45,7 @@ class LanguageModelConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     attn_dropout: float = 0.0
+    mlp_dropout: float | None = None  # on the feed-forward's hidden units; None = dropout (GPT-2: 0)
     pos_embed: str = "learned"  # see POS_EMBEDS; rope / alibi extend past max_length when sampling
     activation: str = "gelu"  # "gelu" | "gelu_tanh" (GPT-2) | "relu" | "swiglu"
     norm_eps: float = 1e-5
@@ -60,8 +61,8 @@ class LanguageModelConfig:
             raise ConfigError(f"LanguageModelConfig: dim={self.dim} must be divisible by num_heads={self.num_heads}")
         if self.pos_embed == "rope" and (self.dim // self.num_heads) % 2:
             raise ConfigError(f"LanguageModelConfig: rope needs an even head dim, got {self.dim // self.num_heads}")
-        for name in ("dropout", "attn_dropout"):
-            if not 0 <= getattr(self, name) < 1:
+        for name in ("dropout", "attn_dropout", "mlp_dropout"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"LanguageModelConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
 
@@ -81,7 +82,7 @@ class TransformerLM(nn.Module):
         self.dropout = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                             activation=c.activation, positional=_IN_ATTENTION.get(c.pos_embed), qkv_bias=c.qkv_bias,
+                             mlp_dropout=c.mlp_dropout, activation=c.activation, positional=_IN_ATTENTION.get(c.pos_embed), qkv_bias=c.qkv_bias,
                              norm_eps=c.norm_eps)
             for _ in range(c.depth)
         )

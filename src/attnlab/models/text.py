@@ -58,6 +58,7 @@ class TextClassifierConfig:
     mlp_ratio: float = 2.0
     dropout: float = 0.1
     attn_dropout: float = 0.0
+    mlp_dropout: float | None = None  # on the feed-forward's hidden units; None = dropout (BERT: 0)
     embed_dropout: float = 0.1
     pos_embed: str = "learned"  # see POS_EMBEDS
     pooling: str = "first"  # "first" (<bos> / [CLS]) | "mean" | "max" (over real tokens; max as Kim 2014's CNN)
@@ -98,7 +99,7 @@ class TextClassifierConfig:
             raise ConfigError(f"TextClassifierConfig.unk_id={self.unk_id} is outside the vocabulary ({self.vocab_size})")
         if self.type_vocab_size < 0:
             raise ConfigError(f"TextClassifierConfig.type_vocab_size must be >= 0, got {self.type_vocab_size}")
-        for name in ("dropout", "attn_dropout", "embed_dropout", "word_dropout", "head_dropout"):
+        for name in ("dropout", "attn_dropout", "mlp_dropout", "embed_dropout", "word_dropout", "head_dropout"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"TextClassifierConfig.{name} must be in [0, 1), got {getattr(self, name)}")
 
@@ -134,7 +135,7 @@ class TextEncoder(nn.Module):
         self.conv = nn.Conv1d(c.dim, c.dim, c.conv_kernel, padding=c.conv_kernel // 2) if c.conv_kernel else None
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                             norm_first=c.norm_first, activation=c.activation, positional=IN_ATTENTION.get(c.pos_embed),
+                             mlp_dropout=c.mlp_dropout, norm_first=c.norm_first, activation=c.activation, positional=IN_ATTENTION.get(c.pos_embed),
                              norm_eps=c.norm_eps)
             for _ in range(c.depth)
         )

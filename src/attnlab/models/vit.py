@@ -43,6 +43,7 @@ class ViTConfig:
     stem_channels: int = 0  # > 0: a 3x3 convolutional stem before patchifying (Xiao et al. 2021)
     dropout: float = 0.0
     attn_dropout: float = 0.0
+    mlp_dropout: float | None = None  # on the feed-forward's hidden units; None = dropout (HF ViT: 0)
     norm_eps: float = 1e-5  # Hugging Face ViT checkpoints use 1e-12
 
     def __post_init__(self) -> None:
@@ -58,6 +59,9 @@ class ViTConfig:
             raise ConfigError(f"ViTConfig: image_size {self.image_size} must be divisible by patch_size={self.patch_size}")
         if self.dim % self.num_heads:
             raise ConfigError(f"ViTConfig: dim={self.dim} must be divisible by num_heads={self.num_heads}")
+        for name in ("dropout", "attn_dropout", "mlp_dropout"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"ViTConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.pos_embed == "sincos" and self.dim % 4:
             raise ConfigError(f"ViTConfig: sincos positions need dim divisible by 4, got {self.dim}")
 
@@ -93,7 +97,7 @@ class VisionTransformer(nn.Module):
         self.dropout = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                             norm_eps=c.norm_eps)
+                             mlp_dropout=c.mlp_dropout, norm_eps=c.norm_eps)
             for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)

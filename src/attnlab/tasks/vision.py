@@ -227,7 +227,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
               "mlp_ratio": sizes["intermediate_size"] / dim, "patch_size": sizes["patch_size"], "pooling": "cls",
               "pos_embed": "learned", "stem_channels": 0, "norm_eps": float(config.get("layer_norm_eps", 1e-12)),
               "dropout": float(config.get("hidden_dropout_prob", 0.0)),
-              "attn_dropout": float(config.get("attention_probs_dropout_prob", 0.0))}
+              "attn_dropout": float(config.get("attention_probs_dropout_prob", 0.0)), "mlp_dropout": 0.0}
     files = {"config.json": config_path.read_text(encoding="utf-8")}
     if (source / "preprocessor_config.json").is_file():
         files["preprocessor_config.json"] = (source / "preprocessor_config.json").read_text(encoding="utf-8")
