@@ -149,12 +149,13 @@ def hf_model(source: Path, num_classes: int):
 
 def hf_optimizer(model, train):
     """AdamW groups as attnlab's ``parameter_groups``: no decay for biases, norms (1-d) and the token and
-    position tables (attnlab's ``no_weight_decay``); then attnlab's warm-up + cosine schedule is applied."""
+    position tables (attnlab's ``no_weight_decay``); then attnlab's warm-up + cosine schedule is applied.
+    Fused as the HF ``Trainer``'s default (``optim="adamw_torch_fused"`` with torch >= 2.8) and attnlab's."""
     no_decay = ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in params if p.dim() >= 2 and not n.endswith(no_decay)], "weight_decay": train.weight_decay},
               {"params": [p for n, p in params if p.dim() < 2 or n.endswith(no_decay)], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.adam_betas))
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.adam_betas), fused=True)
 
 
 def hf_logits(model, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -299,7 +300,7 @@ def throughput(source: Path, task_data, pad: int, config, steps: int, rounds: in
         torch.manual_seed(t.seed)
         ours, theirs, _ = build_pair(source, task_data.num_classes)
         groups = parameter_groups(ours, lr=t.lr, weight_decay=t.weight_decay, no_decay_names=no_weight_decay_names(ours))
-        opt_ours = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.adam_betas))
+        opt_ours = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.adam_betas), fused=t.fused_optimizer or None)
         opt_theirs = hf_optimizer(theirs, t)
         scheds = [warmup_cosine(o, 0, 10**6, t.min_lr_factor) for o in (opt_ours, opt_theirs)]
 

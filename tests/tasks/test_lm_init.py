@@ -78,6 +78,16 @@ def test_logits_and_tokenizer_match_transformers(tmp_path, tokenizer_json):
         torch.testing.assert_close(model.eval()(ids), hf(input_ids=ids).logits, atol=1e-5, rtol=0)
 
 
+def test_the_saved_bpe_reloads_through_load_tokenizer(tmp_path):
+    from attnlab.data.tokenizers import load_tokenizer
+
+    tokenizer = open_lm_checkpoint(save_gpt2(tmp_path / "gpt2")).data_options["pretrained_tokenizer"]
+    again = load_tokenizer(json.loads(json.dumps(tokenizer.to_dict())))  # as data.json keeps it
+    assert type(again) is type(tokenizer) and again.eos_id == tokenizer.eos_id
+    for text in STRINGS:
+        assert again.encode(text) == tokenizer.encode(text), text
+
+
 def test_byte_level_decoding_keeps_characters_whole(tmp_path):
     tokenizer = open_lm_checkpoint(save_gpt2(tmp_path / "gpt2")).data_options["pretrained_tokenizer"]
     text = "naïve 😀 and 🦜 (a byte pair never seen)"

@@ -246,4 +246,8 @@ def load_tokenizer(d: dict[str, Any] | str) -> Tokenizer:
         from attnlab.data.wordpiece import WordPieceTokenizer
 
         return WordPieceTokenizer.from_dict(d)
+    if kind == "checkpoint-bpe":  # a GPT-2 checkpoint's byte-level BPE (--init)
+        from attnlab.data.bpe import CheckpointBPETokenizer
+
+        return CheckpointBPETokenizer.from_dict(d)
     raise DataError(f"not a saved attnlab tokenizer (kind {kind!r}; expected one of {list(TOKENIZER_KINDS)})")

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.data.bpe import BPE_KIND, CheckpointBPETokenizer
 from attnlab.data.text import load_language_model
 from attnlab.data.tokenizers import EOS_ID, load_tokenizer
 from attnlab.errors import CheckpointError, ConfigError, DataError
@@ -41,7 +40,7 @@ from attnlab.models.generation import generate
 from attnlab.tasks.base import InitSupport, NoOptions, Pretrained, TaskCommand, TaskSpec
 
 __all__ = ["SPECS", "LanguageModelObjective", "generate_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN", "FINETUNE_TRAIN",
-           "lm_tokenizer", "open_lm_checkpoint", "reopen_lm_checkpoint", "lm_from_run"]
+           "open_lm_checkpoint", "reopen_lm_checkpoint", "lm_from_run"]
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
 # Two passes over tinyshakespeare's training text are ~2,600 steps of 12 windows (nanoGPT runs 2,000).
@@ -77,13 +76,6 @@ def lm_fields(task_data) -> dict[str, Any]:
     return {"vocab_size": info["vocab_size"], "max_length": info.get("context_length") or info["block_size"]}
 
 
-def lm_tokenizer(saved: dict[str, Any]) -> Any:
-    """A run's tokenizer from its data.json form: one trained here, or a checkpoint's BPE (``--init``)."""
-    if isinstance(saved, dict) and saved.get("kind") == BPE_KIND:
-        return CheckpointBPETokenizer.from_dict(saved)
-    return load_tokenizer(saved)
-
-
 def _tokens_example(model: nn.Module, tokenizer, ids: Sequence[int], title: str) -> Any:
     from attnlab.tasks.text import token_report_example
 
@@ -102,14 +94,14 @@ _REPORT_TOKENS = 128
 
 
 def _report(model: nn.Module, task_data, count: int) -> list:
-    tokenizer = lm_tokenizer(task_data.info["tokenizer"])
+    tokenizer = load_tokenizer(task_data.info["tokenizer"])
     val = task_data.val
     return [_tokens_example(model, tokenizer, val[i * max(1, len(val) // count)][0][:_REPORT_TOKENS].tolist(),
                             f"validation window {i}") for i in range(min(count, len(val)))]
 
 
 def _encode_prompt(record: dict[str, Any], text: str) -> list[int]:
-    tokenizer = lm_tokenizer(record["info"]["tokenizer"])
+    tokenizer = load_tokenizer(record["info"]["tokenizer"])
     ids = tokenizer.encode(text)
     if not ids:
         raise DataError("the prompt is empty: give at least one character")
@@ -124,7 +116,7 @@ def _read_prompt(item: str) -> str:
 
 def predict_lm(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
     """One result per input file: the most likely next tokens after its text."""
-    tokenizer = lm_tokenizer(record["info"]["tokenizer"])
+    tokenizer = load_tokenizer(record["info"]["tokenizer"])
     device = next(model.parameters()).device
     model.eval()
     results = []
@@ -140,7 +132,7 @@ def predict_lm(model: nn.Module, record: dict[str, Any], inputs: list[str], top_
 
 
 def explain_lm(model: nn.Module, record: dict[str, Any], item: str) -> Any:
-    tokenizer = lm_tokenizer(record["info"]["tokenizer"])
+    tokenizer = load_tokenizer(record["info"]["tokenizer"])
     return _tokens_example(model, tokenizer, _encode_prompt(record, _read_prompt(item)), Path(item).name)
 
 
@@ -162,7 +154,7 @@ def generate_text(
         raise ConfigError(f"--temperature must be >= 0, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
-    tokenizer = lm_tokenizer(record["info"]["tokenizer"])
+    tokenizer = load_tokenizer(record["info"]["tokenizer"])
     eos = getattr(tokenizer, "eos_id", EOS_ID)  # a checkpoint's BPE has its own (or none)
     stop_ids = [] if eos is None else [eos]
     for s in stop:
@@ -247,7 +239,7 @@ def open_lm_checkpoint(source: Path) -> Pretrained:
 def reopen_lm_checkpoint(record: dict[str, Any]) -> Pretrained:
     """A finished ``--init`` run's tokenizer and positions, from its data.json record alone (SOURCE may be gone)."""
     info = record["info"]
-    return Pretrained(data_options={"pretrained_tokenizer": lm_tokenizer(info["tokenizer"]),
+    return Pretrained(data_options={"pretrained_tokenizer": load_tokenizer(info["tokenizer"]),
                                     "context_length": info.get("context_length")},
                       record=dict(record.get("init") or {}))
 
@@ -260,7 +252,7 @@ def lm_from_run(source: Path) -> Pretrained:
         info = run.record.get("info") or {}
         if not isinstance(info.get("tokenizer"), dict):
             raise CheckpointError(f"{run.path / 'data.json'}: the run's record has no tokenizer")
-        return {"pretrained_tokenizer": lm_tokenizer(info["tokenizer"]),
+        return {"pretrained_tokenizer": load_tokenizer(info["tokenizer"]),
                 "context_length": int(run.model_config.get("max_length") or info["block_size"])}
 
     return open_run(source, data_options=carried)

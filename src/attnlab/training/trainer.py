@@ -62,6 +62,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.05
     adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW's (beta1, beta2); Transformers often use 0.98
+    fused_optimizer: bool = True  # torch's fused AdamW kernel (one pass over all tensors); False = per-tensor loop
     warmup_epochs: float = 1.0
     warmup_ratio: float | None = None  # warm-up as a fraction of all steps (fine-tuning: 0.1); replaces warmup_epochs
     min_lr_factor: float = 0.01
@@ -191,7 +192,8 @@ class Trainer:
         groups = parameter_groups(self.model, lr=config.lr, weight_decay=config.weight_decay,
                                   no_decay_names=no_weight_decay_names(self.model), layer_decay=config.layer_decay,
                                   head_lr=config.head_lr)
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas))
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas),
+                                           fused=config.fused_optimizer or None)
         if config.warmup_ratio is not None:
             warmup = int(round(config.warmup_ratio * self.total_steps))
         else:
