@@ -31,6 +31,7 @@ QUICK = [
     ("detection.py", ["--threads", "1"], None),
     ("models.py", ["--threads", "1"], None),
     ("dropout.py", ["--threads", "1"], None),
+    ("optimizer.py", ["--threads", "1"], None),
     ("linear.py", ["--threads", "1"], None),
     ("text_classification.py", ["--root", str(DATA_DIR / "text"), "--threads", "1", "--ensemble", "2"], DATA_DIR / "text"),
     ("text_cv.py", ["--root", str(DATA_DIR / "text"), "--datasets", "trec", "--configs", "epochs-8"], DATA_DIR / "text"),
