@@ -247,6 +247,12 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
 _DEVICE_HELP = "auto (CUDA when there is one), cpu, cuda, cuda:1 ..."
 
 
+def _task_help() -> str:
+    from attnlab.tasks import list_tasks
+
+    return "one of " + ", ".join(list_tasks()) + " (default digits; `attnlab list` describes them)"
+
+
 def _init_help() -> str:
     """What --init changes, as each task that takes it declares (TaskSpec.init.help)."""
     from attnlab.tasks import TASKS
@@ -268,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model (no arguments: a ViT on scikit-learn's digits)",
                        description="Train, evaluate on the test split, write a run directory with an attention report. "
                        "Any config field can be overridden with dotted flags: --model.depth 4 --train.lr 1e-3.")
-    p.add_argument("--task", help="digits (default), mnist, images")
-    p.add_argument("--data", help="data path (mnist: .npz; images: a folder of class folders)")
+    p.add_argument("--task", help=_task_help())
+    p.add_argument("--data", help="data path, as the task reads it (`attnlab list` says what each task takes); "
+                   "without it a task trains on data it ships or generates, where it has some")
     p.add_argument("--model", help="registered model name (see `attnlab list`)")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--epochs", type=int)

@@ -322,6 +322,10 @@ class Trainer:
                     self.save()
         self.state.batch_in_epoch = 0
         bar.close()
+        if self.dist.enabled:  # the loss over every process's batches, as one process with the global batch logs it
+            sums = torch.tensor([total_loss, float(total_n)], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(sums)
+            total_loss, total_n = float(sums[0]), int(sums[1])
         return total_loss / max(total_n, 1)
 
     def _bad_step(self, epoch: int, index: int) -> None:
