@@ -1,0 +1,114 @@
+"""What a label means beyond one class: a number (regression) or a set of labels (multi-label).
+
+``--data.target`` chooses, per run and never by guessing: ``class`` (the default, one class
+per example), ``regression`` (the label is a number in its own units) or ``multilabel`` (the
+label is a set of class names). UCR labels are numbers that name classes, so a numeric label
+alone does not make a regression task.
+
+The loaders of the text, time-series and image families share these parsers, so a bad label
+is reported the same way everywhere: one `DataError` naming the file, the line or row, and
+the value. A regression target is standardised with a `TargetScaler` fitted on the training
+split only (fitting it on more would leak the test targets); its mean and std go into the
+run's data.json, so predictions come back in the target's own units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attnlab.data.base import check_fractions, split_counts
+from attnlab.errors import ConfigError, DataError
+
+__all__ = ["TARGETS", "TargetScaler", "check_target", "multi_hot", "parse_label_set", "parse_number", "random_split"]
+
+TARGETS = ("class", "regression", "multilabel")
+
+
+def check_target(target: str, task: str, allowed: Sequence[str]) -> str:
+    """``target`` if this task family supports it, else a ConfigError naming the choices."""
+    if target not in TARGETS:
+        raise ConfigError(f"--data.target must be one of {list(TARGETS)}, got {target!r}")
+    if target not in allowed:
+        raise ConfigError(f"task {task!r} does not support --data.target {target}; it takes {list(allowed)}")
+    return target
+
+
+@dataclass
+class TargetScaler:
+    """``(y - mean) / std`` of a regression target, fitted on the training split.
+
+    The model learns standardised targets (an MSE of order 1 whatever the target's units);
+    `inverse` maps its outputs back. A constant training target keeps std 1 (only centred).
+    """
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, y: np.ndarray | Tensor) -> TargetScaler:
+        y = np.asarray(y, dtype=np.float64)
+        std = float(y.std())  # population std, as scikit-learn's StandardScaler
+        return cls(mean=float(y.mean()), std=std if std > 1e-12 else 1.0)
+
+    def transform(self, y: Tensor) -> Tensor:
+        return (y - self.mean) / self.std
+
+    def inverse(self, z: Tensor) -> Tensor:
+        return z * self.std + self.mean
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetScaler:
+        try:
+            return cls(mean=float(d["mean"]), std=float(d["std"]))
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"a regression run's target scaler is malformed: {d!r}") from None
+
+
+def parse_number(text: str, where: str) -> float:
+    """A finite number, or a DataError ``<where>: regression target ... is not a number``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{where}: regression target {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where}: regression target {text!r} is not finite (NaN or infinite); drop or fill it first")
+    return value
+
+
+def parse_label_set(text: str, where: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``: comma-separated names, stripped, each once (order kept)."""
+    names = [t.strip() for t in text.split(",")]
+    if not any(names):
+        raise DataError(f"{where}: empty label set {text!r}; a multi-label example needs at least one label")
+    if not all(names):
+        raise DataError(f"{where}: label set {text!r} has an empty name (stray comma?)")
+    return list(dict.fromkeys(names))
+
+
+def multi_hot(sets: Sequence[Sequence[str]], names: Sequence[str]) -> Tensor:
+    """Label sets -> 0/1 rows over ``names``. Shape: -> (N, K) float32."""
+    index = {n: i for i, n in enumerate(names)}
+    y = torch.zeros(len(sets), len(names))
+    for row, labels in enumerate(sets):
+        y[row, [index[n] for n in labels]] = 1.0
+    return y
+
+
+def random_split(n: int, *, seed: int, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, ...]:
+    """Sorted (train, val, test) indices of a shuffled range: the split for targets that are not
+    one class each (a regression value or a label set cannot be stratified by class)."""
+    check_fractions(val_fraction, test_fraction)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = split_counts(n, val_fraction, test_fraction)
+    parts = (order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test])
+    return tuple(np.sort(p).astype(np.int64) for p in parts)
