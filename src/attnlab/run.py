@@ -229,6 +229,7 @@ def train_run(
         trainer.resume()
     summary = trainer.fit()
     calibration = trainer.calibrate(task_data.val) if task_data.val is not None else None
+    task_data.calibration = calibration
     if calibration is not None and dist.is_main:  # e.g. a multi-label threshold: predict and evaluate read it back
         record["calibration"] = calibration
         _write_json(run_dir / "data.json", record)

@@ -166,6 +166,8 @@ class TaskData:
     # What y means (`attnlab.data.targets`): "class" (an index), "regression" (a number in the
     # target's units, (N,) float) or "multilabel" (a 0/1 row over class_names, (N, K) float).
     target: str = "class"
+    # What the objective chose on validation after training (a multi-label threshold); the run sets it.
+    calibration: dict | None = None
     batch_augment: Callable[[Tensor], Tensor] | None = None
     # Non-vision task families: how to batch items, and JSON-ready facts inference needs
     # (vocabulary size, tokenizer file, sequence length...), saved in the run's data.json.

@@ -15,7 +15,7 @@ run's data.json, so predictions come back in the target's own units.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from torch import Tensor
 from attnlab.data.base import check_fractions, split_counts
 from attnlab.errors import ConfigError, DataError
 
-__all__ = ["TARGETS", "TargetScaler", "check_target", "multi_hot", "parse_label_set", "parse_number", "random_split"]
+__all__ = ["TARGETS", "TargetScaler", "check_target", "multi_hot", "parse_label_set", "parse_number", "parse_numbers", "random_split"]
 
 TARGETS = ("class", "regression", "multilabel")
 
@@ -83,6 +83,21 @@ def parse_number(text: str, where: str) -> float:
     if not math.isfinite(value):
         raise DataError(f"{where}: regression target {text!r} is not finite (NaN or infinite); drop or fill it first")
     return value
+
+
+def parse_numbers(values: Sequence[str], where: Callable[[int], str]) -> np.ndarray:
+    """Regression targets of a split; ``where(i)`` names the file and line of value i, and is
+    called only to report a bad one (`parse_number`). Shape: -> (N,) float64."""
+    out = np.empty(len(values), dtype=np.float64)
+    for i, text in enumerate(values):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            parse_number(str(text), where(i))  # raises, naming the place and the value
+        out[i] = value
+    return out
 
 
 def parse_label_set(text: str, where: str) -> list[str]:
