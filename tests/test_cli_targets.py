@@ -58,3 +58,95 @@ def test_timeseries_regression_end_to_end(tmp_path, capsys):
     html = tmp_path / "x.html"
     assert main(["explain", str(out), str(root / "Level_TEST.tsv"), "-o", str(html)]) == 0
     assert f"{results[0]['value']:.6g}" in html.read_text()
+
+
+_WORDS = {"sports": ["goal", "match", "team"], "politics": ["vote", "law", "party"], "music": ["song", "band", "tune"]}
+
+
+def _text_rows(rng, n):
+    """(label set, text) rows: each example mentions the words of one or two topics."""
+    topics = list(_WORDS)
+    rows = []
+    for i in range(n):
+        chosen = sorted(rng.choice(topics, size=1 + i % 2, replace=False).tolist())
+        words = [w for t in chosen for w in rng.choice(_WORDS[t], size=2).tolist()] + ["the", "a"]
+        rows.append((chosen, " ".join(rng.permutation(words).tolist())))
+    return rows
+
+
+def test_text_regression_end_to_end_keeps_the_lowest_validation_mse(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "scores.tsv"
+    rows = _text_rows(rng, 60)
+    path.write_text("".join(f"{len(t[0]) * 2.5 + rng.normal(0, 0.1):.3f}\t{t[1]}\n" for t in rows))
+    out = tmp_path / "run"
+    argv = ["train", "--task", "text-classification", "--data", str(path), "--data.target", "regression", "--out", str(out),
+            *TEXT, "--epochs", "3", "--train.keep", "best"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"mse", "mae", "r2"}
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [h["val_mse"] for h in history]
+    assert metrics["val_best"] == min(val) and metrics["best_epoch"] == 1 + val.index(min(val))
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["mse"] == pytest.approx(metrics["test"]["mse"], rel=1e-6)
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("5.0\tgoal vote the a\n3 songs by the band\n")
+    assert main(["predict", str(out), str(inputs), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["input"] for r in results] == ["goal vote the a", "3 songs by the band"]  # a number only labels before a tab
+    assert results[0]["label"] == "5.0" and "label" not in results[1] and isinstance(results[1]["value"], float)
+    html = tmp_path / "x.html"
+    assert main(["explain", str(out), str(inputs), "-o", str(html)]) == 0
+    assert f"{results[0]['value']:.6g}" in html.read_text()
+
+
+def test_text_multilabel_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "topics.tsv"
+    path.write_text("".join(f"{','.join(t)}\t{text}\n" for t, text in _text_rows(rng, 90)))
+    out = tmp_path / "run"
+    argv = ["train", "--task", "text-classification", "--data", str(path), "--data.target", "multilabel", "--out", str(out),
+            *TEXT, "--epochs", "3"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"micro_f1", "macro_f1", "map", "threshold"} <= set(metrics["test"])
+    record = json.loads((out / "data.json").read_text())
+    assert record["target"] == "multilabel" and record["class_names"] == ["music", "politics", "sports"]
+    threshold = record["calibration"]["threshold"]
+    assert 0 < threshold < 1 and metrics["test"]["threshold"] == threshold
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["test"]
+    assert again["micro_f1"] == pytest.approx(metrics["test"]["micro_f1"]) and again["threshold"] == threshold
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("music,sports\tsong goal band team\nvote law party\n")
+    assert main(["predict", str(out), str(inputs), "--json", "--top-k", "3"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results[0]["label"] == "music,sports" and "label" not in results[1]
+    for r in results:
+        scores = {t["class"]: t["score"] for t in r["top"]}
+        assert r["labels"] == [n for n in sorted(scores, key=scores.get, reverse=True) if scores[n] >= threshold]
+        assert r["scores"] == [scores[n] for n in r["labels"]]
+    html = tmp_path / "x.html"
+    assert main(["explain", str(out), str(inputs), "-o", str(html)]) == 0
+
+
+def test_class_weights_balanced_end_to_end_and_refused_for_regression(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "skewed.tsv"
+    rows = [("sports" if i % 5 else "music", t) for i, (_, t) in enumerate(_text_rows(rng, 60))]
+    path.write_text("".join(f"{label}\t{text}\n" for label, text in rows))
+    out = tmp_path / "run"
+    assert main(["train", "--task", "text-classification", "--data", str(path), "--train.class_weights", "balanced",
+                 "--out", str(out), *TEXT]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["class_weights"] == "balanced"
+    assert main(["evaluate", str(out)]) == 0
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    assert main(["train", "--task", "text-classification", "--data", str(path), "--data.target", "multilabel",
+                 "--train.class_weights", "balanced", "--out", str(refused), *TEXT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "class_weights" in err and "MultiLabelObjective" in err, err
+    assert not refused.exists()

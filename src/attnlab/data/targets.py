@@ -26,7 +26,8 @@ from torch import Tensor
 from attnlab.data.base import check_fractions, split_counts
 from attnlab.errors import ConfigError, DataError
 
-__all__ = ["TARGETS", "TargetScaler", "check_target", "multi_hot", "parse_label_set", "parse_number", "parse_numbers", "random_split"]
+__all__ = ["TARGETS", "TargetScaler", "check_known", "check_target", "multi_hot", "parse_label_set", "parse_number", "parse_numbers",
+           "random_split", "read_targets", "target_tensor"]
 
 TARGETS = ("class", "regression", "multilabel")
 
@@ -127,3 +128,34 @@ def random_split(n: int, *, seed: int, val_fraction: float, test_fraction: float
     n_val, n_test = split_counts(n, val_fraction, test_fraction)
     parts = (order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test])
     return tuple(np.sort(p).astype(np.int64) for p in parts)
+
+
+def read_targets(target: str, file: Any, labels: Sequence[str], lines: Sequence[int]) -> list[Any]:
+    """A split's label fields read as ``target``: the class name, a float, or a list of names;
+    a bad field is a DataError naming ``file:line`` and the value."""
+    if target == "regression":
+        return parse_numbers(labels, lambda i: f"{file}:{lines[i]}").tolist()
+    if target == "multilabel":
+        return [parse_label_set(label, f"{file}:{line}") for label, line in zip(labels, lines)]
+    return list(labels)
+
+
+def check_known(target: str, file: Any, values: Sequence[Any], lines: Sequence[int], names: Sequence[str]) -> None:
+    """Every class (or label of a set) of a validation / test split occurs in training."""
+    if target == "regression":
+        return
+    known = set(names)
+    for value, line in zip(values, lines):
+        for name in value if target == "multilabel" else [value]:
+            if name not in known:
+                raise DataError(f"{file}:{line}: label {name!r} does not occur in the training file")
+
+
+def target_tensor(target: str, values: Sequence[Any], names: Sequence[str]) -> Tensor:
+    """Class indices (N,) int64, regression values (N,) float32, or multi-hot rows (N, K) float32."""
+    if target == "regression":
+        return torch.tensor(list(values), dtype=torch.float32)
+    if target == "multilabel":
+        return multi_hot(values, names)
+    index = {n: i for i, n in enumerate(names)}
+    return torch.tensor([index[v] for v in values], dtype=torch.long)

@@ -22,7 +22,13 @@ from torch import Tensor, nn
 from attnlab.data.base import path_loader
 from attnlab.data.timeseries import load_timeseries_task
 from attnlab.tasks.base import TaskSpec
-from attnlab.tasks.targets import describe_output, describe_truth, read_outputs, target_of, task_record
+from attnlab.tasks.targets import (
+    describe_output,
+    describe_truth,
+    read_outputs,
+    target_of,
+    task_record,
+)
 
 __all__ = ["SPECS", "series_fields", "series_report_example", "predict_series", "explain_series", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
