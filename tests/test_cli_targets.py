@@ -150,3 +150,137 @@ def test_class_weights_balanced_end_to_end_and_refused_for_regression(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "class_weights" in err and "MultiLabelObjective" in err, err
     assert not refused.exists()
+
+
+def _label_images(root, rng, n=30):
+    """Images whose left half is bright when 'left' is set and right half when 'right' is; a label CSV."""
+    (root / "img").mkdir(parents=True)
+    rows = ["path,left,right"]
+    for i in range(n):
+        left, right = [(1, 0), (0, 1), (1, 1)][i % 3]
+        pixels = rng.integers(0, 60, (8, 8)).astype(np.uint8)
+        pixels[:, :4] += 150 * left
+        pixels[:, 4:] += 150 * right
+        Image.fromarray(pixels).save(root / "img" / f"{i}.png")
+        rows.append(f"img/{i}.png,{left},{right}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv"
+
+
+def test_image_multilabel_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    table = _label_images(tmp_path / "data", rng)
+    out = tmp_path / "run"
+    argv = ["train", "--task", "images", "--data", str(table), "--data.target", "multilabel", "--data.image_size", "[8, 8]",
+            "--model.patch_size", "4", "--model.stem_channels", "0", "--model.dim", "16", "--model.depth", "1",
+            "--model.num_heads", "2", "--train.batch_size", "8", "--train.progress", "false", "--epochs", "2",
+            "--out", str(out)]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"micro_f1", "macro_f1", "map"} <= set(metrics["test"])
+    record = json.loads((out / "data.json").read_text())
+    assert record["class_names"] == ["left", "right"] and "threshold" in record["calibration"]
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["map"] == pytest.approx(metrics["test"]["map"])
+    image = tmp_path / "data" / "img" / "2.png"
+    assert main(["predict", str(out), str(image), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert set(result["labels"]) <= {"left", "right"} and result["threshold"] == record["calibration"]["threshold"]
+    assert all(s >= result["threshold"] for s in result["scores"])
+    html = tmp_path / "x.html"
+    assert main(["explain", str(out), str(image), "-o", str(html)]) == 0
+    assert (out / "report.html").is_file()
+
+
+def _bad_text(tmp_path, name, lines):
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+_GOOD = [f"{v}\tsome words here {i}" for i, v in enumerate([1.5, 2.0, 3.25, 0.5] * 3)]
+
+
+def _case_regression_text_label(tmp):
+    path = _bad_text(tmp, "reg.tsv", _GOOD[:5] + ["high\tnot a number"] + _GOOD[5:])
+    return ["--task", "text-classification", "--data", str(path), "--data.target", "regression"], [f"{path}:6", "'high'"]
+
+
+def _case_regression_nan(tmp):
+    path = _bad_text(tmp, "reg.tsv", _GOOD[:2] + ["nan\tmissing target"] + _GOOD[2:])
+    return ["--task", "text-classification", "--data", str(path), "--data.target", "regression"], [f"{path}:3", "'nan'"]
+
+
+def _case_ucr_regression_nan(tmp):
+    root = tmp / "Level"
+    _series_folder(root, np.random.default_rng(0), n=6)
+    lines = (root / "Level_TEST.tsv").read_text().splitlines()
+    lines[3] = "NaN\t" + lines[3].split("\t", 1)[1]
+    (root / "Level_TEST.tsv").write_text("\n".join(lines) + "\n")
+    return ["--task", "timeseries", "--data", str(root), "--data.target", "regression"], [f"{root / 'Level_TEST.tsv'}:4", "'NaN'"]
+
+
+def _case_multilabel_empty_set(tmp):
+    path = _bad_text(tmp, "ml.tsv", ["a,b\tone", "a\ttwo", ",\tthree", "b\tfour"])
+    return ["--task", "text-classification", "--data", str(path), "--data.target", "multilabel"], [f"{path}:3", "empty label set"]
+
+
+def _case_multilabel_stray_comma(tmp):
+    path = _bad_text(tmp, "ml.tsv", ["a,b\tone", "a,,b\ttwo", "b\tfour"])
+    return ["--task", "text-classification", "--data", str(path), "--data.target", "multilabel"], [f"{path}:2", "'a,,b'"]
+
+
+def _case_label_column_not_binary(tmp):
+    table = _label_images(tmp / "data", np.random.default_rng(5), n=6)
+    lines = table.read_text().splitlines()
+    lines[4] = lines[4].rsplit(",", 1)[0] + ",2"
+    table.write_text("\n".join(lines) + "\n")
+    return ["--task", "images", "--data", str(table), "--data.target", "multilabel"], [f"{table}:5", "'right'", "'2'"]
+
+
+def _case_label_column_nan(tmp):
+    table = _label_images(tmp / "data", np.random.default_rng(5), n=6)
+    lines = table.read_text().splitlines()
+    lines[2] = lines[2].split(",", 1)[0] + ",NaN,1"
+    table.write_text("\n".join(lines) + "\n")
+    return ["--task", "images", "--data", str(table), "--data.target", "multilabel"], [f"{table}:3", "'left'", "'NaN'"]
+
+
+def _case_label_row_empty(tmp):
+    table = _label_images(tmp / "data", np.random.default_rng(5), n=6)
+    lines = table.read_text().splitlines()
+    lines[6] = lines[6].split(",", 1)[0] + ",0,0"
+    table.write_text("\n".join(lines) + "\n")
+    return ["--task", "images", "--data", str(table), "--data.target", "multilabel"], [f"{table}:7", "empty label set"]
+
+
+def _case_label_csv_without_target(tmp):
+    table = _label_images(tmp / "data", np.random.default_rng(5), n=6)
+    return ["--task", "images", "--data", str(table)], [str(table), "--data.target multilabel"]
+
+
+def _case_unknown_target(tmp):
+    path = _bad_text(tmp, "t.tsv", _GOOD)
+    return ["--task", "text-classification", "--data", str(path), "--data.target", "ordinal"], ["--data.target", "'ordinal'"]
+
+
+def _case_timeseries_multilabel(tmp):
+    root = tmp / "Level"
+    _series_folder(root, np.random.default_rng(0), n=6)
+    return ["--task", "timeseries", "--data", str(root), "--data.target", "multilabel"], ["'timeseries'", "multilabel"]
+
+
+BAD = {name[6:]: fn for name, fn in globals().items() if name.startswith("_case_")}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_targets_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsys):
+    argv, culprits = BAD[case](tmp_path)
+    out = tmp_path / "runs" / "should-not-exist"
+    assert main(["train", *argv, "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for culprit in culprits:
+        assert culprit in err, err
+    assert not out.exists()
