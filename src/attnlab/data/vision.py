@@ -28,15 +28,7 @@ from attnlab.data.base import (
     check_fractions,
     per_class_split,
 )
-from attnlab.data.images import (
-    channel_stats,
-    image_to_rgb,
-    is_color,
-    luma,
-    open_image,
-    prepare_image,
-    scale_pixels,
-)
+from attnlab.data.images import channel_stats, image_to_rgb, is_color, luma, open_image, prepare_image, scale_pixels
 from attnlab.data.multilabel_images import load_multilabel_csv
 from attnlab.data.targets import check_target
 from attnlab.errors import ConfigError, DataError

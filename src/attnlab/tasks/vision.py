@@ -25,11 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.base import TaskData, call_with_options, path_loader
-from attnlab.data.vision import (
-    load_digits_task,
-    load_image_folder_task,
-    load_mnist_task,
-)
+from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
 from attnlab.errors import CheckpointError
 from attnlab.tasks.base import InitSupport, Pretrained, TaskSpec
 from attnlab.tasks.targets import (
