@@ -284,3 +284,15 @@ def test_bad_targets_are_one_line_exit_2_and_write_nothing(case, tmp_path, capsy
     for culprit in culprits:
         assert culprit in err, err
     assert not out.exists()
+
+
+def test_regression_drops_the_task_smoothing_default_and_refuses_an_explicit_one(tmp_path, capsys):
+    path = _bad_text(tmp_path, "reg.tsv", _GOOD)
+    out = tmp_path / "run"
+    assert main(["train", "--task", "text-classification", "--data", str(path), "--data.target", "regression",
+                 "--out", str(out), *TEXT, "--epochs", "1"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["objective"]["label_smoothing"] == 0.0
+    capsys.readouterr()
+    assert main(["train", "--task", "text-classification", "--data", str(path), "--data.target", "regression",
+                 "--objective.label_smoothing", "0.1", "--out", str(tmp_path / "no"), *TEXT, "--epochs", "1"]) == 2
+    assert "label_smoothing" in capsys.readouterr().err

@@ -116,6 +116,8 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     merged["train"] = {**defaults.default_train, **(values.get("train") or {})}
     merged["data_options"] = {**defaults.default_data_options, **(values.get("data_options") or {})}
     merged["objective"] = {**defaults.default_objective, **(values.get("objective") or {})}
+    if merged["data_options"].get("target") == "regression" and "label_smoothing" not in (values.get("objective") or {}):
+        merged["objective"].pop("label_smoothing", None)  # a task's smoothing default is for classes, not numbers
     merged["evaluation"] = dict(values.get("evaluation") or {})
     for key in ("data", "report_examples", "init"):
         if values.get(key) is not None:

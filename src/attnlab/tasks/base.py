@@ -9,7 +9,6 @@ See docs/adding-a-task.md.
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,8 +19,6 @@ from attnlab.errors import ConfigError
 from attnlab.training import ClassificationObjective, Objective
 from attnlab.training.multilabel import MultiLabelObjective
 from attnlab.training.regression import RegressionObjective
-
-log = logging.getLogger(__name__)
 
 __all__ = ["TaskSpec", "TaskCommand", "InitSupport", "Pretrained", "CrossEntropyOptions", "NoOptions", "classification_objective"]
 
@@ -48,13 +45,13 @@ class NoOptions:
 def classification_objective(task_data: Any, options: CrossEntropyOptions, evaluation: Any) -> Objective:
     """The objective ``task_data.target`` calls for (`attnlab.data.targets`): single-label
     cross-entropy over ``num_classes`` (accuracy, macro-F1); for "regression" MSE on the
-    standardised target (mse, mae, r2 in its units; label smoothing does not apply and is
-    ignored with a warning); for "multilabel" sigmoid + BCE (micro/macro F1, mAP; label
-    smoothing pulls the 0/1 targets toward 1/2)."""
+    standardised target (mse, mae, r2 in its units; label smoothing does not apply: the run
+    drops a task's default and refuses an explicit value); for "multilabel" sigmoid + BCE
+    (micro/macro F1, mAP; label smoothing pulls the 0/1 targets toward 1/2)."""
     target = getattr(task_data, "target", "class")
     if target == "regression":
         if options.label_smoothing:
-            log.warning("objective.label_smoothing %g does not apply to a regression target; ignored", options.label_smoothing)
+            raise ConfigError(f"--objective.label_smoothing {options.label_smoothing:g} does not apply to a regression target")
         scaler = task_data.info["target_scaler"]
         return RegressionObjective(scaler["mean"], scaler["std"])
     if target == "multilabel":
