@@ -122,7 +122,13 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _result_line(r: dict) -> str:
-    """'input: class (score)'; detections add their box, 'input: class [x0, y0, x1, y1] (score)'."""
+    """'input: class (score)'; detections add their box, 'input: class [x0, y0, x1, y1] (score)';
+    a regression run 'input: value', a multi-label run 'input: a (score), b (score)'."""
+    if "value" in r:
+        return f"{r['input']}: {r['value']:.6g}"
+    if "labels" in r:
+        chosen = ", ".join(f"{n} ({s:.3f})" for n, s in zip(r["labels"], r["scores"]))
+        return f"{r['input']}: " + (chosen or f"no label above {r['threshold']:.3f}")
     if r.get("class") is None:
         return f"{r['input']}: {r.get('note', 'no prediction')}"
     box = r.get("box")

@@ -2,8 +2,10 @@
 
 Run directory layout (rank 0 writes, every file atomically):
     config.yaml        the resolved RunConfig (model config included): rebuilds the run
-    data.json          what inference needs of the data: task, classes, input spec; with
-                       --init, "init": the source path and its weights' SHA-256
+    data.json          what inference needs of the data: task, target kind, classes, input
+                       spec (a regression target's scaler under info); "calibration": what the
+                       objective chose on validation after training (a multi-label threshold);
+                       with --init, "init": the source path and its weights' SHA-256
     init/              with --init: the checkpoint's tokenizer and configs (not its weights), so
                        the run needs SOURCE no more
     model.safetensors  final (best-on-validation) weights, no pickle
@@ -34,6 +36,7 @@ from attnlab.tasks import Pretrained, load_task, task_spec
 from attnlab.tasks.init_run import is_run_directory, open_init, reopen_init, run_model
 from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights, pick_device
 from attnlab.training.checkpoint import atomic_write_text
+from attnlab.training.class_weights import apply_class_weights
 
 __all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "evaluation_trainer", "predict_run", "explain_run",
            "resolve_config", "build_objective", "run_task_command"]
@@ -113,6 +116,8 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     merged["train"] = {**defaults.default_train, **(values.get("train") or {})}
     merged["data_options"] = {**defaults.default_data_options, **(values.get("data_options") or {})}
     merged["objective"] = {**defaults.default_objective, **(values.get("objective") or {})}
+    if merged["data_options"].get("target") == "regression" and "label_smoothing" not in (values.get("objective") or {}):
+        merged["objective"].pop("label_smoothing", None)  # a task's smoothing default is for classes, not numbers
     merged["evaluation"] = dict(values.get("evaluation") or {})
     for key in ("data", "report_examples", "init"):
         if values.get(key) is not None:
@@ -154,8 +159,10 @@ def _reopen_init(config: RunConfig, run_dir: Path) -> Pretrained | None:
 def build_objective(config: RunConfig, task_data):
     """The task's objective with the run's ``objective`` and ``evaluation`` options."""
     spec = task_spec(config.task)
-    return spec.objective(task_data, _options(spec.objective_options, config.objective, "objective"),
-                          _options(spec.evaluation_options, config.evaluation, "eval"))
+    objective = spec.objective(task_data, _options(spec.objective_options, config.objective, "objective"),
+                               _options(spec.evaluation_options, config.evaluation, "eval"))
+    apply_class_weights(objective, config.train.class_weights, task_data.train, task_data.num_classes, task_data.class_names)
+    return objective
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -223,6 +230,11 @@ def train_run(
     if resume is not None:
         trainer.resume()
     summary = trainer.fit()
+    calibration = trainer.calibrate(task_data.val) if task_data.val is not None else None
+    task_data.calibration = calibration
+    if calibration is not None and dist.is_main:  # e.g. a multi-label threshold: predict and evaluate read it back
+        record["calibration"] = calibration
+        _write_json(run_dir / "data.json", record)
     test = trainer.evaluate(task_data.test)
     metrics = {
         "task": config.task, "model": config.model, "test": test, "val_best": summary["best_val"],
@@ -230,6 +242,8 @@ def train_run(
         "parameters": sum(p.numel() for p in model.parameters()), "device": str(trainer.device),
         "precision": trainer.precision, "world_size": dist.world_size, "wall_time_s": time.perf_counter() - start,
     }
+    if calibration is not None:
+        metrics["calibration"] = calibration
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         if config.report_examples > 0 and spec.report_examples is not None:
@@ -247,7 +261,8 @@ def _inputs_only(augment):
 
 def _data_record(task_data) -> dict[str, Any]:
     spec = task_data.spec.to_dict() if getattr(task_data, "spec", None) is not None else None
-    return {"task": task_data.task, "class_names": list(task_data.class_names), "num_classes": task_data.num_classes,
+    return {"task": task_data.task, "target": task_data.target, "class_names": list(task_data.class_names),
+            "num_classes": task_data.num_classes,
             "input_shape": list(task_data.input_shape), "spec": spec, "info": task_data.info,
             "summary": task_data.summary()}
 
@@ -310,11 +325,13 @@ def load_run(run_dir: str | Path, *, device: str = "cpu"):
 
 def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: str = "cpu"):
     """(config, trainer holding the run's model and objective, task data) for scoring a finished run."""
-    config, model, _ = load_run(run_dir)
+    config, model, record = load_run(run_dir)
     if data is not None:
         config.data = data
     task_data = _load_task(config, _reopen_init(config, Path(run_dir)))
     objective = build_objective(config, task_data)
+    if record.get("calibration") and hasattr(objective, "load_calibration"):
+        objective.load_calibration(record["calibration"])  # the threshold chosen on validation at training time
     trainer_cfg = dataclasses.replace(config.train, device=device, progress=False)
     trainer = Trainer(model, objective, task_data.train, None, trainer_cfg, collate_fn=task_data.collate_fn)
     return config, trainer, task_data

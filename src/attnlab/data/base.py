@@ -109,7 +109,10 @@ class TensorPairDataset(Dataset):
     (optional) records where each item sits in the source data (row of the raw arrays, or
     position in the sorted file list), so a prediction can be traced back to its input.
 
-    Shape: x (N, ...) float32, y (N,) int64, indices (N,) int64.
+    ``float_targets``: keep ``y`` as float32 (a regression value (N,) or multi-hot labels
+    (N, K)) instead of class indices.
+
+    Shape: x (N, ...) float32, y (N,) int64 (or float32 (N,) / (N, K)), indices (N,) int64.
     """
 
     def __init__(
@@ -119,13 +122,14 @@ class TensorPairDataset(Dataset):
         *,
         augment: Callable[[Tensor], Tensor] | None = None,
         indices: Tensor | None = None,
+        float_targets: bool = False,
     ):
         if len(x) != len(y):
             raise DataError(f"x and y have different lengths: {len(x)} inputs vs {len(y)} labels")
         if indices is not None and len(indices) != len(x):
             raise DataError(f"indices has {len(indices)} entries for {len(x)} items")
         self.x = x
-        self.y = y.long()
+        self.y = y.float() if float_targets else y.long()
         self.augment = augment
         self.indices = indices
 
@@ -159,6 +163,11 @@ class TaskData:
     input_shape: tuple[int, ...]
     metric: str = "accuracy"
     spec: ImageSpec | None = None
+    # What y means (`attnlab.data.targets`): "class" (an index), "regression" (a number in the
+    # target's units, (N,) float) or "multilabel" (a 0/1 row over class_names, (N, K) float).
+    target: str = "class"
+    # What the objective chose on validation after training (a multi-label threshold); the run sets it.
+    calibration: dict | None = None
     batch_augment: Callable[[Tensor], Tensor] | None = None
     # Non-vision task families: how to batch items, and JSON-ready facts inference needs
     # (vocabulary size, tokenizer file, sequence length...), saved in the run's data.json.
@@ -185,6 +194,7 @@ class TaskData:
             "class_names": list(self.class_names),
             "input_shape": list(self.input_shape),
             "metric": self.metric,
+            "target": self.target,
             "augment": None if self.batch_augment is None else repr(self.batch_augment),
         }
 

@@ -8,6 +8,9 @@ Formats a user brings (``--data PATH``):
   they are); or a folder holding such files whose names contain ``train`` and optionally
   ``dev``/``val`` and ``test``. Missing splits are cut from train (``val_fraction``,
   ``test_fraction``, stratified by label).
+  ``--data.target regression``: the label is a number (``3.5<TAB>text``); ``multilabel``: the
+  label is a comma-separated set (``sports,politics<TAB>text``; in a CSV, quote it). Neither is
+  guessed from the labels. Missing splits are then cut at random, not per class.
 - ``language-model``: one text file (plain or ``.gz``); the first 90% trains and the last
   10% is the validation and test split (nanoGPT's split of tinyshakespeare).
 
@@ -31,6 +34,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnlab.data.base import TaskData, check_fractions, per_class_split, require_data
+from attnlab.data.targets import (
+    TARGETS,
+    TargetScaler,
+    check_known,
+    check_target,
+    random_split,
+    read_targets,
+    target_tensor,
+)
 from attnlab.data.tokenizers import BOS_ID, PAD_ID, train_tokenizer
 from attnlab.errors import ConfigError, DataError
 
@@ -133,9 +145,10 @@ def _class_order(labels: Sequence[str]) -> list[str]:
 class TokenClassificationDataset(Dataset):
     """Token id lists with labels; items ``(ids (n,) int64, label)``, padded by ``classification_collate``."""
 
-    def __init__(self, ids: list[list[int]], labels: Sequence[int], texts: Sequence[str] | None = None):
+    def __init__(self, ids: list[list[int]], labels: Sequence[int] | Tensor, texts: Sequence[str] | None = None):
         self.ids = [torch.tensor(i, dtype=torch.long) for i in ids]
-        self.y = torch.tensor(list(labels), dtype=torch.long)
+        # class indices (N,), or a float target tensor: regression (N,), multi-hot (N, K)
+        self.y = labels if isinstance(labels, Tensor) else torch.tensor(list(labels), dtype=torch.long)
         self.texts = list(texts) if texts is not None else None
 
     def __len__(self) -> int:
@@ -178,11 +191,12 @@ def _collate_padded(pad_id: int):
 def load_text_classification(
     data: str | None, *, seed: int, tokenizer: str = "bpe", vocab_size: int = 8000, lowercase: bool = False,
     min_frequency: int | None = None, max_length: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
-    pretrained_tokenizer=None,
+    pretrained_tokenizer=None, target: str = "class",
 ) -> TaskData:
     """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's (or the source run's)
     tokenizer replaces the trained one; ``max_length`` then defaults to the checkpoint's
-    positions (else 128)."""
+    positions (else 128). ``target``: "class", "regression" (the label is a number) or
+    "multilabel" (comma-separated label names), see the module docstring."""
     if pretrained_tokenizer is not None:
         if (tokenizer, vocab_size, lowercase, min_frequency) != ("bpe", 8000, False, None):
             raise ConfigError("--data.tokenizer / vocab_size / lowercase / min_frequency do not apply with --init: "
@@ -192,42 +206,46 @@ def load_text_classification(
             raise ConfigError(f"--data.max_length must be in [3, {limit}] (the checkpoint's positions), got {max_length}")
         max_length = max_length or limit
     max_length = max_length or 128
+    target = check_target(target, "text-classification", TARGETS)
     path = Path(require_data("text-classification", data, "a label<TAB>text file or a folder with train/dev/test files"))
     files = _split_files(path) if path.is_dir() else {"train": path}
     parts = {split: read_labelled(f) for split, f in files.items()}
-    train_texts, train_labels, _ = parts["train"]
-    class_names = _class_order(train_labels)
-    index = {c: i for i, c in enumerate(class_names)}
-    for split, (_, labels, numbers) in parts.items():
-        for label, number in zip(labels, numbers):
-            if label not in index:
-                raise DataError(f"{files[split]}:{number}: label {label!r} does not occur in the training file")
-    y_train = np.array([index[c] for c in train_labels])
+    texts = {split: p[0] for split, p in parts.items()}
+    values = {split: read_targets(target, files[split], p[1], p[2]) for split, p in parts.items()}
+    class_names = _class_order(values["train"]) if target == "class" else \
+        ["target"] if target == "regression" else sorted({n for v in values["train"] for n in v})
+    for split in parts:
+        check_known(target, files[split], values[split], parts[split][2], class_names)
     missing = [s for s in ("val", "test") if s not in parts]
-    if missing:  # cut the missing splits from train, per class
-        check_fractions(val_fraction if "val" in missing else 0.0, test_fraction if "test" in missing else 0.0)
-        tr, va, te = per_class_split(y_train, seed=seed, val_fraction=val_fraction if "val" in missing else 0.0,
-                                     test_fraction=test_fraction if "test" in missing else 0.0)
-        texts = np.array(train_texts, dtype=object)
-        if "val" in missing:
-            parts["val"] = (list(texts[va]), [class_names[i] for i in y_train[va]], [])
-        if "test" in missing:
-            parts["test"] = (list(texts[te]), [class_names[i] for i in y_train[te]], [])
-        parts["train"] = (list(texts[tr]), [class_names[i] for i in y_train[tr]], [])
+    if missing:  # cut the missing splits from train (per class for class targets)
+        fractions = {"val_fraction": val_fraction if "val" in missing else 0.0,
+                     "test_fraction": test_fraction if "test" in missing else 0.0}
+        check_fractions(*fractions.values())
+        if target == "class":
+            order = {c: i for i, c in enumerate(class_names)}
+            cut = per_class_split(np.array([order[c] for c in values["train"]]), seed=seed, **fractions)
+        else:
+            cut = random_split(len(values["train"]), seed=seed, **fractions)
+        all_texts, all_values = texts["train"], values["train"]
+        for split, idx in zip(("train", "val", "test"), cut):
+            if split == "train" or split in missing:
+                texts[split], values[split] = [all_texts[i] for i in idx], [all_values[i] for i in idx]
     if pretrained_tokenizer is not None:
         tok = pretrained_tokenizer
     else:
-        tok = train_tokenizer(tokenizer, parts["train"][0], vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
-    sets = {}
-    for split, (texts, labels, _) in parts.items():
-        sets[split] = TokenClassificationDataset(encode_for_classification(tok, texts, max_length),
-                                                 [index[c] for c in labels], texts)
+        tok = train_tokenizer(tokenizer, texts["train"], vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
+    sets = {split: TokenClassificationDataset(encode_for_classification(tok, texts[split], max_length),
+                                              target_tensor(target, values[split], class_names), texts[split])
+            for split in texts}
+    info = {"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "max_length": max_length,
+            "files": {k: str(v) for k, v in files.items()}, "target": target}
+    if target == "regression":  # fitted on the training split only
+        info["target_scaler"] = TargetScaler.fit(sets["train"].y.numpy()).to_dict()
     task = TaskData(
         task="text-classification", train=sets["train"], val=sets["val"], test=sets["test"],
         num_classes=len(class_names), class_names=class_names, input_shape=(max_length,),
         collate_fn=_collate_padded(tok.pad_id) if hasattr(tok, "pad_id") else classification_collate,
-        info={"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "max_length": max_length,
-              "files": {k: str(v) for k, v in files.items()}},
+        info=info, target=target, metric={"class": "accuracy", "regression": "mse", "multilabel": "map"}[target],
     )
     task.files = {"tokenizer.json": tok.to_json()}
     return task

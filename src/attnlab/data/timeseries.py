@@ -21,7 +21,12 @@ set itself, evaluated unaugmented: it only monitors the fit, and the task trains
 whole train split). ``val_fraction > 0`` carves a stratified validation split from TRAIN,
 deterministic in ``seed``.
 
-Shape: every item is (C, T) float32; labels int64 in 0..K-1.
+Regression (``target="regression"``, `attnlab.data.targets`): the label is a number in its own
+units instead of a class (never guessed: UCR class labels are numbers too). A label that is not
+a finite number is a `DataError` naming the file and line (``.npz``: the array and index). The
+validation split, when held out, is drawn at random rather than per class.
+
+Shape: every item is (C, T) float32; labels int64 in 0..K-1 (regression: float32 values).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 from torch import Tensor
 
 from attnlab.data.base import TaskData, TensorPairDataset, per_class_split
+from attnlab.data.targets import TargetScaler, check_target, parse_numbers, random_split
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -289,6 +295,20 @@ def _read_npz(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]
     return out[0], out[1], out[2], out[3]
 
 
+def _target_values(path: Path, fmt: str, split: str, labels: list[str]) -> np.ndarray:
+    """A split's labels as regression targets (N,) float64; a bad one names its file and line."""
+
+    def where(i: int) -> str:
+        if fmt == "npz":
+            return f"{path}: y_{split}[{i}]"
+        file = _ucr_pair(path)[0 if split == "train" else 1]
+        with open(file, encoding="utf-8") as f:
+            rows = [n for n, line in enumerate(f, start=1) if line.strip()]
+        return f"{file}:{rows[i]}"
+
+    return parse_numbers(labels, where)
+
+
 def _read_source(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str], str]:
     if path.is_dir():
         train_file, test_file = _ucr_pair(path)
@@ -311,6 +331,7 @@ def load_timeseries_task(
     jitter: float = 0.0,
     scale: float = 0.0,
     max_shift: int = 0,
+    target: str = "class",
 ) -> TaskData:
     """A UCR folder (or ``.npz``) as a classification task; TEST is the test split.
 
@@ -318,7 +339,8 @@ def load_timeseries_task(
     shuffled by ``seed``); 0 (default) holds nothing out and validates on the training set
     (see the module docstring). ``normalize``: "zscore" per series, or "none".
     ``jitter`` / ``scale`` / ``max_shift``: `SeriesAugment` strengths (0 = off), applied to
-    training batches as `TaskData.batch_augment`.
+    training batches as `TaskData.batch_augment`. ``target``: "class" or "regression" (the
+    label is a number; see the module docstring).
     """
     path = Path(path)
     if not path.exists():
@@ -327,39 +349,48 @@ def load_timeseries_task(
         raise ConfigError(f"timeseries option normalize must be one of {list(NORMALIZATIONS)}, got {normalize!r}")
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"timeseries option val_fraction must be in [0, 1), got {val_fraction}")
+    regression = check_target(target, "timeseries", ("class", "regression")) == "regression"
     x_train, y_train, x_test, y_test, fmt = _read_source(path)
-    names = label_names(y_train)
-    if len(names) < 2:
-        raise DataError(f"{path}: the training split has a single class ({names}); classification needs two")
-    unseen = sorted(set(y_test) - set(names))
-    if unseen:
-        raise DataError(f"{path}: test labels {unseen} never occur in the training split (classes {names})")
-    index = {n: i for i, n in enumerate(names)}
-    ytr = torch.tensor([index[v] for v in y_train], dtype=torch.long)
-    yte = torch.tensor([index[v] for v in y_test], dtype=torch.long)
+    if regression:
+        names = ["target"]
+        ytr, yte = (torch.from_numpy(_target_values(path, fmt, split, y)).float() for split, y in (("train", y_train), ("test", y_test)))
+    else:
+        names = label_names(y_train)
+        if len(names) < 2:
+            raise DataError(f"{path}: the training split has a single class ({names}); classification needs two")
+        unseen = sorted(set(y_test) - set(names))
+        if unseen:
+            raise DataError(f"{path}: test labels {unseen} never occur in the training split (classes {names})")
+        index = {n: i for i, n in enumerate(names)}
+        ytr = torch.tensor([index[v] for v in y_train], dtype=torch.long)
+        yte = torch.tensor([index[v] for v in y_test], dtype=torch.long)
     xtr, xte = normalize_series(x_train, normalize), normalize_series(x_test, normalize)  # (N, C, T)
     n_channels, length = xtr.shape[1], xtr.shape[2]
 
     if val_fraction > 0:
-        train_idx, val_idx, _ = per_class_split(ytr.numpy(), seed=seed, val_fraction=val_fraction, test_fraction=0.0)
-        train_idx, val_idx = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
-        train = TensorPairDataset(xtr[train_idx], ytr[train_idx], indices=train_idx)
-        val = TensorPairDataset(xtr[val_idx], ytr[val_idx], indices=val_idx)
-        validation = f"{len(val_idx)} series held out of TRAIN (stratified, seed {seed})"
+        split = random_split(len(ytr), seed=seed, val_fraction=val_fraction, test_fraction=0.0) if regression else \
+            per_class_split(ytr.numpy(), seed=seed, val_fraction=val_fraction, test_fraction=0.0)
+        train_idx, val_idx = torch.from_numpy(split[0]), torch.from_numpy(split[1])
+        train = TensorPairDataset(xtr[train_idx], ytr[train_idx], indices=train_idx, float_targets=regression)
+        val = TensorPairDataset(xtr[val_idx], ytr[val_idx], indices=val_idx, float_targets=regression)
+        validation = f"{len(val_idx)} series held out of TRAIN ({'random' if regression else 'stratified'}, seed {seed})"
     else:
         all_idx = torch.arange(len(ytr))
-        train = TensorPairDataset(xtr, ytr, indices=all_idx)
-        val = TensorPairDataset(xtr, ytr, indices=all_idx)  # monitoring only: see the module docstring
+        train = TensorPairDataset(xtr, ytr, indices=all_idx, float_targets=regression)
+        val = TensorPairDataset(xtr, ytr, indices=all_idx, float_targets=regression)  # monitoring only: see the module docstring
         validation = "none held out: the val split is the training set (monitoring only)"
-    test = TensorPairDataset(xte, yte, indices=torch.arange(len(yte)))
+    test = TensorPairDataset(xte, yte, indices=torch.arange(len(yte)), float_targets=regression)
     augment = SeriesAugment(jitter=jitter, scale=scale, max_shift=max_shift)
     info: dict[str, Any] = {
         "format": fmt, "source": str(path), "name": path.stem if fmt == "npz" else path.name,
         "length": int(length), "channels": int(n_channels), "normalize": normalize,
-        "label_names": list(names), "validation": validation,
+        "label_names": list(names), "validation": validation, "target": target,
         "augment": {"jitter": augment.jitter, "scale": augment.scale, "max_shift": augment.max_shift},
     }
+    if regression:  # fitted on the training split only
+        info["target_scaler"] = TargetScaler.fit(train.y.numpy()).to_dict()
     data = TaskData("timeseries", train, val, test, num_classes=len(names), class_names=list(names),
-                    input_shape=(n_channels, length), batch_augment=augment if augment.active else None, info=info)  # fmt: skip
+                    input_shape=(n_channels, length), batch_augment=augment if augment.active else None, info=info,
+                    target=target, metric="mse" if regression else "accuracy")  # fmt: skip
     logger.info("loaded timeseries %s: %s", info["name"], data.summary())
     return data

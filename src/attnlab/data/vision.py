@@ -29,6 +29,8 @@ from attnlab.data.base import (
     per_class_split,
 )
 from attnlab.data.images import channel_stats, image_to_rgb, is_color, luma, open_image, prepare_image, scale_pixels
+from attnlab.data.multilabel_images import load_multilabel_csv
+from attnlab.data.targets import check_target
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -219,14 +221,20 @@ def load_image_folder_task(
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    target: str = "class",
 ) -> TaskData:
     """Images in ``root/<class>/*.png|jpg|jpeg|bmp``; class names are the sorted folder names.
+    ``target="multilabel"``: ``root`` is instead a CSV of label columns
+    (`attnlab.data.multilabel_images`).
 
     Each image is converted to RGB, resized bilinearly to ``image_size`` (H, W), then reduced
     to luma if ``channels`` is 1 (default: 3 if any image is colour, else 1). Each class is
     split by ``seed``; pixels /255 are normalised with the train split's per-channel stats.
     """
     check_fractions(val_fraction, test_fraction)
+    if check_target(target, "images", ("class", "multilabel")) == "multilabel":
+        return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
+                                   test_fraction=test_fraction)
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
     height, width = (int(s) for s in image_size)
@@ -236,7 +244,8 @@ def load_image_folder_task(
     if not root.exists():
         raise DataError(f"image folder not found: {root}")
     if not root.is_dir():
-        raise DataError(f"{root} is a file; expected a folder of class folders (root/<class>/*.png)")
+        hint = "; a CSV of label columns is multi-label data: add --data.target multilabel" if root.suffix.lower() == ".csv" else ""
+        raise DataError(f"{root} is a file; expected a folder of class folders (root/<class>/*.png){hint}")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         loose = any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())

@@ -17,6 +17,8 @@ from torch import nn
 
 from attnlab.errors import ConfigError
 from attnlab.training import ClassificationObjective, Objective
+from attnlab.training.multilabel import MultiLabelObjective
+from attnlab.training.regression import RegressionObjective
 
 __all__ = ["TaskSpec", "TaskCommand", "InitSupport", "Pretrained", "CrossEntropyOptions", "NoOptions", "classification_objective"]
 
@@ -41,7 +43,19 @@ class NoOptions:
 
 
 def classification_objective(task_data: Any, options: CrossEntropyOptions, evaluation: Any) -> Objective:
-    """Single-label cross-entropy over ``task_data.num_classes``; accuracy and macro-F1."""
+    """The objective ``task_data.target`` calls for (`attnlab.data.targets`): single-label
+    cross-entropy over ``num_classes`` (accuracy, macro-F1); for "regression" MSE on the
+    standardised target (mse, mae, r2 in its units; label smoothing does not apply: the run
+    drops a task's default and refuses an explicit value); for "multilabel" sigmoid + BCE
+    (micro/macro F1, mAP; label smoothing pulls the 0/1 targets toward 1/2)."""
+    target = getattr(task_data, "target", "class")
+    if target == "regression":
+        if options.label_smoothing:
+            raise ConfigError(f"--objective.label_smoothing {options.label_smoothing:g} does not apply to a regression target")
+        scaler = task_data.info["target_scaler"]
+        return RegressionObjective(scaler["mean"], scaler["std"])
+    if target == "multilabel":
+        return MultiLabelObjective(task_data.num_classes, label_smoothing=options.label_smoothing)
     return ClassificationObjective(task_data.num_classes, label_smoothing=options.label_smoothing)
 
 

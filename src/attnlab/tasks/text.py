@@ -11,13 +11,18 @@ seen in training; ``--data.min_frequency 2`` drops the rare ones), or byte-level
 WordPiece tokenizer (`attnlab.data.wordpiece`), its pooling, a new head and BERT's
 fine-tuning defaults (``FINETUNE_TRAIN``); docs/interop.md.
 
+``--data.target regression`` / ``multilabel`` (`attnlab.data.text`) train on a numeric target
+or on label sets instead (`attnlab.tasks.targets` reads the outputs).
+
 Predict / explain inputs: a text file, one text per line. A line whose first field (before
-a tab, comma in a ``.csv``, or the first space) is one of the run's class names is read as
+a tab, comma in a ``.csv``, or the first space) is one of the run's class names (multi-label:
+a comma-separated set of them; regression: a number before a tab or CSV comma) is read as
 ``label text`` and its label is reported beside the prediction.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +32,13 @@ from torch import Tensor, nn
 from attnlab.data.text import encode_for_classification, load_text_classification
 from attnlab.data.tokenizers import load_tokenizer
 from attnlab.tasks.base import InitSupport, Pretrained, TaskSpec
+from attnlab.tasks.targets import (
+    describe_output,
+    describe_truth,
+    read_outputs,
+    target_of,
+    task_record,
+)
 
 __all__ = ["SPECS", "token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN",
            "FINETUNE_TRAIN", "open_text_checkpoint", "reopen_text_checkpoint"]
@@ -69,39 +81,54 @@ def text_fields(task_data) -> dict[str, Any]:
     return {"vocab_size": info["vocab_size"], "num_classes": task_data.num_classes, "max_length": info["max_length"]}
 
 
-def _classify(model: nn.Module, ids: list[int], class_names: Sequence[str]) -> tuple[int, Tensor]:
+def _logits(model: nn.Module, ids: list[int]) -> Tensor:
+    """The model's raw output for one text. Shape: -> (K,)."""
     device = next(model.parameters()).device
     with torch.no_grad():
-        probs = torch.softmax(model(torch.tensor([ids], device=device)).float(), dim=-1)[0].cpu()
-    return int(probs.argmax()), probs
+        return model(torch.tensor([ids], device=device)).float()[0].cpu()
 
 
-def _example(model: nn.Module, tokenizer, ids: list[int], class_names: Sequence[str], label: str | None, title: str) -> Any:
-    pred, probs = _classify(model, ids, class_names)
+def _example(model: nn.Module, tokenizer, ids: list[int], record: dict[str, Any], label: str | None, title: str) -> Any:
     return token_report_example(
         model, (torch.tensor([ids]),), tokens=tokenizer.token_strings(ids), label=label, title=title,
-        prediction=f"{class_names[pred]} ({float(probs[pred]):.2f})", prefix=int(getattr(model, "num_prefix_tokens", 0)),
+        prediction=describe_output(record, _logits(model, ids)), prefix=int(getattr(model, "num_prefix_tokens", 0)),
     )
 
 
 def _report(model: nn.Module, task_data, count: int) -> list:
     tokenizer = load_tokenizer(task_data.info["tokenizer"])
-    test = task_data.test
-    return [_example(model, tokenizer, test.ids[i].tolist(), task_data.class_names, task_data.class_names[int(test.y[i])],
+    test, record = task_data.test, task_record(task_data)
+    return [_example(model, tokenizer, test.ids[i].tolist(), record, describe_truth(record, test.y[i]),
                      f"test #{i}: {test.texts[i][:60]}") for i in range(min(count, len(test)))]
 
 
-def read_text_inputs(item: str, class_names: Sequence[str]) -> list[tuple[str, str | None]]:
+def _known_label(field: str, known: set[str], target: str, has_separator: bool) -> bool:
+    """Whether a line's first field is its label: a class name; a set of known names; or (for
+    regression, and only before a tab or CSV comma, since a text may begin with a number) a number."""
+    if target == "multilabel":
+        names = [n.strip() for n in field.split(",")]
+        return all(n in known for n in names)
+    if target == "regression":
+        try:
+            return has_separator and math.isfinite(float(field))
+        except ValueError:
+            return False
+    return field in known
+
+
+def read_text_inputs(item: str, class_names: Sequence[str], *, target: str = "class") -> list[tuple[str, str | None]]:
     """(text, label or None) per non-blank line of a file; see the module docstring."""
     from attnlab.data.text import parse_labelled_line, read_lines
 
     known = set(class_names)
+    is_csv = item.lower().endswith(".csv")
     rows = []
     for line in read_lines(item):
         if not line.strip():
             continue
-        parsed = parse_labelled_line(line, csv_format=item.lower().endswith(".csv"))
-        rows.append((parsed[1], parsed[0]) if parsed is not None and parsed[0] in known else (line.strip(), None))
+        parsed = parse_labelled_line(line, csv_format=is_csv)
+        labelled = parsed is not None and _known_label(parsed[0], known, target, is_csv or "\t" in line)
+        rows.append((parsed[1], parsed[0]) if labelled else (line.strip(), None))
     return rows
 
 
@@ -110,18 +137,16 @@ def _max_length(record: dict[str, Any]) -> int:
 
 
 def predict_text(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
-    """One result per line: {"input", "class", "score", "top"} (+ "label" when the line has one)."""
+    """One result per line: {"input", "class", "score", "top"}; a regression run {"input", "value"}
+    (the target's units), a multi-label run {"input", "labels", "scores", "threshold", "top"};
+    + "label" when the line has one."""
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
-    names = record["class_names"]
     model.eval()
     results = []
     for item in inputs:
-        for text, label in read_text_inputs(item, names):
+        for text, label in read_text_inputs(item, record["class_names"], target=target_of(record)):
             ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
-            _, probs = _classify(model, ids, names)
-            scores, classes = probs.topk(min(top_k, len(names)))
-            result: dict[str, Any] = {"input": text, "class": names[int(classes[0])], "score": float(scores[0]),
-                                      "top": [{"class": names[int(c)], "score": float(s)} for s, c in zip(scores, classes)]}
+            result = {"input": text, **read_outputs(record, _logits(model, ids)[None], top_k)[0]}
             if label is not None:
                 result["label"] = label
             results.append(result)
@@ -133,12 +158,12 @@ def explain_text(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     from attnlab.errors import DataError
 
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
-    rows = read_text_inputs(item, record["class_names"])
+    rows = read_text_inputs(item, record["class_names"], target=target_of(record))
     if not rows:
         raise DataError(f"{item}: no text to explain")
     text, label = rows[0]
     ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
-    return _example(model, tokenizer, ids, record["class_names"], label, Path(item).name)
+    return _example(model, tokenizer, ids, record, label, Path(item).name)
 
 
 # --init SOURCE: fine-tuning a pretrained BERT-family encoder, with the settings of Devlin et al.
@@ -208,7 +233,8 @@ def text_from_run(source: Path) -> Pretrained:
 SPECS = (
     TaskSpec(
         name="text-classification", load=load_text_classification, models=("text-transformer",),
-        description="text classification: label<TAB>text file(s), CSV, or a train/dev/test folder (SST-2, TREC)",
+        description="text classification (--data.target regression | multilabel for numbers or label sets): "
+                    "label<TAB>text file(s), CSV, or a train/dev/test folder (SST-2, TREC)",
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         default_objective=DEFAULT_OBJECTIVE,
         model_fields=text_fields, report_examples=_report, predict=predict_text, explain_example=explain_text,

@@ -1,7 +1,8 @@
 """Time-series classification task family: ``--task timeseries --data <UCR folder or .npz>``.
 
 Data: `attnlab.data.timeseries` (UCR ``<Name>_TRAIN.tsv`` / ``<Name>_TEST.tsv``, per-series
-z-normalisation). Model: ``ts-transformer`` (`attnlab.models.timeseries`). What predict needs
+z-normalisation). ``--data.target regression`` reads each label as a number to predict
+(MSE; mse / mae / r2 in the target's units; predict prints values in those units). Model: ``ts-transformer`` (`attnlab.models.timeseries`). What predict needs
 of the data (series length, channels, the normalisation rule, the label names) is saved in
 the run's ``data.json`` under ``info``.
 
@@ -21,6 +22,13 @@ from torch import Tensor, nn
 from attnlab.data.base import path_loader
 from attnlab.data.timeseries import load_timeseries_task
 from attnlab.tasks.base import TaskSpec
+from attnlab.tasks.targets import (
+    describe_output,
+    describe_truth,
+    read_outputs,
+    target_of,
+    task_record,
+)
 
 __all__ = ["SPECS", "series_fields", "series_report_example", "predict_series", "explain_series", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
@@ -46,31 +54,38 @@ def _token_names(model: nn.Module) -> list[str]:
 
 
 def series_report_example(
-    model: nn.Module, x: Tensor, *, class_names: Sequence[str], label: int | None = None, title: str = ""
+    model: nn.Module, x: Tensor, *, class_names: Sequence[str], label: int | Tensor | str | None = None, title: str = "",
+    record: dict[str, Any] | None = None,
 ) -> Any:
-    """One series (C, T) through the model: a ``ReportExample`` of kind "series" (channel 0 shown)."""
+    """One series (C, T) through the model: a ``ReportExample`` of kind "series" (channel 0 shown).
+
+    ``record`` (a run's data.json): how to read the output (`attnlab.tasks.targets`: a class, or
+    a regression value in the target's units); without one the output is a class. ``label``: a
+    class index or target tensor (read as the record says), or text shown as it is.
+    """
     from attnlab.explain.capture import capture
     from attnlab.explain.report import ReportExample
 
     device = next(model.parameters()).device
     model.eval()
     maps = capture(model, x[None].to(device), device="cpu")
-    probs = torch.softmax(maps.output.float(), dim=-1)[0].cpu()
-    pred = int(probs.argmax())
+    record = record or {"class_names": list(class_names)}
+    truth = label if label is None or isinstance(label, str) else describe_truth(record, torch.as_tensor(label))
     return ReportExample(
         title=title or "series", kind="series", input=x[0].detach().float().cpu().numpy(),
         maps=[m[0].float().numpy() for m in maps.maps], layer_names=list(maps.names), tokens=_token_names(model),
-        prediction=f"{class_names[pred]} ({float(probs[pred]):.2f})",
-        label=None if label is None else class_names[label],
+        prediction=describe_output(record, maps.output[0]), label=truth,
         num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0)),
     )
 
 
 def _report(model: nn.Module, task_data, count: int) -> list:
     examples = []
+    record = task_record(task_data)
     for i in range(min(count, len(task_data.test))):
         x, y = task_data.test[i]
-        examples.append(series_report_example(model, x, class_names=task_data.class_names, label=int(y), title=f"test #{i}"))
+        examples.append(series_report_example(model, x, class_names=task_data.class_names, label=y, title=f"test #{i}",
+                                              record=record))
     return examples
 
 
@@ -83,21 +98,17 @@ def _load_inputs(record: dict[str, Any], item: str):
 
 
 def predict_series(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
-    """One result per series: {"input", "class", "score", "top"} (+ "label" when the file has one)."""
+    """One result per series: {"input", "class", "score", "top"}, or {"input", "value"} for a
+    regression run (in the target's units); + "label" when the file has one."""
     device = next(model.parameters()).device
-    names_k = record["class_names"]
     results = []
     model.eval()
     for item in inputs:
         x, labels, names = _load_inputs(record, item)
         with torch.no_grad():
-            probs = torch.cat([torch.softmax(model(b.to(device)).float(), dim=-1).cpu() for b in x.split(256)])  # (N, K)
-        scores, classes = probs.topk(min(top_k, probs.shape[1]), dim=-1)
-        for name, label, s, c in zip(names, labels, scores, classes):
-            result: dict[str, Any] = {
-                "input": name, "class": names_k[int(c[0])], "score": float(s[0]),
-                "top": [{"class": names_k[int(ci)], "score": float(si)} for si, ci in zip(s, c)],
-            }
+            logits = torch.cat([model(b.to(device)).float().cpu() for b in x.split(256)])  # (N, K)
+        for name, label, result in zip(names, labels, read_outputs(record, logits, top_k)):
+            result = {"input": name, **result}
             if label is not None:
                 result["label"] = label
             results.append(result)
@@ -110,8 +121,11 @@ def explain_series(model: nn.Module, record: dict[str, Any], item: str) -> Any:
 
     x, labels, names = _load_inputs(record, item)
     names_k = list(record["class_names"])
-    label = names_k.index(labels[0]) if labels[0] in names_k else None
-    return series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name)
+    if target_of(record) == "class":
+        label = names_k.index(labels[0]) if labels[0] in names_k else None
+    else:
+        label = labels[0]  # a regression target as the file spells it
+    return series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name, record=record)
 
 
 load_timeseries = path_loader("timeseries", load_timeseries_task,
@@ -121,7 +135,8 @@ load_timeseries = path_loader("timeseries", load_timeseries_task,
 SPECS = (
     TaskSpec(
         name="timeseries", load=load_timeseries, models=("ts-transformer",),
-        description="time-series classification: a UCR folder (<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz",
+        description="time-series classification (or regression: --data.target regression): a UCR folder "
+                    "(<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz",
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         model_fields=series_fields, report_examples=_report, predict=predict_series, explain_example=explain_series,
     ),

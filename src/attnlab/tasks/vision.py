@@ -1,7 +1,9 @@
 """Image classification task families: digits (built in), mnist (.npz), images (a folder).
 
 Models: ``vit-tiny`` / ``vit-small`` (Dosovitskiy et al. 2021, `attnlab.models.vit`) and
-``hybrid-cnn`` (`attnlab.models.hybrid`).
+``hybrid-cnn`` (`attnlab.models.hybrid`). ``images`` with ``--data.target multilabel`` reads
+a CSV of label columns instead (`attnlab.data.multilabel_images`): sigmoid + BCE, and predict
+returns the labels above the threshold chosen on validation (`attnlab.tasks.targets`).
 
 ``--init SOURCE`` fine-tunes a ViT instead: a Hugging Face ViT ``save_pretrained`` directory
 (`open_vit_checkpoint`) or an earlier attnlab run of a ViT (`vit_from_run`). The position table
@@ -26,6 +28,13 @@ from attnlab.data.base import TaskData, call_with_options, path_loader
 from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
 from attnlab.errors import CheckpointError
 from attnlab.tasks.base import InitSupport, Pretrained, TaskSpec
+from attnlab.tasks.targets import (
+    describe_output,
+    describe_truth,
+    read_outputs,
+    target_of,
+    task_record,
+)
 
 __all__ = ["SPECS", "image_fields", "predict_images", "adapt_input_conv", "open_vit_checkpoint", "reopen_vit_checkpoint",
            "vit_from_run", "FINETUNE_TRAIN"]
@@ -41,9 +50,26 @@ def image_fields(task_data) -> dict[str, Any]:
 
 
 def _report(model: nn.Module, task_data, count: int) -> list:
-    from attnlab.explain.examples import vision_examples
+    from attnlab.explain.examples import image_example, vision_examples
 
-    return vision_examples(model, task_data, count)
+    if task_data.target == "class":
+        return vision_examples(model, task_data, count)
+    record, examples = task_record(task_data), []
+    for i in range(min(count, len(task_data.test))):
+        x, y = task_data.test[i]
+        example = image_example(model, x, class_names=task_data.class_names, spec=task_data.spec, title=f"test #{i}")
+        examples.append(_read_as_target(example, model, x, record, describe_truth(record, y)))
+    return examples
+
+
+def _read_as_target(example: Any, model: nn.Module, x: Tensor, record: dict[str, Any], label: str | None = None) -> Any:
+    """An example's prediction (and label) as the run's target kind reads them (multi-label: the label set)."""
+    if target_of(record) == "class":
+        return example
+    with torch.no_grad():
+        logits = model(x[None].to(next(model.parameters()).device)).float()[0]  # (K,)
+    example.prediction, example.label = describe_output(record, logits), label
+    return example
 
 
 def predict_images(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
@@ -55,13 +81,8 @@ def predict_images(model: nn.Module, record: dict[str, Any], inputs: list[str], 
     for item in inputs:
         x = prepare_image(item, spec)[None].to(next(model.parameters()).device)
         with torch.no_grad():
-            probs = torch.softmax(model(x).float(), dim=-1)[0].cpu()
-        scores, classes = probs.topk(min(top_k, probs.numel()))
-        names = record["class_names"]
-        results.append({
-            "input": item, "class": names[int(classes[0])], "score": float(scores[0]),
-            "top": [{"class": names[int(c)], "score": float(s)} for s, c in zip(scores, classes)],
-        })
+            logits = model(x).float()  # (1, K)
+        results.append({"input": item, **read_outputs(record, logits, top_k)[0]})  # a class, or a label set
     return results
 
 
@@ -74,7 +95,8 @@ def explain_image(model: nn.Module, record: dict[str, Any], input_path: str):
 
     spec = ImageSpec.from_dict(record["spec"])
     x = prepare_image(input_path, spec)
-    return image_example(model, x, class_names=record["class_names"], spec=spec, title=Path(input_path).name)
+    example = image_example(model, x, class_names=record["class_names"], spec=spec, title=Path(input_path).name)
+    return _read_as_target(example, model, x, record)
 
 
 def load_digits(data: str | None, *, seed: int, **options: Any) -> TaskData:
@@ -309,7 +331,8 @@ SPECS = (
     ),
     TaskSpec(
         name="images", load=load_images, models=MODELS,
-        description="a folder of class folders of images (png/jpg/bmp)",
+        description="a folder of class folders of images (png/jpg/bmp), or with --data.target multilabel a CSV "
+                    "of label columns (path,<label>,...)",
         default_model_config={"patch_size": 4, "stem_channels": 32},
         default_train={"epochs": 30, "batch_size": 32}, init=_init("images", "images: the same with "), **_ADAPTERS,
     ),

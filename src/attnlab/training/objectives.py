@@ -29,19 +29,30 @@ class Objective(Protocol):
 
 
 class ClassificationObjective:
-    """Cross-entropy (optionally label-smoothed); accuracy / macro-F1 / loss on evaluation."""
+    """Cross-entropy (optionally label-smoothed and class-weighted); accuracy / macro-F1 / loss on evaluation.
+
+    ``class_weights`` (K,) scale each example's loss by its true class's weight
+    (`attnlab.training.class_weights`); evaluation stays unweighted.
+    """
 
     metric = "accuracy"
     greater_is_better = True
 
-    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0):
+    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0, class_weights: Tensor | None = None):
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+        self.class_weights = class_weights
+
+    def set_class_weights(self, weights: Tensor) -> None:
+        if weights.shape != (self.num_classes,):
+            raise ValueError(f"class weights of shape {tuple(weights.shape)} for {self.num_classes} classes")
+        self.class_weights = weights.float()
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
         x, y = batch
         logits = model(x)
-        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing), int(y.shape[0])
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=self.label_smoothing), int(y.shape[0])
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:

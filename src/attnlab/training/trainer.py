@@ -83,6 +83,9 @@ class TrainConfig:
     freeze: str = ""
     layer_decay: float = 1.0  # < 1: layer-wise lr decay (ELECTRA / BEiT); block i gets lr * decay ** (depth - i)
     head_lr: float | None = None  # the head's learning rate (default: lr)
+    # "balanced": single-label cross-entropy weights classes by n / (K * count) over the training
+    # labels (attnlab.training.class_weights); the run's objective applies it, other objectives refuse it
+    class_weights: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -108,6 +111,7 @@ class TrainConfig:
             self.freeze = ",".join(map(str, self.freeze)) if isinstance(self.freeze, (list, tuple)) else str(self.freeze)
         check_choice("TrainConfig", "precision", self.precision, ("auto", "fp32", "bf16"))
         check_choice("TrainConfig", "keep", self.keep, ("best", "last"))
+        check_choice("TrainConfig", "class_weights", self.class_weights, ("none", "balanced"))
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -257,6 +261,15 @@ class Trainer:
         self.model.eval()
         with self.autocast():
             return self.objective.probabilities(self.model, self._batches(dataset))
+
+    def calibrate(self, dataset: Dataset) -> dict[str, float] | None:
+        """Let the objective fit its post-training settings on ``dataset`` (validation), e.g. a
+        multi-label decision threshold; None for objectives without any."""
+        if not hasattr(self.objective, "calibrate"):
+            return None
+        self.model.eval()
+        with self.autocast():
+            return self.objective.calibrate(self.model, self._batches(dataset))
 
     def _validate(self) -> dict[str, float]:
         """Validation of the weights training would keep: the moving average when there is one."""

@@ -1,0 +1,111 @@
+"""Multi-label images: a CSV of label columns (``--task images --data labels.csv --data.target multilabel``).
+
+The CSV's header names one file column (``path``, ``file``, ``filename`` or ``image``; a
+relative path is read from the CSV's folder) and one column per label; each row is one image,
+its label columns 0 or 1 (the layout of CheXpert's and NUS-WIDE's label tables). The label
+names are the column names, in file order. A label cell other than 0 / 1 (NaN and CheXpert's
+-1 "uncertain" included), a row with no label set, a missing column or an unreadable image is
+a `DataError` naming the file, the line and the value.
+
+Pixels go through the same pipeline as a folder of class folders (`attnlab.data.images`):
+RGB, bilinear resize, luma for one channel, /255, then the training split's per-channel
+mean and std. Splits are drawn at random (a label set cannot be stratified by one class).
+
+Shape: items (C, H, W) float32 and a multi-hot target (K,) float32.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attnlab.data.base import ImageSpec, TaskData, TensorPairDataset
+from attnlab.data.images import (
+    channel_stats,
+    image_to_rgb,
+    is_color,
+    luma,
+    open_image,
+    scale_pixels,
+)
+from attnlab.data.targets import random_split
+from attnlab.errors import ConfigError, DataError
+
+__all__ = ["FILE_COLUMNS", "load_multilabel_csv", "read_label_table"]
+
+FILE_COLUMNS = ("path", "file", "filename", "image")
+
+
+def read_label_table(path: Path) -> tuple[list[Path], list[str], np.ndarray]:
+    """(image files, label names, 0/1 matrix (N, K) float32) of a label CSV; see the module docstring."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    reader = csv.reader(text.splitlines())
+    header = [h.strip() for h in next(reader, [])]
+    file_cols = [i for i, h in enumerate(header) if h.lower() in FILE_COLUMNS]
+    if len(file_cols) != 1:
+        raise DataError(f"{path}:1: the header needs exactly one file column ({'/'.join(FILE_COLUMNS)}), got {header}")
+    fc = file_cols[0]
+    names = [h for i, h in enumerate(header) if i != fc]
+    if not names or not all(names):
+        raise DataError(f"{path}:1: the header needs a named column per label beside {header[fc]!r}, got {header}")
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}:1: label columns repeat a name: {names}")
+    files, rows = [], []
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}:{line}: {len(row)} cells for {len(header)} columns")
+        values = []
+        for i, cell in enumerate(row):
+            if i == fc:
+                continue
+            if cell.strip() not in ("0", "1"):
+                raise DataError(f"{path}:{line}: label column {header[i]!r} holds {cell!r}; label columns hold 0 or 1")
+            values.append(float(cell.strip()))
+        if not any(values):
+            raise DataError(f"{path}:{line}: empty label set (no label column is 1) for {row[fc]!r}")
+        files.append(Path(row[fc].strip()) if Path(row[fc].strip()).is_absolute() else path.parent / row[fc].strip())
+        rows.append(values)
+    if not rows:
+        raise DataError(f"{path}: no image rows below the header")
+    return files, names, np.asarray(rows, dtype=np.float32)
+
+
+def load_multilabel_csv(
+    path: str | Path, *, image_size: tuple[int, int] = (32, 32), channels: int | None = None, seed: int = 0,
+    val_fraction: float = 0.1, test_fraction: float = 0.1,
+) -> TaskData:
+    """The images of a label CSV as a multi-label "images" task (`TaskData.target` "multilabel")."""
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
+    height, width = (int(s) for s in image_size)
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() != ".csv":
+        raise DataError(f"{path}: --data.target multilabel reads a .csv of label columns (path,<label>,<label>...)")
+    files, names, y = read_label_table(path)
+    rgb, any_color = [], False
+    for file in files:
+        im = open_image(file)
+        any_color = any_color or is_color(im)
+        rgb.append(image_to_rgb(im, (height, width), file))
+    channels = channels or (3 if any_color else 1)
+    pixels = np.stack(rgb)  # (N, H, W, 3) uint8
+    if channels == 1:
+        pixels = luma(pixels)
+    x01 = scale_pixels(np.moveaxis(pixels, -1, 1), 255.0)  # (N, C, H, W)
+    splits = [torch.from_numpy(p) for p in random_split(len(files), seed=seed, val_fraction=val_fraction,
+                                                       test_fraction=test_fraction)]
+    mean, std = channel_stats(x01[splits[0]])
+    spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
+    x, targets = spec.normalise(x01), torch.from_numpy(y)  # (N, C, H, W), (N, K)
+    train, val, test = (TensorPairDataset(x[i], targets[i], indices=i, float_targets=True) for i in splits)
+    return TaskData("images", train, val, test, num_classes=len(names), class_names=names, input_shape=spec.shape,
+                    spec=spec, target="multilabel", metric="map", info={"target": "multilabel", "source": str(path)})
