@@ -123,6 +123,8 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _result_line(r: dict) -> str:
     """'input: class (score)'; detections add their box, 'input: class [x0, y0, x1, y1] (score)'."""
+    if r.get("csv") is not None:  # a table (forecasting): printed as is, so `> forecast.csv` saves it
+        return str(r["csv"]).rstrip("\n")
     if r.get("class") is None:
         return f"{r['input']}: {r.get('note', 'no prediction')}"
     box = r.get("box")
