@@ -44,7 +44,15 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, load_recipe, machine_info, merge_sections, recipe_overrides, write_json  # noqa: E402
+from _common import (
+    format_table,
+    git_revision,
+    load_recipe,
+    machine_info,
+    merge_sections,
+    recipe_overrides,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "ett" / "ETTh1.csv"

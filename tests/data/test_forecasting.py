@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from attnlab.data.forecasting import future_dates, load_forecasting_task, read_series, split_borders
+from attnlab.data.forecasting import (
+    future_dates,
+    load_forecasting_task,
+    read_series,
+    split_borders,
+)
 from attnlab.errors import ConfigError, DataError
 from tests.conftest import DATA_DIR
 

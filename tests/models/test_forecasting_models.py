@@ -88,7 +88,7 @@ def test_patches_match_replication_pad_and_slices():
 def _reference_patchtst(model, x: torch.Tensor) -> torch.Tensor:
     """PatchTST's forward from the parameters alone, with torch.nn.functional (eval mode, float64)."""
     c = model.config
-    B, C, L = x.shape
+    B, C, _ = x.shape
     mean = x.mean(-1, keepdim=True)
     std = torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5)
     z = (x - mean) / std * model.revin.weight[:, None] + model.revin.bias[:, None]

@@ -27,12 +27,14 @@ time (``nan="interpolate"``). Every refusal is one line naming the file, row and
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,8 +45,17 @@ from attnlab.config import check_choice
 from attnlab.data.base import TaskData
 from attnlab.errors import ConfigError, DataError
 
-__all__ = ["Series", "WindowDataset", "read_series", "generated_series", "split_borders", "load_forecasting_task",
-           "future_dates", "FEATURES", "NAN_POLICIES"]
+__all__ = [
+    "FEATURES",
+    "NAN_POLICIES",
+    "Series",
+    "WindowDataset",
+    "future_dates",
+    "generated_series",
+    "load_forecasting_task",
+    "read_series",
+    "split_borders",
+]
 
 FEATURES = ("M", "S", "MS")
 NAN_POLICIES = ("refuse", "interpolate")
@@ -240,7 +251,7 @@ def future_dates(dates: Sequence[str], steps: int) -> list[str] | None:
         return None
     if len(parsed) < 2:
         return None
-    gaps = sorted((b - a) for a, b in zip(parsed, parsed[1:]))
+    gaps = sorted((b - a) for a, b in itertools.pairwise(parsed))
     step = gaps[len(gaps) // 2]
     if step <= timedelta(0):
         return None
@@ -264,7 +275,7 @@ def load_forecasting_task(
             raise ConfigError(f"--data.{name} must be an integer >= 1, got {value!r}")
     series = generated_series(seed=0) if path is None else read_series(path, date_column=date_column, nan=nan)
     where = series.source
-    T, C = series.values.shape
+    T = len(series.values)
     names = list(series.names)
     target = names[-1] if target is None else str(target)
     if target not in names:

@@ -12,9 +12,10 @@ per patch below. Relevance is the mean over query patches of the chosen layer's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

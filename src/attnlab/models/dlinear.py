@@ -20,7 +20,7 @@ from attnlab.config import check_positive
 from attnlab.errors import ConfigError
 from attnlab.models.registry import register_model
 
-__all__ = ["DLinearConfig", "DLinear", "moving_average_decomposition", "forecast_example"]
+__all__ = ["DLinear", "DLinearConfig", "forecast_example", "moving_average_decomposition"]
 
 
 def forecast_example(config, batch: int = 2) -> tuple[Tensor]:

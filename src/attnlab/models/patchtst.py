@@ -37,7 +37,7 @@ from attnlab.layers.revin import RevIN
 from attnlab.models.dlinear import forecast_example
 from attnlab.models.registry import register_model
 
-__all__ = ["PatchTSTConfig", "PatchTST", "PatchTSTLayer", "make_patches"]
+__all__ = ["PatchTST", "PatchTSTConfig", "PatchTSTLayer", "make_patches"]
 
 NORMS = ("batch", "layer")
 
@@ -158,7 +158,7 @@ class PatchTST(nn.Module):
         c = self.config
         if series.dim() != 3 or series.shape[1] != c.in_channels or series.shape[2] != c.seq_len:
             raise ValueError(f"PatchTST expects series (B, {c.in_channels}, {c.seq_len}), got shape {tuple(series.shape)}")
-        B, C, L = series.shape
+        B, C, _ = series.shape
         x, stats = self.revin.normalise(series) if self.revin is not None else (series, None)  # (B, C, L)
         patches = make_patches(x, c.patch_len, c.stride, c.pad_end)  # (B, C, N, P)
         N = patches.shape[2]

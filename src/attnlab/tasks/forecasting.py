@@ -23,9 +23,10 @@ input patches attend where, on the target channel's history, forecast and (when 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,8 +38,16 @@ from attnlab.data.forecasting import future_dates, load_forecasting_task, read_s
 from attnlab.errors import ConfigError, DataError
 from attnlab.tasks.base import NoOptions, TaskSpec
 
-__all__ = ["SPECS", "ForecastObjective", "ForecastEvaluation", "forecast_metrics", "predict_forecast", "explain_forecast",
-           "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = [
+    "DEFAULT_MODEL_CONFIG",
+    "DEFAULT_TRAIN",
+    "SPECS",
+    "ForecastEvaluation",
+    "ForecastObjective",
+    "explain_forecast",
+    "forecast_metrics",
+    "predict_forecast",
+]
 
 # Defaults that train on a CPU in minutes on the built-in series; the ETTh1 recipes are configs/forecasting/*.yaml.
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {}
