@@ -64,4 +64,4 @@ def test_tasks_load_without_import_order_side_effects():
             "print(len(TASKS), len(d.train))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["10", "4"]
+    assert result.stdout.split() == ["11", "4"]

@@ -87,6 +87,42 @@ def _case_yaml_wrong_type(tmp: Path):
     return ["--config", str(path)], "depth"
 
 
+def _series_csv(tmp: Path, rows: int = 80) -> tuple[Path, list[str]]:
+    lines = ["date,a,b"] + [f"2021-01-01 00:00:{i % 60:02d},{i * 0.5},{(i * 7) % 11}" for i in range(rows)]
+    return tmp / "series.csv", lines
+
+
+def _forecast(path: Path) -> list[str]:
+    return ["--task", "forecasting", "--data", str(path), "--data.input_length", "24", "--data.horizon", "8"]
+
+
+def _case_forecast_text_cell(tmp: Path):
+    path, lines = _series_csv(tmp)
+    lines[9] = "2021-01-01 00:09:00,4.5,n/a?"
+    path.write_text("\n".join(lines) + "\n")
+    return _forecast(path), f"{path}: line 10, column 'b': 'n/a?' is not a number"
+
+
+def _case_forecast_no_date_column(tmp: Path):
+    path, lines = _series_csv(tmp)
+    lines[0] = "when,a,b"
+    path.write_text("\n".join(lines) + "\n")
+    return _forecast(path), f"{path}: line 1: no date column 'date'"
+
+
+def _case_forecast_too_short(tmp: Path):
+    path, lines = _series_csv(tmp, rows=30)
+    path.write_text("\n".join(lines) + "\n")
+    return _forecast(path), f"{path}: 30 rows, shorter than input_length + horizon = 24 + 8 = 32"
+
+
+def _case_forecast_nan_refused(tmp: Path):
+    path, lines = _series_csv(tmp)
+    lines[41] = "2021-01-01 00:40:00,,3"
+    path.write_text("\n".join(lines) + "\n")
+    return _forecast(path), f"{path}: line 42, column 'a': missing value (NaN)"
+
+
 CASES = {
     "empty-folder": _case_empty_folder,
     "corrupt-image": _case_corrupt_image,
@@ -98,6 +134,10 @@ CASES = {
     "translation-missing-path": _case_translation_missing_path,
     "yaml-unknown-key": _case_yaml_unknown_key,
     "yaml-wrong-type": _case_yaml_wrong_type,
+    "forecast-text-cell": _case_forecast_text_cell,
+    "forecast-no-date-column": _case_forecast_no_date_column,
+    "forecast-too-short": _case_forecast_too_short,
+    "forecast-nan-refused": _case_forecast_nan_refused,
 }
 
 

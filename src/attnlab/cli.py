@@ -122,8 +122,11 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _result_line(r: dict) -> str:
-    """'input: class (score)'; detections add their box, 'input: class [x0, y0, x1, y1] (score)';
+    """'input: class (score)'; a forecast its CSV table;
+    detections add their box, 'input: class [x0, y0, x1, y1] (score)';
     a regression run 'input: value', a multi-label run 'input: a (score), b (score)'."""
+    if r.get("csv") is not None:  # a table (forecasting): printed as is, so `> forecast.csv` saves it
+        return str(r["csv"]).rstrip("\n")
     if "value" in r:
         return f"{r['input']}: {r['value']:.6g}"
     if "labels" in r:

@@ -247,7 +247,11 @@ def train_run(
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         if config.report_examples > 0 and spec.report_examples is not None:
-            _write_report(spec.report_examples(model, task_data, config.report_examples), task_data, run_dir / "report.html")
+            examples = spec.report_examples(model, task_data, config.report_examples)
+            if examples:  # a model without attention (e.g. dlinear) has nothing to explore
+                _write_report(examples, task_data, run_dir / "report.html")
+            else:
+                log.info("no report.html: model %s has no attention layers to show", config.model)
     metrics["run_dir"] = str(run_dir)
     return metrics
 

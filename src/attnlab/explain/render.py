@@ -55,7 +55,10 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
     draw = getattr(example, "draw_png", None)
     if output.suffix.lower() == ".png" and callable(draw):
         # an example that draws its own figure (detection: boxes + each query's cross-attention)
-        draw(output, layer=layer, head=head)
+        import inspect
+
+        takes_rollout = "rollout" in inspect.signature(draw).parameters
+        draw(output, layer=layer, head=head, **({"rollout": rollout} if takes_rollout else {}))
         return output
     if output.suffix.lower() == ".html":
         write_report(output, [example], title=title, meta=meta or {})

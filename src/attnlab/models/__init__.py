@@ -4,7 +4,7 @@ The model families below register their models with ``@register_model`` when imp
 import list is explicit (a new family adds its module here), not a scan of the folder.
 """
 
-from attnlab.models import audio, detr, hybrid, lm, sasrec, seq2seq, text, timeseries, vit  # noqa: F401  (registers)
+from attnlab.models import audio, detr, dlinear, hybrid, lm, patchtst, sasrec, seq2seq, text, timeseries, vit  # noqa: F401  (registers)
 from attnlab.models.registry import create_model, list_models, model_entry, register_model
 
 __all__ = ["create_model", "list_models", "model_entry", "register_model"]

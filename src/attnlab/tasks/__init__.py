@@ -13,13 +13,13 @@ from typing import Any
 
 from attnlab.data.base import TaskData, call_with_options
 from attnlab.errors import ConfigError
-from attnlab.tasks import audio, detection, language_model, sasrec, text, timeseries, translation, vision
+from attnlab.tasks import audio, detection, forecasting, language_model, sasrec, text, timeseries, translation, vision
 from attnlab.tasks.base import CrossEntropyOptions, InitSupport, NoOptions, Pretrained, TaskCommand, TaskSpec
 
 __all__ = ["TASKS", "TaskSpec", "TaskCommand", "InitSupport", "Pretrained", "CrossEntropyOptions", "NoOptions", "task_spec", "list_tasks", "load_task",
            "task_commands"]
 
-_FAMILIES = (vision, text, translation, language_model, audio, timeseries, sasrec, detection)
+_FAMILIES = (vision, text, translation, language_model, audio, timeseries, sasrec, detection, forecasting)
 
 TASKS: dict[str, TaskSpec] = {}
 for _family in _FAMILIES:

@@ -1,4 +1,6 @@
-"""Learning-rate schedule: linear warm-up then cosine decay (Loshchilov & Hutter 2017)."""
+"""Learning-rate schedules: linear warm-up then cosine decay (Loshchilov & Hutter 2017); or a
+per-epoch step decay, as the long-horizon forecasting code bases (Informer, DLinear, PatchTST)
+use: full rate for some epochs, then multiplied by a constant each epoch."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["warmup_cosine", "warmup_cosine_factor"]
+__all__ = ["warmup_cosine", "warmup_cosine_factor", "epoch_step", "epoch_step_factor"]
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_factor: float = 0.0) -> float:
@@ -20,3 +22,14 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_fac
 
 def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int, min_factor: float = 0.0) -> LambdaLR:
     return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_factor))
+
+
+def epoch_step_factor(step: int, steps_per_epoch: int, hold_epochs: int, gamma: float) -> float:
+    """``gamma ** max(0, epoch - hold_epochs + 1)`` for the 0-based epoch of ``step``: ``hold_epochs``
+    epochs at full rate, then one factor of ``gamma`` more each epoch."""
+    epoch = step // max(1, steps_per_epoch)
+    return gamma ** max(0, epoch - hold_epochs + 1)
+
+
+def epoch_step(optimizer: Optimizer, steps_per_epoch: int, hold_epochs: int, gamma: float) -> LambdaLR:
+    return LambdaLR(optimizer, lambda step: epoch_step_factor(step, steps_per_epoch, hold_epochs, gamma))

@@ -27,7 +27,7 @@ from attnlab.training.param_groups import apply_freeze, parameter_groups, parse_
 from attnlab.training.objectives import Objective
 from attnlab.training.precision import resolve_precision
 from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
-from attnlab.training.schedule import warmup_cosine
+from attnlab.training.schedule import epoch_step, warmup_cosine
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "to_device", "no_weight_decay_names"]
 
@@ -66,6 +66,11 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     warmup_ratio: float | None = None  # warm-up as a fraction of all steps (fine-tuning: 0.1); replaces warmup_epochs
     min_lr_factor: float = 0.01
+    # "cosine": warm-up then cosine to min_lr_factor; "step": lr_hold_epochs at full lr, then times lr_gamma
+    # each epoch (the forecasting papers' lradj "type1": hold 2, gamma 0.5; "type3": hold 4, gamma 0.9)
+    schedule: str = "cosine"
+    lr_gamma: float = 0.5
+    lr_hold_epochs: int = 2
     grad_clip: float = 1.0  # 0 = off
     accumulate: int = 1
     precision: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp32) | "fp32" | "bf16"
@@ -112,6 +117,10 @@ class TrainConfig:
         check_choice("TrainConfig", "precision", self.precision, ("auto", "fp32", "bf16"))
         check_choice("TrainConfig", "keep", self.keep, ("best", "last"))
         check_choice("TrainConfig", "class_weights", self.class_weights, ("none", "balanced"))
+        check_choice("TrainConfig", "schedule", self.schedule, ("cosine", "step"))
+        if not 0.0 < self.lr_gamma <= 1.0 or self.lr_hold_epochs < 0:
+            raise ConfigError(f"TrainConfig: lr_gamma must be in (0, 1] and lr_hold_epochs >= 0, got {self.lr_gamma!r}, "
+                              f"{self.lr_hold_epochs!r}")
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -202,7 +211,10 @@ class Trainer:
             warmup = int(round(config.warmup_ratio * self.total_steps))
         else:
             warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
-        self.scheduler = warmup_cosine(self.optimizer, min(warmup, self.total_steps), self.total_steps, config.min_lr_factor)
+        if config.schedule == "step":
+            self.scheduler = epoch_step(self.optimizer, self.steps_per_epoch, config.lr_hold_epochs, config.lr_gamma)
+        else:
+            self.scheduler = warmup_cosine(self.optimizer, min(warmup, self.total_steps), self.total_steps, config.min_lr_factor)
         self.state = _State()
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.ema = WeightEma(self.model, config.ema_decay) if config.ema_decay > 0 else None

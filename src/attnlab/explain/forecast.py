@@ -1,0 +1,97 @@
+"""Explain a forecast: which input patches the forecaster attends to, beside what it forecast.
+
+A `ForecastExample` is a "series" ``ReportExample`` (the HTML explorer shows the input window
+of the plotted channel with its patch-to-patch attention) that also holds the forecast and,
+when known, the truth, and draws them (``draw_png``): the history with each patch's relevance
+as a coloured band behind it, then the forecast and the truth after the cut, and the relevance
+per patch below. Relevance is the mean over query patches of the chosen layer's attention
+(head-mean or one head) or the rollout (Abnar & Zuidema 2020) through all layers, scaled to
+[0, 1]: how much the patches attend to each key patch, not a measured effect on the forecast
+(Jain & Wallace 2019).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnlab.explain.report import ReportExample
+
+__all__ = ["ForecastExample", "draw_forecast", "spread_scores"]
+
+
+def spread_scores(scores: Any, spans: Sequence[tuple[int, int]], length: int) -> np.ndarray:
+    """Per-step relevance from per-patch scores: each step gets the mean score of the patches covering it.
+
+    Shape: scores (N,), spans N pairs [start, end) -> (length,).
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    total, count = np.zeros(length), np.zeros(length)
+    for v, (a, b) in zip(s, spans):
+        total[a:b] += v
+        count[a:b] += 1
+    return np.divide(total, count, out=np.zeros(length), where=count > 0)
+
+
+@dataclass
+class ForecastExample(ReportExample):
+    """A "series" ReportExample plus ``forecast`` (H,), ``truth`` (H,) or None, the patch ``spans``
+    and the channel name, in the data's own units."""
+
+    forecast: Any = None
+    truth: Any = None
+    spans: Sequence[tuple[int, int]] = ()
+    channel: str = ""
+    dates: Sequence[str] | None = None  # the first forecast step's timestamp, for the axis label
+
+    def draw_png(self, path: str | Path, *, layer: int = -1, head: int | None = None, rollout: bool = False) -> Path:
+        from attnlab.explain.render import relevance
+
+        maps = [torch.as_tensor(np.asarray(m)) for m in self._arrays]
+        scores = relevance(maps, layer=layer, head=head, rollout=rollout, prefix=self.num_prefix_tokens).numpy()
+        what = "rollout" if rollout else f"layer {layer % len(maps)}" + ("" if head is None else f", head {head}")
+        draw_forecast(self.input, self.forecast, self.truth, scores, self.spans, path,
+                      title=f"{self.title}: {self.channel} — attention per input patch ({what})")
+        return Path(path)
+
+
+def draw_forecast(history: Any, forecast: Any, truth: Any, scores: Any, spans: Sequence[tuple[int, int]],
+                  path: str | Path | None = None, *, title: str = "", cmap: str = "YlOrRd") -> Any:
+    """History with patch relevance behind it, then forecast (and truth) after the cut; one bar per patch below.
+
+    Shape: history (L,), forecast (H,), truth (H,) or None, scores (N,) for N patches. Returns the Figure.
+    """
+    from attnlab.explain.plots import _figure, _save
+
+    x = np.asarray(history, dtype=np.float64).reshape(-1)
+    f = np.asarray(forecast, dtype=np.float64).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    lo, hi = float(s.min()), float(s.max())
+    norm = (s - lo) / (hi - lo) if hi > lo else np.zeros_like(s)
+    L, H = x.size, f.size
+    per_step = spread_scores(norm, spans, L)
+    fig = _figure(10.0, 3.8)
+    top, bottom = fig.subplots(2, 1, height_ratios=(4, 1))
+    values = [x, f] + ([np.asarray(truth, dtype=np.float64).reshape(-1)] if truth is not None else [])
+    ymin, ymax = min(float(v.min()) for v in values), max(float(v.max()) for v in values)
+    pad = 0.05 * (ymax - ymin or 1.0)
+    top.imshow(per_step[None], cmap=cmap, alpha=0.4, aspect="auto", extent=(0, L, ymin - pad, ymax + pad), vmin=0, vmax=1,
+               interpolation="nearest")
+    top.plot(np.arange(L), x, color="black", linewidth=0.8, label="history")
+    if truth is not None:
+        top.plot(np.arange(L, L + H), values[2], color="#2f6fde", linewidth=0.8, label="truth")
+    top.plot(np.arange(L, L + H), f, color="#d62728", linewidth=1.0, label="forecast")
+    top.axvline(L, color="grey", linewidth=0.6, linestyle="--")
+    top.set_xlim(0, L + H), top.set_ylim(ymin - pad, ymax + pad)
+    top.legend(loc="upper left", fontsize=7, ncol=3)
+    bottom.bar([(a + b) / 2 for a, b in spans], norm, width=[max(b - a, 1) * 0.9 for a, b in spans], color="#d98b2b")
+    bottom.set_xlim(0, L + H), bottom.set_yticks([])
+    bottom.set_xlabel("time step (input patches; the forecast starts at the dashed line)")
+    if title:
+        top.set_title(title, fontsize=9)
+    return _save(fig, path)

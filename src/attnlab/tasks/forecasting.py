@@ -1,0 +1,251 @@
+"""Long-horizon forecasting task family: ``--task forecasting --data ETTh1.csv``.
+
+Data: `attnlab.data.forecasting` (a CSV with a date column and numeric channels, or an .npy /
+.npz (T, C); the Informer / DLinear / PatchTST split and train-only scaler; without ``--data``
+a generated seasonal series). Models: ``patchtst`` (Nie et al. 2023, the default) and
+``dlinear`` (Zeng et al. 2023), both (B, C, L) -> (B, C_out, H).
+
+Objective: mean squared error on the scaled values, as the papers train. Evaluation: ``mse``
+and ``mae`` over every channel, step and window of the split, with no window dropped; the
+papers' test loaders drop the last partial batch (``drop_last=True``, which flatters the
+figure: Qiu et al. 2024, TFB), so ``mse_drop_last`` / ``mae_drop_last`` give the figure over
+the windows such a loader keeps (``--eval.paper_batch_size``, 128 as PatchTST; DLinear's
+scripts use 32), for comparison with published tables only.
+
+``attnlab predict RUN history.csv`` forecasts the ``horizon`` steps after the file's last row
+from its last ``input_length`` rows and prints them as CSV in the data's own units, with
+timestamps when the file has dates. ``attnlab explain RUN file.csv -o out.png`` shows which
+input patches attend where, on the target channel's history, forecast and (when the file holds
+``input_length + horizon`` rows or more: the last ``horizon`` rows are then the truth, the
+``input_length`` before them the history) the truth.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnlab.data.base import call_with_options
+from attnlab.data.forecasting import future_dates, load_forecasting_task, read_series
+from attnlab.errors import ConfigError, DataError
+from attnlab.tasks.base import NoOptions, TaskSpec
+
+__all__ = [
+    "DEFAULT_MODEL_CONFIG",
+    "DEFAULT_TRAIN",
+    "SPECS",
+    "ForecastEvaluation",
+    "ForecastObjective",
+    "explain_forecast",
+    "forecast_metrics",
+    "predict_forecast",
+]
+
+# Defaults that train on a CPU in minutes on the built-in series; the ETTh1 recipes are configs/forecasting/*.yaml.
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {}
+DEFAULT_TRAIN: dict[str, Any] = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.0, "warmup_epochs": 0,
+                                 "grad_clip": 0.0, "keep": "best"}
+DEFAULT_DATA_OPTIONS: dict[str, Any] = {}
+
+
+@dataclass
+class ForecastEvaluation:
+    """``--eval.paper_batch_size``: the test batch size of the paper to compare with; the
+    ``*_drop_last`` metrics leave out the windows its ``drop_last=True`` loader drops."""
+
+    paper_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.paper_batch_size, int) or self.paper_batch_size < 1:
+            raise ConfigError(f"eval.paper_batch_size must be an integer >= 1, got {self.paper_batch_size!r}")
+
+
+def forecast_metrics(pred: Tensor, target: Tensor, paper_batch_size: int = 128) -> dict[str, float]:
+    """MSE and MAE over every element, and over the first ``floor(B / paper_batch_size) *
+    paper_batch_size`` windows (what a ``drop_last`` loader evaluates; NaN when that is none).
+
+    Shape: pred, target (B, C, H), in window order.
+    """
+    err = pred.double() - target.double()
+    sq, ab = err.pow(2).flatten(1).mean(1), err.abs().flatten(1).mean(1)  # (B,) per window (all equal-sized)
+    kept = (len(err) // paper_batch_size) * paper_batch_size
+    nan = float("nan")
+    return {"mse": float(sq.mean()), "mae": float(ab.mean()),
+            "mse_drop_last": float(sq[:kept].mean()) if kept else nan, "mae_drop_last": float(ab[:kept].mean()) if kept else nan,
+            "windows": float(len(err)), "windows_drop_last": float(kept)}
+
+
+def _outputs(model: nn.Module, x: Tensor, channels: int) -> Tensor:
+    """The model's forecast of the target's channels: (B, C_out, H); MS keeps the last channel."""
+    out = model(x)
+    return out[:, -channels:] if out.shape[1] != channels else out
+
+
+class ForecastObjective:
+    """MSE on scaled values (training); ``forecast_metrics`` over every window (evaluation)."""
+
+    metric = "mse"
+    greater_is_better = False
+
+    def __init__(self, paper_batch_size: int = 128):
+        self.paper_batch_size = paper_batch_size
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
+        x, y = batch
+        return F.mse_loss(_outputs(model, x, y.shape[1]).float(), y.float()), int(x.shape[0])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+        preds, targets = [], []
+        for x, y in batches:
+            preds.append(_outputs(model, x, y.shape[1]).float().cpu())
+            targets.append(y.float().cpu())
+        if not preds:
+            raise DataError("forecasting: the evaluated split holds no window")
+        metrics = forecast_metrics(torch.cat(preds), torch.cat(targets), self.paper_batch_size)
+        metrics["loss"] = metrics["mse"]
+        return metrics
+
+
+def _objective(task_data, options: NoOptions, evaluation: ForecastEvaluation) -> ForecastObjective:
+    return ForecastObjective(evaluation.paper_batch_size)
+
+
+def forecast_fields(task_data) -> dict[str, Any]:
+    info = task_data.info
+    return {"seq_len": info["input_length"], "horizon": info["horizon"], "in_channels": len(info["channels"]),
+            "out_channels": len(info["outputs"]) if info["features"] == "MS" else 0}
+
+
+def load_forecasting(data: str | None, *, seed: int, **options: Any):
+    """--task forecasting: a CSV (date + channels) or .npy/.npz (T, C); the generated series without --data."""
+    return call_with_options(load_forecasting_task, "forecasting", options, path=data, seed=seed)
+
+
+# --- predict / explain / report ----------------------------------------------------------------
+
+
+def _scale(info: dict[str, Any], values: np.ndarray) -> Tensor:
+    """Raw (T, C_in) in the run's channel order -> scaled (C_in, T) float32."""
+    mean, std = np.asarray(info["mean"]), np.asarray(info["std"])
+    return torch.from_numpy((values - mean) / std).float().T.contiguous()
+
+
+def _unscale(info: dict[str, Any], scaled: Tensor) -> np.ndarray:
+    """Scaled (C_out, H) -> (C_out, H) float64 in the data's units (the output channels are the last inputs)."""
+    k = len(info["outputs"])
+    mean, std = np.asarray(info["mean"][-k:])[:, None], np.asarray(info["std"][-k:])[:, None]
+    return scaled.double().cpu().numpy() * std + mean
+
+
+def _read_history(info: dict[str, Any], item: str):
+    """A history file -> (raw values (T, C_in) in the run's channel order, dates or None)."""
+    series = read_series(item, date_column=info.get("date_column", "date"), nan=info.get("nan", "refuse"))
+    missing = [n for n in info["channels"] if n not in series.names]
+    if missing:
+        raise DataError(f"{item}: no column(s) {missing}; the model was trained on {info['channels']} (has {series.names})")
+    values = series.values[:, [series.names.index(n) for n in info["channels"]]]
+    if len(values) < info["input_length"]:
+        raise DataError(f"{item}: {len(values)} rows; the model forecasts from the last input_length = {info['input_length']}")
+    return values, series.dates
+
+
+def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarray | None, title: str):
+    """One scaled window (C_in, L) through the model: a ForecastExample of the target channel."""
+    from attnlab.explain.capture import capture
+    from attnlab.explain.forecast import ForecastExample
+
+    device = next(model.parameters()).device
+    model.eval()
+    maps = capture(model, x[None].to(device), device="cpu")  # each (C_in, heads, N, N): one sequence per channel
+    k = len(info["outputs"])
+    forecast = _unscale(info, maps.output[0, -k:].float())[-1]  # (H,) the target channel
+    c = len(info["channels"]) - 1  # the target is the last input channel
+    history = x[c].double().numpy() * info["std"][c] + info["mean"][c]
+    spans = model.token_spans() if hasattr(model, "token_spans") else [(0, x.shape[-1])]
+    text = f"{len(forecast)}-step forecast of {info['target']}: mean {forecast.mean():.4g}, range [{forecast.min():.4g}, {forecast.max():.4g}]"
+    if truth is not None:
+        text += f"; MSE against the truth {float(np.mean((forecast - truth) ** 2)):.4g} ({info['target']}'s units squared)"
+    return ForecastExample(
+        title=title, kind="series", input=history.astype(np.float32), maps=[m[c].float().numpy() for m in maps.maps],
+        layer_names=list(maps.names), tokens=[f"t{a}-{b - 1}" for a, b in spans], prediction=text, label=None,
+        forecast=forecast, truth=truth, spans=spans, channel=info["target"],
+    )
+
+
+def _report(model: nn.Module, task_data, count: int) -> list:
+    from attnlab.explain.capture import attention_modules
+
+    if not attention_modules(model):  # dlinear: no attention to show
+        return []
+    info, test = task_data.info, task_data.test
+    picks = sorted({int(i) for i in np.linspace(0, len(test) - 1, min(count, len(test)))})
+    out = []
+    for i in picks:
+        x, y = test[i]
+        truth = _unscale(info, y)[-1]
+        out.append(_example(model, info, x, truth, f"test window {i} (row {test.start + i + test.input_length})"))
+    return out
+
+
+def predict_forecast(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
+    """One result per history file: {"input", "note", "forecast" (rows), "csv"}; the CLI prints the CSV."""
+    info = record["info"]
+    L = info["input_length"]
+    device = next(model.parameters()).device
+    results = []
+    model.eval()
+    for item in inputs:
+        values, dates = _read_history(info, item)
+        x = _scale(info, values[-L:])  # (C_in, L)
+        with torch.no_grad():
+            out = _outputs(model, x[None].to(device), len(info["outputs"]))[0].float()  # (C_out, H)
+        forecast = _unscale(info, out).T  # (H, C_out)
+        stamps = future_dates(dates, len(forecast)) if dates else None
+        header = (["date"] if stamps else ["step"]) + list(info["outputs"])
+        buffer = io.StringIO()
+        buffer.write(",".join(header) + "\n")
+        rows = []
+        for h, row in enumerate(forecast):
+            key = stamps[h] if stamps else h + 1
+            rows.append({header[0]: key, **{n: float(v) for n, v in zip(info["outputs"], row)}})
+            buffer.write(",".join([str(key)] + [f"{float(v):.6g}" for v in row]) + "\n")
+        results.append({"input": item, "class": None, "note": f"{len(forecast)}-step forecast", "forecast": rows,
+                        "csv": buffer.getvalue()})
+    return results
+
+
+def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any:
+    """The target channel's forecast from ``item`` as a `ForecastExample` (with the truth when the
+    file holds input_length + horizon rows or more)."""
+    from attnlab.explain.capture import attention_modules
+
+    if not attention_modules(model):
+        raise ConfigError(f"model {getattr(model, 'model_name', type(model).__name__)!r} has no attention to explain")
+    info = record["info"]
+    L, H = info["input_length"], info["horizon"]
+    values, _ = _read_history(info, item)
+    truth = None
+    if len(values) >= L + H:
+        truth = values[-H:, -1]
+        values = values[:-H]
+    return _example(model, info, _scale(info, values[-L:]), truth, Path(item).name)
+
+
+SPECS = (
+    TaskSpec(
+        name="forecasting", load=load_forecasting, models=("patchtst", "dlinear"),
+        description="long-horizon forecasting: a CSV (date + channels) or .npy/.npz (T, C); a generated series by default",
+        default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
+        objective_options=NoOptions, evaluation_options=ForecastEvaluation, objective=_objective, model_fields=forecast_fields,
+        report_examples=_report, predict=predict_forecast, explain_example=explain_forecast,
+    ),
+)

@@ -1,0 +1,156 @@
+"""Forecasting data: the Informer / DLinear / PatchTST split, the train-only scaler, windows, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attnlab.data.forecasting import (
+    future_dates,
+    load_forecasting_task,
+    read_series,
+    split_borders,
+)
+from attnlab.errors import ConfigError, DataError
+from tests.conftest import DATA_DIR
+
+ETTH1 = DATA_DIR / "ett" / "ETTh1.csv"
+
+
+def _csv(path: Path, values: np.ndarray, names=None, start_hour: int = 0) -> Path:
+    names = names or [f"x{i}" for i in range(values.shape[1])]
+    lines = ["date," + ",".join(names)]
+    for i, row in enumerate(values):
+        day, hour = divmod(start_hour + i, 24)
+        lines.append(f"2021-01-{1 + day:02d} {hour:02d}:00:00," + ",".join(repr(float(v)) for v in row))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.skipif(not ETTH1.exists(), reason="shared ETTh1 not found")
+def test_etth1_follows_the_informer_split_and_fits_the_scaler_on_train_rows_only():
+    data = load_forecasting_task(str(ETTH1), seed=0, input_length=336, horizon=96)
+    assert (len(data.train), len(data.val), len(data.test)) == (8209, 2785, 2785)  # the papers' logged sizes
+    raw = np.loadtxt(ETTH1, delimiter=",", skiprows=1, usecols=range(1, 8))  # (17420, 7) float64, an independent reader
+    mean, std = raw[:8640].mean(0), raw[:8640].std(0)
+    np.testing.assert_allclose(data.info["mean"], mean, rtol=1e-12)
+    np.testing.assert_allclose(data.info["std"], std, rtol=1e-12)
+    x, y = data.test[0]  # the first test forecast starts at the border, row 11520
+    np.testing.assert_allclose(x.numpy(), ((raw[11520 - 336:11520] - mean) / std).T, atol=1e-5)
+    np.testing.assert_allclose(y.numpy(), ((raw[11520:11520 + 96] - mean) / std).T, atol=1e-5)
+    x, y = data.test[len(data.test) - 1]  # and the last one ends at row 14400: rows beyond it are unused
+    np.testing.assert_allclose(y.numpy()[:, -1], (raw[14399] - mean) / std, atol=1e-5)
+    assert data.info["channels"][-1] == "OT" and data.input_shape == (7, 336)
+
+
+def test_ratio_split_matches_dataset_custom(tmp_path):
+    T, L, H = 500, 48, 12
+    values = np.random.default_rng(0).normal(size=(T, 3)).cumsum(0)
+    data = load_forecasting_task(str(_csv(tmp_path / "s.csv", values)), seed=0, input_length=L, horizon=H)
+    n_train, n_test = int(T * 0.7), int(T * 0.2)  # Dataset_Custom
+    starts = [0, n_train - L, T - n_test - L]
+    ends = [n_train, T - n_test, T]
+    assert split_borders(T, L, "ratio") == (starts, ends)
+    assert [len(s) for s in (data.train, data.val, data.test)] == [e - s - L - H + 1 for s, e in zip(starts, ends)]
+    mean, std = values[:n_train].mean(0), values[:n_train].std(0)
+    x, y = data.val[3]
+    a = starts[1] + 3
+    np.testing.assert_allclose(x.numpy(), ((values[a:a + L] - mean) / std).T, atol=1e-5)
+    np.testing.assert_allclose(y.numpy(), ((values[a + L:a + L + H] - mean) / std).T, atol=1e-5)
+
+
+def test_features_and_target_channel(tmp_path):
+    values = np.random.default_rng(1).normal(size=(400, 3))
+    path = _csv(tmp_path / "s.csv", values, names=["a", "b", "c"])
+    ms = load_forecasting_task(str(path), seed=0, input_length=32, horizon=8, features="MS", target="a")
+    x, y = ms.train[0]
+    assert x.shape == (3, 32) and y.shape == (1, 8)
+    assert ms.info["channels"] == ["b", "c", "a"]  # the target moves last, as Dataset_Custom
+    np.testing.assert_allclose(y[0].numpy(), x.new_tensor(0).numpy() + ms.train.targets[0, 32:40].numpy())
+    mean_a, std_a = values[:280, 0].mean(), values[:280, 0].std()
+    np.testing.assert_allclose(y[0].numpy(), (values[32:40, 0] - mean_a) / std_a, atol=1e-5)
+    s = load_forecasting_task(str(path), seed=0, input_length=32, horizon=8, features="S", target="b")
+    x, y = s.train[0]
+    assert x.shape == (1, 32) and y.shape == (1, 8) and s.info["channels"] == ["b"]
+    with pytest.raises(ConfigError, match="'z' is not a channel"):
+        load_forecasting_task(str(path), seed=0, input_length=32, horizon=8, target="z")
+    with pytest.raises(ConfigError, match="features"):
+        load_forecasting_task(str(path), seed=0, features="X")
+
+
+def test_arrays_read_as_series(tmp_path):
+    values = np.random.default_rng(2).normal(size=(300, 2)).astype(np.float32)
+    np.save(tmp_path / "s.npy", values)
+    np.savez(tmp_path / "s.npz", data=values)
+    for name in ("s.npy", "s.npz"):
+        series = read_series(tmp_path / name)
+        assert series.names == ["c0", "c1"] and series.dates is None
+        np.testing.assert_array_equal(series.values, values.astype(np.float64))
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4)))
+    with pytest.raises(DataError, match=r"bad.npy: expected an array of shape \(T, C\)"):
+        read_series(tmp_path / "bad.npy")
+
+
+def test_missing_values_are_refused_or_interpolated(tmp_path):
+    values = np.arange(40, dtype=np.float64).reshape(20, 2) ** 1.5
+    path = _csv(tmp_path / "s.csv", values, names=["a", "b"])
+    lines = path.read_text().splitlines()
+    cells = lines[4].split(",")  # data row 3 (line 5 of the file)
+    cells[2] = ""
+    lines[4] = ",".join(cells)
+    cells = lines[1].split(",")  # and the very first value of "a"
+    cells[1] = "nan"
+    lines[1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"s.csv: line 2, column 'a': missing value \(NaN\); 2 in all"):
+        read_series(path)
+    filled = read_series(path, nan="interpolate").values
+    t = np.arange(20)
+    keep = t != 3
+    np.testing.assert_allclose(filled[3, 1], np.interp(3, t[keep], values[keep, 1]))
+    assert filled[0, 0] == values[1, 0]  # an end takes the nearest value (np.interp's edges)
+    np.testing.assert_array_equal(np.delete(filled, [0], axis=0)[:, 0], values[1:, 0])
+
+
+@pytest.mark.parametrize("case", ["text", "no-date", "short", "ragged"])
+def test_bad_files_name_file_line_and_column(tmp_path, case):
+    values = np.random.default_rng(3).normal(size=(60, 2))
+    path = _csv(tmp_path / "s.csv", values, names=["a", "b"])
+    lines = path.read_text().splitlines()
+    if case == "text":
+        lines[7] = lines[7].rsplit(",", 1)[0] + ",oops"
+        expected = r"s.csv: line 8, column 'b': 'oops' is not a number"
+    elif case == "no-date":
+        lines[0] = "time,a,b"
+        expected = r"s.csv: line 1: no date column 'date'"
+    elif case == "short":
+        expected = r"s.csv: 60 rows, shorter than input_length \+ horizon = 48 \+ 24 = 72"
+    else:
+        lines[4] += ",1.0"
+        expected = r"s.csv: line 5: 4 cells, the header has 3"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=expected):
+        load_forecasting_task(str(path), seed=0, input_length=48, horizon=24)
+
+
+def test_ett_split_needs_twenty_months(tmp_path):
+    path = _csv(tmp_path / "ETTh1.csv", np.zeros((1000, 2)))
+    with pytest.raises(DataError, match="ETT split needs 14400"):
+        load_forecasting_task(str(path), seed=0, input_length=48, horizon=24)
+    assert len(load_forecasting_task(str(path), seed=0, input_length=48, horizon=24, split="ratio").train) > 0
+
+
+def test_future_dates_continue_the_spacing():
+    assert future_dates(["2020-01-01 22:00:00", "2020-01-01 23:00:00"], 2) == ["2020-01-02 00:00:00", "2020-01-02 01:00:00"]
+    assert future_dates(["2020-01-30", "2020-01-31"], 1) == ["2020-02-01"]
+    assert future_dates(["a", "b"], 3) is None
+
+
+def test_generated_default_is_deterministic():
+    a = load_forecasting_task(None, seed=0)
+    b = load_forecasting_task(None, seed=5)
+    torch.testing.assert_close(a.test[0][0], b.test[0][0])
+    assert a.input_shape == (4, 336) and len(a.test) > 0

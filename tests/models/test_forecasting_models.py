@@ -1,0 +1,154 @@
+"""patchtst and dlinear against independent float64 references; RevIN; channel independence; capture."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnlab.explain.capture import capture
+from attnlab.layers.revin import RevIN
+from attnlab.models import create_model
+from attnlab.models.dlinear import moving_average_decomposition
+from attnlab.models.patchtst import make_patches
+
+
+def _reference_trend(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Moving average by explicit loops over a replicate-padded series (float64). x (B, C, L)."""
+    pad = (k - 1) // 2
+    B, C, L = x.shape
+    out = torch.zeros(B, C, L, dtype=torch.float64)
+    for t in range(L):
+        idx = [min(max(t + j - pad, 0), L - 1) for j in range(k)]  # replicate padding = clamped indices
+        out[:, :, t] = x[:, :, idx].double().mean(-1)
+    return out
+
+
+@pytest.mark.parametrize("k", [25, 3, 1])
+def test_decomposition_matches_a_loop_reference(k):
+    x = torch.randn(2, 3, 40)
+    seasonal, trend = moving_average_decomposition(x, k)
+    ref = _reference_trend(x, k)
+    torch.testing.assert_close(trend.double(), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(seasonal.double(), x.double() - ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("individual", [False, True])
+def test_dlinear_is_two_linear_maps_of_the_two_parts(individual):
+    model = create_model("dlinear", seq_len=40, horizon=7, in_channels=3, individual=individual).double()
+    x = torch.randn(4, 3, 40, dtype=torch.float64)
+    trend = _reference_trend(x, 25)
+    seasonal = x - trend
+    expected = torch.empty(4, 3, 7, dtype=torch.float64)
+    for c in range(3):
+        s, t = (model.seasonal[c], model.trend[c]) if individual else (model.seasonal[0], model.trend[0])
+        expected[:, c] = seasonal[:, c] @ s.weight.T + s.bias + trend[:, c] @ t.weight.T + t.bias
+    torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_dlinear_out_channels_keeps_the_last():
+    full = create_model("dlinear", seq_len=30, horizon=5, in_channels=3)
+    ms = create_model("dlinear", seq_len=30, horizon=5, in_channels=3, out_channels=1)
+    ms.load_state_dict(full.state_dict())
+    x = torch.randn(2, 3, 30)
+    torch.testing.assert_close(ms(x), full(x)[:, -1:])
+
+
+@pytest.mark.parametrize("affine,subtract_last", [(True, False), (False, True)])
+def test_revin_matches_its_formulas_and_round_trips(affine, subtract_last):
+    revin = RevIN(3, affine=affine, subtract_last=subtract_last).double()
+    if affine:
+        with torch.no_grad():
+            revin.weight.copy_(torch.tensor([0.5, 2.0, -1.5]))
+            revin.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    x = torch.randn(2, 3, 50, dtype=torch.float64) * 4 + 7
+    y, stats = revin.normalise(x)
+    centre = x[..., -1:] if subtract_last else x.mean(-1, keepdim=True)
+    var = ((x - x.mean(-1, keepdim=True)) ** 2).mean(-1, keepdim=True)  # biased, around the mean either way
+    expected = (x - centre) / torch.sqrt(var + 1e-5)
+    if affine:
+        expected = expected * revin.weight[:, None] + revin.bias[:, None]
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(revin.denormalise(y, stats), x, rtol=1e-7, atol=1e-7)  # eps**2 in the inverse
+
+
+def test_patches_match_replication_pad_and_slices():
+    x = torch.randn(2, 3, 40)
+    patches = make_patches(x, 16, 8)  # (B, C, N, P)
+    padded = torch.nn.ReplicationPad1d((0, 8))(x)
+    n = (40 + 8 - 16) // 8 + 1
+    assert patches.shape == (2, 3, n, 16)
+    for i in range(n):
+        torch.testing.assert_close(patches[:, :, i], padded[..., 8 * i:8 * i + 16])
+    assert create_model("patchtst", seq_len=336).num_patches == 42  # PatchTST/42
+
+
+def _reference_patchtst(model, x: torch.Tensor) -> torch.Tensor:
+    """PatchTST's forward from the parameters alone, with torch.nn.functional (eval mode, float64)."""
+    c = model.config
+    B, C, _ = x.shape
+    mean = x.mean(-1, keepdim=True)
+    std = torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + 1e-5)
+    z = (x - mean) / std * model.revin.weight[:, None] + model.revin.bias[:, None]
+    z = F.pad(z, (0, c.stride), mode="replicate").unfold(-1, c.patch_len, c.stride)  # (B, C, N, P)
+    N = z.shape[2]
+    h = F.linear(z.reshape(B * C, N, -1), model.patch_embed.weight, model.patch_embed.bias) + model.pos_embed
+    heads, d = c.num_heads, c.dim // c.num_heads
+    for block in model.blocks:
+        attn = block.attn
+        q, k, v = (F.linear(h, p.weight, p.bias).reshape(B * C, N, heads, d).transpose(1, 2)
+                   for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
+        a = (w @ v).transpose(1, 2).reshape(B * C, N, c.dim)
+        a = F.linear(a, attn.out_proj.weight, attn.out_proj.bias)
+
+        def bn(t, norm):
+            n = norm.norm
+            return F.batch_norm(t.transpose(1, 2), n.running_mean, n.running_var, n.weight, n.bias, False, 0.0, n.eps).transpose(1, 2)
+
+        h = bn(h + a, block.norm1)
+        f = F.linear(F.gelu(F.linear(h, block.mlp.fc1.weight, block.mlp.fc1.bias)), block.mlp.fc2.weight, block.mlp.fc2.bias)
+        h = bn(h + f, block.norm2)
+    out = F.linear(h.reshape(B, C, -1), model.head.weight, model.head.bias)
+    out = (out - model.revin.bias[:, None]) / (model.revin.weight[:, None] + 1e-10)
+    return out * std + mean
+
+
+def test_patchtst_matches_a_functional_reference():
+    model = create_model("patchtst", seq_len=40, horizon=6, in_channels=3, depth=2, dim=8, num_heads=2, ff_dim=16)
+    with torch.no_grad():  # non-trivial affine RevIN and BatchNorm statistics
+        model.revin.weight.uniform_(0.5, 1.5)
+        model.revin.bias.uniform_(-0.3, 0.3)
+        for block in model.blocks:
+            for norm in (block.norm1.norm, block.norm2.norm):
+                norm.running_mean.uniform_(-0.5, 0.5)
+                norm.running_var.uniform_(0.5, 2.0)
+                norm.weight.uniform_(0.5, 1.5)
+    model = model.double().eval()
+    x = torch.randn(2, 3, 40, dtype=torch.float64) * 3 + 1
+    torch.testing.assert_close(model(x), _reference_patchtst(model, x), rtol=1e-9, atol=1e-9)
+
+
+def test_patchtst_channels_are_independent():
+    model = create_model("patchtst", seq_len=48, horizon=8, in_channels=4, depth=1, dim=8, num_heads=2, ff_dim=16).eval()
+    x = torch.randn(3, 4, 48)
+    out = model(x)
+    perm = torch.tensor([2, 0, 3, 1])
+    torch.testing.assert_close(model(x[:, perm]), out[:, perm], rtol=1e-5, atol=1e-6)  # RevIN's affine starts equal
+    y = x.clone()
+    y[:, 0] = torch.randn(3, 48)  # change one channel: the others' forecasts stay put
+    torch.testing.assert_close(model(y)[:, 1:], out[:, 1:], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(model(y)[:, 0], out[:, 0])
+
+
+def test_patchtst_attention_is_captured_per_channel():
+    model = create_model("patchtst", seq_len=48, horizon=8, in_channels=2, depth=3, dim=8, num_heads=2, ff_dim=16).eval()
+    x = torch.randn(1, 2, 48)
+    maps = capture(model, x)
+    n = model.num_patches
+    assert len(maps) == 3 and all(m.shape == (2, 2, n, n) for m in maps.maps)  # (B * C, heads, N, N)
+    torch.testing.assert_close(maps.maps[0].sum(-1), torch.ones(2, 2, n))
+    torch.testing.assert_close(maps.output, model(x))
+    assert model.token_spans()[0] == (0, 16) and model.token_spans()[-1] == ((n - 1) * 8, 48)

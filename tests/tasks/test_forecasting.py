@@ -1,0 +1,109 @@
+"""--task forecasting end to end: metrics over every window, predict as CSV, explain, report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attnlab.cli import main
+from attnlab.data.forecasting import WindowDataset, generated_series
+from attnlab.models import create_model
+from attnlab.tasks.forecasting import ForecastObjective, forecast_metrics
+from attnlab.training import TrainConfig, Trainer
+
+TINY = ["--data.input_length", "48", "--data.horizon", "12", "--model.depth", "1", "--model.dim", "8", "--model.num_heads", "2",
+        "--model.ff_dim", "16", "--train.batch_size", "64", "--train.progress", "false", "--epochs", "1"]
+
+
+def test_metrics_match_scikit_learn_and_drop_last_keeps_full_batches():
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    pred, target = torch.randn(300, 3, 7), torch.randn(300, 3, 7)
+    m = forecast_metrics(pred, target, paper_batch_size=128)
+    p, t = pred.double().reshape(300, -1).numpy(), target.double().reshape(300, -1).numpy()
+    assert m["mse"] == pytest.approx(mean_squared_error(t.ravel(), p.ravel()), rel=1e-12)
+    assert m["mae"] == pytest.approx(mean_absolute_error(t.ravel(), p.ravel()), rel=1e-12)
+    assert m["windows"] == 300 and m["windows_drop_last"] == 256
+    assert m["mse_drop_last"] == pytest.approx(mean_squared_error(t[:256].ravel(), p[:256].ravel()), rel=1e-12)
+    assert np.isnan(forecast_metrics(pred[:5], target[:5], 128)["mse_drop_last"])
+
+
+def test_trainer_evaluation_scores_every_window_once():
+    """300 windows under a batch size that does not divide them: none dropped, none repeated."""
+    series = torch.randn(2, 300 + 20 + 5 - 1)
+    test = WindowDataset(series, series, 20, 5)
+    assert len(test) == 300
+    model = create_model("dlinear", seq_len=20, horizon=5, in_channels=2)
+    trainer = Trainer(model, ForecastObjective(128), test, None, TrainConfig(batch_size=7, progress=False, device="cpu"))
+    metrics = trainer.evaluate(test)
+    x = torch.stack([test[i][0] for i in range(300)])
+    y = torch.stack([test[i][1] for i in range(300)])
+    with torch.no_grad():
+        expected = ((model(x).double() - y.double()) ** 2).mean().item()
+    assert metrics["windows"] == 300
+    assert metrics["mse"] == pytest.approx(expected, rel=1e-6)
+
+
+def _history_csv(path: Path, rows: int, offset: int = 0) -> Path:
+    s = generated_series()
+    lines = ["date," + ",".join(s.names)]
+    lines += [s.dates[i] + "," + ",".join(repr(float(v)) for v in s.values[i]) for i in range(offset, offset + rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_train_predict_explain_evaluate_through_the_cli(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--task", "forecasting", "--out", str(run), *TINY]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["test"]
+    assert {"mse", "mae", "mse_drop_last", "mae_drop_last"} <= set(test)
+    assert test["windows"] == int(2400 * 0.2) + 48 - 48 - 12 + 1  # every test window of the generated series
+    assert (run / "report.html").is_file() and "forecast of target" in (run / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["test"]["mse"] == pytest.approx(test["mse"], rel=1e-6)
+
+    history = _history_csv(tmp_path / "history.csv", 60, offset=100)
+    assert main(["predict", str(run), str(history)]) == 0
+    table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert table[0] == ["date", "c0", "c1", "c2", "target"] and len(table) == 13
+    assert table[1][0] == generated_series().dates[160] and table[12][0] == generated_series().dates[171]
+    # the same forecast by hand: the last 48 rows, the run's scaler, the model, back to units
+    from attnlab.run import load_run
+
+    _, model, record = load_run(run)
+    info = record["info"]
+    raw = generated_series().values[112:160]
+    x = torch.from_numpy((raw - np.array(info["mean"])) / np.array(info["std"])).float().T[None]
+    with torch.no_grad():
+        expected = model(x)[0].double().numpy().T * np.array(info["std"]) + np.array(info["mean"])
+    np.testing.assert_allclose(np.array([r[1:] for r in table[1:]], dtype=float), expected, rtol=1e-4, atol=1e-4)
+
+    png, page = tmp_path / "why.png", tmp_path / "why.html"
+    long_history = _history_csv(tmp_path / "long.csv", 60 + 12)  # history + truth
+    assert main(["explain", str(run), str(long_history), "-o", str(png)]) == 0
+    assert main(["explain", str(run), str(history), "-o", str(page), "--rollout"]) == 0
+    assert png.stat().st_size > 10_000 and page.stat().st_size > 1_000
+
+
+@pytest.mark.slow
+def test_dlinear_multivariate_to_one_target(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--task", "forecasting", "--model", "dlinear", "--data.features", "MS", "--out", str(run), *TINY[:4],
+            "--train.progress", "false", "--epochs", "1"]
+    assert main(argv) == 0
+    assert json.loads((run / "data.json").read_text())["info"]["outputs"] == ["target"]
+    capsys.readouterr()
+    assert main(["predict", str(run), str(_history_csv(tmp_path / "h.csv", 50))]) == 0
+    table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert table[0] == ["date", "target"] and len(table) == 13
+    assert main(["explain", str(run), str(tmp_path / "h.csv"), "-o", str(tmp_path / "x.png")]) == 2  # no attention
