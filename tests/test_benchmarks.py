@@ -39,6 +39,7 @@ QUICK = [
     ("language_model.py", ["--data", str(DATA_DIR / "tinyshakespeare" / "input.txt"), "--threads", "1"],
      DATA_DIR / "tinyshakespeare" / "input.txt"),
     ("finetune_vision.py", ["--threads", "1"], None),  # --quick pretrains on digits: no shared data
+    ("faithfulness.py", ["--examples", "8"], None),  # --quick trains vit-tiny on digits for 1 epoch
 ]
 
 
