@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -36,7 +35,14 @@ else:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _common as common
 
-from attnlab.explain.faithfulness import FRACTIONS, auc, bootstrap_ci, cascading_randomisation, deletion_insertion, perturbation
+from attnlab.explain.faithfulness import (
+    FRACTIONS,
+    auc,
+    bootstrap_ci,
+    cascading_randomisation,
+    deletion_insertion,
+    perturbation,
+)
 from attnlab.explain.relevance import METHODS, relevance
 
 MEASURES = ("positive", "negative", "deletion", "insertion", "randomisation")
@@ -50,7 +56,7 @@ class Patches(nn.Module):
         self.vit, self.shape, self.patch = vit, image_shape, patch
 
     def forward(self, patches):
-        c, h, w = self.shape
+        _, h, w = self.shape
         cols = patches.transpose(1, 2)  # (B, C*p*p, P)
         return self.vit(nn.functional.fold(cols, (h, w), self.patch, stride=self.patch))
 
