@@ -40,6 +40,7 @@ QUICK = [
      DATA_DIR / "tinyshakespeare" / "input.txt"),
     ("finetune_vision.py", ["--threads", "1"], None),  # --quick pretrains on digits: no shared data
     ("forecasting.py", ["--threads", "1"], None),  # --quick: the generated series
+    ("faithfulness.py", ["--examples", "8"], None),  # --quick trains vit-tiny on digits for 1 epoch
 ]
 
 

@@ -8,6 +8,7 @@ function runs, and transformers never (``capture_hf`` only calls the model).
 from attnlab.explain.capture import AttentionMaps, Recorder, attention_modules, capture, recording
 from attnlab.explain.capture_hf import capture_hf
 from attnlab.explain.plots import alignment_plot, head_grid, image_overlay, time_series_plot, token_highlight, upsample_heat
+from attnlab.explain.relevance import METHODS, relevance
 from attnlab.explain.report import ReportExample, write_report
 from attnlab.explain.rollout import attention_entropy, cls_to_patches, fuse_heads, gradient_rollout, rollout
 
@@ -19,6 +20,8 @@ __all__ = [
     "capture_hf",
     "recording",
     "rollout",
+    "relevance",
+    "METHODS",
     "gradient_rollout",
     "fuse_heads",
     "cls_to_patches",

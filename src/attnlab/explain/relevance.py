@@ -1,0 +1,124 @@
+"""One relevance API: a score per token / patch / time step, (B, N), by any of several methods.
+
+Why several: raw attention and rollout are not explanations by themselves (Jain & Wallace
+2019; Chefer et al. 2021), so attnlab offers them beside gradient-based methods and a random
+floor, and ``faithfulness`` measures which one the model agrees with.
+
+Methods (``METHODS``):
+- ``raw``: attention of one layer (default last), one head or the head mean, class-token row.
+- ``rollout``: attention rollout through all layers (Abnar & Zuidema 2020).
+- ``gradient``: gradient-weighted rollout, heads fused as mean(A * relu(dA)) (Chefer et al.,
+  CVPR 2021, "Transformer Interpretability Beyond Attention Visualization").
+- ``attn_x_grad``: last layer's A * dA, head mean, negatives clipped.
+- ``input_x_gradient`` and ``integrated_gradients`` (Sundararajan et al. 2017): Captum's, on
+  the float input the model is called with (patch tokens, embeddings, pixels), summed over
+  the feature dims so each position gets one score.
+- ``random``: a seeded uniform map, the floor every other method must beat.
+
+The attention methods read the class-token row when ``num_prefix_tokens`` > 0 (prefix
+columns dropped), otherwise the mean over query rows. Gradient methods keep the forward on
+the fused kernel: ``capture(grad=True)`` forms dL/dW from V and dL/dout (see capture.py).
+The model is only called, never inspected beyond its ``MultiHeadAttention`` modules, so
+this works from a model and inputs alone; task adapters pass what a modality needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.explain.capture import attention_modules, capture
+from attnlab.explain.rollout import fuse_heads, gradient_rollout, rollout
+
+__all__ = ["ATTENTION_METHODS", "METHODS", "predicted_class", "relevance"]
+
+ATTENTION_METHODS = ("raw", "rollout", "gradient", "attn_x_grad")
+METHODS = ATTENTION_METHODS + ("input_x_gradient", "integrated_gradients", "random")
+
+
+def predicted_class(model: nn.Module, x: Tensor) -> Tensor:
+    """argmax of the model's logits, (B,)."""
+    with torch.no_grad():
+        return model(x).argmax(dim=-1)
+
+
+def _row(a: Tensor, prefix: int) -> Tensor:
+    """(B, N, N) token-to-token relevance -> (B, N - prefix): class-token row or query mean."""
+    r = a[:, 0] if prefix else a.mean(dim=1)
+    return r[:, prefix:]
+
+
+def _backward(model: nn.Module, x: Tensor, target: Tensor, layers=None):
+    maps = capture(model, x, grad=True, layers=layers)
+    out = maps.output
+    out.gather(1, target[:, None]).sum().backward()
+    return maps
+
+
+def relevance(
+    model: nn.Module,
+    x: Tensor,
+    method: str = "rollout",
+    *,
+    target: Tensor | None = None,
+    num_prefix_tokens: int = 1,
+    layer: int = -1,
+    head: int | None = None,
+    steps: int = 16,
+    baseline: Tensor | float = 0.0,
+    seed: int = 0,
+    forward: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Relevance of each input position for class ``target`` (default: the predicted class).
+
+    Args:
+        x: the float input the model takes, positions on dim 1, e.g. (B, P, C) patch tokens.
+        method: one of ``METHODS``.
+        num_prefix_tokens: class/register tokens the model prepends (attention methods only).
+        layer, head: for ``raw`` (head None: mean over heads).
+        steps, baseline: Integrated Gradients' path (Captum's ``n_steps``, ``baselines``).
+        forward: what Captum calls instead of ``model`` (e.g. embeddings -> logits).
+
+    Shape: -> (B, N) float32, N positions of ``x`` (attention methods: tokens after the prefix).
+    Raises ValueError naming the method and the model when the model cannot support it.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown relevance method {method!r}; choose from {', '.join(METHODS)}")
+    name = type(model).__name__
+    if method in ATTENTION_METHODS and not attention_modules(model):
+        raise ValueError(f"method {method!r} needs attention maps, but {name} has no attnlab MultiHeadAttention")
+    b = x.shape[0]
+    if method == "random":
+        g = torch.Generator().manual_seed(seed)
+        n = x.shape[1]
+        return torch.rand(b, n, generator=g)  # (B, N)
+    if target is None:
+        with torch.no_grad():
+            target = (forward or model)(x).argmax(dim=-1)  # (B,)
+    if method == "raw":
+        maps = capture(model, x, layers=layer)
+        return _row(fuse_heads(maps.maps[0].float(), "mean") if head is None else maps.maps[0][:, head].float(),
+                    num_prefix_tokens)
+    if method == "rollout":
+        return _row(rollout(capture(model, x)), num_prefix_tokens).float()
+    if method == "gradient":
+        maps = _backward(model, x, target)
+        return _row(gradient_rollout(maps, maps.grads()), num_prefix_tokens).float()
+    if method == "attn_x_grad":
+        maps = _backward(model, x, target, layers=-1)
+        a, g = maps.maps[0].detach().float(), maps.grads()[0].detach().float()
+        return _row(fuse_heads(a * g, "mean").clamp_min(0), num_prefix_tokens)
+    from captum.attr import (  # optional extra: attnlab[explain]
+        InputXGradient,
+        IntegratedGradients,
+    )
+
+    fn = forward or model
+    xi = x.detach().clone().requires_grad_(True)
+    if method == "input_x_gradient":
+        attr = InputXGradient(fn).attribute(xi, target=target)
+    else:
+        attr = IntegratedGradients(fn).attribute(xi, baselines=baseline, target=target, n_steps=steps)
+    return attr.detach().float().flatten(2).sum(-1) if attr.dim() > 2 else attr.detach().float()  # (B, N)

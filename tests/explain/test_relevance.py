@@ -1,0 +1,95 @@
+"""relevance(): each method against an independent computation on a tiny ViT."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from attnlab.explain import capture, rollout
+from attnlab.explain.relevance import METHODS, relevance
+from tests.explain._tiny import TinyViT, manual_weights
+
+captum = pytest.importorskip("captum")
+
+
+def _setup():
+    torch.manual_seed(0)
+    return TinyViT(depth=2).eval().double(), torch.randn(3, 6, 16, dtype=torch.float64)
+
+
+def test_every_method_gives_b_by_n():
+    model, x = _setup()
+    for m in METHODS:
+        r = relevance(model, x, m)
+        assert r.shape == (3, 6), m
+        assert torch.isfinite(r).all(), m
+
+
+def test_raw_is_the_last_layers_class_row_by_hand():
+    model, x = _setup()
+    h = model.tokens(x)
+    h1 = model.blocks[0](h)
+    w = manual_weights(model.blocks[1], h1)  # (B, H, N, N), float64 softmax written out
+    torch.testing.assert_close(relevance(model, x, "raw").double(), w.mean(1)[:, 0, 1:], rtol=0, atol=1e-6)
+    torch.testing.assert_close(relevance(model, x, "raw", head=2).double(), w[:, 2, 0, 1:], rtol=0, atol=1e-6)
+
+
+def test_rollout_row():
+    model, x = _setup()
+    expected = rollout(capture(model, x))[:, 0, 1:]
+    torch.testing.assert_close(relevance(model, x, "rollout").double(), expected, rtol=0, atol=1e-6)
+
+
+def test_attn_x_grad_matches_unfused_autograd():
+    # Reference: recompute the last layer's weights by hand with autograd on, take dlogit/dW.
+    model, x = _setup()
+    target = model(x).argmax(-1)
+    blk = model.blocks[1]
+    store = {}
+    orig = blk.attn.forward
+
+    def fwd(h, *a, **k):  # unfused attention: out = W @ V, W kept for autograd
+        attn = blk.attn
+        b, n, _ = h.shape
+        q = attn.q_proj(h).view(b, n, attn.num_heads, attn.head_dim).transpose(1, 2)
+        kk = attn.k_proj(h).view(b, n, attn.num_heads, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(b, n, attn.num_heads, attn.head_dim).transpose(1, 2)
+        w = torch.softmax(q @ kk.transpose(-1, -2) / attn.head_dim ** 0.5, -1)
+        w.retain_grad()
+        store["w"] = w
+        return attn.out_proj((w @ v).transpose(1, 2).reshape(b, n, -1))
+
+    blk.attn.forward = fwd
+    try:
+        model(x).gather(1, target[:, None]).sum().backward()
+    finally:
+        blk.attn.forward = orig
+    w, g = store["w"].detach(), store["w"].grad
+    expected = (w * g).mean(1).clamp_min(0)[:, 0, 1:]
+    torch.testing.assert_close(relevance(model, x, "attn_x_grad").double(), expected, rtol=1e-4, atol=1e-8)
+
+
+def test_input_x_gradient_and_ig_completeness():
+    model, x = _setup()
+    target = model(x).argmax(-1)
+    xi = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(xi).gather(1, target[:, None]).sum(), xi)
+    torch.testing.assert_close(relevance(model, x, "input_x_gradient").double(), (grad * x).sum(-1), rtol=1e-5, atol=1e-6)
+    # IG completeness (Sundararajan et al. 2017): attributions sum to f(x) - f(baseline).
+    ig = relevance(model, x, "integrated_gradients", steps=200).double()
+    f = model(x).gather(1, target[:, None])[:, 0]
+    f0 = model(torch.zeros_like(x)).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(ig.sum(-1), (f - f0).detach(), rtol=0, atol=5e-3)
+
+
+def test_random_is_seeded_and_bad_input():
+    model, x = _setup()
+    assert torch.equal(relevance(model, x, "random", seed=3), relevance(model, x, "random", seed=3))
+    assert not torch.equal(relevance(model, x, "random", seed=3), relevance(model, x, "random", seed=4))
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(96, 3)).double()
+    with pytest.raises(ValueError, match="'rollout'.*Sequential"):
+        relevance(plain, x, "rollout")
+    with pytest.raises(ValueError, match="unknown relevance method"):
+        relevance(model, x, "saliency")
+    assert relevance(plain, x, "input_x_gradient").shape == (3, 6)
