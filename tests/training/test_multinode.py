@@ -1,0 +1,71 @@
+"""Two torchrun "nodes" on this machine (loopback, c10d rendezvous) train as one process does.
+
+Each node is ``torchrun --nnodes 2 --nproc-per-node 1 --rdzv-backend c10d -m attnlab train``
+with batch 16 a process; the single process trains with batch 32 (the same global batch, the
+same order: ``DistributedSampler`` interleaves one permutation). No dropout, no augmentation and
+no BatchNorm (the conv stem's statistics are per process), so the only difference is the order
+of floating-point sums in the all-reduce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+COMMON = ["--task", "digits", "--model", "vit-tiny", "--epochs", "2", "--seed", "3", "--data.augment", "false",
+          "--model.dropout", "0", "--model.depth", "1", "--model.dim", "32", "--model.stem_channels", "0", "--objective.label_smoothing", "0", "--train.device", "cpu", "--train.progress", "false"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def _two_nodes(out: Path, *extra: str) -> None:
+    port = _port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"attnlab-{port}",
+         "-m", "attnlab", "train", *COMMON, "--train.batch_size", "16", "--out", str(out), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()) for rank in (0, 1)]
+    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    for node, log in zip(nodes, logs):
+        assert node.returncode == 0, log[-3000:]
+
+
+def _one_process(out: Path, *extra: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "attnlab", "train", *COMMON, "--train.batch_size", "32", "--out", str(out),
+                           *extra], capture_output=True, text=True, env=_env(), timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["train_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_two_loopback_nodes_match_one_process(tmp_path):
+    _two_nodes(tmp_path / "nodes")
+    _one_process(tmp_path / "single")
+    nodes, single = load_file(tmp_path / "nodes" / "model.safetensors"), load_file(tmp_path / "single" / "model.safetensors")
+    assert nodes.keys() == single.keys()
+    for key, value in single.items():
+        if key.endswith("k_proj.bias"):  # softmax ignores it: its gradient is rounding noise, which Adam scales up
+            continue
+        torch.testing.assert_close(nodes[key], value, rtol=1e-4, atol=2e-5, msg=key)
+    assert _losses(tmp_path / "nodes") == pytest.approx(_losses(tmp_path / "single"), abs=1e-4)
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("nodes", "single")]
+    assert metrics[0]["test"]["accuracy"] == pytest.approx(metrics[1]["test"]["accuracy"], abs=1e-9)
