@@ -288,7 +288,6 @@ def throughput(source: Path, task_data, pad: int, config, steps: int, rounds: in
     """Median real tokens/s of attnlab's and HF's training steps on identical batches, sides alternating."""
     from attnlab.training.param_groups import parameter_groups
     from attnlab.training.schedule import warmup_cosine
-    from attnlab.training.trainer import no_weight_decay_names
 
     t = config.train
     order = epoch_order(task_data.train, t.batch_size, t.seed, 0)[:steps]
@@ -299,7 +298,7 @@ def throughput(source: Path, task_data, pad: int, config, steps: int, rounds: in
     for precision in precisions:
         torch.manual_seed(t.seed)
         ours, theirs, _ = build_pair(source, task_data.num_classes)
-        groups = parameter_groups(ours, lr=t.lr, weight_decay=t.weight_decay, no_decay_names=no_weight_decay_names(ours))
+        groups = parameter_groups(ours, lr=t.lr, weight_decay=t.weight_decay)
         opt_ours = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.adam_betas), fused=t.fused_optimizer or None)
         opt_theirs = hf_optimizer(theirs, t)
         scheds = [warmup_cosine(o, 0, 10**6, t.min_lr_factor) for o in (opt_ours, opt_theirs)]

@@ -42,10 +42,14 @@ def _model(name: str, fields: dict[str, Any]) -> torch.nn.Module:
 
 def _optimizer(model: torch.nn.Module, route: str) -> torch.optim.Optimizer:
     from attnlab.training.param_groups import parameter_groups
-    from attnlab.training.trainer import no_weight_decay_names
 
-    groups = parameter_groups(model, lr=1e-4, weight_decay=0.01, no_decay_names=no_weight_decay_names(model))
+    groups = parameter_groups(model, lr=1e-4, weight_decay=0.01)
     return torch.optim.AdamW(groups, lr=1e-4, **ROUTES[route])
+
+
+def _medians(times: list[list[float]]) -> list[float]:
+    """The median time of each call over the rounds of ``time_rounds`` (the upper one for an even count)."""
+    return [sorted(column)[len(column) // 2] for column in zip(*times)]
 
 
 def step_rows(label: str, name: str, fields: dict[str, Any], rounds: int, device: torch.device) -> list[dict]:
@@ -59,7 +63,7 @@ def step_rows(label: str, name: str, fields: dict[str, Any], rounds: int, device
         opt = _optimizer(model, route)
         calls.append(opt.step)
     times = time_rounds(calls, device, rounds)
-    med = [sorted(t[i] for t in times)[len(times) // 2] for i in range(len(ROUTES))]
+    med = _medians(times)
     params = sum(p.numel() for p in _model(name, fields).parameters())
     return [{"row": f"AdamW step {label}", "params_m": params / 1e6, "route": route, "ms": m * 1e3,
              "speedup_of_fused": m / med[0]} for route, m in zip(ROUTES, med)]
@@ -82,7 +86,7 @@ def train_rows(label: str, name: str, fields: dict[str, Any], batch: tuple[torch
 
         calls.append(step)
     times = time_rounds(calls, device, rounds)
-    med = [sorted(t[i] for t in times)[len(times) // 2] for i in range(2)]
+    med = _medians(times)
     return [{"row": f"train step {label}", "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "route": route,
              "ms": m * 1e3, "speedup_of_fused": m / med[0]} for route, m in zip(("fused", "per-tensor"), med)]
 

@@ -156,7 +156,7 @@ def test_weight_decay_exemptions_are_declared_by_modules():
     parameters are exempt anyway; everything else decays at the configured rate."""
     from torch import nn
 
-    from attnlab.training.trainer import no_weight_decay_names
+    from attnlab.training.param_groups import no_weight_decay_names
 
     class Tagged(nn.Module):
         def __init__(self):

@@ -30,7 +30,7 @@ from torch import nn
 
 from attnlab.errors import ConfigError
 
-__all__ = ["parse_freeze", "frozen_names", "apply_freeze", "parameter_groups"]
+__all__ = ["parse_freeze", "frozen_names", "apply_freeze", "parameter_groups", "no_weight_decay_names"]
 
 _BLOCKS = re.compile(r"^blocks\.(\d+)(?:-(\d+))?$")
 
@@ -85,13 +85,33 @@ def apply_freeze(model: nn.Module, patterns: list[str]) -> set[str]:
     return names
 
 
-def parameter_groups(model: nn.Module, *, lr: float, weight_decay: float, no_decay_names: set[str],
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Full names of the parameters that modules exempt from weight decay.
+
+    A module declares its own exemptions with a ``no_weight_decay()`` method returning names
+    relative to itself (timm's convention: class tokens, position tables, embeddings); biases
+    and norm weights (1-d parameters) are exempt anyway. Decaying them pulls embeddings
+    toward zero for no regularisation benefit (Loshchilov & Hutter 2019 decouple the decay;
+    which tensors to spare follows BERT and ViT practice).
+    """
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        declare = getattr(module, "no_weight_decay", None)
+        if callable(declare):
+            names |= {f"{prefix}.{n}" if prefix else n for n in declare()}
+    return names
+
+
+def parameter_groups(model: nn.Module, *, lr: float, weight_decay: float, no_decay_names: set[str] | None = None,
                      layer_decay: float = 1.0, head_lr: float | None = None) -> list[dict[str, Any]]:
     """AdamW groups of the trainable parameters: one per (learning rate, decayed or not).
 
-    Biases, norm weights (1-d) and ``no_decay_names`` get no weight decay. ``layer_decay < 1``
+    Biases, norm weights (1-d) and ``no_decay_names`` (default: the model's own,
+    `no_weight_decay_names`) get no weight decay. ``layer_decay < 1``
     and ``head_lr`` need the model's layer ids; without either, two groups as before.
     """
+    if no_decay_names is None:
+        no_decay_names = no_weight_decay_names(model)
     scaled = layer_decay != 1.0 or head_lr is not None
     num_layers, ids = _layer_ids(model, "--train.layer_decay / --train.head_lr") if scaled else (0, {})
     groups: dict[tuple[float, bool], dict[str, Any]] = {}

@@ -29,26 +29,9 @@ from attnlab.training.precision import resolve_precision
 from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
 from attnlab.training.schedule import epoch_step, warmup_cosine
 
-__all__ = ["TrainConfig", "Trainer", "TrainingError", "to_device", "no_weight_decay_names"]
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "to_device"]
 
 log = logging.getLogger(__name__)
-
-
-def no_weight_decay_names(model: nn.Module) -> set[str]:
-    """Full names of the parameters that modules exempt from weight decay.
-
-    A module declares its own exemptions with a ``no_weight_decay()`` method returning names
-    relative to itself (timm's convention: class tokens, position tables, embeddings); biases
-    and norm weights (1-d parameters) are exempt anyway. Decaying them pulls embeddings
-    toward zero for no regularisation benefit (Loshchilov & Hutter 2019 decouple the decay;
-    which tensors to spare follows BERT and ViT practice).
-    """
-    names: set[str] = set()
-    for prefix, module in model.named_modules():
-        declare = getattr(module, "no_weight_decay", None)
-        if callable(declare):
-            names |= {f"{prefix}.{n}" if prefix else n for n in declare()}
-    return names
 
 
 class TrainingError(AttnlabError, RuntimeError):
@@ -203,8 +186,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.epochs
         self.frozen = apply_freeze(self.model, parse_freeze(config.freeze))
         groups = parameter_groups(self.model, lr=config.lr, weight_decay=config.weight_decay,
-                                  no_decay_names=no_weight_decay_names(self.model), layer_decay=config.layer_decay,
-                                  head_lr=config.head_lr)
+                                  layer_decay=config.layer_decay, head_lr=config.head_lr)
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas),
                                            fused=config.fused_optimizer or None)
         if config.warmup_ratio is not None:
