@@ -87,9 +87,14 @@ def _case_yaml_wrong_type(tmp: Path):
     return ["--config", str(path)], "depth"
 
 
-def _series_csv(tmp: Path, rows: int = 80) -> tuple[Path, list[str]]:
+def _series_csv(tmp: Path, rows: int = 80, edits: dict[int, str] | None = None) -> Path:
+    """A date + two channels CSV of ``rows`` rows, with ``edits`` replacing lines (0 = the header)."""
     lines = ["date,a,b"] + [f"2021-01-01 00:00:{i % 60:02d},{i * 0.5},{(i * 7) % 11}" for i in range(rows)]
-    return tmp / "series.csv", lines
+    for index, line in (edits or {}).items():
+        lines[index] = line
+    path = tmp / "series.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _forecast(path: Path) -> list[str]:
@@ -97,29 +102,22 @@ def _forecast(path: Path) -> list[str]:
 
 
 def _case_forecast_text_cell(tmp: Path):
-    path, lines = _series_csv(tmp)
-    lines[9] = "2021-01-01 00:09:00,4.5,n/a?"
-    path.write_text("\n".join(lines) + "\n")
+    path = _series_csv(tmp, edits={9: "2021-01-01 00:09:00,4.5,n/a?"})
     return _forecast(path), f"{path}: line 10, column 'b': 'n/a?' is not a number"
 
 
 def _case_forecast_no_date_column(tmp: Path):
-    path, lines = _series_csv(tmp)
-    lines[0] = "when,a,b"
-    path.write_text("\n".join(lines) + "\n")
+    path = _series_csv(tmp, edits={0: "when,a,b"})
     return _forecast(path), f"{path}: line 1: no date column 'date'"
 
 
 def _case_forecast_too_short(tmp: Path):
-    path, lines = _series_csv(tmp, rows=30)
-    path.write_text("\n".join(lines) + "\n")
+    path = _series_csv(tmp, rows=30)
     return _forecast(path), f"{path}: 30 rows, shorter than input_length + horizon = 24 + 8 = 32"
 
 
 def _case_forecast_nan_refused(tmp: Path):
-    path, lines = _series_csv(tmp)
-    lines[41] = "2021-01-01 00:40:00,,3"
-    path.write_text("\n".join(lines) + "\n")
+    path = _series_csv(tmp, edits={41: "2021-01-01 00:40:00,,3"})
     return _forecast(path), f"{path}: line 42, column 'a': missing value (NaN)"
 
 

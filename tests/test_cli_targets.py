@@ -4,6 +4,7 @@ steps, evaluate, predict, explain, each on tiny data generated here."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,27 +232,27 @@ def _case_multilabel_stray_comma(tmp):
     return ["--task", "text-classification", "--data", str(path), "--data.target", "multilabel"], [f"{path}:2", "'a,,b'"]
 
 
-def _case_label_column_not_binary(tmp):
+def _label_table_with(tmp, index: int, edit) -> Path:
+    """Six labelled images and their label CSV, line ``index`` (0 = the header) passed through ``edit``."""
     table = _label_images(tmp / "data", np.random.default_rng(5), n=6)
     lines = table.read_text().splitlines()
-    lines[4] = lines[4].rsplit(",", 1)[0] + ",2"
+    lines[index] = edit(lines[index])
     table.write_text("\n".join(lines) + "\n")
+    return table
+
+
+def _case_label_column_not_binary(tmp):
+    table = _label_table_with(tmp, 4, lambda line: line.rsplit(",", 1)[0] + ",2")
     return ["--task", "images", "--data", str(table), "--data.target", "multilabel"], [f"{table}:5", "'right'", "'2'"]
 
 
 def _case_label_column_nan(tmp):
-    table = _label_images(tmp / "data", np.random.default_rng(5), n=6)
-    lines = table.read_text().splitlines()
-    lines[2] = lines[2].split(",", 1)[0] + ",NaN,1"
-    table.write_text("\n".join(lines) + "\n")
+    table = _label_table_with(tmp, 2, lambda line: line.split(",", 1)[0] + ",NaN,1")
     return ["--task", "images", "--data", str(table), "--data.target", "multilabel"], [f"{table}:3", "'left'", "'NaN'"]
 
 
 def _case_label_row_empty(tmp):
-    table = _label_images(tmp / "data", np.random.default_rng(5), n=6)
-    lines = table.read_text().splitlines()
-    lines[6] = lines[6].split(",", 1)[0] + ",0,0"
-    table.write_text("\n".join(lines) + "\n")
+    table = _label_table_with(tmp, 6, lambda line: line.split(",", 1)[0] + ",0,0")
     return ["--task", "images", "--data", str(table), "--data.target", "multilabel"], [f"{table}:7", "empty label set"]
 
 
