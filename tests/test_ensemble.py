@@ -114,4 +114,4 @@ def test_tasks_without_class_probabilities_are_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run), str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "gives no class probabilities" in err and len(err.splitlines()) == 1
+    assert "gives no outputs a deep ensemble can average" in err and len(err.splitlines()) == 1

@@ -107,7 +107,7 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
 
     if len(args.run_dir) == 1:
         result = evaluate_run(args.run_dir[0], data=args.data, device=args.device)
-    else:  # a deep ensemble: the members' class probabilities are averaged
+    else:  # a deep ensemble: the members' outputs (probabilities, predictions, forecasts) are averaged
         from attnlab.ensemble import evaluate_ensemble
 
         result = evaluate_ensemble(args.run_dir, data=args.data, device=args.device)
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", metavar="SOURCE", help="start from a pretrained checkpoint and fine-tune it. " + _init_help())
     p.set_defaults(func=_cmd_train, allow_extra=True)
 
-    p = sub.add_parser("evaluate", help="evaluate a run (or a deep ensemble of classification runs) on its test split")
+    p = sub.add_parser("evaluate", help="evaluate a run (or a deep ensemble of runs, outputs averaged) on its test split")
     p.add_argument("run_dir", nargs="+", help="a run directory; several score the average of their class probabilities")
     p.add_argument("--data")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)

@@ -1,14 +1,17 @@
-"""Deep ensembles: score several finished classification runs as one model.
+"""Deep ensembles: score several finished runs as one model.
 
-The members' class probabilities on the test split are averaged and the average is scored
-(Lakshminarayanan et al. 2017, "Simple and scalable predictive uncertainty estimation using deep
-ensembles"; InceptionTime, Fawaz et al. 2020, is five such networks). Members are usually the same
-config trained with different seeds: ``attnlab evaluate RUN_A RUN_B RUN_C``.
+The members' outputs on the test split are averaged and the average is scored with the task's
+own metrics (Lakshminarayanan et al. 2017, "Simple and scalable predictive uncertainty estimation
+using deep ensembles"; InceptionTime, Fawaz et al. 2020, is five such networks): class
+probabilities for classification, predictions in the target's units for regression, forecasts
+for forecasting, per-label probabilities for multi-label runs, whose decision threshold is chosen
+again on the averaged validation probabilities (each member's own threshold was chosen for its own
+scores). Members are usually the same config trained with different seeds:
+``attnlab evaluate RUN_A RUN_B RUN_C``.
 
-Every member must be a classification run of the same task whose test split holds the same
-examples with the same labels in the same order, and whose classes are the same; anything else is
-refused with the run that differs, since averaging misaligned probabilities would give a silent,
-wrong score.
+Every member must be a run of the same task and target whose test split holds the same examples
+with the same labels in the same order, and whose classes are the same; anything else is refused
+with the run that differs, since averaging misaligned outputs would give a silent, wrong score.
 """
 
 from __future__ import annotations
@@ -49,42 +52,65 @@ def _fingerprint(dataset) -> str:
     return digest.hexdigest()
 
 
-def ensemble_probabilities(run_dirs: list[str | Path], *, data: str | None = None,
-                           device: str = "cpu") -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
-    """(mean class probabilities (B, K), labels (B,), each member's own test metrics) over the test split."""
+def _split(task_data, split: str):
+    return task_data.test if split == "test" else task_data.val
+
+
+def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: str | None = None,
+                     device: str = "cpu") -> tuple[Tensor, Tensor, list[dict[str, Any]], Any]:
+    """(the members' mean outputs, targets, each member's own metrics, the first member's objective)
+    over a split: class probabilities (B, K) and labels (B,) for classification, and what
+    ``objectives.Averageable.outputs`` gives for other tasks."""
     from attnlab.run import evaluation_trainer
 
     if not run_dirs:
         raise ConfigError("an ensemble needs at least one run directory")
     total: Tensor | None = None
-    labels: Tensor | None = None
-    first: tuple[str, list[str], Path] | None = None
+    targets: Tensor | None = None
+    first: tuple[str, str, list[str], Path] | None = None
     fingerprint: str | None = None
+    objective = None
     members: list[dict[str, Any]] = []
     for run_dir in run_dirs:
         config, trainer, task_data = evaluation_trainer(run_dir, data=data, device=device)
-        classes = [str(c) for c in task_data.class_names]
+        kind = str((config.data_options or {}).get("target", ""))  # "", "regression" or "multilabel"
+        classes = [str(c) for c in getattr(task_data, "class_names", None) or []]
         if first is None:
-            first = (config.task, classes, Path(run_dir))
-        elif (config.task, classes) != first[:2]:
+            first, objective = (config.task, kind, classes, Path(run_dir)), trainer.objective
+        elif (config.task, kind, classes) != first[:3]:
             raise ConfigError(f"{run_dir}: task {config.task!r} with classes {classes} cannot join an ensemble "
-                              f"with {first[2]} (task {first[0]!r}, classes {first[1]})")
-        digest = _fingerprint(task_data.test)
+                              f"with {first[3]} (task {first[0]!r}, classes {first[2]})")
+        dataset = _split(task_data, split)
+        if dataset is None:
+            raise ConfigError(f"{run_dir}: its task data has no {split} split")
+        digest = _fingerprint(dataset)
         if fingerprint is None:
             fingerprint = digest
         elif digest != fingerprint:
-            raise ConfigError(f"{run_dir}: its test split ({len(task_data.test)} examples) differs from {first[2]}'s; "
+            raise ConfigError(f"{run_dir}: its {split} split ({len(dataset)} examples) differs from {first[3]}'s; "
                               "ensemble members must be scored on the same examples (split seeds must match)")
-        probs, y = trainer.probabilities(task_data.test)  # (B, K), (B,)
-        if labels is None:
-            labels, total = y, torch.zeros_like(probs, dtype=torch.float64)
-        total += probs.double()
-        members.append({"run_dir": str(run_dir), "test": classification_metrics(y, probs)})
-    assert total is not None and labels is not None
-    return (total / len(run_dirs)).float(), labels, members
+        out, y = trainer.outputs(dataset)
+        if targets is None:
+            targets, total = y, torch.zeros_like(out, dtype=torch.float64)
+        total += out.double()
+        members.append({"run_dir": str(run_dir), split: trainer.objective.score(out, y)})
+    assert total is not None and targets is not None
+    return (total / len(run_dirs)).float(), targets, members, objective
+
+
+def ensemble_probabilities(run_dirs: list[str | Path], *, data: str | None = None,
+                           device: str = "cpu") -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
+    """(mean class probabilities (B, K), labels (B,), each member's own test metrics) over the test split."""
+    probs, labels, members, _ = ensemble_outputs(run_dirs, data=data, device=device)
+    return probs, labels, members
 
 
 def evaluate_ensemble(run_dirs: list[str | Path], *, data: str | None = None, device: str = "cpu") -> dict[str, Any]:
-    """Test metrics of the averaged probabilities, and each member's own."""
-    probs, labels, members = ensemble_probabilities(run_dirs, data=data, device=device)
-    return {"members": members, "test": classification_metrics(labels, probs)}
+    """Test metrics of the averaged outputs, and each member's own."""
+    outputs, targets, members, objective = ensemble_outputs(run_dirs, data=data, device=device)
+    result: dict[str, Any] = {"members": members}
+    if hasattr(objective, "calibrate_outputs") and len(run_dirs) > 1:
+        val, val_targets, _, _ = ensemble_outputs(run_dirs, split="val", data=data, device=device)
+        result["calibration"] = objective.calibrate_outputs(val, val_targets)
+    result["test"] = objective.score(outputs, targets)
+    return result

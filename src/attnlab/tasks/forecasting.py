@@ -103,16 +103,23 @@ class ForecastObjective:
         return F.mse_loss(_outputs(model, x, y.shape[1]).float(), y.float()), int(x.shape[0])
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+    def outputs(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
+        """(forecasts, truths), each (B, C_out, H) float32 on the CPU, in window order."""
         preds, targets = [], []
         for x, y in batches:
             preds.append(_outputs(model, x, y.shape[1]).float().cpu())
             targets.append(y.float().cpu())
         if not preds:
             raise DataError("forecasting: the evaluated split holds no window")
-        metrics = forecast_metrics(torch.cat(preds), torch.cat(targets), self.paper_batch_size)
+        return torch.cat(preds), torch.cat(targets)
+
+    def score(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        metrics = forecast_metrics(outputs, targets, self.paper_batch_size)
         metrics["loss"] = metrics["mse"]
         return metrics
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+        return self.score(*self.outputs(model, batches))
 
 
 def _objective(task_data, options: NoOptions, evaluation: ForecastEvaluation) -> ForecastObjective:

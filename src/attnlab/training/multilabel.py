@@ -47,7 +47,7 @@ class MultiLabelObjective:
         return torch.sigmoid(model(x).float())
 
     @torch.no_grad()
-    def scores(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
+    def outputs(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
         """(probabilities (B, K), 0/1 targets (B, K)) of every batch, on the CPU, in order."""
         probs, targets = [], []
         for x, y in batches:
@@ -55,14 +55,19 @@ class MultiLabelObjective:
             targets.append(y.float().cpu())
         return torch.cat(probs), torch.cat(targets)
 
+    def score(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        return multilabel_metrics(targets, outputs, self.threshold)
+
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
-        p, y = self.scores(model, batches)
-        return multilabel_metrics(y, p, self.threshold)
+        return self.score(*self.outputs(model, batches))
 
     def calibrate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
         """Choose the threshold on these (validation) batches; returns what the run records."""
-        p, y = self.scores(model, batches)
-        self.threshold, f1 = best_threshold(y, p)
+        return self.calibrate_outputs(*self.outputs(model, batches))
+
+    def calibrate_outputs(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        """Choose the threshold on (validation) probabilities (B, K), e.g. an ensemble's mean."""
+        self.threshold, f1 = best_threshold(targets, outputs)
         return {"threshold": self.threshold, "val_micro_f1": f1}
 
     def load_calibration(self, record: dict[str, Any]) -> None:

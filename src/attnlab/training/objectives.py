@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from attnlab.training.metrics import classification_metrics
 
-__all__ = ["Objective", "ClassificationObjective"]
+__all__ = ["Averageable", "Objective", "ClassificationObjective"]
 
 
 class Objective(Protocol):
@@ -26,6 +26,17 @@ class Objective(Protocol):
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
         """Metrics over batches (already on the right device)."""
+
+
+class Averageable(Protocol):
+    """What a deep ensemble (`attnlab.ensemble`) needs of an objective: ``score(mean of the members'
+    outputs, targets)`` is the ensemble's metrics, the same metrics ``evaluate`` gives one model."""
+
+    def outputs(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
+        """(the outputs an ensemble averages, the targets) of every batch, on the CPU, in order."""
+
+    def score(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        """Metrics of (possibly averaged) outputs against the targets."""
 
 
 class ClassificationObjective:
@@ -59,7 +70,7 @@ class ClassificationObjective:
         return torch.softmax(model(x).float(), dim=-1)
 
     @torch.no_grad()
-    def probabilities(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
+    def outputs(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
         """Class probabilities (B, K) float32 on the CPU and the labels (B,) of every batch, in order."""
         probs, labels = [], []
         for x, y in batches:
@@ -67,6 +78,8 @@ class ClassificationObjective:
             labels.append(y.cpu())
         return torch.cat(probs), torch.cat(labels)
 
+    def score(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        return classification_metrics(targets, outputs)
+
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
-        p, y = self.probabilities(model, batches)
-        return classification_metrics(y, p)
+        return self.score(*self.outputs(model, batches))

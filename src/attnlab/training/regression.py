@@ -43,7 +43,7 @@ class RegressionObjective:
         return model(x).float().squeeze(-1) * self.std + self.mean
 
     @torch.no_grad()
-    def predictions(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
+    def outputs(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
         """(predictions (B,), targets (B,)) of every batch, float64 on the CPU, in order."""
         preds, targets = [], []
         for x, y in batches:
@@ -51,6 +51,8 @@ class RegressionObjective:
             targets.append(y.double().cpu())
         return torch.cat(preds), torch.cat(targets)
 
+    def score(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        return regression_metrics(targets, outputs)
+
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
-        pred, y = self.predictions(model, batches)
-        return regression_metrics(y, pred)
+        return self.score(*self.outputs(model, batches))

@@ -248,13 +248,13 @@ class Trainer:
         with self.autocast():
             return self.objective.evaluate(self.model, self._batches(dataset))
 
-    def probabilities(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        """(class probabilities (B, K), labels (B,)) over a data set, for objectives that have them."""
-        if not hasattr(self.objective, "probabilities"):
-            raise ConfigError(f"{type(self.objective).__name__} gives no class probabilities (classification tasks do)")
+    def outputs(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what an ensemble averages, targets) over a data set: see ``objectives.Averageable``."""
+        if not hasattr(self.objective, "outputs"):
+            raise ConfigError(f"{type(self.objective).__name__} gives no outputs a deep ensemble can average")
         self.model.eval()
         with self.autocast():
-            return self.objective.probabilities(self.model, self._batches(dataset))
+            return self.objective.outputs(self.model, self._batches(dataset))
 
     def calibrate(self, dataset: Dataset) -> dict[str, float] | None:
         """Let the objective fit its post-training settings on ``dataset`` (validation), e.g. a
