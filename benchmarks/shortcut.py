@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -59,7 +60,7 @@ from attnlab.explain.faithfulness import bootstrap_ci, cascading_randomisation
 from attnlab.explain.relevance import METHODS, relevance
 
 ROOT = Path(__file__).resolve().parents[1]
-TREC = ROOT.parent / "shared" / "data" / "text" / "trec"
+TREC = Path(os.environ.get("ATTNLAB_DATA", ROOT.parent / "shared" / "data")) / "text" / "trec"
 PRESENCE = 0.9  # share of training examples that carry their class's marker
 MARKER_PATCH = 0  # the top-left 2x2 patch: row-major patch index 0
 DIGITS_RECIPE = ["--model.patch_size", "2", "--model.stem_channels", "32", "--model.dropout", "0.2",
@@ -90,10 +91,10 @@ def _train(args: list[str]) -> None:
 def _scores(rel: Tensor, marker: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per example: top-1 on the marker (1/0) and the marker's share of positive relevance.
 
-    Shape: rel (B, N) with -inf where a position does not exist, marker (B,) -> (B,), (B,).
+    Shape: rel (B, N), marker (B,) -> (B,), (B,).
     """
     hit = (rel.argmax(-1) == marker).double()
-    pos = rel.nan_to_num(neginf=0.0).clamp_min(0).double()
+    pos = rel.clamp_min(0).double()
     mass = pos.gather(1, marker[:, None])[:, 0] / pos.sum(-1).clamp_min(1e-30)
     return hit.numpy(), mass.numpy()
 
