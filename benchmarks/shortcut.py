@@ -229,7 +229,8 @@ def text_shortcut(tmp: Path, trec: Path, *, epochs: int, examples: int, steps: i
 
     rng = np.random.default_rng(seed)
     train = _read_trec(trec / "TREC.train.all")
-    lines = [f"{y}\t{_insert(t, _word(int(y)), rng) if rng.random() < PRESENCE else t}" for y, t in train]
+    marked = rng.random(len(train)) < PRESENCE
+    lines = [f"{y}\t{_insert(t, _word(int(y)), rng) if m else t}" for (y, t), m in zip(train, marked)]
     (tmp / "trec-marked.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     t0 = time.perf_counter()
     _train(["--task", "text-classification", "--data", str(tmp / "trec-marked.tsv"), "--model", "text-transformer",
@@ -257,7 +258,7 @@ def text_shortcut(tmp: Path, trec: Path, *, epochs: int, examples: int, steps: i
 
     pred = {s: predict(v) for s, v in ids.items()}
     follows = np.array([index[str((w + 1) % k)] for w in marked_words])
-    result = {"marked_training_share": PRESENCE, "train_seconds": train_s, "test_questions": len(test),
+    result = {"marked_training_share": float(marked.mean()), "train_seconds": train_s, "test_questions": len(test),
               "accuracy": {s: float((p == y).mean()) for s, p in pred.items()},
               "follows_marker": float((pred["conflicting"] == follows).mean())}
     groups: dict[int, list[int]] = {}
