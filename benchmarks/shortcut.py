@@ -30,7 +30,8 @@ argmax over every token of the question, <bos> included.
 
 Methods: attnlab.explain.relevance (raw attention, rollout, gradient-weighted rollout of Chefer
 et al., CVPR 2021, last-layer attention x gradient, Captum's input x gradient and Integrated
-Gradients, random). --quick: 1 epoch each, few examples, a smoke test of the plumbing.
+Gradients, random). --quick: 1 epoch each (1,500 TREC questions), few examples, a smoke test
+of the plumbing.
 Results: benchmarks/results/shortcut[-quick].json unless --out is given.
 """
 
@@ -222,13 +223,14 @@ class Embedded(nn.Module):
             handle.remove()
 
 
-def text_shortcut(tmp: Path, trec: Path, *, epochs: int, examples: int, steps: int, seed: int) -> dict:
+def text_shortcut(tmp: Path, trec: Path, *, epochs: int, examples: int, steps: int, seed: int,
+                  questions: int | None = None) -> dict:
     from attnlab.data.text import encode_for_classification
     from attnlab.data.tokenizers import load_tokenizer
     from attnlab.run import load_run
 
     rng = np.random.default_rng(seed)
-    train = _read_trec(trec / "TREC.train.all")
+    train = _read_trec(trec / "TREC.train.all")[:questions]
     marked = rng.random(len(train)) < PRESENCE
     lines = [f"{y}\t{_insert(t, _word(int(y)), rng) if m else t}" for (y, t), m in zip(train, marked)]
     (tmp / "trec-marked.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -304,6 +306,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--rand-examples", type=int, default=48, help="images in the randomisation check")
     ap.add_argument("--steps", type=int, default=16, help="Integrated Gradients steps")
     ap.add_argument("--trec", type=Path, default=TREC)
+    ap.add_argument("--questions", type=int, help="TREC training questions used (default: all 5,452)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
@@ -311,6 +314,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.epochs, args.text_epochs, args.examples, args.rand_examples, args.steps = 1, 1, 16, 4, 4
+        args.questions = min(args.questions or 1500, 1500)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
@@ -320,7 +324,7 @@ def main(argv=None) -> dict:
         text = None
         if (args.trec / "TREC.train.all").is_file():
             text = text_shortcut(Path(tmp), args.trec, epochs=args.text_epochs, examples=args.examples,
-                                 steps=args.steps, seed=args.seed)
+                                 steps=args.steps, seed=args.seed, questions=args.questions)
     result = {**common.run_header("shortcut", args, common.machine_info(torch.device("cpu")), __file__),
               "images": images, "text": text, "wall_seconds": time.perf_counter() - start}
     _print(f"vit-tiny on marked digits, {images['test_images']} test images", images, ("top1", "mass", "randomisation"))
