@@ -41,6 +41,7 @@ QUICK = [
     ("finetune_vision.py", ["--threads", "1"], None),  # --quick pretrains on digits: no shared data
     ("forecasting.py", ["--threads", "1"], None),  # --quick: the generated series
     ("faithfulness.py", ["--examples", "8"], None),  # --quick trains vit-tiny on digits for 1 epoch
+    ("shortcut.py", ["--trec", str(DATA_DIR / "text" / "trec")], DATA_DIR / "text" / "trec"),  # 1 epoch each: 20-40 s
 ]
 
 
