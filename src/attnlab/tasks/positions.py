@@ -1,0 +1,70 @@
+"""What the task families share to hand explain/ their ``Positions`` (``TaskSpec.explain_positions``).
+
+A family's adapter ``(model, task_data, split, limit) -> list[Positions]`` picks the first
+``limit`` examples of a split, cuts them into the positions its model's tokens cover and says
+what "removed" means for its modality (see ``attnlab.explain.positions``). The mean a removed
+position takes is always the TRAINING split's (never validation or test: the measure must not
+see the data it scores), from at most ``TRAIN_MEAN_ITEMS`` items.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.errors import ConfigError
+
+__all__ = ["SPLITS", "TRAIN_MEAN_ITEMS", "split_items", "train_mean", "patch_positions", "check_classifier"]
+
+SPLITS = ("validation", "test")
+TRAIN_MEAN_ITEMS = 2048
+
+
+def check_classifier(task_data: Any, model: nn.Module) -> None:
+    """Perturbation measures read the predicted class: a regression or multi-label run has none."""
+    if getattr(task_data, "target", "class") != "class":
+        raise ConfigError(f"faithfulness needs a single-label classifier; this {type(model).__name__} run predicts "
+                          f"a {task_data.target} target")
+
+
+def split_items(task_data: Any, split: str, limit: int) -> tuple[list[Any], list[int]]:
+    """The first ``limit`` items of ``split`` ("validation" or "test") and their indices."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    data = task_data.val if split == "validation" else task_data.test
+    if data is None or len(data) == 0:
+        raise ConfigError(f"task {task_data.task!r} has no {split} examples to score")
+    if limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    idx = list(range(min(limit, len(data))))
+    return [data[i] for i in idx], idx
+
+
+def train_mean(task_data: Any, dims: tuple[int, ...]) -> Tensor:
+    """Mean of the training inputs over the item axis and ``dims`` of each input (keepdim)."""
+    train = task_data.train
+    xs = torch.stack([train[i][0] for i in range(min(TRAIN_MEAN_ITEMS, len(train)))]).float()  # (T, ...)
+    return xs.mean(dim=(0, *(d + 1 for d in dims)), keepdim=True)[0]
+
+
+def patch_positions(model: nn.Module, task_data: Any, split: str, limit: int, *, mean_dims: tuple[int, ...],
+                    removed_means: str) -> list:
+    """Image-like inputs (C, H, W) cut into the model's patch grid (``model.patch_grid``);
+    removed = the training mean over ``mean_dims`` of each input, patch-wise."""
+    from attnlab.explain.positions import Patches, Positions
+
+    check_classifier(task_data, model)
+    grid = getattr(model, "patch_grid", None)
+    if grid is None:
+        raise ConfigError(f"model {type(model).__name__} has no patch grid to attribute to")
+    items, idx = split_items(task_data, split, limit)
+    device = next(model.parameters()).device
+    images = torch.stack([it[0] for it in items]).float().to(device)  # (B, C, H, W)
+    _, _, h, w = images.shape
+    wrap = Patches(model, images.shape[1:], (h // grid[0], w // grid[1]))
+    mean = train_mean(task_data, mean_dims).to(device).expand_as(images[0])  # (C, H, W)
+    return [Positions(wrap.cut(images), wrap, wrap.cut(mean[None])[0], int(getattr(model, "num_prefix_tokens", 0)),
+                      labels=torch.as_tensor([int(it[1]) for it in items]), index=torch.as_tensor(idx),
+                      removed_means=removed_means)]
