@@ -11,6 +11,7 @@ from attnlab.explain.card import check_methods, score_methods
 from attnlab.explain.positions import Patches, Spans
 from attnlab.models.registry import create_model
 from attnlab.tasks import load_task, task_spec
+from attnlab.tasks.positions import split_items
 
 
 def _series_folder(root, *, n=16, length=13, channels_shift=3.0):
@@ -46,7 +47,7 @@ def test_series_positions_forward_and_removed(tmp_path, pooling, patch_size, one
     spec = task_spec("timeseries")
     model = create_model("ts-transformer", **spec.model_fields(data), dim=16, depth=1, num_heads=2, stem_channels=0,
                          patch_size=patch_size, pooling=pooling).eval()
-    (g,) = spec.explain_positions(model, data, "test", 8)
+    (g,) = spec.explain_positions(model, data, *split_items(data, "test", 8))
     series = torch.stack([data.test[i][0] for i in range(8)])
     with torch.no_grad():
         torch.testing.assert_close(g.forward(g.x), model(series), atol=1e-5, rtol=0)
@@ -65,7 +66,7 @@ def test_text_positions_forward_and_removed(tmp_path, one_thread):
     for pooling in ("first", "max"):
         model = create_model("text-transformer", **spec.model_fields(data), dim=16, depth=1, num_heads=2,
                              conv_channels=8, pooling=pooling).eval()
-        groups = spec.explain_positions(model, data, "validation", 12)
+        groups = spec.explain_positions(model, data, *split_items(data, "validation", 12))
         assert len(groups) > 1 and sum(len(g) for g in groups) == min(12, len(data.val))
         for g in groups:
             ids = torch.stack([data.val[int(i)][0] for i in g.index])  # (B, N), one length: no padding
@@ -106,7 +107,7 @@ def test_best_method_is_the_argmin_of_positive_auc(tmp_path, one_thread):
     spec = task_spec("timeseries")
     model = create_model("ts-transformer", **spec.model_fields(data), dim=16, depth=1, num_heads=2,
                          stem_channels=0).eval()
-    scores = score_methods(spec.explain_positions(model, data, "test", 8), ["rollout", "gradient", "random"],
+    scores = score_methods(spec.explain_positions(model, data, *split_items(data, "test", 8)), ["rollout", "gradient", "random"],
                            steps=2, resamples=50)
     pos = {m: r["positive"][0] for m, r in scores["methods"].items() if m != "random"}
     assert scores["best"] == min(pos, key=pos.get)

@@ -119,13 +119,13 @@ def explain_audio(model: nn.Module, record: dict[str, Any], input_path: str):
                                       label=_label_from_path(path, record), title=path.name)
 
 
-def audio_positions(model: nn.Module, task_data, split: str, limit: int) -> list:
-    """Spectrogram patches (the model's mel x frame tokens) of the first ``limit`` clips of
-    ``split``; removed = the mean training frame (mean over training clips and time, per mel
+def audio_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:
+    """Spectrogram patches (the model's mel x frame tokens) of (spectrogram, label)
+    ``items``; removed = the mean training frame (mean over training clips and time, per mel
     band): a removed patch sounds like the average clip there, not like silence."""
     from attnlab.tasks.positions import patch_positions
 
-    groups = patch_positions(model, task_data, split, limit, mean_dims=(2,),
+    groups = patch_positions(model, task_data, items, index, mean_dims=(2,),
                              removed_means="mean training frame (per mel band), patch-wise")
     gh, gw = model.patch_grid
     for g in groups:  # the report draws low bands at the bottom (spectrogram_report_example)

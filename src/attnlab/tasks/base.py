@@ -155,9 +155,9 @@ class TaskSpec:
     predict: Callable[[nn.Module, dict[str, Any], list[str], int], list[dict[str, Any]]] | None = None
     # (model, data.json record, one input path or string) -> explain.report.ReportExample
     explain_example: Callable[[nn.Module, dict[str, Any], str], Any] | None = None
-    # (model, task data, split "validation" | "test", limit) -> list of explain.positions.Positions:
-    # what faithfulness measures perturb and what "removed" means (tasks/positions.py)
-    explain_positions: Callable[[nn.Module, Any, str, int], list] | None = None
+    # (model, task data, (input, label) items, their indices) -> list of explain.positions.Positions:
+    # what relevance methods attribute to, faithfulness measures perturb, and what "removed" means
+    explain_positions: Callable[[nn.Module, Any, list, list[int]], list] | None = None
     commands: tuple[TaskCommand, ...] = ()
     init: InitSupport | None = None  # --init SOURCE: fine-tune from a pretrained checkpoint
 

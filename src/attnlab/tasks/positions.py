@@ -1,8 +1,8 @@
 """What the task families share to hand explain/ their ``Positions`` (``TaskSpec.explain_positions``).
 
-A family's adapter ``(model, task_data, split, limit) -> list[Positions]`` picks the first
-``limit`` examples of a split, cuts them into the positions its model's tokens cover and says
-what "removed" means for its modality (see ``attnlab.explain.positions``). The mean a removed
+A family's adapter ``(model, task_data, items, index) -> list[Positions]`` cuts (input,
+label) items (``split_items``: the first ``limit`` of a split; or one input file's) into the
+positions its model's tokens cover and says what "removed" means for its modality (see ``attnlab.explain.positions``). The mean a removed
 position takes is always the TRAINING split's (never validation or test: the measure must not
 see the data it scores), from at most ``TRAIN_MEAN_ITEMS`` items.
 """
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
 
-__all__ = ["SPLITS", "TRAIN_MEAN_ITEMS", "split_items", "train_mean", "patch_positions", "check_classifier"]
+__all__ = ["SPLITS", "TRAIN_MEAN_ITEMS", "split_items", "train_mean", "patch_positions", "check_classifier", "labels_of"]
 
 SPLITS = ("validation", "test")
 TRAIN_MEAN_ITEMS = 2048
@@ -49,7 +49,12 @@ def train_mean(task_data: Any, dims: tuple[int, ...]) -> Tensor:
     return xs.mean(dim=(0, *(d + 1 for d in dims)), keepdim=True)[0]
 
 
-def patch_positions(model: nn.Module, task_data: Any, split: str, limit: int, *, mean_dims: tuple[int, ...],
+def labels_of(items: list[Any]) -> Tensor:
+    """(B,) true classes; -1 where an item has none (an input file without a label)."""
+    return torch.as_tensor([-1 if it[1] is None else int(it[1]) for it in items])
+
+
+def patch_positions(model: nn.Module, task_data: Any, items: list[Any], idx: list[int], *, mean_dims: tuple[int, ...],
                     removed_means: str) -> list:
     """Image-like inputs (C, H, W) cut into the model's patch grid (``model.patch_grid``);
     removed = the training mean over ``mean_dims`` of each input, patch-wise."""
@@ -59,12 +64,11 @@ def patch_positions(model: nn.Module, task_data: Any, split: str, limit: int, *,
     grid = getattr(model, "patch_grid", None)
     if grid is None:
         raise ConfigError(f"model {type(model).__name__} has no patch grid to attribute to")
-    items, idx = split_items(task_data, split, limit)
     device = next(model.parameters()).device
     images = torch.stack([it[0] for it in items]).float().to(device)  # (B, C, H, W)
     _, _, h, w = images.shape
     wrap = Patches(model, images.shape[1:], (h // grid[0], w // grid[1]))
     mean = train_mean(task_data, mean_dims).to(device).expand_as(images[0])  # (C, H, W)
     return [Positions(wrap.cut(images), wrap, wrap.cut(mean[None])[0], int(getattr(model, "num_prefix_tokens", 0)),
-                      labels=torch.as_tensor([int(it[1]) for it in items]), index=torch.as_tensor(idx),
+                      labels=labels_of(items), index=torch.as_tensor(idx),
                       removed_means=removed_means)]

@@ -120,15 +120,14 @@ class _Embedded(nn.Module):
         return self.model(ids, embeddings=torch.cat([head, x], 1))
 
 
-def text_positions(model: nn.Module, task_data, split: str, limit: int) -> list:
-    """The first ``limit`` texts of ``split`` as token embeddings (one ``Positions`` per text
+def text_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:
+    """(ids, label) ``items`` as token embeddings (one ``Positions`` per text
     length, so no row carries padding); removed = the embedding of ``[MASK]`` where the
     vocabulary has it, else of ``<pad>`` (the token stays attended: only what it says is gone)."""
     from attnlab.explain.positions import Positions
-    from attnlab.tasks.positions import check_classifier, split_items
+    from attnlab.tasks.positions import check_classifier, labels_of
 
     check_classifier(task_data, model)
-    items, idx = split_items(task_data, split, limit)
     tokenizer = load_tokenizer(task_data.info["tokenizer"])
     backend = getattr(tokenizer, "_tok", None)
     mask = backend.token_to_id("[MASK]") if backend is not None else None
@@ -142,11 +141,11 @@ def text_positions(model: nn.Module, task_data, split: str, limit: int) -> list:
             by_length.setdefault(len(ids), []).append(k)
     groups = []
     for _, rows in sorted(by_length.items()):
-        ids = torch.stack([items[k][0] for k in rows]).to(device)  # (B, N)
+        ids = torch.stack([torch.as_tensor(items[k][0]) for k in rows]).to(device)  # (B, N)
         wrap = _Embedded(model, ids, prefix)
         x = model.encoder.token_embed(ids[:, prefix:]).detach()  # (B, N - p, C)
-        groups.append(Positions(x, wrap, removed, prefix, labels=torch.as_tensor([int(items[k][1]) for k in rows]),
-                                index=torch.as_tensor([idx[k] for k in rows]),
+        groups.append(Positions(x, wrap, removed, prefix, labels=labels_of([items[k] for k in rows]),
+                                index=torch.as_tensor([index[k] for k in rows]),
                                 removed_means=f"embedding of {'[MASK]' if mask is not None else '<pad>'}"))
     return groups
 

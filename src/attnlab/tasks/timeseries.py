@@ -128,16 +128,15 @@ def explain_series(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     return series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name, record=record)
 
 
-def series_positions(model: nn.Module, task_data, split: str, limit: int) -> list:
-    """The first ``limit`` series of ``split`` cut into the spans of time steps the model's
+def series_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:
+    """(series, label) ``items`` cut into the spans of time steps the model's
     tokens cover (``token_spans``); removed = the training mean per channel (over every
     training series and time step), every step of a removed span (the "series mean" of the
     issue; a z-normalised data set's is ~0)."""
     from attnlab.explain.positions import Positions, Spans
-    from attnlab.tasks.positions import check_classifier, split_items, train_mean
+    from attnlab.tasks.positions import check_classifier, labels_of, train_mean
 
     check_classifier(task_data, model)
-    items, idx = split_items(task_data, split, limit)
     device = next(model.parameters()).device
     series = torch.stack([it[0] for it in items]).float().to(device)  # (B, C, T)
     _, c, t = series.shape
@@ -146,7 +145,7 @@ def series_positions(model: nn.Module, task_data, split: str, limit: int) -> lis
     mean = train_mean(task_data, (1,)).to(device)  # (C, 1)
     removed = mean.repeat_interleave(span, dim=1).reshape(-1)  # (C*s,), channel-major like Spans.cut
     return [Positions(wrap.cut(series), wrap, removed, int(model.num_prefix_tokens),
-                      labels=torch.as_tensor([int(it[1]) for it in items]), index=torch.as_tensor(idx),
+                      labels=labels_of(items), index=torch.as_tensor(index),
                       removed_means="training mean per channel, every step of a span")]
 
 

@@ -282,12 +282,12 @@ def vit_from_run(source: Path, *, task: str | None = None) -> Pretrained:
     return pretrained
 
 
-def image_positions(model: nn.Module, task_data, split: str, limit: int) -> list:
-    """Patches of the first ``limit`` images of ``split``; removed = the mean training pixel
+def image_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:
+    """Patches of (image, label) ``items``; removed = the mean training pixel
     per channel, every pixel of a removed patch (Chefer et al. 2021 remove patches alike)."""
     from attnlab.tasks.positions import patch_positions
 
-    return patch_positions(model, task_data, split, limit, mean_dims=(1, 2),
+    return patch_positions(model, task_data, items, index, mean_dims=(1, 2),
                            removed_means="mean training pixel per channel, patch-wise")
 
 
