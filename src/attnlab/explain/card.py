@@ -93,6 +93,22 @@ def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps:
     return out
 
 
+def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods: Sequence[str], *, steps: int = 8,
+                       seed: int = 0) -> None:
+    """Put each method's map on the report examples the groups' rows are (row index ``i`` ->
+    ``examples[i]``), in the order the report draws the positions (``Positions.order``)."""
+    maps = position_maps(groups, methods, steps=steps, seed=seed)
+    rows = [(int(i), g.order) for g in groups for i in g.index]
+    for m in methods:
+        for (i, order), scores in zip(rows, maps[m]):
+            if i >= len(examples):
+                continue
+            ex = examples[i]
+            if len(ex.tokens) - ex.num_prefix_tokens != scores.numel():  # the example shows other positions
+                continue
+            ex.methods = {**(ex.methods or {}), m: (scores if order is None else scores[list(order)]).numpy()}
+
+
 def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = 8, seed: int = 0,
                   resamples: int = 1000) -> dict:
     """Score ``methods`` on every row of ``groups`` (see the module docstring).

@@ -115,8 +115,11 @@ def explain_audio(model: nn.Module, record: dict[str, Any], input_path: str):
     """One WAV file's spectrogram, prediction and attention as a ReportExample."""
     spec = _spec(record["info"])
     path = Path(input_path)
-    return spectrogram_report_example(model, prepare_audio(path, spec), spec, class_names=record["class_names"],
-                                      label=_label_from_path(path, record), title=path.name)
+    x = prepare_audio(path, spec)
+    example = spectrogram_report_example(model, x, spec, class_names=record["class_names"],
+                                         label=_label_from_path(path, record), title=path.name)
+    example.item = (x, None)  # what the relevance methods attribute (audio_positions)
+    return example
 
 
 def audio_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:

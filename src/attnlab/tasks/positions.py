@@ -9,6 +9,7 @@ see the data it scores), from at most ``TRAIN_MEAN_ITEMS`` items.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -16,7 +17,8 @@ from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
 
-__all__ = ["SPLITS", "TRAIN_MEAN_ITEMS", "split_items", "train_mean", "patch_positions", "check_classifier", "labels_of"]
+__all__ = ["SPLITS", "TRAIN_MEAN_ITEMS", "split_items", "train_mean", "patch_positions", "check_classifier", "labels_of",
+           "positions_for", "faithfulness", "report_card"]
 
 SPLITS = ("validation", "test")
 TRAIN_MEAN_ITEMS = 2048
@@ -72,3 +74,51 @@ def patch_positions(model: nn.Module, task_data: Any, items: list[Any], idx: lis
     return [Positions(wrap.cut(images), wrap, wrap.cut(mean[None])[0], int(getattr(model, "num_prefix_tokens", 0)),
                       labels=labels_of(items), index=torch.as_tensor(idx),
                       removed_means=removed_means)]
+
+
+def positions_for(spec: Any, model: nn.Module, model_name: str, task_data: Any, items: list[Any], idx: list[int]) -> list:
+    """The task's ``Positions`` of ``items``; a task without an adapter is a ConfigError naming it."""
+    if spec.explain_positions is None:
+        raise ConfigError(f"task {spec.name!r} has no explain adapter: relevance methods and faithfulness cannot run on "
+                          f"model {model_name}")
+    return spec.explain_positions(model, task_data, items, idx)
+
+
+def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *, split: str = "validation",
+                 methods: list[str] | None = None, limit: int = 100, steps: int = 8) -> dict:
+    """``attnlab explain RUN --faithfulness``: score ``methods`` (None: every one the model
+    supports) on the first ``limit`` examples of ``split`` (``explain.card.score_methods``)."""
+    import time
+
+    from attnlab.explain.card import check_methods, score_methods
+
+    start = time.perf_counter()
+    items, idx = split_items(task_data, split, limit)
+    groups = positions_for(spec, model, model_name, task_data, items, idx)
+    chosen = check_methods(methods, groups[0].forward, model_name)
+    scores = score_methods(groups, chosen, steps=steps)
+    return {"model": model_name, "split": split, **scores, "seconds": time.perf_counter() - start}
+
+
+def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, examples: list, *, limit: int,
+                steps: int = 8, skip: tuple[str, ...] = ()) -> dict | None:
+    """What ``attnlab train`` puts in report.html: every supported method's map on the report's
+    test ``examples`` (row i = test item i) and their scores on the first ``limit`` VALIDATION
+    examples (the default map is the best there, so the choice never sees the test split).
+    None when the task has no adapter or the run is not a single-label classifier."""
+    from attnlab.explain.card import attach_method_maps, supported_methods
+
+    if spec.explain_positions is None or limit <= 0 or getattr(task_data, "target", "class") != "class":
+        return None
+    if task_data.val is None or len(task_data.val) == 0:
+        return None
+    items, idx = split_items(task_data, "test", len(examples))
+    groups = positions_for(spec, model, model_name, task_data, items, idx)
+    methods = [m for m in supported_methods(groups[0].forward) if m not in skip]
+    attach_method_maps(examples, groups, methods, steps=steps)
+    scores = faithfulness(spec, model, model_name, task_data, split="validation", methods=methods, limit=limit, steps=steps)
+    if skip:
+        scores["skipped"] = list(skip)
+    logging.getLogger(__name__).info("report card: %d validation examples, %.1f s; default map %s", scores["examples"],
+                                     scores["seconds"], scores["best"])
+    return scores

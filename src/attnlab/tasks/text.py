@@ -211,7 +211,9 @@ def explain_text(model: nn.Module, record: dict[str, Any], item: str) -> Any:
         raise DataError(f"{item}: no text to explain")
     text, label = rows[0]
     ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
-    return _example(model, tokenizer, ids, record, label, Path(item).name)
+    example = _example(model, tokenizer, ids, record, label, Path(item).name)
+    example.item = (torch.tensor(ids), None)  # what the relevance methods attribute (text_positions)
+    return example
 
 
 # --init SOURCE: fine-tuning a pretrained BERT-family encoder, with the settings of Devlin et al.

@@ -125,7 +125,9 @@ def explain_series(model: nn.Module, record: dict[str, Any], item: str) -> Any:
         label = names_k.index(labels[0]) if labels[0] in names_k else None
     else:
         label = labels[0]  # a regression target as the file spells it
-    return series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name, record=record)
+    example = series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name, record=record)
+    example.item = (x[0], None)  # what the relevance methods attribute (series_positions)
+    return example
 
 
 def series_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:

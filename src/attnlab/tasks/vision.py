@@ -96,6 +96,7 @@ def explain_image(model: nn.Module, record: dict[str, Any], input_path: str):
     spec = ImageSpec.from_dict(record["spec"])
     x = prepare_image(input_path, spec)
     example = image_example(model, x, class_names=record["class_names"], spec=spec, title=Path(input_path).name)
+    example.item = (x, None)  # what the relevance methods attribute (image_positions)
     return _read_as_target(example, model, x, record)
 
 
