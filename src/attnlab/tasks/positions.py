@@ -115,11 +115,20 @@ def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, ex
         return None
     if task_data.val is None or len(task_data.val) == 0:
         return None
-    items, idx = split_items(task_data, "test", len(examples))
-    groups = positions_for(spec, model, model_name, task_data, items, idx)
-    methods = [m for m in supported_methods(groups[0].forward) if m not in skip]
-    attach_method_maps(examples, groups, methods, steps=steps)
-    scores = faithfulness(spec, model, model_name, task_data, split="validation", methods=methods, limit=limit, steps=steps)
+    # One thread: the card's batches are small (32 examples x ~17 positions for the main job), where
+    # intra-op threading costs more than it gives and, on a shared 2-core machine, oversubscription
+    # made the card 20-40 s instead of 2-4 s (measured; docs/explain.md).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        items, idx = split_items(task_data, "test", len(examples))
+        groups = positions_for(spec, model, model_name, task_data, items, idx)
+        methods = [m for m in supported_methods(groups[0].forward) if m not in skip]
+        attach_method_maps(examples, groups, methods, steps=steps)
+        scores = faithfulness(spec, model, model_name, task_data, split="validation", methods=methods, limit=limit,
+                              steps=steps)
+    finally:
+        torch.set_num_threads(threads)
     scores["seconds"] = time.perf_counter() - start  # the maps on the test examples included: what the card adds
     if skip:
         scores["skipped"] = list(skip)
