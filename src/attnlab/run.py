@@ -376,8 +376,8 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     example = spec.explain_example(model, record, input_path)
     if method == "rollout" and spec.explain_positions is None:  # --rollout: the captured maps' rollout
         method, rollout = None, True
-    html = output.suffix.lower() == ".html"
-    if method is not None or (html and spec.explain_positions is not None):
+    html = output.suffix.lower() == ".html"  # the page offers every method where they apply (single-label classes)
+    if method is not None or (html and spec.explain_positions is not None and record.get("target", "class") == "class"):
         task_data = _load_task(config, _reopen_init(config, Path(run_dir)))  # the training mean "removed" takes
         groups = positions_for(spec, model, config.model, task_data, [example.item], [0])
         methods = check_methods(None if method is None else [method], groups[0].forward, config.model)
