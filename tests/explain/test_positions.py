@@ -115,3 +115,50 @@ def test_best_method_is_the_argmin_of_positive_auc(tmp_path, one_thread):
     for r in scores["methods"].values():
         assert r["positive"][1] <= r["positive"][0] <= r["positive"][2]
         assert len(r["curves"]["positive"]) == len(scores["fractions"])
+
+
+def test_audio_positions_forward_removed_and_draw_order(tmp_path, one_thread):
+    from tests.data.test_audio import _fsdd_folder
+
+    root = _fsdd_folder(tmp_path / "fsdd", count=6)
+    data = load_task("audio", str(root), seed=0, val_fraction=0.25, n_mels=16, duration=0.256)
+    spec = task_spec("audio")
+    model = create_model("audio-transformer", **spec.model_fields(data), dim=16, depth=1, num_heads=2).eval()
+    (g,) = spec.explain_positions(model, data, *split_items(data, "test", 4))
+    x = torch.stack([data.test[i][0] for i in range(4)])  # (B, C, n_mels, frames)
+    with torch.no_grad():
+        torch.testing.assert_close(g.forward(g.x), model(x), atol=1e-5, rtol=0)
+    gh, gw = model.patch_grid
+    assert g.x.shape[1] == gh * gw
+    # removed: the mean training frame (per mel band), cut into the same patches
+    train = torch.stack([data.train[i][0] for i in range(len(data.train))]).double()
+    frame = train.mean(dim=(0, 3))  # (C, n_mels)
+    ph, pw = x.shape[2] // gh, x.shape[3] // gw
+    for r in range(gh):
+        band = frame[:, r * ph:(r + 1) * ph]  # (C, ph): every frame of a removed patch takes it
+        want = band[:, :, None].expand(-1, -1, pw).reshape(-1)
+        for c in range(gw):
+            torch.testing.assert_close(g.removed[r * gw + c].double(), want, atol=1e-6, rtol=0)
+    assert g.order[:gw] == list(range((gh - 1) * gw, gh * gw))  # the report draws the top band first
+
+
+def test_attention_methods_on_a_digits_model_without_attention_are_refused_by_name(one_thread):
+    from attnlab.errors import ConfigError
+    from attnlab.tasks.positions import faithfulness
+
+    class Cnn(torch.nn.Module):  # a patch grid, but no attnlab attention
+        patch_grid, num_prefix_tokens = (4, 4), 0
+
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv2d(1, 4, 2, stride=2), torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.head(self.conv(x).flatten(1))
+
+    data = load_task("digits", None, seed=0)
+    spec, model = task_spec("digits"), Cnn().eval()
+    with pytest.raises(ConfigError, match=r"method 'gradient' needs attention maps, but model tiny-cnn has no attnlab"):
+        faithfulness(spec, model, "tiny-cnn", data, methods=["gradient"], limit=4)
+    scores = faithfulness(spec, model, "tiny-cnn", data, methods=None, limit=4, steps=2)
+    assert list(scores["methods"]) == ["input_x_gradient", "integrated_gradients", "random"]
