@@ -269,7 +269,7 @@ _DEVICE_HELP = "auto (CUDA when there is one), cpu, cuda, cuda:1 ..."
 _EXPLAIN_HELP = ("One input's relevance map (.png), or the explorer (.html) with every method's map. --faithfulness "
                  "scores each method on a split: positive / negative perturbation AUC (Chefer et al. 2021), deletion / "
                  "insertion AUC (Petsiuk et al. 2018), Spearman with a re-initialised model's maps (Adebayo et al. 2018), "
-                 "bootstrap 95%% intervals, the random map as the floor. Removed = the mean training pixel (images) / "
+                 "bootstrap 95% intervals, the random map as the floor. Removed = the mean training pixel (images) / "
                  "frame (audio), the [MASK] or <pad> embedding (text), the training channel mean (series); docs/explain.md.")
 
 
