@@ -12,8 +12,7 @@ Run directory layout (rank 0 writes, every file atomically):
     checkpoint/        resumable state (weights, optimizer, RNG, schedule, counters)
     metrics.jsonl      one line per epoch; metrics.json the final test metrics
     tensorboard/       scalars and attention images
-    report.html        the attention explorer for a few test examples, with every relevance
-                       method's map and the report card (faithfulness on validation)
+    report.html        the explorer for a few test examples: attention, relevance maps, report card
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
 from attnlab.tasks import Pretrained, load_task, task_spec
 from attnlab.tasks.init_run import is_run_directory, open_init, reopen_init, run_model
-from attnlab.tasks.positions import faithfulness, positions_for, report_card
+from attnlab.tasks.positions import faithfulness, input_method_maps, report_card
 from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights, pick_device
 from attnlab.training.checkpoint import atomic_write_text
 from attnlab.training.class_weights import apply_class_weights
@@ -303,8 +302,8 @@ def _attention_image_logger(task_data):
 def _write_report(examples: list, task_data, path: Path, card: dict | None = None) -> None:
     from attnlab.explain.report import write_report
 
-    write_report(path, examples, title=f"attnlab — {task_data.task}", meta={"task": task_data.task}, card=card,
-                 default_method=None if card is None else card["best"])
+    best = None if card is None else card["best"]  # the page shows first the map that scored best on validation
+    write_report(path, examples, title=f"attnlab — {task_data.task}", meta={"task": task_data.task}, card=card, default_method=best)
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu"):
@@ -363,9 +362,7 @@ def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1, devic
 def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, layer: int = -1, head: int | None = None,
                 rollout: bool = False, method: str | None = None, device: str = "cpu") -> Path:
     """``attnlab explain``: the task turns one input into a ReportExample; explain/ draws it. ``method``
-    (``explain.relevance``): the map a PNG draws, the page's first (None: ``layer`` / ``head`` attention);
-    an HTML page carries every method the model supports, where the task has an explain adapter."""
-    from attnlab.explain.card import attach_method_maps, check_methods, supported_methods
+    (``explain.relevance``): the map a PNG draws, the page's first (None: ``layer`` / ``head`` attention)."""
     from attnlab.explain.render import check_output, render_explanation
 
     output = check_output(output)
@@ -374,14 +371,13 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     if spec.explain_example is None:
         raise ConfigError(f"task {config.task!r} has no explain support yet")
     example = spec.explain_example(model, record, input_path)
-    if method == "rollout" and spec.explain_positions is None:  # --rollout: the captured maps' rollout
+    applies = spec.explain_positions is not None and record.get("target", "class") == "class"  # methods read a class
+    if method == "rollout" and not applies:  # --rollout where methods do not apply: the captured maps' rollout
         method, rollout = None, True
-    html = output.suffix.lower() == ".html"  # the page offers every method where they apply (single-label classes)
-    if method is not None or (html and spec.explain_positions is not None and record.get("target", "class") == "class"):
+    html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
+    if method is not None or (html and applies):
         task_data = _load_task(config, _reopen_init(config, Path(run_dir)))  # the training mean "removed" takes
-        groups = positions_for(spec, model, config.model, task_data, [example.item], [0])
-        methods = check_methods(None if method is None else [method], groups[0].forward, config.model)
-        attach_method_maps([example], groups, supported_methods(groups[0].forward) if html else methods)
+        input_method_maps(spec, model, config.model, task_data, example, method, every=html)
     return render_explanation(example, output, layer=layer, head=head, rollout=rollout, method=method,
                               title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
 

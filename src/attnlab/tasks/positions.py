@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from attnlab.errors import ConfigError
 
 __all__ = ["SPLITS", "TRAIN_MEAN_ITEMS", "split_items", "train_mean", "patch_positions", "check_classifier", "labels_of",
-           "positions_for", "faithfulness", "report_card"]
+           "positions_for", "input_method_maps", "faithfulness", "report_card"]
 
 SPLITS = ("validation", "test")
 TRAIN_MEAN_ITEMS = 2048
@@ -82,6 +82,17 @@ def positions_for(spec: Any, model: nn.Module, model_name: str, task_data: Any, 
         raise ConfigError(f"task {spec.name!r} has no explain adapter: relevance methods and faithfulness cannot run on "
                           f"model {model_name}")
     return spec.explain_positions(model, task_data, items, idx)
+
+
+def input_method_maps(spec: Any, model: nn.Module, model_name: str, task_data: Any, example: Any, method: str | None, *,
+                      every: bool) -> None:
+    """``attnlab explain RUN INPUT``: ``method``'s map (checked against the model) on the one
+    input's ReportExample (``example.item``), or every supported method's when ``every``."""
+    from attnlab.explain.card import attach_method_maps, check_methods, supported_methods
+
+    groups = positions_for(spec, model, model_name, task_data, [example.item], [0])
+    methods = check_methods(None if method is None else [method], groups[0].forward, model_name)
+    attach_method_maps([example], groups, supported_methods(groups[0].forward) if every else methods)
 
 
 def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *, split: str = "validation",
