@@ -374,6 +374,8 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     applies = spec.explain_positions is not None and record.get("target", "class") == "class"  # methods read a class
     if method == "rollout" and not applies:  # --rollout where methods do not apply: the captured maps' rollout
         method, rollout = None, True
+    if method == "raw" and (layer != -1 or head is not None):  # raw attention of the chosen layer / head
+        method = None
     html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
     if method is not None or (html and applies):
         task_data = _load_task(config, _reopen_init(config, Path(run_dir)))  # the training mean "removed" takes
