@@ -35,7 +35,7 @@ def sample(tmp_path_factory):
 
 def _page_data(path) -> dict:
     text = path.read_text()
-    block = re.search(r'<script type="application/json" id="attnlab-data">(.*?)</script>', text, re.S).group(1)
+    block = re.search(r'<script type="application/json" id="attnlab-data">(.*?)</script>', text, re.DOTALL).group(1)
     return json.loads(block)
 
 
@@ -73,9 +73,6 @@ def test_explain_method_png_and_html(run_dir, sample, tmp_path, capsys):
     assert main(["explain", str(run_dir), str(sample), "-o", str(html), "--rollout"]) == 0  # the alias
     rollout = _page_data(html)
     assert rollout["defaultMethod"] == "rollout"
-    # the rollout map equals the class-token row of the rollout the page computes from the maps
-    from attnlab.explain.report import ReportExample  # noqa: F401  (the page's own encoding is checked in test_report)
-
     scores = np.array(rollout["examples"][0]["methods"]["rollout"])
     assert scores.shape == (16,) and np.all(scores >= 0) and scores.sum() > 0
 
@@ -92,7 +89,7 @@ def test_faithfulness_table_and_json(run_dir, capsys):
     assert main(["explain", str(run_dir), "--faithfulness", "--method", "gradient,random", "--limit", "4"]) == 0
     table = capsys.readouterr().out
     assert "vit-tiny on validation: 4 examples" in table
-    assert re.search(r"^gradient \*", table, re.M) and re.search(r"^random\s+\(floor\)", table, re.M)
+    assert re.search(r"^gradient \*", table, re.MULTILINE) and re.search(r"^random\s+\(floor\)", table, re.MULTILINE)
 
 
 @pytest.mark.parametrize("argv, message", [

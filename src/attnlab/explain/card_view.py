@@ -36,8 +36,8 @@ def _curves(scores: dict, which: str, width: int = 300, height: int = 190) -> st
         x = left + (f - fr[0]) / (fr[-1] - fr[0]) * pw
         return f"{x:.1f},{top + (1 - a) * ph:.1f}"
 
-    parts = [f'<svg class="curve" data-curve="{which}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'role="img" aria-label="{which} perturbation curves">',
+    parts = [(f'<svg class="curve" data-curve="{which}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+              f'role="img" aria-label="{which} perturbation curves">'),
              f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#dde2e8"/>']
     for a in (0.0, 0.5, 1.0):
         y = top + (1 - a) * ph

@@ -19,7 +19,7 @@ the attention methods score (one per non-prefix token).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +54,6 @@ class Positions:
     index: Tensor | None = None
     removed_means: str = ""
     order: Sequence[int] | None = None
-    model_name: str = field(default="")
 
     def __post_init__(self) -> None:
         if self.x.dim() != 3:
@@ -62,8 +61,6 @@ class Positions:
         if self.index is None:
             self.index = torch.arange(self.x.shape[0])
         torch.broadcast_shapes(self.removed.shape, self.x.shape)  # raises naming both shapes
-        if not self.model_name:
-            self.model_name = type(getattr(self.forward, "model", self.forward)).__name__
 
     def __len__(self) -> int:
         return self.x.shape[0]

@@ -17,8 +17,19 @@ from torch import Tensor, nn
 
 from attnlab.errors import ConfigError
 
-__all__ = ["SPLITS", "TRAIN_MEAN_ITEMS", "split_items", "train_mean", "patch_positions", "check_classifier", "labels_of",
-           "positions_for", "input_method_maps", "faithfulness", "report_card"]
+__all__ = [
+    "SPLITS",
+    "TRAIN_MEAN_ITEMS",
+    "check_classifier",
+    "faithfulness",
+    "input_method_maps",
+    "labels_of",
+    "patch_positions",
+    "positions_for",
+    "report_card",
+    "split_items",
+    "train_mean",
+]
 
 SPLITS = ("validation", "test")
 TRAIN_MEAN_ITEMS = 2048
@@ -88,7 +99,11 @@ def input_method_maps(spec: Any, model: nn.Module, model_name: str, task_data: A
                       every: bool) -> None:
     """``attnlab explain RUN INPUT``: ``method``'s map (checked against the model) on the one
     input's ReportExample (``example.item``), or every supported method's when ``every``."""
-    from attnlab.explain.card import attach_method_maps, check_methods, supported_methods
+    from attnlab.explain.card import (
+        attach_method_maps,
+        check_methods,
+        supported_methods,
+    )
 
     groups = positions_for(spec, model, model_name, task_data, [example.item], [0])
     methods = check_methods(None if method is None else [method], groups[0].forward, model_name)
