@@ -33,6 +33,7 @@ __all__ = [
 
 SPLITS = ("validation", "test")
 TRAIN_MEAN_ITEMS = 2048
+CHUNK = 128  # examples scored in one batch
 
 
 def check_classifier(task_data: Any, model: nn.Module) -> None:
@@ -120,7 +121,9 @@ def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *
 
     start = time.perf_counter()
     items, idx = split_items(task_data, split, limit)
-    groups = positions_for(spec, model, model_name, task_data, items, idx)
+    # at most CHUNK rows a batch: Integrated Gradients runs steps x rows through the model at once
+    groups = [g for s in range(0, len(items), CHUNK)
+              for g in positions_for(spec, model, model_name, task_data, items[s:s + CHUNK], idx[s:s + CHUNK])]
     chosen = check_methods(methods, groups[0].forward, model_name)
     scores = score_methods(groups, chosen, steps=steps)
     return {"model": model_name, "split": split, **scores, "seconds": time.perf_counter() - start}
