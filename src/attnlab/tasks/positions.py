@@ -146,7 +146,7 @@ def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, ex
         return None
     # One thread: the card's batches are small (32 examples x ~17 positions for the main job), where
     # intra-op threading costs more than it gives and, on a shared 2-core machine, oversubscription
-    # made the card 20-40 s instead of 2-4 s (measured; docs/explain.md).
+    # made the card 20-40 s instead of 3-5 s (measured; docs/explain.md).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
