@@ -9,8 +9,10 @@ Spearman rank correlation with the maps of a fully re-initialised copy (Adebayo 
 lower means the map depends on the weights). "Removed" for images: the mean pixel of the
 training split, patch-wise (every pixel of a removed patch).
 
-Positions are patches: the image is cut into (B, P, C*p*p) patches and the wrapper folds them
-back before the ViT, so input x gradient and IG attribute to the same patches attention does.
+Positions are patches (attnlab.explain.positions.Patches, the code `attnlab explain --faithfulness`
+runs): the image is cut into (B, P, C*p*p) patches and the wrapper folds them back before the
+ViT, so input x gradient and IG attribute to the same patches attention does; IG integrates from
+the removed image.
 
 --run RUN: explain that run (default: train the main job, `attnlab train`, into a temp dir).
 --quick: an untrained 1-epoch run on few examples, a smoke test. Results:
@@ -23,7 +25,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -35,33 +36,9 @@ else:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _common as common
 
-from attnlab.explain.faithfulness import (
-    FRACTIONS,
-    auc,
-    bootstrap_ci,
-    cascading_randomisation,
-    deletion_insertion,
-    perturbation,
-)
-from attnlab.explain.relevance import METHODS, relevance
-
-MEASURES = ("positive", "negative", "deletion", "insertion", "randomisation")
-
-
-class Patches(nn.Module):
-    """(B, P, C*p*p) patches -> image -> ViT logits, so every method sees the same positions."""
-
-    def __init__(self, vit: nn.Module, image_shape: tuple[int, int, int], patch: int):
-        super().__init__()
-        self.vit, self.shape, self.patch = vit, image_shape, patch
-
-    def forward(self, patches):
-        _, h, w = self.shape
-        cols = patches.transpose(1, 2)  # (B, C*p*p, P)
-        return self.vit(nn.functional.fold(cols, (h, w), self.patch, stride=self.patch))
-
-    def cut(self, images):
-        return nn.functional.unfold(images, self.patch, stride=self.patch).transpose(1, 2)  # (B, P, C*p*p)
+from attnlab.explain.card import MEASURES, score_methods
+from attnlab.explain.positions import Patches, Positions
+from attnlab.explain.relevance import METHODS
 
 
 def _train(quick: bool, out: Path) -> Path:
@@ -85,28 +62,14 @@ def _data(run: Path, count: int):
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, mean_pixel: torch.Tensor, methods, *, steps: int = 16) -> dict:
-    patch = model.config.patch_size
-    wrap = Patches(model, tuple(images.shape[1:]), patch).eval()
+    """Every method's scores on ``images`` as patch positions (the Positions the digits task
+    hands ``attnlab explain --faithfulness``; cascade: the fully re-initialised model)."""
+    wrap = Patches(model, tuple(images.shape[1:]), model.config.patch_size).eval()
     x = wrap.cut(images)  # (B, P, C*p*p)
-    removed = mean_pixel.repeat_interleave(patch * patch)  # (C*p*p,): channel-major like unfold
-    prefix = model.num_prefix_tokens
-    rows = {}
-    for m in methods:
-        t0 = time.perf_counter()
-
-        def explain(mod, t, m=m):
-            return relevance(mod, t, m, num_prefix_tokens=prefix, steps=steps)
-
-        rel = explain(wrap, x)  # (B, P)
-        pos = auc(perturbation(wrap, x, rel, removed, positive=True), FRACTIONS)
-        neg = auc(perturbation(wrap, x, rel, removed, positive=False), FRACTIONS)
-        fr, dele, ins = deletion_insertion(wrap, x, rel, removed)
-        _, rho = cascading_randomisation(wrap, x, explain)
-        per = {"positive": pos, "negative": neg, "deletion": auc(dele, fr), "insertion": auc(ins, fr),
-               "randomisation": rho[-1]}
-        rows[m] = {k: bootstrap_ci(v) for k, v in per.items()}
-        rows[m]["seconds"] = time.perf_counter() - t0
-    return rows
+    removed = wrap.cut(mean_pixel[None, :, None, None].expand_as(images[:1]))[0]  # (P, C*p*p)
+    positions = Positions(x, wrap, removed, model.num_prefix_tokens, removed_means="mean training pixel")
+    scores = score_methods([positions], methods, steps=steps)
+    return {m: {**{k: tuple(r[k]) for k in MEASURES}, "seconds": r["seconds"]} for m, r in scores["methods"].items()}
 
 
 def main(argv=None) -> dict:

@@ -51,13 +51,12 @@ from torch import Tensor, nn
 
 if __package__:
     from . import _common as common
-    from .faithfulness import Patches
 else:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _common as common
-    from faithfulness import Patches
 
 from attnlab.explain.faithfulness import bootstrap_ci, cascading_randomisation
+from attnlab.explain.positions import Patches
 from attnlab.explain.relevance import METHODS, relevance
 
 ROOT = Path(__file__).resolve().parents[1]

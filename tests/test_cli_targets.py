@@ -58,6 +58,11 @@ def test_timeseries_regression_end_to_end(tmp_path, capsys):
     assert float(line.rsplit(": ", 1)[1]) == pytest.approx(results[0]["value"], rel=1e-5)
     html = tmp_path / "x.html"
     assert main(["explain", str(out), str(root / "Level_TEST.tsv"), "-o", str(html)]) == 0
+    # relevance methods read a predicted class: --rollout is then the captured maps' rollout, --method refused
+    assert main(["explain", str(out), str(root / "Level_TEST.tsv"), "-o", str(tmp_path / "r.png"), "--rollout"]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(out), str(root / "Level_TEST.tsv"), "-o", str(tmp_path / "g.png"), "--method", "gradient"]) == 2
+    assert "single-label classifier" in capsys.readouterr().err
     assert f"{results[0]['value']:.6g}" in html.read_text()
 
 

@@ -197,12 +197,24 @@ def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
-    from attnlab.run import explain_run
+    from attnlab.explain.card import format_table
+    from attnlab.run import explain_run, faithfulness_run
 
+    methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method else None
+    if args.faithfulness:
+        scores = faithfulness_run(args.run_dir, methods=methods, split=args.split, limit=args.limit, steps=args.steps,
+                                  device=args.device)
+        print(json.dumps(scores, indent=2) if args.json else format_table(scores, title=f"{scores['model']} on {args.split}:"))
+        return 0
+    if args.input is None or args.output is None:
+        raise AttnlabError("explain needs INPUT and -o out.png|out.html (or --faithfulness)")
     if not os.path.exists(args.input):
         raise AttnlabError(f"input not found: {args.input}")
+    if methods is not None and len(methods) != 1:
+        raise AttnlabError(f"--method takes one method when drawing a map, got {args.method!r}")
+    method = methods[0] if methods else ("rollout" if args.rollout else None)
     path = explain_run(args.run_dir, args.input, args.output, layer=args.layer, head=args.head, rollout=args.rollout,
-                       device=args.device)
+                       method=method, device=args.device)
     print(f"wrote {path}")
     return 0
 
@@ -254,6 +266,11 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 _DEVICE_HELP = "auto (CUDA when there is one), cpu, cuda, cuda:1 ..."
+_EXPLAIN_HELP = ("One input's relevance map (.png), or the explorer (.html) with every method's map. --faithfulness "
+                 "scores each method on a split: positive / negative perturbation AUC (Chefer et al. 2021), deletion / "
+                 "insertion AUC (Petsiuk et al. 2018), Spearman with a re-initialised model's maps (Adebayo et al. 2018), "
+                 "bootstrap 95% intervals, the random map as the floor. Removed = the mean training pixel (images) / "
+                 "frame (audio), the [MASK] or <pad> embedding (text), the training channel mean (series); docs/explain.md.")
 
 
 def _task_help() -> str:
@@ -312,13 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("explain", help="attention heat map / overlay (.png) or explorer (.html) for one input")
+    p = sub.add_parser("explain", help="relevance map (.png) or explorer (.html) for one input; --faithfulness scores "
+                       "every relevance method on a split", description=_EXPLAIN_HELP)
     p.add_argument("run_dir")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True, help="out.png or out.html")
+    p.add_argument("input", nargs="?", help="an input file as predict reads it (not with --faithfulness)")
+    p.add_argument("-o", "--output", help="out.png or out.html")
     p.add_argument("--layer", type=int, default=-1)
     p.add_argument("--head", type=int, default=None, help="a head index (default: mean of heads)")
-    p.add_argument("--rollout", action="store_true", help="attention rollout through all layers")
+    p.add_argument("--rollout", action="store_true", help="attention rollout through all layers (= --method rollout)")
+    p.add_argument("--method", help="raw, rollout, gradient, attn_x_grad, input_x_gradient, integrated_gradients or random "
+                   "(default: --layer/--head attention); with --faithfulness a comma list (default: all the model supports)")
+    p.add_argument("--faithfulness", action="store_true", help="score the methods on --split and print a table")
+    p.add_argument("--split", default="validation", choices=("validation", "test"))
+    p.add_argument("--limit", type=int, default=100, help="examples of the split to score (default 100)")
+    p.add_argument("--steps", type=int, default=8, help="Integrated Gradients steps (default 8)")
+    p.add_argument("--json", action="store_true", help="with --faithfulness: print JSON instead of the table")
     p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     p.set_defaults(func=_cmd_explain)
 

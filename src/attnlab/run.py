@@ -12,7 +12,7 @@ Run directory layout (rank 0 writes, every file atomically):
     checkpoint/        resumable state (weights, optimizer, RNG, schedule, counters)
     metrics.jsonl      one line per epoch; metrics.json the final test metrics
     tensorboard/       scalars and attention images
-    report.html        the attention explorer for a few test examples
+    report.html        the explorer for a few test examples: attention, relevance maps, report card
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
 from attnlab.tasks import Pretrained, load_task, task_spec
 from attnlab.tasks.init_run import is_run_directory, open_init, reopen_init, run_model
+from attnlab.tasks.positions import faithfulness, input_method_maps, report_card
 from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights, pick_device
 from attnlab.training.checkpoint import atomic_write_text
 from attnlab.training.class_weights import apply_class_weights
 
-__all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "evaluation_trainer", "predict_run", "explain_run",
+__all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "evaluation_trainer", "predict_run", "explain_run", "faithfulness_run",
            "resolve_config", "build_objective", "run_task_command"]
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class RunConfig:
     objective: dict = field(default_factory=dict)  # the task objective's options, e.g. label_smoothing
     evaluation: dict = field(default_factory=dict)  # how the task evaluates, e.g. translation's beam_size
     report_examples: int = 4
+    card_examples: int = 32  # validation examples the report card scores the relevance methods on (0: no card)
     init: str | None = None  # --init SOURCE: start from a pretrained checkpoint (the task's InitSupport)
 
     def __post_init__(self) -> None:
@@ -119,7 +121,7 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     if merged["data_options"].get("target") == "regression" and "label_smoothing" not in (values.get("objective") or {}):
         merged["objective"].pop("label_smoothing", None)  # a task's smoothing default is for classes, not numbers
     merged["evaluation"] = dict(values.get("evaluation") or {})
-    for key in ("data", "report_examples", "init"):
+    for key in ("data", "report_examples", "card_examples", "init"):
         if values.get(key) is not None:
             merged[key] = values[key]
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
@@ -249,7 +251,8 @@ def train_run(
         if config.report_examples > 0 and spec.report_examples is not None:
             examples = spec.report_examples(model, task_data, config.report_examples)
             if examples:  # a model without attention (e.g. dlinear) has nothing to explore
-                _write_report(examples, task_data, run_dir / "report.html")
+                card = report_card(spec, model.eval(), config.model, task_data, examples, limit=config.card_examples)
+                _write_report(examples, task_data, run_dir / "report.html", card)
             else:
                 log.info("no report.html: model %s has no attention layers to show", config.model)
     metrics["run_dir"] = str(run_dir)
@@ -296,10 +299,11 @@ def _attention_image_logger(task_data):
     return callback
 
 
-def _write_report(examples: list, task_data, path: Path) -> None:
+def _write_report(examples: list, task_data, path: Path, card: dict | None = None) -> None:
     from attnlab.explain.report import write_report
 
-    write_report(path, examples, title=f"attnlab — {task_data.task}", meta={"task": task_data.task})
+    best = None if card is None else card["best"]  # the page shows first the map that scored best on validation
+    write_report(path, examples, title=f"attnlab — {task_data.task}", meta={"task": task_data.task}, card=card, default_method=best)
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu"):
@@ -356,18 +360,37 @@ def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1, devic
 
 
 def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, layer: int = -1, head: int | None = None,
-                rollout: bool = False, device: str = "cpu") -> Path:
-    """``attnlab explain``: the task turns one input into a ReportExample; explain/ draws it."""
+                rollout: bool = False, method: str | None = None, device: str = "cpu") -> Path:
+    """``attnlab explain``: the task turns one input into a ReportExample; explain/ draws it. ``method``
+    (``explain.relevance``): the map a PNG draws, the page's first (None: ``layer`` / ``head`` attention)."""
     from attnlab.explain.render import check_output, render_explanation
 
-    check_output(output)
+    output = check_output(output)
     config, model, record = load_run(run_dir, device=device)
     spec = task_spec(config.task)
     if spec.explain_example is None:
         raise ConfigError(f"task {config.task!r} has no explain support yet")
     example = spec.explain_example(model, record, input_path)
-    return render_explanation(example, output, layer=layer, head=head, rollout=rollout,
+    applies = spec.explain_positions is not None and record.get("target", "class") == "class"  # methods read a class
+    if method == "rollout" and not applies:  # --rollout where methods do not apply: the captured maps' rollout
+        method, rollout = None, True
+    if method == "raw" and (layer != -1 or head is not None):  # raw attention of the chosen layer / head
+        method = None
+    html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
+    if method is not None or (html and applies):
+        task_data = _load_task(config, _reopen_init(config, Path(run_dir)))  # the training mean "removed" takes
+        input_method_maps(spec, model, config.model, task_data, example, method, every=html)
+    return render_explanation(example, output, layer=layer, head=head, rollout=rollout, method=method,
                               title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
+
+
+def faithfulness_run(run_dir: str | Path, *, methods: list[str] | None = None, split: str = "validation",
+                     limit: int = 100, steps: int = 8, device: str = "cpu") -> dict[str, Any]:
+    """``attnlab explain RUN --faithfulness``: each method's scores on a split (tasks/positions.py)."""
+    config, model, _ = load_run(run_dir, device=device)
+    task_data = _load_task(config, _reopen_init(config, Path(run_dir)))
+    return faithfulness(task_spec(config.task), model, config.model, task_data, split=split, methods=methods,
+                        limit=limit, steps=steps)
 
 
 def run_task_command(name: str, run_dir: str | Path, args: Any, *, device: str = "auto") -> str:

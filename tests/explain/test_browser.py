@@ -249,3 +249,48 @@ def test_token_report_n1024_in_chromium(browser, tmp_path):
         assert errors == [], errors
     finally:
         page.close()
+
+
+def card_report(path: Path) -> Path:
+    """A digit through an untrained ViT with a class token, every method's map and a report card."""
+    from sklearn.datasets import load_digits
+
+    from attnlab.explain.card import attach_method_maps, score_methods
+    from attnlab.explain.positions import Patches, Positions
+
+    torch.manual_seed(0)
+    model = create_model("vit-tiny", depth=2, num_heads=4, image_size=(8, 8), patch_size=2).eval()
+    images = torch.tensor(load_digits().images[:6] / 16.0, dtype=torch.float32)[:, None]  # (6, 1, 8, 8)
+    wrap = Patches(model, images.shape[1:], 2)
+    group = Positions(wrap.cut(images), wrap, torch.zeros(4), 1, removed_means="zero")
+    methods = ["rollout", "gradient", "random"]
+    example = image_example(model, images[0], class_names=[str(c) for c in range(10)], label=0, title="digit 0")
+    attach_method_maps([example], [group], methods)
+    card = score_methods([group], methods, steps=2, resamples=50)
+    return write_report(path, [example], title="browser test: card", card=card, default_method=card["best"])
+
+
+def test_method_choice_and_card_in_chromium(browser, tmp_path):
+    path = card_report(tmp_path / "card.html")
+    page, errors, _, _ = open_report(browser, path)
+    try:
+        options = page.eval_on_selector_all("#method option", "os => os.map(o => o.value)")
+        assert options == ["attention", "rollout", "gradient", "random"], options
+        best = page.get_attribute("#card", "data-best")
+        assert page.input_value("#method") == best  # the card's best method is shown first
+        assert "relevance: " + best in page.inner_text("#input-caption")
+        shown = canvas(page, "input")
+        other = "random" if best != "random" else "rollout"
+        page.select_option("#method", other)
+        settled(page)
+        assert "relevance: " + other in page.inner_text("#input-caption")
+        assert canvas(page, "input")["hash"] != shown["hash"], "choosing another method did not redraw the input"
+        page.select_option("#method", "attention")
+        settled(page)
+        assert "rollout: what flows into CLS" in page.inner_text("#input-caption")
+        rows = page.eval_on_selector_all("#card tbody tr", "rs => rs.map(r => r.dataset.method)")
+        assert rows == ["rollout", "gradient", "random"]
+        assert page.locator("#card svg polyline").count() == 6  # 3 methods x (positive, negative)
+        assert errors == [], errors
+    finally:
+        page.close()

@@ -1,12 +1,15 @@
 """Explainability: capture exact attention, roll it out, plot it, and explore it in HTML.
 
 ``capture`` -> ``AttentionMaps`` -> ``rollout`` / ``gradient_rollout`` -> ``plots`` (PNG) and
-``write_report`` (one self-contained HTML explorer). matplotlib is imported only when a plot
-function runs, and transformers never (``capture_hf`` only calls the model).
+``write_report`` (one self-contained HTML explorer). ``relevance`` scores the ``Positions`` a
+task adapter hands over by any of ``METHODS``; ``faithfulness`` and ``card`` measure how
+faithful each is. matplotlib is imported only when a plot function runs, and transformers
+never (``capture_hf`` only calls the model).
 """
 
 from attnlab.explain.capture import AttentionMaps, Recorder, attention_modules, capture, recording
 from attnlab.explain.capture_hf import capture_hf
+from attnlab.explain.positions import Patches, Positions, Spans
 from attnlab.explain.plots import alignment_plot, head_grid, image_overlay, time_series_plot, token_highlight, upsample_heat
 from attnlab.explain.relevance import METHODS, relevance
 from attnlab.explain.report import ReportExample, write_report
@@ -22,6 +25,9 @@ __all__ = [
     "rollout",
     "relevance",
     "METHODS",
+    "Positions",
+    "Patches",
+    "Spans",
     "gradient_rollout",
     "fuse_heads",
     "cls_to_patches",

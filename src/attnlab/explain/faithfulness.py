@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["FRACTIONS", "auc", "bootstrap_ci", "cascading_randomisation", "deletion_insertion", "perturbation",
-           "remove_positions", "spearman"]
+           "randomised_copy", "remove_positions", "spearman"]
 
 FRACTIONS = tuple(i / 10 for i in range(1, 10))  # Chefer et al.: 10% .. 90%
 
@@ -120,14 +120,35 @@ def _reinit_order(model: nn.Module) -> list[nn.Module]:
     return mods[::-1]
 
 
+def _reinit_all_rest(model: nn.Module, order: list[nn.Module]) -> None:
+    """Re-draw the parameters no module in ``order`` owns (a class token, a position table)."""
+    owned = {id(q) for mm in order for q in mm.parameters(recurse=False)}
+    with torch.no_grad():
+        for p in model.parameters():
+            if id(p) not in owned:
+                p.normal_(0, 0.02)
+
+
+def randomised_copy(model: nn.Module, *, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with every layer re-initialised: the last step of the cascade, alone
+    (what a report card needs at the cost of one extra map instead of one per layer)."""
+    rand = copy.deepcopy(model)
+    torch.manual_seed(seed)
+    order = _reinit_order(rand)
+    for m in order:
+        m.reset_parameters()
+    _reinit_all_rest(rand, order)
+    return rand
+
+
 def cascading_randomisation(model: nn.Module, x: Tensor, explain: Callable[[nn.Module, Tensor], Tensor], *,
                             seed: int = 0) -> tuple[list[int], np.ndarray]:
     """Adebayo et al. 2018: re-initialise layers top-down on a copy, one more at a time.
 
     ``explain(model, x)`` -> (B, N) maps. Returns the count of re-initialised modules at each
     step and the Spearman correlation with the trained model's maps, (S, B); the last step
-    has every layer re-initialised. Parameters not owned by such modules (e.g. a class token)
-    are re-drawn too at the last step.
+    has every layer re-initialised (as ``randomised_copy``). Parameters not owned by such
+    modules (e.g. a class token) are re-drawn too at the last step.
     """
     ref = explain(model, x).detach()
     rand = copy.deepcopy(model)
@@ -137,10 +158,7 @@ def cascading_randomisation(model: nn.Module, x: Tensor, explain: Callable[[nn.M
     for i, m in enumerate(order, 1):
         m.reset_parameters()
         if i == len(order):
-            for p in rand.parameters():
-                if not any(p is q for mm in order for q in mm.parameters(recurse=False)):
-                    with torch.no_grad():
-                        p.normal_(0, 0.02)
+            _reinit_all_rest(rand, order)
         counts.append(i)
         rhos.append(spearman(ref, explain(rand, x).detach()).numpy())
     return counts, np.stack(rhos)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from attnlab.errors import ConfigError
 from attnlab.explain.capture import attention_modules, capture
 from attnlab.explain.rollout import fuse_heads, gradient_rollout, rollout
 
@@ -82,13 +83,13 @@ def relevance(
         forward: what Captum calls instead of ``model`` (e.g. embeddings -> logits).
 
     Shape: -> (B, N) float32, N positions of ``x`` (attention methods: tokens after the prefix).
-    Raises ValueError naming the method and the model when the model cannot support it.
+    Raises ConfigError (a ValueError) naming the method and the model when the model cannot support it.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown relevance method {method!r}; choose from {', '.join(METHODS)}")
-    name = type(model).__name__
+        raise ConfigError(f"unknown relevance method {method!r}; choose from {', '.join(METHODS)}")
+    name = type(getattr(model, "model", model)).__name__
     if method in ATTENTION_METHODS and not attention_modules(model):
-        raise ValueError(f"method {method!r} needs attention maps, but {name} has no attnlab MultiHeadAttention")
+        raise ConfigError(f"method {method!r} needs attention maps, but {name} has no attnlab MultiHeadAttention")
     b = x.shape[0]
     if method == "random":
         g = torch.Generator().manual_seed(seed)

@@ -46,8 +46,11 @@ def check_output(output: str | Path) -> Path:
 
 
 def render_explanation(example, output: str | Path, *, layer: int = -1, head: int | None = None, rollout: bool = False,
-                       title: str = "attnlab explain", meta: dict | None = None) -> Path:
-    """Write one ``ReportExample`` as the HTML explorer or a PNG figure (see the module docstring)."""
+                       method: str | None = None, title: str = "attnlab explain", meta: dict | None = None) -> Path:
+    """Write one ``ReportExample`` as the HTML explorer or a PNG figure (see the module docstring).
+
+    ``method``: a key of ``example.methods`` (a relevance map, ``attnlab.explain.relevance``),
+    drawn instead of the attention of ``layer`` / ``head``; in HTML the map shown first."""
     from attnlab.explain import plots
     from attnlab.explain.report import write_report
 
@@ -61,7 +64,7 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
         draw(output, layer=layer, head=head, **({"rollout": rollout} if takes_rollout else {}))
         return output
     if output.suffix.lower() == ".html":
-        write_report(output, [example], title=title, meta=meta or {})
+        write_report(output, [example], title=title, meta=meta or {}, default_method=method)
         return output
     maps = [torch.as_tensor(m) for m in example.maps]
     if not maps or maps[0].shape[-1] != maps[0].shape[-2]:
@@ -71,8 +74,15 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
         plots.head_grid(maps[layer].numpy(), tokens=example.tokens, path=output)
         return output
     prefix = example.num_prefix_tokens
-    scores = relevance(maps, layer=layer, head=head, rollout=rollout, prefix=prefix)
-    what = "rollout" if rollout else f"layer {layer}" + ("" if head is None else f" head {head}")
+    if method is not None:
+        if method not in (example.methods or {}):
+            raise AttnlabError(f"no {method!r} map for this input")
+        scores = torch.as_tensor(example.methods[method]).float().clamp_min(0)  # negative: evidence against
+        scores = scores / scores.max().clamp_min(1e-12)
+        what = method
+    else:
+        scores = relevance(maps, layer=layer, head=head, rollout=rollout, prefix=prefix)
+        what = "rollout" if rollout else f"layer {layer}" + ("" if head is None else f" head {head}")
     title = f"{example.prediction} — {what}"
     if example.kind == "image" and example.grid is not None:
         plots.image_overlay(example.input, scores.reshape(example.grid).numpy(), output, title=title)

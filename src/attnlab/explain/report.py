@@ -61,6 +61,10 @@ class ReportExample:
             maps are square.
         grid: (h, w) patch grid for images (default: square), ``num_prefix_tokens`` tokens
             (class, registers) come before the patches.
+        methods: relevance maps by method name (``attnlab.explain.relevance``), each one score
+            per non-prefix token in token order; the explorer offers them as a choice.
+        item: the (model input, label) pair the example was made from, for a task adapter's
+            ``Positions`` (not written to the page).
     """
 
     title: str
@@ -75,6 +79,8 @@ class ReportExample:
     grid: tuple[int, int] | None = None
     num_prefix_tokens: int = 0
     key_tokens: Sequence[str] | None = None
+    methods: dict[str, Any] | None = None
+    item: Any = field(default=None, repr=False, compare=False)
     _arrays: list[np.ndarray] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +115,10 @@ class ReportExample:
         self.tokens = [str(t) for t in self.tokens]
         if len(self.tokens) != n:
             raise ValueError(f"ReportExample {self.title!r}: {len(self.tokens)} tokens for N={n} query positions")
+        for name, scores in (self.methods or {}).items():
+            if _np(scores, f"methods[{name!r}]").size != n - self.num_prefix_tokens:
+                raise ValueError(f"ReportExample {self.title!r}: method {name!r} has {_np(scores, name).size} scores for "
+                                 f"{n - self.num_prefix_tokens} non-prefix tokens")
         if self.rollout is not None:
             r = _np(self.rollout, "rollout")
             if r.shape != (n, n):
@@ -214,6 +224,7 @@ def _encode_example(ex: ReportExample, bits: int, compress: bool, auto_rollout: 
         "rollout": None if roll is None else _encode_map(roll[None], bits, compress),
         "rolloutGiven": ex.rollout is not None,
         "input": _encode_input(ex, compress),
+        "methods": {str(k): [round(float(v), 6) for v in _np(m, k).reshape(-1)] for k, m in (ex.methods or {}).items()},
     }
 
 
@@ -232,6 +243,8 @@ def write_report(
     bits: int = 8,
     compress: bool = True,
     auto_rollout: bool = True,
+    card: dict[str, Any] | None = None,
+    default_method: str | None = None,
 ) -> Path:
     """Write one self-contained HTML file to explore the examples' attention.
 
@@ -245,6 +258,10 @@ def write_report(
       attention (trained vision models look like this), ~62 MB for the near-uniform maps of
       an untrained model (per-row-scaled noise does not compress: raw bytes * 4/3).
       ``bits=4``: ~2.9 MB and ~27 MB. Writing takes 2-3 s.
+
+    ``card``: faithfulness scores (``explain.card.score_methods``) drawn as a table and curves
+    below the maps (``explain.card_view``); ``default_method``: the relevance map the page
+    shows first (an example's ``methods`` key; default the attention of the chosen layer).
 
     Returns the path written.
     """
@@ -260,13 +277,15 @@ def write_report(
         "title": str(title),
         "meta": {str(k): _json_value(v) for k, v in (meta or {}).items()},
         "compressed": bool(compress),
+        "defaultMethod": default_method,
+        "card": card,
         "examples": [_encode_example(ex, bits, compress, auto_rollout) for ex in examples],
     }
     page = (
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{html.escape(str(title))}</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n"
-        f"{_BODY}\n"
+        f"{_BODY.replace('<!--card-->', _card(card))}\n"
         f"<script type=\"application/json\" id=\"attnlab-data\">{_script_json(payload)}</script>\n"
         f"<script>{PAGE_JS}</script>\n</body>\n</html>\n"
     )
@@ -275,6 +294,14 @@ def write_report(
     path.write_text(page, encoding="utf-8")
     log.info("wrote attention report %s (%.1f KB, %d examples)", path, path.stat().st_size / 1024, len(examples))
     return path
+
+
+def _card(card: dict[str, Any] | None) -> str:
+    if card is None:
+        return ""
+    from attnlab.explain.card_view import card_html
+
+    return card_html(card)
 
 
 _BODY = """<header>
@@ -286,6 +313,7 @@ _BODY = """<header>
     <label id="example-label">Example <select id="example"></select></label>
     <label>Layer <select id="layer"></select></label>
     <label>Head <select id="head"></select></label>
+    <label id="method-label">Map <select id="method"></select></label>
     <label>Colour <select id="scale">
       <option value="row">per row (where each query looks)</option>
       <option value="global">whole map</option>
@@ -308,4 +336,5 @@ _BODY = """<header>
   <div id="readout" class="readout"></div>
   <p class="help">Hover a row of the map, or a patch, token or time step of the input, to see where
   that query attends. Click to pin it (Esc to release). Keys: &uarr;/&darr; layer, &larr;/&rarr; head.</p>
+  <!--card-->
 </main>"""

@@ -146,7 +146,10 @@ class TextEncoder(nn.Module):
         """Parameters AdamW leaves undecayed (the token embedding; a learned position table declares its own; timm's convention)."""
         return {"token_embed.weight"}
 
-    def forward(self, tokens: Tensor, token_types: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, tokens: Tensor, token_types: Tensor | None = None, *,
+                embeddings: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``embeddings`` (B, N, C): used in place of ``token_embed(tokens)`` (the ids still give
+        the padding mask), so explain/ can attribute to and perturb the embedded tokens."""
         c = self.config
         if tokens.dim() != 2:
             raise ValueError(f"TextEncoder expects token ids (B, N), got shape {tuple(tokens.shape)}")
@@ -155,7 +158,7 @@ class TextEncoder(nn.Module):
             drop = (torch.rand(tokens.shape, device=tokens.device) < c.word_dropout) & pad  # (B, N)
             drop[:, 0] = False  # the <bos> / [CLS]
             tokens = tokens.masked_fill(drop, c.unk_id)
-        x = self.token_embed(tokens)  # (B, N, C)
+        x = self.token_embed(tokens) if embeddings is None else embeddings  # (B, N, C)
         if c.embed_scale:
             x = x * math.sqrt(c.dim)
         if self.pos_embed is not None:
@@ -220,8 +223,8 @@ class TextClassifier(nn.Module):
             features.append(h.masked_fill(~real, 0.0).amax(-1))  # (B, F); ReLU >= 0, so 0 is neutral
         return torch.cat(features, -1)  # (B, K * F)
 
-    def forward(self, tokens: Tensor, token_types: Tensor | None = None) -> Tensor:
-        x, pad = self.encoder(tokens, token_types)  # (B, N, C), (B, N)
+    def forward(self, tokens: Tensor, token_types: Tensor | None = None, *, embeddings: Tensor | None = None) -> Tensor:
+        x, pad = self.encoder(tokens, token_types, embeddings=embeddings)  # (B, N, C), (B, N)
         if self.config.pooling == "first":
             pooled = x[:, 0]  # (B, C)
         elif self.config.pooling == "max":

@@ -19,7 +19,7 @@ from attnlab.data.audio import AudioSpec, hz_to_mel, load_audio_task, mel_to_hz,
 from attnlab.data.base import path_loader
 from attnlab.tasks.base import TaskSpec
 
-__all__ = ["SPECS", "audio_fields", "predict_audio", "explain_audio", "spectrogram_report_example"]
+__all__ = ["SPECS", "audio_positions", "audio_fields", "predict_audio", "explain_audio", "spectrogram_report_example"]
 
 
 def audio_fields(task_data) -> dict[str, Any]:
@@ -115,8 +115,25 @@ def explain_audio(model: nn.Module, record: dict[str, Any], input_path: str):
     """One WAV file's spectrogram, prediction and attention as a ReportExample."""
     spec = _spec(record["info"])
     path = Path(input_path)
-    return spectrogram_report_example(model, prepare_audio(path, spec), spec, class_names=record["class_names"],
-                                      label=_label_from_path(path, record), title=path.name)
+    x = prepare_audio(path, spec)
+    example = spectrogram_report_example(model, x, spec, class_names=record["class_names"],
+                                         label=_label_from_path(path, record), title=path.name)
+    example.item = (x, None)  # what the relevance methods attribute (audio_positions)
+    return example
+
+
+def audio_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:
+    """Spectrogram patches (the model's mel x frame tokens) of (spectrogram, label)
+    ``items``; removed = the mean training frame (mean over training clips and time, per mel
+    band): a removed patch sounds like the average clip there, not like silence."""
+    from attnlab.tasks.positions import patch_positions
+
+    groups = patch_positions(model, task_data, items, index, mean_dims=(2,),
+                             removed_means="mean training frame (per mel band), patch-wise")
+    gh, gw = model.patch_grid
+    for g in groups:  # the report draws low bands at the bottom (spectrogram_report_example)
+        g.order = [r * gw + c for r in reversed(range(gh)) for c in range(gw)]
+    return groups
 
 
 load_audio = path_loader("audio", load_audio_task, "a folder of .wav files: FSDD {digit}_{speaker}_{index}.wav, or root/<class>/*.wav",
@@ -130,5 +147,6 @@ SPECS = (
         default_train={"epochs": 30, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "keep": "last"},
         default_objective={"label_smoothing": 0.1},
         model_fields=audio_fields, report_examples=_report, predict=predict_audio, explain_example=explain_audio,
+        explain_positions=audio_positions,
     ),
 )

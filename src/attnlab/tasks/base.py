@@ -131,7 +131,9 @@ class TaskSpec:
     builds what the trainer optimises and how it scores a split, where the two option values
     are instances of ``objective_options`` / ``evaluation_options`` (dataclasses; the run's
     ``--objective.*`` / ``--eval.*`` flags fill them). ``report_examples``, ``predict`` and
-    ``explain_example`` serve the report, ``attnlab predict`` and ``attnlab explain``.
+    ``explain_example`` serve the report, ``attnlab predict`` and ``attnlab explain``;
+    ``explain_positions`` the relevance methods and their faithfulness scores (the report card,
+    ``attnlab explain --faithfulness``).
     ``init`` (an `InitSupport`) lets ``--init SOURCE`` start the model from a pretrained checkpoint.
     """
 
@@ -153,6 +155,9 @@ class TaskSpec:
     predict: Callable[[nn.Module, dict[str, Any], list[str], int], list[dict[str, Any]]] | None = None
     # (model, data.json record, one input path or string) -> explain.report.ReportExample
     explain_example: Callable[[nn.Module, dict[str, Any], str], Any] | None = None
+    # (model, task data, (input, label) items, their indices) -> list of explain.positions.Positions:
+    # what relevance methods attribute to, faithfulness measures perturb, and what "removed" means
+    explain_positions: Callable[[nn.Module, Any, list, list[int]], list] | None = None
     commands: tuple[TaskCommand, ...] = ()
     init: InitSupport | None = None  # --init SOURCE: fine-tune from a pretrained checkpoint
 

@@ -40,7 +40,7 @@ from attnlab.tasks.targets import (
     task_record,
 )
 
-__all__ = ["SPECS", "token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN",
+__all__ = ["SPECS", "text_positions", "token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN",
            "FINETUNE_TRAIN", "open_text_checkpoint", "reopen_text_checkpoint"]
 
 # The benchmarked defaults (benchmarks/text_classification.py; results in benchmarks/README.md).
@@ -100,6 +100,54 @@ def _report(model: nn.Module, task_data, count: int) -> list:
     test, record = task_data.test, task_record(task_data)
     return [_example(model, tokenizer, test.ids[i].tolist(), record, describe_truth(record, test.y[i]),
                      f"test #{i}: {test.texts[i][:60]}") for i in range(min(count, len(test)))]
+
+
+class _Embedded(nn.Module):
+    """Token embeddings after the prefix (B, N - p, C) -> logits, for texts of one length.
+
+    The prefix tokens' (``<bos>``) embeddings and the ids (whose padding mask the encoder
+    reads; a length group has none) stay fixed. Shape: ids (B, N).
+    """
+
+    def __init__(self, model: nn.Module, ids: Tensor, prefix: int):
+        super().__init__()
+        self.model, self.prefix = model, prefix
+        self.register_buffer("ids", ids, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        ids = self.ids.repeat(x.shape[0] // self.ids.shape[0], 1)  # Integrated Gradients repeats the batch per step
+        head = self.model.encoder.token_embed(ids[:, : self.prefix]).to(x.dtype)  # (B, p, C)
+        return self.model(ids, embeddings=torch.cat([head, x], 1))
+
+
+def text_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:
+    """(ids, label) ``items`` as token embeddings (one ``Positions`` per text
+    length, so no row carries padding); removed = the embedding of ``[MASK]`` where the
+    vocabulary has it, else of ``<pad>`` (the token stays attended: only what it says is gone)."""
+    from attnlab.explain.positions import Positions
+    from attnlab.tasks.positions import check_classifier, labels_of
+
+    check_classifier(task_data, model)
+    tokenizer = load_tokenizer(task_data.info["tokenizer"])
+    backend = getattr(tokenizer, "_tok", None)
+    mask = backend.token_to_id("[MASK]") if backend is not None else None
+    token = model.config.pad_id if mask is None else mask
+    device = next(model.parameters()).device
+    prefix = int(getattr(model, "num_prefix_tokens", 0))
+    removed = model.encoder.token_embed.weight[token].detach()  # (C,)
+    by_length: dict[int, list[int]] = {}
+    for k, (ids, _) in enumerate(items):
+        if len(ids) > prefix:
+            by_length.setdefault(len(ids), []).append(k)
+    groups = []
+    for _, rows in sorted(by_length.items()):
+        ids = torch.stack([torch.as_tensor(items[k][0]) for k in rows]).to(device)  # (B, N)
+        wrap = _Embedded(model, ids, prefix)
+        x = model.encoder.token_embed(ids[:, prefix:]).detach()  # (B, N - p, C)
+        groups.append(Positions(x, wrap, removed, prefix, labels=labels_of([items[k] for k in rows]),
+                                index=torch.as_tensor([index[k] for k in rows]),
+                                removed_means=f"embedding of {'[MASK]' if mask is not None else '<pad>'}"))
+    return groups
 
 
 def _known_label(field: str, known: set[str], target: str, has_separator: bool) -> bool:
@@ -163,7 +211,9 @@ def explain_text(model: nn.Module, record: dict[str, Any], item: str) -> Any:
         raise DataError(f"{item}: no text to explain")
     text, label = rows[0]
     ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
-    return _example(model, tokenizer, ids, record, label, Path(item).name)
+    example = _example(model, tokenizer, ids, record, label, Path(item).name)
+    example.item = (torch.tensor(ids), None)  # what the relevance methods attribute (text_positions)
+    return example
 
 
 # --init SOURCE: fine-tuning a pretrained BERT-family encoder, with the settings of Devlin et al.
@@ -238,6 +288,7 @@ SPECS = (
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         default_objective=DEFAULT_OBJECTIVE,
         model_fields=text_fields, report_examples=_report, predict=predict_text, explain_example=explain_text,
+        explain_positions=text_positions,
         init=InitSupport(help=INIT_HELP, open=open_text_checkpoint, reopen=reopen_text_checkpoint, from_run=text_from_run,
                          default_train=FINETUNE_TRAIN, default_objective=FINETUNE_OBJECTIVE),
     ),

@@ -30,7 +30,7 @@ from attnlab.tasks.targets import (
     task_record,
 )
 
-__all__ = ["SPECS", "series_fields", "series_report_example", "predict_series", "explain_series", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "series_positions", "series_fields", "series_report_example", "predict_series", "explain_series", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
 
 # The benchmarked default (benchmarks/timeseries.py; results in benchmarks/README.md).
 # Stem kernels 5/11/21 are the Encoder's (Serra et al. 2018); one Transformer layer; a gentler lr with
@@ -125,7 +125,30 @@ def explain_series(model: nn.Module, record: dict[str, Any], item: str) -> Any:
         label = names_k.index(labels[0]) if labels[0] in names_k else None
     else:
         label = labels[0]  # a regression target as the file spells it
-    return series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name, record=record)
+    example = series_report_example(model, x[0], class_names=names_k, label=label, title=Path(names[0]).name, record=record)
+    example.item = (x[0], None)  # what the relevance methods attribute (series_positions)
+    return example
+
+
+def series_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:
+    """(series, label) ``items`` cut into the spans of time steps the model's
+    tokens cover (``token_spans``); removed = the training mean per channel (over every
+    training series and time step), every step of a removed span (the "series mean" of the
+    issue; a z-normalised data set's is ~0)."""
+    from attnlab.explain.positions import Positions, Spans
+    from attnlab.tasks.positions import check_classifier, labels_of, train_mean
+
+    check_classifier(task_data, model)
+    device = next(model.parameters()).device
+    series = torch.stack([it[0] for it in items]).float().to(device)  # (B, C, T)
+    _, c, t = series.shape
+    span = model.patch_size * model.config.stem_steps  # steps per token: patch_size x the stem's pooling
+    wrap = Spans(model, c, t, span, model.num_patches)
+    mean = train_mean(task_data, (1,)).to(device)  # (C, 1)
+    removed = mean.repeat_interleave(span, dim=1).reshape(-1)  # (C*s,), channel-major like Spans.cut
+    return [Positions(wrap.cut(series), wrap, removed, int(model.num_prefix_tokens),
+                      labels=labels_of(items), index=torch.as_tensor(index),
+                      removed_means="training mean per channel, every step of a span")]
 
 
 load_timeseries = path_loader("timeseries", load_timeseries_task,
@@ -139,6 +162,7 @@ SPECS = (
                     "(<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz",
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         model_fields=series_fields, report_examples=_report, predict=predict_series, explain_example=explain_series,
+        explain_positions=series_positions,
     ),
 )
 

@@ -36,7 +36,7 @@ from attnlab.tasks.targets import (
     task_record,
 )
 
-__all__ = ["SPECS", "image_fields", "predict_images", "adapt_input_conv", "open_vit_checkpoint", "reopen_vit_checkpoint",
+__all__ = ["SPECS", "image_fields", "image_positions", "predict_images", "adapt_input_conv", "open_vit_checkpoint", "reopen_vit_checkpoint",
            "vit_from_run", "FINETUNE_TRAIN"]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def explain_image(model: nn.Module, record: dict[str, Any], input_path: str):
     spec = ImageSpec.from_dict(record["spec"])
     x = prepare_image(input_path, spec)
     example = image_example(model, x, class_names=record["class_names"], spec=spec, title=Path(input_path).name)
+    example.item = (x, None)  # what the relevance methods attribute (image_positions)
     return _read_as_target(example, model, x, record)
 
 
@@ -282,8 +283,17 @@ def vit_from_run(source: Path, *, task: str | None = None) -> Pretrained:
     return pretrained
 
 
+def image_positions(model: nn.Module, task_data, items: list, index: list[int]) -> list:
+    """Patches of (image, label) ``items``; removed = the mean training pixel
+    per channel, every pixel of a removed patch (Chefer et al. 2021 remove patches alike)."""
+    from attnlab.tasks.positions import patch_positions
+
+    return patch_positions(model, task_data, items, index, mean_dims=(1, 2),
+                           removed_means="mean training pixel per channel, patch-wise")
+
+
 _ADAPTERS: dict[str, Any] = {"model_fields": image_fields, "report_examples": _report, "predict": predict_images,
-                             "explain_example": explain_image}
+                             "explain_example": explain_image, "explain_positions": image_positions}
 
 # --init: fine-tuning defaults. A pretrained ViT needs a gentler start than a random one (DeiT,
 # Touvron et al. 2021, and timm fine-tune with AdamW, warm-up and cosine decay at a fraction of the

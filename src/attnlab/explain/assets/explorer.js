@@ -78,7 +78,8 @@
   }
 
   // ---- state and views --------------------------------------------------------------------
-  const state = { ex: 0, layer: 0, head: "mean", scale: "row", query: null, key: null, pinned: false, opacity: 0.6 };
+  const state = { ex: 0, layer: 0, head: "mean", scale: "row", query: null, key: null, pinned: false, opacity: 0.6,
+    method: DATA.defaultMethod || "attention" };
   let view = null, input = null, rolloutView = null, offKey = null, generation = 0;
   const off = document.createElement("canvas"), offCtx = off.getContext("2d");
   const ex = () => DATA.examples[state.ex];
@@ -240,9 +241,26 @@
     return out;
   }
   // Key scores (length M) to show on the input, with a caption.
+  // A relevance method's map (explain.relevance): one score per non-prefix token; negative
+  // scores (evidence against the class) are drawn as zero.
+  function methodScores() {
+    const e = ex(), m = e.methods && e.methods[state.method];
+    if (state.method === "attention" || !m || view.m !== e.numPrefix + m.length) return null;
+    const out = new Float32Array(view.m);
+    for (let j = 0; j < m.length; j++) out[e.numPrefix + j] = Math.max(0, m[j]);
+    return out;
+  }
+  function methodCaption() {
+    const card = DATA.card && DATA.card.methods && DATA.card.methods[state.method];
+    const score = card ? " \u00b7 positive perturbation AUC " + card.positive[0].toFixed(3) + " (random " +
+      (DATA.card.methods.random ? DATA.card.methods.random.positive[0].toFixed(3) : "n/a") + ", lower is better)" : "";
+    return "relevance: " + state.method + score;
+  }
   function inputScores() {
     const e = ex();
     if (state.query !== null) return { scores: rowOf(view, state.query), caption: "where " + rowLabel(state.query) + " attends \u00b7 " + view.label };
+    const ms = methodScores();
+    if (ms) return { scores: ms, caption: methodCaption(), method: true };
     if (rolloutView && rolloutView.m === view.m) {
       if (e.numPrefix >= 1) return { scores: rowOf(rolloutView, 0), caption: "rollout: what flows into " + e.tokens[0] + " (all layers)" };
       return { scores: meanRow(rolloutView), caption: "rollout: mean over all tokens (all layers)" };
@@ -300,7 +318,7 @@
       g.strokeRect((c * w) / gw, (r * h) / gh, w / gw, h / gh);
     }
     let extra = "";
-    if (p > 0) extra = " \u00b7 " + e.tokens[0] + " itself: " + fmt(scores[0]);
+    if (p > 0 && !inputScores().method) extra = " \u00b7 " + e.tokens[0] + " itself: " + fmt(scores[0]);
     $("input-caption").textContent = caption + extra;
   }
   function imageHit(evt) {
@@ -476,6 +494,13 @@
     if (state.head !== "mean" && state.head >= heads) state.head = "mean";
     headSel.value = String(state.head);
     headSel.disabled = state.layer === "rollout";
+    const methodSel = $("method"), names = Object.keys(e.methods || {});
+    methodSel.innerHTML = "";
+    methodSel.add(new Option("attention (layer and head above)", "attention"));
+    names.forEach((m) => methodSel.add(new Option(m + (DATA.card && DATA.card.best === m ? " \u2605" : ""), m)));
+    if (state.method !== "attention" && !names.includes(state.method)) state.method = "attention";
+    methodSel.value = state.method;
+    $("method-label").style.display = names.length ? "" : "none";
   }
   function showExample() {
     const e = ex();
@@ -501,6 +526,7 @@
   $("example").addEventListener("change", (evt) => { state.ex = +evt.target.value; state.query = null; state.pinned = false; showExample(); });
   $("layer").addEventListener("change", (evt) => { const v = evt.target.value; state.layer = v === "rollout" ? v : +v; fillSelectors(); refresh(); });
   $("head").addEventListener("change", (evt) => { const v = evt.target.value; state.head = v === "mean" ? v : +v; refresh(); });
+  $("method").addEventListener("change", (evt) => { state.method = evt.target.value; draw(); });
   $("scale").addEventListener("change", (evt) => { state.scale = evt.target.value; draw(); });
   $("opacity").addEventListener("input", (evt) => { state.opacity = +evt.target.value / 100; draw(); });
   document.addEventListener("keydown", (evt) => {

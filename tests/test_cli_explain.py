@@ -1,0 +1,117 @@
+"""``attnlab explain`` with relevance methods, ``--faithfulness``, and the report card, end to end
+on a tiny digits run; bad methods are one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from attnlab.cli import main
+from attnlab.explain.faithfulness import FRACTIONS
+from attnlab.explain.relevance import METHODS
+
+TINY = ["--epochs", "2", "--model.depth", "1", "--model.dim", "32", "--model.num_heads", "2", "--train.batch_size", "64",
+        "--train.progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits-card"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    from sklearn.datasets import load_digits
+
+    path = tmp_path_factory.mktemp("inputs") / "digit.npy"
+    np.save(path, load_digits().images[3])
+    return path
+
+
+def _page_data(path) -> dict:
+    text = path.read_text()
+    block = re.search(r'<script type="application/json" id="attnlab-data">(.*?)</script>', text, re.DOTALL).group(1)
+    return json.loads(block)
+
+
+def test_report_card_default_is_the_best_positive_auc_on_validation(run_dir):
+    data = _page_data(run_dir / "report.html")
+    card = data["card"]
+    assert card["split"] == "validation" and card["examples"] == 32  # RunConfig.card_examples, of 180 validation images
+    assert set(card["methods"]) == set(METHODS)  # vit-tiny has attention: every method, the random floor included
+    pos = {m: r["positive"][0] for m, r in card["methods"].items() if m != "random"}
+    assert data["defaultMethod"] == card["best"] == min(pos, key=pos.get)
+    for m, r in card["methods"].items():
+        for measure in ("positive", "negative", "deletion", "insertion", "randomisation"):
+            mean, lo, hi = r[measure]
+            assert lo <= mean <= hi, (m, measure)
+        # the AUC is the normalised trapezoid area under the curve the card draws (numpy's, independently)
+        curve = np.array(r["curves"]["positive"])
+        assert r["positive"][0] == pytest.approx(np.trapezoid(curve, FRACTIONS) / (FRACTIONS[-1] - FRACTIONS[0]), abs=1e-9)
+    assert card["methods"]["random"]["randomisation"][0] == pytest.approx(1.0)  # a map that ignores the model
+    for ex in data["examples"]:  # every report example carries every method's map, one score per patch
+        assert set(ex["methods"]) == set(METHODS)
+        assert all(len(v) == 16 for v in ex["methods"].values())
+    html = (run_dir / "report.html").read_text()
+    assert f'data-best="{card["best"]}"' in html and "<svg" in html and "random (floor)" in html
+
+
+def test_explain_method_png_and_html(run_dir, sample, tmp_path, capsys):
+    png = tmp_path / "gradient.png"
+    assert main(["explain", str(run_dir), str(sample), "-o", str(png), "--method", "gradient"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 1000
+    html = tmp_path / "x.html"
+    assert main(["explain", str(run_dir), str(sample), "-o", str(html), "--method", "integrated_gradients"]) == 0
+    data = _page_data(html)
+    assert data["defaultMethod"] == "integrated_gradients"
+    assert set(data["examples"][0]["methods"]) == set(METHODS)  # the page offers every method
+    assert main(["explain", str(run_dir), str(sample), "-o", str(html), "--rollout"]) == 0  # the alias
+    rollout = _page_data(html)
+    assert rollout["defaultMethod"] == "rollout"
+    scores = np.array(rollout["examples"][0]["methods"]["rollout"])
+    assert scores.shape == (16,) and np.all(scores >= 0) and scores.sum() > 0
+
+
+def test_faithfulness_table_and_json(run_dir, capsys):
+    capsys.readouterr()
+    assert main(["explain", str(run_dir), "--faithfulness", "--method", "rollout,input_x_gradient,random", "--limit", "8",
+                 "--split", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "test" and result["examples"] == 8 and result["model"] == "vit-tiny"
+    assert list(result["methods"]) == ["rollout", "input_x_gradient", "random"]
+    assert "mean training pixel" in result["removed"]
+    assert result["best"] in ("rollout", "input_x_gradient")
+    assert main(["explain", str(run_dir), "--faithfulness", "--method", "gradient,random", "--limit", "4"]) == 0
+    table = capsys.readouterr().out
+    assert "vit-tiny on validation: 4 examples" in table
+    assert re.search(r"^gradient \*", table, re.MULTILINE) and re.search(r"^random\s+\(floor\)", table, re.MULTILINE)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--faithfulness", "--method", "nope"], "unknown relevance method 'nope' for model vit-tiny"),
+    (["{sample}", "-o", "{tmp}/x.png", "--method", "nope"], "unknown relevance method 'nope' for model vit-tiny"),
+    (["--faithfulness", "--split", "validation", "--limit", "0"], "--limit must be >= 1"),
+    (["{sample}"], "explain needs INPUT and -o"),
+    (["{sample}", "-o", "{tmp}/x.png", "--method", "gradient,rollout"], "--method takes one method"),
+])
+def test_bad_explain_inputs_are_one_line_exit_2(run_dir, sample, tmp_path, capsys, argv, message):
+    argv = [a.format(sample=sample, tmp=tmp_path) for a in argv]
+    assert main(["explain", str(run_dir), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_task_without_an_explain_adapter_names_the_method_path_and_model(tmp_path, capsys):
+    """Forecasting (a model without attention: dlinear) has no Positions adapter."""
+    run = tmp_path / "fc"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", "--data.input_length", "48", "--data.horizon",
+                 "12", "--train.batch_size", "64", "--train.progress", "false", "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(run), "--faithfulness", "--method", "gradient"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "task 'forecasting' has no explain adapter" in err and "dlinear" in err and len(err.splitlines()) == 1
