@@ -244,6 +244,8 @@ def train_run(
     }
     if calibration is not None:
         metrics["calibration"] = calibration
+    if "skipped_files" in task_data.info:  # --data.skip_bad: unreadable inputs left out, logged by the loader
+        metrics["skipped_files"] = len(task_data.info["skipped_files"])
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         if config.report_examples > 0 and spec.report_examples is not None:
