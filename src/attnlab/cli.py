@@ -97,6 +97,20 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_shard(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.data.shard_writer import write_shards
+
+    from attnlab.tasks import task_spec
+
+    # the task's defaults under the flags, so the shards hold what `train --data SRC` would read
+    options = {**task_spec(args.task).default_data_options, **_parse_dotted(extra).get("data_options", {})}
+    index = write_shards(args.src, args.out_dir, task=args.task, shard_size=args.shard_size, seed=args.seed,
+                         options=options, overwrite=args.overwrite)
+    sizes = ", ".join(f"{k} {v} in {len(index['splits'][k])} shard(s)" for k, v in index["sizes"].items())
+    print(f"{args.out_dir}: {sizes}" + (f"; skipped {len(index['skipped_files'])} unreadable" if index.get("skipped_files") else ""))
+    return 0
+
+
 def _metrics_line(metrics: dict[str, float]) -> str:
     """``accuracy 0.9500, macro_f1 0.9400, loss 0.1234``: one line of test metrics."""
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
@@ -295,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
     p.add_argument("--init", metavar="SOURCE", help="start from a pretrained checkpoint and fine-tune it. " + _init_help())
     p.set_defaults(func=_cmd_train, allow_extra=True)
+
+    p = sub.add_parser("shard", help="write data as WebDataset tar shards that `train --data OUT_DIR` streams",
+                       description="Split SRC as --task reads it and write <split>-NNNNNN.tar shards plus shards.json; "
+                       "loader options as for train: --data.image_size [64,64] --data.skip_bad true.")
+    p.add_argument("src", help="the data, as `train --data` takes it (an image folder, a label<TAB>text file or folder)")
+    p.add_argument("out_dir")
+    p.add_argument("--task", default="images", help="images | text-classification")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--seed", type=int, default=0, help="the split and the write-time shuffle of the training samples")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_shard, allow_extra=True)
 
     p = sub.add_parser("evaluate", help="evaluate a run (or a deep ensemble of classification runs) on its test split")
     p.add_argument("run_dir", nargs="+", help="a run directory; several score the average of their class probabilities")

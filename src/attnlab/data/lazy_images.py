@@ -27,9 +27,11 @@ from attnlab.data.base import ImageSpec
 from attnlab.data.images import image_to_rgb, is_color, luma, open_image, rgb_to_input, scale_pixels
 from attnlab.errors import DataError
 
-__all__ = ["PixelHistogram", "ImageFileDataset", "scan_images"]
+__all__ = ["PixelHistogram", "ImageFileDataset", "ImageSampleDecoder", "scan_images", "IMAGE_EXTENSIONS"]
 
 logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "bmp")  # what an image-folder sample may hold in a shard
 
 # Each uint8 level scaled exactly as `scale_pixels` scales pixels, then widened: the values a histogram weights
 _LEVELS = scale_pixels(np.arange(256, dtype=np.uint8), 255.0).double().numpy()
@@ -127,3 +129,29 @@ class ImageFileDataset(Dataset):
         path = str(self.paths[index])
         rgb = image_to_rgb(open_image(path), (self.spec.height, self.spec.width), path)
         return rgb_to_input(rgb, self.spec), self.y[index]
+
+
+class ImageSampleDecoder:
+    """A shard sample ``{"png"|"jpg"|...: encoded image, "cls": class index}`` -> ``(x, y)``,
+    through the same pipeline as `ImageFileDataset` (a class, not a closure: spawned
+    DataLoader workers receive it by value).
+
+    Shape: -> x (C, H, W) float32, y () int64.
+    """
+
+    def __init__(self, spec: ImageSpec):
+        self.spec = spec
+
+    def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
+        import io
+
+        ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+        if ext is None or "cls" not in sample:
+            raise DataError(f"{where}: a sample needs an image ({', '.join(IMAGE_EXTENSIONS)}) and a .cls member, "
+                            f"has {sorted(sample)}")
+        rgb = image_to_rgb(open_image(io.BytesIO(sample[ext]), name=where), (self.spec.height, self.spec.width), where)
+        try:
+            label = int(sample["cls"].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise DataError(f"{where}: .cls is not a class index: {sample['cls'][:20]!r}") from None
+        return rgb_to_input(rgb, self.spec), torch.tensor(label)

@@ -31,6 +31,7 @@ from attnlab.data.base import (
 from attnlab.data.images import channel_stats, luma, prepare_image, scale_pixels
 from attnlab.data.lazy_images import ImageFileDataset, scan_images
 from attnlab.data.multilabel_images import load_multilabel_csv
+from attnlab.data.shards import is_shard_dir
 from attnlab.data.targets import check_target
 from attnlab.errors import ConfigError, DataError
 
@@ -236,6 +237,9 @@ def load_image_folder_task(
     to luma if ``channels`` is 1 (default: 3 if any image is colour, else 1). Each class is
     split by ``seed``; pixels /255 are normalised with the train split's per-channel stats.
 
+    ``root`` may instead be a folder of shards written by ``attnlab shard``
+    (`attnlab.data.image_shards`): the splits are then streams read from disk.
+
     ``lazy``: keep only paths and decode each image on access (`ImageFileDataset`, in DataLoader
     workers with ``--train.num_workers``), so memory does not grow with the number of images;
     None (default) decides by size (lazy when the decoded inputs would pass ``LAZY_BYTES``). Both
@@ -244,6 +248,10 @@ def load_image_folder_task(
     out (listed in ``info["skipped_files"]``) instead of stopping with its name.
     """
     check_fractions(val_fraction, test_fraction)
+    if is_shard_dir(root):  # written by `attnlab shard`: size, channels and split were fixed then
+        from attnlab.data.image_shards import load_image_shards
+
+        return load_image_shards(root, seed=seed, skip_bad=skip_bad)
     if check_target(target, "images", ("class", "multilabel")) == "multilabel":
         return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
                                    test_fraction=test_fraction)

@@ -64,9 +64,9 @@ def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Call
             raise ConfigError("TrainConfig.group_by_length needs a map-style data set; a sharded stream has no lengths")
         if config.checkpoint_every:
             raise ConfigError("a sharded stream resumes at epoch boundaries only; set --train.checkpoint_every 0")
-        dataset.set_distributed(dist.rank, dist.world_size)
+        dataset.set_distributed(dist.rank, dist.world_size, config.batch_size)
         loader = DataLoader(dataset, batch_size=config.batch_size, drop_last=True, collate_fn=collate_fn, **options)
-        return _StreamLoader(loader, dataset.num_batches(config.batch_size, config.num_workers)), _NoSampler(dataset)
+        return _StreamLoader(loader, dataset.num_batches(config.batch_size)), _NoSampler(dataset)
     if config.group_by_length:
         sampler = LengthGroupedSampler(dataset_lengths(dataset), config.batch_size, num_replicas=dist.world_size,
                                        rank=dist.rank, seed=config.seed)
