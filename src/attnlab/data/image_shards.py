@@ -40,6 +40,7 @@ def write_image_shards(root: str | Path, out_dir: str | Path, *, shard_size: int
         raise ConfigError(f"shard size must be >= 1, got {shard_size}")
     task = load_image_folder_task(root, seed=seed, lazy=True, **options)
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     splits = {}
     for name, ds in (("train", task.train), ("val", task.val), ("test", task.test)):
         order = np.arange(len(ds))

@@ -73,12 +73,14 @@ def write_split(out_dir: Path, split: str, samples: Iterator[tuple[str, dict[str
     same bytes). Returns the index entries ``[{"file", "count"}]``."""
     import webdataset
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     entries: list[dict] = []
-    writer, count = None, 0
+    writer, file, count = None, None, 0
 
     def close() -> None:
         if writer is not None:
             writer.close()
+            file.close()
             entries[-1]["count"] = count
 
     for key, sample in samples:
@@ -86,7 +88,8 @@ def write_split(out_dir: Path, split: str, samples: Iterator[tuple[str, dict[str
             close()
             name = f"{split}-{len(entries):06d}.tar"
             entries.append({"file": name, "count": 0})
-            writer, count = webdataset.TarWriter(str(out_dir / name), encoder=False, mtime=0.0), 0
+            file = open(out_dir / name, "wb")  # a file object: a path string would go through webdataset's URL opener
+            writer, count = webdataset.TarWriter(file, encoder=False, mtime=0.0), 0
         writer.write({"__key__": key, **sample})
         count += 1
     close()
