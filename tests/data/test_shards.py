@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from attnlab.data.image_shards import write_image_shards
+from attnlab.data.shard_writer import write_shards
 from attnlab.data.shards import ShardStream, read_samples, write_split
 from attnlab.data.vision import load_image_folder_task
 from attnlab.errors import DataError
@@ -45,7 +45,7 @@ def _key(sample, where):
 
 def test_shards_give_the_folder_tensors(tmp_path):
     root = _folder(tmp_path / "f")
-    write_image_shards(root, tmp_path / "s", shard_size=5, image_size=(8, 8))
+    write_shards(root, tmp_path / "s", shard_size=5, options={"image_size": (8, 8)})
     shards = load_image_folder_task(tmp_path / "s")
     folder = load_image_folder_task(root, image_size=(8, 8), lazy=True)
     assert shards.spec == folder.spec and shards.class_names == folder.class_names
@@ -129,7 +129,7 @@ def test_truncated_shard_is_named_or_skipped_and_counted(tmp_path):
 
 def test_bad_sample_is_named_or_skipped(tmp_path):
     root = _folder(tmp_path / "f", per_class=4)
-    write_image_shards(root, tmp_path / "s", shard_size=100, image_size=(8, 8), val_fraction=0, test_fraction=0)
+    write_shards(root, tmp_path / "s", shard_size=100, options={"image_size": (8, 8), "val_fraction": 0, "test_fraction": 0})
     tar = tmp_path / "s" / "train-000000.tar"
     with tarfile.open(tar) as t:
         members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
@@ -150,3 +150,24 @@ def test_pickle_members_are_refused(tmp_path):
     write_split(tmp_path, "p", iter([("000000", {"pyd": b"\x80\x04K\x01.", "cls": b"0"})]), 10)
     with pytest.raises(DataError, match="pickle"):
         list(read_samples(tmp_path / "p-000000.tar"))
+
+
+def test_text_shards_give_the_file_loaders_ids(tmp_path):
+    from attnlab.data.text import load_text_classification
+
+    rows = ["pos\tgood movie great fun", "neg\tbad boring film", "pos\tloved it a lot", "neg\tterrible acting, dull"]
+    src = tmp_path / "t.tsv"
+    src.write_text("\n".join(f"{r} {i}" for i in range(12) for r in rows) + "\n")
+    options = {"tokenizer": "word", "lowercase": True}
+    index = write_shards(src, tmp_path / "s", task="text-classification", shard_size=7, options=options)
+    assert index["sizes"] == {"train": 40, "val": 4, "test": 4}  # 10% of each class of 24
+    listed = load_text_classification(str(src), seed=0, **options)
+    streamed = load_text_classification(str(tmp_path / "s"), seed=0)
+    assert streamed.class_names == listed.class_names and streamed.info["max_length"] == listed.info["max_length"]
+    for a, b in ((listed.val, streamed.val), (listed.test, streamed.test)):
+        items = list(b.evaluation_view())
+        assert len(items) == len(a) > 0
+        for i, (ids, y) in enumerate(items):
+            assert torch.equal(ids, a[i][0]) and int(y) == int(a[i][1])
+    x, y = streamed.collate_fn(items[:3])
+    assert x.shape[0] == 3 and y.tolist() == [int(v) for v in listed.test.y[:3]]

@@ -1,7 +1,7 @@
 """An image folder as WebDataset shards, and back as a training task.
 
-`write_image_shards` runs the folder loader's one decoding pass (class folders, per-class split
-by seed, normalisation statistics of the train split, colour check), then copies each file's
+`write_image_shards` takes the folder loader's result (its one decoding pass: class folders, per-class split
+by seed, normalisation statistics of the train split, colour check) and copies each file's
 encoded bytes unchanged into ``<split>-NNNNNN.tar`` shards as ``KEY.png|jpg|bmp`` + ``KEY.cls``,
 KEY being the file's position in the sorted file list (as ``indices`` in the folder loader).
 Training samples are shuffled once at write time: a stream only shuffles shards and a buffer,
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from attnlab.data.base import ImageSpec, TaskData
-from attnlab.data.lazy_images import ImageSampleDecoder
+from attnlab.data.lazy_images import ImageFileDataset, ImageSampleDecoder
 from attnlab.data.shards import INDEX_NAME, ShardStream, read_index, write_split
 from attnlab.errors import ConfigError, DataError
 
@@ -29,16 +29,15 @@ __all__ = ["write_image_shards", "load_image_shards"]
 log = logging.getLogger(__name__)
 
 
-def write_image_shards(root: str | Path, out_dir: str | Path, *, shard_size: int = 1000, seed: int = 0,
-                       **options: Any) -> dict[str, Any]:
-    """Shard the image folder ``root`` into ``out_dir``; ``options`` are the folder loader's
-    (image_size, channels, val_fraction, test_fraction, skip_bad). Returns the index written
-    to ``out_dir/shards.json``."""
-    from attnlab.data.vision import load_image_folder_task
-
+def write_image_shards(task: TaskData, out_dir: str | Path, *, shard_size: int = 1000, seed: int = 0,
+                       source: str = "") -> dict[str, Any]:
+    """Write an image folder, loaded with ``lazy=True`` (`ImageFileDataset` splits), as shards in
+    ``out_dir``; ``seed`` shuffles the training samples. Returns the index written to
+    ``out_dir/shards.json``."""
     if shard_size < 1:
         raise ConfigError(f"shard size must be >= 1, got {shard_size}")
-    task = load_image_folder_task(root, seed=seed, lazy=True, **options)
+    if not isinstance(task.train, ImageFileDataset):
+        raise ConfigError("write_image_shards needs an image folder loaded with lazy=True")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     splits = {}
@@ -47,7 +46,7 @@ def write_image_shards(root: str | Path, out_dir: str | Path, *, shard_size: int
         if name == "train":
             order = np.random.default_rng(seed).permutation(len(ds))
         splits[name] = write_split(out, name, _samples(ds, order), shard_size)
-    index = {"format": "webdataset", "writer": "attnlab shard", "task": "images", "source": str(root),
+    index = {"format": "webdataset", "writer": "attnlab shard", "task": "images", "source": source,
              "class_names": task.class_names, "spec": task.spec.to_dict(), "seed": seed, "splits": splits,
              "sizes": {k: sum(e["count"] for e in v) for k, v in splits.items()},
              "skipped_files": task.info.get("skipped_files", [])}

@@ -15,16 +15,21 @@ from attnlab.errors import ConfigError, DataError
 __all__ = ["write_shards", "SHARD_WRITERS"]
 
 
-def _images(src: str, out: Path, **kw: Any) -> dict:
+def _images(src: str, out: Path, *, shard_size: int, seed: int, **options: Any) -> dict:
     from attnlab.data.image_shards import write_image_shards
+    from attnlab.data.vision import load_image_folder_task
 
-    return write_image_shards(src, out, **kw)
+    task = load_image_folder_task(src, seed=seed, lazy=True, **options)
+    return write_image_shards(task, out, shard_size=shard_size, seed=seed, source=src)
 
 
-def _text(src: str, out: Path, **kw: Any) -> dict:
+def _text(src: str, out: Path, *, shard_size: int, seed: int, **options: Any) -> dict:
+    from attnlab.data.text import load_text_classification
     from attnlab.data.text_shards import write_text_shards
 
-    return write_text_shards(src, out, **kw)
+    options.pop("skip_bad", None)  # a malformed line is always named: a text file has no record to skip past
+    task = load_text_classification(src, seed=seed, **options)
+    return write_text_shards(task, out, shard_size=shard_size, seed=seed, source=src)
 
 
 SHARD_WRITERS: dict[str, Callable[..., dict]] = {"images": _images, "text-classification": _text}
