@@ -89,7 +89,9 @@ def write_split(out_dir: Path, split: str, samples: Iterator[tuple[str, dict[str
             name = f"{split}-{len(entries):06d}.tar"
             entries.append({"file": name, "count": 0})
             file = open(out_dir / name, "wb")  # a file object: a path string would go through webdataset's URL opener
-            writer, count = webdataset.TarWriter(file, encoder=False, mtime=0.0), 0
+            # ustar headers and an integer mtime: a float mtime makes tarfile add a PAX header to
+            # every member, doubling the headers a reader parses
+            writer, count = webdataset.TarWriter(file, encoder=False, mtime=0, format=tarfile.USTAR_FORMAT), 0
         writer.write({"__key__": key, **sample})
         count += 1
     close()
