@@ -1,7 +1,8 @@
 """Does memory stay flat as an image folder grows, and what does reading lazily cost in speed?
 
 Rows, on generated folders of 64x64 RGB PNGs in 10 class folders (random pixels):
-  peak RSS         one epoch of training (vit-tiny at 32 wide, depth 1, patch 16; batch 64) in a
+  peak RSS         one epoch of training (vit-tiny at 32 wide, depth 1, patch 16, batch 64: a
+                   deliberately small model, so the loader's cost shows; --dim/--depth/--patch) in a
                    fresh child process per case, from loading the folder to the end of the
                    epoch: ``ru_maxrss`` of the child's main process, and of its largest
                    DataLoader worker. Cases: the in-memory loader (``--data.lazy false``,
@@ -73,7 +74,7 @@ def run_case(case: dict) -> dict:
     load_s = time.perf_counter() - start
     torch.manual_seed(0)
     model = create_model("vit-tiny", num_classes=data.num_classes, image_size=(case["size"], case["size"]),
-                         in_channels=3, **MODEL)
+                         in_channels=3, **case["model"])
     config = TrainConfig(epochs=case["epochs"], batch_size=64, progress=False, device="cpu",
                          num_workers=0 if case["loader"] == "memory" else case["workers"])
     marks = [time.perf_counter()]
@@ -107,12 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=None, help="where the generated folders go (default: a temp folder)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in the training process")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dim", type=int, default=MODEL["dim"], help="model width (larger: compute-bound, less data-bound)")
+    p.add_argument("--depth", type=int, default=MODEL["depth"])
+    p.add_argument("--patch", type=int, default=MODEL["patch_size"])
+    p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
         print(json.dumps(run_case(json.loads(args._child))))
         return 0
     small, large, size = (300, 900, 32) if args.quick else (2000, 10000, 64)
+    model = {**MODEL, "dim": args.dim, "depth": args.depth, "patch_size": args.patch}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp)
         folders = {n: make_folder(root / f"png{size}-{n}", n, size) for n in (small, large)}
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in (small, large):
                 data = shards[n] if loader == "shards" else folders[n]
                 case = {"loader": loader, "data": str(data), "size": size, "threads": args.threads,
-                        "workers": args.workers, "epochs": 2 if n == large else 1}
+                        "workers": args.workers, "epochs": 2 if n == large else 1, "model": model}
                 result = run_case(case) if args.quick else child(case)
                 rows.append({"loader": loader, "images": n, **result})
                 print(f"  {loader:7s} {n:6d} images: main {result['rss_main_mib']:.0f} MiB, worker "
@@ -150,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                                ("growth", "growth"), ("worker", "worker MiB"), ("speed", f"images/s ({large})"),
                                ("ratio", "vs memory")]))
     payload = {"benchmark": "data_scale", "quick": args.quick, "image_size": size, "sizes": [small, large],
-               "workers": args.workers, "threads": args.threads, "model": MODEL, "rows": rows,
+               "workers": args.workers, "threads": args.threads, "model": model, "rows": rows,
                "images_per_s": speed, "machine": machine_info(__import__("torch").device("cpu")),
                "git": git_revision(__file__)}
-    name = f"data_scale{'-quick' if args.quick else ''}.json"
+    name = f"data_scale{args.tag}{'-quick' if args.quick else ''}.json"
     print(f"wrote {write_json(args.out or RESULTS / name, payload)}")
     return 0
 

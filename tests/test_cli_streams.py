@@ -67,3 +67,18 @@ def test_unreadable_image_in_a_folder_skipped_and_counted(tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     assert json.loads((run / "metrics.json").read_text())["skipped_files"] == 1
     assert json.loads((run / "data.json").read_text())["info"]["skipped_files"] == [str(root / "b" / "7.png")]
+
+
+def test_text_shards_train_end_to_end(tmp_path, capsys):
+    rows = ["pos\tgood movie great fun", "neg\tbad boring film", "pos\tloved it a lot", "neg\tterrible acting, dull"]
+    src = tmp_path / "t.tsv"
+    src.write_text("\n".join(f"{r} {i}" for i in range(10) for r in rows) + "\n")
+    shards = tmp_path / "s"
+    assert main(["shard", str(src), str(shards), "--task", "text-classification", "--shard-size", "6"]) == 0
+    run = tmp_path / "run"
+    argv = ["train", "--task", "text-classification", "--data", str(shards), "--epochs", "2", "--out", str(run),
+            "--train.batch_size", "8", "--train.progress", "false", "--train.num_workers", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["skipped_samples"] == {"train": 0, "val": 0, "test": 0} and 0 <= metrics["test"]["accuracy"] <= 1
+    assert (run / "tokenizer.json").is_file()

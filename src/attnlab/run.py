@@ -18,7 +18,6 @@ Run directory layout (rank 0 writes, every file atomically):
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import re
@@ -29,10 +28,9 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import IterableDataset
 
 from attnlab.config import from_dict, to_dict
-from attnlab.data.base import TensorPairDataset
+from attnlab.data.shards import head, with_test_in_memory
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
 from attnlab.tasks import Pretrained, load_task, task_spec
@@ -257,31 +255,16 @@ def train_run(
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         if config.report_examples > 0 and spec.report_examples is not None:
-            examples = spec.report_examples(model, _in_memory_test(task_data, config.report_examples), config.report_examples)
-            if examples:  # a model without attention (e.g. dlinear) has nothing to explore
+            shown = with_test_in_memory(task_data, config.report_examples)  # None: a stream of text, not shown
+            examples = spec.report_examples(model, shown, config.report_examples) if shown is not None else None
+            if examples is None:
+                log.info("no report.html: the test split is a stream of variable-length items")
+            elif examples:  # a model without attention (e.g. dlinear) has nothing to explore
                 _write_report(examples, task_data, run_dir / "report.html")
             else:
                 log.info("no report.html: model %s has no attention layers to show", config.model)
     metrics["run_dir"] = str(run_dir)
     return metrics
-
-
-def _head(dataset, count: int) -> list:
-    """The first ``count`` items of a split, map-style or a stream (read in order, once)."""
-    if isinstance(dataset, IterableDataset):
-        return list(itertools.islice(iter(dataset.evaluation_view()), count))
-    return [dataset[i] for i in range(min(count, len(dataset)))]
-
-
-def _in_memory_test(task_data, count: int):
-    """The task data as report builders index it: a streamed test split becomes its first items."""
-    if not isinstance(task_data.test, IterableDataset):
-        return task_data
-    items = _head(task_data.test, count)
-    if not items:
-        return dataclasses.replace(task_data, test=[])
-    x, y = (torch.stack([item[k] for item in items]) for k in (0, 1))
-    return dataclasses.replace(task_data, test=TensorPairDataset(x, y))
 
 
 def _inputs_only(augment):
@@ -309,7 +292,7 @@ def _attention_image_logger(task_data):
 
         if not attention_modules(trainer.model):  # e.g. a CNN peer model: nothing to draw
             return
-        item = _head(task_data.val, 1)[0]
+        item = head(task_data.val, 1)[0]
         if len(item) != 2:  # only (x, y) items feed the model as one input
             return
         x = item[0]

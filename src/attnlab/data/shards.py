@@ -26,6 +26,8 @@ would. Mid-epoch checkpoints are refused for streams (`attnlab.training.loaders`
 from __future__ import annotations
 
 import copy
+import dataclasses
+import itertools
 import json
 import logging
 import multiprocessing
@@ -35,11 +37,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import IterableDataset, get_worker_info
+
+from attnlab.data.base import TensorPairDataset
 
 from attnlab.errors import DataError
 
-__all__ = ["ShardStream", "read_samples", "write_split", "read_index", "is_shard_dir", "INDEX_NAME"]
+__all__ = ["ShardStream", "read_samples", "write_split", "read_index", "is_shard_dir", "head", "with_test_in_memory",
+           "INDEX_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +206,8 @@ class ShardStream(IterableDataset):
             offset += count
 
     # ---- reading -------------------------------------------------------------------------
-    def _samples(self, start: int, stop: int) -> Iterator[Any]:
+    def _samples(self, start: int, stop: int) -> Iterator[tuple[str, dict[str, bytes]]]:
+        """(where, undecoded sample) for the positions [start, stop) of this epoch's sequence."""
         for path, skip, want in self._positions(start, stop):
             got = 0
             try:
@@ -208,9 +215,7 @@ class ShardStream(IterableDataset):
                     if got == want:
                         break
                     got += 1
-                    item = self._decode(sample, f"{path}:{key}")
-                    if item is not None:
-                        yield item
+                    yield f"{path}:{key}", sample
             except DataError as e:  # the shard itself is unreadable (truncated, not a tar)
                 if not self.skip_bad:
                     raise
@@ -241,17 +246,44 @@ class ShardStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         start, stop = self._range(worker, workers)
         samples = self._samples(start, stop)
-        if not self.shuffle:
-            yield from samples
-            return
-        rng = random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker}")
-        buffer: list[Any] = []
-        for item in samples:  # reservoir-style: emit a random buffered item once the buffer is full
-            if len(buffer) < self.buffer:
-                buffer.append(item)
-                continue
-            j = rng.randrange(len(buffer))
-            buffer[j], item = item, buffer[j]
-            yield item
-        rng.shuffle(buffer)
-        yield from buffer
+        if self.shuffle:
+            samples = _buffer_shuffle(samples, self.buffer, random.Random(f"{self.seed}:{self.epoch}:{self.rank}:{worker}"))
+        for where, sample in samples:  # decoded after the shuffle: the buffer holds encoded bytes, not tensors
+            item = self._decode(sample, where)
+            if item is not None:
+                yield item
+
+
+def _buffer_shuffle(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:
+    """Shuffle within a buffer of ``size``: once full, each new item swaps out a random one."""
+    buffer: list[Any] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        j = rng.randrange(len(buffer))
+        buffer[j], item = item, buffer[j]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def head(dataset: Any, count: int) -> list:
+    """The first ``count`` items of a split, map-style or a stream (read in order, once)."""
+    if isinstance(dataset, IterableDataset):
+        return list(itertools.islice(iter(dataset.evaluation_view()), count))
+    return [dataset[i] for i in range(min(count, len(dataset)))]
+
+
+def with_test_in_memory(task_data: Any, count: int) -> Any | None:
+    """The task data as report builders index it (``test[i]``): a streamed test split becomes
+    a `TensorPairDataset` of its first ``count`` items (None when they differ in shape, as text
+    ids do); map-style data is returned as it is."""
+    if not isinstance(task_data.test, IterableDataset):
+        return task_data
+    items = head(task_data.test, count)
+    shapes = {tuple(item[0].shape) for item in items}
+    if len(shapes) != 1:  # variable-length items (text ids): nothing to stack; None, no report
+        return None
+    x, y = (torch.stack([item[k] for item in items]) for k in (0, 1))
+    return dataclasses.replace(task_data, test=TensorPairDataset(x, y))

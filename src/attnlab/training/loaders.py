@@ -12,6 +12,7 @@ batches it will yield (``num_batches``), which every rank must agree on under DD
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import torch
@@ -22,6 +23,8 @@ from attnlab.training.distributed import DistInfo
 from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
 
 __all__ = ["train_loader", "eval_loader", "is_stream", "reraise_worker_error"]
+
+log = logging.getLogger(__name__)
 
 
 def is_stream(dataset: Any) -> bool:
@@ -60,8 +63,8 @@ def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Call
     """(loader, sampler) for training: full batches only; ``sampler.set_epoch`` before each epoch."""
     options = _worker_options(config.num_workers, device)
     if is_stream(dataset):
-        if config.group_by_length:
-            raise ConfigError("TrainConfig.group_by_length needs a map-style data set; a sharded stream has no lengths")
+        if config.group_by_length:  # a task default (text): a stream cannot sort what it has not read yet
+            log.info("group_by_length does not apply to a sharded stream: batches follow the shuffled stream")
         if config.checkpoint_every:
             raise ConfigError("a sharded stream resumes at epoch boundaries only; set --train.checkpoint_every 0")
         dataset.set_distributed(dist.rank, dist.world_size, config.batch_size)
