@@ -171,3 +171,18 @@ def test_text_shards_give_the_file_loaders_ids(tmp_path):
             assert torch.equal(ids, a[i][0]) and int(y) == int(a[i][1])
     x, y = streamed.collate_fn(items[:3])
     assert x.shape[0] == 3 and y.tolist() == [int(v) for v in listed.test.y[:3]]
+
+
+def test_persistent_workers_see_each_new_epoch(tmp_path):
+    """Persistent workers hold their own copy of the stream: the epoch must still reach them."""
+    stream = ShardStream(_key_shards(tmp_path, [8, 8, 8]), _key, shuffle=True, buffer=4, seed=0)
+    loader = DataLoader(stream, batch_size=None, num_workers=1, persistent_workers=True)
+    orders = []
+    for epoch in (0, 1):
+        stream.set_epoch(epoch)
+        orders.append(list(loader))
+    single = []
+    for epoch in (0, 1):
+        stream.set_epoch(epoch)
+        single.append(list(stream))
+    assert orders == single and orders[0] != orders[1]

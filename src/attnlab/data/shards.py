@@ -149,9 +149,12 @@ class ShardStream(IterableDataset):
         self.shards = [(str(p), int(n)) for p, n in shards]
         self.total = sum(n for _, n in self.shards)
         self.decode, self.shuffle, self.buffer, self.seed, self.skip_bad = decode, shuffle, max(1, buffer), seed, skip_bad
-        self.epoch, self.rank, self.world_size, self.batch_size = 0, 0, 1, None
-        # Shared with forked or spawned DataLoader workers: each adds the samples it skipped.
+        self.rank, self.world_size, self.batch_size = 0, 1, None
+        # Shared with forked or spawned DataLoader workers: each adds the samples it skipped; and
+        # the epoch, which persistent workers (holding their own copy of this object) read when
+        # each epoch's iteration starts.
         self._skipped = multiprocessing.get_context().Value("q", 0)
+        self._epoch = multiprocessing.get_context().Value("q", 0)
 
     def __len__(self) -> int:
         return self.total
@@ -161,8 +164,12 @@ class ShardStream(IterableDataset):
         """Samples left out as unreadable so far (a bad sample counts once per epoch that meets it)."""
         return int(self._skipped.value)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.value = epoch
 
     def set_distributed(self, rank: int, world_size: int, batch_size: int) -> None:
         """Training: rank ``rank`` of ``world_size`` yields whole batches of ``batch_size`` only."""
@@ -174,7 +181,7 @@ class ShardStream(IterableDataset):
 
     def evaluation_view(self) -> ShardStream:
         """The whole split once, in listed order, for this process alone (shares the skip count)."""
-        view = copy.copy(self)
+        view = copy.copy(self)  # shares the skip count and epoch (unused: a view does not shuffle)
         view.shuffle, view.rank, view.world_size, view.batch_size = False, 0, 1, None
         return view
 
