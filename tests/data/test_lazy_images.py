@@ -98,3 +98,14 @@ def test_file_gone_after_loading_raises_naming_it(tmp_path):
     victim.write_bytes(b"")
     with pytest.raises(DataError, match=str(victim)):
         task.train[0]
+
+
+def test_lazy_by_default_past_the_size_budget(tmp_path, monkeypatch):
+    import attnlab.data.vision as vision
+
+    _folder(tmp_path)
+    assert not isinstance(load_image_folder_task(tmp_path, image_size=(10, 12)).train, ImageFileDataset)
+    monkeypatch.setattr(vision, "LAZY_BYTES", 20 * 3 * 10 * 12 * 4)  # 20 decoded images; the folder has 20
+    assert not isinstance(load_image_folder_task(tmp_path, image_size=(10, 12)).train, ImageFileDataset)
+    monkeypatch.setattr(vision, "LAZY_BYTES", 19 * 3 * 10 * 12 * 4)
+    assert isinstance(load_image_folder_task(tmp_path, image_size=(10, 12)).train, ImageFileDataset)

@@ -66,7 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     max_bad_steps: int = 10  # non-finite losses skipped before training stops
     progress: bool = True
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes (persistent across epochs; training/loaders.py)
     # Fine-tuning (attnlab.training.param_groups): "embeddings,blocks.0-3" or parameter-name globs, frozen
     freeze: str = ""
     layer_decay: float = 1.0  # < 1: layer-wise lr decay (ELECTRA / BEiT); block i gets lr * decay ** (depth - i)
