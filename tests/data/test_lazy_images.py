@@ -109,3 +109,16 @@ def test_lazy_by_default_past_the_size_budget(tmp_path, monkeypatch):
     assert not isinstance(load_image_folder_task(tmp_path, image_size=(10, 12)).train, ImageFileDataset)
     monkeypatch.setattr(vision, "LAZY_BYTES", 19 * 3 * 10 * 12 * 4)
     assert isinstance(load_image_folder_task(tmp_path, image_size=(10, 12)).train, ImageFileDataset)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pixel_table_equals_the_pipeline(channels):
+    from attnlab.data.base import ImageSpec
+    from attnlab.data.images import rgb_to_input
+    from attnlab.data.lazy_images import PixelTable
+
+    rng = np.random.default_rng(channels)
+    spec = ImageSpec(channels, 9, 7, rng.uniform(0.2, 0.6, channels), rng.uniform(0.1, 0.4, channels))
+    for _ in range(5):
+        rgb = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+        assert torch.equal(PixelTable(spec)(rgb), rgb_to_input(rgb, spec))

@@ -27,7 +27,7 @@ from attnlab.data.base import ImageSpec
 from attnlab.data.images import image_to_rgb, is_color, luma, open_image, rgb_to_input, scale_pixels
 from attnlab.errors import DataError
 
-__all__ = ["PixelHistogram", "ImageFileDataset", "ImageSampleDecoder", "scan_images", "IMAGE_EXTENSIONS"]
+__all__ = ["PixelHistogram", "PixelTable", "ImageFileDataset", "ImageSampleDecoder", "scan_images", "IMAGE_EXTENSIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,30 @@ def scan_images(
     return any_color, hist, bad, kept
 
 
+class PixelTable:
+    """uint8 RGB (H, W, 3) -> the normalised input (C, H, W), by table lookup.
+
+    A pixel's input value depends only on its uint8 level and channel, so the 256 values per
+    channel are computed once with the pipeline itself (`rgb_to_input`: scale by 1/255, then the
+    spec's normalisation) and each image is one gather: the same float32 numbers bit for bit, at
+    a fraction of the per-item cost of the tensor operations on a small image.
+
+    Shape: rgb (H, W, 3) uint8 -> (C, H, W) float32.
+    """
+
+    def __init__(self, spec: ImageSpec):
+        levels = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3): every level
+        self.channels = spec.channels
+        self.table = rgb_to_input(levels, spec)[:, 0, :].numpy()  # (C, 256) float32
+
+    def __call__(self, rgb: np.ndarray) -> Tensor:
+        pixels = rgb if self.channels == 3 else luma(rgb)  # (H, W, C) uint8
+        out = np.empty((self.channels, *pixels.shape[:2]), np.float32)  # (C, H, W)
+        for c in range(self.channels):  # one take per plane: ~4x faster than a broadcast fancy index
+            np.take(self.table[c], pixels[..., c], out=out[c])
+        return torch.from_numpy(out)
+
+
 class ImageFileDataset(Dataset):
     """``(x, y)`` pairs decoded from image files on each access.
 
@@ -121,6 +145,7 @@ class ImageFileDataset(Dataset):
         self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         self.spec = spec
         self.indices = indices
+        self.pixels = PixelTable(spec)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -128,7 +153,7 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         path = str(self.paths[index])
         rgb = image_to_rgb(open_image(path), (self.spec.height, self.spec.width), path)
-        return rgb_to_input(rgb, self.spec), self.y[index]
+        return self.pixels(rgb), self.y[index]
 
 
 class ImageSampleDecoder:
@@ -141,6 +166,7 @@ class ImageSampleDecoder:
 
     def __init__(self, spec: ImageSpec):
         self.spec = spec
+        self.pixels = PixelTable(spec)
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
         import io
@@ -154,4 +180,4 @@ class ImageSampleDecoder:
             label = int(sample["cls"].decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             raise DataError(f"{where}: .cls is not a class index: {sample['cls'][:20]!r}") from None
-        return rgb_to_input(rgb, self.spec), torch.tensor(label)
+        return self.pixels(rgb), torch.tensor(label)
