@@ -186,3 +186,15 @@ def test_persistent_workers_see_each_new_epoch(tmp_path):
         stream.set_epoch(epoch)
         single.append(list(stream))
     assert orders == single and orders[0] != orders[1]
+
+
+def test_balanced_class_weights_count_a_streams_labels(tmp_path):
+    from attnlab.training.class_weights import training_labels
+
+    root = _folder(tmp_path / "f", per_class=6)
+    (root / "cat" / "00.png").unlink()  # classes of 6, 6, 5
+    write_shards(root, tmp_path / "s", shard_size=4, options={"image_size": (8, 8), "val_fraction": 0, "test_fraction": 0})
+    stream = load_image_folder_task(tmp_path / "s").train
+    labels = training_labels(stream)
+    assert sorted(labels.tolist()) == [0] * 6 + [1] * 6 + [2] * 5
+    assert labels.tolist() == [int(y) for _, y in stream.evaluation_view()]

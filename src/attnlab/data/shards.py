@@ -179,6 +179,17 @@ class ShardStream(IterableDataset):
         """Full batches this rank yields per epoch: the same on every rank."""
         return (self.total // self.world_size) // batch_size
 
+    def class_labels(self) -> list[int]:
+        """Every sample's ``.cls`` class index, in listed order, read without decoding the rest
+        (what ``--train.class_weights balanced`` counts)."""
+        labels = []
+        for path, _ in self.shards:
+            for key, sample in read_samples(path):
+                if "cls" not in sample:
+                    raise DataError(f"{path}:{key}: no .cls member: this stream has no class labels to count")
+                labels.append(int(sample["cls"].decode("ascii")))
+        return labels
+
     def evaluation_view(self) -> ShardStream:
         """The whole split once, in listed order, for this process alone (shares the skip count)."""
         view = copy.copy(self)  # shares the skip count and epoch (unused: a view does not shuffle)
