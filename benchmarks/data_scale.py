@@ -26,6 +26,7 @@ import gc
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=MODEL["dim"], help="model width (larger: compute-bound, less data-bound)")
     p.add_argument("--depth", type=int, default=MODEL["depth"])
     p.add_argument("--patch", type=int, default=MODEL["patch_size"])
+    p.add_argument("--rounds", type=int, default=None, help="alternating throughput rounds (default 3; quick 1)")
     p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(json.loads(args._child))))
         return 0
     small, large, size = (300, 900, 32) if args.quick else (2000, 10000, 64)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     model = {**MODEL, "dim": args.dim, "depth": args.depth, "patch_size": args.patch}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp)
@@ -133,18 +136,22 @@ def main(argv: list[str] | None = None) -> int:
             shards[n] = out
         rows = []
         loaders = ("memory", "lazy", "shards")
-        for loader in loaders:
-            for n in (small, large):
-                data = shards[n] if loader == "shards" else folders[n]
-                case = {"loader": loader, "data": str(data), "size": size, "threads": args.threads,
-                        "workers": args.workers, "epochs": 2 if n == large else 1, "model": model}
-                result = run_case(case) if args.quick else child(case)
-                rows.append({"loader": loader, "images": n, **result})
-                print(f"  {loader:7s} {n:6d} images: main {result['rss_main_mib']:.0f} MiB, worker "
-                      f"{result['rss_worker_mib']:.0f} MiB, epochs {[round(s, 1) for s in result['epoch_s']]} s",
-                      flush=True)
-    by = {(r["loader"], r["images"]): r for r in rows}
-    speed = {k: by[(k, large)]["images_per_epoch"] / by[(k, large)]["epoch_s"][-1] for k in loaders}
+        # Rounds alternate the loaders (memory, lazy, shards, memory, ...) so that a change in the
+        # machine's load falls on all of them; the first round also runs the small folder for RSS.
+        for round_ in range(args.rounds):
+            for loader in loaders:
+                for n in ((small, large) if round_ == 0 else (large,)):
+                    data = shards[n] if loader == "shards" else folders[n]
+                    case = {"loader": loader, "data": str(data), "size": size, "threads": args.threads,
+                            "workers": args.workers, "epochs": 2 if n == large else 1, "model": model}
+                    result = run_case(case) if args.quick else child(case)
+                    rows.append({"loader": loader, "images": n, "round": round_, **result})
+                    print(f"  round {round_} {loader:7s} {n:6d} images: main {result['rss_main_mib']:.0f} MiB, worker "
+                          f"{result['rss_worker_mib']:.0f} MiB, epochs {[round(s, 1) for s in result['epoch_s']]} s",
+                          flush=True)
+    by = {(r["loader"], r["images"]): r for r in rows if r["round"] == 0}
+    speed = {k: statistics.median(r["images_per_epoch"] / r["epoch_s"][-1] for r in rows
+                                  if r["loader"] == k and r["images"] == large) for k in loaders}
     table = []
     for loader in loaders:
         a, b = by[(loader, small)], by[(loader, large)]
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                                ("growth", "growth"), ("worker", "worker MiB"), ("speed", f"images/s ({large})"),
                                ("ratio", "vs memory")]))
     payload = {"benchmark": "data_scale", "quick": args.quick, "image_size": size, "sizes": [small, large],
-               "workers": args.workers, "threads": args.threads, "model": model, "rows": rows,
+               "workers": args.workers, "threads": args.threads, "rounds": args.rounds, "model": model, "rows": rows,
                "images_per_s": speed, "machine": machine_info(__import__("torch").device("cpu")),
                "git": git_revision(__file__)}
     name = f"data_scale{args.tag}{'-quick' if args.quick else ''}.json"
