@@ -57,7 +57,7 @@ def _epochs_seen(marks: list[int]) -> list[list[int]]:
 
 def test_resume_at_epoch_boundary_repeats_nothing_and_skips_nothing(tmp_path):
     shards = _shards(tmp_path)
-    stream = lambda: ShardStream(shards, _decode, shuffle=True, buffer=10, seed=5)  # noqa: E731
+    stream = lambda: ShardStream(shards, _decode, shuffle=True, buffer=10, seed=5)
 
     SEEN.clear()
     marks = [0]

@@ -99,5 +99,5 @@ def reraise_worker_error(exc: Exception) -> None:
         if "Original Traceback" in text:
             last = text.strip().splitlines()[-1]
             prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
-            raise type(exc)(last[len(prefix):] if last.startswith(prefix) else last) from None
+            raise type(exc)(last.removeprefix(prefix)) from None
     raise exc
