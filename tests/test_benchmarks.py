@@ -29,6 +29,7 @@ QUICK = [
     ("audio.py", ["--data", str(DATA_DIR / "fsdd" / "recordings"), "--threads", "1"], DATA_DIR / "fsdd" / "recordings"),
     ("sasrec.py", ["--data", str(DATA_DIR / "sasrec" / "games.txt"), "--threads", "1"], DATA_DIR / "sasrec" / "games.txt"),
     ("detection.py", ["--threads", "1"], None),
+    ("data_scale.py", [], None),
     ("models.py", ["--threads", "1"], None),
     ("dropout.py", ["--threads", "1"], None),
     ("optimizer.py", ["--threads", "1"], None),

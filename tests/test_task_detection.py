@@ -107,7 +107,7 @@ def test_explain_without_encoder_layers_falls_back_to_query_tokens(tmp_path):
 
 
 def test_cli_prints_each_box_after_its_class():
-    from attnlab.cli import _result_line
+    from attnlab.cli.output import result_line as _result_line
 
     hit = {"input": "a.png", "class": "circle", "score": 0.98765, "label": "circle", "box": [1.5, 2.0, 30.25, 40.0]}
     assert _result_line(hit) == "a.png: circle [1.5, 2, 30.25, 40] (0.988)"

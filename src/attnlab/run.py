@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from attnlab.config import from_dict, to_dict
+from attnlab.data.shards import head, with_test_in_memory
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
 from attnlab.tasks import Pretrained, load_task, task_spec
@@ -246,12 +247,22 @@ def train_run(
     }
     if calibration is not None:
         metrics["calibration"] = calibration
+    if "skipped_files" in task_data.info:  # --data.skip_bad: unreadable inputs left out, logged by the loader
+        metrics["skipped_files"] = len(task_data.info["skipped_files"])
+    streams = {k: getattr(task_data, k) for k in ("train", "val", "test")}
+    if any(hasattr(ds, "skipped") for ds in streams.values()):  # a stream's skips, once per epoch that met them
+        metrics["skipped_samples"] = {k: ds.skipped for k, ds in streams.items() if hasattr(ds, "skipped")}
+        if any(metrics["skipped_samples"].values()):
+            log.warning("skipped unreadable samples: %s", metrics["skipped_samples"])
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         if config.report_examples > 0 and spec.report_examples is not None:
-            examples = spec.report_examples(model, task_data, config.report_examples)
-            if examples:  # a model without attention (e.g. dlinear) has nothing to explore
-                card = report_card(spec, model.eval(), config.model, task_data, examples, limit=config.card_examples)
+            shown = with_test_in_memory(task_data, config.report_examples)  # None: a stream of text, not shown
+            examples = spec.report_examples(model, shown, config.report_examples) if shown is not None else None
+            if examples is None:
+                log.info("no report.html: the test split is a stream of variable-length items")
+            elif examples:  # a model without attention (e.g. dlinear) has nothing to explore
+                card = report_card(spec, model.eval(), config.model, shown, examples, limit=config.card_examples)
                 _write_report(examples, task_data, run_dir / "report.html", card)
             else:
                 log.info("no report.html: model %s has no attention layers to show", config.model)
@@ -284,7 +295,7 @@ def _attention_image_logger(task_data):
 
         if not attention_modules(trainer.model):  # e.g. a CNN peer model: nothing to draw
             return
-        item = task_data.val[0]
+        item = head(task_data.val, 1)[0]
         if len(item) != 2:  # only (x, y) items feed the model as one input
             return
         x = item[0]

@@ -116,7 +116,9 @@ def _read_csv(path: Path, date_column: str) -> Series:
 
 def _read_array(path: Path) -> Series:
     try:
-        loaded = np.load(path, allow_pickle=False)
+        # .npy: memory-mapped, so the raw array is paged in from the file rather than held beside
+        # its float64 copy (an .npz ignores mmap_mode: its members are read whole)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read as a NumPy file ({exc})") from None
     if isinstance(loaded, np.lib.npyio.NpzFile):

@@ -46,8 +46,9 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
 
 
-def open_image(path: Path):
-    """Open and fully decode one image file; anything Pillow cannot read becomes a DataError."""
+def open_image(path: Any, name: str | None = None):
+    """Open and fully decode one image file (or binary file object, called ``name`` in messages);
+    anything Pillow cannot read becomes a DataError."""
     from PIL import Image, ImageOps
 
     try:
@@ -55,7 +56,7 @@ def open_image(path: Path):
             im.load()
             return ImageOps.exif_transpose(im)  # camera JPEGs store rotation in EXIF
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors, ...
-        raise DataError(f"cannot read image {path}: {e}") from None
+        raise DataError(f"cannot read image {name or path}: {e}") from None
 
 
 def is_color(im) -> bool:

@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnlab.data.base import TaskData, check_fractions, per_class_split, require_data
+from attnlab.data.shards import is_shard_dir
 from attnlab.data.targets import (
     TARGETS,
     TargetScaler,
@@ -191,12 +192,21 @@ def _collate_padded(pad_id: int):
 def load_text_classification(
     data: str | None, *, seed: int, tokenizer: str = "bpe", vocab_size: int = 8000, lowercase: bool = False,
     min_frequency: int | None = None, max_length: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
-    pretrained_tokenizer=None, target: str = "class",
+    pretrained_tokenizer=None, target: str = "class", skip_bad: bool = False,
 ) -> TaskData:
     """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's (or the source run's)
     tokenizer replaces the trained one; ``max_length`` then defaults to the checkpoint's
     positions (else 128). ``target``: "class", "regression" (the label is a number) or
-    "multilabel" (comma-separated label names), see the module docstring."""
+    "multilabel" (comma-separated label names), see the module docstring. ``data`` may be a
+    folder of shards written by ``attnlab shard`` (`attnlab.data.text_shards`): a stream,
+    tokenized on access with the tokenizer fixed when it was written; ``skip_bad`` then skips
+    unreadable samples (a malformed line of a text file is always named)."""
+    if data is not None and is_shard_dir(data):
+        from attnlab.data.text_shards import load_text_shards
+
+        if pretrained_tokenizer is not None:
+            raise ConfigError("--init with sharded text is not supported: shards hold the tokenizer they were written with")
+        return load_text_shards(data, encode=encode_for_classification, collate=_collate_padded, seed=seed, skip_bad=skip_bad)
     if pretrained_tokenizer is not None:
         if (tokenizer, vocab_size, lowercase, min_frequency) != ("bpe", 8000, False, None):
             raise ConfigError("--data.tokenizer / vocab_size / lowercase / min_frequency do not apply with --init: "

@@ -146,7 +146,10 @@ def read_series_file(path: str | Path, length: int, channels: int = 1) -> tuple[
     if not path.is_file():
         raise DataError(f"series file not found: {path}")
     if path.suffix.lower() == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        try:  # memory-mapped: the raw array is paged in from the file, not held beside its float64 copy
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read as a NumPy .npy file ({exc})") from None
         if arr.dtype.kind not in "fiu":
             raise DataError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
         if arr.ndim == 1 or (arr.ndim == 2 and channels > 1 and arr.shape == (channels, length)):

@@ -28,8 +28,10 @@ from attnlab.data.base import (
     check_fractions,
     per_class_split,
 )
-from attnlab.data.images import channel_stats, image_to_rgb, is_color, luma, open_image, prepare_image, scale_pixels
+from attnlab.data.images import channel_stats, luma, prepare_image, scale_pixels
+from attnlab.data.lazy_images import ImageFileDataset, scan_images
 from attnlab.data.multilabel_images import load_multilabel_csv
+from attnlab.data.shards import is_shard_dir
 from attnlab.data.targets import check_target
 from attnlab.errors import ConfigError, DataError
 
@@ -47,6 +49,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# Past this many bytes of decoded float32 inputs an image folder is decoded on access (lazy=None).
+LAZY_BYTES = 1 << 30
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 _MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -222,6 +226,8 @@ def load_image_folder_task(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     target: str = "class",
+    lazy: bool | None = None,
+    skip_bad: bool = False,
 ) -> TaskData:
     """Images in ``root/<class>/*.png|jpg|jpeg|bmp``; class names are the sorted folder names.
     ``target="multilabel"``: ``root`` is instead a CSV of label columns
@@ -230,8 +236,22 @@ def load_image_folder_task(
     Each image is converted to RGB, resized bilinearly to ``image_size`` (H, W), then reduced
     to luma if ``channels`` is 1 (default: 3 if any image is colour, else 1). Each class is
     split by ``seed``; pixels /255 are normalised with the train split's per-channel stats.
+
+    ``root`` may instead be a folder of shards written by ``attnlab shard``
+    (`attnlab.data.image_shards`): the splits are then streams read from disk.
+
+    ``lazy``: keep only paths and decode each image on access (`ImageFileDataset`, in DataLoader
+    workers with ``--train.num_workers``), so memory does not grow with the number of images;
+    None (default) decides by size (lazy when the decoded inputs would pass ``LAZY_BYTES``). Both
+    paths give identical tensors. Either way one pass decodes every file first, for the colour
+    check and the train split's statistics. ``skip_bad``: an unreadable file is logged and left
+    out (listed in ``info["skipped_files"]``) instead of stopping with its name.
     """
     check_fractions(val_fraction, test_fraction)
+    if is_shard_dir(root):  # written by `attnlab shard`: size, channels and split were fixed then
+        from attnlab.data.image_shards import load_image_shards
+
+        return load_image_shards(root, seed=seed, skip_bad=skip_bad)
     if check_target(target, "images", ("class", "multilabel")) == "multilabel":
         return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
                                    test_fraction=test_fraction)
@@ -260,23 +280,27 @@ def load_image_folder_task(
             raise DataError(f"class folder {d} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files.append(found)
 
-    rgb, labels, any_color = [], [], False
-    for label, group in enumerate(files):
-        for path in group:
-            im = open_image(path)
-            any_color = any_color or is_color(im)
-            rgb.append(image_to_rgb(im, (height, width), path))
-            labels.append(label)
+    paths = [p for group in files for p in group]
+    labels = np.array([label for label, group in enumerate(files) for _ in group], dtype=np.int64)
+    parts = per_class_split(labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    if lazy is None:  # decoded float32 inputs past the budget: decode on access instead
+        lazy = len(paths) * 3 * height * width * 4 > LAZY_BYTES
+    in_train = np.zeros(len(paths), bool)
+    in_train[parts[0]] = True
+    any_color, hist, bad, rgb = scan_images(paths, in_train, (height, width), skip_bad=skip_bad, keep=not lazy)
+    if bad:  # the split is of the listed files, so dropping a bad one moves no other file between splits
+        parts = tuple(p[~np.isin(p, bad)] for p in parts)
     channels = channels or (3 if any_color else 1)
-
-    parts = per_class_split(np.array(labels), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-    splits = [torch.from_numpy(p) for p in parts]
-
-    pixels = np.stack(rgb)  # (N, H, W, 3) uint8
-    if channels == 1:
-        pixels = luma(pixels)
-    x01 = scale_pixels(np.moveaxis(pixels, -1, 1), 255.0)  # (N, C, H, W)
-    mean, std = channel_stats(x01[splits[0]])
+    mean, std = hist.stats(channels)
     spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
     names = [d.name for d in class_dirs]
-    return _task_data("images", spec.normalise(x01), torch.tensor(labels), splits, names, spec, None)
+    if lazy:
+        train, val, test = (ImageFileDataset([paths[i] for i in p], labels[p], spec, indices=torch.from_numpy(p)) for p in parts)
+        data = TaskData("images", train, val, test, num_classes=len(names), class_names=names, input_shape=spec.shape, spec=spec)
+        logger.info("images (decoded on access): %s", data.summary())
+    else:
+        pixels = luma(rgb) if channels == 1 else rgb  # (N, H, W, C) uint8
+        x = spec.normalise(scale_pixels(np.moveaxis(pixels, -1, 1), 255.0))  # (N, C, H, W)
+        data = _task_data("images", x, torch.from_numpy(labels), [torch.from_numpy(p) for p in parts], names, spec, None)
+    data.info["skipped_files"] = [str(paths[i]) for i in bad]
+    return data

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import IterableDataset
 
 from attnlab.errors import ConfigError
 
@@ -142,8 +143,8 @@ def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, ex
     start = time.perf_counter()
     if spec.explain_positions is None or limit <= 0 or getattr(task_data, "target", "class") != "class":
         return None
-    if task_data.val is None or len(task_data.val) == 0:
-        return None
+    if task_data.val is None or isinstance(task_data.val, IterableDataset) or len(task_data.val) == 0:
+        return None  # no validation split, or a stream (shards): the card indexes its examples
     # One thread: the card's batches are small (32 examples x ~17 positions for the main job), where
     # intra-op threading costs more than it gives and, on a shared 2-core machine, oversubscription
     # made the card 20-40 s instead of 3-5 s (measured; docs/explain.md).

@@ -37,6 +37,8 @@ def training_labels(dataset: Any) -> Tensor:
     y = getattr(dataset, "y", None)
     if isinstance(y, Tensor):
         return y
+    if hasattr(dataset, "class_labels"):  # a sharded stream: read from its .cls members, not by index
+        return torch.tensor(dataset.class_labels(), dtype=torch.long)
     return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from attnlab.config import check_choice
 from attnlab.errors import AttnlabError, ConfigError
@@ -26,7 +26,7 @@ from attnlab.training.loggers import RunLogger
 from attnlab.training.param_groups import apply_freeze, parameter_groups, parse_freeze
 from attnlab.training.objectives import Objective
 from attnlab.training.precision import resolve_precision
-from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
+from attnlab.training.loaders import eval_loader, reraise_worker_error, train_loader
 from attnlab.training.schedule import epoch_step, warmup_cosine
 
 __all__ = ["TrainConfig", "Trainer", "TrainingError", "to_device"]
@@ -66,7 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     max_bad_steps: int = 10  # non-finite losses skipped before training stops
     progress: bool = True
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes (persistent across epochs; training/loaders.py)
     # Fine-tuning (attnlab.training.param_groups): "embeddings,blocks.0-3" or parameter-name globs, frozen
     freeze: str = ""
     layer_decay: float = 1.0  # < 1: layer-wise lr decay (ELECTRA / BEiT); block i gets lr * decay ** (depth - i)
@@ -165,18 +165,8 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if config.group_by_length:
-            self.sampler = LengthGroupedSampler(dataset_lengths(train_set), config.batch_size, num_replicas=self.dist.world_size,
-                                                rank=self.dist.rank, seed=config.seed)
-        else:
-            self.sampler = DistributedSampler(
-                train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=config.seed, drop_last=True
-            )
-        generator = torch.Generator().manual_seed(config.seed)
-        self.train_loader = DataLoader(
-            train_set, batch_size=config.batch_size, sampler=self.sampler, drop_last=True, collate_fn=collate_fn,
-            num_workers=config.num_workers, generator=generator,
-        )
+        self.train_loader, self.sampler = train_loader(train_set, config, self.dist, collate_fn, self.device)
+        self._eval_loaders: dict[int, tuple[Dataset, Any]] = {}  # id -> (split, its loader)
         if len(self.train_loader) == 0:
             raise ConfigError(
                 f"training set of {len(train_set)} examples gives no full batch of {config.batch_size} "
@@ -239,9 +229,15 @@ class Trainer:
 
     # ---- loop --------------------------------------------------------------------------
     def _batches(self, dataset: Dataset):
-        loader = DataLoader(dataset, batch_size=max(256, self.config.batch_size), shuffle=False, collate_fn=self.collate_fn)
-        for batch in loader:
-            yield to_device(batch, self.device)
+        known = self._eval_loaders.get(id(dataset))  # one loader per split: its persistent workers serve every epoch
+        if known is None or known[0] is not dataset:
+            known = self._eval_loaders[id(dataset)] = (dataset, eval_loader(
+                dataset, max(256, self.config.batch_size), self.config.num_workers, self.collate_fn, self.device))
+        try:
+            for batch in known[1]:
+                yield to_device(batch, self.device)
+        except AttnlabError as exc:
+            reraise_worker_error(exc)
 
     def evaluate(self, dataset: Dataset) -> dict[str, float]:
         self.model.eval()
@@ -364,7 +360,10 @@ class Trainer:
         cfg = self.config
         start = time.perf_counter()
         for epoch in range(self.state.epoch, cfg.epochs):
-            train_loss = self._train_epoch(epoch)
+            try:
+                train_loss = self._train_epoch(epoch)
+            except AttnlabError as exc:  # from a DataLoader worker it carries the worker's traceback
+                reraise_worker_error(exc)
             record: dict[str, Any] = {"epoch": epoch + 1, "step": self.state.step, "train_loss": train_loss,
                                       "lr": self.scheduler.get_last_lr()[0]}
             if self.val_set is not None:

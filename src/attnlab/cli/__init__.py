@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnlab.cli.output import expand_inputs, metrics_line, result_line
 from attnlab.cpu_allocator import tune_cpu_allocator
 from attnlab.errors import AttnlabError, ConfigError
 
@@ -92,14 +93,22 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     finally:
         cleanup_distributed()
     if dist.is_main:
-        print(f"test: {_metrics_line(metrics['test'])}")
+        print(f"test: {metrics_line(metrics['test'])}")
         print(f"run directory: {metrics['run_dir']}  ({metrics['wall_time_s']:.1f} s)")
     return 0
 
 
-def _metrics_line(metrics: dict[str, float]) -> str:
-    """``accuracy 0.9500, macro_f1 0.9400, loss 0.1234``: one line of test metrics."""
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+def _cmd_shard(args: argparse.Namespace, extra: list[str]) -> int:
+    from attnlab.data.shard_writer import write_shards
+    from attnlab.tasks import task_spec
+
+    # the task's defaults under the flags, so the shards hold what `train --data SRC` would read
+    options = {**task_spec(args.task).default_data_options, **_parse_dotted(extra).get("data_options", {})}
+    index = write_shards(args.src, args.out_dir, task=args.task, shard_size=args.shard_size, seed=args.seed,
+                         options=options, overwrite=args.overwrite)
+    sizes = ", ".join(f"{k} {v} in {len(index['splits'][k])} shard(s)" for k, v in index["sizes"].items())
+    print(f"{args.out_dir}: {sizes}" + (f"; skipped {len(index['skipped_files'])} unreadable" if index.get("skipped_files") else ""))
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
@@ -115,75 +124,17 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
         print(json.dumps(result, indent=2))
         return 0
     for member in result.get("members", []):
-        print(f"{member['run_dir']}: {_metrics_line(member['test'])}")
+        print(f"{member['run_dir']}: {metrics_line(member['test'])}")
     prefix = f"ensemble of {len(args.run_dir)}: " if len(args.run_dir) > 1 else ""
-    print(prefix + _metrics_line(result["test"]))
+    print(prefix + metrics_line(result["test"]))
     return 0
-
-
-def _result_line(r: dict) -> str:
-    """'input: class (score)'; a forecast its CSV table;
-    detections add their box, 'input: class [x0, y0, x1, y1] (score)';
-    a regression run 'input: value', a multi-label run 'input: a (score), b (score)'."""
-    if r.get("csv") is not None:  # a table (forecasting): printed as is, so `> forecast.csv` saves it
-        return str(r["csv"]).rstrip("\n")
-    if "value" in r:
-        return f"{r['input']}: {r['value']:.6g}"
-    if "labels" in r:
-        chosen = ", ".join(f"{n} ({s:.3f})" for n, s in zip(r["labels"], r["scores"]))
-        return f"{r['input']}: " + (chosen or f"no label above {r['threshold']:.3f}")
-    if r.get("class") is None:
-        return f"{r['input']}: {r.get('note', 'no prediction')}"
-    box = r.get("box")
-    where = f" [{', '.join(f'{v:g}' for v in box)}]" if box else ""
-    return f"{r['input']}: {r['class']}{where} ({r['score']:.3f})"
-
-
-def _expand_inputs(items: list[str], stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str]]:
-    """Input arguments -> files: a folder gives its files (sorted, hidden ones skipped), ``-``
-    a temporary copy of standard input. Returns the files and {temporary path: "-"}."""
-    files: list[str] = []
-    shown: dict[str, str] = {}
-    for item in items:
-        if item == "-":
-            path = _stdin_file(stack)
-            shown[path] = "-"
-            files.append(path)
-        elif os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).rglob("*")
-                           if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts))
-            if not found:
-                raise AttnlabError(f"input folder has no files: {item}")
-            files += found
-        elif os.path.exists(item):
-            files.append(item)
-        else:
-            raise AttnlabError(f"input not found: {item}")
-    return files, shown
-
-
-def _stdin_file(stack: contextlib.ExitStack) -> str:
-    """Standard input saved to a temporary file whose suffix matches its content (PNG, JPEG,
-    NumPy, WAV, else text), so every task's reader takes it like a file argument."""
-    import tempfile
-
-    data = sys.stdin.buffer.read()
-    if not data:
-        raise AttnlabError("standard input ('-') is empty")
-    magic = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"\x93NUMPY": ".npy", b"RIFF": ".wav", b"BM": ".bmp"}
-    suffix = next((ext for head, ext in magic.items() if data.startswith(head)), ".txt")
-    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="attnlab-stdin-"))
-    path = os.path.join(folder, "stdin" + suffix)
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
 
 
 def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.run import predict_run
 
     with contextlib.ExitStack() as stack:
-        files, shown = _expand_inputs(args.inputs, stack)
+        files, shown = expand_inputs(args.inputs, stack)
         results = predict_run(args.run_dir, files, top_k=args.top_k, device=args.device)
     for r in results:
         if isinstance(r.get("input"), str) and r["input"] in shown:
@@ -192,7 +143,7 @@ def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            print(_result_line(r))
+            print(result_line(r))
     return 0
 
 
@@ -312,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
     p.add_argument("--init", metavar="SOURCE", help="start from a pretrained checkpoint and fine-tune it. " + _init_help())
     p.set_defaults(func=_cmd_train, allow_extra=True)
+
+    p = sub.add_parser("shard", help="write data as WebDataset tar shards that `train --data OUT_DIR` streams",
+                       description="Split SRC as --task reads it and write <split>-NNNNNN.tar shards plus shards.json; "
+                       "loader options as for train: --data.image_size [64,64] --data.skip_bad true.")
+    p.add_argument("src", help="the data, as `train --data` takes it (an image folder, a label<TAB>text file or folder)")
+    p.add_argument("out_dir")
+    p.add_argument("--task", default="images", help="images | text-classification")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--seed", type=int, default=0, help="the split and the write-time shuffle of the training samples")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_shard, allow_extra=True)
 
     p = sub.add_parser("evaluate", help="evaluate a run (or a deep ensemble of runs, outputs averaged) on its test split")
     p.add_argument("run_dir", nargs="+", help="a run directory; several score the average of their class probabilities")

@@ -1,0 +1,76 @@
+"""What the command line reads and prints: input arguments expanded to files (folders, ``-`` for
+standard input) and one-line renderings of metrics and predictions."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from attnlab.errors import AttnlabError
+
+__all__ = ["expand_inputs", "metrics_line", "result_line", "stdin_file"]
+
+
+def metrics_line(metrics: dict[str, float]) -> str:
+    """``accuracy 0.9500, macro_f1 0.9400, loss 0.1234``: one line of test metrics."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def result_line(r: dict) -> str:
+    """'input: class (score)'; a forecast its CSV table;
+    detections add their box, 'input: class [x0, y0, x1, y1] (score)';
+    a regression run 'input: value', a multi-label run 'input: a (score), b (score)'."""
+    if r.get("csv") is not None:  # a table (forecasting): printed as is, so `> forecast.csv` saves it
+        return str(r["csv"]).rstrip("\n")
+    if "value" in r:
+        return f"{r['input']}: {r['value']:.6g}"
+    if "labels" in r:
+        chosen = ", ".join(f"{n} ({s:.3f})" for n, s in zip(r["labels"], r["scores"]))
+        return f"{r['input']}: " + (chosen or f"no label above {r['threshold']:.3f}")
+    if r.get("class") is None:
+        return f"{r['input']}: {r.get('note', 'no prediction')}"
+    box = r.get("box")
+    where = f" [{', '.join(f'{v:g}' for v in box)}]" if box else ""
+    return f"{r['input']}: {r['class']}{where} ({r['score']:.3f})"
+
+
+def expand_inputs(items: list[str], stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str]]:
+    """Input arguments -> files: a folder gives its files (sorted, hidden ones skipped), ``-``
+    a temporary copy of standard input. Returns the files and {temporary path: "-"}."""
+    files: list[str] = []
+    shown: dict[str, str] = {}
+    for item in items:
+        if item == "-":
+            path = stdin_file(stack)
+            shown[path] = "-"
+            files.append(path)
+        elif os.path.isdir(item):
+            found = sorted(str(p) for p in Path(item).rglob("*")
+                           if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts))
+            if not found:
+                raise AttnlabError(f"input folder has no files: {item}")
+            files += found
+        elif os.path.exists(item):
+            files.append(item)
+        else:
+            raise AttnlabError(f"input not found: {item}")
+    return files, shown
+
+
+def stdin_file(stack: contextlib.ExitStack) -> str:
+    """Standard input saved to a temporary file whose suffix matches its content (PNG, JPEG,
+    NumPy, WAV, else text), so every task's reader takes it like a file argument."""
+    import tempfile
+
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise AttnlabError("standard input ('-') is empty")
+    magic = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"\x93NUMPY": ".npy", b"RIFF": ".wav", b"BM": ".bmp"}
+    suffix = next((ext for head, ext in magic.items() if data.startswith(head)), ".txt")
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="attnlab-stdin-"))
+    path = os.path.join(folder, "stdin" + suffix)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path

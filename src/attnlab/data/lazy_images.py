@@ -1,0 +1,183 @@
+"""Image files decoded on access, so memory does not grow with the number of images.
+
+`ImageFileDataset` holds only paths and labels (as NumPy arrays, not Python lists: forked
+DataLoader workers that touch Python objects' reference counts copy the pages they sit on,
+which grows every worker's memory with the data set, PyTorch issue #13246). Each item is
+decoded, resized and normalised in whichever process fetches it (a DataLoader worker when
+``--train.num_workers`` > 0) through the same `attnlab.data.images` pipeline the in-memory
+loader uses, so both give the same tensors bit for bit.
+
+Normalisation statistics come from `PixelHistogram`: counts of the 256 uint8 values per
+channel, accumulated one image at a time. Mean and std computed from counts are exact and need
+O(1) memory, and the in-memory loader uses the same function, so the two paths agree exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from attnlab.data.base import ImageSpec
+from attnlab.data.images import image_to_rgb, is_color, luma, open_image, rgb_to_input, scale_pixels
+from attnlab.errors import DataError
+
+__all__ = ["PixelHistogram", "PixelTable", "ImageFileDataset", "ImageSampleDecoder", "scan_images", "IMAGE_EXTENSIONS"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "bmp")  # what an image-folder sample may hold in a shard
+
+# Each uint8 level scaled exactly as `scale_pixels` scales pixels, then widened: the values a histogram weights
+_LEVELS = scale_pixels(np.arange(256, dtype=np.uint8), 255.0).double().numpy()
+
+
+class PixelHistogram:
+    """Counts of each uint8 value per RGB channel and for luma, over the images added.
+
+    `stats` gives the per-channel mean and population std of the pixels scaled to [0, 1], as
+    `attnlab.data.images.channel_stats` would over the stacked images, but from 4 x 256
+    counters instead of every pixel.
+    """
+
+    def __init__(self) -> None:
+        self.rgb = np.zeros((3, 256), np.int64)
+        self.gray = np.zeros(256, np.int64)
+
+    def add(self, rgb: np.ndarray) -> None:
+        """Count one uint8 image (H, W, 3) (or a stack (..., H, W, 3))."""
+        for c in range(3):
+            self.rgb[c] += np.bincount(rgb[..., c].ravel(), minlength=256)
+        self.gray += np.bincount(luma(rgb).ravel(), minlength=256)
+
+    def stats(self, channels: int) -> tuple[list[float], list[float]]:
+        """(mean, std) per channel for ``channels`` 3 (RGB) or 1 (luma); a constant channel gets std 1."""
+        counts = self.rgb if channels == 3 else self.gray[None]
+        means, stds = [], []
+        for row in counts:
+            n = int(row.sum())
+            if n == 0:
+                raise DataError("no training pixels to compute normalisation statistics from")
+            mean = float(np.dot(row, _LEVELS) / n)
+            std = float(np.sqrt(np.dot(row, (_LEVELS - mean) ** 2) / n))
+            means.append(mean)
+            stds.append(std if std > 1e-12 else 1.0)
+        return means, stds
+
+
+def scan_images(
+    paths: Sequence[Path], count: np.ndarray, size: tuple[int, int], *, skip_bad: bool = False, keep: bool = False
+) -> tuple[bool, PixelHistogram, list[int], np.ndarray | None]:
+    """Decode each file once: (any colour image, histogram of the files where ``count`` is True,
+    positions of unreadable files, and with ``keep`` the decoded uint8 images (N, H, W, 3),
+    zeros where a file was unreadable; else None).
+
+    An unreadable file raises the `DataError` naming it, or with ``skip_bad`` is logged and its
+    position returned. Without ``keep`` memory stays O(1) in the number of files.
+    """
+    any_color, hist, bad = False, PixelHistogram(), []
+    kept = np.zeros((len(paths), *size, 3), np.uint8) if keep else None
+    for i, path in enumerate(paths):
+        try:
+            im = open_image(path)
+            rgb = image_to_rgb(im, size, path)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            logger.warning("skipped: %s", e)
+            bad.append(i)
+            continue
+        any_color = any_color or is_color(im)
+        if count[i]:
+            hist.add(rgb)
+        if kept is not None:
+            kept[i] = rgb
+    if bad:
+        logger.warning("skipped %d unreadable image file(s) of %d", len(bad), len(paths))
+    return any_color, hist, bad, kept
+
+
+class PixelTable:
+    """uint8 RGB (H, W, 3) -> the normalised input (C, H, W), by table lookup.
+
+    A pixel's input value depends only on its uint8 level and channel, so the 256 values per
+    channel are computed once with the pipeline itself (`rgb_to_input`: scale by 1/255, then the
+    spec's normalisation) and each image is one gather: the same float32 numbers bit for bit, at
+    a fraction of the per-item cost of the tensor operations on a small image.
+
+    Shape: rgb (H, W, 3) uint8 -> (C, H, W) float32.
+    """
+
+    def __init__(self, spec: ImageSpec):
+        levels = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3): every level
+        self.channels = spec.channels
+        self.table = rgb_to_input(levels, spec)[:, 0, :].numpy()  # (C, 256) float32
+
+    def __call__(self, rgb: np.ndarray) -> Tensor:
+        pixels = rgb if self.channels == 3 else luma(rgb)  # (H, W, C) uint8
+        out = np.empty((self.channels, *pixels.shape[:2]), np.float32)  # (C, H, W)
+        for c in range(self.channels):  # one take per plane: ~4x faster than a broadcast fancy index
+            np.take(self.table[c], pixels[..., c], out=out[c])
+        return torch.from_numpy(out)
+
+
+class ImageFileDataset(Dataset):
+    """``(x, y)`` pairs decoded from image files on each access.
+
+    ``paths[i]`` is decoded with Pillow (EXIF rotation applied), converted to RGB, resized to
+    the spec's (H, W), reduced to luma for one channel, scaled by 1/255 and normalised with the
+    spec: `attnlab.data.images`'s pipeline, shared with `prepare_image`. ``indices`` records
+    each item's position in the sorted file list, as `TensorPairDataset.indices` does.
+
+    Shape: item x (C, H, W) float32, y () int64.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], spec: ImageSpec, *, indices: Tensor | None = None):
+        if len(paths) != len(labels):
+            raise DataError(f"{len(paths)} image paths for {len(labels)} labels")
+        # Fixed-width strings in one array: no per-item Python objects for workers to copy on access.
+        self.paths = np.array([str(p) for p in paths], dtype=np.str_)
+        self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.spec = spec
+        self.indices = indices
+        self.pixels = PixelTable(spec)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        path = str(self.paths[index])
+        rgb = image_to_rgb(open_image(path), (self.spec.height, self.spec.width), path)
+        return self.pixels(rgb), self.y[index]
+
+
+class ImageSampleDecoder:
+    """A shard sample ``{"png"|"jpg"|...: encoded image, "cls": class index}`` -> ``(x, y)``,
+    through the same pipeline as `ImageFileDataset` (a class, not a closure: spawned
+    DataLoader workers receive it by value).
+
+    Shape: -> x (C, H, W) float32, y () int64.
+    """
+
+    def __init__(self, spec: ImageSpec):
+        self.spec = spec
+        self.pixels = PixelTable(spec)
+
+    def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
+        import io
+
+        ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
+        if ext is None or "cls" not in sample:
+            raise DataError(f"{where}: a sample needs an image ({', '.join(IMAGE_EXTENSIONS)}) and a .cls member, "
+                            f"has {sorted(sample)}")
+        rgb = image_to_rgb(open_image(io.BytesIO(sample[ext]), name=where), (self.spec.height, self.spec.width), where)
+        try:
+            label = int(sample["cls"].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise DataError(f"{where}: .cls is not a class index: {sample['cls'][:20]!r}") from None
+        return self.pixels(rgb), torch.tensor(label)

@@ -1,0 +1,94 @@
+"""Text classification data (``label<TAB>text`` files) as WebDataset shards, and back as a task.
+
+`write_text_shards` reads the files as `load_text_classification` does (its splits, its
+tokenizer trained on the training split only), then writes each example as ``KEY.txt`` (UTF-8)
++ ``KEY.cls`` (class index) into ``<split>-NNNNNN.tar``, the training examples shuffled once,
+and the tokenizer beside them in ``shards.json``. `load_text_shards` streams them back and
+tokenizes each example on access (in DataLoader workers), so the ids equal the in-memory
+loader's. Class targets only: regression and multi-label text stay in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attnlab.data.base import TaskData
+from attnlab.data.tokenizers import PAD_ID
+from attnlab.data.shards import INDEX_NAME, ShardStream, read_index, write_split
+from attnlab.errors import ConfigError, DataError
+
+__all__ = ["write_text_shards", "load_text_shards", "TextSampleDecoder"]
+
+log = logging.getLogger(__name__)
+
+
+def write_text_shards(task: TaskData, out_dir: str | Path, *, shard_size: int = 1000, seed: int = 0,
+                      source: str = "") -> dict[str, Any]:
+    """Write a loaded text-classification task (`load_text_classification`) as shards in
+    ``out_dir``; ``seed`` shuffles the training examples."""
+    if shard_size < 1:
+        raise ConfigError(f"shard size must be >= 1, got {shard_size}")
+    if task.target != "class":
+        raise ConfigError(f"attnlab shard writes class-labelled text only, not --data.target {task.target}")
+    out = Path(out_dir)
+    splits = {}
+    for name in ("train", "val", "test"):
+        ds = getattr(task, name)
+        order = np.random.default_rng(seed).permutation(len(ds)) if name == "train" else np.arange(len(ds))
+        samples = ((f"{i:09d}", {"txt": ds.texts[i].encode("utf-8"), "cls": str(int(ds.y[i])).encode()})
+                   for i in order.tolist())
+        splits[name] = write_split(out, name, samples, shard_size)
+    index = {"format": "webdataset", "writer": "attnlab shard", "task": "text-classification", "source": source,
+             "class_names": task.class_names, "info": task.info, "seed": seed, "splits": splits,
+             "sizes": {k: sum(e["count"] for e in v) for k, v in splits.items()}, "skipped_files": []}
+    (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+    return index
+
+
+class TextSampleDecoder:
+    """``{"txt": UTF-8 text, "cls": class index}`` -> ``(ids (n,) int64, label)``, tokenized by
+    ``encode(tokenizer, texts, max_length)``: `attnlab.data.text.encode_for_classification`,
+    passed in (text.py imports this module)."""
+
+    def __init__(self, tokenizer: Any, max_length: int, encode: Callable):
+        self.tokenizer, self.max_length, self.encode = tokenizer, max_length, encode
+
+    def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
+        try:
+            text, label = sample["txt"].decode("utf-8"), int(sample["cls"].decode("ascii"))
+        except (KeyError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"{where}: a text sample needs UTF-8 .txt and an integer .cls ({type(e).__name__}: {e})") from None
+        ids = self.encode(self.tokenizer, [text], self.max_length)[0]
+        return torch.tensor(ids, dtype=torch.long), torch.tensor(label)
+
+
+def load_text_shards(folder: str | Path, *, encode: Callable, collate: Callable, seed: int = 0, skip_bad: bool = False,
+                     shuffle_buffer: int = 1000) -> TaskData:
+    """The shards in ``folder`` (written by `write_text_shards`) as a text-classification task;
+    ``encode`` and ``collate(pad_id)`` are `attnlab.data.text`'s."""
+    from attnlab.data.tokenizers import load_tokenizer
+
+    folder = Path(folder)
+    index = read_index(folder, "text-classification")
+    info = dict(index["info"])
+    tok = load_tokenizer(info["tokenizer"])
+    decode = TextSampleDecoder(tok, int(info["max_length"]), encode)
+
+    def stream(split: str, shuffle: bool) -> ShardStream:
+        shards = [(str(folder / e["file"]), e["count"]) for e in index["splits"].get(split, [])]
+        return ShardStream(shards, decode, shuffle=shuffle, buffer=shuffle_buffer, seed=seed, skip_bad=skip_bad)
+
+    names = list(index["class_names"])
+    task = TaskData(task="text-classification", train=stream("train", True), val=stream("val", False),
+                    test=stream("test", False), num_classes=len(names), class_names=names,
+                    input_shape=(int(info["max_length"]),), info={**info, "shards": str(folder)}, target="class",
+                    collate_fn=collate(getattr(tok, "pad_id", PAD_ID)))
+    task.files = {"tokenizer.json": tok.to_json()}
+    return task
