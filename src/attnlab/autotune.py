@@ -46,12 +46,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Collection, Iterator, Mapping
 
 import torch
 
 __all__ = [
     "choose",
+    "lookup",
     "force",
     "enabled",
     "shape_class",
@@ -71,6 +72,7 @@ CACHE_ENV_VAR = "ATTNLAB_CACHE_DIR"  # where the choice files go (tests point it
 _FORMAT = 1  # bump when the file layout or the meaning of a key changes
 
 _memory: dict[str, str] = {}  # full key (machine + choice key) -> chosen name
+_not_stored: set[str] = set()  # full keys the file was read for and lacked
 _forced: dict[str, str] = {}  # route family -> forced name
 _lock = threading.Lock()
 _machine: dict[str, str] = {}
@@ -150,6 +152,7 @@ def clear_memory_cache() -> None:
     """Forget the in-process choices (the file stays); the next ``choose`` reads the file again."""
     with _lock:
         _memory.clear()
+        _not_stored.clear()
         _machine.clear()
 
 
@@ -166,32 +169,49 @@ def choose(key: str, candidates: Mapping[str, Callable[[], object]], *, default:
     is returned when tuning is off. ``sync`` waits for queued device work (e.g.
     ``torch.cuda.synchronize``) before each clock read.
     """
-    if default not in candidates:
-        raise ValueError(f"default route {default!r} is not a candidate of {key!r} ({sorted(candidates)})")
-    family = key.split("|", 1)[0]
-    if family in _forced:
-        name = _forced[family]
-        if name not in candidates:
-            raise ValueError(f"forced route {name!r} is not a candidate of {key!r} ({sorted(candidates)})")
+    name = lookup(key, candidates, default=default)
+    if name is not None:
         return name
-    if len(candidates) == 1 or not enabled():
-        return default
     full = _full_key(key)
-    name = _memory.get(full)
-    if name in candidates:
-        return name  # type: ignore[return-value]
-    stored = _read_file().get(full)
-    if isinstance(stored, dict) and stored.get("choice") in candidates:
-        name = stored["choice"]
-        with _lock:
-            _memory[full] = name
-        return name
     name, times = _measure(candidates, budget_s, min_repeats, max_repeats, sync)
     with _lock:
         _memory[full] = name
     logger.debug("autotune %s -> %s (median ms %s)", full, name, times)
     _write_entry(full, {"choice": name, "median_ms": times})
     return name
+
+
+def lookup(key: str, names: Collection[str], *, default: str) -> str | None:
+    """The route ``choose`` would take without timing anything: forced, default when tuning is
+    off, remembered or stored; None when it is still to be measured.
+
+    Lets a caller skip the machinery a measurement would need (e.g. a custom autograd
+    function whose backward makes the choice) once the answer is known.
+    """
+    if default not in names:
+        raise ValueError(f"default route {default!r} is not a candidate of {key!r} ({sorted(names)})")
+    family = key.split("|", 1)[0]
+    if family in _forced:
+        name = _forced[family]
+        if name not in names:
+            raise ValueError(f"forced route {name!r} is not a candidate of {key!r} ({sorted(names)})")
+        return name
+    if len(names) == 1 or not enabled():
+        return default
+    full = _full_key(key)
+    name = _memory.get(full)
+    if name in names:
+        return name
+    if full in _not_stored:
+        return None  # the file was read once for it: don't read it again on every call
+    stored = _read_file().get(full)
+    if isinstance(stored, dict) and stored.get("choice") in names:
+        with _lock:
+            _memory[full] = stored["choice"]
+        return stored["choice"]
+    with _lock:
+        _not_stored.add(full)
+    return None
 
 
 def _measure(candidates: Mapping[str, Callable[[], object]], budget_s: float, min_repeats: int, max_repeats: int,
