@@ -36,6 +36,7 @@ Overrides:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -80,7 +81,12 @@ _machine: dict[str, str] = {}
 
 def enabled() -> bool:
     """False when ``ATTNLAB_AUTOTUNE`` is 0/off/false (plain PyTorch routes everywhere)."""
-    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "off", "false", "no")
+    return _parse_switch(os.environ.get(ENV_VAR, "1"))  # read per call: tests and users may change it
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_switch(value: str) -> bool:
+    return value.strip().lower() not in ("0", "off", "false", "no")
 
 
 def cpu_model() -> str:
@@ -120,6 +126,7 @@ def cache_file() -> Path:
     return cache_dir() / f"autotune-v{_FORMAT}-{digest}.json"
 
 
+@functools.lru_cache(maxsize=4096)  # called per kernel call on hot paths: a cache hit is ~10x cheaper
 def shape_class(*sizes: int, dtype: torch.dtype | None = None, grad: bool | None = None) -> str:
     """``"1024x256x1024|float32|grad"``: sizes rounded up to powers of two, dtype, grad mode."""
     parts = ["x".join(str(1 << max(0, int(s) - 1).bit_length()) for s in sizes)]
