@@ -61,6 +61,7 @@ __all__ = [
     "cache_file",
     "machine_key",
     "cpu_model",
+    "choices",
     "clear_memory_cache",
     "ENV_VAR",
     "CACHE_ENV_VAR",
@@ -153,6 +154,12 @@ def force(routes: Mapping[str, str]) -> Iterator[None]:
         with _lock:
             _forced.clear()
             _forced.update(saved)
+
+
+def choices() -> dict[str, str]:
+    """The choices this process has made or read so far (full key -> route), for reports."""
+    with _lock:
+        return dict(_memory)
 
 
 def clear_memory_cache() -> None:

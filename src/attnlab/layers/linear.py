@@ -38,7 +38,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 from attnlab import autotune
 
-__all__ = ["Linear", "linear", "onednn_linear_available", "ONEDNN_MIN_MACS", "ROUTES", "ENV_VAR"]
+__all__ = ["Linear", "linear", "onednn_linear_available", "route_summary", "ONEDNN_MIN_MACS", "ROUTES", "ENV_VAR"]
 
 ONEDNN_MIN_MACS = 1 << 20  # rows * in * out; below it MKL wins on Zen 4/5 and Intel alike (benchmarks/linear.py)
 ENV_VAR = "ATTNLAB_ONEDNN_LINEAR"  # "0": F.linear everywhere; "1": oneDNN wherever it may apply; else measured
@@ -73,6 +73,18 @@ def onednn_linear_available() -> bool:
         _STATE["ok"] = ok
         _STATE["forced"] = "onednn" if ok and os.environ.get(ENV_VAR) == "1" else None
     return bool(_STATE["ok"])
+
+
+def route_summary() -> str:
+    """How float32 CPU products are routed in this process, in words (benchmark headers)."""
+    if not onednn_linear_available():
+        why = f"{ENV_VAR}=0" if os.environ.get(ENV_VAR) == "0" else "no oneDNN linear in this torch build"
+        return f"F.linear everywhere ({why})"
+    if _STATE.get("forced"):
+        return f"oneDNN forced ({ENV_VAR}=1)"
+    if not autotune.enabled():
+        return f"F.linear everywhere ({autotune.ENV_VAR}=0)"
+    return f"oneDNN or MKL by measurement per shape class (cache {autotune.cache_file()})"
 
 
 def _use_onednn(x: Tensor, weight: Tensor) -> bool:
