@@ -203,9 +203,9 @@ def _tuned_blocks(q: Tensor, k: Tensor, v: Tensor, window: int, is_causal: bool,
     Candidates run on a detached slice of the inputs: one key/value group's heads of the first
     batch row and at most ``_TUNE_ROWS`` queries (with the keys they see). The kernel's cost is
     linear in heads and rows, each band alike, so the slice ranks the blockings as the whole
-    call would, at a fraction of the cost (measured at N=8192, B*H=8, window 256 on Zen 4:
-    ~30 s of decisions on the full call under load, well under a second on the slice). The
-    caller's graph never sees the candidates.
+    call would, at a fraction of the cost (N=8192, B*H=8, window 256 on a loaded 2-core Zen 4:
+    the first call took ~30 s with candidates timed on the full inputs, ~4.5 s on the slice,
+    of which ~1.3 s is the call itself). The caller's graph never sees the candidates.
     """
     fwd0, bwd0 = band_block_sizes(window, q.dtype)
     b, h, n, d = q.shape
