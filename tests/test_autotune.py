@@ -180,3 +180,14 @@ def test_shape_class_buckets_to_powers_of_two():
     assert autotune.shape_class(1000, 256, 768, dtype=torch.float32, grad=True) == "1024x256x1024|float32|grad"
     assert autotune.shape_class(1, 3, dtype=torch.bfloat16, grad=False) == "1x4|bfloat16|nograd"
     assert autotune.shape_class(1025) == "2048"
+
+
+def test_a_candidate_that_cannot_run_is_dropped_and_a_failing_default_raises(cache):
+    def broken():
+        raise RuntimeError("this route does not take these strides")
+
+    slow = _Counted(1e-3)
+    assert autotune.choose("test.broken|4", {"broken": broken, "slow": slow}, default="slow") == "slow"
+    assert slow.calls >= 3
+    with pytest.raises(RuntimeError, match="strides"):
+        autotune.choose("test.broken-default|4", {"broken": broken, "slow": slow}, default="broken")

@@ -187,7 +187,7 @@ def choose(key: str, candidates: Mapping[str, Callable[[], object]], *, default:
     if name is not None:
         return name
     full = _full_key(key)
-    name, times = _measure(candidates, budget_s, min_repeats, max_repeats, sync)
+    name, times = _measure(candidates, default, budget_s, min_repeats, max_repeats, sync)
     with _lock:
         _memory[full] = name
     logger.debug("autotune %s -> %s (median ms %s)", full, name, times)
@@ -228,14 +228,23 @@ def lookup(key: str, names: Collection[str], *, default: str) -> str | None:
     return None
 
 
-def _measure(candidates: Mapping[str, Callable[[], object]], budget_s: float, min_repeats: int, max_repeats: int,
-             sync: Callable[[], None] | None) -> tuple[str, dict[str, float]]:
-    """Warm-up, then alternating timed rounds within ``budget_s``; the lowest median wins."""
-    names = list(candidates)
-    samples: dict[str, list[float]] = {n: [] for n in names}
+def _measure(candidates: Mapping[str, Callable[[], object]], default: str, budget_s: float, min_repeats: int,
+             max_repeats: int, sync: Callable[[], None] | None) -> tuple[str, dict[str, float]]:
+    """Warm-up, then alternating timed rounds within ``budget_s``; the lowest median wins.
+
+    A candidate that raises in the warm-up is dropped (it cannot run this input); if the
+    default raises, its error propagates."""
     start = time.perf_counter()
-    for n in names:  # warm-up: first-call costs (allocation, oneDNN primitive creation) are not the route's
-        candidates[n]()
+    names = []
+    for n, fn in candidates.items():  # warm-up: first-call costs (allocation, oneDNN primitive creation) are not the route's
+        try:
+            fn()
+            names.append(n)
+        except Exception as exc:  # noqa: BLE001  a route that cannot run this input is no candidate
+            if n == default:
+                raise  # the plain route fails too: the caller's error, not the tuner's
+            logger.debug("autotune: candidate %s failed (%s: %s); dropped", n, type(exc).__name__, exc)
+    samples: dict[str, list[float]] = {n: [] for n in names}
     rounds = 0
     while rounds < max_repeats and (rounds < min_repeats or time.perf_counter() - start < budget_s):
         # Alternate the order each round so neither candidate always runs in the other's wake.
