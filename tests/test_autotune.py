@@ -191,3 +191,10 @@ def test_a_candidate_that_cannot_run_is_dropped_and_a_failing_default_raises(cac
     assert slow.calls >= 3
     with pytest.raises(RuntimeError, match="strides"):
         autotune.choose("test.broken-default|4", {"broken": broken, "slow": slow}, default="broken")
+
+
+def test_a_near_tie_keeps_the_default(cache):
+    """Another route must beat the default by ``margin``: 2x apart wins at margin 0, not at 0.6."""
+    a, b = _Counted(1e-3), _Counted(2e-3)
+    assert autotune.choose("test.tie|4", {"a": a, "b": b}, default="b", margin=0.6) == "b"
+    assert autotune.choose("test.tie|8", {"a": a, "b": b}, default="b", margin=0.0) == "a"

@@ -11,7 +11,8 @@ CPU it runs on) do.
 
 ``choose(key, candidates, default=...)`` runs every candidate (zero-argument callables on
 representative inputs) once as a warm-up, then alternately call for call, and returns the
-name with the lowest median time. Alternating keeps a load change on a shared machine from
+name with the lowest median time (the default unless another is at least 3% faster: a near
+tie is noise, and the plain route is then the safer pick). Alternating keeps a load change on a shared machine from
 favouring whichever ran second. The cost is bounded by ``budget_s`` (50 ms by default):
 repeats stop when it is spent, after at least ``min_repeats`` rounds, so a product too large
 for the budget still gets two timed calls per candidate.
@@ -175,19 +176,21 @@ def _full_key(key: str) -> str:
 
 
 def choose(key: str, candidates: Mapping[str, Callable[[], object]], *, default: str, budget_s: float = 0.05,
-           min_repeats: int = 2, max_repeats: int = 25, sync: Callable[[], None] | None = None) -> str:
+           min_repeats: int = 2, max_repeats: int = 25, margin: float = 0.03,
+           sync: Callable[[], None] | None = None) -> str:
     """Name of the fastest candidate for ``key``, measured on first use and cached.
 
     ``key`` is ``"<family>|<shape class>"``; ``candidates`` maps names to zero-argument
     callables that do the work on inputs of that shape class; ``default`` (a candidate name)
-    is returned when tuning is off. ``sync`` waits for queued device work (e.g.
-    ``torch.cuda.synchronize``) before each clock read.
+    is returned when tuning is off, and kept unless another candidate's median is at least
+    ``margin`` (3%) lower: a closer call is within timing noise. ``sync`` waits for queued
+    device work (e.g. ``torch.cuda.synchronize``) before each clock read.
     """
     name = lookup(key, candidates, default=default)
     if name is not None:
         return name
     full = _full_key(key)
-    name, times = _measure(candidates, default, budget_s, min_repeats, max_repeats, sync)
+    name, times = _measure(candidates, default, budget_s, min_repeats, max_repeats, sync, margin)
     with _lock:
         _memory[full] = name
     logger.debug("autotune %s -> %s (median ms %s)", full, name, times)
@@ -229,7 +232,7 @@ def lookup(key: str, names: Collection[str], *, default: str) -> str | None:
 
 
 def _measure(candidates: Mapping[str, Callable[[], object]], default: str, budget_s: float, min_repeats: int,
-             max_repeats: int, sync: Callable[[], None] | None) -> tuple[str, dict[str, float]]:
+             max_repeats: int, sync: Callable[[], None] | None, margin: float = 0.0) -> tuple[str, dict[str, float]]:
     """Warm-up, then alternating timed rounds within ``budget_s``; the lowest median wins.
 
     A candidate that raises in the warm-up is dropped (it cannot run this input); if the
@@ -258,7 +261,10 @@ def _measure(candidates: Mapping[str, Callable[[], object]], default: str, budge
             samples[n].append(time.perf_counter() - t0)
         rounds += 1
     medians = {n: statistics.median(s) * 1e3 for n, s in samples.items()}
-    return min(names, key=lambda n: medians[n]), {n: round(t, 4) for n, t in medians.items()}
+    best = min(names, key=lambda n: medians[n])
+    if best != default and default in medians and medians[best] > medians[default] * (1 - margin):
+        best = default  # a near tie is noise: keep the plain route rather than a coin toss
+    return best, {n: round(t, 4) for n, t in medians.items()}
 
 
 def _read_file() -> dict:
