@@ -13,11 +13,11 @@ cached per CPU model on disk. ``benchmarks/linear.py`` prints the three routes s
 ``linear(x, weight, bias)`` is ``F.linear`` with that routing where it may apply: CPU,
 float32 input and weight, no autocast, not tracing / scripting / compiling / exporting,
 oneDNN present and at least ``ONEDNN_MIN_MACS`` multiply-adds (below that oneDNN's fixed cost
-per call loses to MKL on every CPU measured, and even the table look-up would cost more than
-it could win). When a gradient is needed and either choice is oneDNN or still unmeasured,
-the product runs in a custom ``autograd.Function`` whose backward makes the backward choice;
-with ``create_graph=True`` (double backward) its products are plain differentiable matmuls.
-Once both choices are MKL, the call is plain ``F.linear``.
+per call lost to MKL on the AMD CPUs measured, and Intel favours MKL anyway; decoding calls
+these per token, so they skip even the look-up). When a gradient is needed and either choice
+is oneDNN or still unmeasured, the product runs in a custom ``autograd.Function`` whose
+backward makes the backward choice; with ``create_graph=True`` (double backward) its products
+are plain differentiable matmuls. Once both choices are MKL, the call is plain ``F.linear``.
 
 Overrides: ``ATTNLAB_ONEDNN_LINEAR=0`` keeps ``F.linear`` everywhere, ``=1`` forces oneDNN
 wherever it may apply (no timing); ``ATTNLAB_AUTOTUNE=0`` also means ``F.linear`` (the plain
@@ -40,7 +40,9 @@ from attnlab import autotune
 
 __all__ = ["Linear", "linear", "onednn_linear_available", "route_summary", "ONEDNN_MIN_MACS", "ROUTES", "ENV_VAR"]
 
-ONEDNN_MIN_MACS = 1 << 20  # rows * in * out; below it MKL wins on Zen 4/5 and Intel alike (benchmarks/linear.py)
+# rows * in * out: below it oneDNN's fixed cost per call lost to MKL on Zen 4/5 (benchmarks/linear.py), and on
+# Intel MKL was the faster route at every size issue 27 measured; small products skip the look-up (decoding).
+ONEDNN_MIN_MACS = 1 << 20
 ENV_VAR = "ATTNLAB_ONEDNN_LINEAR"  # "0": F.linear everywhere; "1": oneDNN wherever it may apply; else measured
 ROUTES = ("onednn", "aten")  # candidate names in the autotune families linear.fwd / linear.bwd; aten = F.linear (MKL)
 _STATE: dict[str, object] = {}
