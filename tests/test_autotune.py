@@ -198,3 +198,14 @@ def test_a_near_tie_keeps_the_default(cache):
     a, b = _Counted(1e-3), _Counted(2e-3)
     assert autotune.choose("test.tie|4", {"a": a, "b": b}, default="b", margin=0.6) == "b"
     assert autotune.choose("test.tie|8", {"a": a, "b": b}, default="b", margin=0.0) == "a"
+
+
+def test_an_unwritable_cache_still_chooses_and_remembers_in_memory(cache, monkeypatch):
+    blocker = cache / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv(autotune.CACHE_ENV_VAR, str(blocker / "attnlab"))
+    fast, slow = _Counted(1e-4), _Counted(1e-3)
+    assert autotune.choose("test.readonly|4", {"fast": fast, "slow": slow}, default="slow") == "fast"
+    calls = fast.calls
+    assert autotune.choose("test.readonly|4", {"fast": fast, "slow": slow}, default="slow") == "fast"
+    assert fast.calls == calls and not (blocker / "attnlab").exists()

@@ -79,6 +79,7 @@ _not_stored: set[str] = set()  # full keys the file was read for and lacked
 _forced: dict[str, str] = {}  # route family -> forced name
 _lock = threading.Lock()
 _machine: dict[str, str] = {}
+_warned: list[bool] = []  # a failed cache write was reported once
 
 
 def enabled() -> bool:
@@ -317,5 +318,7 @@ def _write_entry(full_key: str, entry: dict) -> None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-    except OSError as exc:
-        logger.warning("autotune: could not write %s (%s); the choice holds for this process only", path, exc)
+    except OSError as exc:  # read-only home, full disk: warn once, keep choosing in memory
+        log = logger.debug if _warned else logger.warning
+        _warned.append(True)
+        log("autotune: could not write %s (%s); choices hold for this process only", path, exc)
