@@ -20,7 +20,9 @@ benchmarks/results/linear-cpu[-quick].json unless ``--out``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.fresh_cache or args.quick:  # --quick is a smoke test: never touch the user's cache
-        os.environ["ATTNLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="attnlab-bench-autotune-")
+        os.environ["ATTNLAB_CACHE_DIR"] = fresh = tempfile.mkdtemp(prefix="attnlab-bench-autotune-")
+        atexit.register(shutil.rmtree, fresh, ignore_errors=True)
     size = {"vocab_size": 8000, "num_classes": 2, "dim": 256, "depth": 4, "num_heads": 4, "mlp_ratio": 4.0, "max_length": 512}
     if args.quick:
         shapes, rounds, step_rounds, batch, length = [(64, 128, 128)], 2, 1, 2, 16
