@@ -43,6 +43,9 @@ __all__ = [
     "add_allocator_argument",
     "apply_allocator",
     "machine_info",
+    "cpu_flags",
+    "route_header",
+    "routes_used",
     "git_revision",
     "reset_peak_rss",
     "current_rss_bytes",
@@ -185,6 +188,40 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The ISA extensions that change which kernel route wins (AVX-512 widths, bf16 dot products, AMX tiles).
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """Which of ``_ISA_FLAGS`` /proc/cpuinfo lists (empty off Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in _ISA_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def route_header() -> str:
+    """One line for a benchmark's output: the CPU, its ISA flags, threads, and how routes are chosen."""
+    from attnlab.layers.linear import route_summary
+
+    return (f"cpu: {_cpu_model()} (torch dispatch {torch.backends.cpu.get_cpu_capability()}; "
+            f"{' '.join(cpu_flags()) or 'no flags read'}), {torch.get_num_threads()} threads, torch {torch.__version__}; "
+            f"fp32 linear: {route_summary()}; allocator: {_allocator_reason()}")
+
+
+def routes_used() -> str:
+    """The routes the autotuner chose or read in this process (``attnlab.autotune``), one per key."""
+    from attnlab import autotune
+
+    made = autotune.choices()
+    return "; ".join(f"{key.rsplit('|t', 1)[0]} -> {route}" for key, route in sorted(made.items())) or "none measured"
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     """What a reader needs to compare two result files."""
     from attnlab.training.precision import native_bf16
@@ -197,6 +234,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         # AVX2 vs AVX512 and native bf16 change CPU timings several-fold (an emulated bf16 matmul ~400x).
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": cpu_flags(),
         "cpu_native_bf16": native_bf16("cpu"),
         "torch_num_threads": torch.get_num_threads(),
         "device": device.type,
@@ -206,6 +244,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         # Whether freed large buffers are reused or page-faulted anew each call (attnlab.cpu_allocator).
         "cpu_allocator": _allocator_reason(),
     }
+    from attnlab.layers.linear import route_summary
+
+    info["fp32_linear_route"] = route_summary()  # the mode; routes_used() lists the choices a run made
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(device if device.type == "cuda" else 0)
         info["cuda_version"] = torch.version.cuda

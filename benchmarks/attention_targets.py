@@ -152,11 +152,13 @@ def main(argv=None) -> int:
     print(f"attention targets: B={args.batch} H={args.heads} D={args.head_dim}, paired rounds, device={machine['device']} "
           f"({machine['cuda_device'] or machine['cpu_model']}, {machine['torch_num_threads']} threads), torch {machine['torch']}; "
           f"allocator: {machine['cpu_allocator']}")
+    print(common.route_header())
+    print(f"autotuned routes: {common.routes_used()}")
     print(common.format_table(rows, columns))
     missed = [f"{r['pass']} {r['dtype']} {r['case']} N={r['n']}" for r in results if not r["target_met"]]
     print(f"{len(results) - len(missed)}/{len(results)} targets met" + (f"; not met: {', '.join(missed)}" if missed else ""))
     payload = {**common.run_header("attention_targets", args, machine, __file__),
-               "elapsed_s": time.perf_counter() - start, "results": results}
+               "elapsed_s": time.perf_counter() - start, "results": results, "routes_used": common.routes_used()}
     path = args.out or RESULTS_DIR / f"attention-targets-{device.type}{'-quick' if args.quick else ''}.json"
     print(f"wrote {common.write_json(path, payload)}")
     return 0

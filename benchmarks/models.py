@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (add_allocator_argument, apply_allocator, format_table, git_revision, machine_info, resolve_device,  # noqa: E402
-                     time_paired, write_json)
+                     route_header, routes_used, time_paired, write_json)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     table = [{**r, "ours": f"{r['ours']:,.0f}", "theirs": f"{r['theirs']:,.0f}", "ratio": f"{r['ratio']:.2f}x",
               "target": "" if r["target"] is None else f">= {r['target']}x",
               "met": "" if r["target"] is None else ("yes" if r["ratio"] >= r["target"] else "NO")} for r in rows]
+    print(route_header())
+    print(f"autotuned routes: {routes_used()}")
     print(format_table(table, [("row", "row"), ("peer", "peer"), ("unit", "unit"), ("ours", "attnlab"),
                                ("theirs", "peer"), ("ratio", "ours/peer"), ("target", "target"), ("met", "met")]))
     for r in rows:
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         if r.get("same_tokens") is False:
             print(f"WARNING ({r['row']}): attnlab and the peer generated different tokens")
     payload = {"benchmark": "models", "quick": args.quick, "sizes": size, "batch": batch, "rows": rows,
-               "machine": machine_info(device), "git": git_revision(__file__)}
+               "machine": machine_info(device), "routes_used": routes_used(), "git": git_revision(__file__)}
     name = f"models-{device.type}{'-quick' if args.quick else ''}.json"
     print(f"wrote {write_json(args.out or RESULTS / name, payload)}")
     return 0

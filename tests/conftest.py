@@ -85,3 +85,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# attnlab.autotune caches its route choices on disk: the tests (and the CLI subprocesses they
+# start, which inherit the environment) use a fresh directory per session, so they never write
+# the user's cache and never depend on a warm one.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+_AUTOTUNE_CACHE = tempfile.mkdtemp(prefix="attnlab-test-autotune-")
+os.environ["ATTNLAB_CACHE_DIR"] = _AUTOTUNE_CACHE
+atexit.register(shutil.rmtree, _AUTOTUNE_CACHE, ignore_errors=True)

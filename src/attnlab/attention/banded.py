@@ -17,8 +17,13 @@ the rows differently: the saved output and log-sum-exp are per row, so the backw
 them. PyTorch's CPU kernel tiles queries by 32 rows below 192 rows, by 64 from 192, by 256
 from 768, and its backward suffers most from small tiles; so the forward uses short bands
 (64 rows: fewest wasted scores) and the backward longer ones (192 rows in bf16 / fp16, up to
-128 in fp32; ``band_block_sizes``). The sizes were chosen with
-``benchmarks/attention_targets.py`` (current figures in benchmarks/README.md).
+128 in fp32; ``band_block_sizes``). Those sizes were chosen with
+``benchmarks/attention_targets.py`` on Zen 4/5 (figures in benchmarks/README.md); another CPU
+tiles differently, so with ``attnlab.autotune`` on, the block sizes are a measured choice per
+shape class among these defaults and their neighbours (``_tuned_blocks``: families
+``banded.fwd_block`` and, when a gradient will be taken, ``banded.bwd_block``); with
+``ATTNLAB_AUTOTUNE=0`` they are the defaults. Every blocking gives the same result to
+rounding (tests/attention/test_fused_cpu.py checks any pair against float64).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnlab import autotune
 from attnlab.attention import flash_cpu
 from attnlab.attention.chunked import expand_groups, reduce_groups
 
@@ -181,18 +187,81 @@ class _BandedAttention(torch.autograd.Function):
         return dq, unband(dkb), unband(dvb), None, None, None, None, None
 
 
+_TUNE_ROWS = 2048  # query rows the block-size candidates are timed on (32 bands of 64)
+
+
+def _block_candidates(default: int, window: int, sizes: tuple[int, ...]) -> dict[str, int]:
+    """The default block and the listed sizes that stay within the kernel's useful range for this window."""
+    top = max(default, 2 * band_block_size(window), 64)
+    return {str(b): b for b in sorted({default, *(s for s in sizes if 32 <= s <= top)})}
+
+
+def _tuned_blocks(q: Tensor, k: Tensor, v: Tensor, window: int, is_causal: bool, scale: float,
+                  needs_grad: bool) -> tuple[int, int]:
+    """(forward, backward) rows per band: measured here per shape class, else ``band_block_sizes``.
+
+    Candidates run on a detached slice of the inputs: one key/value group's heads of the first
+    batch row and at most ``_TUNE_ROWS`` queries (with the keys they see). The kernel's cost is
+    linear in heads and rows, each band alike, so the slice ranks the blockings as the whole
+    call would, at a fraction of the cost (N=8192, B*H=8, window 256 on a loaded 2-core Zen 4:
+    the first call took ~30 s with candidates timed on the full inputs, ~4.5 s on the slice,
+    of which ~1.3 s is the call itself). The caller's graph never sees the candidates.
+    """
+    fwd0, bwd0 = band_block_sizes(window, q.dtype)
+    b, h, n, d = q.shape
+    m, g = k.shape[2], k.shape[1]
+    cls = (f"{autotune.shape_class(b * h, n, m, d, window, dtype=q.dtype)}"
+           f"|{'causal' if is_causal else 'both'}|g{g}")
+    fwd_cands = _block_candidates(fwd0, window, (32, 64, 128))
+    rows = min(n, _TUNE_ROWS)  # the first queries and, bottom-right aligned, the keys up to theirs
+    qd = q.detach()[:1, : h // g, :rows]
+    kd, vd = k.detach()[:1, :1, : rows + m - n], v.detach()[:1, :1, : rows + m - n]
+
+    def forward_only(block: int):
+        def run():
+            with torch.no_grad():
+                _BandedAttention.apply(qd, kd, vd, window, is_causal, scale, block, block)
+        return run
+
+    fwd = fwd_cands[autotune.lookup(f"banded.fwd_block|{cls}", fwd_cands, default=str(fwd0))
+                    or autotune.choose(f"banded.fwd_block|{cls}", {name: forward_only(bl) for name, bl in fwd_cands.items()},
+                                       default=str(fwd0))]
+    if not needs_grad:
+        return fwd, fwd  # no backward: pad K/V for the forward's bands only
+    bwd_cands = _block_candidates(bwd0, window, (64, 128, 192, 256))
+    key = f"banded.bwd_block|{cls}|f{fwd}"
+    name = autotune.lookup(key, bwd_cands, default=str(bwd0))
+    if name is None:
+        grad = torch.randn_like(qd)
+        leaves = [t.clone().requires_grad_() for t in (qd, kd, vd)]
+
+        def forward_backward(block: int):
+            def run():
+                with torch.enable_grad():
+                    out = _BandedAttention.apply(*leaves, window, is_causal, scale, fwd, block)
+                    torch.autograd.grad(out, leaves, grad)
+            return run
+
+        name = autotune.choose(key, {nm: forward_backward(bl) for nm, bl in bwd_cands.items()}, default=str(bwd0))
+    return fwd, bwd_cands[name]
+
+
 def banded_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, is_causal: bool, scale: float,
                      block: int | None = None, backward_block: int | None = None) -> Tensor:
     """Exact sliding-window attention on CPU; arguments already validated by ``attention``.
 
-    ``block`` / ``backward_block``: query rows per band in the forward / backward (default
-    ``band_block_sizes``; ``block`` alone sets both). Needs M >= N (queries bottom-right aligned,
-    as everywhere in attnlab) and Dv == D. Shape: q (B, H, N, D), k/v (B, G, M, D) -> (B, H, N, D).
+    ``block`` / ``backward_block``: query rows per band in the forward / backward (default:
+    measured here, ``_tuned_blocks``; ``block`` alone sets both). Needs M >= N (queries
+    bottom-right aligned, as everywhere in attnlab) and Dv == D.
+    Shape: q (B, H, N, D), k/v (B, G, M, D) -> (B, H, N, D).
     """
-    fwd, bwd = band_block_sizes(window, q.dtype)
-    block_fwd = block or fwd
-    block_bwd = backward_block or block or bwd
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if block is None:
+        block_fwd, tuned_bwd = _tuned_blocks(q, k, v, window, is_causal, scale, needs_grad and backward_block is None)
+        block_bwd = backward_block or tuned_bwd
+    else:
+        block_fwd, block_bwd = block, backward_block or block
+    if not needs_grad:
         block_bwd = block_fwd  # no backward: pad K/V for the forward's bands only
     return _BandedAttention.apply(q, k, v, window, is_causal, scale, block_fwd, block_bwd)
 
