@@ -84,6 +84,37 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, checkpoint_ever
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
+def test_a_mid_epoch_checkpoint_of_another_world_size_is_refused(tmp_path):
+    """A mid-epoch position is per rank; epoch-end checkpoints resume at any world size."""
+    import json
+
+    from attnlab.errors import ConfigError
+
+    train = _data()
+    cfg = _config(checkpoint_every=2)
+    calls = {"n": 0}
+
+    def boom(batch):
+        calls["n"] += 1
+        if calls["n"] == 9:  # epoch 2, batch 3: the last checkpoint is mid-epoch (step 8)
+            raise _Interrupt
+        return batch
+
+    first = Trainer(_model(), ClassificationObjective(3), train, None, cfg, run_dir=tmp_path, batch_augment=boom)
+    with pytest.raises(_Interrupt):
+        first.fit()
+    state_file = tmp_path / "checkpoint" / "state.json"
+    meta = json.loads(state_file.read_text())
+    assert meta["state"]["world_size"] == 1 and meta["state"]["batch_in_epoch"] == 2
+    meta["state"]["world_size"] = 2  # as if two processes had written it
+    state_file.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="saved mid-epoch by 2 process"):
+        Trainer(_model(), ClassificationObjective(3), train, None, cfg, run_dir=tmp_path).resume()
+    meta["state"]["batch_in_epoch"] = 0  # at an epoch end the same world-size change is fine
+    state_file.write_text(json.dumps(meta))
+    Trainer(_model(), ClassificationObjective(3), train, None, cfg, run_dir=tmp_path).resume()
+
+
 def test_gradient_accumulation_matches_large_batch():
     train = _data(64)
     big = Trainer(_model(), ClassificationObjective(3), train, None, _config(epochs=1, batch_size=32))

@@ -205,6 +205,7 @@ class Trainer:
             return
         state = dict(vars(self.state))
         state["scheduler"] = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
+        state["world_size"] = self.dist.world_size  # a mid-epoch position is per rank: resumable at this size only
         extra = {"torch_rng": torch.get_rng_state()}
         if self.best_weights is not None:
             extra.update({f"best.{k}": v for k, v in self.best_weights.items()})
@@ -217,7 +218,10 @@ class Trainer:
         if directory is None or not checkpoint_exists(directory):
             raise AttnlabError(f"nothing to resume: no checkpoint in {directory}")
         state, extra = load_checkpoint(directory, model=self.model, optimizer=self.optimizer)
-        sched = state.pop("scheduler")
+        sched, saved_size = state.pop("scheduler"), state.pop("world_size", self.dist.world_size)
+        if state["batch_in_epoch"] and saved_size != self.dist.world_size:
+            raise ConfigError(f"{directory} was saved mid-epoch by {saved_size} process(es); resume it with {saved_size} "
+                              f"(not {self.dist.world_size}), or from an epoch-end checkpoint, which resumes at any size")
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         self.state = _State(**state)
         torch.set_rng_state(extra["torch_rng"])
