@@ -97,3 +97,15 @@ import tempfile  # noqa: E402
 _AUTOTUNE_CACHE = tempfile.mkdtemp(prefix="attnlab-test-autotune-")
 os.environ["ATTNLAB_CACHE_DIR"] = _AUTOTUNE_CACHE
 atexit.register(shutil.rmtree, _AUTOTUNE_CACHE, ignore_errors=True)
+
+
+@pytest.fixture
+def autotune_cache(tmp_path, monkeypatch):
+    """A fresh autotune cache directory and an empty in-process cache (never the user's real cache)."""
+    from attnlab import autotune
+
+    monkeypatch.setenv(autotune.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.delenv(autotune.ENV_VAR, raising=False)
+    autotune.clear_memory_cache()
+    yield tmp_path
+    autotune.clear_memory_cache()

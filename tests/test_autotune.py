@@ -14,16 +14,6 @@ import torch
 from attnlab import autotune
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A fresh cache directory and an empty in-process cache (never the user's real cache)."""
-    monkeypatch.setenv(autotune.CACHE_ENV_VAR, str(tmp_path))
-    monkeypatch.delenv(autotune.ENV_VAR, raising=False)
-    autotune.clear_memory_cache()
-    yield tmp_path
-    autotune.clear_memory_cache()
-
-
 def _spin(seconds: float) -> None:
     """Busy-wait (a CPU cost, like a kernel; sleep would let a loaded machine schedule us late)."""
     end = time.perf_counter() + seconds
@@ -40,7 +30,7 @@ class _Counted:
         _spin(self.seconds)
 
 
-def test_choice_is_the_faster_candidate_on_a_synthetic_cost(cache):
+def test_choice_is_the_faster_candidate_on_a_synthetic_cost(autotune_cache):
     # 3x apart (0.6 ms vs 1.8 ms): a median over alternating rounds must see it even on a loaded machine.
     for order in (("fast", "slow"), ("slow", "fast")):
         costs = {"fast": _Counted(6e-4), "slow": _Counted(1.8e-3)}
@@ -49,7 +39,7 @@ def test_choice_is_the_faster_candidate_on_a_synthetic_cost(cache):
         assert costs["fast"].calls >= 3 and costs["slow"].calls >= 3  # warm-up + at least two timed rounds
 
 
-def test_cost_of_a_decision_is_bounded(cache):
+def test_cost_of_a_decision_is_bounded(autotune_cache):
     costs = {"a": _Counted(1e-4), "b": _Counted(1e-4)}
     t0 = time.perf_counter()
     autotune.choose("test.bounded|8", costs, default="a", budget_s=0.02, max_repeats=1000)
@@ -59,7 +49,7 @@ def test_cost_of_a_decision_is_bounded(cache):
     assert costs["a"].calls < 1000 and costs["a"].calls == costs["b"].calls
 
 
-def test_a_second_choose_reuses_the_choice_without_timing(cache):
+def test_a_second_choose_reuses_the_choice_without_timing(autotune_cache):
     fast, slow = _Counted(1e-4), _Counted(1e-3)
     assert autotune.choose("test.reuse|16", {"fast": fast, "slow": slow}, default="slow") == "fast"
     calls = (fast.calls, slow.calls)
@@ -108,28 +98,28 @@ _CHILD = """
 """
 
 
-def test_a_second_process_reads_the_file(cache):
-    assert int(_child(_CHILD.format(count=3), cache)) > 0  # the first process measures
-    assert int(_child(_CHILD.format(count=3), cache)) == 0  # the second only reads
+def test_a_second_process_reads_the_file(autotune_cache):
+    assert int(_child(_CHILD.format(count=3), autotune_cache)) > 0  # the first process measures
+    assert int(_child(_CHILD.format(count=3), autotune_cache)) == 0  # the second only reads
 
 
-def test_concurrent_writers_leave_a_whole_file_with_every_entry(cache):
+def test_concurrent_writers_leave_a_whole_file_with_every_entry(autotune_cache):
     code = textwrap.dedent(_CHILD.format(count=12))
-    env = {**_base_env(), autotune.CACHE_ENV_VAR: str(cache)}
+    env = {**_base_env(), autotune.CACHE_ENV_VAR: str(autotune_cache)}
     procs = [subprocess.Popen([sys.executable, "-c", code.replace("test.proc", f"test.proc{p}-")], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    files = list(cache.glob("autotune-*.json"))
-    assert len(files) == 1 and not list(cache.glob(".autotune-*.tmp"))
+    files = list(autotune_cache.glob("autotune-*.json"))
+    assert len(files) == 1 and not list(autotune_cache.glob(".autotune-*.tmp"))
     choices = json.loads(files[0].read_text())["choices"]
     # The file lock serialises read-merge-write: neither process's 12 entries were lost.
     assert sum(k.startswith("test.proc0-") for k in choices) == 12
     assert sum(k.startswith("test.proc1-") for k in choices) == 12
 
 
-def test_a_corrupt_file_is_ignored_and_rewritten(cache):
+def test_a_corrupt_file_is_ignored_and_rewritten(autotune_cache):
     path = autotune.cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('{"format": 1, "choices": {"test.corrupt')  # cut short, as by a crash without os.replace
@@ -140,7 +130,7 @@ def test_a_corrupt_file_is_ignored_and_rewritten(cache):
     assert any(k.startswith("test.corrupt|4|") for k in data["choices"])
 
 
-def test_a_file_for_another_machine_is_not_trusted(cache):
+def test_a_file_for_another_machine_is_not_trusted(autotune_cache):
     path = autotune.cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = autotune._full_key("test.other|4")
@@ -151,14 +141,14 @@ def test_a_file_for_another_machine_is_not_trusted(cache):
     assert fast.calls > 0
 
 
-def test_autotune_off_returns_the_default_and_writes_nothing(cache, monkeypatch):
+def test_autotune_off_returns_the_default_and_writes_nothing(autotune_cache, monkeypatch):
     monkeypatch.setenv(autotune.ENV_VAR, "0")
     fast, slow = _Counted(1e-4), _Counted(1e-3)
     assert autotune.choose("test.off|4", {"fast": fast, "slow": slow}, default="slow") == "slow"
-    assert fast.calls == slow.calls == 0 and not list(cache.iterdir())
+    assert fast.calls == slow.calls == 0 and not list(autotune_cache.iterdir())
 
 
-def test_force_overrides_and_restores(cache):
+def test_force_overrides_and_restores(autotune_cache):
     fast, slow = _Counted(1e-4), _Counted(1e-3)
     with autotune.force({"test.force": "slow"}):
         assert autotune.choose("test.force|4", {"fast": fast, "slow": slow}, default="fast") == "slow"
@@ -171,7 +161,7 @@ def test_force_overrides_and_restores(cache):
     assert autotune._forced == {}
 
 
-def test_default_must_be_a_candidate(cache):
+def test_default_must_be_a_candidate(autotune_cache):
     with pytest.raises(ValueError, match="default route"):
         autotune.choose("test.default|4", {"a": lambda: None}, default="b")
 
@@ -182,7 +172,7 @@ def test_shape_class_buckets_to_powers_of_two():
     assert autotune.shape_class(1025) == "2048"
 
 
-def test_a_candidate_that_cannot_run_is_dropped_and_a_failing_default_raises(cache):
+def test_a_candidate_that_cannot_run_is_dropped_and_a_failing_default_raises(autotune_cache):
     def broken():
         raise RuntimeError("this route does not take these strides")
 
@@ -193,15 +183,15 @@ def test_a_candidate_that_cannot_run_is_dropped_and_a_failing_default_raises(cac
         autotune.choose("test.broken-default|4", {"broken": broken, "slow": slow}, default="broken")
 
 
-def test_a_near_tie_keeps_the_default(cache):
+def test_a_near_tie_keeps_the_default(autotune_cache):
     """Another route must beat the default by ``margin``: 2x apart wins at margin 0, not at 0.6."""
     a, b = _Counted(1e-3), _Counted(2e-3)
     assert autotune.choose("test.tie|4", {"a": a, "b": b}, default="b", margin=0.6) == "b"
     assert autotune.choose("test.tie|8", {"a": a, "b": b}, default="b", margin=0.0) == "a"
 
 
-def test_an_unwritable_cache_still_chooses_and_remembers_in_memory(cache, monkeypatch):
-    blocker = cache / "not-a-dir"
+def test_an_unwritable_cache_still_chooses_and_remembers_in_memory(autotune_cache, monkeypatch):
+    blocker = autotune_cache / "not-a-dir"
     blocker.write_text("a file where the cache directory should be")
     monkeypatch.setenv(autotune.CACHE_ENV_VAR, str(blocker / "attnlab"))
     fast, slow = _Counted(1e-4), _Counted(1e-3)

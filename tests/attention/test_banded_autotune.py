@@ -17,21 +17,12 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(autotune.CACHE_ENV_VAR, str(tmp_path))
-    monkeypatch.delenv(autotune.ENV_VAR, raising=False)
-    autotune.clear_memory_cache()
-    yield tmp_path
-    autotune.clear_memory_cache()
-
-
 def _run(q, k, v, g):
     out = banded_attention(q, k, v, window=48, is_causal=False, scale=0.25)
     return (out, *torch.autograd.grad(out, (q, k, v), g))
 
 
-def test_block_sizes_are_measured_once_and_stored(cache, monkeypatch):
+def test_block_sizes_are_measured_once_and_stored(autotune_cache, monkeypatch):
     calls = []
     measure = autotune._measure
     monkeypatch.setattr(autotune, "_measure", lambda cands, *a: calls.append(sorted(cands, key=int)) or measure(cands, *a))
@@ -50,7 +41,7 @@ def test_block_sizes_are_measured_once_and_stored(cache, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_every_block_choice_gives_the_same_result(cache, dtype):
+def test_every_block_choice_gives_the_same_result(autotune_cache, dtype):
     """Outputs and gradients agree across the measured candidates (forced in turn) and with tuning off."""
     q, k, v = (torch.randn(2, 2, 257, 16).to(dtype).requires_grad_() for _ in range(3))
     g = torch.randn(2, 2, 257, 16).to(dtype)
@@ -65,11 +56,11 @@ def test_every_block_choice_gives_the_same_result(cache, dtype):
         torch.testing.assert_close(got.double(), ref, **tol)
 
 
-def test_autotune_off_keeps_the_default_blocks(cache, monkeypatch):
+def test_autotune_off_keeps_the_default_blocks(autotune_cache, monkeypatch):
     monkeypatch.setenv(autotune.ENV_VAR, "0")
     seen = []
     apply = banded._BandedAttention.apply
     monkeypatch.setattr(banded._BandedAttention, "apply", lambda *a: seen.append(a[-2:]) or apply(*a))
     q, k, v = (torch.randn(1, 1, 300, 16, requires_grad=True) for _ in range(3))
     banded_attention(q, k, v, window=256, is_causal=True, scale=0.25)
-    assert seen == [band_block_sizes(256, torch.float32)] and not list(cache.iterdir())
+    assert seen == [band_block_sizes(256, torch.float32)] and not list(autotune_cache.iterdir())
