@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,3 +122,24 @@ def test_text_run_carries_its_tokenizer(tmp_path, capsys):
     capsys.readouterr()
     assert _cli("predict", second, data, "--json") == 0
     assert len(json.loads(capsys.readouterr().out)) == 60
+
+
+def test_init_source_names_an_installed_checkpoint_package(tmp_path, monkeypatch):
+    """A bare name resolves to an importable package's model/ folder; paths and unknown names stay as given."""
+    from attnlab.tasks.init_run import resolve_source
+
+    package = tmp_path / "site" / "my_ckpt_pkg"
+    (package / "model").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (tmp_path / "site" / "no_model_pkg").mkdir()
+    (tmp_path / "site" / "no_model_pkg" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert resolve_source("my-ckpt-pkg") == package / "model"  # the distribution's spelling, dashes
+    assert resolve_source("my_ckpt_pkg") == package / "model"
+    assert resolve_source("no_model_pkg") == Path("no_model_pkg")  # a package without model/: a path as given
+    assert resolve_source("surely-not-installed-xyz") == Path("surely-not-installed-xyz")
+    local = tmp_path / "my-ckpt-pkg"
+    local.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_source("my-ckpt-pkg") == Path("my-ckpt-pkg")  # an existing folder wins over a package
+    assert resolve_source(str(tmp_path / "a" / "b")) == tmp_path / "a" / "b"

