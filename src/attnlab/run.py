@@ -30,7 +30,7 @@ import torch
 import yaml
 
 from attnlab.config import from_dict, to_dict
-from attnlab.data.shards import head, with_test_in_memory
+from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
 from attnlab.tasks import Pretrained, load_task, task_spec
@@ -147,6 +147,11 @@ def _build_model(config: RunConfig, task_data, pretrained: Pretrained | None = N
     return create_model(config.model, **fields)
 
 
+def _run_task_data(config: RunConfig, run_dir: str | Path):
+    """A finished run's task data, loaded as it was trained (its --init tokenizer included)."""
+    return _load_task(config, _reopen_init(config, Path(run_dir)))
+
+
 def _reopen_init(config: RunConfig, run_dir: Path) -> Pretrained | None:
     """What a finished or resumed ``--init`` run needs of its checkpoint, from its data.json alone."""
     if config.init is None:
@@ -247,13 +252,7 @@ def train_run(
     }
     if calibration is not None:
         metrics["calibration"] = calibration
-    if "skipped_files" in task_data.info:  # --data.skip_bad: unreadable inputs left out, logged by the loader
-        metrics["skipped_files"] = len(task_data.info["skipped_files"])
-    streams = {k: getattr(task_data, k) for k in ("train", "val", "test")}
-    if any(hasattr(ds, "skipped") for ds in streams.values()):  # a stream's skips, once per epoch that met them
-        metrics["skipped_samples"] = {k: ds.skipped for k, ds in streams.items() if hasattr(ds, "skipped")}
-        if any(metrics["skipped_samples"].values()):
-            log.warning("skipped unreadable samples: %s", metrics["skipped_samples"])
+    metrics.update(skip_counts(task_data))  # --data.skip_bad: what the loaders left out
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         if config.report_examples > 0 and spec.report_examples is not None:
@@ -347,7 +346,7 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
     config, model, record = load_run(run_dir)
     if data is not None:
         config.data = data
-    task_data = _load_task(config, _reopen_init(config, Path(run_dir)))
+    task_data = _run_task_data(config, run_dir)
     objective = build_objective(config, task_data)
     if record.get("calibration") and hasattr(objective, "load_calibration"):
         objective.load_calibration(record["calibration"])  # the threshold chosen on validation at training time
@@ -389,7 +388,7 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
         method = None
     html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
     if method is not None or (html and applies):
-        task_data = _load_task(config, _reopen_init(config, Path(run_dir)))  # the training mean "removed" takes
+        task_data = _run_task_data(config, run_dir)  # the training mean "removed" takes
         input_method_maps(spec, model, config.model, task_data, example, method, every=html)
     return render_explanation(example, output, layer=layer, head=head, rollout=rollout, method=method,
                               title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
@@ -399,7 +398,7 @@ def faithfulness_run(run_dir: str | Path, *, methods: list[str] | None = None, s
                      limit: int = 100, steps: int = 8, device: str = "cpu") -> dict[str, Any]:
     """``attnlab explain RUN --faithfulness``: each method's scores on a split (tasks/positions.py)."""
     config, model, _ = load_run(run_dir, device=device)
-    task_data = _load_task(config, _reopen_init(config, Path(run_dir)))
+    task_data = _run_task_data(config, run_dir)
     return faithfulness(task_spec(config.task), model, config.model, task_data, split=split, methods=methods,
                         limit=limit, steps=steps)
 

@@ -44,7 +44,7 @@ from attnlab.data.base import TensorPairDataset
 
 from attnlab.errors import DataError
 
-__all__ = ["ShardStream", "read_samples", "write_split", "read_index", "is_shard_dir", "head", "with_test_in_memory",
+__all__ = ["ShardStream", "read_samples", "write_split", "read_index", "is_shard_dir", "head", "skip_counts", "with_test_in_memory",
            "INDEX_NAME"]
 
 log = logging.getLogger(__name__)
@@ -305,3 +305,18 @@ def with_test_in_memory(task_data: Any, count: int) -> Any | None:
         return None
     x, y = (torch.stack([item[k] for item in items]) for k in (0, 1))
     return dataclasses.replace(task_data, test=TensorPairDataset(x, y))
+
+
+def skip_counts(task_data: Any) -> dict[str, Any]:
+    """What ``--data.skip_bad`` left out, for metrics.json: ``skipped_files`` (unreadable files of a
+    lazy folder, logged by the loader) and ``skipped_samples`` per split of a stream (counted once
+    per epoch that met them; logged here when any)."""
+    out: dict[str, Any] = {}
+    if "skipped_files" in task_data.info:
+        out["skipped_files"] = len(task_data.info["skipped_files"])
+    streams = {k: getattr(task_data, k) for k in ("train", "val", "test")}
+    if any(hasattr(ds, "skipped") for ds in streams.values()):
+        out["skipped_samples"] = {k: ds.skipped for k, ds in streams.items() if hasattr(ds, "skipped")}
+        if any(out["skipped_samples"].values()):
+            log.warning("skipped unreadable samples: %s", out["skipped_samples"])
+    return out
