@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from attnlab.data.base import TensorPairDataset
+from attnlab.data.ustar import members
 
 from attnlab.errors import DataError
 
@@ -110,12 +111,10 @@ def read_samples(path: str | Path, skip: int = 0) -> Iterator[tuple[str, dict[st
     naming the shard."""
     path = str(path)
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with open(path, "rb", buffering=1 << 20) as f:
             key, sample, seen = None, {}, 0
-            while (member := tar.next()) is not None:
-                if not member.isfile():
-                    continue
-                base = member.name.rsplit("/", 1)[-1]
+            for name, fetch in members(f):
+                base = name.rsplit("/", 1)[-1]
                 stem, _, ext = base.partition(".")
                 if stem != key:
                     if key is not None:
@@ -124,10 +123,10 @@ def read_samples(path: str | Path, skip: int = 0) -> Iterator[tuple[str, dict[st
                         seen += 1
                     key, sample = stem, {}
                 if seen < skip:
-                    continue
+                    continue  # not fetched: seeks past the content
                 if ext.lower() in FORBIDDEN_EXTENSIONS:
-                    raise DataError(f"{path}: member {member.name} is a pickle; attnlab shards hold no pickles")
-                sample[ext.lower()] = tar.extractfile(member).read()
+                    raise DataError(f"{path}: member {name} is a pickle; attnlab shards hold no pickles")
+                sample[ext.lower()] = fetch(True)
             if key is not None and seen >= skip:
                 yield key, sample
     except (tarfile.TarError, OSError, EOFError) as e:
