@@ -32,7 +32,8 @@ def test_shards_give_the_folder_tensors(tmp_path, normalize):
     root, out = _shards(tmp_path, normalize=normalize)
     index = json.loads((out / "shards.json").read_text())
     assert index["task"] == "audio" and index["sizes"] == {"train": 12, "val": 3, "test": 3}
-    assert all(name.endswith((".wav", ".cls")) for name in tarfile.open(out / "train-000000.tar").getnames())
+    with tarfile.open(out / "train-000000.tar") as tar:
+        assert all(name.endswith((".wav", ".cls")) for name in tar.getnames())
     streamed = load_audio_task(out)
     folder = load_audio_task(root, normalize=normalize, lazy=False, **SMALL)
     assert streamed.info["audio"] == folder.info["audio"] and streamed.class_names == folder.class_names
@@ -43,7 +44,9 @@ def test_shards_give_the_folder_tensors(tmp_path, normalize):
         for k, (x, y) in enumerate(items):  # val / test are written in the folder's order
             assert torch.equal(x, a.x[k]) and int(y) == int(a.y[k])
     # training: shuffled at write time, so compare (features, label) pairs as multisets
-    rows = lambda pairs: sorted((tuple(x.flatten().tolist()), int(y)) for x, y in pairs)  # noqa: E731
+    def rows(pairs):
+        return sorted((tuple(x.flatten().tolist()), int(y)) for x, y in pairs)
+
     assert rows(streamed.train.evaluation_view()) == rows(zip(folder.train.x, folder.train.y))
 
 

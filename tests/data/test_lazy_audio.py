@@ -100,7 +100,7 @@ def test_file_gone_after_loading_raises_naming_it(tmp_path):
 
 
 def test_lazy_by_default_past_the_size_budget(tmp_path, monkeypatch):
-    import attnlab.data.audio as audio
+    from attnlab.data import audio
 
     audio_folder(tmp_path)
     assert not isinstance(load_audio_task(tmp_path, **SMALL).train, AudioFileDataset)
