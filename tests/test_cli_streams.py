@@ -82,3 +82,30 @@ def test_text_shards_train_end_to_end(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["skipped_samples"] == {"train": 0, "val": 0, "test": 0} and 0 <= metrics["test"]["accuracy"] <= 1
     assert (run / "tokenizer.json").is_file()
+
+
+AUDIO = ["--task", "audio", "--epochs", "1", "--train.batch_size", "4", "--train.progress", "false",
+         "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--model.stem_channels", "[4]",
+         "--model.patch_size", "[2,2]"]
+
+
+def test_audio_lazy_and_shards_train_end_to_end(tmp_path, capsys):
+    from tests.data.test_lazy_audio import audio_folder
+
+    root = tmp_path / "wavs"
+    audio_folder(root)
+    small = ["--data.duration", "0.256", "--data.n_mels", "16"]
+    lazy = tmp_path / "lazy"
+    argv = ["train", "--data", str(root), "--out", str(lazy), "--data.lazy", "true", "--train.num_workers", "1",
+            *small, *AUDIO]
+    assert main(argv) == 0, capsys.readouterr().err
+    shards = tmp_path / "s"
+    assert main(["shard", str(root), str(shards), "--task", "audio", "--shard-size", "5", *small]) == 0
+    assert "train 12 in 3 shard(s)" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(shards), "--out", str(run), *AUDIO]) == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["skipped_samples"] == {"train": 0, "val": 0, "test": 0} and 0 <= metrics["test"]["accuracy"] <= 1
+    record = json.loads((run / "data.json").read_text())
+    assert record["info"]["audio"] == json.loads((lazy / "data.json").read_text())["info"]["audio"]
+    assert record["info"]["audio"]["n_mels"] == 16 and record["info"]["shards"] == str(shards)

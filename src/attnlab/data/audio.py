@@ -1,173 +1,60 @@
-"""Audio classification data: WAV files -> fixed-length clips -> log-mel spectrograms.
+"""Audio classification data: a folder of WAV files -> log-mel inputs, in memory, decoded on
+access, or streamed from shards.
 
-Pipeline (training and `prepare_audio` share every step, so predict replays it exactly; steps
-1-3 live in `attnlab.data.wav`):
-
-1. `read_wav`: any WAV encoding (and FLAC/OGG) decoded by ``soundfile`` (libsndfile),
-   scaled to [-1, 1], shape (channels, samples).
-2. Mono by averaging channels; `resample` to ``sample_rate`` with ``scipy.signal.resample_poly``
-   (polyphase, Kaiser-windowed anti-aliasing low-pass).
-3. `fix_length`: a longer clip keeps its loudest window of ``duration`` seconds, a shorter
-   one is zero-padded on both sides (centred), so utterances sit in the middle of the input.
-4. `log_mel`: ``torch.stft`` (periodic Hann window, centred frames) power spectrogram ->
-   HTK mel filterbank (Young et al., HTK Book: mel = 2595 log10(1 + f / 700)) -> dB,
-   floored ``top_db`` below the clip's peak -> normalised per utterance (default) or with
-   the train split's mean and std (``normalize="dataset"``).
+The pipeline from file to features (read, mono, resample, fix length, log-mel, normalise) is
+`attnlab.data.audio_features`, re-exported here; `load_audio_task` applies it to a source:
+the Free Spoken Digit Dataset naming ``{digit}_{speaker}_{index}.wav`` in one folder (official
+split: index 0-4 test, the rest train/val), or ``root/<class>/*.wav`` split per class by
+``seed``, or a folder of shards written by ``attnlab shard --task audio``
+(`attnlab.data.audio_shards`). ``lazy`` keeps paths only (`attnlab.data.lazy_audio`).
 
 `SpecAugment` (Park et al. 2019, frequency and time masking) is the training-time
-``TaskData.batch_augment``. Sources: the Free Spoken Digit Dataset naming
-``{digit}_{speaker}_{index}.wav`` in one folder (official split: index 0-4 test, the rest
-train/val), or ``root/<class>/*.wav`` split per class by ``seed``.
+``TaskData.batch_augment``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from attnlab.config import check_choice, check_positive
-from attnlab.data.base import TaskData, TensorPairDataset, check_fractions, per_class_split
+from attnlab.config import check_choice
+from attnlab.data.audio_features import (
+    AudioSpec,
+    clip_features,
+    hz_to_mel,
+    load_clip,
+    log_mel,
+    mel_filterbank,
+    mel_to_hz,
+    prepare_audio,
+)
+from attnlab.data.base import (
+    TaskData,
+    TensorPairDataset,
+    check_fractions,
+    per_class_split,
+)
+from attnlab.data.lazy_audio import AudioFileDataset, scan_audio
+from attnlab.data.shards import is_shard_dir
 from attnlab.data.wav import fix_length, read_wav, resample
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
     "AudioSpec", "AudioFiles", "SpecAugment", "FSDD_NAME", "list_audio_files", "read_wav", "resample", "fix_length", "load_clip",
-    "mel_filterbank", "hz_to_mel", "mel_to_hz", "log_mel", "prepare_audio", "load_audio_task",
+    "mel_filterbank", "hz_to_mel", "mel_to_hz", "log_mel", "clip_features", "prepare_audio", "load_audio_task",
 ]
 
 logger = logging.getLogger(__name__)
 
 FSDD_NAME = re.compile(r"^(\d+)_([A-Za-z0-9-]+)_(\d+)\.wav$", re.IGNORECASE)
-_FEATURE_BATCH = 256  # clips per STFT call while preparing a data set: bounds peak memory
-
-
-@dataclass
-class AudioSpec:
-    """Everything needed to turn a WAV file into a model input; saved in the run's data.json."""
-
-    sample_rate: int = 8000
-    duration: float = 1.024  # seconds; 8,192 samples at 8 kHz -> 64 frames at hop 128
-    n_fft: int = 256
-    hop_length: int = 128
-    n_mels: int = 32
-    f_min: float = 0.0
-    f_max: float | None = None  # None: sample_rate / 2
-    top_db: float = 80.0
-    normalize: str = "utterance"  # "utterance" | "dataset"
-    mean: float = 0.0  # dataset statistics of the dB features ("dataset" mode)
-    std: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_positive("AudioSpec", sample_rate=self.sample_rate, duration=self.duration, n_fft=self.n_fft,
-                       hop_length=self.hop_length, n_mels=self.n_mels, top_db=self.top_db, std=self.std)
-        check_choice("AudioSpec", "normalize", self.normalize, ("utterance", "dataset"))
-        nyquist = self.sample_rate / 2
-        f_max = nyquist if self.f_max is None else self.f_max
-        if not 0 <= self.f_min < f_max <= nyquist:
-            raise ConfigError(f"AudioSpec: need 0 <= f_min < f_max <= sample_rate / 2 = {nyquist:g}, got f_min={self.f_min}, f_max={f_max}")
-        if self.num_samples < self.n_fft or self.frames < 1:
-            raise ConfigError(f"AudioSpec: duration {self.duration} s gives {self.num_samples} samples, fewer than n_fft={self.n_fft}")
-
-    @property
-    def num_samples(self) -> int:
-        return int(round(self.duration * self.sample_rate))
-
-    @property
-    def frames(self) -> int:
-        """STFT frames kept: one per hop (the centred STFT's trailing extra frame is dropped)."""
-        return self.num_samples // self.hop_length
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(C, n_mels, frames) of a prepared input."""
-        return (1, self.n_mels, self.frames)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> AudioSpec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-# --- one clip, as the model takes it -----------------------------------------------------------
-
-
-def load_clip(path: str | Path, spec: AudioSpec) -> np.ndarray:
-    """Read, mono-ise, resample and fix the length of one file. Shape: -> (spec.num_samples,)."""
-    samples, rate = read_wav(path)
-    mono = samples.mean(axis=0)  # (L,)
-    if len(mono) * spec.sample_rate < spec.n_fft * rate:
-        raise DataError(f"{path} is too short: {len(mono)} samples at {rate} Hz, need at least {spec.n_fft / spec.sample_rate * 1000:.0f} ms")
-    return fix_length(resample(mono, rate, spec.sample_rate), spec.num_samples)
-
-
-# --- features ----------------------------------------------------------------------------------
-
-
-def hz_to_mel(hz: Any) -> Any:
-    """HTK mel scale: 2595 log10(1 + f / 700)."""
-    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
-
-
-def mel_to_hz(mel: Any) -> Any:
-    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, *, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
-    """Triangular HTK filters (peak 1, no area normalisation) over the STFT bin frequencies.
-
-    Filter m rises from mel point m to m + 1 and falls to m + 2, with ``n_mels + 2`` points
-    equally spaced in mel between ``f_min`` and ``f_max``.
-
-    Shape: -> (n_fft // 2 + 1, n_mels) float32.
-    """
-    f_max = sample_rate / 2 if f_max is None else f_max
-    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)  # (F,)
-    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))  # (n_mels + 2,)
-    rise = (freqs[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2])  # (F, n_mels)
-    fall = (edges[None, 2:] - freqs[:, None]) / (edges[2:] - edges[1:-1])
-    bank = np.maximum(0.0, np.minimum(rise, fall))
-    if (bank.max(axis=0) == 0).any():
-        logger.warning("mel filterbank: %d of %d filters cover no STFT bin; use fewer mels or a larger n_fft",
-                       int((bank.max(axis=0) == 0).sum()), n_mels)
-    return torch.from_numpy(bank.astype(np.float32))
-
-
-def log_mel(waves: Tensor, spec: AudioSpec) -> Tensor:
-    """Waveforms to normalised log-mel features.
-
-    Shape: waves (B, L) with L = spec.num_samples -> (B, 1, n_mels, frames) float32.
-    """
-    window = torch.hann_window(spec.n_fft, periodic=True, dtype=waves.dtype)
-    stft = torch.stft(waves, spec.n_fft, hop_length=spec.hop_length, window=window, center=True,
-                      pad_mode="constant", return_complex=True)  # (B, F, frames + 1)
-    power = stft[..., : spec.frames].abs().square()  # (B, F, T)
-    bank = mel_filterbank(spec.n_mels, spec.n_fft, spec.sample_rate, f_min=spec.f_min, f_max=spec.f_max)
-    mel = torch.einsum("bft,fm->bmt", power, bank.to(power.dtype))  # (B, n_mels, T)
-    db = 10.0 * torch.log10(mel.clamp(min=1e-10))
-    db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - spec.top_db)  # per-clip floor, as librosa's top_db
-    if spec.normalize == "utterance":
-        # an all-silent clip has std 0: its features become zeros, not NaN
-        db = (db - db.mean(dim=(1, 2), keepdim=True)) / db.std(dim=(1, 2), keepdim=True).clamp(min=1e-5)
-    else:
-        db = (db - spec.mean) / spec.std
-    return db.unsqueeze(1).float()
-
-
-def prepare_audio(path: str | Path, spec: AudioSpec) -> Tensor:
-    """One WAV file -> model input exactly as training prepared it. Shape: -> (1, n_mels, frames)."""
-    return log_mel(torch.from_numpy(load_clip(path, spec))[None], spec)[0]
+# Past this many bytes of float32 features an audio folder is decoded on access (lazy=None).
+LAZY_BYTES = 1 << 30
 
 
 class SpecAugment:
@@ -303,6 +190,8 @@ def load_audio_task(
     time_masks: int = 2,
     time_width: int = 8,
     max_train_per_class: int = 0,
+    lazy: bool | None = None,
+    skip_bad: bool = False,
 ) -> TaskData:
     """WAV files -> log-mel inputs (1, n_mels, frames) with labels.
 
@@ -311,37 +200,55 @@ def load_audio_task(
     (``root/<class>/*.wav``, split per class by ``seed``) or "auto" (folders if ``root`` holds
     class folders and no loose .wav files). ``max_train_per_class`` > 0 keeps only that many
     training clips per class (quick runs). ``augment`` adds `SpecAugment` masking.
+
+    ``root`` may instead be a folder of shards written by ``attnlab shard --task audio``
+    (`attnlab.data.audio_shards`): the splits are then streams read from disk, with the feature
+    settings fixed when they were written (the options here other than augmentation and
+    ``skip_bad`` do not apply).
+
+    ``lazy``: keep only paths and compute each clip's features on access (`AudioFileDataset`, in
+    DataLoader workers with ``--train.num_workers``), so memory does not grow with the number of
+    files; None (default) decides by size (lazy when the features would pass ``LAZY_BYTES``).
+    Both paths give identical tensors. Either way one pass reads every file first (a bad file
+    is found before training; the train split's statistics with ``normalize="dataset"``).
+    ``skip_bad``: an unreadable or too-short file is logged and left out (listed in
+    ``info["skipped_files"]``) instead of stopping with its name; with shards, a bad sample is
+    skipped and counted.
     """
     if max_train_per_class < 0:
         raise ConfigError(f"max_train_per_class must be >= 0, got {max_train_per_class}")
+    augmenter = SpecAugment(freq_masks=freq_masks, freq_width=freq_width, time_masks=time_masks, time_width=time_width) if augment else None
+    if is_shard_dir(root):  # written by `attnlab shard`: features and split were fixed then
+        from attnlab.data.audio_shards import load_audio_shards
+
+        return load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter)
     spec = AudioSpec(sample_rate=sample_rate, duration=duration, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                      f_min=f_min, f_max=f_max, top_db=top_db, normalize=normalize)
-    augmenter = SpecAugment(freq_masks=freq_masks, freq_width=freq_width, time_masks=time_masks, time_width=time_width) if augment else None
     files, labels, class_names, splits, layout = list_audio_files(root, layout=layout, seed=seed, val_fraction=val_fraction,
                                                                   test_fraction=test_fraction)
-    train_idx, val_idx, test_idx = (np.asarray(s, dtype=np.int64) for s in splits)
+    parts = [np.asarray(s, dtype=np.int64) for s in splits]  # train, val, test
     if max_train_per_class:
         rng = np.random.default_rng(seed)
-        train_idx = np.sort(np.concatenate([rng.permutation(train_idx[labels[train_idx] == c])[:max_train_per_class]
-                                            for c in range(len(class_names))]))
-    used = np.sort(np.concatenate([train_idx, val_idx, test_idx]))
-    waves = np.zeros((len(files), spec.num_samples), dtype=np.float32)
-    for i in used:
-        waves[i] = load_clip(files[i], spec)
-    if spec.normalize == "dataset":
-        raw = dataclasses.replace(spec, normalize="dataset", mean=0.0, std=1.0)
-        train_db = torch.cat([log_mel(torch.from_numpy(waves[train_idx[s : s + _FEATURE_BATCH]]), raw)
-                              for s in range(0, len(train_idx), _FEATURE_BATCH)]).double()
-        spec.mean, spec.std = float(train_db.mean()), max(float(train_db.std(correction=0)), 1e-5)
-    feats = torch.zeros(len(files), *spec.shape)
-    for s in range(0, len(used), _FEATURE_BATCH):
-        chunk = used[s : s + _FEATURE_BATCH]
-        feats[torch.from_numpy(chunk)] = log_mel(torch.from_numpy(waves[chunk]), spec)
-    y = torch.from_numpy(labels).long()
-    train, val, test = (TensorPairDataset(feats[i], y[i], indices=torch.from_numpy(i)) for i in (train_idx, val_idx, test_idx))
+        parts[0] = np.sort(np.concatenate([rng.permutation(parts[0][labels[parts[0]] == c])[:max_train_per_class]
+                                           for c in range(len(class_names))]))
+    used = np.sort(np.concatenate(parts))  # (U,) positions in the file list, scanned in this order
+    if lazy is None:  # float32 features past the budget: compute them on access instead
+        lazy = len(used) * int(np.prod(spec.shape)) * 4 > LAZY_BYTES
+    spec, bad, feats = scan_audio([files[i] for i in used], np.isin(used, parts[0]), spec, keep=not lazy, skip_bad=skip_bad)
+    bad_files = used[bad]
+    if len(bad_files):  # the split is of the listed files, so dropping a bad one moves no other file between splits
+        parts = [p[~np.isin(p, bad_files)] for p in parts]
     info = {"audio": spec.to_dict(), "layout": layout, "root": str(root),
-            "splits": "official FSDD (index 0-4 test)" if layout == "fsdd" else f"per class by seed {seed}"}
+            "splits": "official FSDD (index 0-4 test)" if layout == "fsdd" else f"per class by seed {seed}",
+            "skipped_files": [str(files[i]) for i in bad_files]}
+    if lazy:
+        train, val, test = (AudioFileDataset([files[i] for i in p], labels[p], spec, indices=torch.from_numpy(p)) for p in parts)
+    else:
+        y = torch.from_numpy(labels).long()
+        rows = [torch.from_numpy(np.searchsorted(used, p)) for p in parts]  # each split's rows of feats
+        train, val, test = (TensorPairDataset(feats[r], y[torch.from_numpy(p)], indices=torch.from_numpy(p))
+                            for r, p in zip(rows, parts))
     data = TaskData("audio", train, val, test, num_classes=len(class_names), class_names=class_names,
                     input_shape=spec.shape, batch_augment=augmenter, info=info)
-    logger.info("loaded audio from %s (%s layout): %s", root, layout, data.summary())
+    logger.info("loaded audio from %s (%s layout%s): %s", root, layout, ", decoded on access" if lazy else "", data.summary())
     return data

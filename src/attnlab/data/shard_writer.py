@@ -1,8 +1,9 @@
 """``attnlab shard SRC OUT_DIR``: write any data attnlab can read as WebDataset shards.
 
 One writer per data kind that has one (image folders: `attnlab.data.image_shards`; text
-classification files: `attnlab.data.text_shards`); the output folder then trains with
-``--data OUT_DIR`` exactly as the source did, read as a stream (`attnlab.data.shards`).
+classification files: `attnlab.data.text_shards`; audio folders: `attnlab.data.audio_shards`);
+the output folder then trains with ``--data OUT_DIR`` exactly as the source did, read as a
+stream (`attnlab.data.shards`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ def _text(src: str, out: Path, *, shard_size: int, seed: int, **options: Any) ->
     return write_text_shards(task, out, shard_size=shard_size, seed=seed, source=src)
 
 
-SHARD_WRITERS: dict[str, Callable[..., dict]] = {"images": _images, "text-classification": _text}
+def _audio(src: str, out: Path, *, shard_size: int, seed: int, **options: Any) -> dict:
+    from attnlab.data.audio import load_audio_task
+    from attnlab.data.audio_shards import write_audio_shards
+
+    task = load_audio_task(src, seed=seed, lazy=True, **options)
+    return write_audio_shards(task, out, shard_size=shard_size, seed=seed, source=src)
+
+
+SHARD_WRITERS: dict[str, Callable[..., dict]] = {"images": _images, "text-classification": _text, "audio": _audio}
 
 
 def write_shards(src: str | Path, out_dir: str | Path, *, task: str = "images", shard_size: int = 1000, seed: int = 0,

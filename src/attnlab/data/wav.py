@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -19,26 +20,31 @@ from attnlab.errors import DataError
 __all__ = ["read_wav", "resample", "fix_length"]
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+def read_wav(source: str | Path | BinaryIO, *, name: str | None = None) -> tuple[np.ndarray, int]:
     """Decode an audio file (WAV, FLAC, OGG, ...) to float32 samples in [-1, 1] and its rate.
 
-    Shape: -> (channels, samples). Anything unreadable raises a DataError naming the file.
-    A WAV whose data chunk is cut short yields the frames present (as libsndfile, sox and
-    ffmpeg do).
+    ``source`` is a path or an open binary file (a shard member's bytes in a ``BytesIO``);
+    ``name`` is what errors call it (default: the path). Shape: -> (channels, samples).
+    Anything unreadable raises a DataError naming the file. A WAV whose data chunk is cut
+    short yields the frames present (as libsndfile, sox and ffmpeg do).
     """
     import soundfile
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"cannot read audio file {path}: no such file")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = name or str(path)
+        if not path.is_file():
+            raise DataError(f"cannot read audio file {name}: no such file")
+        source = str(path)
+    name = name or "<audio bytes>"
     try:
-        data, rate = soundfile.read(str(path), dtype="float64", always_2d=True)  # (L, channels)
+        data, rate = soundfile.read(source, dtype="float64", always_2d=True)  # (L, channels)
     except soundfile.LibsndfileError as e:
-        raise DataError(f"{path} is not a readable audio file: {e.error_string}") from None
-    except (RuntimeError, ValueError, OSError) as e:
-        raise DataError(f"{path} is not a readable audio file: {e}") from None
+        raise DataError(f"{name} is not a readable audio file: {e.error_string}") from None
+    except (RuntimeError, ValueError, TypeError, OSError) as e:
+        raise DataError(f"{name} is not a readable audio file: {e}") from None
     if not np.isfinite(data).all():
-        raise DataError(f"{path} holds NaN or infinite samples")
+        raise DataError(f"{name} holds NaN or infinite samples")
     return np.ascontiguousarray(data.T, dtype=np.float32), int(rate)
 
 
