@@ -49,8 +49,8 @@ def _example(seed: int = 0, *, truth: bool = True, dates: bool = True, methods: 
 def _figures(page: str) -> dict[int, ET.Element]:
     """Each example figure's ``<svg>``, parsed, by example index."""
     out = {}
-    for m in re.finditer(r'<figure class="example-figure" data-example="(\d+)"[^>]*>(.*?)</figure>', page, re.S):
-        out[int(m.group(1))] = ET.fromstring(re.search(r"<svg .*?</svg>", m.group(2), re.S).group(0))
+    for m in re.finditer(r'<figure class="example-figure" data-example="(\d+)"[^>]*>(.*?)</figure>', page, re.DOTALL):
+        out[int(m.group(1))] = ET.fromstring(re.search(r"<svg .*?</svg>", m.group(2), re.DOTALL).group(0))
     return out
 
 
@@ -151,7 +151,7 @@ def test_forecast_figure_reads_back_as_its_numbers(tmp_path):
 
 
 def test_axis_labels_dates_when_known():
-    first, plain = (ET.fromstring(re.search(r"<svg .*?</svg>", _example(0, dates=d).figure_html(), re.S).group(0))
+    first, plain = (ET.fromstring(re.search(r"<svg .*?</svg>", _example(0, dates=d).figure_html(), re.DOTALL).group(0))
                     for d in (True, False))
     texts = [t.text for t in first.iter("text")]
     assert "2021-03-01" in texts and "06:00" in texts  # step 0: the first input step's timestamp, as two lines

@@ -21,22 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+# spread_scores lives beside the SVG view: the PNG and the page draw the same bands
+from attnlab.explain.forecast_view import forecast_svg, spread_scores
 from attnlab.explain.report import ReportExample
 
 __all__ = ["ForecastExample", "draw_forecast", "spread_scores"]
-
-
-def spread_scores(scores: Any, spans: Sequence[tuple[int, int]], length: int) -> np.ndarray:
-    """Per-step relevance from per-patch scores: each step gets the mean score of the patches covering it.
-
-    Shape: scores (N,), spans N pairs [start, end) -> (length,).
-    """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    total, count = np.zeros(length), np.zeros(length)
-    for v, (a, b) in zip(s, spans):
-        total[a:b] += v
-        count[a:b] += 1
-    return np.divide(total, count, out=np.zeros(length), where=count > 0)
 
 
 @dataclass
@@ -65,8 +54,6 @@ class ForecastExample(ReportExample):
         """The forecast plot as inline SVG with a caption; the bands start on ``default_method``
         when the example has that map, else on layer 0's head mean (where the explorer starts)."""
         import html
-
-        from attnlab.explain.forecast_view import forecast_svg
 
         default = f"method:{default_method}" if default_method in (self.methods or {}) else "0/mean"
         truth = " and the truth" if self.truth is not None else ""

@@ -20,6 +20,7 @@ forecast (Jain & Wallace 2019).
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -28,15 +29,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnlab.explain.forecast import spread_scores
-
-__all__ = ["relevance_choices", "band_segments", "band_opacity", "forecast_svg", "SVG_SIZE"]
+__all__ = ["spread_scores", "relevance_choices", "band_segments", "band_opacity", "forecast_svg", "SVG_SIZE"]
 
 SVG_SIZE = (720, 300)  # width, height in CSS pixels (the viewBox; it scales down with the page)
 _PLOT = (60, 30, 12, 54)  # left, top, right, bottom margins
 _BAND = "#d6451e"  # the explorer's warm hue for tokens and time steps
 _COLOURS = {"history": "#1d2430", "truth": "#2f6fde", "forecast": "#d62728"}
 _INK, _MUTED, _LINE = "#1d2430", "#5f6b7a", "#dde2e8"
+
+
+def spread_scores(scores: Any, spans: Sequence[tuple[int, int]], length: int) -> np.ndarray:
+    """Per-step relevance from per-patch scores: each step gets the mean score of the patches covering it.
+
+    Shape: scores (N,), spans N pairs [start, end) -> (length,).
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    total, count = np.zeros(length), np.zeros(length)
+    for v, (a, b) in zip(s, spans):
+        total[a:b] += v
+        count[a:b] += 1
+    return np.divide(total, count, out=np.zeros(length), where=count > 0)
 
 
 def band_opacity(value: float) -> float:
@@ -84,7 +96,7 @@ def band_segments(spans: Sequence[tuple[int, int]], length: int) -> list[tuple[i
     """
     borders = {0, length} | {min(max(int(v), 0), length) for span in spans for v in span}
     edges = sorted(borders)
-    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _nice_step(span: float, count: int) -> float:
@@ -99,6 +111,10 @@ def _date_label(stamp: str) -> tuple[str, str]:
     day, _, time = str(stamp).replace("T", " ").partition(" ")
     time = time[:-3] if time.endswith(":00") and time.count(":") == 2 else time
     return day, ("" if time in ("00:00", "00:00:00") else time)
+
+
+def _attr_json(obj: Any) -> str:
+    return html.escape(json.dumps(obj, separators=(",", ":")), quote=True)
 
 
 def _text(x: float, y: float, text: str, *, anchor: str = "middle", size: int = 10, fill: str = _MUTED, extra: str = "") -> str:
@@ -147,13 +163,13 @@ def forecast_svg(example: Any, *, default: str | None = None) -> str:
                 f'stroke-linejoin="round"><title>{kind}</title></polyline>')
 
     labels = {k: label for k, (label, _) in choices.items()}
-    dump = lambda obj: html.escape(json.dumps(obj, separators=(",", ":")), quote=True)  # noqa: E731
+    svg = (f'<svg class="forecast-plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           f'aria-label="{html.escape(example.channel or "series")}: history, forecast{" and truth" if t is not None else ""}, '
+           f'input patches shaded by relevance" data-plot="{left} {top} {pw} {ph}" data-x="0 {x1}" '
+           f'data-y="{y0:.17g} {y1:.17g}" data-default="{html.escape(default)}" data-relevance="{_attr_json(values)}" '
+           f'data-labels="{_attr_json(labels)}">')
     parts = [
-        f'<svg class="forecast-plot" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(example.channel or "series")}: history, '
-        f'forecast{" and truth" if t is not None else ""}, input patches shaded by relevance" '
-        f'data-plot="{left} {top} {pw} {ph}" data-x="0 {x1}" data-y="{y0!r} {y1!r}" data-default="{html.escape(default)}" '
-        f'data-relevance="{dump(values)}" data-labels="{dump(labels)}">',
+        svg,
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#ffffff" stroke="{_LINE}"/>',
         '<g class="bands">',
     ]
