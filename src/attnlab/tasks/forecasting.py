@@ -14,10 +14,11 @@ scripts use 32), for comparison with published tables only.
 
 ``attnlab predict RUN history.csv`` forecasts the ``horizon`` steps after the file's last row
 from its last ``input_length`` rows and prints them as CSV in the data's own units, with
-timestamps when the file has dates. ``attnlab explain RUN file.csv -o out.png`` shows which
-input patches attend where, on the target channel's history, forecast and (when the file holds
-``input_length + horizon`` rows or more: the last ``horizon`` rows are then the truth, the
-``input_length`` before them the history) the truth.
+timestamps when the file has dates. ``attnlab explain RUN file.csv -o out.png`` (or ``out.html``)
+shows which input patches attend where, on the target channel's history, forecast and (when the
+file holds ``input_length + horizon`` rows or more: the last ``horizon`` rows are then the truth,
+the ``input_length`` before them the history) the truth; report.html draws that plot for a few
+test windows (``explain.forecast_view``), with the windows' dates on the time axis.
 """
 
 from __future__ import annotations
