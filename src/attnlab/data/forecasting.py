@@ -227,12 +227,15 @@ class WindowDataset(Dataset):
 
     Item ``i``: x = ``inputs[:, i : i + L]`` (C_in, L), y = ``targets[:, i + L : i + L + H]``
     (C_out, H), both float32. ``start`` is the segment's first row in the whole series, so
-    ``start + i + L`` is the row where window ``i``'s forecast begins.
+    ``start + i + L`` is the row where window ``i``'s forecast begins; ``dates`` (one per row
+    of the segment, or None) label the report's time axis.
     """
 
-    def __init__(self, inputs: Tensor, targets: Tensor, input_length: int, horizon: int, start: int = 0):
+    def __init__(self, inputs: Tensor, targets: Tensor, input_length: int, horizon: int, start: int = 0,
+                 dates: Sequence[str] | None = None):
         self.inputs, self.targets = inputs, targets  # (C_in, T), (C_out, T)
         self.input_length, self.horizon, self.start = input_length, horizon, start
+        self.dates = dates
 
     def __len__(self) -> int:
         return max(self.inputs.shape[1] - self.input_length - self.horizon + 1, 0)
@@ -304,7 +307,8 @@ def load_forecasting_task(
         inputs, targets, in_names, out_names = scaled, scaled, names, names
     sets = []
     for split_name, a, b in zip(("train", "val", "test"), starts, ends):
-        ds = WindowDataset(inputs[:, a:b], targets[:, a:b], L, H, start=a)
+        ds = WindowDataset(inputs[:, a:b], targets[:, a:b], L, H, start=a,
+                           dates=None if series.dates is None else series.dates[a:b])
         if len(ds) == 0:
             raise DataError(f"{where}: the {split_name} split (rows {a}-{b}) holds no window of "
                             f"input_length + horizon = {L + H} rows; shorten them or give a longer series")

@@ -2,9 +2,10 @@
 
 A `ForecastExample` is a "series" ``ReportExample`` (the HTML explorer shows the input window
 of the plotted channel with its patch-to-patch attention) that also holds the forecast and,
-when known, the truth, and draws them (``draw_png``): the history with each patch's relevance
-as a coloured band behind it, then the forecast and the truth after the cut, and the relevance
-per patch below. Relevance is the mean over query patches of the chosen layer's attention
+when known, the truth, and draws them: ``draw_png`` with matplotlib (the history with each
+patch's relevance as a coloured band behind it, then the forecast and the truth after the cut,
+and the relevance per patch below), and ``figure_html`` as inline SVG for report.html (the same
+plot, for every layer / head / rollout / method the explorer offers: ``explain.forecast_view``). Relevance is the mean over query patches of the chosen layer's attention
 (head-mean or one head) or the rollout (Abnar & Zuidema 2020) through all layers, scaled to
 [0, 1]: how much the patches attend to each key patch, not a measured effect on the forecast
 (Jain & Wallace 2019).
@@ -20,34 +21,24 @@ from typing import Any
 import numpy as np
 import torch
 
+# spread_scores lives beside the SVG view: the PNG and the page draw the same bands
+from attnlab.explain.forecast_view import forecast_svg, spread_scores
 from attnlab.explain.report import ReportExample
 
 __all__ = ["ForecastExample", "draw_forecast", "spread_scores"]
 
 
-def spread_scores(scores: Any, spans: Sequence[tuple[int, int]], length: int) -> np.ndarray:
-    """Per-step relevance from per-patch scores: each step gets the mean score of the patches covering it.
-
-    Shape: scores (N,), spans N pairs [start, end) -> (length,).
-    """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    total, count = np.zeros(length), np.zeros(length)
-    for v, (a, b) in zip(s, spans):
-        total[a:b] += v
-        count[a:b] += 1
-    return np.divide(total, count, out=np.zeros(length), where=count > 0)
-
-
 @dataclass
 class ForecastExample(ReportExample):
     """A "series" ReportExample plus ``forecast`` (H,), ``truth`` (H,) or None, the patch ``spans``
-    and the channel name, in the data's own units."""
+    and the channel name, in the data's own units; ``dates``: the L history steps' and H forecast
+    steps' timestamps (L + H strings), or None, for the axis labels."""
 
     forecast: Any = None
     truth: Any = None
     spans: Sequence[tuple[int, int]] = ()
     channel: str = ""
-    dates: Sequence[str] | None = None  # the first forecast step's timestamp, for the axis label
+    dates: Sequence[str] | None = None
 
     def draw_png(self, path: str | Path, *, layer: int = -1, head: int | None = None, rollout: bool = False) -> Path:
         from attnlab.explain.render import relevance
@@ -58,6 +49,18 @@ class ForecastExample(ReportExample):
         draw_forecast(self.input, self.forecast, self.truth, scores, self.spans, path,
                       title=f"{self.title}: {self.channel} — attention per input patch ({what})")
         return Path(path)
+
+    def figure_html(self, *, default_method: str | None = None) -> str:
+        """The forecast plot as inline SVG with a caption; the bands start on ``default_method``
+        when the example has that map, else on layer 0's head mean (where the explorer starts)."""
+        import html
+
+        default = f"method:{default_method}" if default_method in (self.methods or {}) else "0/mean"
+        truth = " and the truth" if self.truth is not None else ""
+        caption = (f"{html.escape(str(self.title))}: {html.escape(self.channel or 'the series')}, history then forecast{truth}; "
+                   f"behind the history, each input patch's relevance for the layer, head or map chosen above "
+                   f"(how much the patches attend to it, not a measured effect on the forecast)")
+        return f"<figcaption>{caption}</figcaption>{forecast_svg(self, default=default)}"
 
 
 def draw_forecast(history: Any, forecast: Any, truth: Any, scores: Any, spans: Sequence[tuple[int, int]],

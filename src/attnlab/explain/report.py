@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from attnlab.explain._report_assets import PAGE_CSS, PAGE_JS
+from attnlab.explain._report_assets import FIGURES_JS, PAGE_CSS, PAGE_JS
 from attnlab.explain.rollout import rollout as _rollout
 
 __all__ = ["ReportExample", "write_report", "KINDS"]
@@ -136,6 +136,11 @@ class ReportExample:
     def from_capture(cls, title: str, kind: str, input: Any, maps: Any, *, index: int = 0, **kwargs: Any) -> "ReportExample":
         """Build from ``AttentionMaps`` (``capture``), taking batch element ``index``."""
         return cls(title=title, kind=kind, input=input, maps=[m[index] for m in maps.maps], layer_names=list(maps.names), **kwargs)
+
+    def figure_html(self, *, default_method: str | None = None) -> str:
+        """Static HTML (inline SVG, no external reference) the page shows below the explorer while
+        this example is selected; none here. A forecast draws its plot (``explain.forecast``)."""
+        return ""
 
 
 def _b64(raw: bytes, compress: bool) -> str:
@@ -281,19 +286,30 @@ def write_report(
         "card": card,
         "examples": [_encode_example(ex, bits, compress, auto_rollout) for ex in examples],
     }
+    figures = _figures(examples, default_method)
     page = (
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{html.escape(str(title))}</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n"
-        f"{_BODY.replace('<!--card-->', _card(card))}\n"
+        f"{_BODY.replace('<!--card-->', _card(card)).replace('<!--figures-->', figures)}\n"
         f"<script type=\"application/json\" id=\"attnlab-data\">{_script_json(payload)}</script>\n"
-        f"<script>{PAGE_JS}</script>\n</body>\n</html>\n"
+        f"<script>{PAGE_JS}</script>\n{f'<script>{FIGURES_JS}</script>' if figures else ''}\n</body>\n</html>\n"
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     log.info("wrote attention report %s (%.1f KB, %d examples)", path, path.stat().st_size / 1024, len(examples))
     return path
+
+
+def _figures(examples: Sequence[ReportExample], default_method: str | None) -> str:
+    """Each example's ``figure_html``, shown while it is selected (``assets/figures.js``)."""
+    out = []
+    for i, ex in enumerate(examples):
+        figure = ex.figure_html(default_method=default_method)
+        if figure:
+            out.append(f'<figure class="example-figure" data-example="{i}"{"" if i == 0 else " hidden"}>{figure}</figure>')
+    return "".join(out)
 
 
 def _card(card: dict[str, Any] | None) -> str:
@@ -336,5 +352,6 @@ _BODY = """<header>
   <div id="readout" class="readout"></div>
   <p class="help">Hover a row of the map, or a patch, token or time step of the input, to see where
   that query attends. Click to pin it (Esc to release). Keys: &uarr;/&darr; layer, &larr;/&rarr; head.</p>
+  <!--figures-->
   <!--card-->
 </main>"""

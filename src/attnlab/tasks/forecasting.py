@@ -14,10 +14,11 @@ scripts use 32), for comparison with published tables only.
 
 ``attnlab predict RUN history.csv`` forecasts the ``horizon`` steps after the file's last row
 from its last ``input_length`` rows and prints them as CSV in the data's own units, with
-timestamps when the file has dates. ``attnlab explain RUN file.csv -o out.png`` shows which
-input patches attend where, on the target channel's history, forecast and (when the file holds
-``input_length + horizon`` rows or more: the last ``horizon`` rows are then the truth, the
-``input_length`` before them the history) the truth.
+timestamps when the file has dates. ``attnlab explain RUN file.csv -o out.png`` (or ``out.html``)
+shows which input patches attend where, on the target channel's history, forecast and (when the
+file holds ``input_length + horizon`` rows or more: the last ``horizon`` rows are then the truth,
+the ``input_length`` before them the history) the truth; report.html draws that plot for a few
+test windows (``explain.forecast_view``), with the windows' dates on the time axis.
 """
 
 from __future__ import annotations
@@ -165,8 +166,10 @@ def _read_history(info: dict[str, Any], item: str):
     return values, series.dates
 
 
-def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarray | None, title: str):
-    """One scaled window (C_in, L) through the model: a ForecastExample of the target channel."""
+def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarray | None, title: str,
+             dates: list[str] | None = None):
+    """One scaled window (C_in, L) through the model: a ForecastExample of the target channel
+    (``dates``: the L input and H forecast steps' timestamps, or None)."""
     from attnlab.explain.capture import capture
     from attnlab.explain.forecast import ForecastExample
 
@@ -184,7 +187,7 @@ def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarra
     return ForecastExample(
         title=title, kind="series", input=history.astype(np.float32), maps=[m[c].float().numpy() for m in maps.maps],
         layer_names=list(maps.names), tokens=[f"t{a}-{b - 1}" for a, b in spans], prediction=text, label=None,
-        forecast=forecast, truth=truth, spans=spans, channel=info["target"],
+        forecast=forecast, truth=truth, spans=spans, channel=info["target"], dates=dates,
     )
 
 
@@ -195,11 +198,14 @@ def _report(model: nn.Module, task_data, count: int) -> list:
         return []
     info, test = task_data.info, task_data.test
     picks = sorted({int(i) for i in np.linspace(0, len(test) - 1, min(count, len(test)))})
+    dates = getattr(test, "dates", None)
+    span = info["input_length"] + info["horizon"]
     out = []
     for i in picks:
         x, y = test[i]
         truth = _unscale(info, y)[-1]
-        out.append(_example(model, info, x, truth, f"test window {i} (row {test.start + i + test.input_length})"))
+        out.append(_example(model, info, x, truth, f"test window {i} (row {test.start + i + test.input_length})",
+                            None if dates is None else list(dates[i : i + span])))
     return out
 
 
@@ -239,12 +245,16 @@ def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any
         raise ConfigError(f"model {getattr(model, 'model_name', type(model).__name__)!r} has no attention to explain")
     info = record["info"]
     L, H = info["input_length"], info["horizon"]
-    values, _ = _read_history(info, item)
-    truth = None
+    values, dates = _read_history(info, item)
+    truth, stamps = None, None
     if len(values) >= L + H:
         truth = values[-H:, -1]
         values = values[:-H]
-    return _example(model, info, _scale(info, values[-L:]), truth, Path(item).name)
+        stamps = dates[-(L + H):] if dates else None
+    elif dates:
+        future = future_dates(dates, H)
+        stamps = dates[-L:] + future if future else None
+    return _example(model, info, _scale(info, values[-L:]), truth, Path(item).name, stamps)
 
 
 SPECS = (
