@@ -77,12 +77,12 @@ def _resume_one_process(run: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _resume_two_nodes(run: Path) -> None:
+def _resume_two_nodes(run: Path, epochs: int = 2) -> None:
     port = _port()
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
          "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"attnlab-{port}",
-         "-m", "attnlab", "train", "--resume", str(run), "--epochs", "2", "--train.batch_size", "16"],
+         "-m", "attnlab", "train", "--resume", str(run), "--epochs", str(epochs), "--train.batch_size", "16"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()) for rank in (0, 1)]
     logs = [node.communicate(timeout=600)[0] for node in nodes]
     for node, log in zip(nodes, logs):
@@ -112,3 +112,44 @@ def test_a_run_resumes_at_another_world_size(tmp_path):
             torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=2e-5, msg=f"{run}: {key}")
         losses = _losses(tmp_path / run)
         assert len(losses) == 2 and losses == pytest.approx(_losses(tmp_path / "reference"), abs=1e-4), run
+
+
+@pytest.mark.slow
+def test_a_node_that_disappears_stops_the_run_and_leaves_the_last_checkpoint(tmp_path):
+    """Node 1 is killed (SIGKILL, as a lost machine) after the first checkpoint: node 0 exits with
+    torchrun's error within a timeout (never hangs), the checkpoint on disk is whole, and the run
+    resumes from it when both nodes are back (a mid-epoch checkpoint resumes at its own world size)."""
+    import signal
+    import time
+
+    from attnlab.models import create_model
+    from attnlab.training.checkpoint import load_checkpoint
+
+    out, port = tmp_path / "lost", _port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"attnlab-{port}",
+         "-m", "attnlab", "train", *COMMON, "--epochs", "200", "--train.batch_size", "16", "--train.checkpoint_every", "5",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), start_new_session=True)
+        for rank in (0, 1)]
+    try:
+        deadline = time.time() + 180
+        while not (out / "checkpoint" / "state.json").exists():
+            assert time.time() < deadline and all(n.poll() is None for n in nodes), "no checkpoint appeared"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.killpg(nodes[1].pid, signal.SIGKILL)  # torchrun and its worker: the whole node is gone
+        log = nodes[0].communicate(timeout=180)[0]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+    assert nodes[0].returncode != 0, log[-3000:]
+    assert "ChildFailedError" in log or "failed" in log.lower(), log[-3000:]
+    model = create_model("vit-tiny", num_classes=10, image_size=(8, 8), in_channels=1, depth=1, dim=32, stem_channels=0,
+                         dropout=0.0)
+    state, _ = load_checkpoint(out / "checkpoint", model=model)  # whole: loads into the model
+    assert state["step"] > 0
+    _resume_two_nodes(out, epochs=state["epoch"] + 2)
+    assert len(_losses(out)) == state["epoch"] + 2
