@@ -8,7 +8,8 @@ Rows, on generated folders of 64x64 RGB PNGs in 10 class folders (random pixels)
                    DataLoader worker. Cases: the in-memory loader (``--data.lazy false``,
                    decodes every image up front), the lazy folder (``lazy true``, 2 workers)
                    and shards written by ``attnlab shard`` (2 workers), at 2,000 and 10,000
-                   images. Target: lazy / shards grow < 10% from 2,000 to 10,000.
+                   images (``--huge 100000``: also at 100,000, one epoch, every loader). Target:
+                   lazy / shards grow < 10% from 2,000 to 10,000 and from 10,000 to 100,000.
   images/s         training throughput of the second epoch (workers warm) for the same three
                    loaders on the 10,000-image folder; ratio vs in-memory. Targets: lazy
                    >= 0.9x, shards >= 0.95x.
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch", type=int, default=MODEL["patch_size"])
     p.add_argument("--rounds", type=int, default=None, help="alternating throughput rounds (default 3; quick 1)")
     p.add_argument("--tag", default="", help="suffix of the result file name")
+    p.add_argument("--huge", type=int, default=0,
+                   help="also measure peak RSS of one epoch at this many images (the issue's 100000), every loader")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     model = {**MODEL, "dim": args.dim, "depth": args.depth, "patch_size": args.patch}
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp)
-        folders = {n: make_folder(root / f"png{size}-{n}", n, size) for n in (small, large)}
+        sizes = (small, large, args.huge) if args.huge else (small, large)
+        folders = {n: make_folder(root / f"png{size}-{n}", n, size) for n in sizes}
         shards = {}
         for n, folder in folders.items():
             out = root / f"shards{size}-{n}"
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         # machine's load falls on all of them; the first round also runs the small folder for RSS.
         for round_ in range(args.rounds):
             for loader in loaders:
-                for n in ((small, large) if round_ == 0 else (large,)):
+                for n in (sizes if round_ == 0 else (large,)):
                     data = shards[n] if loader == "shards" else folders[n]
                     case = {"loader": loader, "data": str(data), "size": size, "threads": args.threads,
                             "workers": args.workers, "epochs": 2 if n == large else 1, "model": model}
@@ -155,14 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     for loader in loaders:
         a, b = by[(loader, small)], by[(loader, large)]
-        table.append({"loader": loader, "rss_small": f"{a['rss_main_mib']:.0f}", "rss_large": f"{b['rss_main_mib']:.0f}",
-                      "growth": f"{100 * (b['rss_main_mib'] / a['rss_main_mib'] - 1):+.0f}%",
-                      "worker": f"{b['rss_worker_mib']:.0f}" if loader != "memory" else "-",
-                      "speed": f"{speed[loader]:.0f}", "ratio": f"{speed[loader] / speed['memory']:.2f}x"})
-    print(format_table(table, [("loader", "loader"), ("rss_small", f"RSS MiB {small}"), ("rss_large", f"RSS MiB {large}"),
-                               ("growth", "growth"), ("worker", "worker MiB"), ("speed", f"images/s ({large})"),
-                               ("ratio", "vs memory")]))
-    payload = {"benchmark": "data_scale", "quick": args.quick, "image_size": size, "sizes": [small, large],
+        row = {"loader": loader, "rss_small": f"{a['rss_main_mib']:.0f}", "rss_large": f"{b['rss_main_mib']:.0f}",
+               "growth": f"{100 * (b['rss_main_mib'] / a['rss_main_mib'] - 1):+.0f}%",
+               "worker": f"{b['rss_worker_mib']:.0f}" if loader != "memory" else "-",
+               "speed": f"{speed[loader]:.0f}", "ratio": f"{speed[loader] / speed['memory']:.2f}x"}
+        if args.huge:
+            c = by[(loader, args.huge)]
+            row.update(rss_huge=f"{c['rss_main_mib']:.0f}", growth_huge=f"{100 * (c['rss_main_mib'] / b['rss_main_mib'] - 1):+.0f}%")
+        table.append(row)
+    columns = [("loader", "loader"), ("rss_small", f"RSS MiB {small}"), ("rss_large", f"RSS MiB {large}"), ("growth", "growth")]
+    if args.huge:
+        columns += [("rss_huge", f"RSS MiB {args.huge}"), ("growth_huge", f"growth {large}->{args.huge}")]
+    print(format_table(table, columns + [("worker", "worker MiB"), ("speed", f"images/s ({large})"), ("ratio", "vs memory")]))
+    payload = {"benchmark": "data_scale", "quick": args.quick, "image_size": size, "sizes": list(sizes),
                "workers": args.workers, "threads": args.threads, "rounds": args.rounds, "model": model, "rows": rows,
                "images_per_s": speed, "machine": machine_info(__import__("torch").device("cpu")),
                "git": git_revision(__file__)}
