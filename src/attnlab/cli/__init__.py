@@ -62,7 +62,8 @@ def _parse_dotted(extra: list[str]) -> dict[str, Any]:
 
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.config import load_yaml
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
     from attnlab.training import cleanup_distributed, init_distributed
 
     values: dict[str, Any] = load_yaml(args.config) if args.config else {}
