@@ -82,3 +82,15 @@ def test_text_shards_train_end_to_end(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["skipped_samples"] == {"train": 0, "val": 0, "test": 0} and 0 <= metrics["test"]["accuracy"] <= 1
     assert (run / "tokenizer.json").is_file()
+
+
+def test_a_bad_shard_pattern_is_one_line_naming_it(tmp_path, capsys):
+    shards = _shard(tmp_path, capsys)
+    pattern = f"{shards}/train-{{000003..000005}}.tar"  # train-000004 and -000005 are not in shards.json
+    argv = ["train", "--task", "images", "--data", pattern, "--epochs", "1", "--out", str(tmp_path / "run"), *TINY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and pattern in err and "does not list" in err and "Traceback" not in err, err
+    assert main([*argv[:4], f"{shards}/nothing-*.tar", *argv[5:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "matches no file" in err, err

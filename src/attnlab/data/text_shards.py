@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from attnlab.data.base import TaskData
+from attnlab.data.shard_patterns import open_shards
+from attnlab.data.shards import INDEX_NAME, ShardStream, write_split
 from attnlab.data.tokenizers import PAD_ID
-from attnlab.data.shards import INDEX_NAME, ShardStream, read_index, write_split
 from attnlab.errors import ConfigError, DataError
 
 __all__ = ["write_text_shards", "load_text_shards", "TextSampleDecoder"]
@@ -69,14 +70,14 @@ class TextSampleDecoder:
         return torch.tensor(ids, dtype=torch.long), torch.tensor(label)
 
 
-def load_text_shards(folder: str | Path, *, encode: Callable, collate: Callable, seed: int = 0, skip_bad: bool = False,
+def load_text_shards(source: str | Path, *, encode: Callable, collate: Callable, seed: int = 0, skip_bad: bool = False,
                      shuffle_buffer: int = 1000) -> TaskData:
-    """The shards in ``folder`` (written by `write_text_shards`) as a text-classification task;
-    ``encode`` and ``collate(pad_id)`` are `attnlab.data.text`'s."""
+    """The shards in a folder (written by `write_text_shards`), or those a pattern names
+    (`attnlab.data.shard_patterns`), as a text-classification task; ``encode`` and
+    ``collate(pad_id)`` are `attnlab.data.text`'s."""
     from attnlab.data.tokenizers import load_tokenizer
 
-    folder = Path(folder)
-    index = read_index(folder, "text-classification")
+    folder, index = open_shards(source, "text-classification")
     info = dict(index["info"])
     tok = load_tokenizer(info["tokenizer"])
     decode = TextSampleDecoder(tok, int(info["max_length"]), encode)
@@ -88,7 +89,7 @@ def load_text_shards(folder: str | Path, *, encode: Callable, collate: Callable,
     names = list(index["class_names"])
     task = TaskData(task="text-classification", train=stream("train", True), val=stream("val", False),
                     test=stream("test", False), num_classes=len(names), class_names=names,
-                    input_shape=(int(info["max_length"]),), info={**info, "shards": str(folder)}, target="class",
+                    input_shape=(int(info["max_length"]),), info={**info, "shards": str(source)}, target="class",
                     collate_fn=collate(getattr(tok, "pad_id", PAD_ID)))
     task.files = {"tokenizer.json": tok.to_json()}
     return task
