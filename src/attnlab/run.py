@@ -142,10 +142,10 @@ def train_run(
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         if config.report_examples > 0 and spec.report_examples is not None:
-            shown = with_test_in_memory(task_data, config.report_examples)  # None: a stream of text, not shown
+            shown = with_test_in_memory(task_data, config.report_examples)  # a stream: its first few, in memory
             examples = spec.report_examples(model, shown, config.report_examples) if shown is not None else None
             if examples is None:
-                log.info("no report.html: the test split is a stream of variable-length items")
+                log.info("no report.html: the streamed test split has no examples to show")
             elif examples:  # a model without attention (e.g. dlinear) has nothing to explore
                 card = report_card(spec, model.eval(), config.model, shown, examples, limit=config.card_examples)
                 _write_report(examples, task_data, run_dir / "report.html", card)

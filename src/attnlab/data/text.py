@@ -206,7 +206,8 @@ def load_text_classification(
 
         if pretrained_tokenizer is not None:
             raise ConfigError("--init with sharded text is not supported: shards hold the tokenizer they were written with")
-        return load_text_shards(data, encode=encode_for_classification, collate=_collate_padded, seed=seed, skip_bad=skip_bad)
+        return load_text_shards(data, encode=encode_for_classification, collate=_collate_padded,
+                                dataset=TokenClassificationDataset, seed=seed, skip_bad=skip_bad)
     if pretrained_tokenizer is not None:
         if (tokenizer, vocab_size, lowercase, min_frequency) != ("bpe", 8000, False, None):
             raise ConfigError("--data.tokenizer / vocab_size / lowercase / min_frequency do not apply with --init: "
