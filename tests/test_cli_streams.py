@@ -1,6 +1,7 @@
 """`attnlab shard` and training from shards through the command line, including a shard that
 is truncated mid-stream: one line naming it and exit 2, or with --data.skip_bad the run goes
-on and metrics.json says how many samples it skipped."""
+on and metrics.json says how many samples it skipped. Streamed text runs write report.html;
+shard patterns train, evaluate and explain, and a bad one is one line."""
 
 from __future__ import annotations
 

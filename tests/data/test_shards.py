@@ -1,5 +1,6 @@
 """WebDataset shards: the folder's tensors, each sample once per epoch across ranks and
-workers, evaluation over the whole split exactly once, bad shards named or skipped."""
+workers, evaluation over the whole split exactly once, bad shards named or skipped, a split's
+first examples held in memory for the report."""
 
 from __future__ import annotations
 
