@@ -40,7 +40,8 @@ else:  # run as a script: python benchmarks/audio.py
     import _common as common
 
 from attnlab.config import to_dict
-from attnlab.run import resolve_config, train_run
+from attnlab.run import train_run
+from attnlab.run_config import resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"

@@ -50,7 +50,8 @@ TARGET_MAP_50 = 0.9
 
 def run_one(seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path, device: str) -> dict[str, Any]:
     from attnlab.config import to_dict
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     values = {"task": "detection", "report_examples": 2,
               "model_config": overrides.get("model_config", {}), "data_options": overrides.get("data_options", {}),

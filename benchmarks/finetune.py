@@ -95,7 +95,7 @@ def quick_data(root: Path, tmp: Path) -> dict[str, Path]:
 
 def resolve(data: Path, seed: int, overrides: dict, source: Path):
     """The RunConfig ``attnlab train --config <recipe> --init SOURCE --seed S`` resolves (fp32 on CPU)."""
-    from attnlab.run import resolve_config
+    from attnlab.run_config import resolve_config
 
     values: dict[str, Any] = {"task": "text-classification", "data": str(data), "init": str(source), "report_examples": 0}
     values.update(merge_sections({"train": {"seed": seed, "progress": False, "device": "cpu"}}, overrides))

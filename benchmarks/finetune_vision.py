@@ -57,7 +57,8 @@ def _cpu_tag() -> str:
 
 
 def _train(values: dict[str, Any], out: Path) -> dict[str, Any]:
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     config = resolve_config(values)
     start = time.perf_counter()

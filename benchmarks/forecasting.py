@@ -73,7 +73,8 @@ QUICK_MODEL = {"patchtst": {"model_config": {"depth": 1}}, "dlinear": {}}
 
 def train_one(model: str, horizon: int, seed: int, data: str | None, runs: Path, extra: dict[str, dict[str, Any]],
               max_epochs: int | None) -> dict[str, Any]:
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     recipe = load_recipe("forecasting", f"etth1-{model}-{horizon}")
     sections = merge_sections(recipe_overrides(recipe), extra)

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     recipe = load_recipe("language-model", "tinyshakespeare")  # configs/language-model/tinyshakespeare.yaml
     values = {"task": "language-model", "data": str(args.data), "model": recipe.get("model"), "report_examples": 1,

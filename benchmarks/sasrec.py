@@ -66,13 +66,13 @@ def _test_partial(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     from attnlab.config import from_dict
-    from attnlab.run import RunConfig, _build_model, _load_task, build_objective
+    from attnlab.run_config import RunConfig, build_objective, model_for, task_data_for
     from attnlab.training import TrainConfig, Trainer
     from attnlab.training.checkpoint import load_checkpoint
 
     config = from_dict(RunConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    task_data = _load_task(config)
-    model = _build_model(config, task_data)
+    task_data = task_data_for(config)
+    model = model_for(config, task_data)
     state, extra = load_checkpoint(run_dir / "checkpoint", model=model)
     best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
     if best:
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory()

@@ -61,7 +61,8 @@ QUICK = {"train": {"epochs": 1}, "model_config": {"dim": 32, "depth": 1, "num_he
 
 def run_one(data: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path, device: str,
             report_examples: int = 2) -> dict[str, Any]:
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     values: dict[str, Any] = {"task": "text-classification", "data": str(data), "report_examples": report_examples}
     values.update(merge_sections({"train": {"seed": seed, "progress": False, "device": device}}, overrides))

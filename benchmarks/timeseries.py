@@ -84,7 +84,8 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 def run_one(path: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path,
             model: str | None = None) -> dict[str, Any]:
     from attnlab.config import to_dict
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     values = {"task": "timeseries", "data": str(path), "report_examples": 0, "model": model,
               "model_config": overrides.get("model_config", {}), "data_options": overrides.get("data_options", {}),

@@ -73,7 +73,7 @@ def _subset(folder: Path, out: Path, n: int) -> Path:
 
 def _training_config(args: argparse.Namespace, tmp: Path):
     """The documented CONFIG with the command line's seed, epochs, quick mode and overrides applied."""
-    from attnlab.run import resolve_config
+    from attnlab.run_config import resolve_config
     from attnlab.training.distributed import pick_device
     from attnlab.training.precision import native_bf16
 
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from attnlab.data.text import pad_batch
-    from attnlab.run import _load_task, load_run, train_run
+    from attnlab.run import load_run, train_run
+    from attnlab.run_config import task_data_for
     from attnlab.tasks.translation import corpus_bleu, translate
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             train_wall = time.perf_counter() - start
             _, model, _ = load_run(run_dir, device=device_name)
         # Test with beam search (the run's own test metrics use the validation-time greedy decoding).
-        task = _load_task(config)
+        task = task_data_for(config)
         test = task.test
         device = next(model.parameters()).device
 

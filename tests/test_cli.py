@@ -156,9 +156,9 @@ def test_predict_reads_stdin_and_folders(run_dir, tmp_path, capsys):
 
 def test_old_config_keys_migrate(tmp_path, caplog):
     """A config written before label smoothing moved to the objective still loads, with a warning."""
-    from attnlab.run import resolve_config
+    from attnlab.run_config import resolve_config
 
-    with caplog.at_level("WARNING", logger="attnlab.run"):
+    with caplog.at_level("WARNING", logger="attnlab.run_config"):
         config = resolve_config({"task": "translation", "data": ".", "train": {"label_smoothing": 0.2},
                                  "data_options": {"eval_beam_size": 4}})
     assert config.objective == {"label_smoothing": 0.2} and config.evaluation == {"beam_size": 4, "length_penalty": 1.0}

@@ -1,10 +1,12 @@
 """`attnlab shard` and training from shards through the command line, including a shard that
 is truncated mid-stream: one line naming it and exit 2, or with --data.skip_bad the run goes
-on and metrics.json says how many samples it skipped."""
+on and metrics.json says how many samples it skipped. Streamed text runs write report.html;
+shard patterns train, evaluate and explain, and a bad one is one line."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,11 @@ from attnlab.cli import main
 
 TINY = ["--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2", "--train.batch_size", "8",
         "--train.progress", "false"]
+
+
+def _page_data(path: Path) -> dict:
+    block = re.search(r'<script type="application/json" id="attnlab-data">(.*?)</script>', path.read_text(), re.DOTALL)
+    return json.loads(block.group(1))
 
 
 def _folder(root: Path, bad: bool = False) -> Path:
@@ -82,6 +89,45 @@ def test_text_shards_train_end_to_end(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["skipped_samples"] == {"train": 0, "val": 0, "test": 0} and 0 <= metrics["test"]["accuracy"] <= 1
     assert (run / "tokenizer.json").is_file()
+    # the report, as an in-memory text run writes it: the first test examples read from the stream, titled
+    # with their text, and the card scored on the first validation examples
+    data = _page_data(run / "report.html")
+    assert len(data["examples"]) == 4 and data["examples"][0]["kind"] == "tokens"
+    assert all(ex["title"].startswith(f"test #{i}: ") for i, ex in enumerate(data["examples"]))
+    assert data["examples"][0]["title"][len("test #0: "):] in src.read_text()
+    assert data["card"]["split"] == "validation" and data["card"]["examples"] == 4  # the whole val split: 10% of 40
+
+
+def test_text_shards_from_a_pattern(tmp_path, capsys):
+    rows = ["pos\tgood movie great fun", "neg\tbad boring film", "pos\tloved it a lot", "neg\tterrible acting, dull"]
+    src = tmp_path / "t.tsv"
+    src.write_text("\n".join(f"{r} {i}" for i in range(10) for r in rows) + "\n")
+    shards = tmp_path / "s"
+    assert main(["shard", str(src), str(shards), "--task", "text-classification", "--shard-size", "6"]) == 0
+    pattern, run = f"{shards}/train-{{000000..000002}}.tar", tmp_path / "run"
+    argv = ["train", "--task", "text-classification", "--data", pattern, "--epochs", "1", "--out", str(run),
+            "--train.batch_size", "6", "--train.progress", "false"]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads((run / "data.json").read_text())
+    assert record["info"]["shards"] == pattern
+    assert [record["summary"][f"{k}_size"] for k in ("train", "val", "test")] == [18, 4, 4]  # 3 of 6 training shards
+    assert (run / "report.html").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0  # reads the same shards again, from data.json's config
+    assert main(["explain", str(run), "--faithfulness", "--limit", "3", "--method", "raw,random", "--steps", "2"]) == 0
+    assert "raw" in capsys.readouterr().out  # the first 3 validation examples, read from the stream
+
+
+def test_a_bad_shard_pattern_is_one_line_naming_it(tmp_path, capsys):
+    shards = _shard(tmp_path, capsys)
+    pattern = f"{shards}/train-{{000003..000005}}.tar"  # train-000004 and -000005 are not in shards.json
+    argv = ["train", "--task", "images", "--data", pattern, "--epochs", "1", "--out", str(tmp_path / "run"), *TINY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and pattern in err and "does not list" in err and "Traceback" not in err, err
+    assert main([*argv[:4], f"{shards}/nothing-*.tar", *argv[5:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "matches no file" in err, err
 
 
 AUDIO = ["--task", "audio", "--epochs", "1", "--train.batch_size", "4", "--train.progress", "false",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from attnlab.config import load_yaml
-from attnlab.run import resolve_config
+from attnlab.run_config import resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

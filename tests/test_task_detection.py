@@ -31,7 +31,8 @@ def test_detections_take_top_query_class_pairs():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     out = tmp_path_factory.mktemp("det") / "run"
     config = resolve_config({

@@ -1,5 +1,8 @@
 """A run: task data + registered model + trainer + run directory. The CLI calls these.
 
+The config and what it builds (task data, model, objective) are `attnlab.run_config`'s; its
+public names stay importable from here. This module writes a run directory and reads it back.
+
 Run directory layout (rank 0 writes, every file atomically):
     config.yaml        the resolved RunConfig (model config included): rebuilds the run
     data.json          what inference needs of the data: task, target kind, classes, input
@@ -22,7 +25,6 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,146 +34,30 @@ import yaml
 from attnlab.config import from_dict, to_dict
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import CheckpointError, ConfigError
-from attnlab.models.registry import create_model, model_entry
-from attnlab.tasks import Pretrained, load_task, task_spec
-from attnlab.tasks.init_run import is_run_directory, open_init, reopen_init, run_model
+from attnlab.models.registry import create_model
+from attnlab.run_config import (
+    RunConfig,
+    build_objective,
+    finished_task_data,
+    migrate,
+    model_for,
+    pretrained_of_run,
+    resolve_config,
+    task_data_for,
+)
+from attnlab.tasks import task_spec
+from attnlab.tasks.init_run import open_init
 from attnlab.tasks.positions import faithfulness, input_method_maps, report_card
-from attnlab.training import DistInfo, TrainConfig, Trainer, load_weights, pick_device
+from attnlab.training import DistInfo, Trainer, load_weights, pick_device
 from attnlab.training.checkpoint import atomic_write_text
-from attnlab.training.class_weights import apply_class_weights
 
 __all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "evaluation_trainer", "predict_run", "explain_run", "faithfulness_run",
            "resolve_config", "build_objective", "run_task_command"]
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class RunConfig:
-    task: str = "digits"
-    data: str | None = None
-    model: str | None = None
-    model_config: dict = field(default_factory=dict)
-    data_options: dict = field(default_factory=dict)  # task loader options, e.g. augment, image_size
-    train: TrainConfig = field(default_factory=TrainConfig)
-    objective: dict = field(default_factory=dict)  # the task objective's options, e.g. label_smoothing
-    evaluation: dict = field(default_factory=dict)  # how the task evaluates, e.g. translation's beam_size
-    report_examples: int = 4
-    card_examples: int = 32  # validation examples the report card scores the relevance methods on (0: no card)
-    init: str | None = None  # --init SOURCE: start from a pretrained checkpoint (the task's InitSupport)
-
-    def __post_init__(self) -> None:
-        spec = task_spec(self.task)  # raises ConfigError naming the known tasks
-        for section, cls, flag in (("objective", spec.objective_options, "objective"),
-                                   ("evaluation", spec.evaluation_options, "eval")):
-            options = _options(cls, getattr(self, section) or {}, flag)
-            setattr(self, section, {} if options is None else to_dict(options))
-
-
-def _options(cls: type | None, values: dict[str, Any], section: str) -> Any:
-    """Validate a task's objective / evaluation options into their dataclass (None: none taken)."""
-    if cls is None:
-        if values:
-            raise ConfigError(f"this task takes no --{section}.* options, got {sorted(values)}")
-        return None
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown --{section}.* option(s) {unknown}; this task takes {names}")
-    return from_dict(cls, values)
-
-
-# Options that moved out of train / data_options (label smoothing is the objective's; decoding is
-# the translation task's evaluation): configs written before still load, with a warning.
-_MOVED = {("train", "label_smoothing"): ("objective", "label_smoothing"),
-          ("data_options", "eval_beam_size"): ("evaluation", "beam_size"),
-          ("data_options", "eval_length_penalty"): ("evaluation", "length_penalty")}
-
-
-def _migrate(values: dict[str, Any]) -> dict[str, Any]:
-    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
-    for (old_section, old_key), (section, key) in _MOVED.items():
-        old = values.get(old_section) or {}
-        if old_key in old:
-            log.warning("config key %s.%s is now %s.%s (--%s.%s)", old_section, old_key, section, key,
-                        "eval" if section == "evaluation" else section, key)
-            values.setdefault(section, {})
-            values[section] = {key: old.pop(old_key), **(values[section] or {})}
-    return values
-
-
-def resolve_config(values: dict[str, Any]) -> RunConfig:
-    """Merge task defaults under user values (YAML + CLI) and validate."""
-    values = _migrate(values)
-    task = values.get("task") or "digits"
-    spec = task_spec(task)
-    merged: dict[str, Any] = {"task": task}
-    init = values.get("init")
-    # --init RUN: the run's model, unless --model says otherwise (then open_init names both)
-    merged["model"] = values.get("model") or (run_model(init) if init is not None else None) or spec.default_model
-    model_entry(merged["model"])  # an unknown name: ConfigError listing the known models
-    spec.check_model(merged["model"])
-    same_model = merged["model"] == spec.default_model
-    # --init: the task's fine-tuning defaults replace its from-scratch ones (flags still win);
-    # a run's own model config replaces the default model config
-    defaults = spec.init if init is not None and spec.init is not None else spec
-    model_defaults = defaults.default_model_config if same_model and (init is None or not is_run_directory(init)) else {}
-    merged["model_config"] = {**model_defaults, **(values.get("model_config") or {})}
-    merged["train"] = {**defaults.default_train, **(values.get("train") or {})}
-    merged["data_options"] = {**defaults.default_data_options, **(values.get("data_options") or {})}
-    merged["objective"] = {**defaults.default_objective, **(values.get("objective") or {})}
-    if merged["data_options"].get("target") == "regression" and "label_smoothing" not in (values.get("objective") or {}):
-        merged["objective"].pop("label_smoothing", None)  # a task's smoothing default is for classes, not numbers
-    merged["evaluation"] = dict(values.get("evaluation") or {})
-    for key in ("data", "report_examples", "card_examples", "init"):
-        if values.get(key) is not None:
-            merged[key] = values[key]
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(RunConfig)})
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; valid: {[f.name for f in dataclasses.fields(RunConfig)]}")
-    return from_dict(RunConfig, merged)
-
-
-def _load_task(config: RunConfig, pretrained: Pretrained | None = None):
-    options = {**config.data_options, **(pretrained.data_options if pretrained is not None else {})}
-    return load_task(config.task, config.data, seed=config.train.seed, **options)
-
-
-def _build_model(config: RunConfig, task_data, pretrained: Pretrained | None = None):
-    spec = task_spec(config.task)
-    spec.check_model(config.model)
-    data_fields, checkpoint_fields = spec.model_fields(task_data), (pretrained.model_fields if pretrained else {})
-    if pretrained is not None and pretrained.data_first:  # a run: the new data's fields win, shapes then must match
-        fields = {**checkpoint_fields, **data_fields, **config.model_config}
-    else:
-        fields = {**data_fields, **checkpoint_fields, **config.model_config}
-    return create_model(config.model, **fields)
-
-
-def _run_task_data(config: RunConfig, run_dir: str | Path):
-    """A finished run's task data, loaded as it was trained (its --init tokenizer included)."""
-    return _load_task(config, _reopen_init(config, Path(run_dir)))
-
-
-def _reopen_init(config: RunConfig, run_dir: Path) -> Pretrained | None:
-    """What a finished or resumed ``--init`` run needs of its checkpoint, from its data.json alone."""
-    if config.init is None:
-        return None
-    path = Path(run_dir) / "data.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read the run's data record ({exc})") from None
-    return reopen_init(task_spec(config.task), record)
-
-
-def build_objective(config: RunConfig, task_data):
-    """The task's objective with the run's ``objective`` and ``evaluation`` options."""
-    spec = task_spec(config.task)
-    objective = spec.objective(task_data, _options(spec.objective_options, config.objective, "objective"),
-                               _options(spec.evaluation_options, config.evaluation, "eval"))
-    apply_class_weights(objective, config.train.class_weights, task_data.train, task_data.num_classes, task_data.class_names)
-    return objective
-
+# The names scripts written before the config moved to `attnlab.run_config` import from here.
+_load_task, _build_model = task_data_for, model_for
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -210,9 +96,9 @@ def train_run(
     spec = task_spec(config.task)
     pretrained = None
     if config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
-        pretrained = open_init(spec, config.init, model=config.model) if resume is None else _reopen_init(config, run_dir)
-    task_data = _load_task(config, pretrained)
-    model = _build_model(config, task_data, pretrained)
+        pretrained = open_init(spec, config.init, model=config.model) if resume is None else pretrained_of_run(config, run_dir)
+    task_data = task_data_for(config, pretrained)
+    model = model_for(config, task_data, pretrained)
     if pretrained is not None and pretrained.load_weights is not None:
         pretrained.load_weights(model)
     config.model_config = to_dict(model.config)
@@ -256,10 +142,10 @@ def train_run(
     if dist.is_main:
         _write_json(run_dir / "metrics.json", metrics)
         if config.report_examples > 0 and spec.report_examples is not None:
-            shown = with_test_in_memory(task_data, config.report_examples)  # None: a stream of text, not shown
+            shown = with_test_in_memory(task_data, config.report_examples)  # a stream: its first few, in memory
             examples = spec.report_examples(model, shown, config.report_examples) if shown is not None else None
             if examples is None:
-                log.info("no report.html: the test split is a stream of variable-length items")
+                log.info("no report.html: the streamed test split has no examples to show")
             elif examples:  # a model without attention (e.g. dlinear) has nothing to explore
                 card = report_card(spec, model.eval(), config.model, shown, examples, limit=config.card_examples)
                 _write_report(examples, task_data, run_dir / "report.html", card)
@@ -334,7 +220,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu"):
         record = json.loads((run_dir / "data.json").read_text())
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{run_dir}: corrupt config.yaml or data.json: {exc}") from None
-    config = from_dict(RunConfig, _migrate(raw))
+    config = from_dict(RunConfig, migrate(raw))
     model = create_model(config.model, **config.model_config)
     load_weights(model, run_dir / "model.safetensors")
     model.to(target).eval()
@@ -346,7 +232,7 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
     config, model, record = load_run(run_dir)
     if data is not None:
         config.data = data
-    task_data = _run_task_data(config, run_dir)
+    task_data = finished_task_data(config, run_dir)
     objective = build_objective(config, task_data)
     if record.get("calibration") and hasattr(objective, "load_calibration"):
         objective.load_calibration(record["calibration"])  # the threshold chosen on validation at training time
@@ -388,7 +274,7 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
         method = None
     html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
     if method is not None or (html and applies):
-        task_data = _run_task_data(config, run_dir)  # the training mean "removed" takes
+        task_data = finished_task_data(config, run_dir)  # the training mean "removed" takes
         input_method_maps(spec, model, config.model, task_data, example, method, every=html)
     return render_explanation(example, output, layer=layer, head=head, rollout=rollout, method=method,
                               title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
@@ -398,7 +284,7 @@ def faithfulness_run(run_dir: str | Path, *, methods: list[str] | None = None, s
                      limit: int = 100, steps: int = 8, device: str = "cpu") -> dict[str, Any]:
     """``attnlab explain RUN --faithfulness``: each method's scores on a split (tasks/positions.py)."""
     config, model, _ = load_run(run_dir, device=device)
-    task_data = _run_task_data(config, run_dir)
+    task_data = finished_task_data(config, run_dir)
     return faithfulness(task_spec(config.task), model, config.model, task_data, split=split, methods=methods,
                         limit=limit, steps=steps)
 

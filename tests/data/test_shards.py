@@ -1,5 +1,6 @@
 """WebDataset shards: the folder's tensors, each sample once per epoch across ranks and
-workers, evaluation over the whole split exactly once, bad shards named or skipped."""
+workers, evaluation over the whole split exactly once, bad shards named or skipped, a split's
+first examples held in memory for the report."""
 
 from __future__ import annotations
 
@@ -198,3 +199,42 @@ def test_balanced_class_weights_count_a_streams_labels(tmp_path):
     labels = training_labels(stream)
     assert sorted(labels.tolist()) == [0] * 6 + [1] * 6 + [2] * 5
     assert labels.tolist() == [int(y) for _, y in stream.evaluation_view()]
+
+
+def test_a_text_streams_first_examples_in_memory_keep_their_texts(tmp_path):
+    """What report.html shows of a streamed text test split: its first examples, as the
+    in-memory loader holds them (ids, labels, texts), reading no more samples than that."""
+    from attnlab.data.shards import with_test_in_memory
+    from attnlab.data.text import TokenClassificationDataset, load_text_classification
+
+    rows = ["pos\tgood movie great fun", "neg\tbad boring film", "pos\tloved it a lot", "neg\tterrible acting, dull"]
+    src = tmp_path / "t.tsv"
+    src.write_text("\n".join(f"{r} {i}" for i in range(30) for r in rows) + "\n")
+    write_shards(src, tmp_path / "s", task="text-classification", shard_size=4, options={"tokenizer": "word"})
+    listed = load_text_classification(str(src), seed=0, tokenizer="word")
+    streamed = load_text_classification(str(tmp_path / "s"), seed=0)
+    assert len(streamed.test) == len(listed.test) == 12
+    read = []
+    decode = streamed.test.decode
+    streamed.test.decode = lambda sample, where: read.append(where) or decode(sample, where)
+    streamed.test.decode.in_memory = decode.in_memory
+    shown = with_test_in_memory(streamed, 5)
+    assert len(read) == 5  # five samples read and decoded, not the split
+    test = shown.test
+    assert isinstance(test, TokenClassificationDataset) and len(test) == 5
+    assert test.texts == listed.test.texts[:5] and test.y.tolist() == listed.test.y[:5].tolist()
+    assert all(torch.equal(test.ids[i], listed.test.ids[i]) for i in range(5))
+    assert shown.train is streamed.train and shown.val is streamed.val  # only the test split is held
+
+
+def test_an_image_streams_first_examples_in_memory_are_stacked(tmp_path):
+    from attnlab.data.shards import with_test_in_memory
+
+    root = _folder(tmp_path / "f", per_class=20)  # a test split of 2 per class
+    write_shards(root, tmp_path / "s", shard_size=2, options={"image_size": (8, 8)})
+    folder, streamed = load_image_folder_task(root, image_size=(8, 8)), load_image_folder_task(tmp_path / "s")
+    shown = with_test_in_memory(streamed, 4)
+    assert len(shown.test) == 4
+    for i in range(4):
+        assert torch.equal(shown.test[i][0], folder.test[i][0]) and int(shown.test[i][1]) == int(folder.test[i][1])
+    assert with_test_in_memory(streamed, 0) is None  # nothing to show

@@ -26,7 +26,8 @@ import torch
 from attnlab.tasks import load_task
 from attnlab.explain import attention_entropy, capture, cls_to_patches, rollout
 from attnlab.models import create_model
-from attnlab.run import load_run, resolve_config, train_run
+from attnlab.run import load_run, train_run
+from attnlab.run_config import resolve_config
 
 SEED = 0
 EPOCHS = 10

@@ -184,7 +184,8 @@ def _pattern_file(path, *, users: int = 240, items: int = 40, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def pattern_run(tmp_path_factory):
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     folder = tmp_path_factory.mktemp("sasrec")
     data = _pattern_file(folder / "ring.txt")

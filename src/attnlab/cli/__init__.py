@@ -62,7 +62,8 @@ def _parse_dotted(extra: list[str]) -> dict[str, Any]:
 
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.config import load_yaml
-    from attnlab.run import resolve_config, train_run
+    from attnlab.run import train_run
+    from attnlab.run_config import resolve_config
     from attnlab.training import cleanup_distributed, init_distributed
 
     values: dict[str, Any] = load_yaml(args.config) if args.config else {}
@@ -82,7 +83,10 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.seed is not None:
         values["train"]["seed"] = args.seed
     if args.data is not None and not os.path.exists(args.data):
-        raise AttnlabError(f"data path not found: {args.data}")
+        from attnlab.data.shard_patterns import is_shard_pattern
+
+        if not is_shard_pattern(args.data):  # a pattern ('DIR/train-{000000..000009}.tar') is checked by its loader
+            raise AttnlabError(f"data path not found: {args.data}")
     config = resolve_config(values)
     dist = init_distributed()
     try:
@@ -254,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Any config field can be overridden with dotted flags: --model.depth 4 --train.lr 1e-3.")
     p.add_argument("--task", help=_task_help())
     p.add_argument("--data", help="data path, as the task reads it (`attnlab list` says what each task takes); "
-                   "without it a task trains on data it ships or generates, where it has some")
+                   "a folder of `attnlab shard` shards, or a pattern naming some of them ('DIR/train-{000000..000009}.tar', "
+                   "'DIR/*.tar'), streams; without it a task trains on data it ships or generates, where it has some")
     p.add_argument("--model", help="registered model name (see `attnlab list`)")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("--epochs", type=int)

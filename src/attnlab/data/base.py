@@ -220,12 +220,17 @@ def call_with_options(fn: Callable[..., TaskData], task: str, options: Mapping[s
     return fn(**fixed, **options)
 
 
-def path_loader(task: str, fn: Callable[..., TaskData], what: str, *, arg: str = "path") -> Callable[..., TaskData]:
+def path_loader(task: str, fn: Callable[..., TaskData], what: str, *, arg: str = "path",
+                pattern: Callable[[str], bool] | None = None) -> Callable[..., TaskData]:
     """A task's loader ``load(data, *, seed, **options)`` for ``fn(<arg>=path, seed=..., **options)``:
-    ``--data`` is required (`require_data`, naming ``what``) and options are checked by name."""
+    ``--data`` is required (`require_data`, naming ``what``) and options are checked by name.
+    ``pattern(data)`` true: ``data`` names no one path (a shard pattern) and goes to ``fn`` as it is,
+    which checks it."""
 
     def load(data: str | None, *, seed: int, **options: Any) -> TaskData:
-        return call_with_options(fn, task, options, seed=seed, **{arg: require_data(task, data, what)})
+        if data is None or pattern is None or not pattern(str(data)):
+            data = require_data(task, data, what)
+        return call_with_options(fn, task, options, seed=seed, **{arg: data})
 
     load.__doc__ = f"--task {task}: {what}"
     return load

@@ -21,7 +21,8 @@ import numpy as np
 
 from attnlab.data.base import ImageSpec, TaskData
 from attnlab.data.lazy_images import ImageFileDataset, ImageSampleDecoder
-from attnlab.data.shards import INDEX_NAME, ShardStream, read_index, write_split
+from attnlab.data.shard_patterns import open_shards
+from attnlab.data.shards import INDEX_NAME, ShardStream, write_split
 from attnlab.errors import ConfigError, DataError
 
 __all__ = ["write_image_shards", "load_image_shards"]
@@ -66,12 +67,11 @@ def _samples(ds, order: np.ndarray):
         yield f"{int(ds.indices[i]):09d}", {ext: data, "cls": str(int(ds.y[i])).encode()}
 
 
-def load_image_shards(folder: str | Path, *, seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000) -> TaskData:
-    """The shards in ``folder`` (written by `write_image_shards`) as a task: train a shuffled
-    `ShardStream` (shard order and a ``shuffle_buffer`` of samples, by seed and epoch), val and
-    test read in order, each sample once."""
-    folder = Path(folder)
-    index = read_index(folder, "images")
+def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000) -> TaskData:
+    """The shards in a folder (written by `write_image_shards`), or those a pattern names
+    (`attnlab.data.shard_patterns`), as a task: train a shuffled `ShardStream` (shard order and
+    a ``shuffle_buffer`` of samples, by seed and epoch), val and test read in order, each sample once."""
+    folder, index = open_shards(source, "images")
     spec = ImageSpec.from_dict(index["spec"])
     decode = ImageSampleDecoder(spec)
 
@@ -82,6 +82,6 @@ def load_image_shards(folder: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     names = list(index["class_names"])
     data = TaskData("images", stream("train", True), stream("val", False), stream("test", False), num_classes=len(names),
                     class_names=names, input_shape=spec.shape, spec=spec)
-    data.info["shards"] = str(folder)
-    log.info("images from shards %s: %s", folder, data.summary())
+    data.info["shards"] = str(source)
+    log.info("images from shards %s: %s", source, data.summary())
     return data

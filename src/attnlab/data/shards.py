@@ -190,6 +190,34 @@ class ShardStream(IterableDataset):
                 labels.append(int(sample["cls"].decode("ascii")))
         return labels
 
+    def in_memory(self, count: int) -> Any | None:
+        """The split's first ``count`` readable items, in listed order, as a map-style dataset for
+        what indexes examples (report.html): the decoder's own form where it has one
+        (``decode.in_memory(samples, items)``; text keeps its strings for the page), else a
+        `TensorPairDataset` of the stacked items. None when there is nothing to show, or the
+        items differ in shape and the decoder has no form of its own. Reads ``count`` samples,
+        never the split (a skipped bad sample counts as in `skipped`)."""
+        view = self.evaluation_view()
+        samples, items = [], []
+        if count > 0:
+            for where, sample in view._samples(0, view.total):
+                item = view._decode(sample, where)
+                if item is None:
+                    continue
+                samples.append(sample)
+                items.append(item)
+                if len(items) == count:
+                    break
+        if not items:
+            return None
+        make = getattr(self.decode, "in_memory", None)
+        if make is not None:
+            return make(samples, items)
+        if len({tuple(item[0].shape) for item in items}) != 1 or any(len(item) != 2 for item in items):
+            return None  # nothing to stack
+        x, y = (torch.stack([item[k] for item in items]) for k in (0, 1))
+        return TensorPairDataset(x, y)
+
     def evaluation_view(self) -> ShardStream:
         """The whole split once, in listed order, for this process alone (shares the skip count)."""
         view = copy.copy(self)  # shares the skip count and epoch (unused: a view does not shuffle)
@@ -295,16 +323,12 @@ def head(dataset: Any, count: int) -> list:
 
 def with_test_in_memory(task_data: Any, count: int) -> Any | None:
     """The task data as report builders index it (``test[i]``): a streamed test split becomes
-    a `TensorPairDataset` of its first ``count`` items (None when they differ in shape, as text
-    ids do); map-style data is returned as it is."""
+    its first ``count`` items in memory (`ShardStream.in_memory`; None when it has none to
+    show); map-style data is returned as it is."""
     if not isinstance(task_data.test, IterableDataset):
         return task_data
-    items = head(task_data.test, count)
-    shapes = {tuple(item[0].shape) for item in items}
-    if len(shapes) != 1:  # variable-length items (text ids): nothing to stack; None, no report
-        return None
-    x, y = (torch.stack([item[k] for item in items]) for k in (0, 1))
-    return dataclasses.replace(task_data, test=TensorPairDataset(x, y))
+    test = task_data.test.in_memory(count)
+    return None if test is None else dataclasses.replace(task_data, test=test)
 
 
 def skip_counts(task_data: Any) -> dict[str, Any]:

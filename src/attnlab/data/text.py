@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnlab.data.base import TaskData, check_fractions, per_class_split, require_data
-from attnlab.data.shards import is_shard_dir
+from attnlab.data.shard_patterns import is_shard_source
 from attnlab.data.targets import (
     TARGETS,
     TargetScaler,
@@ -201,12 +201,13 @@ def load_text_classification(
     folder of shards written by ``attnlab shard`` (`attnlab.data.text_shards`): a stream,
     tokenized on access with the tokenizer fixed when it was written; ``skip_bad`` then skips
     unreadable samples (a malformed line of a text file is always named)."""
-    if data is not None and is_shard_dir(data):
+    if data is not None and is_shard_source(data):
         from attnlab.data.text_shards import load_text_shards
 
         if pretrained_tokenizer is not None:
             raise ConfigError("--init with sharded text is not supported: shards hold the tokenizer they were written with")
-        return load_text_shards(data, encode=encode_for_classification, collate=_collate_padded, seed=seed, skip_bad=skip_bad)
+        return load_text_shards(data, encode=encode_for_classification, collate=_collate_padded,
+                                dataset=TokenClassificationDataset, seed=seed, skip_bad=skip_bad)
     if pretrained_tokenizer is not None:
         if (tokenizer, vocab_size, lowercase, min_frequency) != ("bpe", 8000, False, None):
             raise ConfigError("--data.tokenizer / vocab_size / lowercase / min_frequency do not apply with --init: "

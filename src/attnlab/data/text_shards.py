@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from attnlab.data.base import TaskData
+from attnlab.data.shard_patterns import open_shards
+from attnlab.data.shards import INDEX_NAME, ShardStream, write_split
 from attnlab.data.tokenizers import PAD_ID
-from attnlab.data.shards import INDEX_NAME, ShardStream, read_index, write_split
 from attnlab.errors import ConfigError, DataError
 
 __all__ = ["write_text_shards", "load_text_shards", "TextSampleDecoder"]
@@ -55,31 +56,45 @@ def write_text_shards(task: TaskData, out_dir: str | Path, *, shard_size: int = 
 class TextSampleDecoder:
     """``{"txt": UTF-8 text, "cls": class index}`` -> ``(ids (n,) int64, label)``, tokenized by
     ``encode(tokenizer, texts, max_length)``: `attnlab.data.text.encode_for_classification`,
-    passed in (text.py imports this module)."""
+    passed in (text.py imports this module), as is ``dataset(ids, labels, texts)``, its
+    `TokenClassificationDataset`, the in-memory form of a few examples (`in_memory`)."""
 
-    def __init__(self, tokenizer: Any, max_length: int, encode: Callable):
-        self.tokenizer, self.max_length, self.encode = tokenizer, max_length, encode
+    def __init__(self, tokenizer: Any, max_length: int, encode: Callable, dataset: Callable | None = None):
+        self.tokenizer, self.max_length, self.encode, self.dataset = tokenizer, max_length, encode, dataset
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
-        try:
-            text, label = sample["txt"].decode("utf-8"), int(sample["cls"].decode("ascii"))
-        except (KeyError, UnicodeDecodeError, ValueError) as e:
-            raise DataError(f"{where}: a text sample needs UTF-8 .txt and an integer .cls ({type(e).__name__}: {e})") from None
+        text, label = self._fields(sample, where)
         ids = self.encode(self.tokenizer, [text], self.max_length)[0]
         return torch.tensor(ids, dtype=torch.long), torch.tensor(label)
 
+    @staticmethod
+    def _fields(sample: dict[str, bytes], where: str) -> tuple[str, int]:
+        try:
+            return sample["txt"].decode("utf-8"), int(sample["cls"].decode("ascii"))
+        except (KeyError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"{where}: a text sample needs UTF-8 .txt and an integer .cls ({type(e).__name__}: {e})") from None
 
-def load_text_shards(folder: str | Path, *, encode: Callable, collate: Callable, seed: int = 0, skip_bad: bool = False,
-                     shuffle_buffer: int = 1000) -> TaskData:
-    """The shards in ``folder`` (written by `write_text_shards`) as a text-classification task;
-    ``encode`` and ``collate(pad_id)`` are `attnlab.data.text`'s."""
+    def in_memory(self, samples: list[dict[str, bytes]], items: list[tuple[Tensor, Tensor]]) -> Any:
+        """A few decoded examples (`ShardStream.in_memory`) as the in-memory loader holds them:
+        ids, labels and their texts (the report titles its examples with them); None without a
+        ``dataset`` to hold them."""
+        if self.dataset is None:
+            return None
+        texts = [self._fields(sample, "")[0] for sample in samples]
+        return self.dataset([ids.tolist() for ids, _ in items], [int(y) for _, y in items], texts)
+
+
+def load_text_shards(source: str | Path, *, encode: Callable, collate: Callable, dataset: Callable | None = None,
+                     seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000) -> TaskData:
+    """The shards in a folder (written by `write_text_shards`), or those a pattern names
+    (`attnlab.data.shard_patterns`), as a text-classification task; ``encode`` and
+    ``collate(pad_id)`` are `attnlab.data.text`'s, as is ``dataset`` (`TextSampleDecoder`)."""
     from attnlab.data.tokenizers import load_tokenizer
 
-    folder = Path(folder)
-    index = read_index(folder, "text-classification")
+    folder, index = open_shards(source, "text-classification")
     info = dict(index["info"])
     tok = load_tokenizer(info["tokenizer"])
-    decode = TextSampleDecoder(tok, int(info["max_length"]), encode)
+    decode = TextSampleDecoder(tok, int(info["max_length"]), encode, dataset)
 
     def stream(split: str, shuffle: bool) -> ShardStream:
         shards = [(str(folder / e["file"]), e["count"]) for e in index["splits"].get(split, [])]
@@ -88,7 +103,7 @@ def load_text_shards(folder: str | Path, *, encode: Callable, collate: Callable,
     names = list(index["class_names"])
     task = TaskData(task="text-classification", train=stream("train", True), val=stream("val", False),
                     test=stream("test", False), num_classes=len(names), class_names=names,
-                    input_shape=(int(info["max_length"]),), info={**info, "shards": str(folder)}, target="class",
+                    input_shape=(int(info["max_length"]),), info={**info, "shards": str(source)}, target="class",
                     collate_fn=collate(getattr(tok, "pad_id", PAD_ID)))
     task.files = {"tokenizer.json": tok.to_json()}
     return task

@@ -31,7 +31,7 @@ from attnlab.data.base import (
 from attnlab.data.images import channel_stats, luma, prepare_image, scale_pixels
 from attnlab.data.lazy_images import ImageFileDataset, scan_images
 from attnlab.data.multilabel_images import load_multilabel_csv
-from attnlab.data.shards import is_shard_dir
+from attnlab.data.shard_patterns import is_shard_source
 from attnlab.data.targets import check_target
 from attnlab.errors import ConfigError, DataError
 
@@ -248,7 +248,7 @@ def load_image_folder_task(
     out (listed in ``info["skipped_files"]``) instead of stopping with its name.
     """
     check_fractions(val_fraction, test_fraction)
-    if is_shard_dir(root):  # written by `attnlab shard`: size, channels and split were fixed then
+    if is_shard_source(root):  # written by `attnlab shard`: size, channels and split were fixed then
         from attnlab.data.image_shards import load_image_shards
 
         return load_image_shards(root, seed=seed, skip_bad=skip_bad)

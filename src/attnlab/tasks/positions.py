@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import IterableDataset
 
+from attnlab.data.shards import head
 from attnlab.errors import ConfigError
 
 __all__ = [
@@ -53,14 +53,14 @@ def split_items(task_data: Any, split: str, limit: int) -> tuple[list[Any], list
         raise ConfigError(f"task {task_data.task!r} has no {split} examples to score")
     if limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
-    idx = list(range(min(limit, len(data))))
-    return [data[i] for i in idx], idx
+    items = head(data, limit)  # a stream (shards) is read up to limit, in listed order
+    return items, list(range(len(items)))
 
 
 def train_mean(task_data: Any, dims: tuple[int, ...]) -> Tensor:
-    """Mean of the training inputs over the item axis and ``dims`` of each input (keepdim)."""
-    train = task_data.train
-    xs = torch.stack([train[i][0] for i in range(min(TRAIN_MEAN_ITEMS, len(train)))]).float()  # (T, ...)
+    """Mean of the training inputs over the item axis and ``dims`` of each input (keepdim); of a
+    stream, its first items in listed order (shuffled when the shards were written)."""
+    xs = torch.stack([item[0] for item in head(task_data.train, TRAIN_MEAN_ITEMS)]).float()  # (T, ...)
     return xs.mean(dim=(0, *(d + 1 for d in dims)), keepdim=True)[0]
 
 
@@ -143,8 +143,8 @@ def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, ex
     start = time.perf_counter()
     if spec.explain_positions is None or limit <= 0 or getattr(task_data, "target", "class") != "class":
         return None
-    if task_data.val is None or isinstance(task_data.val, IterableDataset) or len(task_data.val) == 0:
-        return None  # no validation split, or a stream (shards): the card indexes its examples
+    if task_data.val is None or len(task_data.val) == 0:
+        return None  # no validation split (a stream's first `limit` examples are read as a list)
     # One thread: the card's batches are small (32 examples x ~17 positions for the main job), where
     # intra-op threading costs more than it gives and, on a shared 2-core machine, oversubscription
     # made the card 20-40 s instead of 3-5 s (measured; docs/explain.md).

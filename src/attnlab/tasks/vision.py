@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.data.base import TaskData, call_with_options, path_loader
+from attnlab.data.shard_patterns import is_shard_pattern
 from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
 from attnlab.errors import CheckpointError
 from attnlab.tasks.base import InitSupport, Pretrained, TaskSpec
@@ -107,7 +108,8 @@ def load_digits(data: str | None, *, seed: int, **options: Any) -> TaskData:
 
 
 load_mnist = path_loader("mnist", load_mnist_task, "an .npz with x_train, y_train, x_test, y_test")
-load_images = path_loader("images", load_image_folder_task, "a folder of class folders: root/<class>/*.png", arg="root")
+load_images = path_loader("images", load_image_folder_task, "a folder of class folders: root/<class>/*.png", arg="root",
+                          pattern=is_shard_pattern)  # 'DIR/train-{000000..000009}.tar': shards that attnlab shard wrote
 
 # --- --init SOURCE: fine-tuning a ViT ------------------------------------------------------
 
