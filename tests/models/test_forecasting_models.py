@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -96,11 +97,16 @@ def _reference_patchtst(model, x: torch.Tensor) -> torch.Tensor:
     N = z.shape[2]
     h = F.linear(z.reshape(B * C, N, -1), model.patch_embed.weight, model.patch_embed.bias) + model.pos_embed
     heads, d = c.num_heads, c.dim // c.num_heads
+    prev = None
     for block in model.blocks:
         attn = block.attn
         q, k, v = (F.linear(h, p.weight, p.bias).reshape(B * C, N, heads, d).transpose(1, 2)
                    for p in (attn.q_proj, attn.k_proj, attn.v_proj))
-        w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+        if c.residual_attention:  # the authors' res_attention: the previous layer's scores added, the sum passed on
+            scores = scores if prev is None else scores + prev
+            prev = scores
+        w = torch.softmax(scores, dim=-1)
         a = (w @ v).transpose(1, 2).reshape(B * C, N, c.dim)
         a = F.linear(a, attn.out_proj.weight, attn.out_proj.bias)
 
@@ -116,8 +122,10 @@ def _reference_patchtst(model, x: torch.Tensor) -> torch.Tensor:
     return out * std + mean
 
 
-def test_patchtst_matches_a_functional_reference():
-    model = create_model("patchtst", seq_len=40, horizon=6, in_channels=3, depth=2, dim=8, num_heads=2, ff_dim=16)
+@pytest.mark.parametrize("residual", [False, True])
+def test_patchtst_matches_a_functional_reference(residual):
+    model = create_model("patchtst", seq_len=40, horizon=6, in_channels=3, depth=3, dim=8, num_heads=2, ff_dim=16,
+                         residual_attention=residual)
     with torch.no_grad():  # non-trivial affine RevIN and BatchNorm statistics
         model.revin.weight.uniform_(0.5, 1.5)
         model.revin.bias.uniform_(-0.3, 0.3)
@@ -129,6 +137,47 @@ def test_patchtst_matches_a_functional_reference():
     model = model.double().eval()
     x = torch.randn(2, 3, 40, dtype=torch.float64) * 3 + 1
     torch.testing.assert_close(model(x), _reference_patchtst(model, x), rtol=1e-9, atol=1e-9)
+    plain = copy.deepcopy(model)
+    plain.config.residual_attention = not residual
+    assert not torch.allclose(plain(x), model(x), atol=1e-6), "residual attention changes the forecast"
+
+
+def test_residual_attention_is_captured_exactly():
+    """The captured maps are the softmax of the accumulated scores: what the layer used."""
+    model = create_model("patchtst", seq_len=48, horizon=8, in_channels=2, depth=3, dim=8, num_heads=2, ff_dim=16,
+                         residual_attention=True).double().eval()
+    x = torch.randn(1, 2, 48, dtype=torch.float64)
+    maps = capture(model, x)
+    torch.testing.assert_close(maps.output, model(x))
+    h = model.dropout(model.patch_embed(make_patches(model.revin.normalise(x)[0], 16, 8).reshape(2, -1, 16)) + model.pos_embed)
+    prev = None
+    for block, captured in zip(model.blocks, maps.maps):
+        a = block.attn
+        q, k = (a._split(p(h), 2) for p in (a.q_proj, a.k_proj))
+        expected = q @ k.transpose(-1, -2) / math.sqrt(4) + (0 if prev is None else prev)  # (B * C, H, N, N)
+        torch.testing.assert_close(captured.double(), torch.softmax(expected, -1), rtol=1e-6, atol=1e-6)
+        h, prev = block(h, prev, residual=True)
+        torch.testing.assert_close(prev, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_bias_and_scores_need_plain_self_attention():
+    from attnlab.layers import MultiHeadAttention
+
+    attn = MultiHeadAttention(8, 2)
+    x = torch.randn(2, 5, 8)
+    with pytest.raises(ValueError, match="plain self-attention"):
+        attn(x, is_causal=True, return_scores=True)
+    with pytest.raises(ValueError, match="not both"):
+        attn(x, return_scores=True, return_weights=True)
+    bias = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    attn = attn.double()
+    x = x.double()
+    out, scores = attn(x, bias=bias, return_scores=True)
+    q, k, v = (attn._split(p(x), 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+    reference_scores = q @ k.transpose(-1, -2) / 2.0 + bias
+    torch.testing.assert_close(scores, reference_scores, rtol=1e-12, atol=1e-12)
+    reference = attn.out_proj((torch.softmax(reference_scores, -1) @ v).transpose(1, 2).reshape(2, 5, 8))
+    torch.testing.assert_close(out, reference, rtol=1e-10, atol=1e-10)
 
 
 def test_patchtst_channels_are_independent():

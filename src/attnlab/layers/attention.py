@@ -103,11 +103,25 @@ class MultiHeadAttention(nn.Module):
         window: int | None = None,
         cache: KVCache | None = None,
         return_weights: bool = False,
+        bias: Tensor | None = None,
+        return_scores: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
+        """``bias``: a float tensor added to the scores, broadcastable to (B, H, N, M), such as
+        the previous layer's scores in residual attention (RealFormer, He et al. 2021; PatchTST's
+        ``res_attention``). ``return_scores``: also return this call's pre-softmax scores
+        ``q k^T * scale + bias`` (B, H, N, M) for the next layer to add; self-attention without
+        masks, windows, caches or a positional bias only."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"MultiHeadAttention: x must be (B, N, C={self.dim}), got shape {tuple(x.shape)}")
         if context is not None and (context.dim() != 3 or context.shape[-1] != self.dim or context.shape[0] != x.shape[0]):
             raise ValueError(f"MultiHeadAttention: context must be (B={x.shape[0]}, M, C={self.dim}), got shape {tuple(context.shape)}")
+        extra = bias is not None or return_scores
+        if extra and (context is not None or mask is not None or is_causal or window is not None or cache is not None
+                      or self.positional in ("alibi", "relative")):
+            raise ValueError("MultiHeadAttention: bias / return_scores need plain self-attention (no context, mask, "
+                             "causal, window, cache, or ALiBi / relative positions)")
+        if return_scores and return_weights:
+            raise ValueError("MultiHeadAttention: ask for return_weights or return_scores, not both")
         b, n, c = x.shape
         source = x if context is None else context
         q = self._split(self.q_proj(x), self.num_heads)  # (B, H, N, D)
@@ -125,12 +139,16 @@ class MultiHeadAttention(nn.Module):
             else:  # cross-attention: the encoder's keys were cached at the first step
                 k, v = cache.keys, cache.values
         m = k.shape[2]
-        bias = None
         if self_attn and self._alibi is not None:
             bias = self._alibi
         elif self_attn and self.relative_bias is not None:
             bias = self.relative_bias.bias_function()
         full_mask = key_padding_to_mask(mask, b, m)
+        scores = None
+        if return_scores:  # (B, H, N, M): the scores the kernel's softmax sees, kept for the next layer
+            keys = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)  # (B, H, M, D)
+            scores = torch.matmul(q, keys.transpose(-2, -1)) * (self.head_dim ** -0.5)
+            scores = scores if bias is None else scores + bias
         result = attention(
             q, k, v, mask=full_mask, bias=bias, is_causal=is_causal, window=window,
             dropout_p=self.dropout if self.training else 0.0, backend=self.backend, return_weights=return_weights,
@@ -146,6 +164,8 @@ class MultiHeadAttention(nn.Module):
                     heads=select_index(heads, self.num_heads, "head"), query_rows=select_index(rows, n, "query row"),
                 )
             self.weight_hook(self, hook_weights)
+        if return_scores:
+            return out, scores
         return (out, weights) if return_weights else out
 
     def extra_repr(self) -> str:

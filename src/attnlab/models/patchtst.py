@@ -13,9 +13,9 @@ undone. Dropout sits where the authors' code has it: after the embedding, twice 
 attention output (their projection dropout and residual dropout), inside the feed-forward,
 after it, and in the head (``head_dropout``).
 
-Not reproduced: the authors' "residual attention" (RealFormer-style pre-softmax scores
-carried from layer to layer; ``res_attention=True`` in their code): attnlab's kernel returns
-outputs, not scores, and the paper describes a vanilla encoder.
+``residual_attention`` (off by default: the paper describes a vanilla encoder) is the authors'
+``res_attention=True``, the default of their code: each layer adds the previous layer's
+pre-softmax scores to its own (RealFormer, He et al. 2021), and passes the sum on.
 
 Explain tools read ``token_spans()``: token i covers input steps [i * stride, i * stride +
 patch_len), the last clipped to L (it holds the padding).
@@ -72,6 +72,7 @@ class PatchTSTConfig:
     revin: bool = True
     revin_affine: bool = True
     subtract_last: bool = False  # RevIN centres on the last value instead of the mean
+    residual_attention: bool = False  # the authors' res_attention: scores carried from layer to layer
 
     def __post_init__(self) -> None:
         check_positive("PatchTSTConfig", seq_len=self.seq_len, horizon=self.horizon, in_channels=self.in_channels,
@@ -121,9 +122,15 @@ class PatchTSTLayer(nn.Module):
         self.mlp_dropout = Dropout(dropout)
         self.norm2 = _TokenNorm(dim, norm)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.norm1(x + self.attn_dropout(self.attn_proj_dropout(self.attn(x))))
-        return self.norm2(x + self.mlp_dropout(self.mlp(x)))
+    def forward(self, x: Tensor, prev: Tensor | None = None, *, residual: bool = False) -> tuple[Tensor, Tensor | None]:
+        """-> (tokens, scores). With ``residual``, ``prev`` (B, H, N, N) (the previous layer's
+        scores, None in the first) is added to this layer's scores, and the sum comes back."""
+        if residual:
+            attended, scores = self.attn(x, bias=prev, return_scores=True)
+        else:
+            attended, scores = self.attn(x), None
+        x = self.norm1(x + self.attn_dropout(self.attn_proj_dropout(attended)))
+        return self.norm2(x + self.mlp_dropout(self.mlp(x))), scores
 
 
 class PatchTST(nn.Module):
@@ -164,8 +171,9 @@ class PatchTST(nn.Module):
         N = patches.shape[2]
         tokens = self.patch_embed(patches.reshape(B * C, N, c.patch_len)) + self.pos_embed  # (B*C, N, D)
         tokens = self.dropout(tokens)
+        scores = None
         for block in self.blocks:
-            tokens = block(tokens)
+            tokens, scores = block(tokens, scores, residual=c.residual_attention)
         out = self.head(tokens.reshape(B, C, N * c.dim))  # (B, C, H); patch-major flatten (the order is immaterial to a dense map)
         out = self.head_dropout(out)
         if stats is not None:
