@@ -64,7 +64,9 @@ def run_one(data: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir
     from attnlab.run import train_run
     from attnlab.run_config import resolve_config
 
-    values: dict[str, Any] = {"task": "text-classification", "data": str(data), "report_examples": report_examples}
+    # No report card: this benchmark times training and scores accuracy (benchmarks/faithfulness.py scores maps).
+    values: dict[str, Any] = {"task": "text-classification", "data": str(data), "report_examples": report_examples,
+                              "card_examples": 0}
     values.update(merge_sections({"train": {"seed": seed, "progress": False, "device": device}}, overrides))
     config = resolve_config(values)
     start = time.perf_counter()
