@@ -86,3 +86,13 @@ def test_truncated_wav_is_named_or_skipped_and_counted(tmp_path, cut, message):
     stream = load_audio_task(out, skip_bad=True).train
     got = list(DataLoader(stream.evaluation_view(), batch_size=None, num_workers=2))
     assert len(got) == 11 and stream.skipped == 1
+
+
+def test_a_pattern_streams_the_named_audio_shards(tmp_path):
+    root, out = _shards(tmp_path)
+    whole = load_audio_task(out)
+    some = load_audio_task(f"{out}/train-{{000000..000001}}.tar")  # 2 of the 3 training shards (5 + 5 of 12)
+    assert len(some.train) == 10 and len(some.val) == len(whole.val) and len(some.test) == len(whole.test)
+    assert some.info["shards"].endswith("train-{000000..000001}.tar")
+    with pytest.raises(DataError, match="matches no file"):
+        load_audio_task(f"{out}/nothing-*.tar")

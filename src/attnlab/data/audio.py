@@ -41,7 +41,7 @@ from attnlab.data.base import (
     per_class_split,
 )
 from attnlab.data.lazy_audio import AudioFileDataset, scan_audio
-from attnlab.data.shards import is_shard_dir
+from attnlab.data.shard_patterns import is_shard_source
 from attnlab.data.wav import fix_length, read_wav, resample
 from attnlab.errors import ConfigError, DataError
 
@@ -218,7 +218,7 @@ def load_audio_task(
     if max_train_per_class < 0:
         raise ConfigError(f"max_train_per_class must be >= 0, got {max_train_per_class}")
     augmenter = SpecAugment(freq_masks=freq_masks, freq_width=freq_width, time_masks=time_masks, time_width=time_width) if augment else None
-    if is_shard_dir(root):  # written by `attnlab shard`: features and split were fixed then
+    if is_shard_source(root):  # written by `attnlab shard` (a folder or a pattern): features and split were fixed then
         from attnlab.data.audio_shards import load_audio_shards
 
         return load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter)

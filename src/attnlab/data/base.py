@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
+    "FileDataset",
     "ImageSpec",
     "TaskData",
     "TensorPairDataset",
@@ -141,6 +142,29 @@ class TensorPairDataset(Dataset):
         if self.augment is not None:
             x = self.augment(x)
         return x, self.y[index]
+
+
+class FileDataset(Dataset):
+    """Files decoded on each access: paths and labels only, so memory does not grow with the
+    data set. The paths sit in one fixed-width NumPy string array, not a list of Python
+    strings: forked DataLoader workers that touch Python objects' reference counts copy the
+    pages they sit on, which grows every worker's memory with the data set (PyTorch issue
+    #13246). ``indices`` records each item's position in the sorted file list, as
+    `TensorPairDataset.indices` does. Subclasses decode in ``__getitem__``; ``what`` names the
+    files in messages.
+    """
+
+    what = "file"
+
+    def __init__(self, paths, labels, *, indices: Tensor | None = None):
+        if len(paths) != len(labels):
+            raise DataError(f"{len(paths)} {self.what} paths for {len(labels)} labels")
+        self.paths = np.array([str(p) for p in paths], dtype=np.str_)
+        self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
 
 @dataclass

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from attnlab.data.audio_features import (
     AudioSpec,
@@ -33,6 +32,7 @@ from attnlab.data.audio_features import (
     normalise_dataset,
     raw_spec,
 )
+from attnlab.data.base import FileDataset
 from attnlab.errors import DataError
 
 __all__ = ["FeatureMoments", "AudioFileDataset", "AudioSampleDecoder", "scan_audio"]
@@ -108,28 +108,21 @@ def scan_audio(
     return spec, bad, kept
 
 
-class AudioFileDataset(Dataset):
-    """``(x, y)`` pairs computed from audio files on each access.
+class AudioFileDataset(FileDataset):
+    """``(x, y)`` pairs computed from audio files on each access (`FileDataset`: paths and labels only).
 
     ``paths[i]`` is read, mono-ised, resampled, cut or padded to the spec's duration and turned
     into normalised log-mel features (`attnlab.data.audio_features`, shared with
-    `prepare_audio`). ``indices`` records each item's position in the sorted file list, as
-    `TensorPairDataset.indices` does.
+    `prepare_audio`).
 
     Shape: item x (1, n_mels, frames) float32, y () int64.
     """
 
-    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], spec: AudioSpec, *, indices: Tensor | None = None):
-        if len(paths) != len(labels):
-            raise DataError(f"{len(paths)} audio paths for {len(labels)} labels")
-        # Fixed-width strings in one array: no per-item Python objects for workers to copy on access.
-        self.paths = np.array([str(p) for p in paths], dtype=np.str_)
-        self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        self.spec = spec
-        self.indices = indices
+    what = "audio"
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], spec: AudioSpec, *, indices: Tensor | None = None):
+        super().__init__(paths, labels, indices=indices)
+        self.spec = spec
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return clip_features(load_clip(str(self.paths[index]), self.spec), self.spec), self.y[index]

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from attnlab.data.base import ImageSpec
-from attnlab.data.images import load_rgb, luma, rgb_to_input, scale_pixels
+from attnlab.data.base import FileDataset, ImageSpec
+from attnlab.data.images import load_rgb, luma, scale_pixels
 from attnlab.errors import DataError
 
 __all__ = ["PixelHistogram", "PixelTable", "ImageFileDataset", "ImageSampleDecoder", "scan_images", "IMAGE_EXTENSIONS"]
@@ -132,29 +131,23 @@ class PixelTable:
         return torch.from_numpy(out)
 
 
-class ImageFileDataset(Dataset):
-    """``(x, y)`` pairs decoded from image files on each access.
+class ImageFileDataset(FileDataset):
+    """``(x, y)`` pairs decoded from image files on each access (`FileDataset`: paths and labels only).
 
-    ``paths[i]`` is decoded with Pillow (EXIF rotation applied), converted to RGB, resized to
-    the spec's (H, W), reduced to luma for one channel, scaled by 1/255 and normalised with the
-    spec: `attnlab.data.images`'s pipeline, shared with `prepare_image`. ``indices`` records
-    each item's position in the sorted file list, as `TensorPairDataset.indices` does.
+    ``paths[i]`` is decoded (`load_rgb`: libspng for plain PNGs, else Pillow with EXIF rotation
+    applied), converted to RGB, resized to the spec's (H, W), reduced to luma for one channel,
+    scaled by 1/255 and normalised with the spec: `attnlab.data.images`'s pipeline, shared with
+    `prepare_image`.
 
     Shape: item x (C, H, W) float32, y () int64.
     """
 
-    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], spec: ImageSpec, *, indices: Tensor | None = None):
-        if len(paths) != len(labels):
-            raise DataError(f"{len(paths)} image paths for {len(labels)} labels")
-        # Fixed-width strings in one array: no per-item Python objects for workers to copy on access.
-        self.paths = np.array([str(p) for p in paths], dtype=np.str_)
-        self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        self.spec = spec
-        self.indices = indices
-        self.pixels = PixelTable(spec)
+    what = "image"
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], spec: ImageSpec, *, indices: Tensor | None = None):
+        super().__init__(paths, labels, indices=indices)
+        self.spec = spec
+        self.pixels = PixelTable(spec)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         path = str(self.paths[index])
