@@ -31,6 +31,7 @@ QUICK = [
     ("detection.py", ["--threads", "1"], None),
     ("data_scale.py", [], None),
     ("models.py", ["--threads", "1"], None),
+    ("mfu.py", ["--threads", "1", "--profile", "1"], None),
     ("dropout.py", ["--threads", "1"], None),
     ("optimizer.py", ["--threads", "1"], None),
     ("linear.py", ["--threads", "1"], None),

@@ -117,3 +117,46 @@ def test_module_bad_inputs():
         mha(torch.randn(2, 3, 8), mask=torch.ones(2, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="bool tensor"):
         mha(torch.randn(2, 3, 8), mask=torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("kv_heads,qkv_bias", [(4, True), (2, True), (4, False)])
+def test_fused_qkv_product_equals_three_projections(kv_heads, qkv_bias):
+    """The stacked q/k/v product is a speed route only: same output and gradients (float64)."""
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4, num_kv_heads=kv_heads, qkv_bias=qkv_bias).double().train()
+    x = torch.randn(2, 7, 32, dtype=torch.float64)
+    mask = torch.rand(2, 7) > 0.2
+    results = []
+    for fused in (True, False):
+        attn.fuse_qkv = fused
+        assert attn._fusable() is fused
+        xi = x.clone().requires_grad_(True)
+        out = attn(xi, mask=mask)
+        grads = torch.autograd.grad(out.square().sum(), [xi, *attn.parameters()])
+        results.append((out, grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_qkv_is_not_used_where_it_would_hide_or_cost():
+    attn = MultiHeadAttention(16, 2).train()
+    assert not attn._fusable()  # off by default: it did not measurably pay (benchmarks/README.md, mfu.py)
+    attn.fuse_qkv = True
+    assert attn._fusable()
+    attn.eval()
+    assert not attn._fusable()  # eval / decoding: would re-stack the weights every call
+    attn.train()
+    with torch.no_grad():
+        assert not attn._fusable()
+    handle = attn.v_proj.register_forward_hook(lambda *args: None)  # explain/ captures v_proj's output
+    assert not attn._fusable()
+    handle.remove()
+    assert attn._fusable()
+
+
+def test_fused_qkv_is_switched_on_by_the_environment(monkeypatch):
+    monkeypatch.setenv("ATTNLAB_FUSED_QKV", "1")
+    assert MultiHeadAttention(16, 2).train()._fusable()
+    monkeypatch.setenv("ATTNLAB_FUSED_QKV", "0")
+    assert not MultiHeadAttention(16, 2).train()._fusable()

@@ -4,11 +4,21 @@
 The module owns projections and state only; the math lives in ``attnlab.attention``.
 Attention weights are returned only when asked, or handed to ``weight_hook`` (used by
 ``attnlab.explain``), computed exactly from q and k beside the fused output.
+
+Optionally (``ATTNLAB_FUSED_QKV=1`` or ``module.fuse_qkv = True``), training self-attention
+projects q, k and v in one product against the three weights stacked (Megatron-LM's fused QKV,
+Shoeybi et al. 2019; the parameters and state dict stay three ``Linear``): under bf16 autocast
+the input is cast once instead of three times and its gradient comes out of one product. Off by
+default: on a 2-core Zen 4 its effect on the bf16 and fp32 encoder steps was within run-to-run
+noise, both directions (benchmarks/README.md, mfu.py), and a speed route is on by default only
+where it measurably pays. Never used with hooks on the projections (explain/), other projection
+types, cross-attention, or in eval / no-grad (decoding would re-stack the weights every token).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable
 
 import torch
@@ -17,10 +27,12 @@ from torch import Tensor, nn
 from attnlab.attention import attention, attention_weights, positional as pos
 from attnlab.attention.functional import select_index
 from attnlab.layers.cache import KVCache
-from attnlab.layers.linear import Linear
+from attnlab.layers.linear import Linear, linear
 from attnlab.layers.positional import RelativePositionBias
 
-__all__ = ["MultiHeadAttention", "key_padding_to_mask"]
+__all__ = ["MultiHeadAttention", "key_padding_to_mask", "FUSED_QKV_ENV"]
+
+FUSED_QKV_ENV = "ATTNLAB_FUSED_QKV"  # "1": one stacked q/k/v product in training (module docstring)
 
 POSITIONAL_KINDS = (None, "rope", "alibi", "relative")
 
@@ -88,6 +100,23 @@ class MultiHeadAttention(nn.Module):
         # weight_selection = (heads, query_rows) to have only those computed (bounded memory).
         self.weight_hook: Callable[["MultiHeadAttention", Tensor], None] | None = None
         self.weight_selection: tuple | None = None
+        self.fuse_qkv = os.environ.get(FUSED_QKV_ENV, "0") == "1"
+
+    def _fusable(self) -> bool:
+        """Whether q, k, v may come from one stacked product (training, plain projections, no hooks)."""
+        if not (self.fuse_qkv and self.training and torch.is_grad_enabled()):
+            return False
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        return all(type(p) is Linear and not p._forward_hooks and not p._forward_pre_hooks for p in projs)
+
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v from one product: x (B, N, C) @ [Wq; Wk; Wv]^T -> three views (B, N, C | G D | G D)."""
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight for p in projs])  # (C + 2 G D, C)
+        bias = torch.cat([p.bias for p in projs]) if self.q_proj.bias is not None else None
+        qkv = linear(x, weight, bias)  # (B, N, C + 2 G D)
+        kv_dim = self.num_kv_heads * self.head_dim
+        return qkv.split([self.dim, kv_dim, kv_dim], dim=-1)
 
     def _split(self, t: Tensor, heads: int) -> Tensor:
         b, n, _ = t.shape
@@ -124,9 +153,13 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("MultiHeadAttention: ask for return_weights or return_scores, not both")
         b, n, c = x.shape
         source = x if context is None else context
-        q = self._split(self.q_proj(x), self.num_heads)  # (B, H, N, D)
-        k = self._split(self.k_proj(source), self.num_kv_heads)  # (B, G, M_new, D)
-        v = self._split(self.v_proj(source), self.num_kv_heads)  # (B, G, M_new, D)
+        if context is None and self._fusable():
+            q, k, v = self._project_qkv(x)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(source), self.v_proj(source)
+        q = self._split(q, self.num_heads)  # (B, H, N, D)
+        k = self._split(k, self.num_kv_heads)  # (B, G, M_new, D)
+        v = self._split(v, self.num_kv_heads)  # (B, G, M_new, D)
         self_attn = context is None
         past = len(cache) if cache is not None and self_attn else 0
         if self.positional == "rope" and self_attn:
