@@ -106,11 +106,11 @@ def test_tensor_bias_and_relative_bias_gradients_match_reference():
 def test_alibi_no_dense_bias_needed_for_long_sequences(monkeypatch):
     # Without the fused CPU path (a torch build lacking its flash operators), "auto" sends a
     # callable bias whose dense form is too big to the chunked kernel.
-    from attnlab.attention import functional
+    from attnlab.attention import functional, routing
 
-    monkeypatch.setattr(functional, "toeplitz_applicable", lambda *a: False)
-    monkeypatch.setattr(functional, "_CPU_DENSE_LIMIT_BYTES", 1024)
-    monkeypatch.setattr(functional, "_CUDA_DENSE_LIMIT_BYTES", 1024)
+    monkeypatch.setattr(routing, "toeplitz_applicable", lambda *a: False)
+    monkeypatch.setattr(routing, "_CPU_DENSE_LIMIT_BYTES", 1024)
+    monkeypatch.setattr(routing, "_CUDA_DENSE_LIMIT_BYTES", 1024)
     calls = []
     monkeypatch.setattr(functional, "chunked_attention", lambda *a, **k: calls.append(1) or chunked_attention(*a, **k))
     q = torch.randn(1, 2, 1024, 16)
