@@ -265,6 +265,13 @@ def chunked_attention(
     return _ChunkedAttention.apply(q, k, v, mask, bias, spec, *params)
 
 
+def _tracing(q: Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return (isinstance(q, FakeTensor) or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
+
+
 _TUNE_ROWS = 1024  # query rows (and, past the causal offset, keys) the block sizes are timed on
 _TUNE_HEADS = 4
 
@@ -293,9 +300,11 @@ def _tuned_blocks(q, k, v, mask, bias, bias_fn, scale, is_causal, window, dropou
     backward when a gradient will be taken. Every tiling gives the same result to rounding.
     """
     n, m = q.shape[2], k.shape[2]
+    if q.device.type != "cpu" or _tracing(q):  # symbolic sizes under export / compile: the defaults, untimed
+        return default_block_sizes(n, m, window)
     cands = _block_candidates(n, m, window)
     default = next(iter(cands))
-    if len(cands) == 1 or q.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if len(cands) == 1:
         return cands[default]
     g, h = k.shape[1], q.shape[1]
     repeats = h // g

@@ -43,7 +43,7 @@ from attnlab import autotune
 from attnlab.attention.banded import banded_applicable
 from attnlab.attention.toeplitz import toeplitz_applicable
 
-__all__ = ["pick_backend", "default_backend", "candidates", "dense_or_chunked", "FAMILY", "ROUTES"]
+__all__ = ["pick_backend", "default_backend", "candidates", "dense_or_chunked", "tracing", "FAMILY", "ROUTES"]
 
 FAMILY = "attention.route"  # autotune family: autotune.force({FAMILY: "banded"}) in tests and benchmarks
 ROUTES = ("sdpa", "math", "chunked", "banded", "toeplitz")
@@ -188,7 +188,8 @@ def _route_key(q: Tensor, k: Tensor, v: Tensor, heads: int, mask, bias, is_causa
     return f"{FAMILY}|{'|'.join(parts)}|{'+'.join(names)}"
 
 
-def _tracing(q: Tensor) -> bool:
+def tracing(q: Tensor) -> bool:
+    """Whether this call is being traced (export, compile, ONNX, jit): sizes may be symbolic."""
     return (isinstance(q, FakeTensor) or torch.jit.is_tracing() or torch.compiler.is_compiling()
             or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
 
@@ -201,8 +202,10 @@ def pick_backend(q: Tensor, k: Tensor, v: Tensor, n: int, m: int, bias, window: 
     executes a route on the timing slice (``functional._execute``); without it nothing is timed
     and an unmeasured class gets the default."""
     default = default_backend(q, k, v, n, m, bias, window, mask, dropout_p)
+    if tracing(q):  # export / compile: symbolic sizes, nothing to time; the fixed rules as before
+        return default
     names = _candidates(default, q, k, v, n, m, bias, window, mask, dropout_p)
-    if len(names) == 1 or _tracing(q):
+    if len(names) == 1:
         return default
     g = k.shape[1]
     repeats = q.shape[1] // g
