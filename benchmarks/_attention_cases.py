@@ -136,6 +136,12 @@ def picked_backend(inputs, ours: dict[str, Any]) -> str | None:
         return None
 
 
+def naive_too_big(cfg: dict[str, Any]) -> float | None:
+    """Size in GiB of the float32 scores when it is over the cap, else None."""
+    gib = cfg["batch"] * cfg["heads"] * cfg["n"] * cfg["n"] * 4 / GIB
+    return gib if gib > cfg["max_naive_gb"] else None
+
+
 def plan(inputs, ours: dict[str, Any], rows: list[str], reuse_auto: bool):
     """Run order (SDPA first: it is the reference) and auto's alias, if it has one."""
     order = ["SDPA"] + [r for r in ROWS if r in rows and r not in ("SDPA", "auto")]
