@@ -4,7 +4,6 @@ table) and ``attention_targets.py`` (issue 7's paired target table)."""
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Callable
 
@@ -14,10 +13,10 @@ import torch.nn.functional as F
 from attnlab.attention import attention, positional
 from attnlab.layers import RelativePositionBias
 
-try:  # private, only to label (and reuse) what "auto" dispatches to
-    from attnlab.attention.functional import _pick_backend
-except ImportError:  # pragma: no cover
-    _pick_backend = None
+try:  # labels (and lets attention.py reuse) what "auto" dispatches to
+    from attnlab.attention.functional import auto_backend
+except ImportError:  # pragma: no cover - an attnlab from before auto_backend
+    auto_backend = None
 
 CASES = ("dense", "causal", "alibi", "t5", "window", "padding", "gqa")
 ROWS = ("auto", "chunked", "sdpa", "math", "SDPA", "naive")
@@ -125,22 +124,16 @@ def row_callable(row: str, inputs, ours, ref, naive, backward: bool) -> Callable
 
 
 def picked_backend(inputs, ours: dict[str, Any]) -> str | None:
-    """What ``backend="auto"`` dispatches to, or None when that cannot be told.
-
-    Asks the kernel's private ``_pick_backend``, passing its parameters by name, because its
-    signature moves with the heuristic; any mismatch only means auto is timed on its own.
-    """
-    if _pick_backend is None:
+    """What ``backend="auto"`` dispatches to for this case ("sdpa", "banded", "toeplitz", ...),
+    or None when that cannot be told. On CPU this is the route measured (or read from the
+    autotune cache) for the case's shape class, as the timed call itself takes it."""
+    if auto_backend is None:
         return None
     q, k, v = inputs
-    known = {"q": q, "k": k, "v": v, "n": q.shape[2], "m": k.shape[2], "bias": ours.get("bias"),
-             "window": ours.get("window"), "mask": ours.get("mask"), "is_causal": ours.get("is_causal", False),
-             "dropout_p": 0.0}
     try:
-        picked = _pick_backend(*(known[name] for name in inspect.signature(_pick_backend).parameters))
-    except (KeyError, TypeError, ValueError):
+        return auto_backend(q, k, v, **ours)
+    except (TypeError, ValueError):
         return None
-    return picked if isinstance(picked, str) else None
 
 
 def naive_too_big(cfg: dict[str, Any]) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -106,11 +107,11 @@ def test_tensor_bias_and_relative_bias_gradients_match_reference():
 def test_alibi_no_dense_bias_needed_for_long_sequences(monkeypatch):
     # Without the fused CPU path (a torch build lacking its flash operators), "auto" sends a
     # callable bias whose dense form is too big to the chunked kernel.
-    from attnlab.attention import functional
+    from attnlab.attention import functional, routing
 
-    monkeypatch.setattr(functional, "toeplitz_applicable", lambda *a: False)
-    monkeypatch.setattr(functional, "_CPU_DENSE_LIMIT_BYTES", 1024)
-    monkeypatch.setattr(functional, "_CUDA_DENSE_LIMIT_BYTES", 1024)
+    monkeypatch.setattr(routing, "toeplitz_applicable", lambda *a: False)
+    monkeypatch.setattr(routing, "_CPU_DENSE_LIMIT_BYTES", 1024)
+    monkeypatch.setattr(routing, "_CUDA_DENSE_LIMIT_BYTES", 1024)
     calls = []
     monkeypatch.setattr(functional, "chunked_attention", lambda *a, **k: calls.append(1) or chunked_attention(*a, **k))
     q = torch.randn(1, 2, 1024, 16)
@@ -118,3 +119,84 @@ def test_alibi_no_dense_bias_needed_for_long_sequences(monkeypatch):
     assert calls == [1]
     ref = attention(q, q, q, bias=positional.alibi_bias(2), is_causal=True, backend="sdpa")
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+# --- the tile size is a measured choice (attnlab.autotune family chunked.block) ----------------
+
+def _t5_inputs(n: int):
+    module = RelativePositionBias(2)
+    with torch.no_grad():
+        module.embedding.weight.normal_(0.0, 0.5)
+    q = torch.randn(1, 2, n, 8, requires_grad=True)
+    k, v = (torch.randn(1, 1, n + 5, 8, requires_grad=True) for _ in range(2))
+    mask = torch.rand(1, 1, n, n + 5) > 0.2
+    return q, k, v, mask, module
+
+
+def test_every_measured_tiling_matches_float64(autotune_cache):
+    """Outputs and gradients (q, k, v, a learned bias table) agree with float64 whichever tile is forced."""
+    from attnlab import autotune
+    from attnlab.attention import chunked
+
+    n = 300
+    q, k, v, mask, module = _t5_inputs(n)
+    names = chunked._block_candidates(n, n + 5, None)
+    assert list(names) == ["512", "256"]  # the default first, then half (double = one tile, as the default)
+    fn = module.bias_function()
+    ref, _ = reference_attention(q, k, v, mask=mask, bias=fn, is_causal=True)
+    w = torch.randn_like(ref)
+    inputs = (q, k, v, module.embedding.weight)
+    want = torch.autograd.grad((ref * w).sum(), inputs)
+    for name in [*names, None]:  # each candidate forced, then as measured here
+        with autotune.force({"chunked.block": name} if name else {}):
+            out = attention(q, k, v, mask=mask, bias=fn, is_causal=True, backend="chunked")
+        torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=1e-4)
+        for got, exp in zip(torch.autograd.grad((out.double() * w).sum(), inputs), want):
+            torch.testing.assert_close(got.double(), exp.double(), atol=5e-5, rtol=1e-4)
+
+
+def test_the_faster_tiling_is_chosen_on_a_synthetic_cost(autotune_cache, monkeypatch):
+    from attnlab import autotune
+    from attnlab.attention import chunked
+
+    blocks = []
+    apply = chunked._ChunkedAttention.apply
+    monkeypatch.setattr(chunked._ChunkedAttention, "apply", lambda *a: blocks.append(a[5].block_q) or apply(*a))
+    measure = autotune._measure
+    q, k, v, mask, _ = _t5_inputs(200)
+    assert list(chunked._block_candidates(200, 205, 40)) == ["64", "128"]  # a window of 40: 64-row tiles, or 128
+    for fast, size in (("128", 128), ("64", 64)):
+        def synthetic(cands, *args, fast=fast):
+            costs = {name: (lambda c=6e-4 if name == fast else 1.8e-3: _spin(c)) for name in cands}
+            return measure(costs, *args)
+
+        monkeypatch.setattr(autotune, "_measure", synthetic)
+        autotune.clear_memory_cache()
+        for f in autotune_cache.glob("autotune-*.json"):
+            f.unlink()
+        chunked_attention(q, k, v, mask=mask, bias=None, bias_fn=None, scale=0.3, is_causal=False, window=40)
+        assert blocks[-1] == size
+
+
+def test_autotune_off_keeps_the_default_tiles(autotune_cache, monkeypatch):
+    from attnlab import autotune
+    from attnlab.attention import chunked
+    from attnlab.attention.chunked import default_block_sizes
+
+    monkeypatch.setenv(autotune.ENV_VAR, "0")
+    monkeypatch.setattr(autotune, "_measure", lambda *a: pytest.fail("timed with autotuning off"))
+    specs = []
+    apply = chunked._ChunkedAttention.apply
+    monkeypatch.setattr(chunked._ChunkedAttention, "apply", lambda *a: specs.append(a[5]) or apply(*a))
+    q, k, v, mask, module = _t5_inputs(300)
+    for window in (None, 40):
+        chunked_attention(q, k, v, mask=mask, bias=None, bias_fn=module.bias_function(), scale=0.3,
+                          is_causal=True, window=window)
+        assert (specs[-1].block_q, specs[-1].block_k) == default_block_sizes(300, 305, window)
+    assert not list(autotune_cache.glob("autotune-*.json"))
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass

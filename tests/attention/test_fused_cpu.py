@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from attnlab import autotune
 from attnlab.attention import attention, flash_cpu, functional, positional
 from attnlab.attention.banded import _fold, band_block_sizes, banded_attention
 from attnlab.attention.toeplitz import toeplitz_attention
@@ -143,7 +144,12 @@ def test_toeplitz_declines_a_bias_varying_over_most_keys():
 
 
 def test_auto_uses_fused_paths_without_dense_tensors(monkeypatch):
-    """auto: window -> banded, ALiBi / T5 -> Toeplitz, and never builds an (N, M) bias or mask."""
+    """auto: window -> banded, ALiBi / T5 -> Toeplitz, and never builds an (N, M) bias or mask.
+
+    With the fixed thresholds (ATTNLAB_AUTOTUNE=0): measuring would time SDPA with a dense mask
+    on a slice of the inputs once (test_routing.py covers that)."""
+    monkeypatch.setenv(autotune.ENV_VAR, "0")
+
     def forbidden(*args, **kwargs):
         raise AssertionError("dense (N, M) tensor built")
 
@@ -174,9 +180,11 @@ def test_alibi_with_dropout_trains_through_sdpa():
 
 
 @pytest.mark.parametrize("positional, window", [("alibi", None), ("relative", None), (None, 48)])
-def test_attention_module_takes_the_fused_paths_exactly(positional, window):
-    """Through MultiHeadAttention (non-contiguous q/k/v views, N*M above auto's threshold)."""
+def test_attention_module_takes_the_fused_paths_exactly(positional, window, monkeypatch):
+    """Through MultiHeadAttention (non-contiguous q/k/v views, N*M above auto's fixed threshold)."""
     from attnlab.layers import MultiHeadAttention
+
+    monkeypatch.setenv(autotune.ENV_VAR, "0")  # the fixed thresholds: the fused paths, not a measured choice
 
     torch.manual_seed(0)
     layer = MultiHeadAttention(32, 4, positional=positional)
@@ -196,9 +204,11 @@ def test_attention_module_takes_the_fused_paths_exactly(positional, window):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_auto_trains_short_half_precision_sequences_in_fp32_math(dtype):
+def test_auto_trains_short_half_precision_sequences_in_fp32_math(dtype, monkeypatch):
     """Short bf16/fp16 training attention on CPU runs the fp32 math backend (SDPA's fused
-    backward is several times slower there); forward and gradients match the float64 reference."""
+    backward was several times slower there; the fixed threshold, ATTNLAB_AUTOTUNE=0); forward
+    and gradients match the float64 reference."""
+    monkeypatch.setenv(autotune.ENV_VAR, "0")
     q, k, v = _inputs(3, 4, 2, 17, 16, 32, dtype)
     mask = torch.rand(3, 1, 17, 16, generator=torch.Generator().manual_seed(1)) > 0.3
     mask[0, :, 2] = False  # one row with nothing to attend to

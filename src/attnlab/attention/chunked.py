@@ -8,6 +8,11 @@ recomputes each tile from the saved log-sum-exp (Dao et al. 2022, FlashAttention
 backward pass also needs only O(N * block) extra memory. Score biases can be tensors or
 callables evaluated per tile (ALiBi, T5 relative bias); gradients reach the tensors a
 callable reads through its ``tensors`` attribute.
+
+Tile size: ``default_block_sizes`` (512, or about the window) unless given; on CPU the
+default, half and double are timed once per shape class (``attnlab.autotune`` family
+``chunked.block``, ``_tuned_blocks``) since where Python's per-tile overhead balances cache
+use and skipped tiles depends on the CPU. ``ATTNLAB_AUTOTUNE=0`` keeps the defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from attnlab import autotune
 from attnlab.attention.masks import block_is_empty, query_positions, structure_mask
 
 __all__ = ["chunked_attention", "default_block_sizes", "expand_groups", "reduce_groups"]
@@ -248,6 +254,8 @@ def chunked_attention(
     """
     n, m = q.shape[2], k.shape[2]
     default_q, default_k = default_block_sizes(n, m, window)
+    if block_q is None and block_k is None:
+        default_q, default_k = _tuned_blocks(q, k, v, mask, bias, bias_fn, scale, is_causal, window, dropout_p)
     seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if dropout_p > 0 else 0
     spec = _Spec(
         scale=scale, is_causal=is_causal, window=window, bias_fn=bias_fn, dropout_p=dropout_p,
@@ -255,3 +263,95 @@ def chunked_attention(
     )
     params = tuple(getattr(bias_fn, "tensors", ())) if bias_fn is not None else ()
     return _ChunkedAttention.apply(q, k, v, mask, bias, spec, *params)
+
+
+def _tracing(q: Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return (isinstance(q, FakeTensor) or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
+
+
+_TUNE_ROWS = 1024  # query rows (and, past the causal offset, keys) the block sizes are timed on
+_TUNE_HEADS = 4
+
+
+def _block_candidates(n: int, m: int, window: int | None) -> dict[str, tuple[int, int]]:
+    """The default tile and its halving and doubling (64 to 1024 rows), as (block_q, block_k)."""
+    base = default_block_sizes(n, m, window)
+    top = max(default_block_sizes(1 << 30, 1 << 30, window))
+    found = {str(top): base}
+    for size in (top // 2, top * 2):
+        if 64 <= size <= 1024:
+            sizes = (min(size, max(n, 1)), min(size, max(m, 1)))
+            if sizes != base and sizes not in found.values():
+                found[str(size)] = sizes
+    return found
+
+
+def _tuned_blocks(q, k, v, mask, bias, bias_fn, scale, is_causal, window, dropout_p) -> tuple[int, int]:
+    """Tile sizes measured here per shape class (family ``chunked.block``), else ``default_block_sizes``.
+
+    Bigger tiles amortise Python's per-tile overhead, smaller ones skip more of a window and
+    stay in cache; where that balances depends on the CPU. The candidates (the default tile,
+    half and double) are timed on a detached slice: the first batch row, at most 4 heads (whole
+    key/value groups), the first 1,024 queries and the keys they can see (every tile costs
+    alike, so the slice ranks the tilings as the whole call would); forward only, or forward +
+    backward when a gradient will be taken. Every tiling gives the same result to rounding.
+    """
+    n, m = q.shape[2], k.shape[2]
+    if q.device.type != "cpu" or _tracing(q):  # symbolic sizes under export / compile: the defaults, untimed
+        return default_block_sizes(n, m, window)
+    cands = _block_candidates(n, m, window)
+    default = next(iter(cands))
+    if len(cands) == 1:
+        return cands[default]
+    g, h = k.shape[1], q.shape[1]
+    repeats = h // g
+    groups = max(1, min(g, -(-min(h, _TUNE_HEADS) // repeats)))
+    params = [t for t in getattr(bias_fn, "tensors", ()) if t.requires_grad] if bias_fn is not None else []
+    tensor_grad = [bias] if isinstance(bias, Tensor) and bias.requires_grad else []
+    needs_grad = torch.is_grad_enabled() and (any(t.requires_grad for t in (q, k, v)) or bool(params or tensor_grad))
+    sizes = (groups * repeats, n, m, q.shape[3]) + ((window + 1,) if window is not None else ())
+    kind = ["causal" if is_causal else "full"] + [name for name, on in (
+        ("window", window is not None), ("mask", mask is not None), ("tbias", isinstance(bias, Tensor)),
+        ("fbias", bias_fn is not None), ("learned", bool(params or tensor_grad)), ("dropout", dropout_p > 0),
+        (f"gqa{repeats}", repeats > 1)) if on]
+    key = f"chunked.block|{autotune.shape_class(*sizes, dtype=q.dtype, grad=needs_grad)}|{'|'.join(kind)}"
+    name = autotune.lookup(key, cands, default=default)
+    if name is not None:
+        return cands[name]
+    rows = min(n, _TUNE_ROWS)
+    # the keys those rows can see, at most 4 * _TUNE_ROWS (the slice is then its own, shorter
+    # problem of the same kind: timing only, its result is dropped)
+    keys = m if not (is_causal or window is not None) else rows + (m - n) + (window or 0)
+    keys = min(m, keys, 4 * _TUNE_ROWS)
+
+    def part(t: Tensor | None, heads: int) -> Tensor | None:
+        """The slice of a tensor broadcastable to (B, H, N, M)."""
+        if t is None:
+            return None
+        t = t.detach().reshape((1,) * (4 - t.dim()) + tuple(t.shape))[:1, :heads]
+        return _tile(t, 0, rows, 0, keys)
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's graph and random stream stay untouched
+        leaves = [t.detach()[:1, :c, : (rows if t is q else keys)].clone().requires_grad_(t.requires_grad)
+                  for t, c in ((q, groups * repeats), (k, groups), (v, groups))]
+        mask_s, bias_s = part(mask, groups * repeats), part(bias, groups * repeats)
+        if bias_s is not None and tensor_grad:
+            bias_s = bias_s.clone().requires_grad_()
+        wrt = [t for t in leaves if t.requires_grad] + ([bias_s] if tensor_grad else []) + params
+        upstream = torch.randn(1, groups * repeats, rows, v.shape[-1], dtype=q.dtype, device=q.device)
+
+        def tiling(bq: int, bk: int):
+            def run():
+                with torch.set_grad_enabled(needs_grad):
+                    out = chunked_attention(*leaves, mask=mask_s, bias=bias_s, bias_fn=bias_fn, scale=scale,
+                                            is_causal=is_causal, window=window, dropout_p=dropout_p,
+                                            block_q=bq, block_k=bk)
+                    if needs_grad:
+                        torch.autograd.grad(out, wrt, upstream, allow_unused=True)
+            return run
+
+        name = autotune.choose(key, {nm: tiling(*bs) for nm, bs in cands.items()}, default=default)
+    return cands[name]

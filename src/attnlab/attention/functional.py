@@ -7,7 +7,8 @@ not 1/sqrt(num_heads), the slip of the seed article's sample. Backends:
   float64 included).
 - ``"sdpa"``: ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels).
 - ``"chunked"``: exact memory-efficient attention (``attention/chunked.py``).
-- ``"auto"``: the fastest backend that can express the request.
+- ``"auto"``: the fastest backend that can express the request, the CPU fused banded and
+  Toeplitz kernels included; on CPU measured per shape class (``attention/routing.py``).
 
 Exact weights (``return_weights=True``) are recomputed block by block from q and k, so
 asking for them never forces the output itself onto the slow path.
@@ -22,30 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnlab.attention.banded import banded_applicable, banded_attention
+from attnlab.attention import routing
+from attnlab.attention.banded import banded_attention
 from attnlab.attention.chunked import chunked_attention, expand_groups
 from attnlab.attention.masks import query_positions, safe_softmax, structure_mask
-from attnlab.attention.toeplitz import toeplitz_applicable, toeplitz_attention
+from attnlab.attention.toeplitz import toeplitz_attention
 
-__all__ = ["attention", "attention_weights", "select_index", "BACKENDS"]
+__all__ = ["attention", "attention_weights", "auto_backend", "select_index", "BACKENDS"]
 
 BACKENDS = ("auto", "sdpa", "chunked", "math")
 BiasLike = Union[Tensor, Callable[[Tensor, Tensor, Tensor], Tensor], None]
-
-# "auto" thresholds: narrow windows go block-wise above this many scores per (batch, head) on
-# CPU; any dense bias/mask above the byte limits goes block-wise to bound memory.
-_AUTO_CHUNKED_MIN_SCORES = 1024 * 1024
-# The CPU fused banded / Toeplitz paths pay a fixed cost (flips, band views, u); below this
-# many scores per (batch, head) SDPA with a small dense bias or mask is as fast (the crossover
-# lies between N=256 and N=512; benchmarks/attention.py).
-_AUTO_FUSED_MIN_SCORES = 512 * 512
-# On CPU, SDPA's fused backward in bf16/fp16 has a large fixed cost per (batch, head): for short
-# sequences the explicit fp32 math is faster (the two break even near N=128). Used only when a
-# gradient will be taken.
-_CPU_HALF_MATH_MAX_SCORES = 96 * 96
-_CUDA_DENSE_LIMIT_BYTES = 4 * 1024**3
-_CPU_DENSE_LIMIT_BYTES = 1024**3
-
 
 def _broadcastable(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     if len(shape) > len(target):
@@ -162,37 +149,27 @@ def _sdpa(q, k, v, mask, bias, scale, dropout_p, is_causal_plain):
 
 
 def _pick_backend(q: Tensor, k: Tensor, v: Tensor, n: int, m: int, bias: BiasLike, window: int | None,
-                  mask: Tensor | None = None, dropout_p: float = 0.0) -> str:
-    """SDPA whenever it can run plainly. On CPU, short half-precision training runs the math
-    backend (above), and two special cases run on SDPA's fused kernel
-    without an (N, M) tensor: a window with nothing else ("banded", ``banded.py``) and a
-    relative-position bias such as ALiBi or T5 ("toeplitz", ``toeplitz.py``). Otherwise the
-    block-wise kernel where a dense bias or mask would not fit comfortably in memory.
-
-    On CUDA the Python-tiled kernel is far slower than SDPA even with a dense bias
-    (benchmarks/attention.py, benchmarks/README.md), so CUDA keeps SDPA with a dense bias below
-    the memory limit.
-    """
-    if (not q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and n * m <= _CPU_HALF_MATH_MAX_SCORES
-            and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
-        return "math"
-    if not q.is_cuda and n * m >= _AUTO_FUSED_MIN_SCORES:
-        if window is not None and bias is None and mask is None and dropout_p == 0 and banded_applicable(q, k, v, window):
-            return "banded"
-        if toeplitz_applicable(q, k, v, bias, mask, window, dropout_p):
-            return "toeplitz"
-    return _dense_or_chunked(q, n, m, bias, window)
+                  mask: Tensor | None = None, dropout_p: float = 0.0, is_causal: bool = False,
+                  scale: float | None = None) -> str:
+    """What "auto" runs for this call (``attention/routing.py``): SDPA whenever it can run
+    plainly; on CPU the fused banded / Toeplitz kernels, the fp32 math for short half-precision
+    training or the block-wise kernel where they measured faster here (fixed thresholds with
+    ``ATTNLAB_AUTOTUNE=0``); block-wise wherever a dense bias or mask would not fit in memory."""
+    return routing.pick_backend(q, k, v, n, m, bias, window, mask, dropout_p, is_causal=is_causal, scale=scale,
+                                run=_execute)
 
 
-def _dense_or_chunked(q: Tensor, n: int, m: int, bias: BiasLike, window: int | None) -> str:
-    callable_bias = callable(bias) and not isinstance(bias, Tensor)
-    dense_bytes = q.shape[0] * q.shape[1] * n * m * 4
-    limit = _CUDA_DENSE_LIMIT_BYTES if q.is_cuda else _CPU_DENSE_LIMIT_BYTES
-    if (callable_bias or window is not None) and dense_bytes > limit:
-        return "chunked"
-    if not q.is_cuda and window is not None and n * m >= _AUTO_CHUNKED_MIN_SCORES and (2 * window + 1) * 4 <= m:
-        return "chunked"
-    return "sdpa"
+def _execute(backend, q, k, v, mask, bias, is_causal, window, scale, dropout_p) -> Tensor:
+    """Any backend, the fused CPU ones included; a Toeplitz call that cannot pay falls back."""
+    if backend == "banded":
+        return banded_attention(q, k, v, window=window, is_causal=is_causal, scale=scale)
+    if backend == "toeplitz":
+        out = toeplitz_attention(q, k, v, bias, scale=scale, is_causal=is_causal, dropout_p=dropout_p)
+        if out is not None:
+            return out
+        # a learned bias that varies too far out for the fused path
+        backend = routing.dense_or_chunked(q, q.shape[2], k.shape[2], bias, window)
+    return _run(backend, q, k, v, mask, bias, is_causal, window, scale, dropout_p)
 
 
 def _run(backend, q, k, v, mask, bias, is_causal, window, scale, dropout_p) -> Tensor:
@@ -300,6 +277,21 @@ def attention_weights(
     return out
 
 
+def auto_backend(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: BiasLike = None,
+                 is_causal: bool = False, window: int | None = None, scale: float | None = None,
+                 dropout_p: float = 0.0) -> str:
+    """The backend ``attention(..., backend="auto")`` runs for these arguments: "sdpa", "math",
+    "chunked", "banded" or "toeplitz" (a Toeplitz call whose learned bias varies too far out
+    falls back to "sdpa" or "chunked"). On CPU this may time the candidates (first use of a
+    shape class, ``attention/routing.py``), as the call itself would. Benchmarks print it."""
+    _validate(q, k, v, mask, bias, window, scale, dropout_p, "auto")
+    n, m = q.shape[2], k.shape[2]
+    if is_causal and n == 1 and window is None:
+        is_causal = False
+    scale_f = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return _pick_backend(q, k, v, n, m, bias, window, mask, dropout_p, is_causal, scale_f)
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -341,16 +333,8 @@ def attention(
     if is_causal and n == 1 and window is None:
         is_causal = False  # one query, bottom-right aligned: it sees every key (KV-cache decoding)
     if backend == "auto":
-        backend = _pick_backend(q, k, v, n, m, bias, window, mask, dropout_p)
-    out = None
-    if backend == "banded":
-        out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=scale_f)
-    elif backend == "toeplitz":
-        out = toeplitz_attention(q, k, v, bias, scale=scale_f, is_causal=is_causal, dropout_p=dropout_p)
-        if out is None:  # a learned bias that varies too far out for the fused path
-            backend = _dense_or_chunked(q, n, m, bias, window)
-    if out is None:
-        out = _run(backend, q, k, v, mask, bias, is_causal, window, scale_f, dropout_p)
+        backend = _pick_backend(q, k, v, n, m, bias, window, mask, dropout_p, is_causal, scale_f)
+    out = _execute(backend, q, k, v, mask, bias, is_causal, window, scale_f, dropout_p)
     if not return_weights:
         return out
     weights = attention_weights(q, k, mask=mask, bias=bias, is_causal=is_causal, window=window, scale=scale_f)
