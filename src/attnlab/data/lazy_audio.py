@@ -124,6 +124,11 @@ class AudioFileDataset(FileDataset):
         super().__init__(paths, labels, indices=indices)
         self.spec = spec
 
+    @property
+    def item_shape(self) -> tuple[int, int, int]:
+        """(1, n_mels, frames): every item's x (DataLoader workers share fixed-shape batch slots)."""
+        return self.spec.shape
+
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return clip_features(load_clip(str(self.paths[index]), self.spec), self.spec), self.y[index]
 
@@ -138,6 +143,7 @@ class AudioSampleDecoder:
 
     def __init__(self, spec: AudioSpec):
         self.spec = spec
+        self.item_shape = spec.shape  # (1, n_mels, frames) of every decoded x
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
         if "wav" not in sample or "cls" not in sample:

@@ -149,6 +149,11 @@ class ImageFileDataset(FileDataset):
         self.spec = spec
         self.pixels = PixelTable(spec)
 
+    @property
+    def item_shape(self) -> tuple[int, int, int]:
+        """(C, H, W): every item's x (DataLoader workers share fixed-shape batch slots)."""
+        return self.spec.shape
+
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         path = str(self.paths[index])
         rgb, _ = load_rgb(path, (self.spec.height, self.spec.width))
@@ -166,6 +171,7 @@ class ImageSampleDecoder:
     def __init__(self, spec: ImageSpec):
         self.spec = spec
         self.pixels = PixelTable(spec)
+        self.item_shape = spec.shape  # (C, H, W) of every decoded x
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
         ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)

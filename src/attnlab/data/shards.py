@@ -156,6 +156,12 @@ class ShardStream(IterableDataset):
         self._skipped = multiprocessing.get_context().Value("q", 0)
         self._epoch = multiprocessing.get_context().Value("q", 0)
 
+    @property
+    def item_shape(self) -> tuple[int, ...] | None:
+        """The decoder's fixed x shape, if it has one (image and audio shards; text varies)."""
+        shape = getattr(self.decode, "item_shape", None)
+        return tuple(shape) if shape is not None else None
+
     def __len__(self) -> int:
         return self.total
 

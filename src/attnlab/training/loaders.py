@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.training.distributed import DistInfo
+from attnlab.training.shared_batches import SharedBatchLoader, shared_batches_for
 from attnlab.training.sampler import LengthGroupedSampler, dataset_lengths
 
 __all__ = ["train_loader", "eval_loader", "is_stream", "reraise_worker_error"]
@@ -60,8 +61,13 @@ class _NoSampler:
 
 
 def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Callable | None, device: torch.device):
-    """(loader, sampler) for training: full batches only; ``sampler.set_epoch`` before each epoch."""
+    """(loader, sampler) for training: full batches only; ``sampler.set_epoch`` before each epoch.
+    Fixed-shape items from workers travel through reused shared memory (`shared_batches`)."""
     options = _worker_options(config.num_workers, device)
+    # On CUDA batches are pinned by the DataLoader instead (a copied-out slot would not be).
+    shared = None if device.type == "cuda" else shared_batches_for(dataset, config.batch_size, config.num_workers, collate_fn)
+    if shared is not None:
+        collate_fn = shared.collate
     if is_stream(dataset):
         if config.group_by_length:  # a task default (text): a stream cannot sort what it has not read yet
             log.info("group_by_length does not apply to a sharded stream: batches follow the shuffled stream")
@@ -69,7 +75,8 @@ def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Call
             raise ConfigError("a sharded stream resumes at epoch boundaries only; set --train.checkpoint_every 0")
         dataset.set_distributed(dist.rank, dist.world_size, config.batch_size)
         loader = DataLoader(dataset, batch_size=config.batch_size, drop_last=True, collate_fn=collate_fn, **options)
-        return _StreamLoader(loader, dataset.num_batches(config.batch_size)), _NoSampler(dataset)
+        batches = SharedBatchLoader(loader, shared) if shared is not None else loader
+        return _StreamLoader(batches, dataset.num_batches(config.batch_size)), _NoSampler(dataset)
     if config.group_by_length:
         sampler = LengthGroupedSampler(dataset_lengths(dataset), config.batch_size, num_replicas=dist.world_size,
                                        rank=dist.rank, seed=config.seed)
@@ -79,7 +86,7 @@ def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Call
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, collate_fn=collate_fn,
                         generator=generator, **options)
-    return loader, sampler
+    return (SharedBatchLoader(loader, shared) if shared is not None else loader), sampler
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, collate_fn: Callable | None, device: torch.device):

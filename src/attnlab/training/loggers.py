@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,19 @@ class RunLogger:
             return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def forget_after(self, epoch: int) -> None:
+        """Drop the metrics.jsonl lines of epochs after ``epoch``: a run killed after logging an
+        epoch but before its checkpoint redoes that epoch on resume, which logs it again."""
+        path = None if self.run_dir is None else self.run_dir / "metrics.jsonl"
+        if not self.enabled or path is None or not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        if len(kept) != len(lines):
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, path)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -229,6 +229,7 @@ class Trainer:
         self.best_weights = best or None
         if self.ema is not None:
             self.ema.load_state_tensors({k[len("ema."):]: v for k, v in extra.items() if k.startswith("ema.")})
+        self.logger.forget_after(self.state.epoch)  # lines logged after this checkpoint are redone
         log.info("resumed at epoch %d, step %d", self.state.epoch, self.state.step)
 
     # ---- loop --------------------------------------------------------------------------
