@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from attnlab.errors import ConfigError, DataError
 
 __all__ = [
     "FileDataset",
+    "read_each",
     "ImageSpec",
     "TaskData",
     "TensorPairDataset",
@@ -34,6 +36,8 @@ __all__ = [
     "split_counts",
     "per_class_split",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -165,6 +169,24 @@ class FileDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+def read_each(paths, read: Callable[[Any], Any], bad: list[int], *, skip_bad: bool, what: str):
+    """``(i, read(path))`` for each file of ``paths`` that reads. An unreadable one raises the
+    `DataError` naming it, or with ``skip_bad`` is logged and its position appended to ``bad``;
+    how many were skipped is logged once the files are done. The one pass of every folder loader."""
+    for i, path in enumerate(paths):
+        try:
+            value = read(path)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            log.warning("skipped: %s", e)
+            bad.append(i)
+            continue
+        yield i, value
+    if bad:
+        log.warning("skipped %d unreadable %s file(s) of %d", len(bad), what, len(paths))
 
 
 @dataclass

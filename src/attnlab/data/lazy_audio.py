@@ -17,7 +17,6 @@ the two paths get the same mean and std to the last bit.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,12 +31,10 @@ from attnlab.data.audio_features import (
     normalise_dataset,
     raw_spec,
 )
-from attnlab.data.base import FileDataset
+from attnlab.data.base import FileDataset, read_each
 from attnlab.errors import DataError
 
 __all__ = ["FeatureMoments", "AudioFileDataset", "AudioSampleDecoder", "scan_audio"]
-
-logger = logging.getLogger(__name__)
 
 
 class FeatureMoments:
@@ -82,15 +79,7 @@ def scan_audio(
     feature_spec = raw_spec(spec) if dataset else spec  # dataset mode: keep dB, normalise once stats are known
     moments, bad = FeatureMoments(), []
     kept = torch.zeros(len(paths), *spec.shape) if keep else None
-    for i, path in enumerate(paths):
-        try:
-            wave = load_clip(path, spec)  # (L,)
-        except DataError as e:
-            if not skip_bad:
-                raise
-            logger.warning("skipped: %s", e)
-            bad.append(i)
-            continue
+    for i, wave in read_each(paths, lambda path: load_clip(path, spec), bad, skip_bad=skip_bad, what="audio"):  # (L,)
         if kept is None and not (dataset and count[i]):
             continue  # lazy, per-utterance: reading the file checked it; features come on access
         feats = clip_features(wave, feature_spec)  # (1, n_mels, frames)
@@ -98,8 +87,6 @@ def scan_audio(
             moments.add(feats)
         if kept is not None:
             kept[i] = feats
-    if bad:
-        logger.warning("skipped %d unreadable audio file(s) of %d", len(bad), len(paths))
     if dataset:
         mean, std = moments.stats()
         spec = AudioSpec.from_dict({**spec.to_dict(), "mean": mean, "std": std})

@@ -14,7 +14,6 @@ O(1) memory, and the in-memory loader uses the same function, so the two paths a
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,13 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnlab.data.base import FileDataset, ImageSpec
+from attnlab.data.base import FileDataset, ImageSpec, read_each
 from attnlab.data.images import load_rgb, luma, scale_pixels
 from attnlab.errors import DataError
 
 __all__ = ["PixelHistogram", "PixelTable", "ImageFileDataset", "ImageSampleDecoder", "scan_images", "IMAGE_EXTENSIONS"]
-
-logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "bmp")  # what an image-folder sample may hold in a shard
 
@@ -81,22 +78,12 @@ def scan_images(
     """
     any_color, hist, bad = False, PixelHistogram(), []
     kept = np.zeros((len(paths), *size, 3), np.uint8) if keep else None
-    for i, path in enumerate(paths):
-        try:
-            rgb, color = load_rgb(path, size)
-        except DataError as e:
-            if not skip_bad:
-                raise
-            logger.warning("skipped: %s", e)
-            bad.append(i)
-            continue
+    for i, (rgb, color) in read_each(paths, lambda path: load_rgb(path, size), bad, skip_bad=skip_bad, what="image"):
         any_color = any_color or color
         if count[i]:
             hist.add(rgb)
         if kept is not None:
             kept[i] = rgb
-    if bad:
-        logger.warning("skipped %d unreadable image file(s) of %d", len(bad), len(paths))
     return any_color, hist, bad, kept
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from attnlab.training.checkpoint import atomic_write_text
 
 __all__ = ["RunLogger"]
 
@@ -60,9 +61,7 @@ class RunLogger:
         lines = path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
         if len(kept) != len(lines):
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(kept))
-            os.replace(tmp, path)
+            atomic_write_text(path, "".join(kept))
 
     def close(self) -> None:
         if self._writer is not None:
