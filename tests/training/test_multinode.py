@@ -30,6 +30,32 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children first seen first."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # gone meanwhile
+            continue
+        for child in children:
+            out += [child, *_descendants(child)]
+    return out
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and everything below it. Not `os.killpg`: torchrun starts its workers in
+    sessions of their own, so killing its process group left the worker training on (and the
+    other node with it) until node 0's agent waited at its exit barrier."""
+    import signal
+
+    for target in [pid, *_descendants(pid)]:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
 
@@ -119,7 +145,6 @@ def test_a_node_that_disappears_stops_the_run_and_leaves_the_last_checkpoint(tmp
     """Node 1 is killed (SIGKILL, as a lost machine) after the first checkpoint: node 0 exits with
     torchrun's error within a timeout (never hangs), the checkpoint on disk is whole, and the run
     resumes from it when both nodes are back (a mid-epoch checkpoint resumes at its own world size)."""
-    import signal
     import time
 
     from attnlab.models import create_model
@@ -139,12 +164,12 @@ def test_a_node_that_disappears_stops_the_run_and_leaves_the_last_checkpoint(tmp
             assert time.time() < deadline and all(n.poll() is None for n in nodes), "no checkpoint appeared"
             time.sleep(0.05)
         time.sleep(0.5)
-        os.killpg(nodes[1].pid, signal.SIGKILL)  # torchrun and its worker: the whole node is gone
+        _kill_tree(nodes[1].pid)  # torchrun and its worker: the whole node is gone
         log = nodes[0].communicate(timeout=180)[0]
     finally:
         for node in nodes:
             if node.poll() is None:
-                os.killpg(node.pid, signal.SIGKILL)
+                _kill_tree(node.pid)
     assert nodes[0].returncode != 0, log[-3000:]
     assert "ChildFailedError" in log or "failed" in log.lower(), log[-3000:]
     model = create_model("vit-tiny", num_classes=10, image_size=(8, 8), in_channels=1, depth=1, dim=32, stem_channels=0,
