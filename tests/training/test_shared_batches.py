@@ -101,3 +101,27 @@ def test_used_only_where_it_applies(monkeypatch):
     assert shared_batches_for(torch.utils.data.TensorDataset(torch.zeros(3)), 4, 2, None) is None  # no fixed item shape
     monkeypatch.setenv("ATTNLAB_SHARED_BATCHES", "0")
     assert shared_batches_for(data, 4, 2, None) is None
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_a_borrowed_batch_holds_until_the_one_after_next_arrives(spare):
+    """Borrowed batches are the slots themselves: each must still hold its items after the next
+    batch has arrived and the consumer has worked on it (slept), while workers race ahead and
+    one worker gets every task (as above). Without the ring's spare slot it does not (the
+    check can fail)."""
+    stream = _UnevenStream()
+    shared = SharedBatches(stream.item_shape, 2, 2, prefetch_factor=2)
+    if not spare:
+        shared.ring -= 1
+    loader = SharedBatchLoader(DataLoader(stream, batch_size=2, num_workers=2, collate_fn=shared.collate), shared,
+                               borrow=True)
+    previous, intact, count = None, True, 0
+    for x, y in loader:
+        assert shared.slots.data_ptr() <= x.data_ptr() < shared.slots.data_ptr() + shared.slots.nbytes
+        time.sleep(0.01)
+        if previous is not None:
+            intact = intact and torch.equal(previous[0], previous[1])
+        previous = (x, x.clone())
+        count += len(y)
+    assert count == 63
+    assert intact is spare

@@ -92,10 +92,9 @@ class PixelTable:
 
     The same float32 operations in the same order (widen, divide by 255, subtract the mean,
     divide by the std: all correctly rounded, so the numbers are equal bit for bit, which the
-    tests check), but one plane at a time in place on a small image instead of through a
-    strided copy and tensor dispatch: half the per-item cost in a DataLoader
-    worker. (A 256-entry lookup table per channel was exact too, but its gather with uint8
-    indices costs twice this.)
+    tests check), but in place in NumPy, four array operations in all, instead of through
+    tensor dispatch: a third of the per-item cost in a DataLoader worker. (A 256-entry lookup
+    table per channel was exact too, but its gather with uint8 indices costs twice this.)
 
     Shape: rgb (H, W, 3) uint8 -> (C, H, W) float32.
     """
@@ -103,18 +102,16 @@ class PixelTable:
     def __init__(self, spec: ImageSpec):
         self.channels = spec.channels
         self.scale = np.float32(255.0)
-        self.mean = np.asarray(spec.mean, np.float32)
-        self.std = np.asarray(spec.std, np.float32)
+        self.mean = np.asarray(spec.mean, np.float32).reshape(-1, 1, 1)  # (C, 1, 1)
+        self.std = np.asarray(spec.std, np.float32).reshape(-1, 1, 1)
 
     def __call__(self, rgb: np.ndarray) -> Tensor:
         pixels = rgb if self.channels == 3 else luma(rgb)  # (H, W, C) uint8
         out = np.empty((self.channels, *pixels.shape[:2]), np.float32)  # (C, H, W)
-        for c in range(self.channels):
-            plane = out[c]
-            plane[...] = pixels[..., c]
-            plane /= self.scale
-            plane -= self.mean[c]
-            plane /= self.std[c]
+        out[...] = pixels.transpose(2, 0, 1)
+        out /= self.scale
+        out -= self.mean
+        out /= self.std
         return torch.from_numpy(out)
 
 
@@ -159,6 +156,7 @@ class ImageSampleDecoder:
         self.spec = spec
         self.pixels = PixelTable(spec)
         self.item_shape = spec.shape  # (C, H, W) of every decoded x
+        self._labels: dict[int, Tensor] = {}  # class index -> its () int64 tensor, made once (~7 us each time)
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
         ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
@@ -170,4 +168,7 @@ class ImageSampleDecoder:
             label = int(sample["cls"].decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             raise DataError(f"{where}: .cls is not a class index: {sample['cls'][:20]!r}") from None
-        return self.pixels(rgb), torch.tensor(label)
+        y = self._labels.get(label)
+        if y is None:
+            y = self._labels.setdefault(label, torch.tensor(label))
+        return self.pixels(rgb), y

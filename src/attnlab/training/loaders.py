@@ -62,7 +62,8 @@ class _NoSampler:
 
 def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Callable | None, device: torch.device):
     """(loader, sampler) for training: full batches only; ``sampler.set_epoch`` before each epoch.
-    Fixed-shape items from workers travel through reused shared memory (`shared_batches`)."""
+    Fixed-shape items from workers travel through reused shared memory (`shared_batches`),
+    borrowed: a batch is the trainer's until it asks for the one after the next."""
     options = _worker_options(config.num_workers, device)
     # On CUDA batches are pinned by the DataLoader instead (a copied-out slot would not be).
     shared = None if device.type == "cuda" else shared_batches_for(dataset, config.batch_size, config.num_workers, collate_fn)
@@ -75,7 +76,7 @@ def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Call
             raise ConfigError("a sharded stream resumes at epoch boundaries only; set --train.checkpoint_every 0")
         dataset.set_distributed(dist.rank, dist.world_size, config.batch_size)
         loader = DataLoader(dataset, batch_size=config.batch_size, drop_last=True, collate_fn=collate_fn, **options)
-        batches = SharedBatchLoader(loader, shared) if shared is not None else loader
+        batches = SharedBatchLoader(loader, shared, borrow=True) if shared is not None else loader
         return _StreamLoader(batches, dataset.num_batches(config.batch_size)), _NoSampler(dataset)
     if config.group_by_length:
         sampler = LengthGroupedSampler(dataset_lengths(dataset), config.batch_size, num_replicas=dist.world_size,
@@ -86,7 +87,7 @@ def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Call
     generator = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True, collate_fn=collate_fn,
                         generator=generator, **options)
-    return (SharedBatchLoader(loader, shared) if shared is not None else loader), sampler
+    return (SharedBatchLoader(loader, shared, borrow=True) if shared is not None else loader), sampler
 
 
 def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, collate_fn: Callable | None, device: torch.device):
