@@ -77,6 +77,16 @@ def test_explain_method_png_and_html(run_dir, sample, tmp_path, capsys):
     assert scores.shape == (16,) and np.all(scores >= 0) and scores.sum() > 0
 
 
+def test_explain_page_opens_on_the_chosen_layer_and_head(run_dir, sample, tmp_path):
+    html = tmp_path / "layer.html"
+    assert main(["explain", str(run_dir), str(sample), "-o", str(html), "--layer", "0", "--head", "1"]) == 0
+    data = _page_data(html)
+    assert (data["defaultLayer"], data["defaultHead"]) == (0, 1)
+    assert main(["explain", str(run_dir), str(sample), "-o", str(html)]) == 0  # the PNG's default: last layer, mean
+    data = _page_data(html)
+    assert (data["defaultLayer"], data["defaultHead"]) == (-1, None)
+
+
 def test_faithfulness_table_and_json(run_dir, capsys):
     capsys.readouterr()
     assert main(["explain", str(run_dir), "--faithfulness", "--method", "rollout,input_x_gradient,random", "--limit", "8",

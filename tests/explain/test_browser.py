@@ -294,3 +294,20 @@ def test_method_choice_and_card_in_chromium(browser, tmp_path):
         assert errors == [], errors
     finally:
         page.close()
+
+
+def test_the_page_opens_on_the_chosen_layer_and_head(browser, tmp_path):
+    """`attnlab explain -o out.html --layer L --head H` opens on that layer and head (a negative
+    layer counts from the last, as for the PNG)."""
+    torch.manual_seed(0)
+    model = create_model("vit-tiny", depth=2, num_heads=4, image_size=(8, 8), patch_size=2).eval()
+    example = image_example(model, torch.rand(1, 8, 8), class_names=[str(c) for c in range(10)], label=0, title="x")
+    last = len(example.layer_names) - 1
+    for layer, head, want in ((-1, 2, (str(last), "2")), (0, None, ("0", "mean"))):
+        path = write_report(tmp_path / f"l{layer}.html", [example], default_layer=layer, default_head=head)
+        page, errors, _, _ = open_report(browser, path)
+        try:
+            assert (page.input_value("#layer"), page.input_value("#head")) == want
+            assert errors == [], errors
+        finally:
+            page.close()

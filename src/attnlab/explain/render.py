@@ -64,7 +64,8 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
         draw(output, layer=layer, head=head, **({"rollout": rollout} if takes_rollout else {}))
         return output
     if output.suffix.lower() == ".html":
-        write_report(output, [example], title=title, meta=meta or {}, default_method=method)
+        write_report(output, [example], title=title, meta=meta or {}, default_method=method, default_layer=layer,
+                     default_head=head)
         return output
     maps = [torch.as_tensor(m) for m in example.maps]
     if not maps or maps[0].shape[-1] != maps[0].shape[-2]:

@@ -250,6 +250,8 @@ def write_report(
     auto_rollout: bool = True,
     card: dict[str, Any] | None = None,
     default_method: str | None = None,
+    default_layer: int = 0,
+    default_head: int | None = None,
 ) -> Path:
     """Write one self-contained HTML file to explore the examples' attention.
 
@@ -266,7 +268,9 @@ def write_report(
 
     ``card``: faithfulness scores (``explain.card.score_methods``) drawn as a table and curves
     below the maps (``explain.card_view``); ``default_method``: the relevance map the page
-    shows first (an example's ``methods`` key; default the attention of the chosen layer).
+    shows first (an example's ``methods`` key; default the attention of the chosen layer);
+    ``default_layer`` / ``default_head``: the layer (negative counts from the last, as
+    ``attnlab explain --layer``) and head (None: the mean of heads) the page opens on.
 
     Returns the path written.
     """
@@ -283,6 +287,8 @@ def write_report(
         "meta": {str(k): _json_value(v) for k, v in (meta or {}).items()},
         "compressed": bool(compress),
         "defaultMethod": default_method,
+        "defaultLayer": int(default_layer),
+        "defaultHead": None if default_head is None else int(default_head),
         "card": card,
         "examples": [_encode_example(ex, bits, compress, auto_rollout) for ex in examples],
     }

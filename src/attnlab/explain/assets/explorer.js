@@ -78,8 +78,13 @@
   }
 
   // ---- state and views --------------------------------------------------------------------
-  const state = { ex: 0, layer: 0, head: "mean", scale: "row", query: null, key: null, pinned: false, opacity: 0.6,
-    method: DATA.defaultMethod || "attention" };
+  // The layer and head the page opens on (attnlab explain --layer/--head; a negative layer counts from the last).
+  const firstLayer = (() => {
+    const v = DATA.defaultLayer, n = DATA.examples[0].layers.length;
+    return typeof v !== "number" ? 0 : v < 0 ? Math.max(0, n + v) : v;
+  })();
+  const state = { ex: 0, layer: firstLayer, head: typeof DATA.defaultHead === "number" ? DATA.defaultHead : "mean",
+    scale: "row", query: null, key: null, pinned: false, opacity: 0.6, method: DATA.defaultMethod || "attention" };
   let view = null, input = null, rolloutView = null, offKey = null, generation = 0;
   const off = document.createElement("canvas"), offCtx = off.getContext("2d");
   const ex = () => DATA.examples[state.ex];
