@@ -7,7 +7,9 @@ in again while reading, then both unmap: for small images that costs more than d
 one process decodes in 0.72 s). `SharedBatches` allocates, before the workers start, a ring of
 ``prefetch_factor x num_workers + 2`` batch slots per worker; a worker stacks its k-th batch into slot
 ``k mod ring`` and sends only (worker, slot, count, labels), and the training process copies
-the slot out (into memory its allocator reuses) as soon as the batch arrives.
+the slot out (into memory its allocator reuses) as soon as the batch arrives, or, for the
+trainer, borrows it in place (`SharedBatchLoader`'s ``borrow``: until the batch after the next
+arrives, which the ring's spare slot allows).
 
 Why a slot is never overwritten before it is copied: the DataLoader dispatches
 ``prefetch_factor x num_workers`` tasks up front and one more each time it returns a batch, so
