@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from attnlab.data import audio, parallel, sasrec, text, timeseries, vision  # noqa: F401  (register the loaders)
 from attnlab.tasks import load_task
@@ -18,3 +19,17 @@ def test_a_missing_data_path_is_named_by_every_loader(task, tmp_path):
     with pytest.raises(DataError, match="data path not found") as info:
         load_task(task, str(missing), seed=0)
     assert str(missing) in str(info.value)
+
+
+def test_class_index_tensors_parse_cls_members_and_make_each_class_once():
+    from attnlab.data.base import ClassIndexTensors
+
+    labels = ClassIndexTensors()
+    values = [int(v) for v in torch.randint(0, 50, (40,))]
+    got = [labels(str(v).encode("ascii"), f"s:{i}") for i, v in enumerate(values)]
+    assert [int(y) for y in got] == values and all(y.dtype == torch.int64 and y.shape == () for y in got)
+    for v, y in zip(values, got):
+        assert y is labels(str(v).encode("ascii"), "again")  # one tensor per class
+    for bad in (b"x1", b"\xff", b""):
+        with pytest.raises(DataError, match=r"shard-3.tar:k7: .cls is not a class index"):
+            labels(bad, "shard-3.tar:k7")

@@ -31,7 +31,7 @@ from attnlab.data.audio_features import (
     normalise_dataset,
     raw_spec,
 )
-from attnlab.data.base import FileDataset, read_each
+from attnlab.data.base import ClassIndexTensors, FileDataset, read_each
 from attnlab.errors import DataError
 
 __all__ = ["FeatureMoments", "AudioFileDataset", "AudioSampleDecoder", "scan_audio"]
@@ -131,13 +131,10 @@ class AudioSampleDecoder:
     def __init__(self, spec: AudioSpec):
         self.spec = spec
         self.item_shape = spec.shape  # (1, n_mels, frames) of every decoded x
+        self.labels = ClassIndexTensors()
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
         if "wav" not in sample or "cls" not in sample:
             raise DataError(f"{where}: an audio sample needs .wav and .cls members, has {sorted(sample)}")
         wave = load_clip(io.BytesIO(sample["wav"]), self.spec, name=where)
-        try:
-            label = int(sample["cls"].decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            raise DataError(f"{where}: .cls is not a class index: {sample['cls'][:20]!r}") from None
-        return clip_features(wave, self.spec), torch.tensor(label)
+        return clip_features(wave, self.spec), self.labels(sample["cls"], where)
