@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab.layers import Dropout
-from attnlab.layers.dropout import dropout
+from attnlab.layers.dropout import DROPOUT_RNG_ENV, dropout, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -88,3 +88,32 @@ def test_matches_f_dropout_statistics_on_a_training_step():
     # each mean has std |x| * sqrt(p / (1 - p) / 4000) ~ 0.0104 |x|
     assert torch.all((ours - x).abs() <= 0.06 * x.abs() + 1e-6)
     assert torch.all((theirs - x).abs() <= 0.06 * x.abs() + 1e-6)
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_keep_mask_every_16_bit_lane_keeps_at_one_minus_p(p):
+    """The four lanes of each 64-bit draw are each uniform: a draw over half the 64-bit range would
+    leave the top lane's sign bit 0 and keep that lane at a different rate."""
+    torch.manual_seed(4)
+    keep = keep_mask((400_000, 4), p)  # column j: lane j of each draw
+    n = keep.shape[0]
+    sigma = math.sqrt(n * p * (1 - p))
+    expected = round((1 - p) * 2**16) / 2**16
+    assert abs(expected - (1 - p)) <= 2**-17
+    for lane in range(4):
+        assert abs(int(keep[:, lane].sum()) - n * expected) < 5 * sigma, lane
+
+
+def test_keep_mask_float_switch_and_extreme_p_use_float_uniforms(monkeypatch):
+    torch.manual_seed(5)
+    expected = torch.rand(1000, 10) >= 0.3
+    torch.manual_seed(5)
+    monkeypatch.setenv(DROPOUT_RNG_ENV, "float")
+    assert torch.equal(keep_mask((1000, 10), 0.3), expected)
+    monkeypatch.delenv(DROPOUT_RNG_ENV)
+    torch.manual_seed(5)
+    assert not torch.equal(keep_mask((1000, 10), 0.3), expected)  # the default draws 16-bit lanes
+    torch.manual_seed(6)
+    tiny = keep_mask((1_000_000,), 1e-6)  # 1 - p rounds to 2**16 lanes: float uniforms keep p > 0
+    torch.manual_seed(6)
+    assert torch.equal(tiny, torch.rand(1_000_000) >= 1e-6)
