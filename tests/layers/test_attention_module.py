@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -160,3 +162,48 @@ def test_fused_qkv_is_switched_on_by_the_environment(monkeypatch):
     assert MultiHeadAttention(16, 2).train()._fusable()
     monkeypatch.setenv("ATTNLAB_FUSED_QKV", "0")
     assert not MultiHeadAttention(16, 2).train()._fusable()
+
+
+def _scored_reference(attn, x, bias):
+    """(out, scores) of MultiHeadAttention(x, bias=bias, return_scores=True) from its weights, float64."""
+    b, n, _ = x.shape
+    rep = attn.num_heads // attn.num_kv_heads
+    q = attn._split(attn.q_proj(x), attn.num_heads)
+    k, v = (attn._split(p(x), attn.num_kv_heads).repeat_interleave(rep, dim=1) for p in (attn.k_proj, attn.v_proj))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim) + (0 if bias is None else bias)
+    out = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, n, attn.dim)
+    return attn.out_proj(out), scores
+
+
+@pytest.mark.parametrize("kv_heads, bias_shape", [(4, (3, 4, 7, 7)), (2, (3, 4, 7, 7)), (4, (4, 7, 7)), (4, None)])
+def test_return_scores_values_and_gradients_match_float64(kv_heads, bias_shape):
+    """Residual attention's path (one product for the scores, softmax, product) against plain ops:
+    outputs, scores and the gradients of x, the bias and every weight."""
+    torch.manual_seed(7)
+    attn = MultiHeadAttention(16, 4, num_kv_heads=kv_heads).double()
+    x = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    bias = None if bias_shape is None else torch.randn(*bias_shape, dtype=torch.float64, requires_grad=True)
+    out, scores = attn(x, bias=bias, return_scores=True)
+    g_out, g_scores = torch.randn_like(out), torch.randn_like(scores)
+    leaves = [x] + ([] if bias is None else [bias]) + list(attn.parameters())
+    grads = torch.autograd.grad((out * g_out).sum() + (scores * g_scores).sum(), leaves)
+    ref_out, ref_scores = _scored_reference(attn, x, bias)
+    ref_grads = torch.autograd.grad((ref_out * g_out).sum() + (ref_scores * g_scores).sum(), leaves)
+    torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(scores, ref_scores, rtol=1e-10, atol=1e-10)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_return_scores_with_an_all_minus_inf_bias_row_gives_zeros_not_nan():
+    torch.manual_seed(8)
+    attn = MultiHeadAttention(8, 2).eval()
+    x = torch.randn(2, 5, 8)
+    bias = torch.zeros(2, 2, 5, 5)
+    bias[1, 0, 3] = float("-inf")  # query 3 of head 0 may attend to nothing
+    out, scores = attn(x, bias=bias, return_scores=True)
+    assert torch.isfinite(out).all()
+    v = attn._split(attn.v_proj(x), 2)
+    heads = torch.softmax(scores, -1).nan_to_num(0.0) @ v  # the empty row contributes zeros
+    expected = attn.out_proj(heads.transpose(1, 2).reshape(2, 5, 8))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from attnlab.attention import attention, attention_weights, positional as pos
 from attnlab.attention.functional import select_index
 from attnlab.layers.cache import KVCache
+from attnlab.layers.dropout import dropout
 from attnlab.layers.linear import Linear, linear
 from attnlab.layers.positional import RelativePositionBias
 
@@ -118,6 +119,28 @@ class MultiHeadAttention(nn.Module):
         kv_dim = self.num_kv_heads * self.head_dim
         return qkv.split([self.dim, kv_dim, kv_dim], dim=-1)
 
+    def _scored_attention(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """softmax(S) v with S = q k^T / sqrt(D) + bias kept: q (B, H, N, D), k, v (B, G, M, D) ->
+        out (B, H, N, D), S (B, H, N, M).
+
+        The scale goes on q (N / D times smaller than S here) and a full-size bias is added by the
+        product itself (``baddbmm``), so S is written once; residual attention's layers each pay one
+        pass over S instead of the four of a product, a scale, an add and the kernel's own product."""
+        b, h, n, d = q.shape
+        rep = self.num_heads // self.num_kv_heads
+        keys = k.repeat_interleave(rep, dim=1) if rep > 1 else k  # (B, H, M, D)
+        values = v.repeat_interleave(rep, dim=1) if rep > 1 else v
+        m = keys.shape[2]
+        q = (q * d ** -0.5).reshape(b * h, n, d)
+        keys_t = keys.transpose(-2, -1).reshape(b * h, d, m)
+        if bias is not None and bias.shape == (b, h, n, m):
+            scores = torch.baddbmm(bias.reshape(b * h, n, m), q, keys_t).view(b, h, n, m)
+        else:
+            scores = torch.bmm(q, keys_t).view(b, h, n, m)
+            scores = scores if bias is None else scores + bias
+        weights = dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+        return torch.matmul(weights, values), scores
+
     def _split(self, t: Tensor, heads: int) -> Tensor:
         b, n, _ = t.shape
         return t.view(b, n, heads, self.head_dim).transpose(1, 2)  # (B, heads, N, D)
@@ -178,15 +201,16 @@ class MultiHeadAttention(nn.Module):
             bias = self.relative_bias.bias_function()
         full_mask = key_padding_to_mask(mask, b, m)
         scores = None
-        if return_scores:  # (B, H, N, M): the scores the kernel's softmax sees, kept for the next layer
-            keys = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)  # (B, H, M, D)
-            scores = torch.matmul(q, keys.transpose(-2, -1)) * (self.head_dim ** -0.5)
-            scores = scores if bias is None else scores + bias
-        result = attention(
-            q, k, v, mask=full_mask, bias=bias, is_causal=is_causal, window=window,
-            dropout_p=self.dropout if self.training else 0.0, backend=self.backend, return_weights=return_weights,
-        )
-        out, weights = result if return_weights else (result, None)
+        if return_scores:  # the scores are needed whole anyway: one product makes them and feeds the softmax
+            out, scores = self._scored_attention(q, k, v, bias)
+        if scores is None or not torch.isfinite(out).all():  # a -inf bias row: the masked kernel's zeros, not NaN
+            result = attention(
+                q, k, v, mask=full_mask, bias=bias, is_causal=is_causal, window=window,
+                dropout_p=self.dropout if self.training else 0.0, backend=self.backend, return_weights=return_weights,
+            )
+            out, weights = result if return_weights else (result, None)
+        else:
+            weights = None
         out = self.out_proj(out.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
         if self.weight_hook is not None:
             hook_weights = weights
