@@ -23,7 +23,8 @@ PatchTST/64 (0.370 / 0.413 / 0.422 / 0.447) uses input 512, not 336; it is print
     python benchmarks/forecasting.py --models dlinear --seeds 0 1 2
     python benchmarks/forecasting.py --models patchtst --horizons 96 --max-epochs 12
 
-``--max-epochs N`` caps the recipe's epochs (the CPU budget; recorded in the JSON). Results are
+``--max-epochs N`` caps the recipe's epochs and ``--patience N`` replaces its early-stopping patience
+(the CPU budget; both recorded in the JSON). Results are
 written after every run, so an interrupted benchmark keeps what finished. Torch uses one thread by
 default (``--threads``). ``--quick``: the built-in generated series, input 48, horizon 12,
 one seed, two epochs: a smoke test of the plumbing, not of accuracy. Results:
@@ -72,7 +73,7 @@ QUICK_MODEL = {"patchtst": {"model_config": {"depth": 1}}, "dlinear": {}}
 
 
 def train_one(model: str, horizon: int, seed: int, data: str | None, runs: Path, extra: dict[str, dict[str, Any]],
-              max_epochs: int | None) -> dict[str, Any]:
+              max_epochs: int | None, patience: int | None = None) -> dict[str, Any]:
     from attnlab.run import train_run
     from attnlab.run_config import resolve_config
 
@@ -82,6 +83,8 @@ def train_one(model: str, horizon: int, seed: int, data: str | None, runs: Path,
     sections["train"] = {**sections["train"], "seed": seed, "progress": False}
     if max_epochs is not None:
         sections["train"]["epochs"] = min(int(sections["train"]["epochs"]), max_epochs)
+    if patience is not None:
+        sections["train"]["early_stopping_patience"] = patience
     values = {"task": "forecasting", "model": model, "data": data, "report_examples": 0, **sections}
     config = resolve_config(values)
     start = time.perf_counter()
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizons", nargs="+", type=int, default=list(HORIZONS), choices=list(HORIZONS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on the recipe's epochs (CPU budget)")
+    parser.add_argument("--patience", type=int, default=None,
+                        help="early-stopping patience in epochs instead of the recipe's (CPU budget)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-runs", default=None, help="keep the run directories here")
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"forecasting{'-quick' if args.quick else ''}.json"
     payload: dict[str, Any] = {
         "benchmark": "forecasting", "quick": args.quick, "data": data, "git": git_revision(ROOT),
-        "machine": machine_info(torch.device("cpu")), "threads": args.threads, "max_epochs": args.max_epochs,
+        "machine": machine_info(torch.device("cpu")), "threads": args.threads, "max_epochs": args.max_epochs, "patience": args.patience,
         "command": " ".join(["python", "benchmarks/forecasting.py", *(argv if argv is not None else sys.argv[1:])]),
         "paper": {m: {str(h): v for h, v in rows.items()} for m, rows in PAPER.items()},
         "patchtst_64_paper": {str(h): v for h, v in PATCHTST_64.items()}, "runs": [],
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             for horizon in args.horizons:
                 for seed in args.seeds:
                     more = merge_sections(extra, QUICK_MODEL[model]) if args.quick else extra
-                    result = train_one(model, horizon, seed, data, runs_dir, more, args.max_epochs)
+                    result = train_one(model, horizon, seed, data, runs_dir, more, args.max_epochs, args.patience)
                     payload["runs"].append(result)
                     payload["summary"] = summarise(payload["runs"], args.quick)
                     write_json(out, payload)

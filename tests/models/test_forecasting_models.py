@@ -201,3 +201,22 @@ def test_patchtst_attention_is_captured_per_channel():
     torch.testing.assert_close(maps.maps[0].sum(-1), torch.ones(2, 2, n))
     torch.testing.assert_close(maps.output, model(x))
     assert model.token_spans()[0] == (0, 16) and model.token_spans()[-1] == ((n - 1) * 8, 48)
+
+
+def test_batch_norm_of_tokens_in_training_matches_batch_norm_over_transposed_tokens():
+    """_TokenNorm's BatchNorm over (B N, C) rows: the same output, gradient and running statistics as
+    BatchNorm1d over (B, C, N), the authors' layout."""
+    from attnlab.models.patchtst import _TokenNorm
+
+    torch.manual_seed(9)
+    ours = _TokenNorm(8, "batch").double()
+    theirs = copy.deepcopy(ours.norm)
+    x = torch.randn(5, 11, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(5, 11, 8, dtype=torch.float64)
+    (gx,) = torch.autograd.grad((ours(x) * g).sum(), x)
+    expected = theirs(x.transpose(1, 2)).transpose(1, 2)
+    (gx_ref,) = torch.autograd.grad((expected * g).sum(), x)
+    torch.testing.assert_close(ours(x.detach()), theirs(x.detach().transpose(1, 2)).transpose(1, 2), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.norm.running_var, theirs.running_var, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.norm.running_mean, theirs.running_mean, rtol=1e-12, atol=1e-12)

@@ -104,8 +104,8 @@ class _TokenNorm(nn.Module):
         self.norm = nn.BatchNorm1d(dim) if kind == "batch" else nn.LayerNorm(dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.kind == "batch":
-            return self.norm(x.transpose(1, 2)).transpose(1, 2)  # (B, C, N) for BatchNorm1d
+        if self.kind == "batch":  # (B N, C) rows: BatchNorm1d's statistics per channel over batch and patches
+            return self.norm(x.reshape(-1, x.shape[-1])).view(x.shape)
         return self.norm(x)
 
 
