@@ -81,3 +81,33 @@ def test_steps_past_max_length_are_refused():
     decoder.step(torch.zeros(1, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="exceed max_length=4"):
         decoder.step(torch.zeros(1, 1, dtype=torch.long))
+
+
+def test_generate_decodes_through_the_route_measured_faster(autotune_cache, monkeypatch):
+    """The fused route is timed against the module path once per shape class; a synthetic cost
+    (every fused step sleeps) makes the module path the faster one, and generate follows it."""
+    import time
+
+    from attnlab import autotune
+
+    model = _lm(torch.float32, dim=64)
+    prompt = torch.randint(0, 53, (2, 5))
+    with autotune.force({"decode.fused": "fused"}):
+        expected = generation.generate(model, prompt, max_new_tokens=6, temperature=0)
+    steps = []
+    slow_step = FusedDecoder.step
+
+    def sleepy(self, tokens):
+        steps.append(tokens.shape)
+        time.sleep(0.005)
+        return slow_step(self, tokens)
+
+    monkeypatch.setattr(FusedDecoder, "step", sleepy)
+    assert torch.equal(generation.generate(model, prompt, max_new_tokens=6, temperature=0), expected)
+    assert [v for k, v in autotune.choices().items() if k.startswith("decode.fused|")] == ["module"]
+    timed = len(steps)
+    generation.generate(model, prompt, max_new_tokens=6, temperature=0)
+    assert len(steps) == timed  # decided once: no more timing, and the module path decodes
+    with autotune.force({"decode.fused": "fused"}):
+        generation.generate(model, prompt, max_new_tokens=6, temperature=0)
+    assert len(steps) == timed + 6

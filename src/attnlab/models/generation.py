@@ -13,7 +13,9 @@
   past the model's context length (learned positions) the cache is dropped and the last
   ``context`` tokens are recomputed each step, as nanoGPT does. A ``TransformerLM`` of the
   usual layout decodes through ``FusedDecoder`` (``attnlab.models.lm_decode``): the same
-  numbers without the per-module overhead.
+  numbers without the per-module overhead. On a CPU the two routes are timed once per batch,
+  length and model size class (``attnlab.autotune`` family ``decode.fused``: a short prompt and
+  a few steps each, alternately) and the faster one decodes; the fused route is the default.
 
 Shape: src (B, M) -> list of B id lists (no <bos>, no <eos>); prompt (B, N) -> (B, N + new).
 """
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab import autotune
 from attnlab.models.lm_decode import FusedDecoder
 
 __all__ = ["greedy_search", "beam_search", "generate", "filter_logits"]
@@ -165,6 +168,35 @@ def _last_logits(model: nn.Module, feed: Tensor, caches, last_only: bool) -> Ten
     return logits[:, -1].float()
 
 
+_PROBE_STEPS = 4  # decode steps each candidate times after its prompt
+
+
+def _fused_pays(model: nn.Module, prompt: Tensor, total: int, last_only: bool) -> bool:
+    """Whether ``FusedDecoder`` decodes this batch faster than the module path on this machine
+    (measured once per shape class, then cached; off CPU, or with tuning off, fused)."""
+    if prompt.device.type != "cpu":
+        return True
+    size = sum(p.numel() for p in model.parameters())
+    dtype = next(model.parameters()).dtype
+    key = f"decode.fused|{autotune.shape_class(prompt.shape[0], total, size, dtype=dtype)}"
+    probe = prompt[:, -8:]  # a short prompt, then single tokens: mostly the per-token cost
+    length = probe.shape[1] + _PROBE_STEPS
+
+    def fused() -> None:
+        decoder = FusedDecoder(model, probe.shape[0], length)
+        logits = decoder.step(probe)
+        for _ in range(_PROBE_STEPS):
+            logits = decoder.step(logits.argmax(-1, keepdim=True))
+
+    def module() -> None:
+        caches = _new_caches(model, length)
+        logits = _last_logits(model, probe, caches, last_only)
+        for _ in range(_PROBE_STEPS):
+            logits = _last_logits(model, logits.argmax(-1, keepdim=True), caches, last_only)
+
+    return autotune.choose(key, {"fused": fused, "module": module}, default="fused") == "fused"
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -198,7 +230,8 @@ def generate(
     total = out.shape[1] + max_new_tokens
     caches = None
     fits = context is None or total <= context
-    decoder = FusedDecoder(model, out.shape[0], total) if use_cache and fits and FusedDecoder.supports(model) else None
+    fused = use_cache and fits and FusedDecoder.supports(model) and _fused_pays(model, out, total, last_only)
+    decoder = FusedDecoder(model, out.shape[0], total) if fused else None
     if use_cache and decoder is None:
         caches = _new_caches(model, total if fits else None)
     feed = out
