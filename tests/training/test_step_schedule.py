@@ -50,3 +50,22 @@ def test_trainer_uses_the_step_schedule():
     assert [r["lr"] for r in trainer.state.history] == pytest.approx([0.005, 0.0025, 0.00125, 0.000625])
     with pytest.raises(ConfigError, match="schedule must be one of"):
         TrainConfig(schedule="linear")
+
+
+def test_step_warmup_reproduces_the_patchtst_codes_first_epoch():
+    """PatchTST's exp_main builds a OneCycleLR (which sets the rate to max_lr / 25 at once) and, with
+    lradj type3, never steps it: epoch 1 trains at lr / 25, then adjust_learning_rate takes over.
+    That loop, run with torch's own OneCycleLR, against warmup_epochs 1 at factor 0.04."""
+    lr, steps = 1e-4, 3
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    torch.optim.lr_scheduler.OneCycleLR(optimizer=optimizer, steps_per_epoch=steps, pct_start=0.3, epochs=100, max_lr=lr)
+    for epoch in range(12):  # their loop: train the epoch at the group's rate, then adjust(epoch + 1)
+        theirs = optimizer.param_groups[0]["lr"]
+        for s in range(steps):
+            ours = lr * epoch_step_factor(epoch * steps + s, steps, 4, 0.9, warmup_epochs=1, warmup_factor=0.04)
+            assert ours == pytest.approx(theirs, rel=1e-12), epoch
+        e = epoch + 1
+        optimizer.param_groups[0]["lr"] = lr if e < 3 else lr * 0.9 ** ((e - 3) // 1)
+    assert epoch_step_factor(0, steps, 4, 0.9) == 1.0  # no warm-up unless asked
+    with pytest.raises(ConfigError, match="step_warmup_factor"):
+        TrainConfig(step_warmup_factor=0.0)

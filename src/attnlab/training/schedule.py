@@ -24,12 +24,18 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int, min
     return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_factor))
 
 
-def epoch_step_factor(step: int, steps_per_epoch: int, hold_epochs: int, gamma: float) -> float:
+def epoch_step_factor(step: int, steps_per_epoch: int, hold_epochs: int, gamma: float,
+                      warmup_epochs: float = 0, warmup_factor: float = 1.0) -> float:
     """``gamma ** max(0, epoch - hold_epochs + 1)`` for the 0-based epoch of ``step``: ``hold_epochs``
-    epochs at full rate, then one factor of ``gamma`` more each epoch."""
+    epochs at full rate, then one factor of ``gamma`` more each epoch; the first ``warmup_epochs``
+    of the held epochs at ``warmup_factor`` instead."""
     epoch = step // max(1, steps_per_epoch)
+    if epoch < warmup_epochs:
+        return warmup_factor
     return gamma ** max(0, epoch - hold_epochs + 1)
 
 
-def epoch_step(optimizer: Optimizer, steps_per_epoch: int, hold_epochs: int, gamma: float) -> LambdaLR:
-    return LambdaLR(optimizer, lambda step: epoch_step_factor(step, steps_per_epoch, hold_epochs, gamma))
+def epoch_step(optimizer: Optimizer, steps_per_epoch: int, hold_epochs: int, gamma: float,
+               warmup_epochs: float = 0, warmup_factor: float = 1.0) -> LambdaLR:
+    return LambdaLR(optimizer, lambda step: epoch_step_factor(step, steps_per_epoch, hold_epochs, gamma,
+                                                              warmup_epochs, warmup_factor))

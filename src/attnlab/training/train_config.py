@@ -31,6 +31,10 @@ class TrainConfig:
     schedule: str = "cosine"
     lr_gamma: float = 0.5
     lr_hold_epochs: int = 2
+    # "step" only: the first warmup_epochs epochs (whole ones) run at lr times this. The PatchTST authors'
+    # code runs its first epoch at lr / 25: the OneCycleLR it builds sets that rate, and their "type3"
+    # schedule only replaces it after the epoch (their ETTh1 recipe here: warmup_epochs 1, factor 0.04)
+    step_warmup_factor: float = 1.0
     grad_clip: float = 1.0  # 0 = off
     accumulate: int = 1
     precision: str = "auto"  # "auto" (bf16 on CUDA when supported, else fp32) | "fp32" | "bf16"
@@ -78,6 +82,8 @@ class TrainConfig:
         check_choice("TrainConfig", "keep", self.keep, ("best", "last"))
         check_choice("TrainConfig", "class_weights", self.class_weights, ("none", "balanced"))
         check_choice("TrainConfig", "schedule", self.schedule, ("cosine", "step"))
+        if not 0.0 < self.step_warmup_factor <= 1.0:
+            raise ConfigError(f"TrainConfig.step_warmup_factor must be in (0, 1], got {self.step_warmup_factor!r}")
         if not 0.0 < self.lr_gamma <= 1.0 or self.lr_hold_epochs < 0:
             raise ConfigError(f"TrainConfig: lr_gamma must be in (0, 1] and lr_hold_epochs >= 0, got {self.lr_gamma!r}, "
                               f"{self.lr_hold_epochs!r}")

@@ -115,7 +115,8 @@ class Trainer:
         else:
             warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
         if config.schedule == "step":
-            self.scheduler = epoch_step(self.optimizer, self.steps_per_epoch, config.lr_hold_epochs, config.lr_gamma)
+            self.scheduler = epoch_step(self.optimizer, self.steps_per_epoch, config.lr_hold_epochs, config.lr_gamma,
+                                        config.warmup_epochs, config.step_warmup_factor)
         else:
             self.scheduler = warmup_cosine(self.optimizer, min(warmup, self.total_steps), self.total_steps, config.min_lr_factor)
         self.state = _State()
