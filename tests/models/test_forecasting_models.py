@@ -220,3 +220,13 @@ def test_batch_norm_of_tokens_in_training_matches_batch_norm_over_transposed_tok
     torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours.norm.running_var, theirs.running_var, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ours.norm.running_mean, theirs.running_mean, rtol=1e-12, atol=1e-12)
+
+
+def test_patchtst_with_residual_attention_exports():
+    """torch.export traces the kernel route (no data-dependent finiteness check) and matches eager."""
+    model = create_model("patchtst", seq_len=48, horizon=8, in_channels=2, depth=2, dim=8, num_heads=2, ff_dim=16,
+                         residual_attention=True).eval()
+    x = torch.randn(3, 2, 48)
+    exported = torch.export.export(model, (x,))
+    y = torch.randn(3, 2, 48)
+    torch.testing.assert_close(exported.module()(y), model(y), rtol=1e-5, atol=1e-6)

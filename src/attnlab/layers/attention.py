@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from attnlab.attention import attention, attention_weights, positional as pos
 from attnlab.attention.functional import select_index
+from attnlab.attention.routing import tracing
 from attnlab.layers.cache import KVCache
 from attnlab.layers.dropout import dropout
 from attnlab.layers.linear import Linear, linear
@@ -203,7 +204,9 @@ class MultiHeadAttention(nn.Module):
         scores = None
         if return_scores:  # the scores are needed whole anyway: one product makes them and feeds the softmax
             out, scores = self._scored_attention(q, k, v, bias)
-        if scores is None or not torch.isfinite(out).all():  # a -inf bias row: the masked kernel's zeros, not NaN
+        # The kernel when no scores are asked, when traced (export, compile: no data-dependent check), and
+        # when a row the bias masks entirely made NaN (the masked kernel gives that row zeros)
+        if scores is None or tracing(q) or not torch.isfinite(out).all():
             result = attention(
                 q, k, v, mask=full_mask, bias=bias, is_causal=is_causal, window=window,
                 dropout_p=self.dropout if self.training else 0.0, backend=self.backend, return_weights=return_weights,
