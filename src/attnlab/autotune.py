@@ -24,6 +24,12 @@ on disk under a ``flock`` and land with ``os.replace``, so concurrent processes 
 a half-written file; a file that does not parse is ignored and rewritten. The file is plain
 JSON (nothing is unpickled).
 
+A choice timed while other work took CPU time our threads needed (Linux: the machine's busy
+time from ``/proc/stat`` minus this process's own, more than half a core beyond the cores torch's
+threads leave free) is stored marked ``others_cores``: this process keeps it, and the next process
+times the candidates again instead of trusting it, until a quiet measurement replaces it. (On
+this 2-core VM, a product timed beside two busy processes ran 8-10x slower than alone.)
+
 Keys are ``"<route family>|<shape class>"`` where the shape class buckets sizes to powers of
 two (``shape_class``), so a batch of 1,000 and one of 1,024 share one decision.
 
@@ -191,12 +197,44 @@ def choose(key: str, candidates: Mapping[str, Callable[[], object]], *, default:
     if name is not None:
         return name
     full = _full_key(key)
+    before, t0 = _cpu_seconds(), time.perf_counter()
     name, times = _measure(candidates, default, budget_s, min_repeats, max_repeats, sync, margin)
+    others = _others_cores(before, _cpu_seconds(), time.perf_counter() - t0)
     with _lock:
         _memory[full] = name
-    logger.debug("autotune %s -> %s (median ms %s)", full, name, times)
-    _write_entry(full, {"choice": name, "median_ms": times})
+    logger.debug("autotune %s -> %s (median ms %s, other work %s cores)", full, name, times, others)
+    entry: dict = {"choice": name, "median_ms": times}
+    if others is not None:
+        entry["others_cores"] = round(others, 2)
+    _write_entry(full, entry)
     return name
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process) now; None without /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, time.process_time()
+
+
+def _others_cores(before: tuple[float, float] | None, after: tuple[float, float] | None, wall: float) -> float | None:
+    """Cores' worth of CPU time other processes (and other VMs: steal) took between two readings."""
+    if before is None or after is None or wall <= 0:
+        return None
+    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / wall
+
+
+def _contended(entry: dict) -> bool:
+    """Whether a stored choice was timed while other work took cores torch's threads needed."""
+    others = entry.get("others_cores")
+    if not isinstance(others, (int, float)):
+        return False
+    free = (os.cpu_count() or 1) - torch.get_num_threads()
+    return others > max(0, free) + 0.5
 
 
 def lookup(key: str, names: Collection[str], *, default: str) -> str | None:
@@ -223,7 +261,7 @@ def lookup(key: str, names: Collection[str], *, default: str) -> str | None:
     if full in _not_stored:
         return None  # the file was read once for it: don't read it again on every call
     stored = _read_file().get(full)
-    if isinstance(stored, dict) and stored.get("choice") in names:
+    if isinstance(stored, dict) and stored.get("choice") in names and not _contended(stored):
         with _lock:
             _memory[full] = stored["choice"]
         return stored["choice"]
