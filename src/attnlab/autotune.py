@@ -27,8 +27,8 @@ JSON (nothing is unpickled).
 A choice timed while other work took CPU time our threads needed (Linux: the machine's busy
 time from ``/proc/stat`` minus this process's own, more than half a core beyond the cores torch's
 threads leave free) is stored marked ``others_cores``: this process keeps it, and the next process
-times the candidates again instead of trusting it, until a quiet measurement replaces it. (On
-this 2-core VM, a product timed beside two busy processes ran 8-10x slower than alone.)
+times the candidates again instead of trusting it, until a quiet measurement replaces it: timed
+beside other busy processes, a route can look several times slower than it is (docs/performance.md).
 
 Keys are ``"<route family>|<shape class>"`` where the shape class buckets sizes to powers of
 two (``shape_class``), so a batch of 1,000 and one of 1,024 share one decision.
