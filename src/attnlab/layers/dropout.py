@@ -13,6 +13,7 @@ figures in benchmarks/README.md. The mask is saved as bool, one byte an element,
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -30,9 +31,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     kept_lanes = round((1.0 - p) * _LANES)
     if os.environ.get(DROPOUT_RNG_ENV, "int16") == "float" or not 0 < kept_lanes < _LANES:
         return torch.rand(shape, device=device) >= p
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)  # every bit uniform
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform in [-2**15, 2**15)
     return lanes >= (_LANES // 2 - kept_lanes)  # P = kept_lanes / 2**16
