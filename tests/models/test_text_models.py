@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from attnlab.errors import ConfigError
+from attnlab.layers.packing import UNPAD_ENV, packing_for
 from attnlab.models import create_model
+from attnlab.models.text import TextClassifier, TextClassifierConfig
 
 
 # Tiny ops: one thread is faster, and several threads crawl on a shared 2-core machine.
@@ -92,3 +94,36 @@ def test_text_configs_reject_bad_values():
         create_model("gpt-lm", dim=30, num_heads=4)
     with pytest.raises(ConfigError, match="pad_id=99 is outside"):
         create_model("text-transformer", vocab_size=50, pad_id=99)
+
+
+def _unpadding_classifier(**kw) -> TextClassifier:
+    config = TextClassifierConfig(vocab_size=50, num_classes=3, dim=24, depth=2, num_heads=4, dropout=0.0,
+                                  embed_dropout=0.0, **{"pooling": "mean", **kw})
+    return TextClassifier(config).double()
+
+
+@pytest.mark.parametrize("kw", [{}, {"norm_first": False, "embed_norm": True, "pooler": True, "pooling": "first"},
+                                {"pos_embed": "rope"}])
+def test_the_text_classifier_unpadded_matches_padded_and_alone(monkeypatch, kw):
+    torch.manual_seed(1)
+    model = _unpadding_classifier(**kw)
+    lengths = [9, 3, 5, 2, 9]
+    tokens = torch.randint(2, 50, (5, 9)).masked_fill(~(torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]), 0)
+    assert packing_for(tokens != 0, torch.zeros(5, 9, 24), model.encoder.blocks) is not None  # 47% padding
+
+    def run(env: str) -> tuple[torch.Tensor, dict]:
+        monkeypatch.setenv(UNPAD_ENV, env)
+        model.zero_grad()
+        logits = model(tokens)
+        logits.pow(2).sum().backward()
+        return logits, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    packed, packed_grads = run("1")
+    padded, padded_grads = run("0")
+    torch.testing.assert_close(packed, padded, rtol=1e-10, atol=1e-10)
+    assert packed_grads.keys() == padded_grads.keys()
+    for name in packed_grads:
+        torch.testing.assert_close(packed_grads[name], padded_grads[name], rtol=1e-9, atol=1e-10, msg=name)
+    with torch.no_grad():
+        alone = torch.cat([model(tokens[i : i + 1, :n]) for i, n in enumerate(lengths)])
+    torch.testing.assert_close(packed, alone, rtol=1e-10, atol=1e-10)

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from attnlab.layers.packing import UNPAD_ENV
 from attnlab.models.registry import create_model
 from attnlab.tasks.text import open_text_checkpoint
 from tests.tasks.bert_fixtures import write_text_data
@@ -38,9 +39,13 @@ def test_minilm_encoder_matches_transformers_and_fine_tunes(tmp_path):
         want = hf(input_ids=ids, attention_mask=real.long()).last_hidden_state
         # fp32: the real tokens (padded positions are never read; their rounding differs, ~2e-5)
         torch.testing.assert_close(hidden[real], want[real], atol=1e-5, rtol=0)
-        hidden64, _ = model.double().encoder(ids)  # float64: every position, padding included
         want64 = hf.double()(input_ids=ids, attention_mask=real.long()).last_hidden_state
-        torch.testing.assert_close(hidden64, want64, atol=1e-10, rtol=0)
+        hidden64, _ = model.double().encoder(ids)  # float64, unpadded blocks: the real tokens, zeros at padding
+        torch.testing.assert_close(hidden64[real], want64[real], atol=1e-10, rtol=0)
+        assert hidden64[~real].abs().sum() == 0
+    with torch.no_grad(), pytest.MonkeyPatch.context() as env:
+        env.setenv(UNPAD_ENV, "0")  # padded blocks: every position, padding included
+        torch.testing.assert_close(model.encoder(ids)[0], want64, atol=1e-10, rtol=0)
 
     from attnlab.run import train_run
     from attnlab.run_config import resolve_config

@@ -30,6 +30,7 @@ from attnlab.attention.routing import tracing
 from attnlab.layers.cache import KVCache
 from attnlab.layers.dropout import dropout
 from attnlab.layers.linear import Linear, linear
+from attnlab.layers.packing import Packing
 from attnlab.layers.positional import RelativePositionBias
 
 __all__ = ["MultiHeadAttention", "key_padding_to_mask", "FUSED_QKV_ENV"]
@@ -158,13 +159,22 @@ class MultiHeadAttention(nn.Module):
         return_weights: bool = False,
         bias: Tensor | None = None,
         return_scores: bool = False,
+        packing: Packing | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """``bias``: a float tensor added to the scores, broadcastable to (B, H, N, M), such as
         the previous layer's scores in residual attention (RealFormer, He et al. 2021; PatchTST's
         ``res_attention``). ``return_scores``: also return this call's pre-softmax scores
         ``q k^T * scale + bias`` (B, H, N, M) for the next layer to add; self-attention without
-        masks, windows, caches or a positional bias only."""
-        if x.dim() != 3 or x.shape[-1] != self.dim:
+        masks, windows, caches or a positional bias only. ``packing``: x holds only the real tokens,
+        (T, C), of a (B, N) batch (``attnlab.layers.packing``); q, k, v are scattered back to
+        (B, N, .) for the kernel and the output is (T, C). Self-attention without a cache only."""
+        if packing is not None:
+            if context is not None or cache is not None or bias is not None or return_scores or return_weights:
+                raise ValueError("MultiHeadAttention: packing needs self-attention without a cache, bias, scores or weights")
+            if x.dim() != 2 or x.shape[-1] != self.dim or x.shape[0] != packing.index.numel():
+                raise ValueError(f"MultiHeadAttention: packed x must be (T={packing.index.numel()}, C={self.dim}), "
+                                 f"got shape {tuple(x.shape)}")
+        elif x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"MultiHeadAttention: x must be (B, N, C={self.dim}), got shape {tuple(x.shape)}")
         if context is not None and (context.dim() != 3 or context.shape[-1] != self.dim or context.shape[0] != x.shape[0]):
             raise ValueError(f"MultiHeadAttention: context must be (B={x.shape[0]}, M, C={self.dim}), got shape {tuple(context.shape)}")
@@ -175,12 +185,14 @@ class MultiHeadAttention(nn.Module):
                              "causal, window, cache, or ALiBi / relative positions)")
         if return_scores and return_weights:
             raise ValueError("MultiHeadAttention: ask for return_weights or return_scores, not both")
-        b, n, c = x.shape
+        b, n, c = (packing.batch, packing.length, self.dim) if packing is not None else x.shape
         source = x if context is None else context
         if context is None and self._fusable():
             q, k, v = self._project_qkv(x)
         else:
             q, k, v = self.q_proj(x), self.k_proj(source), self.v_proj(source)
+        if packing is not None:  # (T, .) -> (B, N, .), zeros at padding
+            q, k, v = packing.unpack(q), packing.unpack(k), packing.unpack(v)
         q = self._split(q, self.num_heads)  # (B, H, N, D)
         k = self._split(k, self.num_kv_heads)  # (B, G, M_new, D)
         v = self._split(v, self.num_kv_heads)  # (B, G, M_new, D)
@@ -214,7 +226,8 @@ class MultiHeadAttention(nn.Module):
             out, weights = result if return_weights else (result, None)
         else:
             weights = None
-        out = self.out_proj(out.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
+        out = out.transpose(1, 2).reshape(b, n, c)  # (B, N, C)
+        out = self.out_proj(out if packing is None else packing.pack(out))  # (B, N, C) or packed (T, C)
         if self.weight_hook is not None:
             hook_weights = weights
             if weights is None or self.weight_selection is not None:

@@ -8,6 +8,7 @@ from attnlab.layers.attention import MultiHeadAttention
 from attnlab.layers.cache import KVCache
 from attnlab.layers.dropout import Dropout, drop
 from attnlab.layers.feedforward import FeedForward
+from attnlab.layers.packing import Packing
 
 __all__ = ["TransformerBlock"]
 
@@ -15,7 +16,8 @@ __all__ = ["TransformerBlock"]
 class TransformerBlock(nn.Module):
     """Self-attention, optional cross-attention, feed-forward; each with a residual.
 
-    Shape: x (B, N, C), context (B, M, C) -> (B, N, C).
+    Shape: x (B, N, C), context (B, M, C) -> (B, N, C); with ``packing`` (self-attention only),
+    x holds the real tokens (T, C) and so does the output (``attnlab.layers.packing``).
 
     ``dropout`` drops each sublayer's output before its residual and, unless ``mlp_dropout``
     says otherwise, the feed-forward's hidden activations (timm's ViT ``Mlp``). BERT, GPT-2 and
@@ -75,9 +77,13 @@ class TransformerBlock(nn.Module):
         window: int | None = None,
         cache: KVCache | None = None,
         cross_cache: KVCache | None = None,
+        packing: Packing | None = None,
     ) -> Tensor:
-        x = self._residual(x, self.norm1, lambda h: self.attn(h, mask=mask, is_causal=is_causal, window=window, cache=cache))
+        x = self._residual(x, self.norm1, lambda h: self.attn(h, mask=mask, is_causal=is_causal, window=window, cache=cache,
+                                                               packing=packing))
         if self.cross_attn is not None:
+            if packing is not None:
+                raise ValueError("TransformerBlock: packing is for self-attention blocks; this one has cross-attention")
             if context is None:
                 raise ValueError("TransformerBlock: this block has cross-attention and needs a context (B, M, C)")
             x = self._residual(
