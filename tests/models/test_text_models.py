@@ -85,6 +85,28 @@ def test_seq2seq_source_padding_and_embedding_sharing():
     assert separate.out_proj.weight is not separate.tgt_embed.weight
 
 
+def test_seq2seq_unpadded_encoder_matches_padded_with_gradients(monkeypatch):
+    torch.manual_seed(2)
+    model = create_model("transformer-mt", src_vocab_size=30, tgt_vocab_size=30, dim=16, encoder_depth=2, decoder_depth=1,
+                         num_heads=2, dropout=0.0).double()
+    src = torch.randint(4, 30, (3, 7)).masked_fill(torch.arange(7)[None, :] >= torch.tensor([[7], [2], [4]]), 0)
+    tgt = torch.randint(4, 30, (3, 5))
+    assert packing_for(src != 0, torch.zeros(3, 7, 16), model.encoder_blocks) is not None  # 38% padding
+
+    def run(env: str) -> tuple[torch.Tensor, dict]:
+        monkeypatch.setenv(UNPAD_ENV, env)
+        model.zero_grad()
+        logits = model(src, tgt)
+        logits.pow(2).mean().backward()
+        return logits, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    (packed, packed_grads), (padded, padded_grads) = run("1"), run("0")
+    torch.testing.assert_close(packed, padded, rtol=1e-10, atol=1e-10)
+    assert packed_grads.keys() == padded_grads.keys()
+    for name in packed_grads:
+        torch.testing.assert_close(packed_grads[name], padded_grads[name], rtol=1e-9, atol=1e-10, msg=name)
+
+
 def test_text_configs_reject_bad_values():
     with pytest.raises(ConfigError, match="share_embeddings needs one vocabulary"):
         create_model("transformer-mt", src_vocab_size=30, tgt_vocab_size=20)

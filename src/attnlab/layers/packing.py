@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from torch import Tensor, nn
 
 from attnlab.attention.routing import tracing
 
-__all__ = ["Packing", "packing_for", "UNPAD_ENV", "MIN_PADDING"]
+__all__ = ["Packing", "packing_for", "run_blocks", "UNPAD_ENV", "MIN_PADDING"]
 
 UNPAD_ENV = "ATTNLAB_UNPAD"  # "0": never unpad
 MIN_PADDING = 0.1  # unpad when at least this fraction of the (B, N) positions is padding
@@ -74,3 +74,15 @@ def packing_for(mask: Tensor | None, x: Tensor, modules: Iterable[nn.Module]) ->
         return None
     return Packing.of(mask)
 
+
+def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, norm: Callable[[Tensor], Tensor]) -> Tensor:
+    """An encoder's self-attention ``blocks`` then its final ``norm``, unpadded where it pays.
+
+    Shape: x (B, N, C), mask (B, N) True = real token -> (B, N, C), zeros at padding when unpadded."""
+    packing = packing_for(mask, x, blocks)
+    if packing is not None:
+        x = packing.pack(x)  # (T, C)
+    for block in blocks:
+        x = block(x, mask=mask, packing=packing)
+    x = norm(x)
+    return x if packing is None else packing.unpack(x)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
 from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.layers.packing import run_blocks
 from attnlab.models.registry import register_model
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqTransformer", "DecoderState"]
@@ -147,9 +148,7 @@ class Seq2SeqTransformer(nn.Module):
             raise ValueError(f"Seq2SeqTransformer expects source ids (B, M), got shape {tuple(src.shape)}")
         mask = src != self.config.pad_id  # (B, M)
         x = self.dropout(self.pos_embed(self.src_embed(src) * self.embed_scale))
-        for blk in self.encoder_blocks:
-            x = blk(x, mask=mask)
-        return self.encoder_norm(x), mask
+        return run_blocks(self.encoder_blocks, x, mask, self.encoder_norm), mask  # padding-free when it pays
 
     def decode(self, tgt: Tensor, memory: Tensor, memory_mask: Tensor, *, state: DecoderState | None = None) -> Tensor:
         """Target ids -> logits. With ``state``, ``tgt`` holds only the new positions (B, n).

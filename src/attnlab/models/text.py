@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
 from attnlab.layers import Dropout, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
-from attnlab.layers.packing import packing_for
+from attnlab.layers.packing import run_blocks
 from attnlab.models.registry import register_model
 
 __all__ = ["TextClassifierConfig", "TextEncoder", "TextClassifier", "init_text_weights"]
@@ -175,14 +175,7 @@ class TextEncoder(nn.Module):
             # so the output does not depend on how much padding follows.
             x = x * pad[..., None].to(x.dtype)
             x = x + torch.nn.functional.gelu(self.conv(x.transpose(1, 2))).transpose(1, 2)  # (B, N, C)
-        # Padding-free blocks when a batch is padded enough (attnlab.layers.packing): (B, N, C) -> (T, C)
-        packing = packing_for(pad, x, self.blocks)
-        if packing is not None:
-            x = packing.pack(x)
-        for block in self.blocks:
-            x = block(x, mask=pad, packing=packing)
-        x = self.norm(x)
-        return (x if packing is None else packing.unpack(x)), pad
+        return run_blocks(self.blocks, x, pad, self.norm), pad  # padding-free when it pays (layers/packing.py)
 
 
 class TextClassifier(nn.Module):
