@@ -33,6 +33,7 @@ QUICK = [
     ("models.py", ["--threads", "1"], None),
     ("mfu.py", ["--threads", "1", "--profile", "1"], None),
     ("dropout.py", ["--threads", "1"], None),
+    ("packing.py", ["--threads", "1"], None),
     ("optimizer.py", ["--threads", "1"], None),
     ("linear.py", ["--threads", "1"], None),
     ("text_classification.py", ["--root", str(DATA_DIR / "text"), "--threads", "1", "--ensemble", "2"], DATA_DIR / "text"),

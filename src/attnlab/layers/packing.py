@@ -10,8 +10,9 @@ for the attention kernel, whose key-padding mask is unchanged: the unpadded BERT
 padded computation's (the same sums, up to the products' blocking); padding positions come
 back as zeros instead of values no one reads.
 
-``ATTNLAB_UNPAD=0`` keeps every batch padded. Below ``MIN_PADDING`` the gathers would cost more
-than the rows they save, so such batches stay padded too.
+``ATTNLAB_UNPAD=0`` keeps every batch padded. Batches with less padding than ``MIN_PADDING`` stay
+padded too: the gathers and scatters cost about what the saved rows do up to ~10% padding
+(benchmarks/packing.py), and 20% leaves a margin for small models, whose fixed costs weigh more.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from attnlab.attention.routing import tracing
 __all__ = ["Packing", "packing_for", "run_blocks", "UNPAD_ENV", "MIN_PADDING"]
 
 UNPAD_ENV = "ATTNLAB_UNPAD"  # "0": never unpad
-MIN_PADDING = 0.1  # unpad when at least this fraction of the (B, N) positions is padding
+MIN_PADDING = 0.2  # unpad when at least this fraction of the (B, N) positions is padding
 
 
 @dataclass(frozen=True)
