@@ -142,6 +142,19 @@ def test_a_file_for_another_machine_is_not_trusted(autotune_cache):
     assert fast.calls > 0
 
 
+def test_a_choice_stored_before_a_candidate_was_added_is_timed_again(autotune_cache):
+    path = autotune.cache_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = autotune._full_key("test.added|4")
+    path.write_text(json.dumps({"format": 1, "machine": autotune.machine_key(),
+                                "choices": {key: {"choice": "old", "median_ms": {"old": 1.0, "plain": 2.0}}}}))
+    assert autotune.lookup("test.added|4", ["old", "plain"], default="plain") == "old"  # the same candidates: trusted
+    autotune.clear_memory_cache()
+    new, old, plain = _Counted(1e-4), _Counted(1e-3), _Counted(1e-3)
+    assert autotune.choose("test.added|4", {"old": old, "plain": plain, "new": new}, default="plain") == "new"
+    assert new.calls > 0 and set(json.loads(path.read_text())["choices"][key]["median_ms"]) == {"old", "plain", "new"}
+
+
 def test_autotune_off_returns_the_default_and_writes_nothing(autotune_cache, monkeypatch):
     monkeypatch.setenv(autotune.ENV_VAR, "0")
     fast, slow = _Counted(1e-4), _Counted(1e-3)

@@ -22,7 +22,8 @@ thread count) under ``$ATTNLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/attnlab``, el
 ``~/.cache/attnlab``; a later process reads it and times nothing. Writes merge with what is
 on disk under a ``flock`` and land with ``os.replace``, so concurrent processes never leave
 a half-written file; a file that does not parse is ignored and rewritten. The file is plain
-JSON (nothing is unpickled).
+JSON (nothing is unpickled). A stored choice timed before a candidate was added to its family is
+timed again, with the new one.
 
 A choice timed while other work took CPU time our threads needed (Linux: the machine's busy
 time from ``/proc/stat`` minus this process's own, more than half a core beyond the cores torch's
@@ -237,6 +238,12 @@ def _contended(entry: dict) -> bool:
     return others > max(0, free) + 0.5
 
 
+def _new_candidates(entry: dict, names: Collection[str]) -> bool:
+    """Whether a stored choice was timed without some of today's candidates (a route added since)."""
+    timed = entry.get("median_ms")
+    return isinstance(timed, dict) and bool(set(names) - set(timed))
+
+
 def lookup(key: str, names: Collection[str], *, default: str) -> str | None:
     """The route ``choose`` would take without timing anything: forced, default when tuning is
     off, remembered or stored; None when it is still to be measured.
@@ -261,7 +268,7 @@ def lookup(key: str, names: Collection[str], *, default: str) -> str | None:
     if full in _not_stored:
         return None  # the file was read once for it: don't read it again on every call
     stored = _read_file().get(full)
-    if isinstance(stored, dict) and stored.get("choice") in names and not _contended(stored):
+    if isinstance(stored, dict) and stored.get("choice") in names and not _contended(stored) and not _new_candidates(stored, names):
         with _lock:
             _memory[full] = stored["choice"]
         return stored["choice"]

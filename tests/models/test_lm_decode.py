@@ -111,3 +111,61 @@ def test_generate_decodes_through_the_route_measured_faster(autotune_cache, monk
     with autotune.force({"decode.fused": "fused"}):
         generation.generate(model, prompt, max_new_tokens=6, temperature=0)
     assert len(steps) == timed + 6
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+@pytest.mark.parametrize("kw", [{}, {"pos_embed": "sincos", "activation": "swiglu", "qkv_bias": False, "tie_embeddings": False}])
+def test_prepacked_steps_match_the_module_path_in_float32(kw):
+    from attnlab.models.lm_decode import packable
+
+    model = _lm(torch.float32, dim=64, **kw)
+    assert packable(model) and not packable(_lm(torch.float64))
+    seq = torch.randint(0, 53, (3, 20))
+    caches = KVCache.for_layers(len(model.blocks), 20)
+    decoder = FusedDecoder(model, 3, 20, packed=True)
+    assert decoder.packed and decoder.head[0].layout == torch._mkldnn  # oneDNN's blocked weight
+    with torch.no_grad():
+        for a, b in zip([0, 6, 7, 8, 12, 13], [6, 7, 8, 12, 13, 20]):
+            want = model(seq[:, a:b], caches=caches)[:, -1]
+            torch.testing.assert_close(decoder.step(seq[:, a:b]), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+def test_generate_takes_the_prepacked_route_when_it_is_measured_faster(autotune_cache, monkeypatch):
+    """A synthetic cost on the plain fused steps only: the packed candidate wins, gives the same tokens."""
+    import time
+
+    from attnlab import autotune
+
+    model = _lm(torch.float32, dim=64)
+    prompt = torch.randint(0, 53, (2, 5))
+    with autotune.force({"decode.fused": "fused"}):
+        expected = generation.generate(model, prompt, max_new_tokens=6, temperature=0)
+    plain_step, packed_steps = FusedDecoder.step, []
+
+    def slow_unless_packed(self, tokens):
+        if self.packed:
+            packed_steps.append(tokens.shape)
+        else:
+            time.sleep(0.005)
+        return plain_step(self, tokens)
+
+    monkeypatch.setattr(FusedDecoder, "step", slow_unless_packed)
+    monkeypatch.setattr(generation, "_new_caches", lambda *a: time.sleep(0.05))  # the module path: slower still
+    assert torch.equal(generation.generate(model, prompt, max_new_tokens=6, temperature=0), expected)
+    assert [v for k, v in autotune.choices().items() if k.startswith("decode.fused|")] == ["packed"]
+    assert len(packed_steps) > 6  # timed, then decoded
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+def test_prepacked_weights_are_reused_until_a_parameter_changes():
+    model = _lm(torch.float32, dim=64)
+    prompt = torch.randint(0, 53, (2, 6))
+    first = FusedDecoder(model, 2, 8, packed=True)
+    assert FusedDecoder(model, 2, 8, packed=True).head[0] is first.head[0]  # reused, not reordered again
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight.mul_(2.0)  # in place, as an optimizer step or a load
+        changed = FusedDecoder(model, 2, 8, packed=True)
+        assert changed.head[0] is not first.head[0]
+        want = model(prompt, caches=model.new_caches(8))[:, -1]
+        torch.testing.assert_close(changed.step(prompt), want, rtol=1e-4, atol=1e-5)

@@ -15,7 +15,8 @@
   usual layout decodes through ``FusedDecoder`` (``attnlab.models.lm_decode``): the same
   numbers without the per-module overhead. On a CPU the two routes are timed once per batch,
   length and model size class (``attnlab.autotune`` family ``decode.fused``: a short prompt and
-  a few steps each, alternately) and the faster one decodes; the fused route is the default.
+  a few steps each, alternately) and the faster one decodes; the fused route is the default. A
+  third candidate is the fused route on weights prepacked for oneDNN (``FusedDecoder(packed=True)``).
 
 Shape: src (B, M) -> list of B id lists (no <bos>, no <eos>); prompt (B, N) -> (B, N + new).
 """
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab import autotune
-from attnlab.models.lm_decode import FusedDecoder
+from attnlab.models.lm_decode import FusedDecoder, packable
 
 __all__ = ["greedy_search", "beam_search", "generate", "filter_logits"]
 
@@ -171,19 +172,20 @@ def _last_logits(model: nn.Module, feed: Tensor, caches, last_only: bool) -> Ten
 _PROBE_STEPS = 4  # decode steps each candidate times after its prompt
 
 
-def _fused_pays(model: nn.Module, prompt: Tensor, total: int, last_only: bool) -> bool:
-    """Whether ``FusedDecoder`` decodes this batch faster than the module path on this machine
-    (measured once per shape class, then cached; off CPU, or with tuning off, fused)."""
+def _decode_route(model: nn.Module, prompt: Tensor, total: int, last_only: bool) -> str:
+    """How this batch decodes fastest on this machine: "fused" (``FusedDecoder``), "packed" (the
+    same on weights prepacked for oneDNN) or "module" (the model's own forward with caches).
+    Measured once per shape class, then cached; off CPU, or with tuning off, "fused"."""
     if prompt.device.type != "cpu":
-        return True
+        return "fused"
     size = sum(p.numel() for p in model.parameters())
     dtype = next(model.parameters()).dtype
     key = f"decode.fused|{autotune.shape_class(prompt.shape[0], total, size, dtype=dtype)}"
     probe = prompt[:, -8:]  # a short prompt, then single tokens: mostly the per-token cost
     length = probe.shape[1] + _PROBE_STEPS
 
-    def fused() -> None:
-        decoder = FusedDecoder(model, probe.shape[0], length)
+    def fused(packed: bool = False) -> None:
+        decoder = FusedDecoder(model, probe.shape[0], length, packed=packed)
         logits = decoder.step(probe)
         for _ in range(_PROBE_STEPS):
             logits = decoder.step(logits.argmax(-1, keepdim=True))
@@ -194,7 +196,10 @@ def _fused_pays(model: nn.Module, prompt: Tensor, total: int, last_only: bool) -
         for _ in range(_PROBE_STEPS):
             logits = _last_logits(model, logits.argmax(-1, keepdim=True), caches, last_only)
 
-    return autotune.choose(key, {"fused": fused, "module": module}, default="fused") == "fused"
+    candidates = {"fused": fused, "module": module}
+    if packable(model):
+        candidates["packed"] = lambda: fused(packed=True)
+    return autotune.choose(key, candidates, default="fused")
 
 
 @torch.no_grad()
@@ -230,8 +235,8 @@ def generate(
     total = out.shape[1] + max_new_tokens
     caches = None
     fits = context is None or total <= context
-    fused = use_cache and fits and FusedDecoder.supports(model) and _fused_pays(model, out, total, last_only)
-    decoder = FusedDecoder(model, out.shape[0], total) if fused else None
+    route = _decode_route(model, out, total, last_only) if use_cache and fits and FusedDecoder.supports(model) else "module"
+    decoder = FusedDecoder(model, out.shape[0], total, packed=route == "packed") if route != "module" else None
     if use_cache and decoder is None:
         caches = _new_caches(model, total if fits else None)
     feed = out
