@@ -163,6 +163,8 @@ def test_prepacked_weights_are_reused_until_a_parameter_changes():
     prompt = torch.randint(0, 53, (2, 6))
     first = FusedDecoder(model, 2, 8, packed=True)
     assert FusedDecoder(model, 2, 8, packed=True).head[0] is first.head[0]  # reused, not reordered again
+    assert FusedDecoder(model, 1, 8, packed=True).head[0] is not first.head[0]  # another batch size: its own
+    assert FusedDecoder(model, 2, 8, packed=True).head[0] is first.head[0]  # ... beside the first
     with torch.no_grad():
         model.blocks[0].mlp.fc1.weight.mul_(2.0)  # in place, as an optimizer step or a load
         changed = FusedDecoder(model, 2, 8, packed=True)

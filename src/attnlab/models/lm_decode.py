@@ -12,14 +12,13 @@ the module path's tokens/s for a 4 x 256 GPT-2 at B = 1 / 8 (2-core EPYC, altern
 
 With ``packed=True`` (CPU float32, oneDNN available: ``packable``) every product runs on a copy
 of its weight reordered into oneDNN's blocked layout (``torch.ops.mkldnn._reorder_linear_weight``,
-as Inductor prepacks weights for CPU inference). A decode step's products have only B rows, and
-on the 2-core Zen 4 measured, B = 8, the prepacked weight ran the larger ones faster than the
-faster plain route (the 8,000-word head 182 vs 345 us, 256 -> 1,024 39 vs 57 us, 256 -> 768 33
-vs 45 us) and the 256 x 256 one slower (29 vs 16 us); over a whole generate call it won (1.2x at B = 1,
-1.4x at B = 8). The copies stay
-with the model for the next ``generate`` until a parameter changes (``_version``). ``generate``
-takes this route only where it measures faster (autotune family ``decode.fused``, candidate
-``packed``).
+as Inductor prepacks weights for CPU inference). A decode step's products have only B rows. On
+the 2-core Zen 4 measured, at B = 8, the prepacked weight ran the larger ones faster than the
+faster plain route (the 8,000-word head 182 vs 345 us, 256 -> 1,024 39 vs 57 us, 256 -> 768 33 vs
+45 us) and the 256 x 256 one slower (29 vs 16 us); over a whole generate call it won (1.2x at
+B = 1, 1.4x at B = 8). The copies stay with the model, per batch size, for the next ``generate``
+until a parameter changes (``_version``). ``generate`` takes this route only where it measures
+faster (autotune family ``decode.fused``, candidate ``packed``).
 
 It computes what ``TransformerLM.forward`` with KV caches computes (a test checks the logits
 and the greedy tokens). ``FusedDecoder.supports(model)`` says whether a model has the layout it
@@ -144,17 +143,19 @@ def packable(model: nn.Module) -> bool:
             and onednn_linear_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
-# model -> (what its packed weights were made from, the packed weights): reused by the next decoder
-# while the parameters are the same tensors, unmodified (an optimizer step or a load bumps ``_version``).
-_PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[Tensor]]]" = weakref.WeakKeyDictionary()
+# model -> (what its packed weights were made from, {batch: the packed weights}): reused by the next
+# decoder while the parameters are the same tensors, unmodified (an optimizer step or a load bumps
+# ``_version``).
+_PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[int, list[Tensor]]]]" = weakref.WeakKeyDictionary()
 
 
 def _packed_weights(model: nn.Module, weights: list[Tensor], batch: int) -> list[Tensor]:
     """oneDNN-blocked copies of ``weights`` for products of ``batch`` rows, made once per model state."""
-    key = (batch, tuple((p.data_ptr(), p._version) for p in model.parameters()))
-    hit = _PACKED.get(model)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    packed = [torch.ops.mkldnn._reorder_linear_weight(w, batch) for w in weights]
-    _PACKED[model] = (key, packed)
-    return packed
+    state = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    made_from, by_batch = _PACKED.get(model, (None, {}))
+    if made_from != state:
+        by_batch = {}
+        _PACKED[model] = (state, by_batch)
+    if batch not in by_batch:
+        by_batch[batch] = [torch.ops.mkldnn._reorder_linear_weight(w, batch) for w in weights]
+    return by_batch[batch]
