@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.layers.feedforward import activate
-from attnlab.layers.linear import linear, onednn_linear_available
+from attnlab.layers.linear import _mm as onednn_linear, linear, onednn_linear_available
 
 __all__ = ["FusedDecoder", "packable"]
 
@@ -87,11 +87,8 @@ class FusedDecoder:
         return True
 
     def _product(self, x: Tensor, weight_bias: tuple[Tensor, Tensor | None]) -> Tensor:
-        """x (..., K) @ W (N, K)^T + b -> (..., N), on the packed weight or ``attnlab.layers.linear``."""
-        weight, bias = weight_bias
-        if self.packed:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-        return linear(x, weight, bias)
+        """x (..., K) @ W (N, K)^T + b -> (..., N), oneDNN on the packed weight, else ``attnlab.layers.linear``."""
+        return (onednn_linear if self.packed else linear)(x, *weight_bias)
 
     @torch.no_grad()
     def step(self, tokens: Tensor) -> Tensor:
