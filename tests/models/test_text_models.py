@@ -85,6 +85,24 @@ def test_seq2seq_source_padding_and_embedding_sharing():
     assert separate.out_proj.weight is not separate.tgt_embed.weight
 
 
+def _unpadded_matches_padded(monkeypatch, model, forward) -> torch.Tensor:
+    """Assert ``forward()`` and the parameter gradients of a squared loss agree with the encoder
+    unpadded and padded (``ATTNLAB_UNPAD``); returns the unpadded output."""
+    def run(env: str) -> tuple[torch.Tensor, dict]:
+        monkeypatch.setenv(UNPAD_ENV, env)
+        model.zero_grad()
+        out = forward()
+        out.pow(2).sum().backward()
+        return out, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    (packed, packed_grads), (padded, padded_grads) = run("1"), run("0")
+    torch.testing.assert_close(packed, padded, rtol=1e-10, atol=1e-10)
+    assert packed_grads.keys() == padded_grads.keys()
+    for name in packed_grads:
+        torch.testing.assert_close(packed_grads[name], padded_grads[name], rtol=1e-9, atol=1e-10, msg=name)
+    return packed
+
+
 def test_seq2seq_unpadded_encoder_matches_padded_with_gradients(monkeypatch):
     torch.manual_seed(2)
     model = create_model("transformer-mt", src_vocab_size=30, tgt_vocab_size=30, dim=16, encoder_depth=2, decoder_depth=1,
@@ -93,18 +111,7 @@ def test_seq2seq_unpadded_encoder_matches_padded_with_gradients(monkeypatch):
     tgt = torch.randint(4, 30, (3, 5))
     assert packing_for(src != 0, torch.zeros(3, 7, 16), model.encoder_blocks) is not None  # 38% padding
 
-    def run(env: str) -> tuple[torch.Tensor, dict]:
-        monkeypatch.setenv(UNPAD_ENV, env)
-        model.zero_grad()
-        logits = model(src, tgt)
-        logits.pow(2).mean().backward()
-        return logits, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
-    (packed, packed_grads), (padded, padded_grads) = run("1"), run("0")
-    torch.testing.assert_close(packed, padded, rtol=1e-10, atol=1e-10)
-    assert packed_grads.keys() == padded_grads.keys()
-    for name in packed_grads:
-        torch.testing.assert_close(packed_grads[name], padded_grads[name], rtol=1e-9, atol=1e-10, msg=name)
+    _unpadded_matches_padded(monkeypatch, model, lambda: model(src, tgt))
 
 
 def test_text_configs_reject_bad_values():
@@ -133,19 +140,7 @@ def test_the_text_classifier_unpadded_matches_padded_and_alone(monkeypatch, kw):
     tokens = torch.randint(2, 50, (5, 9)).masked_fill(~(torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]), 0)
     assert packing_for(tokens != 0, torch.zeros(5, 9, 24), model.encoder.blocks) is not None  # 47% padding
 
-    def run(env: str) -> tuple[torch.Tensor, dict]:
-        monkeypatch.setenv(UNPAD_ENV, env)
-        model.zero_grad()
-        logits = model(tokens)
-        logits.pow(2).sum().backward()
-        return logits, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
-    packed, packed_grads = run("1")
-    padded, padded_grads = run("0")
-    torch.testing.assert_close(packed, padded, rtol=1e-10, atol=1e-10)
-    assert packed_grads.keys() == padded_grads.keys()
-    for name in packed_grads:
-        torch.testing.assert_close(packed_grads[name], padded_grads[name], rtol=1e-9, atol=1e-10, msg=name)
+    packed = _unpadded_matches_padded(monkeypatch, model, lambda: model(tokens))
     with torch.no_grad():
         alone = torch.cat([model(tokens[i : i + 1, :n]) for i, n in enumerate(lengths)])
     torch.testing.assert_close(packed, alone, rtol=1e-10, atol=1e-10)
