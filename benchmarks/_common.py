@@ -19,6 +19,7 @@ tracemalloc does not see torch's C++ allocations, hence RSS.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -154,6 +155,20 @@ def time_paired(ours: Callable[[], Any], peer: Callable[[], Any], device: torch.
     """Median seconds of each, timed alternately (``time_rounds``)."""
     times = time_rounds([ours, peer], device, rounds)
     return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
+@contextlib.contextmanager
+def environ(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` inside the block, the previous value (or none) restored after."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 def add_allocator_argument(parser) -> None:

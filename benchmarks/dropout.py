@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -33,25 +32,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, time_rounds, write_json  # noqa: E402
+from _common import environ, format_table, git_revision, machine_info, time_rounds, write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-@contextlib.contextmanager
 def _float_draw():
     """attnlab's dropout with one float32 uniform per element (``ATTNLAB_DROPOUT_RNG=float``) inside the block."""
     from attnlab.layers.dropout import DROPOUT_RNG_ENV
 
-    saved = os.environ.get(DROPOUT_RNG_ENV)
-    os.environ[DROPOUT_RNG_ENV] = "float"
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[DROPOUT_RNG_ENV]
-        else:
-            os.environ[DROPOUT_RNG_ENV] = saved
+    return environ(DROPOUT_RNG_ENV, "float")
 
 
 def _three(ours, theirs, device: torch.device, rounds: int) -> dict:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import format_table, git_revision, machine_info, resolve_device, time_rounds, write_json  # noqa: E402
+from _common import environ, format_table, git_revision, machine_info, resolve_device, time_rounds, write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -38,17 +38,13 @@ def _unpad(on: bool):
     """Unpadded blocks forced on (threshold 0) or off (``ATTNLAB_UNPAD=0``) inside the block."""
     from attnlab.layers import packing
 
-    saved_env, saved_min = os.environ.get(packing.UNPAD_ENV), packing.MIN_PADDING
-    os.environ[packing.UNPAD_ENV] = "1" if on else "0"
+    saved_min = packing.MIN_PADDING
     packing.MIN_PADDING = 0.0
     try:
-        yield
+        with environ(packing.UNPAD_ENV, "1" if on else "0"):
+            yield
     finally:
         packing.MIN_PADDING = saved_min
-        if saved_env is None:
-            del os.environ[packing.UNPAD_ENV]
-        else:
-            os.environ[packing.UNPAD_ENV] = saved_env
 
 
 def lengths_for(fraction: float, batch: int, longest: int, generator: torch.Generator) -> torch.Tensor:
