@@ -57,17 +57,18 @@ def test_banded_matches_reference(n, m, window, is_causal, h, g, block, dtype):
     _check(out, ref, (q, k, v), (), dtype)
 
 
+@pytest.mark.parametrize("by_keys", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     "n, m, window, is_causal, block, backward_block",
-    # the backward cuts the rows into other bands than the forward: more, fewer, not dividing N
+    # the backward cuts the rows (or the keys) into other bands than the forward: more, fewer, not dividing N
     [(257, 257, 40, False, 32, 48), (300, 300, 64, True, 64, 192), (130, 200, 64, False, 192, 64),
-     (45, 300, 32, True, 32, 96)],
+     (45, 300, 32, True, 32, 96), (300, 300, 0, False, 64, 128), (20, 20, 100, False, 32, 512)],
 )
-def test_banded_backward_reblocks_rows(n, m, window, is_causal, block, backward_block, dtype):
+def test_banded_backward_reblocks_rows(n, m, window, is_causal, block, backward_block, dtype, by_keys):
     q, k, v = _inputs(2, 2, 2, n, m, 16, dtype)
     out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25, block=block,
-                           backward_block=backward_block)
+                           backward_block=backward_block, backward_by_keys=by_keys)
     ref, _ = reference_attention(q, k, v, window=window, is_causal=is_causal, scale=0.25)
     _check(out, ref, (q, k, v), (), dtype)
 
@@ -75,13 +76,16 @@ def test_banded_backward_reblocks_rows(n, m, window, is_causal, block, backward_
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 300), extra=st.integers(0, 80), window=st.integers(0, 90), is_causal=st.booleans(),
        block=st.sampled_from([32, 48, 64, 96, 192]), backward_block=st.sampled_from([32, 64, 80, 192]),
-       groups=st.sampled_from([(2, 2), (4, 2), (2, 1)]), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
-def test_banded_random_shapes_and_blockings(n, extra, window, is_causal, block, backward_block, groups, dtype):
-    """Any N, KV cache, window and pair of blockings (padding rows in either pass) against the reference."""
+       groups=st.sampled_from([(2, 2), (4, 2), (2, 1)]), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+       by_keys=st.booleans())
+def test_banded_random_shapes_and_blockings(n, extra, window, is_causal, block, backward_block, groups, dtype,
+                                            by_keys):
+    """Any N, KV cache, window and pair of blockings (padding rows in either pass; query or key bands
+    in the backward) against the reference."""
     h, g = groups
     q, k, v = _inputs(1, h, g, n, n + extra, 8, dtype)
     out = banded_attention(q, k, v, window=window, is_causal=is_causal, scale=0.3, block=block,
-                           backward_block=backward_block)
+                           backward_block=backward_block, backward_by_keys=by_keys)
     ref, _ = reference_attention(q, k, v, window=window, is_causal=is_causal, scale=0.3)
     _check(out, ref, (q, k, v), (), dtype)
 

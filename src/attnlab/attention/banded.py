@@ -24,6 +24,13 @@ shape class among these defaults and their neighbours (``_tuned_blocks``: famili
 ``banded.fwd_block`` and, when a gradient will be taken, ``banded.bwd_block``); with
 ``ATTNLAB_AUTOTUNE=0`` they are the defaults. Every blocking gives the same result to
 rounding (tests/attention/test_fused_cpu.py checks any pair against float64).
+
+The backward may also cut the score matrix by keys (``_backward_by_keys``): block b of bk keys
+with the bk + 2W queries that see it. The fused backward needs only the forward's per-row
+log-sum-exp, so it can run on any tiling; cut by keys it writes dK and dV in place (only dQ
+is folded), and its query bands are long enough (from 768 rows) for the kernel's widest
+tiles. Key bands are candidates of ``banded.bwd_block`` ("k256": 256 keys a band) beside the
+query bands; on Zen 4 they made the window-256 fwd+bwd 1.19x faster in bf16, 1.09x in fp32.
 """
 
 from __future__ import annotations
@@ -76,6 +83,24 @@ def _band_mask(n: int, m: int, window: int, is_causal: bool, block: int, dtype: 
     keep &= (kpos <= qpos) if is_causal else (kpos - qpos <= window)
     padding_row = (start + rows) >= n  # rows added to fill the last block: any real key will do
     keep = torch.where(padding_row, valid, keep)
+    mask = torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
+    return mask.unsqueeze(0)
+
+
+@functools.lru_cache(maxsize=8)
+def _key_band_mask(n: int, m: int, window: int, is_causal: bool, block: int, dtype: torch.dtype,
+                   device: str) -> Tensor:
+    """Additive mask (1, nk, L, bk) of the key-banded backward: 0 where band row r (a query) may
+    attend column c (a key of block b), else -inf. Rows outside the queries are masked whole: with
+    the forward's log-sum-exp given, their probabilities are exp(-inf) = 0, not NaN."""
+    nk = -(-m // block)
+    width = band_width(window, is_causal, block)
+    start = torch.arange(nk, device=device)[:, None, None] * block  # (nk, 1, 1)
+    kpos = start + torch.arange(block, device=device)[None, None, :]  # (nk, 1, bk)
+    qpos = start - (0 if is_causal else window) + torch.arange(width, device=device)[None, :, None]  # (nk, L, 1)
+    query = qpos - (m - n)  # row index of the query at key position qpos
+    keep = (query >= 0) & (query < n) & (kpos < m) & (qpos - kpos <= window)
+    keep &= (kpos <= qpos) if is_causal else (kpos - qpos <= window)
     mask = torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
     return mask.unsqueeze(0)
 
@@ -142,31 +167,76 @@ def _reblocked(x: Tensor, n: int, rows: int) -> Tensor:
     return F.pad(flat, (0, 0) * (flat.dim() - 2) + (0, rows - n)) if rows != flat.shape[1] else flat
 
 
+def _query_bands(x: Tensor, nk: int, block: int, width: int, lead: int) -> Tensor:
+    """Per-row (B*H, N, ...) -> overlapping views (B*H, nk, L, ...) of a zero-padded copy: band b holds
+    rows b * block - lead ... b * block - lead + L - 1 (rows outside [0, N) are zeros)."""
+    n = x.shape[1]
+    length = (nk - 1) * block + width
+    padded = F.pad(x, (0, 0) * (x.dim() - 2) + (lead, length - lead - n))
+    row = padded.stride(1)
+    return padded.as_strided((padded.shape[0], nk, width, *padded.shape[2:]),
+                             (padded.stride(0), block * row, row, *padded.stride()[2:]))
+
+
+def _backward_by_keys(grad_out: Tensor, q: Tensor, kp: Tensor, vp: Tensor, out: Tensor, lse: Tensor,
+                      m: int, window: int, is_causal: bool, scale: float, block: int):
+    """The fused backward on key bands: block b of ``block`` keys with the L queries that see it.
+
+    The backward needs no normalisation beyond the forward's per-row log-sum-exp, so any cut
+    of the score matrix into tiles gives the same gradients. Cutting by keys writes dK and dV
+    in place (only dQ is folded from overlapping bands) and hands the kernel L = block + 2W
+    query rows per call; its CPU backward tiles queries by 256 from 768 rows, where it runs
+    much faster than on the short query bands of ``band_block_sizes`` (benchmarks/README.md).
+    Shapes: per-row q, grad_out, out (B*H, N, D), lse (B*H, N); kp, vp as the forward padded
+    them (keys at rows W ..., zeros after) -> dq (B*H, N, D), dk, dv (B*H, M, D).
+    """
+    bh, n, d = q.shape
+    nk = -(-m // block)
+    width = band_width(window, is_causal, block)
+    lead = (0 if is_causal else window) + m - n  # query rows before the first key band's first query
+    mask = _key_band_mask(n, m, window, is_causal, block, q.dtype, str(q.device))
+    kb, vb = (t[:, window : window + nk * block].view(bh, nk, block, d) for t in (kp, vp))
+    gb, qb, ob = (_query_bands(t, nk, block, width, lead) for t in (grad_out, q, out))
+    lb = _query_bands(lse, nk, block, width, lead)
+    dqb, dk, dv = flash_cpu.flash_backward(gb, qb, kb, vb, ob, lb, mask, scale)
+    dq = _fold(dqb, n, block, -lead)
+    return dq, dk.reshape(bh, nk * block, d)[:, :m], dv.reshape(bh, nk * block, d)[:, :m]
+
+
 class _BandedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, window: int, is_causal: bool, scale: float, block: int, block_bwd: int):  # type: ignore[override]
+    def forward(ctx, q, k, v, window: int, is_causal: bool, scale: float, block: int, block_bwd: int,  # type: ignore[override]
+                bwd_by_keys: bool = False):
         b, h, n, d = q.shape
         m = k.shape[2]
         nb = -(-n // block)
         width = band_width(window, is_causal, block)
         offset = m - n
-        # padded rows the last band of either blocking reaches
-        rows = max(nb * block, -(-n // block_bwd) * block_bwd)
-        length = offset + rows + width - block
+        if bwd_by_keys:  # the forward's bands, and whole key blocks of the backward's
+            length = max(offset + nb * block + width - block, window + -(-m // block_bwd) * block_bwd)
+        else:  # padded rows the last band of either blocking reaches
+            rows = max(nb * block, -(-n // block_bwd) * block_bwd)
+            length = offset + rows + width - block
         kp, vp = _padded(k, h, length, window), _padded(v, h, length, window)
         qb = _rows_padded(q, nb * block).reshape(b * h, nb, block, d)
         mask = _band_mask(n, m, window, is_causal, block, q.dtype, str(q.device))
         kb, vb = _bands(kp, nb, block, width, offset), _bands(vp, nb, block, width, offset)
         out, lse = flash_cpu.flash_forward(qb, kb, vb, mask, scale)
         ctx.save_for_backward(q, kp, vp, out, lse)
-        ctx.args = (m, k.shape[1], window, is_causal, scale, block, block_bwd)
+        ctx.args = (m, k.shape[1], window, is_causal, scale, block, block_bwd, bwd_by_keys)
         return out.reshape(b, h, nb * block, d)[:, :, :n]
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         q, kp, vp, out, lse = ctx.saved_tensors
-        m, g, window, is_causal, scale, block_fwd, block = ctx.args
+        m, g, window, is_causal, scale, block_fwd, block, by_keys = ctx.args
         b, h, n, d = q.shape
+        if by_keys:
+            dq, dk, dv = _backward_by_keys(
+                grad_out.reshape(b * h, n, d), q.reshape(b * h, n, d), kp, vp,
+                out.reshape(b * h, -1, d)[:, :n], lse.reshape(b * h, -1)[:, :n], m, window, is_causal, scale, block)
+            return (dq.view(b, h, n, d), reduce_groups(dk.view(b, h, m, d), h // g),
+                    reduce_groups(dv.view(b, h, m, d), h // g), None, None, None, None, None, None)
         nb = -(-n // block)
         width = band_width(window, is_causal, block)
         offset = m - n
@@ -184,7 +254,7 @@ class _BandedAttention(torch.autograd.Function):
             full = _fold(grad, m, block, offset - window).view(b, h, m, d)  # (B, H, M, D)
             return reduce_groups(full, h // g)
 
-        return dq, unband(dkb), unband(dvb), None, None, None, None, None
+        return dq, unband(dkb), unband(dvb), None, None, None, None, None, None
 
 
 _TUNE_ROWS = 2048  # query rows the block-size candidates are timed on (32 bands of 64)
@@ -196,9 +266,18 @@ def _block_candidates(default: int, window: int, sizes: tuple[int, ...]) -> dict
     return {str(b): b for b in sorted({default, *(s for s in sizes if 32 <= s <= top)})}
 
 
+def _backward_candidates(default: int, window: int) -> dict[str, tuple[int, bool]]:
+    """Backward cuts: query bands of 64-256 rows (names "64", ...), key bands of 128-512 keys ("k256", ...)."""
+    cands = {name: (b, False) for name, b in _block_candidates(default, window, (64, 128, 192, 256)).items()}
+    top = max(128, 2 * band_block_size(window))
+    cands.update({f"k{b}": (b, True) for b in (128, 256, 512) if b <= top})
+    return cands
+
+
 def _tuned_blocks(q: Tensor, k: Tensor, v: Tensor, window: int, is_causal: bool, scale: float,
-                  needs_grad: bool) -> tuple[int, int]:
-    """(forward, backward) rows per band: measured here per shape class, else ``band_block_sizes``.
+                  needs_grad: bool) -> tuple[int, int, bool]:
+    """(forward rows, backward rows or keys, backward by keys) per band: measured here per shape
+    class, else ``band_block_sizes`` with query bands.
 
     Candidates run on a detached slice of the inputs: one key/value group's heads of the first
     batch row and at most ``_TUNE_ROWS`` queries (with the keys they see). The kernel's cost is
@@ -227,43 +306,48 @@ def _tuned_blocks(q: Tensor, k: Tensor, v: Tensor, window: int, is_causal: bool,
                     or autotune.choose(f"banded.fwd_block|{cls}", {name: forward_only(bl) for name, bl in fwd_cands.items()},
                                        default=str(fwd0))]
     if not needs_grad:
-        return fwd, fwd  # no backward: pad K/V for the forward's bands only
-    bwd_cands = _block_candidates(bwd0, window, (64, 128, 192, 256))
+        return fwd, fwd, False  # no backward: pad K/V for the forward's bands only
+    bwd_cands = _backward_candidates(bwd0, window)
     key = f"banded.bwd_block|{cls}|f{fwd}"
     name = autotune.lookup(key, bwd_cands, default=str(bwd0))
     if name is None:
         grad = torch.randn_like(qd)
         leaves = [t.clone().requires_grad_() for t in (qd, kd, vd)]
 
-        def forward_backward(block: int):
+        def forward_backward(block: int, by_keys: bool):
             def run():
                 with torch.enable_grad():
-                    out = _BandedAttention.apply(*leaves, window, is_causal, scale, fwd, block)
+                    out = _BandedAttention.apply(*leaves, window, is_causal, scale, fwd, block, by_keys)
                     torch.autograd.grad(out, leaves, grad)
             return run
 
-        name = autotune.choose(key, {nm: forward_backward(bl) for nm, bl in bwd_cands.items()}, default=str(bwd0))
-    return fwd, bwd_cands[name]
+        name = autotune.choose(key, {nm: forward_backward(*c) for nm, c in bwd_cands.items()}, default=str(bwd0))
+    return (fwd, *bwd_cands[name])
 
 
 def banded_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, is_causal: bool, scale: float,
-                     block: int | None = None, backward_block: int | None = None) -> Tensor:
+                     block: int | None = None, backward_block: int | None = None,
+                     backward_by_keys: bool = False) -> Tensor:
     """Exact sliding-window attention on CPU; arguments already validated by ``attention``.
 
     ``block`` / ``backward_block``: query rows per band in the forward / backward (default:
-    measured here, ``_tuned_blocks``; ``block`` alone sets both). Needs M >= N (queries
-    bottom-right aligned, as everywhere in attnlab) and Dv == D.
+    measured here, ``_tuned_blocks``; ``block`` alone sets both); with ``backward_by_keys``
+    the backward cuts ``backward_block`` keys per band instead (``_backward_by_keys``).
+    Needs M >= N (queries bottom-right aligned, as everywhere in attnlab) and Dv == D.
     Shape: q (B, H, N, D), k/v (B, G, M, D) -> (B, H, N, D).
     """
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    by_keys = backward_by_keys
     if block is None:
-        block_fwd, tuned_bwd = _tuned_blocks(q, k, v, window, is_causal, scale, needs_grad and backward_block is None)
+        block_fwd, tuned_bwd, tuned_keys = _tuned_blocks(q, k, v, window, is_causal, scale,
+                                                         needs_grad and backward_block is None)
         block_bwd = backward_block or tuned_bwd
+        by_keys = by_keys if backward_block else tuned_keys
     else:
         block_fwd, block_bwd = block, backward_block or block
     if not needs_grad:
-        block_bwd = block_fwd  # no backward: pad K/V for the forward's bands only
-    return _BandedAttention.apply(q, k, v, window, is_causal, scale, block_fwd, block_bwd)
+        block_bwd, by_keys = block_fwd, False  # no backward: pad K/V for the forward's bands only
+    return _BandedAttention.apply(q, k, v, window, is_causal, scale, block_fwd, block_bwd, by_keys)
 
 
 def banded_applicable(q: Tensor, k: Tensor, v: Tensor, window: int | None) -> bool:

@@ -46,7 +46,13 @@ def flash_forward(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: f
 
 def flash_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
                    mask: Tensor | None, scale: float, is_causal: bool = False):
-    """Fused backward (recomputes score tiles from ``lse``): -> (dq, dk, dv) shaped like q, k, v."""
+    """Fused backward (recomputes score tiles from ``lse``): -> (dq, dk, dv) shaped like q, k, v.
+
+    Like q, k and v, ``grad_out`` is read through its strides (overlapping band views included);
+    only a last dimension that is not contiguous is copied.
+    """
+    if grad_out.stride(-1) != 1:
+        grad_out = grad_out.contiguous()
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-        grad_out.contiguous(), q, k, v, out, lse, 0.0, is_causal, attn_mask=mask, scale=scale
+        grad_out, q, k, v, out, lse, 0.0, is_causal, attn_mask=mask, scale=scale
     )
