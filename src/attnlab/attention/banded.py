@@ -30,7 +30,7 @@ with the bk + 2W queries that see it. The fused backward needs only the forward'
 log-sum-exp, so it can run on any tiling; cut by keys it writes dK and dV in place (only dQ
 is folded), and its query bands are long enough (from 768 rows) for the kernel's widest
 tiles. Key bands are candidates of ``banded.bwd_block`` ("k256": 256 keys a band) beside the
-query bands; on Zen 4 they made the window-256 fwd+bwd 1.19x faster in bf16, 1.09x in fp32.
+query bands, taken where they measure faster (figures in benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -185,8 +185,8 @@ def _backward_by_keys(grad_out: Tensor, q: Tensor, kp: Tensor, vp: Tensor, out: 
     The backward needs no normalisation beyond the forward's per-row log-sum-exp, so any cut
     of the score matrix into tiles gives the same gradients. Cutting by keys writes dK and dV
     in place (only dQ is folded from overlapping bands) and hands the kernel L = block + 2W
-    query rows per call; its CPU backward tiles queries by 256 from 768 rows, where it runs
-    much faster than on the short query bands of ``band_block_sizes`` (benchmarks/README.md).
+    query rows per call; its CPU backward tiles queries by 256 from 768 rows, where it may run
+    faster than on the short query bands of ``band_block_sizes``.
     Shapes: per-row q, grad_out, out (B*H, N, D), lse (B*H, N); kp, vp as the forward padded
     them (keys at rows W ..., zeros after) -> dq (B*H, N, D), dk, dv (B*H, M, D).
     """
