@@ -61,7 +61,8 @@ def _chosen(m: int, k: int, n: int, backward: bool) -> str:
     from attnlab.layers import linear as module
 
     def one(family, needs=""):
-        return autotune.lookup(module._key(family, m, k, n, needs), module.ROUTES, default="aten") or "-"
+        names = module.BACKWARD_ROUTES if family == "linear.bwd" else module.ROUTES
+        return autotune.lookup(module._key(family, m, k, n, needs), names, default="aten") or "-"
     if not module._use_onednn(torch.empty(m, k), torch.empty(n, k)):
         return "F.linear (below the oneDNN threshold or oneDNN off)"
     fwd = one("linear.fwd")

@@ -14,7 +14,7 @@ needs_onednn = pytest.mark.skipif(not onednn_linear_available(), reason="this to
 
 
 def _routes(fwd: str, bwd: str | None = None):
-    """Force the forward (and backward) product route: "onednn" or "aten" (MKL)."""
+    """Force the forward (and backward) product route: "onednn" or "aten" (MKL); the backward also "split"."""
     return autotune.force({"linear.fwd": fwd, "linear.bwd": bwd or fwd})
 
 
@@ -47,8 +47,10 @@ def _reference(x, w, b, g):
 
 
 @needs_onednn
-@pytest.mark.parametrize("routes", [("onednn", "onednn"), ("aten", "aten"), ("aten", "onednn"), ("onednn", "aten"), None],
-                         ids=["onednn", "mkl", "mkl-fwd-onednn-bwd", "onednn-fwd-mkl-bwd", "autotuned"])
+@pytest.mark.parametrize("routes", [("onednn", "onednn"), ("aten", "aten"), ("aten", "onednn"), ("onednn", "aten"),
+                                    ("aten", "split"), ("onednn", "split"), None],
+                         ids=["onednn", "mkl", "mkl-fwd-onednn-bwd", "onednn-fwd-mkl-bwd", "mkl-fwd-split-bwd",
+                              "onednn-fwd-split-bwd", "autotuned"])
 @pytest.mark.parametrize("shape,out_features,bias", [((8, 33, 96), 200, True), ((300, 128), 64, False), ((2, 5, 7, 256), 768, True)])
 def test_every_route_forward_and_backward_match_float64(shape, out_features, bias, routes, tuning):
     """Outputs do not depend on the route: each one is within fp32 tolerance of float64 (fresh inputs)."""
@@ -61,7 +63,7 @@ def test_every_route_forward_and_backward_match_float64(shape, out_features, bia
         g = torch.randn_like(out)
         out.backward(g)
     if routes:  # any oneDNN product goes through the routed function; MKL for both is plain F.linear
-        assert _is_routed(out) == ("onednn" in routes)
+        assert _is_routed(out) == (routes != ("aten", "aten"))
     assert out.shape == (*shape[:-1], out_features) and out.dtype == torch.float32
     ref, gx, gw, gb = _reference(x, w, b, g)
     tol = dict(rtol=1e-5, atol=1e-5 * shape[-1] ** 0.5)
@@ -164,14 +166,14 @@ def test_routes_are_measured_once_per_shape_class_and_stored(tuning, monkeypatch
     for rows in (1000, 1024, 600):  # 1000 and 1024 share the class 1024; 600 is 1024 too
         x = torch.randn(rows, 256, requires_grad=True)
         linear(x, w).sum().backward()
-    assert calls == [["aten", "onednn"], ["aten", "onednn"]]  # one forward, one backward decision
+    assert calls == [["aten", "onednn"], ["aten", "onednn", "split"]]  # one forward, one backward decision
     with torch.no_grad():
         linear(torch.randn(3000, 256), w)  # class 4096: a new forward decision
     assert len(calls) == 3
     choices = json.loads(autotune.cache_file().read_text())["choices"]
     families = sorted(k.split("|")[0] for k in choices)
     assert families == ["linear.bwd", "linear.fwd", "linear.fwd"]
-    assert all(v["choice"] in linear_mod.ROUTES for v in choices.values())
+    assert all(v["choice"] in linear_mod.BACKWARD_ROUTES for v in choices.values())
 
 
 def test_module_is_an_nn_linear_with_the_same_state_dict():

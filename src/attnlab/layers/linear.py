@@ -9,6 +9,9 @@ not a vendor check: ``attnlab.autotune`` times both on first use of each shape c
 in and out features rounded up to powers of two) and keeps the faster, separately for the
 forward product (family ``linear.fwd``) and the backward's two products (``linear.bwd``),
 cached per CPU model on disk. ``benchmarks/linear.py`` prints the three routes side by side.
+The backward has a third candidate, ``split``: grad_x on oneDNN and grad_W on MKL. grad_W's
+product reads the gradient transposed; MKL takes that as a flag, while oneDNN's linear copies
+it first, which can cost more than oneDNN saves on that product.
 
 ``linear(x, weight, bias)`` is ``F.linear`` with that routing where it may apply: CPU,
 float32 input and weight, no autocast, not tracing / scripting / compiling / exporting,
@@ -22,7 +25,8 @@ are plain differentiable matmuls. Once both choices are MKL, the call is plain `
 Overrides: ``ATTNLAB_ONEDNN_LINEAR=0`` keeps ``F.linear`` everywhere, ``=1`` forces oneDNN
 wherever it may apply (no timing); ``ATTNLAB_AUTOTUNE=0`` also means ``F.linear`` (the plain
 PyTorch route); ``attnlab.autotune.force({"linear.fwd": ..., "linear.bwd": ...})`` with
-``"onednn"`` or ``"aten"`` forces a route inside a block (tests, benchmarks).
+``"onednn"`` or ``"aten"`` (and for ``linear.bwd`` also ``"split"``) forces a route inside a
+block (tests, benchmarks).
 
 Shape: x (..., K), weight (N, K), bias (N,) -> (..., N).
 """
@@ -38,13 +42,15 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 from attnlab import autotune
 
-__all__ = ["Linear", "linear", "onednn_linear_available", "route_summary", "ONEDNN_MIN_MACS", "ROUTES", "ENV_VAR"]
+__all__ = ["Linear", "linear", "onednn_linear_available", "route_summary", "ONEDNN_MIN_MACS", "ROUTES", "BACKWARD_ROUTES",
+           "ENV_VAR"]
 
 # rows * in * out: below it oneDNN's fixed cost per call lost to MKL on Zen 4/5 (benchmarks/linear.py), and on
 # Intel MKL was the faster route at every size issue 27 measured; small products skip the look-up (decoding).
 ONEDNN_MIN_MACS = 1 << 20
 ENV_VAR = "ATTNLAB_ONEDNN_LINEAR"  # "0": F.linear everywhere; "1": oneDNN wherever it may apply; else measured
-ROUTES = ("onednn", "aten")  # candidate names in the autotune families linear.fwd / linear.bwd; aten = F.linear (MKL)
+ROUTES = ("onednn", "aten")  # candidate names in the autotune family linear.fwd; aten = F.linear (MKL)
+BACKWARD_ROUTES = (*ROUTES, "split")  # linear.bwd; split = grad_x on oneDNN, grad_W on MKL
 _STATE: dict[str, object] = {}
 
 
@@ -134,15 +140,16 @@ def _backward_route(grad: Tensor, x2: Tensor, weight: Tensor, need_x: bool, need
     m, k = x2.shape
     key = _key("linear.bwd", m, k, weight.shape[0], ("|gx" if need_x else "") + ("|gw" if need_w else ""))
 
-    def run(mm):
+    def run(mm_x, mm_w):
         def products():
             if need_x:
-                mm(grad, weight.t())
+                mm_x(grad, weight.t())
             if need_w:
-                mm(grad.t(), x2.t())
+                mm_w(grad.t(), x2.t())
         return products
 
-    return autotune.choose(key, {"aten": run(_aten_mm), "onednn": run(_mm)}, default="aten")
+    return autotune.choose(key, {"aten": run(_aten_mm, _aten_mm), "onednn": run(_mm, _mm), "split": run(_mm, _aten_mm)},
+                           default="aten")
 
 
 class _RoutedLinear(torch.autograd.Function):
@@ -160,11 +167,13 @@ class _RoutedLinear(torch.autograd.Function):
         grad = grad.contiguous()
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if torch.is_grad_enabled():
-            mm = lambda a, b: a.matmul(b.t())  # noqa: E731  create_graph=True (double backward): differentiable
+            mm_x = mm_w = lambda a, b: a.matmul(b.t())  # noqa: E731  create_graph=True (double backward): differentiable
         else:
-            mm = _mm if _backward_route(grad, x2, weight, need_x, need_w) == "onednn" else _aten_mm
-        gx = mm(grad, weight.t()) if need_x else None  # (M, N) @ (N, K) -> (M, K)
-        gw = mm(grad.t(), x2.t()) if need_w else None  # (N, M) @ (M, K) -> (N, K)
+            route = _backward_route(grad, x2, weight, need_x, need_w)
+            mm_x = _aten_mm if route == "aten" else _mm
+            mm_w = _mm if route == "onednn" else _aten_mm
+        gx = mm_x(grad, weight.t()) if need_x else None  # (M, N) @ (N, K) -> (M, K)
+        gw = mm_w(grad.t(), x2.t()) if need_w else None  # (N, M) @ (M, K) -> (N, K)
         gb = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None
 
@@ -181,7 +190,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         backward = _STATE.get("forced") or autotune.lookup(
             _key("linear.bwd", x2.shape[0], x2.shape[1], weight.shape[0],
                  ("|gx" if x.requires_grad else "") + ("|gw" if weight.requires_grad else "")),
-            ROUTES, default="aten")
+            BACKWARD_ROUTES, default="aten")
         if route == "aten" and backward == "aten":
             return F.linear(x, weight, bias)  # both measured MKL: autograd's own backward, no Python hop
         out = _RoutedLinear.apply(x2, weight, bias, route)
