@@ -176,6 +176,27 @@ def test_routes_are_measured_once_per_shape_class_and_stored(tuning, monkeypatch
     assert all(v["choice"] in linear_mod.BACKWARD_ROUTES for v in choices.values())
 
 
+@needs_onednn
+def test_split_is_a_candidate_only_when_both_gradients_are_taken(tuning, monkeypatch):
+    """With one gradient, split equals one of the other routes: it is not timed, and the stored choice
+    counts as complete (a later process would not time it again for a missing candidate)."""
+    calls = []
+    measure = autotune._measure
+    monkeypatch.setattr(autotune, "_measure", lambda cands, *a: calls.append(sorted(cands)) or measure(cands, *a))
+    x = torch.randn(1024, 256, requires_grad=True)
+    frozen = torch.randn(256, 256)
+    linear(x, frozen).sum().backward()
+    linear(x.detach(), frozen.clone().requires_grad_()).sum().backward()
+    linear(x, frozen.clone().requires_grad_()).sum().backward()
+    assert calls[1:] == [["aten", "onednn"], ["aten", "onednn"], ["aten", "onednn", "split"]]  # after the forward's
+    stored = json.loads(autotune.cache_file().read_text())["choices"]
+    for key, entry in stored.items():
+        if key.startswith("linear.bwd"):
+            needs = ("|gx" in key, "|gw" in key)
+            assert sorted(entry["median_ms"]) == sorted(linear_mod._backward_names(*needs))
+            assert not autotune._new_candidates(entry, linear_mod._backward_names(*needs))
+
+
 def test_module_is_an_nn_linear_with_the_same_state_dict():
     torch.manual_seed(6)
     ours, ref = Linear(256, 512), nn.Linear(256, 512)

@@ -134,6 +134,11 @@ def _forward_route(x2: Tensor, weight: Tensor, bias: Tensor | None) -> str:
                                default="aten")
 
 
+def _backward_names(need_x: bool, need_w: bool) -> tuple[str, ...]:
+    """The backward's candidates: ``split`` differs from the other two only when both gradients are taken."""
+    return BACKWARD_ROUTES if need_x and need_w else ROUTES
+
+
 def _backward_route(grad: Tensor, x2: Tensor, weight: Tensor, need_x: bool, need_w: bool) -> str:
     if _STATE.get("forced"):
         return _STATE["forced"]  # type: ignore[return-value]
@@ -148,8 +153,10 @@ def _backward_route(grad: Tensor, x2: Tensor, weight: Tensor, need_x: bool, need
                 mm_w(grad.t(), x2.t())
         return products
 
-    return autotune.choose(key, {"aten": run(_aten_mm, _aten_mm), "onednn": run(_mm, _mm), "split": run(_mm, _aten_mm)},
-                           default="aten")
+    cands = {"aten": run(_aten_mm, _aten_mm), "onednn": run(_mm, _mm)}
+    if _backward_names(need_x, need_w) == BACKWARD_ROUTES:
+        cands["split"] = run(_mm, _aten_mm)
+    return autotune.choose(key, cands, default="aten")
 
 
 class _RoutedLinear(torch.autograd.Function):
@@ -190,7 +197,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         backward = _STATE.get("forced") or autotune.lookup(
             _key("linear.bwd", x2.shape[0], x2.shape[1], weight.shape[0],
                  ("|gx" if x.requires_grad else "") + ("|gw" if weight.requires_grad else "")),
-            BACKWARD_ROUTES, default="aten")
+            _backward_names(x.requires_grad, weight.requires_grad), default="aten")
         if route == "aten" and backward == "aten":
             return F.linear(x, weight, bias)  # both measured MKL: autograd's own backward, no Python hop
         out = _RoutedLinear.apply(x2, weight, bias, route)
