@@ -24,7 +24,8 @@ PatchTST/64 (0.370 / 0.413 / 0.422 / 0.447) uses input 512, not 336; it is print
     python benchmarks/forecasting.py --models patchtst --horizons 96 --max-epochs 12
 
 ``--max-epochs N`` caps the recipe's epochs and ``--patience N`` replaces its early-stopping patience
-(the CPU budget; both recorded in the JSON). Results are
+(the CPU budget; both recorded in the JSON). ``--input-length 512`` replaces the recipes' input 336;
+PatchTST's paper column is then PatchTST/64's row (its input is 512). Results are
 written after every run, so an interrupted benchmark keeps what finished. Torch uses one thread by
 default (``--threads``). ``--quick``: the built-in generated series, input 48, horizon 12,
 one seed, two epochs: a smoke test of the plumbing, not of accuracy. Results:
@@ -102,13 +103,18 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}"
 
 
-def summarise(runs: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
+def paper_row(model: str, input_length: int | None) -> dict[int, tuple[float, float]]:
+    """The published figures to print beside a model: PatchTST/64's row at input 512, else the recipes' (input 336)."""
+    return PATCHTST_64 if model == "patchtst" and input_length == 512 else PAPER[model]
+
+
+def summarise(runs: list[dict[str, Any]], quick: bool, input_length: int | None = None) -> list[dict[str, Any]]:
     rows = []
     for model in dict.fromkeys(r["model"] for r in runs):
         for horizon in dict.fromkeys(r["horizon"] for r in runs if r["model"] == model):
             group = [r for r in runs if r["model"] == model and r["horizon"] == horizon]
             mse = [r["test"]["mse"] for r in group]
-            paper = None if quick else PAPER[model].get(horizon)
+            paper = None if quick else paper_row(model, input_length).get(horizon)
             target = None if quick else TARGET[model].get(horizon)
             met = None
             if target is not None:
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on the recipe's epochs (CPU budget)")
     parser.add_argument("--patience", type=int, default=None,
                         help="early-stopping patience in epochs instead of the recipe's (CPU budget)")
+    parser.add_argument("--input-length", type=int, default=None,
+                        help="input steps instead of the recipes' 336 (512: PatchTST/64's input)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-runs", default=None, help="keep the run directories here")
@@ -155,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.horizons = args.seeds[:1], args.horizons[:1]
     elif not Path(data).is_file():
         raise SystemExit(f"ETTh1 not found: {data} (pass --data)")
+    if args.input_length is not None:
+        extra = merge_sections(extra, {"data_options": {"input_length": args.input_length}})
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"forecasting{'-quick' if args.quick else ''}.json"
     payload: dict[str, Any] = {
         "benchmark": "forecasting", "quick": args.quick, "data": data, "git": git_revision(ROOT),
         "machine": machine_info(torch.device("cpu")), "threads": args.threads, "max_epochs": args.max_epochs, "patience": args.patience,
+        "input_length": args.input_length or (QUICK["data_options"]["input_length"] if args.quick else 336),
         "command": " ".join(["python", "benchmarks/forecasting.py", *(argv if argv is not None else sys.argv[1:])]),
         "paper": {m: {str(h): v for h, v in rows.items()} for m, rows in PAPER.items()},
         "patchtst_64_paper": {str(h): v for h, v in PATCHTST_64.items()}, "runs": [],
@@ -171,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     more = merge_sections(extra, QUICK_MODEL[model]) if args.quick else extra
                     result = train_one(model, horizon, seed, data, runs_dir, more, args.max_epochs, args.patience)
                     payload["runs"].append(result)
-                    payload["summary"] = summarise(payload["runs"], args.quick)
+                    payload["summary"] = summarise(payload["runs"], args.quick, args.input_length)
                     write_json(out, payload)
                     t = result["test"]
                     print(f"{model} H={horizon} seed {seed}: mse {t['mse']:.4f} mae {t['mae']:.4f} "
