@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = merge_sections(extra, {"data_options": {"input_length": args.input_length}})
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"forecasting{'-quick' if args.quick else ''}.json"
     payload: dict[str, Any] = {
-        "benchmark": "forecasting", "quick": args.quick, "data": data, "git": git_revision(ROOT),
+        "benchmark": "forecasting", "quick": args.quick, "data": data, "git": git_revision(__file__),
         "machine": machine_info(torch.device("cpu")), "threads": args.threads, "max_epochs": args.max_epochs, "patience": args.patience,
         "input_length": args.input_length or (QUICK["data_options"]["input_length"] if args.quick else 336),
         "command": " ".join(["python", "benchmarks/forecasting.py", *(argv if argv is not None else sys.argv[1:])]),
