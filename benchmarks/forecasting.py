@@ -90,7 +90,8 @@ def train_one(model: str, horizon: int, seed: int, data: str | None, runs: Path,
     config = resolve_config(values)
     start = time.perf_counter()
     metrics = train_run(config, out=runs / f"{model}-{horizon}-s{seed}", overwrite=True)
-    return {"model": model, "horizon": config.data_options["horizon"], "seed": seed, "test": metrics["test"], "val_best": metrics["val_best"],
+    return {"model": model, "horizon": config.data_options["horizon"], "input_length": config.data_options["input_length"],
+            "seed": seed, "test": metrics["test"], "val_best": metrics["val_best"],
             "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"], "epochs_cap": config.train.epochs,
             "parameters": metrics["parameters"], "wall_time_s": time.perf_counter() - start}
 

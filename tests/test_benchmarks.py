@@ -42,7 +42,6 @@ QUICK = [
     ("language_model.py", ["--data", str(DATA_DIR / "tinyshakespeare" / "input.txt"), "--threads", "1"],
      DATA_DIR / "tinyshakespeare" / "input.txt"),
     ("finetune_vision.py", ["--threads", "1"], None),  # --quick pretrains on digits: no shared data
-    ("forecasting.py", ["--threads", "1"], None),  # --quick: the generated series
     ("faithfulness.py", ["--examples", "8"], None),  # --quick trains vit-tiny on digits for 1 epoch
     ("shortcut.py", ["--trec", str(DATA_DIR / "text" / "trec")], DATA_DIR / "text" / "trec"),  # 1 epoch each: 20-40 s
 ]
@@ -60,6 +59,16 @@ def test_quick_benchmark_runs_and_writes_json(script, extra, needs, tmp_path):
     result = json.loads(out.read_text())
     assert isinstance(result, dict) and result, f"{script} wrote an empty result"
     assert done.stdout.strip(), f"{script} printed no table"
+
+
+@pytest.mark.slow
+def test_quick_forecasting_benchmark_takes_the_input_length_and_records_the_commit(tmp_path):
+    """--quick on the generated series, with --input-length in place of the quick mode's 48."""
+    test_quick_benchmark_runs_and_writes_json("forecasting.py", ["--threads", "1", "--input-length", "24"], None, tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["input_length"] == 24 and {r["input_length"] for r in result["runs"]} == {24}
+    if (ROOT / ".git").exists():
+        assert result["git"], "the JSON should name the checkout's commit"
 
 
 @pytest.mark.slow
