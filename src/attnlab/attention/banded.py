@@ -118,9 +118,12 @@ def _rows_padded(x: Tensor, rows: int) -> Tensor:
 
 
 def _bands(padded: Tensor, nb: int, block: int, width: int, offset: int) -> Tensor:
-    """Overlapping band views (B*H, nb, L, D) of a padded (B*H, P, D) tensor; no copy."""
-    bh, length, d = padded.shape
-    return padded.as_strided((bh, nb, width, d), (length * d, block * d, d, 1), padded.storage_offset() + offset * d)
+    """Overlapping band views (B*H, nb, L, ...) of a padded (B*H, P, ...) tensor: band b starts at row
+    offset + b * block; no copy."""
+    row = padded.stride(1)
+    return padded.as_strided((padded.shape[0], nb, width, *padded.shape[2:]),
+                             (padded.stride(0), block * row, row, *padded.stride()[2:]),
+                             padded.storage_offset() + offset * row)
 
 
 def _fold(band_grad: Tensor, m: int, block: int, first: int) -> Tensor:
@@ -170,12 +173,9 @@ def _reblocked(x: Tensor, n: int, rows: int) -> Tensor:
 def _query_bands(x: Tensor, nk: int, block: int, width: int, lead: int) -> Tensor:
     """Per-row (B*H, N, ...) -> overlapping views (B*H, nk, L, ...) of a zero-padded copy: band b holds
     rows b * block - lead ... b * block - lead + L - 1 (rows outside [0, N) are zeros)."""
-    n = x.shape[1]
     length = (nk - 1) * block + width
-    padded = F.pad(x, (0, 0) * (x.dim() - 2) + (lead, length - lead - n))
-    row = padded.stride(1)
-    return padded.as_strided((padded.shape[0], nk, width, *padded.shape[2:]),
-                             (padded.stride(0), block * row, row, *padded.stride()[2:]))
+    padded = F.pad(x, (0, 0) * (x.dim() - 2) + (lead, length - lead - x.shape[1]))
+    return _bands(padded, nk, block, width, 0)
 
 
 def _backward_by_keys(grad_out: Tensor, q: Tensor, kp: Tensor, vp: Tensor, out: Tensor, lse: Tensor,
