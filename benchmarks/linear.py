@@ -61,7 +61,7 @@ def _chosen(m: int, k: int, n: int, backward: bool) -> str:
     from attnlab.layers import linear as module
 
     def one(family, needs=""):
-        names = module.BACKWARD_ROUTES if family == "linear.bwd" else module.ROUTES
+        names = module._backward_names("|gx" in needs, "|gw" in needs) if family == "linear.bwd" else module.ROUTES
         return autotune.lookup(module._key(family, m, k, n, needs), names, default="aten") or "-"
     if not module._use_onednn(torch.empty(m, k), torch.empty(n, k)):
         return "F.linear (below the oneDNN threshold or oneDNN off)"
