@@ -83,8 +83,7 @@ def _band_mask(n: int, m: int, window: int, is_causal: bool, block: int, dtype: 
     keep &= (kpos <= qpos) if is_causal else (kpos - qpos <= window)
     padding_row = (start + rows) >= n  # rows added to fill the last block: any real key will do
     keep = torch.where(padding_row, valid, keep)
-    mask = torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
-    return mask.unsqueeze(0)
+    return _additive(keep, dtype)
 
 
 @functools.lru_cache(maxsize=8)
@@ -101,8 +100,12 @@ def _key_band_mask(n: int, m: int, window: int, is_causal: bool, block: int, dty
     query = qpos - (m - n)  # row index of the query at key position qpos
     keep = (query >= 0) & (query < n) & (kpos < m) & (qpos - kpos <= window)
     keep &= (kpos <= qpos) if is_causal else (kpos - qpos <= window)
-    mask = torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
-    return mask.unsqueeze(0)
+    return _additive(keep, dtype)
+
+
+def _additive(keep: Tensor, dtype: torch.dtype) -> Tensor:
+    """Boolean keep (nb, r, c) -> additive mask (1, nb, r, c): 0 where kept, -inf elsewhere."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, float("-inf")).unsqueeze(0)
 
 
 def _padded(x: Tensor, heads: int, length: int, lead: int) -> Tensor:

@@ -51,17 +51,21 @@ class FusedDecoder:
         self.max_length = max_length
         self.length = 0
         self.packed = packed and packable(model)
-        products = []  # (weight (N, K), bias) of each product: per block qkv, out, fc1, fc2; then the head
+        # Per product (per block qkv, out, fc1, fc2; then the head): the weights stacked into its (N, K)
+        # weight, and its bias. The stacking runs only where no packed copy is cached.
+        parts: list[tuple[Tensor, ...]] = []
+        biases: list[Tensor | None] = []
         for block in model.blocks:
             a, mlp = block.attn, block.mlp
-            biases = [p.bias for p in (a.q_proj, a.k_proj, a.v_proj)]
-            qkv_b = None if any(b is None for b in biases) else torch.cat(biases)
-            qkv_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])  # (C + 2 G D, C)
-            products += [(qkv_w, qkv_b), (a.out_proj.weight, a.out_proj.bias), (mlp.fc1.weight, mlp.fc1.bias),
-                         (mlp.fc2.weight, mlp.fc2.bias)]
-        products.append((model.lm_head.weight, model.lm_head.bias))
-        if self.packed:
-            products = list(zip(_packed_weights(model, [w for w, _ in products], batch), [b for _, b in products]))
+            qkv_biases = [p.bias for p in (a.q_proj, a.k_proj, a.v_proj)]
+            parts += [(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight),  # -> (C + 2 G D, C)
+                      (a.out_proj.weight,), (mlp.fc1.weight,), (mlp.fc2.weight,)]
+            biases += [None if any(b is None for b in qkv_biases) else torch.cat(qkv_biases),
+                       a.out_proj.bias, mlp.fc1.bias, mlp.fc2.bias]
+        parts.append((model.lm_head.weight,))
+        biases.append(model.lm_head.bias)
+        weights = _packed_weights(model, parts, batch) if self.packed else [_stacked(p) for p in parts]
+        products = list(zip(weights, biases))
         self.layers = [(block.norm1, block.norm2, block.mlp.activation, *products[4 * i : 4 * i + 4])
                        for i, block in enumerate(model.blocks)]
         self.head = products[-1]
@@ -146,13 +150,18 @@ def packable(model: nn.Module) -> bool:
 _PACKED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[int, list[Tensor]]]]" = weakref.WeakKeyDictionary()
 
 
-def _packed_weights(model: nn.Module, weights: list[Tensor], batch: int) -> list[Tensor]:
-    """oneDNN-blocked copies of ``weights`` for products of ``batch`` rows, made once per model state."""
+def _stacked(parts: tuple[Tensor, ...]) -> Tensor:
+    """The (N, K) weight of one product: its parts' rows stacked (no copy for a single part)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _packed_weights(model: nn.Module, parts: list[tuple[Tensor, ...]], batch: int) -> list[Tensor]:
+    """oneDNN-blocked copies of the stacked weights for products of ``batch`` rows, made once per model state."""
     state = tuple((p.data_ptr(), p._version) for p in model.parameters())
     made_from, by_batch = _PACKED.get(model, (None, {}))
     if made_from != state:
         by_batch = {}
         _PACKED[model] = (state, by_batch)
     if batch not in by_batch:
-        by_batch[batch] = [torch.ops.mkldnn._reorder_linear_weight(w, batch) for w in weights]
+        by_batch[batch] = [torch.ops.mkldnn._reorder_linear_weight(_stacked(p), batch) for p in parts]
     return by_batch[batch]
