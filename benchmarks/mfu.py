@@ -22,6 +22,11 @@ Issue 27 item 3. Two measurements, one process:
                               default: within noise).
      HF fp32 / bf16           ``transformers.BertModel`` (attn_implementation="sdpa"), the same
                               step and the same autocast.
+     products alone           the step's matrix products and nothing else (``products_alone``),
+                              and "clip + fused AdamW alone" (``optimizer_alone``): the floor of
+                              any step that computes the same products. HF's step time over the
+                              floor's (per round, median) is the most any such step can beat HF by:
+                              the "ceiling" columns (issue 27's encoder row, >= 1.2x).
 
 FLOPs per step (matrix products only, the convention of MFU; Kaplan et al. 2020 and the PaLM
 paper's appendix B, Chowdhery et al. 2022):
@@ -117,6 +122,78 @@ def make_step(model: torch.nn.Module, forward: Callable[[], torch.Tensor], preci
     return step
 
 
+def _faster(*calls: Callable[[], object], repeats: int = 3) -> Callable[[], object]:
+    """The call whose best of ``repeats`` (after one warm-up) is shortest."""
+    def best(fn: Callable[[], object]) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return min(calls, key=best) if len(calls) > 1 else calls[0]
+
+
+def products_alone(size: dict[str, int], batch: int, n: int, dtype: torch.dtype) -> Callable[[], None]:
+    """One training step's matrix products and nothing else: the floor of any step that computes them.
+
+    Per layer: the six projections (q, k, v, out, fc1, fc2) forward, and their grad_x and grad_W
+    backward products, each with the operand layout a training step has (grad_W reads the
+    gradient transposed); attention's Q K^T and P V forward, and dP, dV, dQ, dK backward, as
+    batched (B*H, N, D) products. These are exactly the FLOPs of ``step_flops``. float32
+    products take the faster of MKL (``torch.mm``) and oneDNN (``attnlab.layers.linear._mm``),
+    chosen per product by timing; bf16 products are ``torch.mm`` (oneDNN's bf16 kernel). Every
+    layer reuses the same operands, so they are warm in cache: the floor is optimistic, which
+    makes a ceiling derived from it (a step can run no faster than its products) conservative.
+    """
+    from attnlab.layers.linear import _mm
+
+    gen = torch.Generator().manual_seed(0)
+    c, layers, heads = size["dim"], size["depth"], size["heads"]
+    m, bh, d = batch * n, batch * heads, size["dim"] // heads
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    calls: list[Callable[[], object]] = []
+    for k, o in [(c, c)] * 4 + [(c, 4 * c), (4 * c, c)]:  # q, k, v, out, fc1, fc2: x (M, K) @ W (O, K)^T
+        x, w, gy = rand(m, k), rand(o, k), rand(m, o)
+        pairs = [(lambda x=x, w=w: torch.mm(x, w.t()), lambda x=x, w=w: _mm(x, w)),  # forward
+                 (lambda gy=gy, w=w: torch.mm(gy, w), lambda gy=gy, w=w: _mm(gy, w.t())),  # grad_x (M, K)
+                 (lambda gy=gy, x=x: torch.mm(gy.t(), x), lambda gy=gy, x=x: _mm(gy.t(), x.t()))]  # grad_W (O, K)
+        calls += [_faster(*(pair if dtype == torch.float32 else pair[:1])) for pair in pairs]
+    q, kt, v, p, do = rand(bh, n, d), rand(bh, d, n), rand(bh, n, d), rand(bh, n, n), rand(bh, n, d)
+    calls += [lambda: torch.bmm(q, kt), lambda: torch.bmm(p, v),  # S = Q K^T, O = P V
+              lambda: torch.bmm(do, v.transpose(1, 2)), lambda: torch.bmm(p.transpose(1, 2), do),  # dP, dV
+              lambda: torch.bmm(p, kt.transpose(1, 2)), lambda: torch.bmm(p.transpose(1, 2), q)]  # dQ, dK
+
+    def step() -> None:
+        for _ in range(layers):
+            for fn in calls:
+                fn()
+
+    return step
+
+
+def optimizer_alone(model: torch.nn.Module) -> Callable[[], None]:
+    """The step's gradient clipping and fused AdamW on a copy of ``model`` with fixed gradients."""
+    from attnlab.training.param_groups import parameter_groups
+
+    model = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+    opt = torch.optim.AdamW(parameter_groups(model, lr=1e-4, weight_decay=0.01), lr=1e-4, fused=True)
+
+    def step() -> None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return step
+
+
 def _models(size: dict[str, int], tmp: Path):
     from models import _bert  # the same pair benchmarks/models.py times
 
@@ -138,8 +215,16 @@ def encoder_rows(size: dict[str, int], seqs: list[int], batch: int, rounds: int,
             if compare:
                 specs.append((f"attnlab {precision} after", "ours", precision, True))
             specs.append((f"HF BertModel {precision}", "peer", precision, None))
+            specs.append((f"products alone {precision}", "products", precision, None))
+        specs.append(("clip + fused AdamW alone", "optimizer", "fp32", None))
         calls = []
         for label, which, precision, fused in specs:
+            if which == "products":
+                calls.append(products_alone(size, batch, n, torch.float32 if precision == "fp32" else torch.bfloat16))
+                continue
+            if which == "optimizer":
+                calls.append(optimizer_alone(ours))
+                continue
             model = copy.deepcopy(ours if which == "ours" else peer)
             if which == "ours":
                 forward = lambda model=model: model(ids)[0]  # noqa: E731
@@ -147,15 +232,23 @@ def encoder_rows(size: dict[str, int], seqs: list[int], batch: int, rounds: int,
                 forward = lambda model=model: model(input_ids=ids).last_hidden_state  # noqa: E731
             calls.append(make_step(model, forward, precision, fused))
         times = time_rounds(calls, torch.device("cpu"), rounds)
+        col = {(which, precision, fused): i for i, (_, which, precision, fused) in enumerate(specs)}
         for i, (label, which, precision, fused) in enumerate(specs):
             seconds = statistics.median(t[i] for t in times)
             best = min(t[i] for t in times)
-            achieved = flops / seconds / 1e9
-            rows.append({"row": f"{label} N={n}", "model": which, "precision": precision, "fused_qkv": fused,
-                         "n": n, "batch": batch, "step_s": seconds, "steps_per_s": 1 / seconds,
-                         "gflop_per_step": flops / 1e9, "gflops": achieved, "mfu": achieved / peaks[precision],
-                         "best_step_s": best, "best_gflops": flops / best / 1e9,
-                         "times_s": [t[i] for t in times]})
+            work = 0.0 if which == "optimizer" else flops
+            row = {"row": f"{label} N={n}", "model": which, "precision": precision, "fused_qkv": fused,
+                   "n": n, "batch": batch, "step_s": seconds, "steps_per_s": 1 / seconds,
+                   "gflop_per_step": work / 1e9, "gflops": work / seconds / 1e9, "mfu": work / seconds / 1e9 / peaks[precision],
+                   "best_step_s": best, "best_gflops": work / best / 1e9, "times_s": [t[i] for t in times]}
+            if which in ("ours", "peer"):  # per-round ratios, paired: HF's step over this row's and over the floors
+                hf, prod, opt = (col[("peer", precision, None)], col[("products", precision, None)],
+                                 col[("optimizer", "fp32", None)])
+                row["speedup_vs_hf"] = statistics.median(t[hf] / t[i] for t in times)
+                if which == "peer":
+                    row["ceiling_vs_products"] = statistics.median(t[hf] / t[prod] for t in times)
+                    row["ceiling_vs_products_and_optimizer"] = statistics.median(t[hf] / (t[prod] + t[opt]) for t in times)
+            rows.append(row)
     return rows
 
 
@@ -223,13 +316,20 @@ def main(argv: list[str] | None = None) -> int:
         + f"; before {v['before_gflops']:.0f}, after {v['after_gflops']:.0f})"
         for k, v in peaks.items()))
     table = [{"row": r["row"], "ms": f"{r['step_s'] * 1e3:.0f}", "sps": f"{r['steps_per_s']:.2f}",
-              "gflop": f"{r['gflop_per_step']:.1f}", "gflops": f"{r['gflops']:.0f}", "mfu": f"{100 * r['mfu']:.1f}%",
-              "best": f"{100 * r['best_mfu']:.1f}%",
+              **({"gflop": f"{r['gflop_per_step']:.1f}", "gflops": f"{r['gflops']:.0f}", "mfu": f"{100 * r['mfu']:.1f}%",
+                  "best": f"{100 * r['best_mfu']:.1f}%"} if r["gflop_per_step"] else {}),
+              "vs_hf": f"{r['speedup_vs_hf']:.2f}x" if "speedup_vs_hf" in r else "",
+              "ceiling": (f"{r['ceiling_vs_products']:.2f}x / {r['ceiling_vs_products_and_optimizer']:.2f}x"
+                          if "ceiling_vs_products" in r else ""),
               "met": ("yes" if r["mfu"] >= TARGET_BF16_MFU else "NO")
               if r["model"] == "ours" and r["precision"] == "bf16" and r["fused_qkv"] is not False else ""}
              for r in rows]
     print(format_table(table, [("row", "step"), ("ms", "ms/step"), ("sps", "steps/s"), ("gflop", "GFLOP/step"),
-                               ("gflops", "GFLOP/s"), ("mfu", "MFU"), ("best", "MFU best step"), ("met", f">= {TARGET_BF16_MFU:.0%} bf16")]))
+                               ("gflops", "GFLOP/s"), ("mfu", "MFU"), ("best", "MFU best step"),
+                               ("vs_hf", "speed vs HF"), ("ceiling", "HF step / products (/ + AdamW)"),
+                               ("met", f">= {TARGET_BF16_MFU:.0%} bf16")]))
+    print("ceiling: no step that runs these products (and the same clip + AdamW) can beat HF's by more than "
+          "HF's step time over theirs (median of paired rounds)")
     if profile:
         print(f"profile of the attnlab bf16 step, N={max(seqs)} (self time per step):")
         print(format_table([{**e, "ms": f"{e['self_ms_per_step']:.1f}", "share": f"{100 * e['share']:.1f}%",
