@@ -209,6 +209,26 @@ def test_grad_capture_gives_exact_weight_gradients():
         assert grads[layer].abs().sum() > 0
 
 
+def test_grad_capture_with_frozen_first_block():
+    """Fine-tuning with --train.freeze embeddings,blocks.0: nothing below block 0's attention needs
+    a gradient, yet its weight gradient is still exact (the report's gradient rollout needs it)."""
+    model = _model().double()
+    frozen = [p for name, p in model.named_parameters() if not name.startswith(("blocks.1", "blocks.2", "head", "norm"))]
+    for p in frozen:
+        p.requires_grad_(False)
+    assert frozen
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    maps = capture(model, x, grad=True)
+    maps.output[:, 0].sum().backward()
+    grads = maps.grads()
+    assert all(p.grad is None for p in frozen)  # capture made no frozen weight trainable
+    for layer in range(3):
+        out, leaf = _manual_forward(model, x, layer)
+        out[:, 0].sum().backward()
+        torch.testing.assert_close(grads[layer], leaf.grad, rtol=0, atol=1e-10)
+        assert grads[layer].abs().sum() > 0
+
+
 def test_recording_every_other_step_during_training():
     model = TinyViT()
     model.train()

@@ -194,11 +194,18 @@ class _Tap:
             self.pending_values[key] = output.detach()
 
         def watch_output(_, args):
+            attn_out = args[0]
+            replaced = None
+            if not attn_out.requires_grad and torch.is_grad_enabled():
+                # Nothing below this layer needs a gradient (e.g. frozen first blocks): the
+                # output still depends on this attention, so start the graph here, same values.
+                attn_out = replaced = attn_out.detach().requires_grad_(True)
             source = self.open_sources.pop(key, None)
             if source is None:
-                self.pending_outputs[key] = args[0]
+                self.pending_outputs[key] = attn_out
             else:
-                self._catch_grad(args[0], source)
+                self._catch_grad(attn_out, source)
+            return None if replaced is None else (replaced, *args[1:])
 
         self.handles.append(mod.v_proj.register_forward_hook(keep_values))
         self.handles.append(mod.out_proj.register_forward_pre_hook(watch_output))
