@@ -89,7 +89,7 @@ def _case_yaml_wrong_type(tmp: Path):
 
 def _series_csv(tmp: Path, rows: int = 80, edits: dict[int, str] | None = None) -> Path:
     """A date + two channels CSV of ``rows`` rows, with ``edits`` replacing lines (0 = the header)."""
-    lines = ["date,a,b"] + [f"2021-01-01 00:00:{i % 60:02d},{i * 0.5},{(i * 7) % 11}" for i in range(rows)]
+    lines = ["date,a,b"] + [f"2021-01-01 {i // 60:02d}:{i % 60:02d}:00,{i * 0.5},{(i * 7) % 11}" for i in range(rows)]
     for index, line in (edits or {}).items():
         lines[index] = line
     path = tmp / "series.csv"
@@ -121,6 +121,24 @@ def _case_forecast_nan_refused(tmp: Path):
     return _forecast(path), f"{path}: line 42, column 'a': missing value (NaN)"
 
 
+def _case_yaml_not_yaml(tmp: Path):  # PyYAML's own message spans several lines
+    path = tmp / "run.yaml"
+    path.write_text("task: digits\ntrain:\n  epochs: [1, 2\n")
+    return ["--config", str(path)], f"config file {path} is not valid YAML"
+
+
+def _case_empty_init(tmp: Path):  # an empty path is not the current directory
+    return ["--task", "text-classification", "--init", ""], "--init is empty"
+
+
+def _case_batch_larger_than_the_data(tmp: Path):  # refused by the trainer, after the data loaded
+    return [*_forecast(_series_csv(tmp)), "--train.batch_size", "100000"], "no full batch of 100000"
+
+
+def _case_freeze_matches_nothing(tmp: Path):
+    return [*_forecast(_series_csv(tmp)), "--model", "dlinear", "--train.batch_size", "8", "--train.freeze", "nosuch"], "nosuch"
+
+
 CASES = {
     "empty-folder": _case_empty_folder,
     "corrupt-image": _case_corrupt_image,
@@ -136,6 +154,10 @@ CASES = {
     "forecast-no-date-column": _case_forecast_no_date_column,
     "forecast-too-short": _case_forecast_too_short,
     "forecast-nan-refused": _case_forecast_nan_refused,
+    "yaml-not-yaml": _case_yaml_not_yaml,
+    "empty-init": _case_empty_init,
+    "batch-larger-than-the-data": _case_batch_larger_than_the_data,
+    "freeze-matches-nothing": _case_freeze_matches_nothing,
 }
 
 
@@ -169,3 +191,52 @@ def test_series_longer_than_the_model_takes_is_refused_at_predict(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert str(long_series) in err and "12" in err, err
+
+
+def test_refused_options_leave_an_overwritten_run_as_it_was(tmp_path, capsys):
+    """--overwrite names a finished run; options the trainer refuses must not touch it."""
+    out = tmp_path / "run"
+    argv = ["train", *_forecast(_series_csv(tmp_path)), "--model", "dlinear", "--epochs", "1", "--out", str(out),
+            "--train.progress", "false", "--train.batch_size", "8"]
+    assert main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main([*argv, "--overwrite", "--train.batch_size", "100000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no full batch" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert main(["train", "--resume", str(out), "--model", "patchtst"]) == 2  # a resumed run keeps its model
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "(model: dlinear); --model patchtst would change it" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_run_directory_that_is_a_file(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("not a run")
+    assert main(["train", *_forecast(_series_csv(tmp_path)), "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out} is a file" in err, err
+    assert out.read_text() == "not a run"
+
+
+def test_checkpoint_with_nan_weights_is_refused(tmp_path, capsys):
+    """NaN in a pretrained checkpoint would train to NaN silently: refused, naming the file."""
+    pytest.importorskip("transformers")
+    from safetensors.torch import load_file, save_file
+
+    from tests.tasks.bert_fixtures import save_bert, write_text_data
+
+    source = save_bert(tmp_path / "bert")
+    weights = source / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(k for k in tensors if k.endswith("attention.self.query.weight"))
+    tensors[name][0, :3] = float("nan")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", "--task", "text-classification", "--data", str(write_text_data(tmp_path / "r.tsv")),
+                 "--init", str(source), "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{weights}: the checkpoint's weights hold 3 NaN" in err, err
+    assert not out.exists()

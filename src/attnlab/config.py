@@ -131,7 +131,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML: {problem}{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -140,7 +143,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """A CLI value as YAML scalar: '4' -> 4, '1e-3' -> 0.001, 'true' -> True, '[8, 8]' -> list."""
+    """A CLI value as YAML scalar: '4' -> 4, '1e-3' -> 0.001, 'true' -> True, '[8, 8]' -> list;
+    an empty argument stays '' (YAML would make it None; 'null' gives None)."""
+    if not text.strip():
+        return text
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

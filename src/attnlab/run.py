@@ -33,7 +33,7 @@ import yaml
 
 from attnlab.config import from_dict, to_dict
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
-from attnlab.errors import CheckpointError, ConfigError
+from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.registry import create_model
 from attnlab.run_config import (
     RunConfig,
@@ -91,6 +91,8 @@ def train_run(
     torch.manual_seed(config.train.seed)
     run_dir = Path(resume) if resume is not None else (out or default_run_dir(config))
     check_run_name(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} is a file, not a directory")
     if resume is None and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite or --resume {run_dir}")
     spec = task_spec(config.task)
@@ -101,9 +103,17 @@ def train_run(
     model = model_for(config, task_data, pretrained)
     if pretrained is not None and pretrained.load_weights is not None:
         pretrained.load_weights(model)
+        record = pretrained.record or {}
+        _check_finite(model, Path(record["source"]) / record["weights"] if {"source", "weights"} <= record.keys() else config.init)
     config.model_config = to_dict(model.config)
     objective = build_objective(config, task_data)
-    callbacks = []
+    callbacks = [_attention_image_logger(task_data)] if dist.is_main else []
+    # The trainer checks batch size, freeze patterns and learning-rate groups: all before the
+    # first file is written, so a refused run leaves nothing behind (nor changes a run --overwrite names).
+    trainer = Trainer(
+        model, objective, task_data.train, task_data.val, config.train, run_dir=run_dir, dist=dist,
+        batch_augment=_inputs_only(task_data.batch_augment), callbacks=callbacks, collate_fn=task_data.collate_fn,
+    )
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -116,11 +126,6 @@ def train_run(
         _write_json(run_dir / "data.json", record)
         for name, text in task_data.files.items():  # e.g. tokenizer.json
             atomic_write_text(run_dir / name, text)
-        callbacks.append(_attention_image_logger(task_data))
-    trainer = Trainer(
-        model, objective, task_data.train, task_data.val, config.train, run_dir=run_dir, dist=dist,
-        batch_augment=_inputs_only(task_data.batch_augment), callbacks=callbacks, collate_fn=task_data.collate_fn,
-    )
     if resume is not None:
         trainer.resume()
     summary = trainer.fit()
@@ -153,6 +158,15 @@ def train_run(
                 log.info("no report.html: model %s has no attention layers to show", config.model)
     metrics["run_dir"] = str(run_dir)
     return metrics
+
+
+def _check_finite(model: torch.nn.Module, source: Any) -> None:
+    """Refuse a checkpoint whose weights hold NaN or infinity: training on them gives NaN silently."""
+    for name, p in model.named_parameters():
+        bad = int((~torch.isfinite(p)).sum())
+        if bad:
+            raise DataError(f"{source}: the checkpoint's weights hold {bad} NaN or infinite value(s) "
+                            f"(in what loads into {name}, shape {tuple(p.shape)})")
 
 
 def _inputs_only(augment):

@@ -84,6 +84,8 @@ def test_freeze_patterns():
     assert frozen_names(model, ["head"]) >= {"head.weight", "pooler.weight"}
     with pytest.raises(ConfigError, match="blocks are numbered 0..2"):
         frozen_names(model, ["blocks.1-3"])
+    with pytest.raises(ConfigError, match=r"blocks.1-0: the range is reversed \(write blocks.0-1\)"):
+        frozen_names(model, ["blocks.1-0"])
     with pytest.raises(ConfigError, match="matches no parameter"):
         frozen_names(model, ["decoder"])
     with pytest.raises(ConfigError, match="nothing to train"):

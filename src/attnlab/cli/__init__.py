@@ -73,8 +73,15 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             raise ConfigError(f"cannot resume: {resume_cfg} not found")
         values = load_yaml(resume_cfg)
     for key in ("task", "data", "model", "init"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
+        given = getattr(args, key)
+        if given is None:
+            continue
+        if not str(given).strip():
+            raise ConfigError(f"--{key} is empty")
+        if args.resume and key in ("task", "model", "init") and str(given) != str(values.get(key)):
+            raise ConfigError(f"--resume {args.resume} continues its run as it was started ({key}: {values.get(key)}); "
+                              f"--{key} {given} would change it (start a new run with --out instead)")
+        values[key] = given
     dotted = _parse_dotted(extra)
     for section in sorted(set(_SECTIONS.values())):
         values[section] = {**(values.get(section) or {}), **dotted.get(section, {})}

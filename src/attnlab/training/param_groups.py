@@ -64,7 +64,9 @@ def frozen_names(model: nn.Module, patterns: list[str]) -> set[str]:
                 wanted = {num_layers + 1}
             else:
                 first, last = int(match.group(1)), int(match.group(2) or match.group(1))
-                if first > last or last >= num_layers:
+                if first > last:
+                    raise ConfigError(f"--train.freeze {pattern}: the range is reversed (write blocks.{last}-{first})")
+                if last >= num_layers:
                     raise ConfigError(f"--train.freeze {pattern}: blocks are numbered 0..{num_layers - 1}")
                 wanted = set(range(first + 1, last + 2))
             found = {n for n in names if ids[n] in wanted}
