@@ -176,3 +176,30 @@ def test_real_ecg200_loads():
     assert len(data.train) == 100 and len(data.test) == 100
     assert torch.isfinite(data.train.x).all()
     torch.testing.assert_close(data.test.x.mean(-1), torch.zeros(100, 1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("target", ["class", "regression"])
+def test_a_file_that_is_not_numpy_is_one_data_error(tmp_path, target):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_text("label,value\n1,2\n")
+    with pytest.raises(DataError, match=r"garbage\.npz: not a NumPy \.npy/\.npz file \(it begins with neither"):
+        load_timeseries_task(garbage, target=target)
+    single = tmp_path / "single.npz"  # an .npy saved under an .npz name
+    with open(single, "wb") as f:
+        np.save(f, np.zeros((4, 8)))
+    with pytest.raises(DataError, match=r"single\.npz: a single \.npy array, not an \.npz archive"):
+        load_timeseries_task(single, target=target)
+    (tmp_path / "s.npy").write_bytes(b"")
+    with pytest.raises(DataError, match=r"s\.npy: not a NumPy \.npy/\.npz file \(it is empty\)"):
+        read_series_file(tmp_path / "s.npy", length=8)
+
+
+def test_underscores_and_bytes_that_are_not_utf8_name_the_line(tmp_path):
+    root = _write(tmp_path / "Toy", "Toy", train=TRAIN + "1\t1_000\t2\t3\t4\n")
+    with pytest.raises(DataError, match=r"Toy_TRAIN\.tsv:5: column 2 holds '1_000', not a number"):
+        load_timeseries_task(root)
+    (root / "Toy_TRAIN.tsv").write_bytes(TRAIN.encode() + "1\t1\t2\t3\t4 \u00b0C\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"Toy_TRAIN\.tsv: line 5, column 11: byte 0xb0 is not UTF-8"):
+        load_timeseries_task(root)
+    with pytest.raises(DataError, match=r"Toy_TRAIN\.tsv: line 5, column 11: byte 0xb0 is not UTF-8"):
+        read_series_file(root / "Toy_TRAIN.tsv", length=4)

@@ -107,3 +107,47 @@ def test_dlinear_multivariate_to_one_target(tmp_path, capsys):
     table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert table[0] == ["date", "target"] and len(table) == 13
     assert main(["explain", str(run), str(tmp_path / "h.csv"), "-o", str(tmp_path / "x.png")]) == 2  # no attention
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.slow
+def test_bad_series_files_are_one_line_and_exit_2_in_train_and_predict(tmp_path, capsys):
+    data = _history_csv(tmp_path / "train.csv", 400)
+    lines = data.read_text().splitlines()
+    lines[30], lines[31] = lines[31], lines[30]  # two rows out of order
+    swapped = tmp_path / "swapped.csv"
+    swapped.write_text("\n".join(lines) + "\n")
+    argv = ["train", "--task", "forecasting", "--model", "dlinear", *TINY[:4], "--train.progress", "false", "--epochs", "1"]
+    assert main([*argv, "--data", str(swapped), "--out", str(tmp_path / "bad")]) == 2
+    err = _one_line_error(capsys)
+    assert f"{swapped}: line 32, column 'date'" in err and "is not after line 31's" in err, err
+    assert not (tmp_path / "bad").exists()
+
+    lines = data.read_text().splitlines()
+    for i in (50, 60, 61):  # three missing values: the run fills them, and says how many
+        lines[i] = ",".join(lines[i].split(",")[:-1] + [""])
+    data.write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    assert main([*argv, "--data", str(data), "--data.nan", "interpolate", "--out", str(run)]) == 0
+    assert json.loads((run / "data.json").read_text())["info"]["filled_missing"] == 3
+    capsys.readouterr()
+    history = _history_csv(tmp_path / "history.csv", 60)
+    lines = history.read_text().splitlines()
+    lines[20] = ",".join(lines[20].split(",")[:-1] + ["nan"])
+    history.write_text("\n".join(lines) + "\n")
+    assert main(["predict", str(run), str(history), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["note"] == "12-step forecast; 1 missing value filled by linear interpolation"
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(history.read_bytes().replace(b"target", "t\u00e9mp".encode("latin-1")))
+    assert main(["predict", str(run), str(latin)]) == 2
+    assert f"{latin}: line 1, column " in _one_line_error(capsys)
+    (tmp_path / "ett").mkdir()
+    assert main([*argv, "--data", str(tmp_path / "ett"), "--out", str(tmp_path / "folder")]) == 2
+    assert f"{tmp_path / 'ett'}: a folder, not a series file" in _one_line_error(capsys)

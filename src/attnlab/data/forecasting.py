@@ -18,16 +18,19 @@ Protocol of the field's standard code (Zhou et al. 2021 "Informer"; Wu et al. 20
 * ``features``: ``M`` all channels in and out; ``S`` the target channel alone; ``MS`` all
   channels in, the target out. As in ``Dataset_Custom`` the target channel is moved last.
 
-Files: a CSV with a header, a date column (``date_column``, default ``date``) and numeric
-channels; or an ``.npy`` / ``.npz`` array of shape (T, C) (or (T,)), which has no dates. Empty
-cells and ``nan`` are missing values: refused by default, or filled by linear interpolation in
-time (``nan="interpolate"``). Every refusal is one line naming the file, row and column.
+Files: a UTF-8 CSV with a header of distinct, non-empty names, a date column (``date_column``,
+default ``date``) of ISO 8601 dates (``datetime.fromisoformat``), strictly increasing, and numeric
+channels; or an ``.npy`` / ``.npz`` array of shape (T, C) (or (T,)), which has no dates. Only a
+blank line is skipped: a row of empty cells is a time step. Empty cells and ``nan`` are missing
+values: refused by default, or filled by linear interpolation in time (``nan="interpolate"``;
+the count is kept). Every refusal is one line naming the file, line and column.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -43,19 +46,13 @@ from torch.utils.data import Dataset
 
 from attnlab.config import check_choice
 from attnlab.data.base import TaskData
+from attnlab.data.file_checks import data_float, load_numpy, not_utf8, npz_array
 from attnlab.errors import ConfigError, DataError
 
-__all__ = [
-    "FEATURES",
-    "NAN_POLICIES",
-    "Series",
-    "WindowDataset",
-    "future_dates",
-    "generated_series",
-    "load_forecasting_task",
-    "read_series",
-    "split_borders",
-]
+__all__ = ["FEATURES", "NAN_POLICIES", "Series", "WindowDataset", "future_dates", "generated_series", "load_forecasting_task",
+           "read_series", "split_borders"]
+
+logger = logging.getLogger(__name__)
 
 FEATURES = ("M", "S", "MS")
 NAN_POLICIES = ("refuse", "interpolate")
@@ -64,71 +61,116 @@ _ETT_MONTH = 30 * 24  # rows a month in ETT hourly data (the Informer code's 12 
 
 @dataclass
 class Series:
-    """A read series: values (T, C) float64, channel names, ISO date strings (or None), source."""
+    """A read series: values (T, C) float64, channel names, ISO date strings (or None), source;
+    ``lines``: each row's line in a CSV (None for arrays); ``filled``: missing values interpolated."""
 
     values: np.ndarray
     names: list[str]
     dates: list[str] | None
     source: str
+    lines: list[int] | None = None
+    filled: int = 0
 
 
 def _parse_float(text: str) -> float:
     t = text.strip()
     if t == "" or t.lower() in ("nan", "na", "n/a", "null"):
         return math.nan
-    return float(t)  # ValueError for non-numbers
+    return data_float(t)  # ValueError for non-numbers
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Names must be distinct and non-empty: a repeated one hides a channel behind the first."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if not name:
+            hint = " (a pandas index? save with to_csv(index=False))" if i == 1 else ""
+            raise DataError(f"{path}: line 1, column {i}: empty column name{hint}")
+        if name in seen:
+            raise DataError(f"{path}: line 1: column name {name!r} appears twice (columns {seen[name]} and {i}); rename one")
+        seen[name] = i
+
+
+def _parse_date(where: str, text: str, previous: tuple[datetime, str, int] | None) -> datetime:
+    """An ISO 8601 date strictly after the previous row's (``previous``: its value, text and line)."""
+    if not text:
+        raise DataError(f"{where}: empty date (a row of empty cells is still a time step; delete it if it is not one)")
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise DataError(f"{where}: {text!r} is not an ISO 8601 date (YYYY-MM-DD, or YYYY-MM-DD HH:MM[:SS])") from None
+    if previous is not None:
+        last, before, line = previous
+        try:
+            later = stamp > last
+        except TypeError:  # naive vs aware: Python refuses to order them
+            raise DataError(f"{where}: {text!r} and line {line}'s {before!r} mix dates with and without a time zone") from None
+        if not later:
+            raise DataError(f"{where}: {text!r} is not after line {line}'s {before!r}; dates must be strictly increasing")
+    return stamp
 
 
 def _read_csv(path: Path, date_column: str) -> Series:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(rows)]
-        except StopIteration:
-            raise DataError(f"{path}: the file is empty") from None
-        lowered = [h.lower() for h in header]
-        if date_column.lower() not in lowered:
-            raise DataError(f"{path}: line 1: no date column {date_column!r} in the header {header} "
-                            f"(set --data.date_column, or give an .npy/.npz of shape (T, C) for a series without dates)")
-        d = lowered.index(date_column.lower())
-        channels = [i for i in range(len(header)) if i != d]
-        if not channels:
-            raise DataError(f"{path}: line 1: no numeric channel besides the date column")
-        dates: list[str] = []
-        values: list[list[float]] = []
-        for line, row in enumerate(rows, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
-            dates.append(row[d].strip())
-            out = []
-            for i in channels:
-                try:
-                    out.append(_parse_float(row[i]))
-                except ValueError:
-                    raise DataError(f"{path}: line {line}, column {header[i]!r}: {row[i]!r} is not a number") from None
-            values.append(out)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return _parse_csv(path, csv.reader(f), date_column)
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+
+
+def _parse_csv(path: Path, rows: Any, date_column: str) -> Series:
+    try:
+        header = [h.strip() for h in next(rows)]
+    except StopIteration:
+        raise DataError(f"{path}: the file is empty") from None
+    _check_header(path, header)
+    lowered = [h.lower() for h in header]
+    if date_column.lower() not in lowered:
+        raise DataError(f"{path}: line 1: no date column {date_column!r} in the header {header} "
+                        f"(set --data.date_column, or give an .npy/.npz of shape (T, C) for a series without dates)")
+    d = lowered.index(date_column.lower())
+    channels = [i for i in range(len(header)) if i != d]
+    if not channels:
+        raise DataError(f"{path}: line 1: no numeric channel besides the date column")
+    dates: list[str] = []
+    lines: list[int] = []
+    values: list[list[float]] = []
+    previous = None
+    line = rows.line_num + 1  # a row's first line (a quoted cell may span several)
+    for row in rows:
+        if not row or (len(row) == 1 and not row[0].strip()):  # a blank line; ",,," is a row of missing values
+            line = rows.line_num + 1
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
+        date = row[d].strip()
+        previous = (_parse_date(f"{path}: line {line}, column {header[d]!r}", date, previous), date, line)
+        out = []
+        for i in channels:
+            try:
+                out.append(_parse_float(row[i]))
+            except ValueError:
+                raise DataError(f"{path}: line {line}, column {header[i]!r}: {row[i]!r} is not a number") from None
+        values.append(out)
+        dates.append(date)
+        lines.append(line)
+        line = rows.line_num + 1
     if not values:
         raise DataError(f"{path}: no data rows after the header")
-    return Series(np.asarray(values, dtype=np.float64), [header[i] for i in channels], dates, str(path))
+    return Series(np.asarray(values, dtype=np.float64), [header[i] for i in channels], dates, str(path), lines)
 
 
 def _read_array(path: Path) -> Series:
-    try:
-        # .npy: memory-mapped, so the raw array is paged in from the file rather than held beside
-        # its float64 copy (an .npz ignores mmap_mode: its members are read whole)
-        loaded = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read as a NumPy file ({exc})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        keys = list(loaded.keys())
-        key = next((k for k in ("data", "x", "series", "values") if k in keys), keys[0] if len(keys) == 1 else None)
-        if key is None:
-            raise DataError(f"{path}: an .npz needs one array, or one named 'data', got {keys}")
-        a = loaded[key]
-    else:
-        a = loaded
+    # .npy: memory-mapped, so the raw array is paged in from the file rather than held beside
+    # its float64 copy (an .npz ignores mmap_mode: its members are read whole)
+    a = load_numpy(path, mmap_mode="r")
+    if isinstance(a, np.lib.npyio.NpzFile):
+        with a as archive:
+            keys = list(archive.keys())
+            key = next((k for k in ("data", "x", "series", "values") if k in keys), keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise DataError(f"{path}: an .npz needs one array, or one named 'data', got {keys}")
+            a = npz_array(path, archive, key)
     if a.dtype.kind not in "fiub":
         raise DataError(f"{path}: the array holds {a.dtype}, not numbers")
     if a.ndim == 1:
@@ -146,6 +188,8 @@ def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refu
     """
     check_choice("data", "nan", nan, NAN_POLICIES)
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a series file; give one .csv, .npy or .npz file")
     if not path.is_file():
         raise DataError(f"series file not found: {path}")
     series = _read_array(path) if path.suffix.lower() in (".npy", ".npz") else _read_csv(path, date_column)
@@ -158,7 +202,7 @@ def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refu
         r, c = map(int, np.argwhere(missing)[0])
         if nan == "refuse":
             raise DataError(f"{path}: {_where(series, r)}, column {series.names[c]!r}: missing value (NaN); "
-                            f"{int(missing.sum())} in all (pass --data.nan interpolate to fill them linearly in time)")
+                            f"{int(missing.sum())} in all (train with --data.nan interpolate to fill them linearly in time)")
         for j in range(v.shape[1]):
             bad = missing[:, j]
             if bad.all():
@@ -166,12 +210,14 @@ def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refu
             if bad.any():
                 t = np.arange(len(v))
                 v[bad, j] = np.interp(t[bad], t[~bad], v[~bad, j])
+        series.filled = int(missing.sum())
+        logger.warning("%s: %d missing value(s) filled by linear interpolation", path, series.filled)
     return series
 
 
 def _where(series: Series, row: int) -> str:
-    """A data row as the user sees it: the CSV line (header is line 1) or the array row."""
-    return f"line {row + 2}" if series.dates is not None else f"row {row}"
+    """A data row as the user sees it: its CSV line (blank lines counted) or the array row."""
+    return f"line {series.lines[row]}" if series.lines is not None else f"row {row}"
 
 
 def generated_series(length: int = 2400, channels: int = 4, seed: int = 0) -> Series:
@@ -318,7 +364,7 @@ def load_forecasting_task(
         "kind": "forecasting", "source": where, "input_length": L, "horizon": H, "features": features, "target": target,
         "channels": in_names, "outputs": out_names, "mean": [float(mean[i]) for i in keep],
         "std": [float(std[i]) for i in keep], "borders": {"start": starts, "end": ends}, "date_column": date_column, "nan": nan,
-        "dates": series.dates is not None, "rows": T,
+        "dates": series.dates is not None, "rows": T, "filled_missing": series.filled,
     }
     return TaskData("forecasting", *sets, num_classes=0, class_names=[], input_shape=(len(in_names), L), metric="mse",
                     info=info)

@@ -33,27 +33,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from attnlab.data.base import TaskData, TensorPairDataset, per_class_split
+from attnlab.data.file_checks import data_float, load_numpy, not_utf8, npz_array
 from attnlab.data.targets import TargetScaler, check_target, parse_numbers, random_split
 from attnlab.errors import ConfigError, DataError
 
-__all__ = [
-    "NORMALIZATIONS",
-    "SeriesAugment",
-    "read_ucr_file",
-    "read_series_file",
-    "label_names",
-    "znormalize",
-    "normalize_series",
-    "load_timeseries_task",
-]
+__all__ = ["NORMALIZATIONS", "SeriesAugment", "read_ucr_file", "read_series_file", "label_names", "znormalize",
+           "normalize_series", "load_timeseries_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +57,14 @@ _FLAT_STD = 1e-8
 
 
 # --- reading -----------------------------------------------------------------------------
+
+
+def _numbered(f: TextIO, path: Path) -> Iterator[tuple[int, str]]:
+    """A text file's lines numbered from 1; a byte that is not UTF-8 is a DataError naming its line."""
+    try:
+        yield from enumerate(f, start=1)
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
 
 
 def _split_row(line: str) -> list[str]:
@@ -77,7 +79,7 @@ def _parse_values(tokens: list[str], path: Path, lineno: int, first_column: int)
     values = np.empty(len(tokens), dtype=np.float64)
     for j, tok in enumerate(tokens):
         try:
-            v = float(tok)
+            v = data_float(tok)
         except ValueError:
             raise DataError(f"{path}:{lineno}: column {j + first_column} holds {tok!r}, not a number") from None
         if not math.isfinite(v):
@@ -112,7 +114,7 @@ def read_ucr_file(path: str | Path) -> tuple[np.ndarray, list[str]]:
     labels: list[str] = []
     length, first_line = None, 0
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line in _numbered(f, path):
             if not line.strip():
                 continue
             tokens = _split_row(line.strip())
@@ -146,12 +148,9 @@ def read_series_file(path: str | Path, length: int, channels: int = 1) -> tuple[
     if not path.is_file():
         raise DataError(f"series file not found: {path}")
     if path.suffix.lower() == ".npy":
-        try:  # memory-mapped: the raw array is paged in from the file, not held beside its float64 copy
-            arr = np.load(path, allow_pickle=False, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read as a NumPy .npy file ({exc})") from None
-        if arr.dtype.kind not in "fiu":
-            raise DataError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
+        arr = load_numpy(path, mmap_mode="r")  # memory-mapped: paged in from the file, not held beside its float64 copy
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+            raise DataError(f"{path}: expected a numeric array, got {getattr(arr, 'dtype', 'an .npz archive')}")
         if arr.ndim == 1 or (arr.ndim == 2 and channels > 1 and arr.shape == (channels, length)):
             arr = arr[None]
         if arr.ndim == 2:
@@ -168,7 +167,7 @@ def read_series_file(path: str | Path, length: int, channels: int = 1) -> tuple[
         raise DataError(f"{path}: this model takes {channels} channels; give an .npy of shape (N, {channels}, {length})")
     rows, labels, lines = [], [], []
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line in _numbered(f, path):
             if not line.strip():
                 continue
             tokens = _split_row(line.strip())
@@ -277,11 +276,14 @@ def _ucr_pair(root: Path) -> tuple[Path, Path]:
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
-    with np.load(path, allow_pickle=False) as z:
+    z = load_numpy(path)
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array, not an .npz archive of x_train, y_train, x_test, y_test")
+    with z:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
         if missing:
             raise DataError(f"{path}: missing arrays {missing} (has {z.files}); expected x_train, y_train, x_test, y_test")
-        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        arrays = {k: npz_array(path, z, k) for k in ("x_train", "y_train", "x_test", "y_test")}
     out = []
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]

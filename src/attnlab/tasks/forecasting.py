@@ -155,7 +155,8 @@ def _unscale(info: dict[str, Any], scaled: Tensor) -> np.ndarray:
 
 
 def _read_history(info: dict[str, Any], item: str):
-    """A history file -> (raw values (T, C_in) in the run's channel order, dates or None)."""
+    """A history file -> (raw values (T, C_in) in the run's channel order, dates or None, a note on
+    the missing values filled (the run's ``--data.nan interpolate``), or "")."""
     series = read_series(item, date_column=info.get("date_column", "date"), nan=info.get("nan", "refuse"))
     missing = [n for n in info["channels"] if n not in series.names]
     if missing:
@@ -163,7 +164,9 @@ def _read_history(info: dict[str, Any], item: str):
     values = series.values[:, [series.names.index(n) for n in info["channels"]]]
     if len(values) < info["input_length"]:
         raise DataError(f"{item}: {len(values)} rows; the model forecasts from the last input_length = {info['input_length']}")
-    return values, series.dates
+    n = series.filled
+    filled = f"{n} missing value{'s' if n > 1 else ''} filled by linear interpolation" if n else ""
+    return values, series.dates, filled
 
 
 def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarray | None, title: str,
@@ -217,7 +220,7 @@ def predict_forecast(model: nn.Module, record: dict[str, Any], inputs: list[str]
     results = []
     model.eval()
     for item in inputs:
-        values, dates = _read_history(info, item)
+        values, dates, filled = _read_history(info, item)
         x = _scale(info, values[-L:])  # (C_in, L)
         with torch.no_grad():
             out = _outputs(model, x[None].to(device), len(info["outputs"]))[0].float()  # (C_out, H)
@@ -231,8 +234,8 @@ def predict_forecast(model: nn.Module, record: dict[str, Any], inputs: list[str]
             key = stamps[h] if stamps else h + 1
             rows.append({header[0]: key, **{n: float(v) for n, v in zip(info["outputs"], row)}})
             buffer.write(",".join([str(key)] + [f"{float(v):.6g}" for v in row]) + "\n")
-        results.append({"input": item, "class": None, "note": f"{len(forecast)}-step forecast", "forecast": rows,
-                        "csv": buffer.getvalue()})
+        note = f"{len(forecast)}-step forecast" + (f"; {filled}" if filled else "")
+        results.append({"input": item, "class": None, "note": note, "forecast": rows, "csv": buffer.getvalue()})
     return results
 
 
@@ -245,7 +248,7 @@ def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any
         raise ConfigError(f"model {getattr(model, 'model_name', type(model).__name__)!r} has no attention to explain")
     info = record["info"]
     L, H = info["input_length"], info["horizon"]
-    values, dates = _read_history(info, item)
+    values, dates, filled = _read_history(info, item)
     truth, stamps = None, None
     if len(values) >= L + H:
         truth = values[-H:, -1]
@@ -254,7 +257,8 @@ def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any
     elif dates:
         future = future_dates(dates, H)
         stamps = dates[-L:] + future if future else None
-    return _example(model, info, _scale(info, values[-L:]), truth, Path(item).name, stamps)
+    title = Path(item).name + (f" ({filled})" if filled else "")
+    return _example(model, info, _scale(info, values[-L:]), truth, title, stamps)
 
 
 SPECS = (
