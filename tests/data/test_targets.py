@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from attnlab.data.multilabel_images import read_label_table
-from attnlab.data.targets import TargetScaler, multi_hot, parse_label_set, random_split
+from attnlab.data.targets import TargetScaler, check_trained, multi_hot, parse_label_set, random_split
 from attnlab.data.text import load_text_classification
 from attnlab.data.timeseries import load_timeseries_task
 from attnlab.errors import ConfigError, DataError
@@ -33,6 +33,17 @@ def test_text_regression_scaler_is_fitted_on_the_training_split_only(tmp_path):
     assert data.train.y.dtype == torch.float32 and data.test.y.tolist() == [-1000.0]
     z = scaler.transform(torch.tensor([1.0, 5.0]))
     torch.testing.assert_close(scaler.inverse(z), torch.tensor([1.0, 5.0]))
+
+
+def test_regression_targets_refuse_digit_separators(tmp_path):
+    """Python's float() reads "1_000" as 1000; in a data file that is a typo, not a number."""
+    folder = tmp_path / "reg"
+    folder.mkdir()
+    _write(folder / "train.tsv", ["1.5\tword0 and more", "1_000\tword1 and more", "2\tword2 and more"])
+    _write(folder / "dev.tsv", ["1\tword1 and more"])
+    _write(folder / "test.tsv", ["2\tword2 and more"])
+    with pytest.raises(DataError, match=r"train.tsv:2: regression target '1_000' is not a number"):
+        load_text_classification(str(folder), seed=0, tokenizer="word", target="regression")
 
 
 def test_text_multilabel_reads_tab_space_and_quoted_csv_label_sets(tmp_path):
@@ -60,6 +71,42 @@ def test_multilabel_label_unseen_in_training_names_file_and_line(tmp_path):
     _write(folder / "test.tsv", ["a\tone", "a,zebra\ttwo"])
     with pytest.raises(DataError, match=r"test\.tsv:2: label 'zebra' does not occur"):
         load_text_classification(str(folder), seed=0, tokenizer="word", target="multilabel")
+
+
+def test_a_label_cut_into_a_held_out_split_only_is_refused(tmp_path):
+    lines = [f"{'a,b' if i % 3 else 'b'}\tword{i} text" for i in range(40)] + ["zzzunseen\tthe unseen one"]
+    path = _write(tmp_path / "ml.tsv", lines)
+    train, _, test = random_split(41, seed=3, val_fraction=0.1, test_fraction=0.1)
+    assert 40 in test  # with --seed 3 the last line lands in test
+    with pytest.raises(DataError, match=r"ml\.tsv:41: label 'zzzunseen' does not occur in the training split: "
+                                        r"line 41 with it went to the test split cut from this file \(--seed 3\)"):
+        load_text_classification(str(path), seed=3, tokenizer="word", target="multilabel")
+    data = load_text_classification(str(path), seed=0, tokenizer="word", target="multilabel")  # lands in train
+    assert data.class_names == ["a", "b", "zzzunseen"]
+
+
+def test_check_trained_names_every_held_out_line_of_the_label():
+    values = {"train": ["a", "b"], "val": ["c"], "test": ["a", "c"]}
+    lines = {"train": [1, 2], "val": [7], "test": [3, 5]}
+    with pytest.raises(DataError, match=r"f\.tsv:5: label 'c' .* lines 5, 7 with it went to the test and val splits"):
+        check_trained("class", "f.tsv", values, lines, cut_splits=["val", "test"], seed=0)
+    check_trained("class", "f.tsv", values, lines, cut_splits=[], seed=0)  # given files: check_known's business
+    check_trained("regression", "f.tsv", values, lines, cut_splits=["val", "test"], seed=0)
+
+
+def test_single_label_classes_keep_a_training_example_and_the_cli_says_one_line(tmp_path, capsys):
+    from attnlab.cli import main
+
+    path = _write(tmp_path / "t.tsv", [f"{'pos' if i % 2 else 'neg'}\tword{i} text" for i in range(20)] + ["rare\tonce"])
+    data = load_text_classification(str(path), seed=3, tokenizer="word")  # a per-class split keeps one in train
+    assert "once" in data.train.texts and data.class_names == ["neg", "pos", "rare"]
+    ml = _write(tmp_path / "ml.tsv", [f"a\tword{i} text" for i in range(40)] + ["zzzunseen\tthe unseen one"])
+    out = tmp_path / "run"
+    assert main(["train", "--task", "text-classification", "--data.target", "multilabel", "--data", str(ml),
+                 "--seed", "3", "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ml.tsv:41: label 'zzzunseen' does not occur in the training split" in err
+    assert not out.exists()
 
 
 def _ucr(root, labels_train, labels_test):

@@ -93,6 +93,19 @@ def test_bad_rows_name_file_and_line(tmp_path):
         load_task("language-model", None, seed=0)
 
 
+@pytest.mark.parametrize("target", ["class", "multilabel"])
+def test_a_line_without_a_tab_in_a_tab_separated_file_is_named(tmp_path, target):
+    label = "sports,politics" if target == "multilabel" else "pos"
+    path = tmp_path / "train.tsv"
+    path.write_text(f"{label}\tthe first text\n\n{label}\tanother text\nsports the third text\n")
+    with pytest.raises(DataError, match=r"train\.tsv:4: expected 'label<TAB>text' \(the file is tab-separated: "
+                                        r"line 1 has a tab\), got a line without a tab: 'sports the third text'"):
+        load_task("text-classification", str(path), seed=0, tokenizer="word", target=target)
+    path.write_text("pos the first text\nneg\tanother text\n")  # whichever line has the tab
+    with pytest.raises(DataError, match=r"train\.tsv:1: .*line 2 has a tab"):
+        read_labelled(path)
+
+
 def test_classification_splits_and_batches(tmp_path):
     lines = [f"{'pos' if i % 2 else 'neg'}\tword{i % 7} text number {i}" for i in range(60)]
     (tmp_path / "all.tsv").write_text("\n".join(lines) + "\n")

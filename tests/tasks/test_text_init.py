@@ -177,6 +177,31 @@ def test_tokenizer_options_do_not_mix_with_init(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("option", [("tokenizer", "bpe"), ("lowercase", "false"), ("vocab_size", "8000"),
+                                    ("min_frequency", "1")])
+def test_every_given_tokenizer_option_is_refused_with_init(tmp_path, capsys, option):
+    # the loader's own defaults (bpe, 8000, not lower-cased) once slipped through unnoticed
+    source = save_bert(tmp_path / "bert")
+    data, out = write_text_data(tmp_path / "d.tsv"), tmp_path / "run"
+    _expect_error(capsys, "train", "--task", "text-classification", "--data", data, "--init", source, "--out", out,
+                  f"--data.{option[0]}", option[1], match=f"--data.{option[0]} {option[1]}: --data.tokenizer / vocab_size "
+                  "/ lowercase / min_frequency do not apply with --init")
+    assert not out.exists()
+
+
+def test_init_from_a_run_without_a_tokenizer_entry_names_its_data_json(tmp_path, capsys):
+    data, first = write_text_data(tmp_path / "d.tsv"), tmp_path / "first"
+    common = ("--task", "text-classification", "--data", data, "--epochs", "1")
+    assert _cli("train", *common, "--model.dim", "32", "--model.depth", "1", "--out", first) == 0
+    record = json.loads((first / "data.json").read_text())
+    del record["info"]["tokenizer"]
+    (first / "data.json").write_text(json.dumps(record))
+    out = tmp_path / "second"
+    _expect_error(capsys, "train", *common, "--init", first, "--out", out,
+                  match=f"{first / 'data.json'}: no 'info.tokenizer' entry")
+    assert not out.exists()
+
+
 def test_train_help_says_what_init_changes(capsys):
     with pytest.raises(SystemExit):
         _cli("train", "--help")

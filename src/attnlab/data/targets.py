@@ -24,10 +24,11 @@ import torch
 from torch import Tensor
 
 from attnlab.data.base import check_fractions, split_counts
+from attnlab.data.file_checks import data_float
 from attnlab.errors import ConfigError, DataError
 
-__all__ = ["TARGETS", "TargetScaler", "check_known", "check_target", "multi_hot", "parse_label_set", "parse_number", "parse_numbers",
-           "random_split", "read_targets", "target_tensor"]
+__all__ = ["TARGETS", "TargetScaler", "check_known", "check_target", "check_trained", "multi_hot", "parse_label_set",
+           "parse_number", "parse_numbers", "random_split", "read_targets", "target_tensor"]
 
 TARGETS = ("class", "regression", "multilabel")
 
@@ -78,7 +79,7 @@ class TargetScaler:
 def parse_number(text: str, where: str) -> float:
     """A finite number, or a DataError ``<where>: regression target ... is not a number``."""
     try:
-        value = float(text)
+        value = data_float(text)
     except ValueError:
         raise DataError(f"{where}: regression target {text!r} is not a number") from None
     if not math.isfinite(value):
@@ -92,7 +93,7 @@ def parse_numbers(values: Sequence[str], where: Callable[[int], str]) -> np.ndar
     out = np.empty(len(values), dtype=np.float64)
     for i, text in enumerate(values):
         try:
-            value = float(text)
+            value = data_float(text)
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
@@ -149,6 +150,36 @@ def check_known(target: str, file: Any, values: Sequence[Any], lines: Sequence[i
         for name in value if target == "multilabel" else [value]:
             if name not in known:
                 raise DataError(f"{file}:{line}: label {name!r} does not occur in the training file")
+
+
+def check_trained(target: str, file: Any, values: dict[str, Sequence[Any]], lines: dict[str, Sequence[int]], *,
+                  cut_splits: Sequence[str], seed: int) -> None:
+    """Every class (or label of a set) of the held-out splits has an example in the training split.
+
+    Class names are read from the whole training file before val / test (``cut_splits``) are cut
+    from it, so a label whose every line lands in a held-out split would become a class the model
+    never trains on. ``values`` / ``lines``: per split, the targets and their line numbers in
+    ``file``; the first such label is a DataError naming it and its lines. A per-class split
+    always leaves a class one training example; a random split (regression aside) may not.
+    """
+    if target == "regression":
+        return
+    known = {name for value in values["train"] for name in (value if target == "multilabel" else [value])}
+    unseen: dict[str, list[tuple[int, str]]] = {}
+    for split in cut_splits:
+        for value, line in zip(values[split], lines[split]):
+            for name in value if target == "multilabel" else [value]:
+                if name not in known:
+                    unseen.setdefault(name, []).append((line, split))
+    if unseen:
+        name, where = min(unseen.items(), key=lambda item: min(item[1]))
+        numbers = sorted(line for line, _ in where)
+        places = f"line{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+        splits = sorted({split for _, split in where})
+        held = f"the {splits[0]} split" if len(splits) == 1 else f"the {' and '.join(splits)} splits"
+        more = f" ({len(unseen) - 1} more label(s) likewise)" if len(unseen) > 1 else ""
+        raise DataError(f"{file}:{numbers[0]}: label {name!r} does not occur in the training split: {places} with it "
+                        f"went to {held} cut from this file (--seed {seed}){more}; add training examples of it or remove it")
 
 
 def target_tensor(target: str, values: Sequence[Any], names: Sequence[str]) -> Tensor:

@@ -14,9 +14,12 @@ Formats a user brings (``--data PATH``):
 - ``language-model``: one text file (plain or ``.gz``); the first 90% trains and the last
   10% is the validation and test split (nanoGPT's split of tinyshakespeare).
 
-A malformed row raises ``DataError`` naming the file and line number. Tokenizers are
-trained on the training split only (`attnlab.data.tokenizers`; classification: ``tokenizer``
-"bpe" | "word" | "char", ``min_frequency`` for BPE merges / words).
+A malformed row raises ``DataError`` naming the file and line number. A file with a tab on
+any line is tab-separated: every line must then have one (a line without would otherwise be
+split at its first space, and its first word read as a label). A class (or a label of a set)
+whose every line lands in a split cut from the file has no training example and is refused.
+Tokenizers are trained on the training split only (`attnlab.data.tokenizers`;
+classification: ``tokenizer`` "bpe" | "word" | "char", ``min_frequency`` for BPE merges / words).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from attnlab.data.targets import (
     TargetScaler,
     check_known,
     check_target,
+    check_trained,
     random_split,
     read_targets,
     target_tensor,
@@ -98,13 +102,22 @@ def parse_labelled_line(line: str, *, csv_format: bool = False) -> tuple[str, st
 
 
 def read_labelled(path: str | Path) -> tuple[list[str], list[str], list[int]]:
-    """(texts, labels, line numbers) of a classification file; blank lines are skipped."""
+    """(texts, labels, line numbers) of a classification file; blank lines are skipped.
+
+    A file is tab-separated when any line has a tab; then every line must have one, because the
+    ``label text`` fallback would quietly make the first word of a line that lost its tab a label.
+    """
     path = Path(path)
     is_csv = path.name.lower().endswith((".csv", ".csv.gz"))
+    lines = read_lines(path)
+    tabbed = None if is_csv else next((n for n, line in enumerate(lines, start=1) if "\t" in line), None)
     texts, labels, numbers = [], [], []
-    for number, line in enumerate(read_lines(path), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if tabbed is not None and "\t" not in line:
+            raise DataError(f"{path}:{number}: expected 'label<TAB>text' (the file is tab-separated: line {tabbed} "
+                            f"has a tab), got a line without a tab: {line[:80]!r}")
         parsed = parse_labelled_line(line, csv_format=is_csv)
         if parsed is None:
             raise DataError(f"{path}:{number}: expected 'label<TAB>text' (or 'label text'), got {line[:80]!r}")
@@ -189,15 +202,28 @@ def _collate_padded(pad_id: int):
     return collate
 
 
+def _refuse_with_init(**options) -> None:
+    """A ConfigError naming the tokenizer options given (not None) beside ``--init``, which would
+    otherwise be silently ignored: the checkpoint's own tokenizer is used as it is. None means
+    "not given": with --init the task's from-scratch data defaults are not merged in."""
+    given = [f"--data.{name} {str(value).lower() if isinstance(value, bool) else value}"
+             for name, value in options.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: --data.{' / '.join(options)} do not apply with --init: "
+                          "the checkpoint's own tokenizer (and its lower-casing) is used")
+
+
 def load_text_classification(
-    data: str | None, *, seed: int, tokenizer: str = "bpe", vocab_size: int = 8000, lowercase: bool = False,
-    min_frequency: int | None = None, max_length: int | None = None, val_fraction: float = 0.1, test_fraction: float = 0.1,
-    pretrained_tokenizer=None, target: str = "class", skip_bad: bool = False,
+    data: str | None, *, seed: int, tokenizer: str | None = None, vocab_size: int | None = None,
+    lowercase: bool | None = None, min_frequency: int | None = None, max_length: int | None = None,
+    val_fraction: float = 0.1, test_fraction: float = 0.1, pretrained_tokenizer=None, target: str = "class",
+    skip_bad: bool = False,
 ) -> TaskData:
     """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's (or the source run's)
     tokenizer replaces the trained one; ``max_length`` then defaults to the checkpoint's
-    positions (else 128). ``target``: "class", "regression" (the label is a number) or
-    "multilabel" (comma-separated label names), see the module docstring. ``data`` may be a
+    positions (else 128), and a tokenizer option given beside it is refused. Without it, tokenizer
+    options left None mean "bpe", 8000 tokens, not lower-cased. ``target``: "class", "regression"
+    (the label is a number) or "multilabel" (comma-separated label names), see the module docstring. ``data`` may be a
     folder of shards written by ``attnlab shard`` (`attnlab.data.text_shards`): a stream,
     tokenized on access with the tokenizer fixed when it was written; ``skip_bad`` then skips
     unreadable samples (a malformed line of a text file is always named)."""
@@ -209,9 +235,7 @@ def load_text_classification(
         return load_text_shards(data, encode=encode_for_classification, collate=_collate_padded,
                                 dataset=TokenClassificationDataset, seed=seed, skip_bad=skip_bad)
     if pretrained_tokenizer is not None:
-        if (tokenizer, vocab_size, lowercase, min_frequency) != ("bpe", 8000, False, None):
-            raise ConfigError("--data.tokenizer / vocab_size / lowercase / min_frequency do not apply with --init: "
-                              "the checkpoint's own tokenizer and lower-casing are used")
+        _refuse_with_init(tokenizer=tokenizer, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
         limit = getattr(pretrained_tokenizer, "max_length", None)  # None: an attnlab run's own tokenizer
         if limit is not None and max_length is not None and not 3 <= max_length <= limit:
             raise ConfigError(f"--data.max_length must be in [3, {limit}] (the checkpoint's positions), got {max_length}")
@@ -237,14 +261,19 @@ def load_text_classification(
             cut = per_class_split(np.array([order[c] for c in values["train"]]), seed=seed, **fractions)
         else:
             cut = random_split(len(values["train"]), seed=seed, **fractions)
-        all_texts, all_values = texts["train"], values["train"]
+        all_texts, all_values, all_lines = texts["train"], values["train"], parts["train"][2]
+        lines = {split: parts[split][2] for split in parts}
         for split, idx in zip(("train", "val", "test"), cut):
             if split == "train" or split in missing:
                 texts[split], values[split] = [all_texts[i] for i in idx], [all_values[i] for i in idx]
+                lines[split] = [all_lines[i] for i in idx]
+        # the class names came from the whole training file: each needs an example left in training
+        check_trained(target, files["train"], values, lines, cut_splits=missing, seed=seed)
     if pretrained_tokenizer is not None:
         tok = pretrained_tokenizer
     else:
-        tok = train_tokenizer(tokenizer, texts["train"], vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
+        tok = train_tokenizer(tokenizer or "bpe", texts["train"], vocab_size=8000 if vocab_size is None else vocab_size,
+                              lowercase=bool(lowercase), min_frequency=min_frequency)
     sets = {split: TokenClassificationDataset(encode_for_classification(tok, texts[split], max_length),
                                               target_tensor(target, values[split], class_names), texts[split])
             for split in texts}
@@ -304,16 +333,17 @@ class WindowDataset(Dataset):
 
 
 def load_language_model(
-    data: str | None, *, seed: int, tokenizer: str = "char", vocab_size: int = 4000, lowercase: bool = False,
-    block_size: int | None = None, samples_per_epoch: int = 0, val_fraction: float = 0.1,
+    data: str | None, *, seed: int, tokenizer: str | None = None, vocab_size: int | None = None,
+    lowercase: bool | None = None, block_size: int | None = None, samples_per_epoch: int = 0, val_fraction: float = 0.1,
     pretrained_tokenizer=None, context_length: int | None = None,
 ) -> TaskData:
     """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's (or the source run's)
     tokenizer replaces the trained one. ``context_length``: the pretrained model's positions;
-    ``block_size`` (the training window) defaults to it (else 64) and may not exceed it."""
-    if pretrained_tokenizer is not None and (tokenizer, vocab_size, lowercase) != ("char", 4000, False):
-        raise ConfigError("--data.tokenizer / vocab_size / lowercase do not apply with --init: "
-                          "the checkpoint's own tokenizer is used")
+    ``block_size`` (the training window) defaults to it (else 64) and may not exceed it. A tokenizer
+    option given beside ``pretrained_tokenizer`` is refused; without it, None means "char", 4000, False."""
+    if pretrained_tokenizer is not None:
+        _refuse_with_init(tokenizer=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
+    tokenizer, vocab_size, lowercase = tokenizer or "char", 4000 if vocab_size is None else vocab_size, bool(lowercase)
     if context_length is not None and block_size is not None and not 1 <= block_size <= context_length:
         raise ConfigError(f"--data.block_size must be in [1, {context_length}] (the checkpoint's positions), got {block_size}")
     block_size = block_size or context_length or 64

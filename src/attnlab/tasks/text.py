@@ -263,9 +263,25 @@ def open_text_checkpoint(source: Path) -> Pretrained:
                       record=record)
 
 
+def _run_tokenizer(record: dict[str, Any], where: str):
+    """The tokenizer a run's data.json record keeps (``info.tokenizer``); ``where`` names the
+    file. Without it the run's text cannot be read as it was trained: a CheckpointError, as for
+    the other parts of a run directory `attnlab.tasks.init_run` checks, not a KeyError."""
+    from attnlab.errors import CheckpointError, DataError
+
+    info = record.get("info") if isinstance(record, dict) else None
+    if not isinstance(info, dict) or info.get("tokenizer") is None:
+        raise CheckpointError(f"{where}: no 'info.tokenizer' entry: the run's tokenizer is needed to read text as "
+                              "it was trained (not a finished text-classification run?)")
+    try:
+        return load_tokenizer(info["tokenizer"])
+    except DataError as exc:
+        raise CheckpointError(f"{where}: info.tokenizer: {exc}") from None
+
+
 def reopen_text_checkpoint(record: dict[str, Any]) -> Pretrained:
     """A finished ``--init`` run's tokenizer, from its data.json record alone (SOURCE may be gone)."""
-    return Pretrained(data_options={"pretrained_tokenizer": load_tokenizer(record["info"]["tokenizer"])},
+    return Pretrained(data_options={"pretrained_tokenizer": _run_tokenizer(record, "the run's data.json")},
                       record=dict(record.get("init") or {}))
 
 
@@ -274,8 +290,8 @@ def text_from_run(source: Path) -> Pretrained:
     from attnlab.tasks.init_run import open_run
 
     def carried(run) -> dict[str, Any]:
-        info = run.record.get("info") or {}
-        return {"pretrained_tokenizer": load_tokenizer(info["tokenizer"]), "max_length": info.get("max_length")}
+        tokenizer = _run_tokenizer(run.record, str(run.path / "data.json"))
+        return {"pretrained_tokenizer": tokenizer, "max_length": run.record["info"].get("max_length")}
 
     return open_run(source, data_options=carried)
 
