@@ -110,3 +110,35 @@ def test_resume_with_other_groups_is_a_clear_error(tmp_path):
     other = _trainer(_model(), layer_decay=0.5)
     with pytest.raises(CheckpointError, match="does not fit this run's parameter groups"):
         other.resume(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["vit-tiny", "gpt-lm"])
+def test_vit_and_language_model_declare_their_layers(name):
+    """--train.layer_decay / head_lr / freeze by layer on a ViT and a GPT: the groups by hand."""
+    from attnlab.training.param_groups import parameter_groups
+
+    if name == "vit-tiny":
+        model = create_model(name, image_size=[8, 8], in_channels=1, num_classes=3, depth=3, stem_channels=8)
+        embeddings, top = ("cls_token", "pos_embed", "patch_embed.", "stem."), ("norm.", "head.")
+    else:
+        model = create_model(name, vocab_size=40, depth=3, dim=16, num_heads=2)
+        embeddings, top = ("token_embed.weight", "pos_embed."), ("norm.",)
+    lr, decay, head = 1e-3, 0.5, 1e-2
+    groups = parameter_groups(model, lr=lr, weight_decay=0.01, layer_decay=decay, head_lr=head)
+    lrs = {id(p): g["lr"] for g in groups for p in g["params"]}
+    seen = set()
+    for param_name, p in model.named_parameters():
+        if param_name.startswith("blocks."):
+            i = int(param_name.split(".")[1])
+            expected = lr * decay ** (3 - i)
+        elif param_name.startswith(top):
+            expected = head
+        else:
+            assert param_name.startswith(embeddings), param_name
+            expected = lr * decay ** 4
+        assert lrs[id(p)] == pytest.approx(expected), param_name
+        seen.add(param_name.split(".")[0])
+    assert {"blocks", "norm"} <= seen and len(lrs) == sum(1 for _ in model.parameters())
+    frozen = frozen_names(model, ["embeddings", "blocks.0-1"])
+    assert frozen == {n for n, _ in model.named_parameters() if n.startswith(embeddings + ("blocks.0.", "blocks.1."))}
+    assert frozen_names(model, ["head"]) == {n for n, _ in model.named_parameters() if n.startswith(top)}

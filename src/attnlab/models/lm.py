@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
 from attnlab.layers import Dropout, KVCache, LearnedPositionalEmbedding, Linear, SinusoidalPositionalEmbedding, TransformerBlock
+from attnlab.models.layer_ids import layer_id_by_prefix
 from attnlab.models.registry import register_model
 from attnlab.models.text import init_text_weights
 
@@ -104,6 +105,16 @@ class TransformerLM(nn.Module):
     def new_caches(self, max_length: int | None = None) -> list[KVCache]:
         """One cache per block; ``max_length`` preallocates (no copy of the cache per token)."""
         return KVCache.for_layers(len(self.blocks), max_length)
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks, for layer-wise lr decay and ``--train.freeze blocks.I-J`` (`attnlab.training.param_groups`)."""
+        return self.config.depth
+
+    def layer_id(self, name: str) -> int:
+        """0: token and position embeddings (with a tied head, its weight is the token table);
+        ``i + 1``: block ``i``; ``depth + 1``: final norm and an untied head."""
+        return layer_id_by_prefix(name, self.config.depth, after=("norm.", "lm_head."))
 
     def no_weight_decay(self) -> set[str]:
         """Parameters AdamW leaves undecayed (the token embedding; a learned position table declares its own; timm's convention)."""

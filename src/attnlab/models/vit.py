@@ -17,6 +17,7 @@ from attnlab.config import check_choice, check_positive
 from attnlab.errors import ConfigError
 from attnlab.layers import Dropout, Linear, TransformerBlock
 from attnlab.layers.init import init_transformer_weights
+from attnlab.models.layer_ids import layer_id_by_prefix
 from attnlab.models.registry import register_model
 
 __all__ = ["ViTConfig", "VisionTransformer", "image_example"]
@@ -109,6 +110,15 @@ class VisionTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameters AdamW leaves undecayed (class token and position table; timm's convention)."""
         return {"cls_token", "pos_embed"}
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks, for layer-wise lr decay and ``--train.freeze blocks.I-J`` (`attnlab.training.param_groups`)."""
+        return self.config.depth
+
+    def layer_id(self, name: str) -> int:
+        """0: stem, patch embedding, class token, positions; ``i + 1``: block ``i``; ``depth + 1``: norm, head."""
+        return layer_id_by_prefix(name, self.config.depth, after=("norm.", "head."))
 
     def forward_features(self, images: Tensor) -> Tensor:
         """Shape: (B, C, H, W) -> tokens (B, N, C_model), N = prefix + patches."""
