@@ -240,3 +240,27 @@ def test_checkpoint_with_nan_weights_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{weights}: the checkpoint's weights hold 3 NaN" in err, err
     assert not out.exists()
+
+
+def test_init_errors_name_the_source(tmp_path, capsys):
+    """A model that cannot be built from --init SOURCE, or a run of another task: the line names SOURCE."""
+    pytest.importorskip("transformers")
+    import json
+
+    from tests.tasks.bert_fixtures import save_bert, write_text_data
+
+    data = str(write_text_data(tmp_path / "r.tsv"))
+    source = save_bert(tmp_path / "bert")
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "num_attention_heads": 5}))  # 32 wide: not divisible
+    forecast_run = tmp_path / "forecast"
+    assert main(["train", *_forecast(_series_csv(tmp_path)), "--model", "dlinear", "--epochs", "1", "--out",
+                 str(forecast_run), "--train.batch_size", "8", "--train.progress", "false"]) == 0
+    for init, culprit in ((source, "must be divisible by num_heads=5"), (forecast_run, "a run of model 'dlinear'")):
+        capsys.readouterr()
+        out = tmp_path / "run"
+        assert main(["train", "--task", "text-classification", "--data", data, "--init", str(init), "--epochs", "1",
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--init {init}: " in err and culprit in err, err
+        assert not out.exists()

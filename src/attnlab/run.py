@@ -100,7 +100,12 @@ def train_run(
     if config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
         pretrained = open_init(spec, config.init, model=config.model) if resume is None else pretrained_of_run(config, run_dir)
     task_data = task_data_for(config, pretrained)
-    model = model_for(config, task_data, pretrained)
+    try:
+        model = model_for(config, task_data, pretrained)
+    except ConfigError as exc:  # e.g. a config.json whose sizes do not make a model
+        if pretrained is None or str(config.init) in str(exc):
+            raise
+        raise ConfigError(f"--init {config.init}: {exc}") from None
     if pretrained is not None and pretrained.load_weights is not None:
         pretrained.load_weights(model)
         record = pretrained.record or {}

@@ -94,7 +94,12 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     # --init RUN: the run's model, unless --model says otherwise (then open_init names both)
     merged["model"] = values.get("model") or (run_model(init) if init is not None else None) or spec.default_model
     model_entry(merged["model"])  # an unknown name: ConfigError listing the known models
-    spec.check_model(merged["model"])
+    try:
+        spec.check_model(merged["model"])
+    except ConfigError as exc:
+        if init is None or values.get("model"):
+            raise
+        raise ConfigError(f"--init {init}: a run of {exc}") from None  # the model came from the run
     same_model = merged["model"] == spec.default_model
     # --init: the task's fine-tuning defaults replace its from-scratch ones (flags still win);
     # a run's own model config replaces the default model config
