@@ -149,6 +149,7 @@ def test_future_dates_continue_the_spacing():
     assert future_dates(["2020-01-01 22:00:00", "2020-01-01 23:00:00"], 2) == ["2020-01-02 00:00:00", "2020-01-02 01:00:00"]
     assert future_dates(["2020-01-30", "2020-01-31"], 1) == ["2020-02-01"]
     assert future_dates(["a", "b"], 3) is None
+    assert future_dates(["2020-01-01T23:00+02:00", "2020-01-02T00:00+02:00"], 1) == ["2020-01-02T01:00:00+02:00"]  # as written
 
 
 def test_generated_default_is_deterministic():

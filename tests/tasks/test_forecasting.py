@@ -107,6 +107,12 @@ def test_dlinear_multivariate_to_one_target(tmp_path, capsys):
     table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert table[0] == ["date", "target"] and len(table) == 13
     assert main(["explain", str(run), str(tmp_path / "h.csv"), "-o", str(tmp_path / "x.png")]) == 2  # no attention
+    capsys.readouterr()
+    second = _history_csv(tmp_path / "h2.csv", 50, offset=30)
+    assert main(["predict", str(run), str(tmp_path / "h.csv"), str(second)]) == 0  # each table says its file
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"# {tmp_path / 'h.csv'}" and lines[14] == f"# {second}" and len(lines) == 28
+    assert lines[15] == "date,target" and lines[16].startswith(generated_series().dates[80] + ",")
 
 
 def _one_line_error(capsys) -> str:

@@ -153,7 +153,10 @@ def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
+        tables = sum(r.get("csv") is not None for r in results) > 1  # forecasts of several files
         for r in results:
+            if tables and r.get("csv") is not None:
+                print(f"# {r['input']}")  # which file the table below forecasts from (pandas: comment="#")
             print(result_line(r))
     return 0
 

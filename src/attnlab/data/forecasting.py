@@ -306,8 +306,11 @@ def future_dates(dates: Sequence[str], steps: int) -> list[str] | None:
     step = gaps[len(gaps) // 2]
     if step <= timedelta(0):
         return None
-    fmt = "%Y-%m-%d %H:%M:%S" if " " in dates[-1] or "T" in dates[-1] else "%Y-%m-%d"
-    return [(parsed[-1] + step * (i + 1)).strftime(fmt) for i in range(steps)]
+    last = dates[-1]
+    if " " not in last and "T" not in last:  # dates without a time
+        return [(parsed[-1] + step * (i + 1)).strftime("%Y-%m-%d") for i in range(steps)]
+    sep = "T" if "T" in last else " "  # written as the history writes them, a time-zone offset kept
+    return [(parsed[-1] + step * (i + 1)).isoformat(sep=sep, timespec="seconds") for i in range(steps)]
 
 
 def load_forecasting_task(
