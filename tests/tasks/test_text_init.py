@@ -132,7 +132,8 @@ def _expect_error(capsys, *args, match):
     assert len(err.splitlines()) == 1 and match in err, err
 
 
-@pytest.mark.parametrize("case", ["missing", "not-a-checkpoint", "pickle-only", "model-type", "vocabulary", "no-tokenizer"])
+@pytest.mark.parametrize("case", ["missing", "not-a-checkpoint", "pickle-only", "model-type", "vocabulary", "no-tokenizer",
+                                  "pooling-width"])
 def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
     data = write_text_data(tmp_path / "reviews.tsv")
     source = tmp_path / "bert"
@@ -156,6 +157,11 @@ def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
         for name in ("tokenizer.json", "vocab.txt"):
             (source / name).unlink()
         match = f"{source}: no tokenizer (tokenizer.json or vocab.txt)"
+    elif case == "pooling-width":  # a 1_Pooling folder of another model, 64 wide
+        save_bert(source, pooling="mean")
+        pooling = source / "1_Pooling" / "config.json"
+        pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "word_embedding_dimension": 64}))
+        match = f"{pooling}: word_embedding_dimension 64 does not match the model's hidden_size 32"
     else:
         save_bert(source, vocab_size=20)  # the table has 20 rows, the tokenizer ~80 tokens
         match = f"{source / 'tokenizer.json'}: the vocabulary has {len(VOCAB)} tokens but the embedding table 20 rows"

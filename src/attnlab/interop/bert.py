@@ -104,10 +104,14 @@ class BertCheckpoint:
         model.load_state_dict(state)
 
 
-def _pooling(directory: Path, tensors_have_pooler: bool) -> tuple[str, bool, Path | None]:
+def _pooling(directory: Path, tensors_have_pooler: bool, width: int) -> tuple[str, bool, Path | None]:
     path = directory / "1_Pooling" / "config.json"
     if path.is_file():
         flags = read_json_object(path)
+        declared = flags.get("word_embedding_dimension", width)
+        if declared != width:  # pooling written for another model: the folder is a mix of two
+            raise CheckpointError(f"{path}: word_embedding_dimension {declared!r} does not match the model's "
+                                  f"hidden_size {width} (config.json)")
         chosen = [mode for key, mode in _ST_POOLING.items() if flags.get(key)]
         other = sorted(k for k, v in flags.items() if k.startswith("pooling_mode_") and v and k not in _ST_POOLING)
         if other or len(chosen) != 1:
@@ -154,6 +158,6 @@ def open_bert_checkpoint(directory: str | Path) -> BertCheckpoint:
             has_pooler = any(k.endswith("pooler.dense.weight") for k in f.keys())
     except Exception as exc:  # safetensors raises its own error type
         raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
-    pooling, pooler, pooling_file = _pooling(directory, has_pooler)
+    pooling, pooler, pooling_file = _pooling(directory, has_pooler, config["hidden_size"])
     return BertCheckpoint(directory=directory, config=config, weights=weights, activation=activation, pooling=pooling,
                           pooler=pooler, pooling_file=pooling_file)
