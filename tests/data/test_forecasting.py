@@ -258,6 +258,22 @@ def test_a_reversed_file_and_iso_variants(tmp_path):
         assert read_series(path).dates == stamps
 
 
+def test_other_date_formats_through_date_format(tmp_path):
+    """--data.date_format: strptime's format, checked on every row; forecasts continue in it."""
+    path = tmp_path / "s.csv"
+    path.write_text("date,a\n" + "".join(f"1990/1/{d} 0:00,{d}\n" for d in range(1, 31)))
+    with pytest.raises(DataError, match=r"line 2, column 'date': '1990/1/1 0:00' is not an ISO 8601 date .*--data.date_format"):
+        read_series(path)
+    series = read_series(path, date_format="%Y/%m/%d %H:%M")
+    assert series.dates[0] == "1990/1/1 0:00" and len(series.values) == 30
+    assert future_dates(series.dates, 2, "%Y/%m/%d %H:%M") == ["1990/01/31 00:00", "1990/02/01 00:00"]
+    path.write_text("date,a\n1990/1/1 0:00,1\n1990-01-02,2\n")
+    with pytest.raises(DataError, match=r"line 3, column 'date': '1990-01-02' does not match --data.date_format '%Y/%m/%d %H:%M'"):
+        read_series(path, date_format="%Y/%m/%d %H:%M")
+    with pytest.raises(ConfigError, match=r"--data.date_format must be a strptime format"):
+        load_forecasting_task(str(path), seed=0, date_format="YYYY/MM/DD")
+
+
 def test_underscores_are_not_numbers(tmp_path):
     path = _edit(_csv(tmp_path / "s.csv", np.ones((10, 2)), names=["a", "b"]), {3: "2021-01-01 02:00:00,1_000,2"})
     with pytest.raises(DataError, match=r"s\.csv: line 4, column 'a': '1_000' is not a number"):

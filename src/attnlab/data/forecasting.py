@@ -19,7 +19,8 @@ Protocol of the field's standard code (Zhou et al. 2021 "Informer"; Wu et al. 20
   channels in, the target out. As in ``Dataset_Custom`` the target channel is moved last.
 
 Files: a UTF-8 CSV with a header of distinct, non-empty names, a date column (``date_column``,
-default ``date``) of ISO 8601 dates (``datetime.fromisoformat``), strictly increasing, and numeric
+default ``date``) of ISO 8601 dates (``datetime.fromisoformat``; or ``strptime`` with ``date_format``),
+strictly increasing, and numeric
 channels; or an ``.npy`` / ``.npz`` array of shape (T, C) (or (T,)), which has no dates. Only a
 blank line is skipped: a row of empty cells is a time step. Empty cells and ``nan`` are missing
 values: refused by default, or filled by linear interpolation in time (``nan="interpolate"``;
@@ -91,14 +92,23 @@ def _check_header(path: Path, header: list[str]) -> None:
         seen[name] = i
 
 
-def _parse_date(where: str, text: str, previous: tuple[datetime, str, int] | None) -> datetime:
-    """An ISO 8601 date strictly after the previous row's (``previous``: its value, text and line)."""
+def _to_datetime(text: str, date_format: str | None) -> datetime:
+    """ISO 8601 (``datetime.fromisoformat``), or ``strptime`` with ``date_format``; ValueError if not."""
+    return datetime.fromisoformat(text) if date_format is None else datetime.strptime(text, date_format)
+
+
+def _parse_date(where: str, text: str, previous: tuple[datetime, str, int] | None,
+                date_format: str | None = None) -> datetime:
+    """A date strictly after the previous row's (``previous``: its value, text and line)."""
     if not text:
         raise DataError(f"{where}: empty date (a row of empty cells is still a time step; delete it if it is not one)")
     try:
-        stamp = datetime.fromisoformat(text)
+        stamp = _to_datetime(text, date_format)
     except ValueError:
-        raise DataError(f"{where}: {text!r} is not an ISO 8601 date (YYYY-MM-DD, or YYYY-MM-DD HH:MM[:SS])") from None
+        if date_format is not None:
+            raise DataError(f"{where}: {text!r} does not match --data.date_format {date_format!r}") from None
+        raise DataError(f"{where}: {text!r} is not an ISO 8601 date (YYYY-MM-DD, or YYYY-MM-DD HH:MM[:SS]; "
+                        "other formats: --data.date_format, e.g. '%Y/%m/%d %H:%M')") from None
     if previous is not None:
         last, before, line = previous
         try:
@@ -110,15 +120,15 @@ def _parse_date(where: str, text: str, previous: tuple[datetime, str, int] | Non
     return stamp
 
 
-def _read_csv(path: Path, date_column: str) -> Series:
+def _read_csv(path: Path, date_column: str, date_format: str | None = None) -> Series:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return _parse_csv(path, csv.reader(f), date_column)
+            return _parse_csv(path, csv.reader(f), date_column, date_format)
     except UnicodeDecodeError:
         raise not_utf8(path) from None
 
 
-def _parse_csv(path: Path, rows: Any, date_column: str) -> Series:
+def _parse_csv(path: Path, rows: Any, date_column: str, date_format: str | None) -> Series:
     try:
         header = [h.strip() for h in next(rows)]
     except StopIteration:
@@ -144,7 +154,7 @@ def _parse_csv(path: Path, rows: Any, date_column: str) -> Series:
         if len(row) != len(header):
             raise DataError(f"{path}: line {line}: {len(row)} cells, the header has {len(header)}")
         date = row[d].strip()
-        previous = (_parse_date(f"{path}: line {line}, column {header[d]!r}", date, previous), date, line)
+        previous = (_parse_date(f"{path}: line {line}, column {header[d]!r}", date, previous, date_format), date, line)
         out = []
         for i in channels:
             try:
@@ -180,7 +190,7 @@ def _read_array(path: Path) -> Series:
     return Series(a.astype(np.float64), [f"c{i}" for i in range(a.shape[1])], None, str(path))
 
 
-def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refuse") -> Series:
+def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refuse", date_format: str | None = None) -> Series:
     """Read a CSV (date column + numeric channels) or an .npy / .npz (T, C) into a `Series`.
 
     Missing values are refused with the first one's row and column, or (``nan="interpolate"``)
@@ -192,7 +202,7 @@ def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refu
         raise DataError(f"{path}: a folder, not a series file; give one .csv, .npy or .npz file")
     if not path.is_file():
         raise DataError(f"series file not found: {path}")
-    series = _read_array(path) if path.suffix.lower() in (".npy", ".npz") else _read_csv(path, date_column)
+    series = _read_array(path) if path.suffix.lower() in (".npy", ".npz") else _read_csv(path, date_column, date_format)
     v = series.values
     if np.isinf(v).any():
         r, c = map(int, np.argwhere(np.isinf(v))[0])
@@ -293,11 +303,12 @@ class WindowDataset(Dataset):
         return self.inputs[:, index:a], self.targets[:, a:b]
 
 
-def future_dates(dates: Sequence[str], steps: int) -> list[str] | None:
-    """``steps`` timestamps after the last of ``dates``, at the median spacing of the last few;
-    None when the dates do not parse (ISO 8601) or are not increasing."""
+def future_dates(dates: Sequence[str], steps: int, date_format: str | None = None) -> list[str] | None:
+    """``steps`` timestamps after the last of ``dates``, at the median spacing of the last few,
+    written as the dates are (ISO 8601, or ``date_format``); None when the dates do not parse or
+    are not increasing."""
     try:
-        parsed = [datetime.fromisoformat(d) for d in dates[-25:]]
+        parsed = [_to_datetime(d, date_format) for d in dates[-25:]]
     except ValueError:
         return None
     if len(parsed) < 2:
@@ -306,6 +317,8 @@ def future_dates(dates: Sequence[str], steps: int) -> list[str] | None:
     step = gaps[len(gaps) // 2]
     if step <= timedelta(0):
         return None
+    if date_format is not None:
+        return [(parsed[-1] + step * (i + 1)).strftime(date_format) for i in range(steps)]
     last = dates[-1]
     if " " not in last and "T" not in last:  # dates without a time
         return [(parsed[-1] + step * (i + 1)).strftime("%Y-%m-%d") for i in range(steps)]
@@ -316,6 +329,7 @@ def future_dates(dates: Sequence[str], steps: int) -> list[str] | None:
 def load_forecasting_task(
     path: str | None, *, seed: int, input_length: int = 336, horizon: int = 96, features: str = "M",
     target: str | None = None, nan: str = "refuse", split: str = "auto", date_column: str = "date",
+    date_format: str | None = None,
 ) -> TaskData:
     """Windows of a series file (or the built-in generated series when ``path`` is None).
 
@@ -327,7 +341,10 @@ def load_forecasting_task(
     for name, value in (("input_length", input_length), ("horizon", horizon)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"--data.{name} must be an integer >= 1, got {value!r}")
-    series = generated_series(seed=0) if path is None else read_series(path, date_column=date_column, nan=nan)
+    if date_format is not None and (not isinstance(date_format, str) or "%" not in date_format):
+        raise ConfigError(f"--data.date_format must be a strptime format such as '%Y/%m/%d %H:%M', got {date_format!r}")
+    series = (generated_series(seed=0) if path is None
+              else read_series(path, date_column=date_column, nan=nan, date_format=date_format))
     where = series.source
     T = len(series.values)
     names = list(series.names)
@@ -366,7 +383,8 @@ def load_forecasting_task(
     info: dict[str, Any] = {
         "kind": "forecasting", "source": where, "input_length": L, "horizon": H, "features": features, "target": target,
         "channels": in_names, "outputs": out_names, "mean": [float(mean[i]) for i in keep],
-        "std": [float(std[i]) for i in keep], "borders": {"start": starts, "end": ends}, "date_column": date_column, "nan": nan,
+        "std": [float(std[i]) for i in keep], "borders": {"start": starts, "end": ends}, "date_column": date_column,
+        "date_format": date_format, "nan": nan,
         "dates": series.dates is not None, "rows": T, "filled_missing": series.filled,
     }
     return TaskData("forecasting", *sets, num_classes=0, class_names=[], input_shape=(len(in_names), L), metric="mse",

@@ -157,7 +157,8 @@ def _unscale(info: dict[str, Any], scaled: Tensor) -> np.ndarray:
 def _read_history(info: dict[str, Any], item: str):
     """A history file -> (raw values (T, C_in) in the run's channel order, dates or None, a note on
     the missing values filled (the run's ``--data.nan interpolate``), or "")."""
-    series = read_series(item, date_column=info.get("date_column", "date"), nan=info.get("nan", "refuse"))
+    series = read_series(item, date_column=info.get("date_column", "date"), nan=info.get("nan", "refuse"),
+                         date_format=info.get("date_format"))
     missing = [n for n in info["channels"] if n not in series.names]
     if missing:
         raise DataError(f"{item}: no column(s) {missing}; the model was trained on {info['channels']} (has {series.names})")
@@ -225,7 +226,7 @@ def predict_forecast(model: nn.Module, record: dict[str, Any], inputs: list[str]
         with torch.no_grad():
             out = _outputs(model, x[None].to(device), len(info["outputs"]))[0].float()  # (C_out, H)
         forecast = _unscale(info, out).T  # (H, C_out)
-        stamps = future_dates(dates, len(forecast)) if dates else None
+        stamps = future_dates(dates, len(forecast), info.get("date_format")) if dates else None
         header = (["date"] if stamps else ["step"]) + list(info["outputs"])
         buffer = io.StringIO()
         buffer.write(",".join(header) + "\n")
@@ -255,7 +256,7 @@ def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any
         values = values[:-H]
         stamps = dates[-(L + H):] if dates else None
     elif dates:
-        future = future_dates(dates, H)
+        future = future_dates(dates, H, info.get("date_format"))
         stamps = dates[-L:] + future if future else None
     title = Path(item).name + (f" ({filled})" if filled else "")
     return _example(model, info, _scale(info, values[-L:]), truth, title, stamps)
