@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import yaml
 
+from attnlab import jsonsafe
 from attnlab.config import from_dict, to_dict
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import CheckpointError, ConfigError, DataError
@@ -73,7 +74,7 @@ def check_run_name(path: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    atomic_write_text(path, jsonsafe.dumps(data, indent=2) + "\n")  # undefined metrics as null, not NaN
 
 
 def train_run(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from attnlab import jsonsafe
 from attnlab.cli.output import expand_inputs, metrics_line, result_line
 from attnlab.cpu_allocator import tune_cpu_allocator
 from attnlab.errors import AttnlabError, ConfigError
@@ -132,7 +132,7 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
 
         result = evaluate_ensemble(args.run_dir, data=args.data, device=args.device)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(jsonsafe.dumps(result, indent=2))
         return 0
     for member in result.get("members", []):
         print(f"{member['run_dir']}: {metrics_line(member['test'])}")
@@ -151,7 +151,7 @@ def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
         if isinstance(r.get("input"), str) and r["input"] in shown:
             r["input"] = shown[r["input"]]
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(jsonsafe.dumps(results, indent=2))
     else:
         tables = sum(r.get("csv") is not None for r in results) > 1  # forecasts of several files
         for r in results:
@@ -169,7 +169,7 @@ def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
     if args.faithfulness:
         scores = faithfulness_run(args.run_dir, methods=methods, split=args.split, limit=args.limit, steps=args.steps,
                                   device=args.device)
-        print(json.dumps(scores, indent=2) if args.json else format_table(scores, title=f"{scores['model']} on {args.split}:"))
+        print(jsonsafe.dumps(scores, indent=2) if args.json else format_table(scores, title=f"{scores['model']} on {args.split}:"))
         return 0
     if args.input is None or args.output is None:
         raise AttnlabError("explain needs INPUT and -o out.png|out.html (or --faithfulness)")

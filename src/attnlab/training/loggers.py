@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from attnlab import jsonsafe
 from attnlab.training.checkpoint import atomic_write_text
 
 __all__ = ["RunLogger"]
@@ -50,7 +51,7 @@ class RunLogger:
         if not self.enabled:
             return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(jsonsafe.dumps(record) + "\n")
 
     def forget_after(self, epoch: int) -> None:
         """Drop the metrics.jsonl lines of epochs after ``epoch``: a run killed after logging an
