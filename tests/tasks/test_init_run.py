@@ -143,3 +143,17 @@ def test_init_source_names_an_installed_checkpoint_package(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert resolve_source("my-ckpt-pkg") == Path("my-ckpt-pkg")  # an existing folder wins over a package
     assert resolve_source(str(tmp_path / "a" / "b")) == tmp_path / "a" / "b"
+
+
+def test_an_integer_tensor_in_a_float_slot_is_refused(tmp_path, digits_run, capsys):
+    from safetensors.torch import save_file
+
+    source = tmp_path / "copy"
+    shutil.copytree(digits_run, source)
+    tensors = load_file(str(source / "model.safetensors"))
+    tensors["cls_token"] = torch.randint(-3, 3, tensors["cls_token"].shape)  # load_state_dict would cast it silently
+    save_file(tensors, str(source / "model.safetensors"))
+    out = tmp_path / "run"
+    _expect_error(capsys, "train", "--task", "digits", "--init", source, "--out", out,
+                  match="tensor 'cls_token' is int64 (integer) in the checkpoint but float32 (floating-point) in this model")
+    assert not out.exists()

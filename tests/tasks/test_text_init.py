@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model
@@ -133,7 +134,7 @@ def _expect_error(capsys, *args, match):
 
 
 @pytest.mark.parametrize("case", ["missing", "not-a-checkpoint", "pickle-only", "model-type", "vocabulary", "no-tokenizer",
-                                  "pooling-width"])
+                                  "pooling-width", "integer-weights"])
 def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
     data = write_text_data(tmp_path / "reviews.tsv")
     source = tmp_path / "bert"
@@ -162,6 +163,13 @@ def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
         pooling = source / "1_Pooling" / "config.json"
         pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "word_embedding_dimension": 64}))
         match = f"{pooling}: word_embedding_dimension 64 does not match the model's hidden_size 32"
+    elif case == "integer-weights":  # load_state_dict would cast them silently
+        save_bert(source)
+        tensors = load_file(str(source / "model.safetensors"))
+        name = next(k for k in tensors if k.endswith("attention.self.query.weight"))
+        tensors[name] = tensors[name].round().to(torch.int64)
+        save_file(tensors, str(source / "model.safetensors"))
+        match = f"{source / 'model.safetensors'}: tensor {name!r} is int64 (integer) in the checkpoint but float32"
     else:
         save_bert(source, vocab_size=20)  # the table has 20 rows, the tokenizer ~80 tokens
         match = f"{source / 'tokenizer.json'}: the vocabulary has {len(VOCAB)} tokens but the embedding table 20 rows"

@@ -23,6 +23,7 @@ from torch import nn
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
 from attnlab.interop.hf import _bert_renames, _check_type
+from attnlab.tensor_fit import check_fits
 
 __all__ = ["BertCheckpoint", "open_bert_checkpoint", "file_sha256"]
 
@@ -94,9 +95,7 @@ class BertCheckpoint:
                 raise CheckpointError(f"{self.directory}: the model has no parameter {ours!r} for {theirs}")
             if theirs not in tensors:
                 raise CheckpointError(f"{self.weights}: tensor {theirs!r} is missing (needed for {ours})")
-            if tuple(tensors[theirs].shape) != tuple(state[ours].shape):
-                raise CheckpointError(f"{self.weights}: {theirs} has shape {tuple(tensors[theirs].shape)}, "
-                                      f"the model expects {tuple(state[ours].shape)}")
+            check_fits(self.weights, theirs, tensors[theirs], state[ours])
             state[ours] = tensors[theirs]
         unfilled = sorted(k for k in state if k not in renames and not k.startswith(_NEW_PARAMETERS))
         if unfilled:

@@ -21,6 +21,7 @@ from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
 from attnlab.interop.bert import file_sha256
 from attnlab.interop.hf import GPT2_ACTIVATIONS, _check_type, gpt2_model_fields, gpt2_state_dict
+from attnlab.tensor_fit import check_fits
 
 __all__ = ["GPT2Checkpoint", "open_gpt2_checkpoint"]
 
@@ -68,9 +69,7 @@ class GPT2Checkpoint:
             if name not in own:
                 raise CheckpointError(f"{self.directory}: the model has no parameter {name!r} (is it a gpt-lm with "
                                       "learned positions?)")
-            if tuple(tensor.shape) != tuple(own[name].shape):
-                raise CheckpointError(f"{self.weights}: {name} is {tuple(tensor.shape)} in the checkpoint but "
-                                      f"{tuple(own[name].shape)} in this model")
+            check_fits(self.weights, name, tensor, own[name])
         unfilled = sorted(set(own) - set(state))
         if unfilled:
             raise CheckpointError(f"{self.directory}: the checkpoint has no source for {unfilled[:5]}")

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from attnlab.errors import CheckpointError
 from attnlab.models.registry import create_model
+from attnlab.tensor_fit import check_fits
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
            "GPT2_ACTIVATIONS"]
@@ -40,8 +41,7 @@ def _load_renamed(model: nn.Module, tensors: dict[str, Tensor], renames: dict[st
     for ours, theirs in renames.items():
         if theirs not in tensors:
             raise CheckpointError(f"{directory}: tensor {theirs!r} is missing (needed for {ours})")
-        if tuple(tensors[theirs].shape) != tuple(own[ours].shape):
-            raise CheckpointError(f"{directory}: {theirs} has shape {tuple(tensors[theirs].shape)}, expected {tuple(own[ours].shape)}")
+        check_fits(directory, theirs, tensors[theirs], own[ours])
         state[ours] = tensors[theirs]
     missing = sorted(set(own) - set(state))
     if missing:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from attnlab.errors import CheckpointError
 from attnlab.interop.bert import file_sha256
 from attnlab.tasks.base import Pretrained
+from attnlab.tensor_fit import check_fits
 
 __all__ = ["RunSource", "is_run_directory", "run_model", "read_run", "copy_weights", "open_run", "resolve_source"]
 
@@ -102,9 +103,7 @@ def copy_weights(model: nn.Module, tensors: dict[str, Tensor], source: Path, *, 
         raise CheckpointError(f"--init {source}: the checkpoint has no tensor {missing[0]!r}"
                               f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: not a run of this model")
     for name in wanted:
-        theirs, ours = tuple(tensors[name].shape), tuple(own[name].shape)
-        if theirs != ours:
-            raise CheckpointError(f"--init {source}: tensor {name!r} is {theirs} in the checkpoint but {ours} in this model")
+        check_fits(f"--init {source}", name, tensors[name], own[name])
     model.load_state_dict({name: tensors[name] for name in wanted}, strict=False)
 
 

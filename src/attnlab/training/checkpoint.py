@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from attnlab.errors import CheckpointError
+from attnlab.tensor_fit import check_fits
 
 __all__ = [
     "atomic_write_text",
@@ -100,6 +101,8 @@ def load_weights(model: nn.Module, path: str | Path, *, device: torch.device | s
             k = wrong[0]
             parts.append(f"shape mismatch for {k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}")
         raise CheckpointError(f"{path} does not fit this model ({'; '.join(parts)})")
+    for k in own:
+        check_fits(path, k, tensors[k], own[k])
     model.load_state_dict({k: v.to(device) for k, v in tensors.items()})
 
 
