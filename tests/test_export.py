@@ -55,3 +55,45 @@ def test_text_model_with_padding_exports(tmp_path):
         with torch.no_grad():
             want = model.eval()(ids).numpy()
         assert abs(got - want).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_translation_exports_with_source_and_target_lengths_of_their_own(tmp_path, capsys):
+    """transformer-mt takes (src, tgt_in): each token input gets its own dynamic length."""
+    data = tmp_path / "mt"
+    data.mkdir()
+    words = "a small dog runs on the green grass near two men".split()
+    for split, n in (("train", 80), ("val", 12), ("test", 12)):
+        en = [" ".join(words[(i + k) % len(words)] for k in range(3 + i % 5)) for i in range(n)]
+        (data / f"{split}.en").write_text("\n".join(en) + "\n")
+        (data / f"{split}.de").write_text("\n".join(s.upper() for s in en) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--task", "translation", "--data", str(data), "--out", str(run), "--epochs", "1",
+                 "--model.dim", "16", "--model.encoder_depth", "1", "--model.decoder_depth", "1",
+                 "--model.num_heads", "2", "--train.batch_size", "8", "--train.progress", "false"]) == 0
+    onnx_file = tmp_path / "new" / "folder" / "mt.onnx"  # folders are made once the export has succeeded
+    capsys.readouterr()
+    assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    assert capsys.readouterr().err == ""
+    _, model, _ = load_run(run)
+    session = ort.InferenceSession(str(onnx_file))
+    names = [i.name for i in session.get_inputs()]
+    assert len(names) == 2
+    for batch, n, m in ((1, 5, 9), (3, 12, 4)):  # source and target lengths differ, both ways
+        src = torch.randint(4, model.config.src_vocab_size, (batch, n))
+        tgt = torch.randint(4, model.config.tgt_vocab_size, (batch, m))
+        got = session.run(None, {names[0]: src.numpy(), names[1]: tgt.numpy()})[0]
+        with torch.no_grad():
+            want = model.eval()(src, tgt).numpy()
+        assert got.shape == want.shape == (batch, m, want.shape[-1])
+        assert abs(got - want).max() < 1e-4
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_exporting(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "d.onnx").mkdir()
+    for output, message in ((tmp_path / "afile" / "sub" / "m.onnx", f"{tmp_path / 'afile'} is a file, not a folder"),
+                            (tmp_path / "d.onnx", "is a folder; name the .onnx file to write")):
+        assert main(["export", str(tmp_path / "missing"), "--onnx", str(output)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
