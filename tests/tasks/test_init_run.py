@@ -103,7 +103,7 @@ def test_corrupt_weights_are_one_line(tmp_path, digits_run):
     source = tmp_path / "source"
     shutil.copytree(digits_run, source)
     (source / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(CheckpointError, match="cannot read as safetensors"):
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         open_init(task_spec("digits"), source, model="vit-tiny")
 
 

@@ -126,7 +126,7 @@ def test_malicious_pickle_checkpoint_is_refused_and_never_runs(tmp_path):
                  "--model.num_heads", "2", "--train.batch_size", "128"]) == 0
     _Payload.marker = tmp_path / "pwned"
     (run / "model.safetensors").write_bytes(pickle.dumps({"weights": _Payload()}))
-    with pytest.raises(CheckpointError, match="cannot read .* as safetensors"):
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_weights(create_model("vit-tiny"), run / "model.safetensors")
     assert main(["evaluate", str(run)]) == 2
     torch_file = tmp_path / "evil.pt"

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import nn
 
+from attnlab.checkpoint_tensors import check_fits, read_tensors
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
 from attnlab.interop.hf import _bert_renames, _check_type
-from attnlab.tensor_fit import check_fits
 
 __all__ = ["BertCheckpoint", "open_bert_checkpoint", "file_sha256"]
 
@@ -82,10 +81,7 @@ class BertCheckpoint:
 
     def load_into(self, model: nn.Module) -> None:
         """Copy the encoder (and the pooler, when the model has one) into ``model``; its head stays new."""
-        try:
-            tensors = load_file(str(self.weights))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{self.weights}: not a readable safetensors file ({exc})") from None
+        tensors = read_tensors(self.weights)
         prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
         depth = int(self.config["num_hidden_layers"])
         renames = _bert_renames(prefix, depth, pooler=getattr(model, "pooler", None) is not None)

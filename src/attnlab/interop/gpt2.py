@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import nn
 
+from attnlab.checkpoint_tensors import check_fits, read_tensors
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
 from attnlab.interop.bert import file_sha256
 from attnlab.interop.hf import GPT2_ACTIVATIONS, _check_type, gpt2_model_fields, gpt2_state_dict
-from attnlab.tensor_fit import check_fits
 
 __all__ = ["GPT2Checkpoint", "open_gpt2_checkpoint"]
 
@@ -59,10 +58,7 @@ class GPT2Checkpoint:
     def load_into(self, model: nn.Module) -> None:
         """Copy every tensor into ``model`` (a ``gpt-lm`` of ``model_fields()``); a missing
         tensor or another shape raises CheckpointError naming the weights file."""
-        try:
-            tensors = load_file(str(self.weights))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{self.weights}: not a readable safetensors file ({exc})") from None
+        tensors = read_tensors(self.weights)
         state = gpt2_state_dict(tensors, self.config, self.weights)
         own = model.state_dict()
         for name, tensor in state.items():

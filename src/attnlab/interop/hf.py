@@ -10,12 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from attnlab.checkpoint_tensors import check_fits, read_tensors
 from attnlab.errors import CheckpointError
 from attnlab.models.registry import create_model
-from attnlab.tensor_fit import check_fits
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
            "GPT2_ACTIVATIONS"]
@@ -29,9 +28,9 @@ def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, 
             raise CheckpointError(f"{directory} is not a Hugging Face model directory: {path.name} is missing")
     try:
         config = json.loads(config_path.read_text())
-        tensors = load_file(str(weights_path))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {directory}: {exc}") from None
+        raise CheckpointError(f"{config_path}: cannot read ({exc})") from None
+    tensors = read_tensors(weights_path)
     return config, tensors
 
 

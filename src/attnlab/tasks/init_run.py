@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from attnlab.checkpoint_tensors import check_fits, read_tensors
 from attnlab.errors import CheckpointError
 from attnlab.interop.bert import file_sha256
 from attnlab.tasks.base import Pretrained
-from attnlab.tensor_fit import check_fits
 
 __all__ = ["RunSource", "is_run_directory", "run_model", "read_run", "copy_weights", "open_run", "resolve_source"]
 
@@ -85,10 +83,7 @@ def read_run(path: str | Path) -> RunSource:
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path / 'data.json'}: cannot read the run's data record ({exc})") from None
     weights = path / "model.safetensors"
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: cannot read as safetensors ({exc})") from None
+    tensors = read_tensors(weights)
     return RunSource(path=path, task=str(raw["task"]), model=str(raw["model"]), model_config=dict(raw.get("model_config") or {}),
                      record=record, tensors=tensors, sha256=file_sha256(weights))
 

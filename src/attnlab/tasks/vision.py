@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attnlab.checkpoint_tensors import read_tensors
 from attnlab.data.base import TaskData, call_with_options, path_loader
 from attnlab.data.shard_patterns import is_shard_pattern
 from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
@@ -236,14 +237,9 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
                               "weights": weights.name, "sha256": file_sha256(weights), "source_channels": channels}
 
     def load(model: nn.Module) -> None:
-        from safetensors.torch import load_file
-
         from attnlab.tasks.init_run import copy_weights
 
-        try:
-            tensors = load_file(str(weights))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+        tensors = read_tensors(weights)
         ours = _fit_to_model({k: tensors[v] for k, v in renames.items()}, model, (grid, grid), record)
         copy_weights(model, ours, source, fresh=_NEW_PARAMETERS)
 

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from attnlab.checkpoint_tensors import check_fits, read_tensors
 from attnlab.errors import CheckpointError
-from attnlab.tensor_fit import check_fits
 
 __all__ = [
     "atomic_write_text",
@@ -74,19 +73,10 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
         raise
 
 
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path} as safetensors (corrupt or not a checkpoint): {exc}") from None
-
-
 def load_weights(model: nn.Module, path: str | Path, *, device: torch.device | str = "cpu") -> None:
     """Load weights strictly; a checkpoint of another model raises CheckpointError naming the keys."""
     path = Path(path)
-    tensors = _read_safetensors(path)
+    tensors = read_tensors(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -190,11 +180,11 @@ def load_checkpoint(
     device = next(model.parameters()).device
     load_weights(model, directory / "model.safetensors", device=device)
     if optimizer is not None and "optimizer" in meta:
-        tensors = _read_safetensors(directory / "optimizer.safetensors")
+        tensors = read_tensors(directory / "optimizer.safetensors")
         try:
             optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
         except ValueError as exc:  # another grouping: --train.freeze / layer_decay / head_lr changed since
             raise CheckpointError(f"{directory}: the optimizer state does not fit this run's parameter groups ({exc}); "
                                   "resume with the --train.freeze / layer_decay / head_lr the run started with") from None
-    extra = _read_safetensors(directory / "extra.safetensors") if (directory / "extra.safetensors").is_file() else {}
+    extra = read_tensors(directory / "extra.safetensors") if (directory / "extra.safetensors").is_file() else {}
     return meta["state"], extra

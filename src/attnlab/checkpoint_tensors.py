@@ -1,4 +1,8 @@
-"""Whether a checkpoint tensor can take a model tensor's place, checked before ``load_state_dict``.
+"""Checkpoint tensors: reading a safetensors file, and whether each tensor can take a model
+tensor's place, checked before ``load_state_dict``.
+
+A file that is missing, truncated or not safetensors at all (``safetensors`` raises its own
+``SafetensorError``, not an OSError) is one line naming the file.
 
 ``load_state_dict`` copies with ``copy_``, which casts: an int64 or bool tensor in a slot of
 float weights loads silently as whole numbers. Another shape, or another kind of number
@@ -9,12 +13,27 @@ fp32 models, as in Hugging Face ``from_pretrained``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import Tensor
 
 from attnlab.errors import CheckpointError
 
-__all__ = ["check_fits"]
+__all__ = ["read_tensors", "check_fits"]
+
+
+def read_tensors(path: str | Path) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file (never a pickle); a problem raises CheckpointError naming ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file, corrupt or truncated ({exc})") from None
 
 
 def _kind(dtype: torch.dtype) -> str:

@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from attnlab.errors import CheckpointError
-from attnlab.tensor_fit import check_fits
+from attnlab.checkpoint_tensors import check_fits
 from attnlab.training.checkpoint import load_weights
 
 
@@ -45,3 +45,20 @@ def test_load_weights_refuses_an_integer_weight_and_leaves_the_model_alone(tmp_p
     save_file({"weight": torch.full((2, 3), 0.5, dtype=torch.bfloat16), "bias": torch.zeros(2, dtype=torch.float16)}, str(path))
     load_weights(model, path)
     assert model.weight.dtype == torch.float32 and torch.all(model.weight == 0.5)
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 10, b"", None])
+def test_a_corrupt_truncated_or_missing_file_is_one_line_naming_it(tmp_path, content):
+    from attnlab.checkpoint_tensors import read_tensors
+
+    path = tmp_path / "model.safetensors"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"^{path}: (not a readable safetensors file|checkpoint file not found)") as info:
+        read_tensors(path)
+    assert "\n" not in str(info.value)
+    whole = tmp_path / "whole.safetensors"
+    save_file({"w": torch.arange(1000.0)}, str(whole))
+    path.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])  # truncated mid-data
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        read_tensors(path)
