@@ -65,6 +65,11 @@ def test_predict_and_explain(run_dir, tmp_path, capsys):
         (["train", "--model.depthh", "2"], "unknown key(s) ['depthh']"),
         (["train", "--train.lr", "-1"], "TrainConfig.lr must be a positive number"),
         (["train", "--train.epochs", "two"], "TrainConfig.epochs must be an integer"),
+        (["train", "--seed", "-1"], "TrainConfig.seed must be an integer >= 0, got -1"),
+        (["train", "--seed", str(2**33)], "TrainConfig.seed must be below 2**32"),
+        (["train", "--train.num_workers", "-1"], "TrainConfig.num_workers must be an integer >= 0"),
+        (["train", "--train.checkpoint_every", "-1"], "TrainConfig.checkpoint_every must be an integer >= 0"),
+        (["train", "--train.early_stopping_patience", "-1"], "TrainConfig.early_stopping_patience must be an integer >= 0"),
         (["train", "--config", "/nonexistent.yaml"], "config file not found"),
         (["train", "--resume", "/nonexistent/run"], "cannot resume"),
         (["evaluate", "/nonexistent/run"], "run directory not found"),
@@ -84,6 +89,15 @@ def test_errors_are_one_line_with_exit_code_2(argv, message, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["predict", "run", "x.png", "--top-k", "0"], ["predict", "run", "x.png", "--top-k", "-1"],
+                                  ["shard", "src", "out", "--shard-size", "0"], ["shard", "src", "out", "--seed", "-1"]])
+def test_counts_below_their_floor_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert f"argument {argv[-2]}: must be an integer >= " in capsys.readouterr().err
 
 
 def test_existing_run_dir_is_not_overwritten(run_dir, capsys):

@@ -125,3 +125,23 @@ def test_a_task_without_an_explain_adapter_names_the_method_path_and_model(tmp_p
     assert main(["explain", str(run), "--faithfulness", "--method", "gradient"]) == 2
     err = capsys.readouterr().err.strip()
     assert "task 'forecasting' has no explain adapter" in err and "dlinear" in err and len(err.splitlines()) == 1
+
+
+def test_steps_reach_integrated_gradients_of_a_single_map(run_dir, sample, tmp_path, monkeypatch, capsys):
+    import attnlab.explain.card as card
+
+    seen = []
+    real = card.attach_method_maps
+    monkeypatch.setattr(card, "attach_method_maps", lambda *a, **k: (seen.append(k.get("steps")), real(*a, **k))[1])
+    out = tmp_path / "ig.png"
+    assert main(["explain", str(run_dir), str(sample), "-o", str(out), "--method", "integrated_gradients", "--steps", "3"]) == 0
+    assert seen == [3] and out.is_file()
+
+
+@pytest.mark.parametrize("argv", [["--faithfulness", "--steps", "0"], ["{sample}", "-o", "{tmp}/x.png", "--steps", "-2"]])
+def test_steps_below_one_are_refused_by_the_parser(run_dir, sample, tmp_path, capsys, argv):
+    argv = [a.format(sample=sample, tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as info:
+        main(["explain", str(run_dir), *argv])
+    assert info.value.code == 2
+    assert "argument --steps: must be an integer >= 1" in capsys.readouterr().err

@@ -276,7 +276,7 @@ def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1, devic
 
 
 def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, layer: int = -1, head: int | None = None,
-                rollout: bool = False, method: str | None = None, device: str = "cpu") -> Path:
+                rollout: bool = False, method: str | None = None, steps: int = 8, device: str = "cpu") -> Path:
     """``attnlab explain``: the task turns one input into a ReportExample; explain/ draws it. ``method``
     (``explain.relevance``): the map a PNG draws, the page's first (None: ``layer`` / ``head`` attention)."""
     from attnlab.explain.render import check_output, render_explanation
@@ -295,7 +295,7 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
     if method is not None or (html and applies):
         task_data = finished_task_data(config, run_dir)  # the training mean "removed" takes
-        input_method_maps(spec, model, config.model, task_data, example, method, every=html)
+        input_method_maps(spec, model, config.model, task_data, example, method, every=html, steps=steps)
     return render_explanation(example, output, layer=layer, head=head, rollout=rollout, method=method,
                               title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
 

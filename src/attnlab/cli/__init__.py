@@ -179,7 +179,7 @@ def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
         raise AttnlabError(f"--method takes one method when drawing a map, got {args.method!r}")
     method = methods[0] if methods else ("rollout" if args.rollout else None)
     path = explain_run(args.run_dir, args.input, args.output, layer=args.layer, head=args.head, rollout=args.rollout,
-                       method=method, device=args.device)
+                       method=method, steps=args.steps, device=args.device)
     print(f"wrote {path}")
     return 0
 
@@ -238,6 +238,20 @@ _EXPLAIN_HELP = ("One input's relevance map (.png), or the explorer (.html) with
                  "frame (audio), the [MASK] or <pad> embedding (text), the training channel mean (series); docs/explain.md.")
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (argparse names the option and exits with code 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def _task_help() -> str:
     from attnlab.tasks import list_tasks
 
@@ -287,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "a folder of WAV files)")
     p.add_argument("out_dir")
     p.add_argument("--task", default="images", help="images | text-classification | audio")
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
-    p.add_argument("--seed", type=int, default=0, help="the split and the write-time shuffle of the training samples")
+    p.add_argument("--shard-size", type=_at_least(1), default=1000, help="samples per shard")
+    p.add_argument("--seed", type=_at_least(0), default=0, help="the split and the write-time shuffle of the training samples")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_shard, allow_extra=True)
 
@@ -303,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("inputs", nargs="+", help="input files (images, .npy, text, WAV ... as the task reads them), "
                    "folders of them, or - for standard input")
-    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--top-k", type=_at_least(1), default=1)
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_predict)
@@ -321,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faithfulness", action="store_true", help="score the methods on --split and print a table")
     p.add_argument("--split", default="validation", choices=("validation", "test"))
     p.add_argument("--limit", type=int, default=100, help="examples of the split to score (default 100)")
-    p.add_argument("--steps", type=int, default=8, help="Integrated Gradients steps (default 8)")
+    p.add_argument("--steps", type=_at_least(1), default=8, help="Integrated Gradients steps (default 8)")
     p.add_argument("--json", action="store_true", help="with --faithfulness: print JSON instead of the table")
     p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     p.set_defaults(func=_cmd_explain)

@@ -98,9 +98,10 @@ def positions_for(spec: Any, model: nn.Module, model_name: str, task_data: Any, 
 
 
 def input_method_maps(spec: Any, model: nn.Module, model_name: str, task_data: Any, example: Any, method: str | None, *,
-                      every: bool) -> None:
+                      every: bool, steps: int = 8) -> None:
     """``attnlab explain RUN INPUT``: ``method``'s map (checked against the model) on the one
-    input's ReportExample (``example.item``), or every supported method's when ``every``."""
+    input's ReportExample (``example.item``), or every supported method's when ``every``
+    (``steps``: Integrated Gradients' path steps)."""
     from attnlab.explain.card import (
         attach_method_maps,
         check_methods,
@@ -109,7 +110,7 @@ def input_method_maps(spec: Any, model: nn.Module, model_name: str, task_data: A
 
     groups = positions_for(spec, model, model_name, task_data, [example.item], [0])
     methods = check_methods(None if method is None else [method], groups[0].forward, model_name)
-    attach_method_maps([example], groups, supported_methods(groups[0].forward) if every else methods)
+    attach_method_maps([example], groups, supported_methods(groups[0].forward) if every else methods, steps=steps)
 
 
 def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *, split: str = "validation",

@@ -61,6 +61,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {value!r}")
+        for name in ("seed", "num_workers", "checkpoint_every", "early_stopping_patience", "max_bad_steps", "lr_hold_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.seed >= 2**32:  # NumPy's and scikit-learn's random_state take 32 bits (as HF's set_seed)
+            raise ConfigError(f"TrainConfig.seed must be below 2**32 = {2**32}, got {self.seed!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
         if not 0.0 <= self.ema_decay < 1.0:
