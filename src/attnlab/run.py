@@ -98,13 +98,15 @@ def train_run(
         raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite or --resume {run_dir}")
     spec = task_spec(config.task)
     pretrained = None
-    if config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
-        pretrained = open_init(spec, config.init, model=config.model) if resume is None else pretrained_of_run(config, run_dir)
+    if resume is not None:  # its --init checkpoint's parts and its own vocabularies, from its data.json
+        pretrained = pretrained_of_run(config, run_dir)
+    elif config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
+        pretrained = open_init(spec, config.init, model=config.model)
     task_data = task_data_for(config, pretrained)
     try:
         model = model_for(config, task_data, pretrained)
     except ConfigError as exc:  # e.g. a config.json whose sizes do not make a model
-        if pretrained is None or str(config.init) in str(exc):
+        if config.init is None or pretrained is None or str(config.init) in str(exc):
             raise
         raise ConfigError(f"--init {config.init}: {exc}") from None
     if pretrained is not None and pretrained.load_weights is not None:
@@ -124,7 +126,7 @@ def train_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
         record = _data_record(task_data)
-        if pretrained is not None:
+        if config.init is not None and pretrained is not None:
             record["init"] = pretrained.record  # source, weights file, SHA-256
             for name, text in pretrained.files.items():  # the checkpoint's tokenizer and configs
                 (run_dir / "init" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -256,7 +258,11 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
     objective = build_objective(config, task_data)
     if record.get("calibration") and hasattr(objective, "load_calibration"):
         objective.load_calibration(record["calibration"])  # the threshold chosen on validation at training time
-    trainer_cfg = dataclasses.replace(config.train, device=device, progress=False)
+    # Scoring trains nothing: a file smaller than one training batch is still scored (the
+    # trainer only sizes its unused training loader with it).
+    size = len(task_data.train) if hasattr(task_data.train, "__len__") else 0
+    batch_size = min(config.train.batch_size, size) if size else config.train.batch_size
+    trainer_cfg = dataclasses.replace(config.train, device=device, progress=False, batch_size=batch_size)
     trainer = Trainer(model, objective, task_data.train, None, trainer_cfg, collate_fn=task_data.collate_fn)
     return config, trainer, task_data
 

@@ -122,8 +122,11 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
 
 
 def task_data_for(config: RunConfig, pretrained: Pretrained | None = None):
-    """The run's task data: its ``--data`` read with its data options (an ``--init`` checkpoint's win)."""
-    options = {**config.data_options, **(pretrained.data_options if pretrained is not None else {})}
+    """The run's task data: its ``--data`` read with its data options (an ``--init`` checkpoint's
+    or the finished run's carried vocabularies win; the options they replace are left out)."""
+    replaced = set(pretrained.replaces) if pretrained is not None else set()
+    options = {**{k: v for k, v in config.data_options.items() if k not in replaced},
+               **(pretrained.data_options if pretrained is not None else {})}
     return load_task(config.task, config.data, seed=config.train.seed, **options)
 
 
@@ -140,20 +143,35 @@ def model_for(config: RunConfig, task_data, pretrained: Pretrained | None = None
 
 
 def finished_task_data(config: RunConfig, run_dir: str | Path):
-    """A finished run's task data, loaded as it was trained (its --init tokenizer included)."""
+    """A finished run's task data, loaded as it was trained: with its own tokenizer, classes or
+    item ids (`pretrained_of_run`), whatever data file ``config.data`` names now."""
     return task_data_for(config, pretrained_of_run(config, Path(run_dir)))
 
 
 def pretrained_of_run(config: RunConfig, run_dir: Path) -> Pretrained | None:
-    """What a finished or resumed ``--init`` run needs of its checkpoint, from its data.json alone."""
-    if config.init is None:
-        return None
+    """What a finished or resumed run needs to read data as it was trained, from its data.json alone:
+    an ``--init`` run's checkpoint parts (`reopen_init`), and for every run the vocabularies its
+    task keeps there (`attnlab.tasks.base.RunVocabulary`). None: nothing to carry (a run without
+    ``--init`` whose record keeps no vocabulary, or has no data.json yet)."""
     path = Path(run_dir) / "data.json"
+    if config.init is None and not path.is_file():
+        return None
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: cannot read the run's data record ({exc})") from None
-    return reopen_init(task_spec(config.task), record)
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path}: not a run's data record (a JSON object)")
+    spec = task_spec(config.task)
+    pretrained = reopen_init(spec, record) if config.init is not None else None
+    carried = spec.run_vocabulary.options(record) if spec.run_vocabulary is not None else {}
+    if not carried:
+        return pretrained  # an older run: its data is read as before
+    if pretrained is None:
+        pretrained = Pretrained()
+    pretrained.data_options = {**pretrained.data_options, **carried}
+    pretrained.replaces = tuple(dict.fromkeys((*pretrained.replaces, *spec.run_vocabulary.replaces)))
+    return pretrained
 
 
 def build_objective(config: RunConfig, task_data):

@@ -18,9 +18,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnlab.data.base import TaskData, check_fractions, require_data
-from attnlab.data.text import pad_batch, read_lines
+from attnlab.data.text import pad_batch, read_lines, refuse_with_init
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, train_tokenizer
-from attnlab.errors import DataError
+from attnlab.errors import ConfigError, DataError
 
 __all__ = ["find_parallel_files", "read_parallel", "ParallelDataset", "translation_collate", "load_translation"]
 
@@ -103,9 +103,19 @@ def translation_collate(batch) -> tuple[Tensor, Tensor, list[str]]:
 
 def load_translation(
     data: str | None, *, seed: int, target_file: str | None = None, src_lang: str | None = None, tgt_lang: str | None = None,
-    tokenizer: str = "bpe", vocab_size: int = 8000, shared_vocab: bool = True, lowercase: bool = False,
-    max_length: int = 128, val_fraction: float = 0.05, test_fraction: float = 0.05,
+    tokenizer: str | None = None, vocab_size: int | None = None, shared_vocab: bool | None = None,
+    lowercase: bool | None = None, max_length: int = 128, val_fraction: float = 0.05, test_fraction: float = 0.05,
+    pretrained_tokenizer=None, pretrained_target_tokenizer=None,
 ) -> TaskData:
+    """Tokenizer options left None mean "bpe", 8000 tokens, one vocabulary shared by both
+    languages, not lower-cased. ``pretrained_tokenizer`` (``--init RUN``, or a finished run read
+    again: evaluate, ``--resume``): the run's tokenizer replaces the trained one, for both
+    languages, or for the source only when ``pretrained_target_tokenizer`` gives the target's
+    (a run with ``--data.shared_vocab false``); a tokenizer option given beside it is refused."""
+    if pretrained_tokenizer is not None:
+        refuse_with_init(tokenizer=tokenizer, vocab_size=vocab_size, shared_vocab=shared_vocab, lowercase=lowercase)
+    elif pretrained_target_tokenizer is not None:
+        raise ConfigError("a target tokenizer was given without the source's (pretrained_tokenizer)")
     path = Path(require_data("translation", data, "a folder of <split>.<lang>[.gz] files, or a source file with --data.target_file"))
     if path.is_dir():
         files = find_parallel_files(path, src_lang, tgt_lang)
@@ -129,7 +139,12 @@ def load_translation(
         if not parts["val"][0] or not parts["test"][0]:
             raise DataError(f"{path}: too few sentence pairs ({len(src)}) to cut validation and test splits")
     train_src, train_tgt = parts["train"]
-    if shared_vocab:
+    tokenizer, vocab_size, lowercase = tokenizer or "bpe", 8000 if vocab_size is None else vocab_size, bool(lowercase)
+    if pretrained_tokenizer is not None:
+        src_tok, shared_vocab = pretrained_tokenizer, pretrained_target_tokenizer is None
+        tgt_tok = src_tok if shared_vocab else pretrained_target_tokenizer
+    elif shared_vocab is None or shared_vocab:
+        shared_vocab = True
         src_tok = tgt_tok = train_tokenizer(tokenizer, train_src + train_tgt, vocab_size=vocab_size, lowercase=lowercase)
     else:
         src_tok = train_tokenizer(tokenizer, train_src, vocab_size=vocab_size, lowercase=lowercase)

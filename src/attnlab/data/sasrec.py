@@ -18,6 +18,12 @@ drawn once per split from ``numpy.random.default_rng((seed, split))``.
 
 Sequences are left-padded with 0 to ``max_len``, so the last position is always the most recent
 item (the model reads its next-item prediction there).
+
+A run keeps its item-id map in data.json (``info.item_ids``: the file's ids in internal order,
+space-separated, since an id never holds white space). A finished run's data (evaluate another
+file, ``--resume``) is read with that map (``items``), not one rebuilt from the file: the model's
+embedding rows stay the items they were trained for, an item the run never saw is a DataError
+naming the file and line, and items of the map absent from the file are fine.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -88,12 +95,16 @@ def _natural_order(ids: set[str]) -> list[str]:
     return sorted(ids)
 
 
-def read_interactions(path: str | Path) -> Interactions:
-    """Read a ``user item`` file. Bad lines raise DataError naming the file and line number."""
+def read_interactions(path: str | Path, items: Sequence[str] | None = None) -> Interactions:
+    """Read a ``user item`` file. Bad lines raise DataError naming the file and line number.
+
+    ``items``: a run's item ids in internal order (1..len); the file is read with that map
+    instead of its own, and an item not in it is a DataError naming the line and the map's size."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"sequential-recommendation data file not found: {path}")
     per_user: dict[str, list[str]] = {}
+    known = None if items is None else set(items)
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             fields = line.split()
@@ -101,10 +112,15 @@ def read_interactions(path: str | Path) -> Interactions:
                 continue  # blank lines (a trailing newline, say) carry nothing
             if len(fields) != 2:
                 raise DataError(f"{path}:{number}: expected 'user item' (2 fields), got {len(fields)}: {line.strip()[:80]!r}")
+            if known is not None and fields[1] not in known:
+                raise DataError(f"{path}:{number}: item {fields[1]!r} is not in the run's item map ({len(known)} items "
+                                "it was trained on); a model has no embedding for an item it never saw")
             per_user.setdefault(fields[0], []).append(fields[1])
     if not per_user:
         raise DataError(f"{path}: no 'user item' lines found")
-    items = ["<pad>"] + _natural_order({it for seq in per_user.values() for it in seq})
+    if items is None:
+        items = _natural_order({it for seq in per_user.values() for it in seq})
+    items = ["<pad>"] + list(items)
     item_index = {it: i for i, it in enumerate(items) if i != PAD}
     users = _natural_order(set(per_user))
     sequences = [np.fromiter((item_index[it] for it in per_user[u]), dtype=np.int64, count=len(per_user[u])) for u in users]
@@ -250,19 +266,21 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_sasrec_task(path: str | Path, *, seed: int = 0, max_len: int = 50, num_negatives: int = 100) -> TaskData:
+def load_sasrec_task(path: str | Path, *, seed: int = 0, max_len: int = 50, num_negatives: int = 100,
+                     items: Sequence[str] | None = None) -> TaskData:
     """Leave-one-out splits of a ``user item`` file (see the module docstring).
 
-    ``info`` (saved in the run's data.json) keeps the absolute data path and its SHA-256 rather
-    than the id maps: ``recommend`` re-reads the file (ids are remapped deterministically) and
-    refuses a file that changed since training.
+    ``info`` (saved in the run's data.json) keeps the absolute data path, its SHA-256 and the
+    item-id map (``item_ids``); ``recommend`` re-reads the file for the users' histories and
+    refuses a file that changed since training. ``items``: a finished run's item map to read
+    the file with (see the module docstring).
     """
     path = Path(path)
     if not isinstance(max_len, int) or max_len < 1:
         raise ConfigError(f"sasrec: max_len must be an integer >= 1, got {max_len!r}")
     if not isinstance(num_negatives, int) or num_negatives < 1:
         raise ConfigError(f"sasrec: num_negatives must be an integer >= 1, got {num_negatives!r}")
-    inter = read_interactions(path)
+    inter = read_interactions(path, items)
     split = leave_one_out(inter.sequences)
     train = SasrecTrainDataset(split.train, inter.num_items, max_len)
     if len(train) == 0:
@@ -275,6 +293,7 @@ def load_sasrec_task(path: str | Path, *, seed: int = 0, max_len: int = 50, num_
         "data_path": str(path.resolve()), "data_sha256": file_sha256(path), "num_users": inter.num_users,
         "num_items": inter.num_items, "num_actions": inter.num_actions, "max_len": max_len,
         "num_negatives": num_negatives, "train_users": len(train), "eval_users": int(len(split.eval_users)),
+        "item_ids": " ".join(inter.items[1:]),  # one line of JSON however many items (ids hold no white space)
     }
     return TaskData(task="sasrec", train=train, val=val, test=test, num_classes=0, class_names=[],
                     input_shape=(max_len,), metric="ndcg@10", info=info)

@@ -57,7 +57,7 @@ __all__ = [
     "read_lines", "read_labelled", "parse_labelled_line",
     "TokenClassificationDataset", "RandomWindowDataset", "WindowDataset",
     "pad_batch", "classification_collate",
-    "load_text_classification", "load_language_model",
+    "load_text_classification", "load_language_model", "refuse_with_init",
 ]
 
 
@@ -202,7 +202,7 @@ def _collate_padded(pad_id: int):
     return collate
 
 
-def _refuse_with_init(**options) -> None:
+def refuse_with_init(**options) -> None:
     """A ConfigError naming the tokenizer options given (not None) beside ``--init``, which would
     otherwise be silently ignored: the checkpoint's own tokenizer is used as it is. None means
     "not given": with --init the task's from-scratch data defaults are not merged in."""
@@ -213,11 +213,34 @@ def _refuse_with_init(**options) -> None:
                           "the checkpoint's own tokenizer (and its lower-casing) is used")
 
 
+def _check_run_classes(target: str, file: Path, values: Sequence, lines: Sequence[int], names: Sequence[str]) -> None:
+    """Every label of a file is one of a finished run's classes (a multi-label set: each of its labels)."""
+    known = set(names)
+    for value, line in zip(values, lines):
+        for name in value if target == "multilabel" else [value]:
+            if name not in known:
+                shown = ", ".join(map(repr, names[:10])) + (", ..." if len(names) > 10 else "")
+                raise DataError(f"{file}:{line}: label {name!r} is not one of the run's {len(names)} "
+                                f"{'labels' if target == 'multilabel' else 'classes'} ({shown})")
+
+
+def _check_shards_fit(data: str, task: TaskData, tokenizer, class_names: Sequence[str] | None) -> None:
+    """Shards hold the tokenizer and classes they were written with: a run (or ``--init``
+    checkpoint) reads them only when those are its own, else token ids or classes would shift."""
+    from attnlab.data.tokenizers import load_tokenizer
+
+    if tokenizer is not None and load_tokenizer(task.info["tokenizer"]).to_dict() != tokenizer.to_dict():
+        raise ConfigError(f"{data}: the shards hold the tokenizer they were written with, not this run's "
+                          "(or --init checkpoint's): their token ids would not match the model")
+    if class_names is not None and list(task.class_names) != [str(n) for n in class_names]:
+        raise DataError(f"{data}: the shards' classes {list(task.class_names)} are not the run's {list(class_names)}")
+
+
 def load_text_classification(
     data: str | None, *, seed: int, tokenizer: str | None = None, vocab_size: int | None = None,
     lowercase: bool | None = None, min_frequency: int | None = None, max_length: int | None = None,
     val_fraction: float = 0.1, test_fraction: float = 0.1, pretrained_tokenizer=None, target: str = "class",
-    skip_bad: bool = False,
+    skip_bad: bool = False, class_names: Sequence[str] | None = None, target_scaler: dict | None = None,
 ) -> TaskData:
     """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's (or the source run's)
     tokenizer replaces the trained one; ``max_length`` then defaults to the checkpoint's
@@ -226,16 +249,21 @@ def load_text_classification(
     (the label is a number) or "multilabel" (comma-separated label names), see the module docstring. ``data`` may be a
     folder of shards written by ``attnlab shard`` (`attnlab.data.text_shards`): a stream,
     tokenized on access with the tokenizer fixed when it was written; ``skip_bad`` then skips
-    unreadable samples (a malformed line of a text file is always named)."""
+    unreadable samples (a malformed line of a text file is always named).
+
+    A finished run's data (evaluate, ``--resume``) is read with its own vocabularies: its
+    tokenizer (``pretrained_tokenizer``), ``class_names`` (its classes in output order: a label
+    that is none of them is a DataError naming the file, line and classes; a class absent from
+    the data is fine) and a regression run's ``target_scaler``."""
     if data is not None and is_shard_source(data):
         from attnlab.data.text_shards import load_text_shards
 
-        if pretrained_tokenizer is not None:
-            raise ConfigError("--init with sharded text is not supported: shards hold the tokenizer they were written with")
-        return load_text_shards(data, encode=encode_for_classification, collate=_collate_padded,
+        task = load_text_shards(data, encode=encode_for_classification, collate=_collate_padded,
                                 dataset=TokenClassificationDataset, seed=seed, skip_bad=skip_bad)
+        _check_shards_fit(data, task, pretrained_tokenizer, class_names)
+        return task
     if pretrained_tokenizer is not None:
-        _refuse_with_init(tokenizer=tokenizer, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
+        refuse_with_init(tokenizer=tokenizer, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)
         limit = getattr(pretrained_tokenizer, "max_length", None)  # None: an attnlab run's own tokenizer
         if limit is not None and max_length is not None and not 3 <= max_length <= limit:
             raise ConfigError(f"--data.max_length must be in [3, {limit}] (the checkpoint's positions), got {max_length}")
@@ -247,10 +275,16 @@ def load_text_classification(
     parts = {split: read_labelled(f) for split, f in files.items()}
     texts = {split: p[0] for split, p in parts.items()}
     values = {split: read_targets(target, files[split], p[1], p[2]) for split, p in parts.items()}
-    class_names = _class_order(values["train"]) if target == "class" else \
-        ["target"] if target == "regression" else sorted({n for v in values["train"] for n in v})
-    for split in parts:
-        check_known(target, files[split], values[split], parts[split][2], class_names)
+    run_classes = class_names is not None and target != "regression"
+    if run_classes:  # a finished run's classes, in its output order
+        class_names = [str(n) for n in class_names]
+        for split in parts:
+            _check_run_classes(target, files[split], values[split], parts[split][2], class_names)
+    else:
+        class_names = _class_order(values["train"]) if target == "class" else \
+            ["target"] if target == "regression" else sorted({n for v in values["train"] for n in v})
+        for split in parts:
+            check_known(target, files[split], values[split], parts[split][2], class_names)
     missing = [s for s in ("val", "test") if s not in parts]
     if missing:  # cut the missing splits from train (per class for class targets)
         fractions = {"val_fraction": val_fraction if "val" in missing else 0.0,
@@ -267,8 +301,8 @@ def load_text_classification(
             if split == "train" or split in missing:
                 texts[split], values[split] = [all_texts[i] for i in idx], [all_values[i] for i in idx]
                 lines[split] = [all_lines[i] for i in idx]
-        # the class names came from the whole training file: each needs an example left in training
-        check_trained(target, files["train"], values, lines, cut_splits=missing, seed=seed)
+        if not run_classes:  # the class names came from the whole training file: each needs an example left in training
+            check_trained(target, files["train"], values, lines, cut_splits=missing, seed=seed)
     if pretrained_tokenizer is not None:
         tok = pretrained_tokenizer
     else:
@@ -279,8 +313,9 @@ def load_text_classification(
             for split in texts}
     info = {"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "max_length": max_length,
             "files": {k: str(v) for k, v in files.items()}, "target": target}
-    if target == "regression":  # fitted on the training split only
-        info["target_scaler"] = TargetScaler.fit(sets["train"].y.numpy()).to_dict()
+    if target == "regression":  # fitted on the training split only (a finished run's: the one its model learnt)
+        info["target_scaler"] = TargetScaler.from_dict(target_scaler).to_dict() if target_scaler is not None else \
+            TargetScaler.fit(sets["train"].y.numpy()).to_dict()
     task = TaskData(
         task="text-classification", train=sets["train"], val=sets["val"], test=sets["test"],
         num_classes=len(class_names), class_names=class_names, input_shape=(max_length,),
@@ -342,7 +377,7 @@ def load_language_model(
     ``block_size`` (the training window) defaults to it (else 64) and may not exceed it. A tokenizer
     option given beside ``pretrained_tokenizer`` is refused; without it, None means "char", 4000, False."""
     if pretrained_tokenizer is not None:
-        _refuse_with_init(tokenizer=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
+        refuse_with_init(tokenizer=tokenizer, vocab_size=vocab_size, lowercase=lowercase)
     tokenizer, vocab_size, lowercase = tokenizer or "char", 4000 if vocab_size is None else vocab_size, bool(lowercase)
     if context_length is not None and block_size is not None and not 1 <= block_size <= context_length:
         raise ConfigError(f"--data.block_size must be in [1, {context_length}] (the checkpoint's positions), got {block_size}")

@@ -26,6 +26,11 @@ units instead of a class (never guessed: UCR class labels are numbers too). A la
 a finite number is a `DataError` naming the file and line (``.npz``: the array and index). The
 validation split, when held out, is drawn at random rather than per class.
 
+A finished run's data (evaluate another folder, ``--resume``) is read with the run's own classes
+(``class_names``, in its output order), series shape (``series_shape``) and a regression run's
+``target_scaler``: a label that is none of its classes, or series of another length or channel
+count, is a `DataError` naming the file, the value and what the run has.
+
 Shape: every item is (C, T) float32; labels int64 in 0..K-1 (regression: float32 values).
 """
 
@@ -327,6 +332,30 @@ def _read_source(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[st
     raise DataError(f"{path}: expected a UCR folder (<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz")
 
 
+def _split_file(path: Path, fmt: str, split: str) -> str:
+    """Where a split comes from, for messages: its UCR file, or the .npz's array."""
+    return str(_ucr_pair(path)[0 if split == "train" else 1]) if fmt == "ucr-tsv" else f"{path}: x_{split}"
+
+
+def _check_run_shape(path: Path, fmt: str, shape: tuple[int, ...], run: tuple[int, int]) -> None:
+    """Series of the (C, T) shape a finished run's model takes, else a DataError naming both."""
+    if tuple(shape) != run:
+        what = f"series of length {shape[1]}" if shape[0] == run[0] else f"{shape[0]} channel(s) of length {shape[1]}"
+        want = f"length {run[1]}" if shape[0] == run[0] else f"{run[0]} channel(s) of length {run[1]}"
+        raise DataError(f"{_split_file(path, fmt, 'train')}: {what}; the run was trained on series of {want}")
+
+
+def _check_run_labels(path: Path, fmt: str, labels: dict[str, list[str]], names: list[str]) -> None:
+    """Every label is one of a finished run's classes (a class absent from the data is fine)."""
+    known = set(names)
+    for split, values in labels.items():
+        unknown = sorted(set(values) - known)
+        if unknown:
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            raise DataError(f"{_split_file(path, fmt, split)}: label {unknown[0]!r}{more} is not one of the run's "
+                            f"{len(names)} classes {names}")
+
+
 def load_timeseries_task(
     path: str | Path,
     *,
@@ -337,6 +366,9 @@ def load_timeseries_task(
     scale: float = 0.0,
     max_shift: int = 0,
     target: str = "class",
+    class_names: list[str] | None = None,
+    series_shape: tuple[int, int] | list[int] | None = None,
+    target_scaler: dict[str, float] | None = None,
 ) -> TaskData:
     """A UCR folder (or ``.npz``) as a classification task; TEST is the test split.
 
@@ -345,7 +377,8 @@ def load_timeseries_task(
     (see the module docstring). ``normalize``: "zscore" per series, or "none".
     ``jitter`` / ``scale`` / ``max_shift``: `SeriesAugment` strengths (0 = off), applied to
     training batches as `TaskData.batch_augment`. ``target``: "class" or "regression" (the
-    label is a number; see the module docstring).
+    label is a number; see the module docstring). ``class_names`` / ``series_shape`` ((C, T)) /
+    ``target_scaler``: a finished run's, to read other data as it was trained (module docstring).
     """
     path = Path(path)
     if not path.exists():
@@ -356,9 +389,17 @@ def load_timeseries_task(
         raise ConfigError(f"timeseries option val_fraction must be in [0, 1), got {val_fraction}")
     regression = check_target(target, "timeseries", ("class", "regression")) == "regression"
     x_train, y_train, x_test, y_test, fmt = _read_source(path)
+    if series_shape is not None:
+        _check_run_shape(path, fmt, x_train.shape[1:], tuple(int(n) for n in series_shape))
     if regression:
         names = ["target"]
         ytr, yte = (torch.from_numpy(_target_values(path, fmt, split, y)).float() for split, y in (("train", y_train), ("test", y_test)))
+    elif class_names is not None:  # a finished run's classes, in its output order
+        names = [str(n) for n in class_names]
+        _check_run_labels(path, fmt, {"train": y_train, "test": y_test}, names)
+        index = {n: i for i, n in enumerate(names)}
+        ytr = torch.tensor([index[v] for v in y_train], dtype=torch.long)
+        yte = torch.tensor([index[v] for v in y_test], dtype=torch.long)
     else:
         names = label_names(y_train)
         if len(names) < 2:
@@ -392,8 +433,9 @@ def load_timeseries_task(
         "label_names": list(names), "validation": validation, "target": target,
         "augment": {"jitter": augment.jitter, "scale": augment.scale, "max_shift": augment.max_shift},
     }
-    if regression:  # fitted on the training split only
-        info["target_scaler"] = TargetScaler.fit(train.y.numpy()).to_dict()
+    if regression:  # fitted on the training split only (a finished run's: the one its model learnt)
+        info["target_scaler"] = TargetScaler.from_dict(target_scaler).to_dict() if target_scaler is not None else \
+            TargetScaler.fit(train.y.numpy()).to_dict()
     data = TaskData("timeseries", train, val, test, num_classes=len(names), class_names=list(names),
                     input_shape=(n_channels, length), batch_augment=augment if augment.active else None, info=info,
                     target=target, metric="mse" if regression else "accuracy")  # fmt: skip

@@ -20,7 +20,8 @@ from attnlab.training import ClassificationObjective, Objective
 from attnlab.training.multilabel import MultiLabelObjective
 from attnlab.training.regression import RegressionObjective
 
-__all__ = ["TaskSpec", "TaskCommand", "InitSupport", "Pretrained", "CrossEntropyOptions", "NoOptions", "classification_objective"]
+__all__ = ["TaskSpec", "TaskCommand", "InitSupport", "Pretrained", "RunVocabulary", "run_targets", "CrossEntropyOptions",
+           "NoOptions", "classification_objective"]
 
 
 @dataclass
@@ -84,7 +85,9 @@ class Pretrained:
     ``load_weights(model)`` copies the checkpoint into the built model (None when reopened
     from a run directory, whose weights come from its checkpoint). ``files``: text files the
     run directory keeps under ``init/`` (relative path -> text). ``record``: provenance kept
-    in data.json under ``init`` (source path, weights file, SHA-256).
+    in data.json under ``init`` (source path, weights file, SHA-256). ``replaces``: the run's
+    own ``--data.*`` options that ``data_options`` supersede (they only said how the carried
+    tokenizer was made), left out of the loader's options (`RunVocabulary`).
     """
 
     model_fields: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +97,38 @@ class Pretrained:
     record: dict[str, Any] = field(default_factory=dict)
     model: str | None = None  # the model SOURCE holds, when it says (an attnlab run): --model must match
     data_first: bool = False  # the data's model fields win over model_fields (a run: shapes must then match)
+    replaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunVocabulary:
+    """How a task reads data as a finished run was trained: with the run's vocabularies.
+
+    A model's input and output ids mean what the run's tokenizer, class list or item-id map
+    said at training time; rebuilding them from the data given now (``attnlab evaluate RUN
+    --data OTHER``, ``--resume`` after the file changed) shifts every id silently. ``options``
+    turns a run's data.json record into loader options that carry them (e.g.
+    ``pretrained_tokenizer``, ``class_names``), ``{}`` for a record that keeps none (an older
+    run: read as before); the loader then refuses data the run cannot read (a label it has no
+    class for) with a DataError naming the file and value. ``replaces``: the ``--data.*``
+    options that only said how the vocabulary was made (``tokenizer``, ``vocab_size``...),
+    dropped from the run's options when the vocabulary is carried.
+    """
+
+    options: Callable[[dict[str, Any]], dict[str, Any]]
+    replaces: tuple[str, ...] = ()
+
+
+def run_targets(record: dict[str, Any]) -> dict[str, Any]:
+    """What a run's data.json says its outputs mean, as loader options: ``class_names`` (the
+    classes, or a multi-label run's label names, in output order) or a regression run's
+    ``target_scaler`` (the model predicts targets standardised with it); ``{}`` where it keeps neither."""
+    target = record.get("target") or "class"
+    info = record.get("info") if isinstance(record.get("info"), dict) else {}
+    if target == "regression":
+        return {"target_scaler": info["target_scaler"]} if isinstance(info.get("target_scaler"), dict) else {}
+    names = record.get("class_names")
+    return {"class_names": [str(n) for n in names]} if isinstance(names, list) and names else {}
 
 
 @dataclass(frozen=True)
@@ -135,6 +170,8 @@ class TaskSpec:
     ``explain_positions`` the relevance methods and their faithfulness scores (the report card,
     ``attnlab explain --faithfulness``).
     ``init`` (an `InitSupport`) lets ``--init SOURCE`` start the model from a pretrained checkpoint.
+    ``run_vocabulary`` (a `RunVocabulary`) reads a finished run's data with its own tokenizer,
+    classes or item ids (evaluate, explain, ensembles, ``--resume``).
     """
 
     name: str
@@ -160,6 +197,7 @@ class TaskSpec:
     explain_positions: Callable[[nn.Module, Any, list, list[int]], list] | None = None
     commands: tuple[TaskCommand, ...] = ()
     init: InitSupport | None = None  # --init SOURCE: fine-tune from a pretrained checkpoint
+    run_vocabulary: RunVocabulary | None = None  # a finished run's data read with its own vocabularies
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -37,10 +37,10 @@ from attnlab.data.text import load_language_model
 from attnlab.data.tokenizers import EOS_ID, load_tokenizer
 from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.generation import generate
-from attnlab.tasks.base import InitSupport, NoOptions, Pretrained, TaskCommand, TaskSpec
+from attnlab.tasks.base import InitSupport, NoOptions, Pretrained, RunVocabulary, TaskCommand, TaskSpec
 
 __all__ = ["SPECS", "LanguageModelObjective", "generate_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN", "FINETUNE_TRAIN",
-           "open_lm_checkpoint", "reopen_lm_checkpoint", "lm_from_run"]
+           "open_lm_checkpoint", "reopen_lm_checkpoint", "lm_from_run", "lm_run_vocabulary"]
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {"dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.0}
 # Two passes over tinyshakespeare's training text are ~2,600 steps of 12 windows (nanoGPT runs 2,000).
@@ -258,6 +258,18 @@ def lm_from_run(source: Path) -> Pretrained:
     return open_run(source, data_options=carried)
 
 
+def lm_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's tokenizer as a loader option: its text (a changed or another file) is read
+    with the ids its model learnt, not with a tokenizer re-trained on it ({} for a record without one)."""
+    info = record.get("info")
+    if not isinstance(info, dict) or not isinstance(info.get("tokenizer"), dict):
+        return {}
+    try:
+        return {"pretrained_tokenizer": load_tokenizer(info["tokenizer"])}
+    except DataError as exc:
+        raise CheckpointError(f"the run's data.json: info.tokenizer: {exc}") from None
+
+
 GENERATE = TaskCommand("generate", "continue a prompt with a trained language-model run (KV-cache sampling)",
                        _generate_arguments, _generate_command)
 
@@ -271,5 +283,6 @@ SPECS = (
         report_examples=_report, predict=predict_lm, explain_example=explain_lm, commands=(GENERATE,),
         init=InitSupport(help=INIT_HELP, open=open_lm_checkpoint, reopen=reopen_lm_checkpoint, from_run=lm_from_run,
                          default_train=FINETUNE_TRAIN),
+        run_vocabulary=RunVocabulary(lm_run_vocabulary, replaces=("tokenizer", "vocab_size", "lowercase")),
     ),
 )

@@ -6,8 +6,10 @@ against 100 sampled negatives; HR@k and NDCG@k (the paper's Table III reports @1
 counted against the held-out item so a constant model scores zero, not one.
 
 ``recommend(model, record, user=..., k=...)`` (``attnlab recommend RUN --user U``) and ``predict``
-(a file of item ids -> next items) re-read the run's data file for the id maps: data.json keeps its
-absolute path and SHA-256, not the maps (see ``attnlab.data.sasrec.load_sasrec_task``).
+(a file of item ids -> next items) re-read the run's data file for the users' histories: data.json
+keeps its absolute path and SHA-256, and the item-id map (``info.item_ids``; see
+``attnlab.data.sasrec.load_sasrec_task``). Evaluating another file (``attnlab evaluate RUN --data
+OTHER``) or resuming reads it with the run's item map (`sasrec_run_vocabulary`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from torch import Tensor, nn
 from attnlab.data import sasrec as sasrec_data
 from attnlab.data.base import path_loader
 from attnlab.errors import ConfigError, DataError
-from attnlab.tasks.base import NoOptions, TaskCommand, TaskSpec
+from attnlab.tasks.base import NoOptions, RunVocabulary, TaskCommand, TaskSpec
 
-__all__ = ["SPECS", "SasrecObjective", "target_ranks", "ranking_metrics", "recommend", "history_example", "predict_next"]
+__all__ = ["SPECS", "SasrecObjective", "target_ranks", "ranking_metrics", "recommend", "history_example", "predict_next",
+           "sasrec_run_vocabulary"]
 
 
 def _core(model: nn.Module) -> nn.Module:
@@ -135,10 +138,23 @@ def _interactions(record: dict[str, Any], data: str | None = None) -> "sasrec_da
         raise DataError(f"the run's data file {path} is gone; the id maps are rebuilt from it (pass its new location)")
     if data is None and info.get("data_sha256") and sasrec_data.file_sha256(path) != info["data_sha256"]:
         raise DataError(f"{path} changed since training (SHA-256 differs); ids would no longer match the model")
-    inter = sasrec_data.read_interactions(path)
+    inter = sasrec_data.read_interactions(path, _run_items(record))
     if inter.num_items != info.get("num_items", inter.num_items):
         raise DataError(f"{path} has {inter.num_items} items but the model was trained on {info['num_items']}")
     return inter
+
+
+def _run_items(record: dict[str, Any]) -> list[str] | None:
+    """The run's item ids in internal order (data.json ``info.item_ids``); None for an older run."""
+    info = record.get("info") if isinstance(record.get("info"), dict) else {}
+    ids = info.get("item_ids")
+    return ids.split() if isinstance(ids, str) else None
+
+
+def sasrec_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's item-id map as a loader option ({} for an older run, whose map is rebuilt from the file)."""
+    items = _run_items(record)
+    return {} if items is None else {"items": items}
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -299,5 +315,6 @@ SPECS = (
         model_fields=lambda task_data: {"num_items": task_data.info["num_items"], "max_len": task_data.info["max_len"]},
         objective=lambda task_data, options, evaluation: SasrecObjective(),
         report_examples=_report, predict=predict_next, explain_example=_explain, commands=(RECOMMEND,),
+        run_vocabulary=RunVocabulary(sasrec_run_vocabulary),
     ),
 )

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from attnlab.data.text import encode_for_classification, load_text_classification
 from attnlab.data.tokenizers import load_tokenizer
-from attnlab.tasks.base import InitSupport, Pretrained, TaskSpec
+from attnlab.tasks.base import InitSupport, Pretrained, RunVocabulary, TaskSpec, run_targets
 from attnlab.tasks.targets import (
     describe_output,
     describe_truth,
@@ -41,7 +41,7 @@ from attnlab.tasks.targets import (
 )
 
 __all__ = ["SPECS", "text_positions", "token_report_example", "read_text_inputs", "predict_text", "explain_text", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN",
-           "FINETUNE_TRAIN", "open_text_checkpoint", "reopen_text_checkpoint"]
+           "FINETUNE_TRAIN", "open_text_checkpoint", "reopen_text_checkpoint", "text_run_vocabulary"]
 
 # The benchmarked defaults (benchmarks/text_classification.py; results in benchmarks/README.md).
 # Small data sets (thousands of sentences, no pretrained weights): whole words, a convolution over
@@ -285,6 +285,15 @@ def reopen_text_checkpoint(record: dict[str, Any]) -> Pretrained:
                       record=dict(record.get("init") or {}))
 
 
+def text_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's tokenizer and classes (or target scaler) as loader options: its data is
+    read with them, whatever file is given now ({} for a record without a tokenizer)."""
+    info = record.get("info")
+    if not isinstance(info, dict) or not isinstance(info.get("tokenizer"), dict):
+        return {}
+    return {"pretrained_tokenizer": _run_tokenizer(record, "the run's data.json"), **run_targets(record)}
+
+
 def text_from_run(source: Path) -> Pretrained:
     """``--init RUN`` for text: the source run's tokenizer and text length come along with its weights."""
     from attnlab.tasks.init_run import open_run
@@ -307,5 +316,6 @@ SPECS = (
         explain_positions=text_positions,
         init=InitSupport(help=INIT_HELP, open=open_text_checkpoint, reopen=reopen_text_checkpoint, from_run=text_from_run,
                          default_train=FINETUNE_TRAIN, default_objective=FINETUNE_OBJECTIVE),
+        run_vocabulary=RunVocabulary(text_run_vocabulary, replaces=("tokenizer", "vocab_size", "lowercase", "min_frequency")),
     ),
 )

@@ -10,6 +10,10 @@ Predict / explain inputs (`read_series_file`): a text file (``.tsv``/``.csv``/``
 with one series a line, values separated by tabs, commas or spaces, optionally preceded by
 a label (a UCR ``_TEST.tsv`` works as is); or an ``.npy`` of shape (T,), (N, T) or (N, C, T).
 A file with several series gives one prediction per series; explain shows the first.
+
+A finished run's data (``attnlab evaluate RUN --data OTHER``, ``--resume``) is read with the
+run's classes, series shape and target scaler (`series_run_vocabulary`): other labels, another
+length or channel count are refused by name instead of being mapped silently onto its classes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch import Tensor, nn
 
 from attnlab.data.base import path_loader
 from attnlab.data.timeseries import load_timeseries_task
-from attnlab.tasks.base import TaskSpec
+from attnlab.tasks.base import RunVocabulary, TaskSpec, run_targets
 from attnlab.tasks.targets import (
     describe_output,
     describe_truth,
@@ -30,7 +34,8 @@ from attnlab.tasks.targets import (
     task_record,
 )
 
-__all__ = ["SPECS", "series_positions", "series_fields", "series_report_example", "predict_series", "explain_series", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "series_positions", "series_fields", "series_report_example", "predict_series", "explain_series", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN",
+           "series_run_vocabulary"]
 
 # The benchmarked default (benchmarks/timeseries.py; results in benchmarks/README.md).
 # Stem kernels 5/11/21 are the Encoder's (Serra et al. 2018); one Transformer layer; a gentler lr with
@@ -151,6 +156,15 @@ def series_positions(model: nn.Module, task_data, items: list, index: list[int])
                       removed_means="training mean per channel, every step of a span")]
 
 
+def series_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's classes (or target scaler) and series shape (C, T) as loader options."""
+    info = record.get("info") if isinstance(record.get("info"), dict) else {}
+    options = run_targets(record)
+    if isinstance(info.get("length"), int) and isinstance(info.get("channels"), int):
+        options["series_shape"] = (info["channels"], info["length"])
+    return options
+
+
 load_timeseries = path_loader("timeseries", load_timeseries_task,
                               "a UCR folder with <Name>_TRAIN.tsv and <Name>_TEST.tsv, or an .npz")
 
@@ -162,7 +176,7 @@ SPECS = (
                     "(<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz",
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         model_fields=series_fields, report_examples=_report, predict=predict_series, explain_example=explain_series,
-        explain_positions=series_positions,
+        explain_positions=series_positions, run_vocabulary=RunVocabulary(series_run_vocabulary),
     ),
 )
 

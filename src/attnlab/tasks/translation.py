@@ -12,6 +12,10 @@ with sacreBLEU (Post 2018): ``bleu`` (cased, 13a tokenization: the standard sign
 ``bleu_lc`` (lowercased, the setting most papers on Multi30k report), plus the per-token
 ``loss``. ``bleu`` drives model selection.
 
+A finished run's data (evaluate, ``--resume``) is read with the run's own tokenizer(s)
+(`translation_run_vocabulary`); ``--init RUN`` fine-tunes an earlier ``transformer-mt`` run on
+new data with its tokenizer(s) (`translation_from_run`), so its embeddings keep their token ids.
+
 Predict: a text file, one source sentence per line -> its translation (beam 5), with the
 hypothesis's length-normalised probability as the score. Explain: the decoder's
 cross-attention (target x source) of the first line's translation.
@@ -29,11 +33,12 @@ from torch import Tensor, nn
 
 from attnlab.data.parallel import load_translation
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer
-from attnlab.errors import ConfigError
+from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.generation import beam_search, greedy_search
-from attnlab.tasks.base import CrossEntropyOptions, TaskSpec
+from attnlab.tasks.base import CrossEntropyOptions, InitSupport, Pretrained, RunVocabulary, TaskSpec
 
-__all__ = ["SPECS", "DecodingOptions", "TranslationObjective", "translate", "corpus_bleu", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN"]
+__all__ = ["SPECS", "DecodingOptions", "TranslationObjective", "translate", "corpus_bleu", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN",
+           "translation_run_vocabulary", "translation_from_run"]
 
 # Small defaults (2 + 2 layers x 128) so that a CPU run takes minutes, not hours; the larger
 # Multi30k config is documented and run by benchmarks/translation.py.
@@ -195,6 +200,45 @@ def explain_translation(model: nn.Module, record: dict[str, Any], item: str) -> 
     return _cross_attention_example(model, record["info"], _encode_sources(record["info"], lines[:1])[0], Path(item).name)
 
 
+def _carried_tokenizers(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """A run's tokenizer(s) (data.json ``info``) as loader options; ``where`` names the file."""
+    info = record.get("info")
+    if not isinstance(info, dict) or not isinstance(info.get("src_tokenizer"), dict):
+        raise CheckpointError(f"{where}: no 'info.src_tokenizer' entry: the run's tokenizer is needed to read text as "
+                              "it was trained (not a finished translation run?)")
+    try:
+        src, tgt = _tokenizers(info)
+    except DataError as exc:
+        raise CheckpointError(f"{where}: info.src_tokenizer / tgt_tokenizer: {exc}") from None
+    return {"pretrained_tokenizer": src, **({} if tgt is src else {"pretrained_target_tokenizer": tgt})}
+
+
+def translation_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's tokenizer(s) as loader options: another (or a changed) data folder is
+    read with the ids its model learnt, never with a BPE re-trained on it ({} for a record without one)."""
+    info = record.get("info")
+    if not isinstance(info, dict) or not isinstance(info.get("src_tokenizer"), dict):
+        return {}
+    return _carried_tokenizers(record, "the run's data.json")
+
+
+def _reopen_translation(record: dict[str, Any]) -> Pretrained:
+    """A finished ``--init RUN`` run's tokenizer(s), from its data.json record alone (RUN may be gone)."""
+    return Pretrained(data_options=_carried_tokenizers(record, "the run's data.json"), record=dict(record.get("init") or {}))
+
+
+def translation_from_run(source: Path) -> Pretrained:
+    """``--init RUN`` for translation: the source run's tokenizer(s) come along with its weights,
+    so each embedding row keeps the token it was trained for."""
+    from attnlab.tasks.init_run import open_run
+
+    return open_run(source, data_options=lambda run: _carried_tokenizers(run.record, str(run.path / "data.json")))
+
+
+_TOKENIZER_OPTIONS = ("tokenizer", "vocab_size", "shared_vocab", "lowercase")
+INIT_HELP = ("translation: SOURCE is an earlier transformer-mt run; the data is tokenised with its tokenizer(s) "
+             "(--data.tokenizer / vocab_size / shared_vocab / lowercase do not apply), the training defaults stay.")
+
 SPECS = (
     TaskSpec(
         name="translation", load=load_translation, models=("transformer-mt",),
@@ -203,5 +247,8 @@ SPECS = (
         default_objective={"label_smoothing": 0.1}, evaluation_options=DecodingOptions,
         model_fields=translation_fields, objective=_objective, report_examples=_report,
         predict=predict_translation, explain_example=explain_translation,
+        init=InitSupport(help=INIT_HELP, reopen=_reopen_translation, from_run=translation_from_run,
+                         default_train=DEFAULT_TRAIN, default_objective={"label_smoothing": 0.1}),
+        run_vocabulary=RunVocabulary(translation_run_vocabulary, replaces=_TOKENIZER_OPTIONS),
     ),
 )
