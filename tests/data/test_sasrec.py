@@ -178,3 +178,31 @@ def test_loader_errors(tmp_path, tiny):
     everything.write_text("1 1\n1 2\n1 1\n1 2\n")  # a repeat buyer of both items
     with pytest.raises(DataError, match="trained on every one of the 2 items"):
         load_sasrec_task(str(everything), seed=0, num_negatives=1)
+
+
+def test_a_repeated_item_of_a_user_is_refused_unless_kept(tmp_path):
+    doubled = tmp_path / "doubled.txt"
+    doubled.write_text("".join(line + "\n" + line + "\n" for line in TINY.splitlines() if line))
+    with pytest.raises(DataError, match=r"doubled.txt:2: user '7' has item '30' again right after line 1 .*--data.repeats keep"):
+        read_interactions(doubled)
+    kept = read_interactions(doubled, repeats="keep")
+    assert [len(s) for s in kept.sequences] == [2 * n for n in map(len, read_interactions_text(tmp_path).sequences)]
+    spaced = tmp_path / "spaced.txt"  # the same item again later, not on the user's next line, is a real repeat
+    spaced.write_text("1 5\n1 6\n1 5\n2 5\n2 6\n2 7\n")
+    assert [list(s) for s in read_interactions(spaced).sequences] == [[1, 2, 1], [1, 2, 3]]
+    assert load_sasrec_task(doubled, repeats="keep", num_negatives=1).info["repeats"] == "keep"
+    with pytest.raises(ConfigError, match="repeats"):
+        read_interactions(spaced, repeats="drop")
+
+
+def read_interactions_text(tmp_path):
+    path = tmp_path / "tiny-again.txt"
+    path.write_text(TINY)
+    return read_interactions(path)
+
+
+def test_a_file_that_is_not_utf8_names_line_and_byte(tmp_path):
+    path = tmp_path / "bin.txt"
+    path.write_bytes(b"1 5\n1 6\n2 \x89x\n")
+    with pytest.raises(DataError, match=r"bin.txt: line 3, column 3: byte 0x89 is not UTF-8"):
+        read_interactions(path)

@@ -38,7 +38,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from attnlab.config import check_choice
 from attnlab.data.base import TaskData
+from attnlab.data.file_checks import not_utf8
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -95,27 +97,42 @@ def _natural_order(ids: set[str]) -> list[str]:
     return sorted(ids)
 
 
-def read_interactions(path: str | Path, items: Sequence[str] | None = None) -> Interactions:
+def read_interactions(path: str | Path, items: Sequence[str] | None = None, repeats: str = "refuse") -> Interactions:
     """Read a ``user item`` file. Bad lines raise DataError naming the file and line number.
 
     ``items``: a run's item ids in internal order (1..len); the file is read with that map
-    instead of its own, and an item not in it is a DataError naming the line and the map's size."""
+    instead of its own, and an item not in it is a DataError naming the line and the map's size.
+    ``repeats``: a user's item on the line right after the same item of that user (a duplicated
+    line; SASRec's data sets have none) is refused ("refuse"), since leave-one-out would then hold
+    out an item that is also the last input, and score it as a perfect hit; "keep" reads them."""
+    check_choice("sasrec", "repeats", repeats, ("refuse", "keep"))
     path = Path(path)
     if not path.is_file():
         raise DataError(f"sequential-recommendation data file not found: {path}")
     per_user: dict[str, list[str]] = {}
+    last_line: dict[str, int] = {}
     known = None if items is None else set(items)
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue  # blank lines (a trailing newline, say) carry nothing
-            if len(fields) != 2:
-                raise DataError(f"{path}:{number}: expected 'user item' (2 fields), got {len(fields)}: {line.strip()[:80]!r}")
-            if known is not None and fields[1] not in known:
-                raise DataError(f"{path}:{number}: item {fields[1]!r} is not in the run's item map ({len(known)} items "
-                                "it was trained on); a model has no embedding for an item it never saw")
-            per_user.setdefault(fields[0], []).append(fields[1])
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                fields = line.split()
+                if not fields:
+                    continue  # blank lines (a trailing newline, say) carry nothing
+                if len(fields) != 2:
+                    raise DataError(f"{path}:{number}: expected 'user item' (2 fields), got {len(fields)}: {line.strip()[:80]!r}")
+                user, item = fields
+                if known is not None and item not in known:
+                    raise DataError(f"{path}:{number}: item {item!r} is not in the run's item map ({len(known)} items "
+                                    "it was trained on); a model has no embedding for an item it never saw")
+                seq = per_user.setdefault(user, [])
+                if repeats == "refuse" and seq and seq[-1] == item:
+                    raise DataError(f"{path}:{number}: user {user!r} has item {item!r} again right after line "
+                                    f"{last_line[user]} (a duplicated line?); a held-out item that is also the last input "
+                                    "scores as a perfect hit. Remove the repeats, or pass --data.repeats keep")
+                seq.append(item)
+                last_line[user] = number
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     if not per_user:
         raise DataError(f"{path}: no 'user item' lines found")
     if items is None:
@@ -267,20 +284,20 @@ def file_sha256(path: str | Path) -> str:
 
 
 def load_sasrec_task(path: str | Path, *, seed: int = 0, max_len: int = 50, num_negatives: int = 100,
-                     items: Sequence[str] | None = None) -> TaskData:
+                     repeats: str = "refuse", items: Sequence[str] | None = None) -> TaskData:
     """Leave-one-out splits of a ``user item`` file (see the module docstring).
 
     ``info`` (saved in the run's data.json) keeps the absolute data path, its SHA-256 and the
     item-id map (``item_ids``); ``recommend`` re-reads the file for the users' histories and
     refuses a file that changed since training. ``items``: a finished run's item map to read
-    the file with (see the module docstring).
+    the file with (see the module docstring). ``repeats``: see `read_interactions`.
     """
     path = Path(path)
     if not isinstance(max_len, int) or max_len < 1:
         raise ConfigError(f"sasrec: max_len must be an integer >= 1, got {max_len!r}")
     if not isinstance(num_negatives, int) or num_negatives < 1:
         raise ConfigError(f"sasrec: num_negatives must be an integer >= 1, got {num_negatives!r}")
-    inter = read_interactions(path, items)
+    inter = read_interactions(path, items, repeats)
     split = leave_one_out(inter.sequences)
     train = SasrecTrainDataset(split.train, inter.num_items, max_len)
     if len(train) == 0:
@@ -292,7 +309,7 @@ def load_sasrec_task(path: str | Path, *, seed: int = 0, max_len: int = 50, num_
     info = {
         "data_path": str(path.resolve()), "data_sha256": file_sha256(path), "num_users": inter.num_users,
         "num_items": inter.num_items, "num_actions": inter.num_actions, "max_len": max_len,
-        "num_negatives": num_negatives, "train_users": len(train), "eval_users": int(len(split.eval_users)),
+        "num_negatives": num_negatives, "repeats": repeats, "train_users": len(train), "eval_users": int(len(split.eval_users)),
         "item_ids": " ".join(inter.items[1:]),  # one line of JSON however many items (ids hold no white space)
     }
     return TaskData(task="sasrec", train=train, val=val, test=test, num_classes=0, class_names=[],

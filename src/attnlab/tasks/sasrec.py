@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from attnlab.data import sasrec as sasrec_data
 from attnlab.data.base import path_loader
+from attnlab.data.file_checks import not_utf8
 from attnlab.errors import ConfigError, DataError
 from attnlab.tasks.base import NoOptions, RunVocabulary, TaskCommand, TaskSpec
 
@@ -138,7 +139,7 @@ def _interactions(record: dict[str, Any], data: str | None = None) -> "sasrec_da
         raise DataError(f"the run's data file {path} is gone; the id maps are rebuilt from it (pass its new location)")
     if data is None and info.get("data_sha256") and sasrec_data.file_sha256(path) != info["data_sha256"]:
         raise DataError(f"{path} changed since training (SHA-256 differs); ids would no longer match the model")
-    inter = sasrec_data.read_interactions(path, _run_items(record))
+    inter = sasrec_data.read_interactions(path, _run_items(record), info.get("repeats", "refuse"))
     if inter.num_items != info.get("num_items", inter.num_items):
         raise DataError(f"{path} has {inter.num_items} items but the model was trained on {info['num_items']}")
     return inter
@@ -207,6 +208,8 @@ def _read_history(path: str, inter: "sasrec_data.Interactions") -> np.ndarray:
         tokens = Path(path).read_text(encoding="utf-8").split()
     except OSError as exc:
         raise DataError(f"cannot read item history {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise not_utf8(Path(path)) from None
     unknown = [t for t in tokens if t not in inter.item_index]
     if unknown:
         raise DataError(f"{path}: item(s) {unknown[:5]} are not in the training data {inter.path}")
