@@ -96,6 +96,16 @@ def test_language_model_cli_and_generate(tmp_path, capsys):
     assert out.startswith("to be") and len(out) > 6
     assert main(["generate", str(run), "--prompt", "to be", "--stop", "ab"]) == 2
     assert "each stop string must be one token" in capsys.readouterr().err
+    for argv, message in ((["--temperature", "nan"], "--temperature must be a finite number >= 0, got nan"),
+                          (["--temperature", "inf"], "--temperature must be a finite number >= 0, got inf"),
+                          (["--top-k", "0"], "--top-k must be an integer >= 1"),
+                          (["--top-k", "-3"], "--top-k must be an integer >= 1"),
+                          (["--stop", "€"], "stop string '€' has characters this run's vocabulary"),
+                          (["--prompt", "to be 日本"], "the prompt has characters this run's vocabulary (")):
+        args = ["--prompt", "to be", *argv] if "--prompt" not in argv else argv
+        assert main(["generate", str(run), *args, "--max-new-tokens", "3"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
     prompt = tmp_path / "p.txt"
     prompt.write_text("to be or not to")
     assert main(["predict", str(run), str(prompt), "--top-k", "3"]) == 0

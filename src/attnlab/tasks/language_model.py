@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.data.text import load_language_model
-from attnlab.data.tokenizers import EOS_ID, load_tokenizer
+from attnlab.data.tokenizers import EOS_ID, CharTokenizer, load_tokenizer
 from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.generation import generate
 from attnlab.tasks.base import InitSupport, NoOptions, Pretrained, RunVocabulary, TaskCommand, TaskSpec
@@ -150,14 +150,18 @@ def generate_text(
     """
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0, got {temperature}")
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise ConfigError(f"--temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ConfigError(f"--top-k must be an integer >= 1 (leave it out for no cut), got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
     eos = getattr(tokenizer, "eos_id", EOS_ID)  # a checkpoint's BPE has its own (or none)
     stop_ids = [] if eos is None else [eos]
+    _check_known(tokenizer, prompt, "the prompt")
     for s in stop:
+        _check_known(tokenizer, s, f"stop string {s!r}")
         ids = tokenizer.encode(s)
         if len(ids) != 1:
             raise ConfigError(f"stop string {s!r} is {len(ids)} tokens for this tokenizer; each stop string must be one token")
@@ -174,6 +178,18 @@ def generate_text(
     out = generate(model, torch.tensor([ids], device=device), max_new_tokens=max_new_tokens, temperature=temperature,
                    top_k=top_k, top_p=top_p, stop_tokens=stop_ids, use_cache=use_cache, generator=generator)
     return tokenizer.decode(out[0, len(ids):].tolist())
+
+
+def _check_known(tokenizer: Any, text: str, what: str) -> None:
+    """A character model maps characters it never saw in training to <unk>: the model would see
+    something other than the text given, so ``text`` with such characters is refused by name."""
+    if not isinstance(tokenizer, CharTokenizer):
+        return  # byte-level BPE knows every text; word / BPE runs' <unk> pieces are the usual open vocabulary
+    unknown = sorted({c for c in (text.lower() if tokenizer.lowercase else text) if c not in tokenizer.chars})
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise ConfigError(f"{what} has characters this run's vocabulary ({tokenizer.vocab_size} tokens) never saw in "
+                          f"training: {shown}")
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
