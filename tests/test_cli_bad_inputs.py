@@ -264,3 +264,25 @@ def test_init_errors_name_the_source(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"--init {init}: " in err and culprit in err, err
         assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["file-parent", "proc"])
+def test_a_run_directory_that_cannot_be_made_is_refused_before_training(tmp_path, capsys, where):
+    if where == "file-parent":
+        (tmp_path / "f").write_text("x")
+        out, message = tmp_path / "f" / "run", f"{tmp_path / 'f'} is a file, not a folder"
+    else:
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc here")
+        out, message = Path("/proc/attnlab-nope/run"), "cannot create it in /proc"
+    assert main(["train", "--out", str(out), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_the_creatability_probe_leaves_nothing_behind(tmp_path, capsys):
+    out = tmp_path / "a" / "b" / "run"
+    # a freeze pattern that names nothing is refused by the trainer, after the probe made and removed a/b/run
+    assert main(["train", "--out", str(out), "--epochs", "1", "--train.freeze", "no_such_parameter"]) == 2
+    assert "no_such_parameter" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()

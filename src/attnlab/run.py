@@ -20,6 +20,7 @@ Run directory layout (rank 0 writes, every file atomically):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -73,6 +74,28 @@ def check_run_name(path: Path) -> None:
         raise ConfigError(f"run directory name {str(path)!r} is not allowed: use letters, digits, '.', '_' and '-'")
 
 
+def _check_creatable(run_dir: Path) -> None:
+    """Refuse a run directory that could not be made, before the data is read (else it fails only
+    at the first write, e.g. under /proc where even root cannot make folders): the missing part of
+    the path is made and removed again, so a refused run still leaves nothing behind."""
+    missing, parent = [], run_dir
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"run directory {run_dir}: {parent} is a file, not a folder")
+    if not missing:
+        return
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise ConfigError(f"run directory {run_dir}: cannot create it in {parent} ({exc.strerror})") from None
+    finally:
+        for made in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+
+
 def _write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, jsonsafe.dumps(data, indent=2) + "\n")  # undefined metrics as null, not NaN
 
@@ -94,6 +117,7 @@ def train_run(
     check_run_name(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} is a file, not a directory")
+    _check_creatable(run_dir)
     if resume is None and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite or --resume {run_dir}")
     spec = task_spec(config.task)
