@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import pytest
 import torch
@@ -143,3 +144,18 @@ def test_real_trec_and_sst2_files_load_as_they_are():
     assert len(texts) == 5452 and sorted(set(labels)) == [str(i) for i in range(6)]
     texts, labels, _ = read_labelled(DATA_DIR / "text" / "sst2" / "stsa.binary.test")
     assert len(texts) == 1821 and set(labels) == {"0", "1"}
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("block_size", 0, "--data.block_size must be an integer >= 1, got 0"),
+    ("block_size", -4, "--data.block_size must be an integer >= 1, got -4"),
+    ("samples_per_epoch", -1, "--data.samples_per_epoch must be an integer >= 0"),
+])
+def test_language_model_window_options_out_of_range_are_named(tmp_path, option, value, message):
+    from attnlab.data.text import load_language_model
+    from attnlab.errors import ConfigError
+
+    path = tmp_path / "t.txt"
+    path.write_text("to be or not to be, that is the question.\n" * 20)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_language_model(str(path), seed=0, **{option: value})

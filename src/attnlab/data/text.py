@@ -381,6 +381,10 @@ def load_language_model(
     tokenizer, vocab_size, lowercase = tokenizer or "char", 4000 if vocab_size is None else vocab_size, bool(lowercase)
     if context_length is not None and block_size is not None and not 1 <= block_size <= context_length:
         raise ConfigError(f"--data.block_size must be in [1, {context_length}] (the checkpoint's positions), got {block_size}")
+    if block_size is not None and (not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1):
+        raise ConfigError(f"--data.block_size must be an integer >= 1, got {block_size!r}")
+    if not isinstance(samples_per_epoch, int) or samples_per_epoch < 0:
+        raise ConfigError(f"--data.samples_per_epoch must be an integer >= 0 (0: one pass's worth), got {samples_per_epoch!r}")
     block_size = block_size or context_length or 64
     path = Path(require_data("language-model", data, "a text file"))
     if path.is_dir():
