@@ -79,6 +79,11 @@ def test_translation_cli(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)[0]
     assert result["input"] == "a dog and a cat" and isinstance(result["translation"], str) and 0 <= result["score"] <= 1
     assert main(["explain", str(run), str(src), "-o", str(tmp_path / "x.html")]) == 0
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(empty)]) == 2
+    assert "empty.txt: no source sentence to translate" in capsys.readouterr().err
 
 
 def test_language_model_cli_and_generate(tmp_path, capsys):

@@ -163,7 +163,10 @@ def _report(model: nn.Module, task_data, count: int) -> list:
 def _source_lines(item: str) -> list[str]:
     from attnlab.data.text import read_lines
 
-    return [line.strip() for line in read_lines(item) if line.strip()]
+    lines = [line.strip() for line in read_lines(item) if line.strip()]  # each result names its input line
+    if not lines:
+        raise DataError(f"{item}: no source sentence to translate (one a line)")
+    return lines
 
 
 def predict_translation(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
