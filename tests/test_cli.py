@@ -177,3 +177,16 @@ def test_old_config_keys_migrate(tmp_path, caplog):
                                  "data_options": {"eval_beam_size": 4}})
     assert config.objective == {"label_smoothing": 0.2} and config.evaluation == {"beam_size": 4, "length_penalty": 1.0}
     assert "label_smoothing" not in config.data_options and "train.label_smoothing is now objective.label_smoothing" in caplog.text
+
+
+def test_a_corrupt_run_config_is_one_line_naming_line_and_column(run_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "config.yaml").write_text("task: [digits\nmodel: vit-tiny\n")
+    for argv in (["evaluate", str(broken)], ["train", "--init", str(broken), "--epochs", "1", "--out", str(tmp_path / "r")]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "config.yaml is not valid YAML" in err and "at line 2, column" in err and len(err.splitlines()) == 1, err

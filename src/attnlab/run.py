@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from attnlab import jsonsafe
-from attnlab.config import from_dict, to_dict
+from attnlab.config import from_dict, load_yaml, to_dict
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.registry import create_model
@@ -261,11 +261,11 @@ def load_run(run_dir: str | Path, *, device: str = "cpu"):
     for name in ("config.yaml", "data.json", "model.safetensors"):
         if not (run_dir / name).is_file():
             raise CheckpointError(f"{run_dir} is not a finished run: {name} is missing")
+    raw = load_yaml(run_dir / "config.yaml")  # one line naming the file, line and column when corrupt
     try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
         record = json.loads((run_dir / "data.json").read_text())
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{run_dir}: corrupt config.yaml or data.json: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{run_dir / 'data.json'}: corrupt ({exc})") from None
     config = from_dict(RunConfig, migrate(raw))
     model = create_model(config.model, **config.model_config)
     load_weights(model, run_dir / "model.safetensors")

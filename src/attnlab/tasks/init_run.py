@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from torch import Tensor, nn
 
 from attnlab.checkpoint_tensors import check_fits, read_tensors
-from attnlab.errors import CheckpointError
+from attnlab.config import load_yaml
+from attnlab.errors import CheckpointError, ConfigError
 from attnlab.interop.bert import file_sha256
 from attnlab.tasks.base import Pretrained
 
@@ -53,9 +53,9 @@ def is_run_directory(path: str | Path) -> bool:
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load((path / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"{path / 'config.yaml'}: cannot read the run's config ({exc})") from None
+        raw = load_yaml(path / "config.yaml")  # a YAML error is one line naming line and column
+    except ConfigError as exc:
+        raise CheckpointError(f"--init {path}: {exc}") from None
     if not isinstance(raw, dict) or not raw.get("model") or not raw.get("task"):
         raise CheckpointError(f"{path / 'config.yaml'}: not an attnlab run config (no task or model)")
     return raw
