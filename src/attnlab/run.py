@@ -34,6 +34,7 @@ import yaml
 
 from attnlab import jsonsafe
 from attnlab.config import from_dict, load_yaml, to_dict
+from attnlab.data.base import check_splits
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.registry import create_model
@@ -127,6 +128,9 @@ def train_run(
     elif config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
         pretrained = open_init(spec, config.init, model=config.model)
     task_data = task_data_for(config, pretrained)
+    # Training needs every split: the trainer would validate on nothing, the test metrics would be
+    # of nothing. Only here: evaluating another file needs its test split alone.
+    check_splits(task_data, {**getattr(spec.load, "option_defaults", {}), **config.data_options})
     try:
         model = model_for(config, task_data, pretrained)
     except ConfigError as exc:  # e.g. a config.json whose sizes do not make a model

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -124,6 +124,9 @@ def list_audio_files(
 
     FSDD: recordings with index 0-4 are the test split (the dataset's official split),
     ``test_fraction`` is unused, and ``val_fraction`` of the rest of each class is validation.
+    A root holding both loose .wav files and class folders of them is refused under "auto"
+    (which files are meant is a guess either way), as is an empty class folder and a label
+    whose every file lands in the test split (a class scored but never trained on).
     """
     check_choice("audio", "layout", layout, ("auto", "fsdd", "folders"))
     check_fractions(val_fraction, test_fraction)
@@ -133,8 +136,12 @@ def list_audio_files(
     if not root.is_dir():
         raise DataError(f"{root} is a file; expected a folder of .wav files (FSDD naming) or of class folders")
     loose = _visible_wavs(root)
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and _visible_wavs(d))
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if layout == "auto":
+        with_wavs = [d for d in class_dirs if _visible_wavs(d)]
+        if loose and with_wavs:
+            raise DataError(f"{root} mixes the two audio layouts: loose .wav files (e.g. {loose[0].name}) and class folders "
+                            f"of them (e.g. {with_wavs[0].name}/); keep one, or pick it with --data.layout fsdd|folders")
         layout = "folders" if class_dirs and not loose else "fsdd"
     if layout == "fsdd":
         if not loose:
@@ -152,20 +159,39 @@ def list_audio_files(
         if not len(test) or not len(pool):
             raise DataError(f"{root}: the FSDD split needs recordings with index 0-4 (test) and 5+ (train); "
                             f"found {len(test)} and {len(pool)}")
+        names = [str(c) for c in class_ids]
+        _check_trained(loose, labels, names, (pool, np.zeros(0, np.int64), test),
+                      why="FSDD files with index 0-4 are the test split; add recordings of it with index 5 or more")
         tr, va, _ = per_class_split(labels[pool], seed=seed, val_fraction=val_fraction, test_fraction=0.0)
-        return AudioFiles(loose, labels.astype(np.int64), [str(c) for c in class_ids], (pool[tr], pool[va], test), layout)
+        return AudioFiles(loose, labels.astype(np.int64), names, (pool[tr], pool[va], test), layout)
     if not class_dirs:
         raise DataError(f"no class folders with .wav files in {root} (root/<class>/*.wav)")
-    if len(class_dirs) < 2:
-        raise DataError(f"{root} has only one class folder ({class_dirs[0].name}); classification needs two")
     files, labels = [], []
     for label, d in enumerate(class_dirs):
         found = _visible_wavs(d)
+        if not found:
+            raise DataError(f"class folder {d} holds no .wav files")
         files += found
         labels += [label] * len(found)
+    if len(class_dirs) < 2:
+        raise DataError(f"{root} has only one class folder ({class_dirs[0].name}); classification needs two")
     labels = np.array(labels, dtype=np.int64)
     splits = per_class_split(labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     return AudioFiles(files, labels, [d.name for d in class_dirs], splits, layout)
+
+
+def _check_trained(files: Sequence[Path], labels: np.ndarray, class_names: Sequence[str],
+                  parts: Sequence[np.ndarray], *, why: str) -> None:
+    """Refuse a label of the val or test split (``parts``: train, val, test file positions) that
+    no training file has, naming the label and one of its files: the model would be scored on
+    a class it never saw. ``why`` says how the files came to be split so."""
+    trained = set(labels[parts[0]].tolist())
+    for split, part in (("validation", parts[1]), ("test", parts[2])):
+        unseen = [i for i in part.tolist() if labels[i] not in trained]
+        if unseen:
+            i = unseen[0]
+            raise DataError(f"{split} label {class_names[labels[i]]!r} never seen in training (no training file has it, "
+                            f"e.g. {files[i]}): {why}")
 
 
 def load_audio_task(
@@ -198,7 +224,8 @@ def load_audio_task(
     ``layout``: "fsdd" (``{digit}_{speaker}_{index}.wav`` in ``root``; index 0-4 is the
     test split, ``val_fraction`` of the rest per class is validation), "folders"
     (``root/<class>/*.wav``, split per class by ``seed``) or "auto" (folders if ``root`` holds
-    class folders and no loose .wav files). ``max_train_per_class`` > 0 keeps only that many
+    class folders and no loose .wav files; both at once is refused, naming one of each).
+    ``max_train_per_class`` > 0 keeps only that many
     training clips per class (quick runs). ``augment`` adds `SpecAugment` masking.
 
     ``root`` may instead be a folder of shards written by ``attnlab shard --task audio``
@@ -238,6 +265,7 @@ def load_audio_task(
     bad_files = used[bad]
     if len(bad_files):  # the split is of the listed files, so dropping a bad one moves no other file between splits
         parts = [p[~np.isin(p, bad_files)] for p in parts]
+        _check_trained(files, labels, class_names, parts, why="its training files were skipped as unreadable")
     info = {"audio": spec.to_dict(), "layout": layout, "root": str(root),
             "splits": "official FSDD (index 0-4 test)" if layout == "fsdd" else f"per class by seed {seed}",
             "skipped_files": [str(files[i]) for i in bad_files]}

@@ -32,6 +32,8 @@ __all__ = [
     "TensorPairDataset",
     "require_data",
     "call_with_options",
+    "check_splits",
+    "option_defaults",
     "path_loader",
     "check_fractions",
     "split_counts",
@@ -286,6 +288,49 @@ def call_with_options(fn: Callable[..., TaskData], task: str, options: Mapping[s
     return fn(**fixed, **options)
 
 
+def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """A loader's keyword options and their defaults (what `check_splits` names when one emptied a split)."""
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
+
+
+_SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def check_splits(data: TaskData, options: Mapping[str, Any] | None = None) -> None:
+    """Refuse a `TaskData` whose train, val or test split holds no example, naming the split and
+    what emptied it: the ``--data.<split>_fraction`` / ``<split>_size`` option in ``options``
+    (the loader's options, defaults included), or the shards it was streamed from. A split that
+    is None (a task without one) or has no length (an unsized stream) is not checked."""
+    for split, name in _SPLIT_NAMES.items():
+        dataset = getattr(data, split)
+        try:
+            size = None if dataset is None else len(dataset)
+        except TypeError:  # an iterable without a known length
+            size = None
+        if size == 0:
+            raise DataError(f"task {data.task!r}: the {name} split is empty: {_emptied_by(data, split, options or {})}")
+
+
+def _emptied_by(data: TaskData, split: str, options: Mapping[str, Any]) -> str:
+    """Why ``split`` of ``data`` came out empty, and what to change, for `check_splits`."""
+    if "shards" in data.info:
+        return (f"the shards {data.info['shards']} hold no {split} sample (they were written so); "
+                f"shard the data again with a nonzero --data.{split}_fraction")
+    skipped = data.info.get("skipped_files") or []
+    after = f" after {len(skipped)} unreadable file(s) were skipped" if skipped else ""
+    if split == "train":
+        held = [f"--data.{k} {options[k]}" for k in ("val_fraction", "test_fraction", "val_size", "test_size") if k in options]
+        return f"nothing is left for training{after}" + (f" ({', '.join(held)}); hold out less" if held else "; give more data")
+    for option in (f"{split}_fraction", f"{split}_size"):
+        if option in options:
+            value = options[option]
+            if not value:
+                return f"--data.{option} {value} gives it no example; every split needs one: give {option} above 0"
+            return f"--data.{option} {value} gives it no example of this data{after}; give a larger {option} or more data"
+    return f"the data give it no example{after}; every split needs at least one"
+
+
 def path_loader(task: str, fn: Callable[..., TaskData], what: str, *, arg: str = "path",
                 pattern: Callable[[str], bool] | None = None) -> Callable[..., TaskData]:
     """A task's loader ``load(data, *, seed, **options)`` for ``fn(<arg>=path, seed=..., **options)``:
@@ -299,6 +344,7 @@ def path_loader(task: str, fn: Callable[..., TaskData], what: str, *, arg: str =
         return call_with_options(fn, task, options, seed=seed, **{arg: data})
 
     load.__doc__ = f"--task {task}: {what}"
+    load.option_defaults = option_defaults(fn)  # type: ignore[attr-defined]
     return load
 
 

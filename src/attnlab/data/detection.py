@@ -13,7 +13,9 @@ COCO (``--data annotations.json``, or a folder holding exactly one ``.json``): t
 to ``image_dir``). Images are resized to ``image_size``; boxes are kept as fractions of the
 image, which a plain resize leaves unchanged. ``iscrowd`` annotations are skipped. A box
 outside its image, an unknown ``category_id`` or ``image_id``, or an unreadable image raises
-a `DataError` naming the annotation id and the image file. The images are split into
+a `DataError` naming the annotation id and the image file; so do an image whose ``width`` /
+``height`` differ from its file's, a repeated image id, category id or category name, and a
+file with no (non-crowd) box at all. The images are split into
 train/val/test by ``seed``.
 
 Items: ``(image, target)``; image (C, H, W) float32 normalised by the task's `ImageSpec`,
@@ -250,12 +252,14 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
         raise DataError(f"{file}: a COCO file needs lists 'images', 'annotations' and 'categories'")
     try:
         cats = sorted((int(c["id"]), str(c["name"])) for c in coco["categories"])
-        images = {int(im["id"]): im for im in coco["images"]}
-        names = {i: str(im["file_name"]) for i, im in images.items()}
+        image_list = [(int(im["id"]), im) for im in coco["images"]]
+        names = {i: str(im["file_name"]) for i, im in image_list}
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{file}: every category needs 'id' and 'name', every image 'id' and 'file_name' ({e!r})") from None
     if not cats:
         raise DataError(f"{file}: no categories")
+    _check_unique(file, cats, image_list)
+    images = dict(image_list)
     cat_index = {cid: k for k, (cid, _) in enumerate(cats)}
     order = sorted(images)
     pixels, sizes = {}, {}
@@ -264,9 +268,7 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
         im = open_image(im_path) if im_path.is_file() else None
         if im is None:
             raise DataError(f"{file}: image id {image_id}: file {im_path} not found")
-        w = float(images[image_id].get("width") or im.size[0])
-        h = float(images[image_id].get("height") or im.size[1])
-        sizes[image_id] = (w, h)
+        sizes[image_id] = _image_size(file, image_id, images[image_id], im_path, im.size)
         pixels[image_id] = image_to_rgb(im, tuple(image_size), im_path)
     boxes: dict[int, list] = {i: [] for i in order}
     labels: dict[int, list] = {i: [] for i in order}
@@ -291,9 +293,51 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
         x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, w), min(y + bh, h)
         boxes[image_id].append(_xyxy_pixels_to_cxcywh(np.array([x0, y0, x1, y1]), w, h)[0])
         labels[image_id].append(cat_index[cid])
+    if not any(labels.values()):
+        what = "'annotations' is empty" if not coco["annotations"] else "every annotation is iscrowd, which training skips"
+        raise DataError(f"{file}: no object to learn from ({what}); a detection task needs boxes")
     stacked = np.stack([pixels[i] for i in order]) if order else np.zeros((0, *image_size, 3), np.uint8)
     return (stacked, [np.asarray(boxes[i]).reshape(-1, 4) for i in order], [np.asarray(labels[i], np.int64) for i in order],
             [n for _, n in cats], [names[i] for i in order])
+
+
+def _check_unique(file: Path, cats: list[tuple[int, str]], images: list[tuple[int, Any]]) -> None:
+    """Category ids, category names and image ids each name one thing: a repeated image id would
+    silently keep one of its images, a repeated class name would give two classes one label."""
+    for (a, name_a), (b, name_b) in zip(cats, cats[1:]):  # sorted by id
+        if a == b:
+            raise DataError(f"{file}: category id {a} is used twice ({name_a!r} and {name_b!r}); category ids must be unique")
+    seen: dict[str, int] = {}
+    for cid, name in cats:
+        if name in seen:
+            raise DataError(f"{file}: categories {seen[name]} and {cid} are both named {name!r}; class names must be unique")
+        seen[name] = cid
+    first: dict[int, Any] = {}
+    for image_id, im in images:
+        if image_id in first:
+            raise DataError(f"{file}: image id {image_id} is used twice ({first[image_id].get('file_name')!s} and "
+                            f"{im.get('file_name')!s}); image ids must be unique")
+        first[image_id] = im
+
+
+def _image_size(file: Path, image_id: int, entry: dict, path: Path, actual: tuple[int, int]) -> tuple[float, float]:
+    """(width, height) of an image as the boxes are checked against: the JSON's, which must then be
+    the file's own (else a box outside the real image would pass), or the file's where the JSON
+    gives none."""
+    given = {}
+    for key in ("width", "height"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        try:
+            given[key] = float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{file}: image id {image_id}: {key} {value!r} is not a number") from None
+    w, h = given.get("width", float(actual[0])), given.get("height", float(actual[1]))
+    if (w, h) != (float(actual[0]), float(actual[1])):
+        raise DataError(f"{file}: image id {image_id}: the JSON says {w:g}x{h:g} (width x height) but {path} is "
+                        f"{actual[0]}x{actual[1]}; fix 'width' and 'height' (boxes are in the file's pixels)")
+    return w, h
 
 
 def write_coco(folder: str | Path, images: np.ndarray, boxes: list[np.ndarray], labels: list[np.ndarray],

@@ -49,7 +49,7 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 def open_image(path: Any, name: str | None = None):
     """Open and fully decode one image file (or binary file object, called ``name`` in messages);
     anything Pillow cannot read becomes a DataError."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
@@ -58,6 +58,8 @@ def open_image(path: Any, name: str | None = None):
             # as much as decoding a small PNG (benchmarks/data_scale.py).
             ImageOps.exif_transpose(im, in_place=True)
             return im
+    except UnidentifiedImageError:  # Pillow's message names the object it was handed (a BytesIO), not the file
+        raise DataError(f"cannot read image {name or path}: not an image PIL can read (no known image format)") from None
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors, ...
         raise DataError(f"cannot read image {name or path}: {e}") from None
 

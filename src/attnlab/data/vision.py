@@ -13,9 +13,11 @@ CPU cores is the difference between noise and a real share of the epoch.
 from __future__ import annotations
 
 import logging
+import numbers
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +45,7 @@ __all__ = [
     "load_digits_task",
     "load_mnist_task",
     "load_image_folder_task",
+    "image_size_pair",
     "prepare_image",  # re-exported from attnlab.data.images
 ]
 
@@ -217,10 +220,24 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
     return _task_data("mnist", x, y_all, splits, [str(c) for c in range(num_classes)], spec, shift)
 
 
+def image_size_pair(value: Any) -> tuple[int, int]:
+    """``--data.image_size`` as (height, width): two positive integers, or one for a square (as
+    timm's and torchvision's ``img_size`` / ``size`` take it). Anything else is a ConfigError."""
+    if _positive_int(value):
+        return int(value), int(value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_positive_int(v) for v in value):
+        return int(value[0]), int(value[1])
+    raise ConfigError(f"--data.image_size must be a positive integer (a square) or two, [height, width]; got {value!r}")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
 def load_image_folder_task(
     root: str | Path,
     *,
-    image_size: tuple[int, int] = (32, 32),
+    image_size: int | tuple[int, int] = (32, 32),
     channels: int | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,
@@ -233,7 +250,8 @@ def load_image_folder_task(
     ``target="multilabel"``: ``root`` is instead a CSV of label columns
     (`attnlab.data.multilabel_images`).
 
-    Each image is converted to RGB, resized bilinearly to ``image_size`` (H, W), then reduced
+    Each image is converted to RGB, resized bilinearly to ``image_size`` (H, W; one number: a
+    square; `image_size_pair`), then reduced
     to luma if ``channels`` is 1 (default: 3 if any image is colour, else 1). Each class is
     split by ``seed``; pixels /255 are normalised with the train split's per-channel stats.
 
@@ -248,6 +266,7 @@ def load_image_folder_task(
     out (listed in ``info["skipped_files"]``) instead of stopping with its name.
     """
     check_fractions(val_fraction, test_fraction)
+    image_size = image_size_pair(image_size)
     if is_shard_source(root):  # written by `attnlab shard`: size, channels and split were fixed then
         from attnlab.data.image_shards import load_image_shards
 
@@ -257,9 +276,7 @@ def load_image_folder_task(
                                    test_fraction=test_fraction)
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
-    height, width = (int(s) for s in image_size)
-    if height < 1 or width < 1:
-        raise ConfigError(f"image_size must be positive, got {image_size}")
+    height, width = image_size
     root = Path(root)
     if not root.exists():
         raise DataError(f"image folder not found: {root}")
