@@ -33,3 +33,16 @@ def test_class_index_tensors_parse_cls_members_and_make_each_class_once():
     for bad in (b"x1", b"\xff", b""):
         with pytest.raises(DataError, match=r"shard-3.tar:k7: .cls is not a class index"):
             labels(bad, "shard-3.tar:k7")
+
+
+def test_a_switch_given_as_text_is_refused_not_read_as_true():
+    from attnlab.data.base import call_with_options
+    from attnlab.errors import ConfigError
+
+    def loader(*, seed: int, skip_bad: bool = False, lazy: bool | None = None, name: str = "x"):
+        return skip_bad, lazy, name
+
+    assert call_with_options(loader, "t", {"skip_bad": True, "lazy": None, "name": "true"}, seed=0) == (True, None, "true")
+    for option, value in (("skip_bad", "disabled"), ("lazy", "maybe"), ("skip_bad", None), ("lazy", 1)):
+        with pytest.raises(ConfigError, match=rf"^--data.{option} must be true or false, got {value!r}$"):
+            call_with_options(loader, "t", {option: value}, seed=0)

@@ -4,6 +4,7 @@ references, a tiny end-to-end training that learns a pattern, and ``recommend``.
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import numpy as np
@@ -251,3 +252,19 @@ def test_predict_from_a_history_file(pattern_run, tmp_path):
     history.write_text("7 999\n")
     with pytest.raises(DataError, match=r"item\(s\) \['999'\] are not in the training data"):
         predict_run(folder / "run", [str(history)], top_k=3)
+
+
+def test_recommend_reads_a_moved_data_file_from_data(pattern_run, tmp_path, capsys):
+    from attnlab.cli import main
+
+    folder, data, _ = pattern_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(folder / "run", run_dir)
+    record = json.loads((run_dir / "data.json").read_text())
+    record["info"]["data_path"] = str(tmp_path / "gone.txt")  # the file moved since training
+    (run_dir / "data.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert main(["recommend", str(run_dir), "--user", "user3", "-k", "2"]) == 2
+    assert "recommend RUN --data NEW_PATH" in capsys.readouterr().err
+    assert main(["recommend", str(run_dir), "--user", "user3", "-k", "2", "--data", str(data), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["items"]) == 2

@@ -285,6 +285,11 @@ def call_with_options(fn: Callable[..., TaskData], task: str, options: Mapping[s
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"task {task!r} has no option(s) {unknown}; it accepts {accepted}")
+    for name, value in options.items():  # a switch given as text ('disabled') must not read as true
+        annotation = str(params[name].annotation).replace(" ", "")
+        if annotation in ("bool", "bool|None", "Optional[bool]") and not isinstance(value, bool) \
+                and not (value is None and annotation != "bool"):
+            raise ConfigError(f"--data.{name} must be true or false, got {value!r}")
     return fn(**fixed, **options)
 
 

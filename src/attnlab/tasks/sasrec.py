@@ -136,7 +136,8 @@ def _interactions(record: dict[str, Any], data: str | None = None) -> "sasrec_da
     if not path:
         raise DataError("this run's data.json names no data file; pass the 'user item' file it was trained on")
     if not Path(path).is_file():
-        raise DataError(f"the run's data file {path} is gone; the id maps are rebuilt from it (pass its new location)")
+        raise DataError(f"the run's data file {path} is gone; the users' histories are read from it "
+                        "(attnlab recommend RUN --data NEW_PATH names where it moved)")
     if data is None and info.get("data_sha256") and sasrec_data.file_sha256(path) != info["data_sha256"]:
         raise DataError(f"{path} changed since training (SHA-256 differs); ids would no longer match the model")
     inter = sasrec_data.read_interactions(path, _run_items(record), info.get("repeats", "refuse"))
@@ -287,10 +288,11 @@ def _recommend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", required=True, help="user id as it appears in the data file")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--data", help="the 'user item' file the run was trained on, if it moved since")
 
 
 def _recommend_command(model: nn.Module, record: dict[str, Any], args: argparse.Namespace) -> str:
-    result = recommend(model, record, user=args.user, k=args.k)
+    result = recommend(model, record, user=args.user, k=args.k, data=args.data)
     if args.json:
         return json.dumps(result, indent=2)
     return "\n".join(f"{rank:>3}. item {item['item']}  (score {item['score']:.3f})"
