@@ -281,3 +281,34 @@ def test_sasrec_run_without_an_item_map_reads_as_before(sasrec_run, tmp_path, ca
     del record["info"]["item_ids"]  # a run written before the map was kept
     (old / "data.json").write_text(json.dumps(record))
     assert _evaluate(capsys, old) == pytest.approx(_evaluate(capsys, run), abs=1e-9)
+
+
+def _image_folder(root: Path, classes: dict[str, int], *, rgb: bool = False) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            shape = (8, 8, 3) if rgb else (8, 8)
+            Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_image_folder_runs_evaluate_other_folders_with_their_classes_and_statistics(tmp_path, capsys):
+    data = _image_folder(tmp_path / "img", {"a": 10, "b": 10, "c": 10})
+    run = tmp_path / "run"
+    assert main(["train", "--task", "images", "--data", str(data), "--data.image_size", "8", "--epochs", "1",
+                 "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2", "--model.patch_size", "4",
+                 "--train.batch_size", "8", "--train.progress", "false", "--out", str(run)]) == 0
+    own = json.loads((run / "metrics.json").read_text())["test"]
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["loss"] == pytest.approx(own["loss"], rel=1e-6)
+    other = _image_folder(tmp_path / "xy", {"a": 10, "x": 10})  # a class the run never had
+    assert main(["evaluate", str(run), "--data", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the run has no class 'x' (its classes: ['a', 'b', 'c'])" in err and len(err.splitlines()) == 1, err
+    colour = _image_folder(tmp_path / "rgb", {"c": 10, "b": 10}, rgb=True)  # two of its classes, in colour: read as the run's grey
+    assert main(["evaluate", str(run), "--data", str(colour), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["accuracy"] >= 0

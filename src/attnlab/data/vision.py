@@ -245,6 +245,8 @@ def load_image_folder_task(
     target: str = "class",
     lazy: bool | None = None,
     skip_bad: bool = False,
+    class_names: Sequence[str] | None = None,
+    spec: dict | None = None,
 ) -> TaskData:
     """Images in ``root/<class>/*.png|jpg|jpeg|bmp``; class names are the sorted folder names.
     ``target="multilabel"``: ``root`` is instead a CSV of label columns
@@ -264,8 +266,15 @@ def load_image_folder_task(
     paths give identical tensors. Either way one pass decodes every file first, for the colour
     check and the train split's statistics. ``skip_bad``: an unreadable file is logged and left
     out (listed in ``info["skipped_files"]``) instead of stopping with its name.
+
+    ``class_names`` and ``spec`` (a finished run's, carried by evaluate and ``--resume``): the
+    folders are labelled by the run's classes (a folder it has no class for is refused, by name;
+    a class without a folder is fine) and the images sized, coloured and normalised as the run's
+    were, with its training statistics, not this folder's.
     """
     check_fractions(val_fraction, test_fraction)
+    if spec is not None:
+        image_size, channels = (spec["height"], spec["width"]), spec["channels"]
     image_size = image_size_pair(image_size)
     if is_shard_source(root):  # written by `attnlab shard`: size, channels and split were fixed then
         from attnlab.data.image_shards import load_image_shards
@@ -288,7 +297,11 @@ def load_image_folder_task(
         loose = any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
         hint = "images must sit in one sub-folder per class" if loose else "it is empty of class folders"
         raise DataError(f"no class folders in {root}: {hint} (root/<class>/*.png)")
-    if len(class_dirs) < 2:
+    if class_names is not None:
+        unknown = [d.name for d in class_dirs if d.name not in class_names]
+        if unknown:
+            raise DataError(f"{root / unknown[0]}: the run has no class {unknown[0]!r} (its classes: {list(class_names)})")
+    elif len(class_dirs) < 2:
         raise DataError(f"{root} has only one class folder ({class_dirs[0].name}); classification needs two")
     files = []
     for d in class_dirs:
@@ -298,7 +311,8 @@ def load_image_folder_task(
         files.append(found)
 
     paths = [p for group in files for p in group]
-    labels = np.array([label for label, group in enumerate(files) for _ in group], dtype=np.int64)
+    names = [d.name for d in class_dirs] if class_names is None else [str(c) for c in class_names]
+    labels = np.array([names.index(d.name) for d, group in zip(class_dirs, files) for _ in group], dtype=np.int64)
     parts = per_class_split(labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     if lazy is None:  # decoded float32 inputs past the budget: decode on access instead
         lazy = len(paths) * 3 * height * width * 4 > LAZY_BYTES
@@ -308,9 +322,8 @@ def load_image_folder_task(
     if bad:  # the split is of the listed files, so dropping a bad one moves no other file between splits
         parts = tuple(p[~np.isin(p, bad)] for p in parts)
     channels = channels or (3 if any_color else 1)
-    mean, std = hist.stats(channels)
+    mean, std = hist.stats(channels) if spec is None else (spec["mean"], spec["std"])
     spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
-    names = [d.name for d in class_dirs]
     if lazy:
         train, val, test = (ImageFileDataset([paths[i] for i in p], labels[p], spec, indices=torch.from_numpy(p)) for p in parts)
         data = TaskData("images", train, val, test, num_classes=len(names), class_names=names, input_shape=spec.shape, spec=spec)

@@ -29,7 +29,7 @@ from attnlab.data.base import TaskData, call_with_options, path_loader
 from attnlab.data.shard_patterns import is_shard_pattern
 from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
 from attnlab.errors import CheckpointError
-from attnlab.tasks.base import InitSupport, Pretrained, TaskSpec
+from attnlab.tasks.base import InitSupport, Pretrained, RunVocabulary, TaskSpec, run_targets
 from attnlab.tasks.targets import (
     describe_output,
     describe_truth,
@@ -109,6 +109,15 @@ def load_digits(data: str | None, *, seed: int, **options: Any) -> TaskData:
 
 
 load_mnist = path_loader("mnist", load_mnist_task, "an .npz with x_train, y_train, x_test, y_test")
+def _image_folder_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished single-label image-folder run's classes and image spec (size, channels, training
+    statistics) as loader options: another folder is labelled and normalised as the run was
+    ({} for multi-label runs and records without them)."""
+    if (record.get("target") or "class") != "class" or not isinstance(record.get("spec"), dict):
+        return {}
+    return {**run_targets(record), "spec": dict(record["spec"])}
+
+
 load_images = path_loader("images", load_image_folder_task, "a folder of class folders: root/<class>/*.png", arg="root",
                           pattern=is_shard_pattern)  # 'DIR/train-{000000..000009}.tar': shards that attnlab shard wrote
 
@@ -343,5 +352,6 @@ SPECS = (
                     "of label columns (path,<label>,...)",
         default_model_config={"patch_size": 4, "stem_channels": 32},
         default_train={"epochs": 30, "batch_size": 32}, init=_init("images", "images: the same with "), **_ADAPTERS,
+        run_vocabulary=RunVocabulary(_image_folder_vocabulary, replaces=("image_size", "channels")),
     ),
 )
