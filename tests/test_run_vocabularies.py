@@ -312,3 +312,28 @@ def test_image_folder_runs_evaluate_other_folders_with_their_classes_and_statist
     colour = _image_folder(tmp_path / "rgb", {"c": 10, "b": 10}, rgb=True)  # two of its classes, in colour: read as the run's grey
     assert main(["evaluate", str(run), "--data", str(colour), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test"]["accuracy"] >= 0
+
+
+def test_audio_runs_evaluate_other_files_with_their_classes(tmp_path, capsys):
+    from tests.data.test_audio import _fsdd_folder
+
+    data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3, 5), count=8)
+    run = tmp_path / "run"
+    assert main(["train", "--task", "audio", "--data", str(data), "--data.n_mels", "16", "--data.duration", "0.256",
+                 "--epochs", "1", "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2",
+                 "--train.batch_size", "8", "--train.progress", "false", "--out", str(run)]) == 0
+    other = _fsdd_folder(tmp_path / "other", digits=(5, 3), count=8)  # two of its classes: labelled as the run's 5 and 3
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(other), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["accuracy"] >= 0
+    from attnlab.run import load_run
+    from attnlab.run_config import finished_task_data
+
+    config, _, _ = load_run(run)
+    config.data = str(other)
+    read = finished_task_data(config, run)
+    assert read.class_names == ["1", "3", "5"] and set(read.test.y.tolist()) == {1, 2}  # not 0 and 1: the run's 3 and 5
+    unknown = _fsdd_folder(tmp_path / "unknown", digits=(1, 7), count=8)
+    assert main(["evaluate", str(run), "--data", str(unknown)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the run has no class '7' (its classes: ['1', '3', '5'])" in err and len(err.splitlines()) == 1, err

@@ -218,6 +218,7 @@ def load_audio_task(
     max_train_per_class: int = 0,
     lazy: bool | None = None,
     skip_bad: bool = False,
+    class_names: Sequence[str] | None = None,
 ) -> TaskData:
     """WAV files -> log-mel inputs (1, n_mels, frames) with labels.
 
@@ -241,6 +242,9 @@ def load_audio_task(
     ``skip_bad``: an unreadable or too-short file is logged and left out (listed in
     ``info["skipped_files"]``) instead of stopping with its name; with shards, a bad sample is
     skipped and counted.
+
+    ``class_names`` (a finished run's, carried by evaluate and ``--resume``): the files are
+    labelled by the run's classes; a label it has no class for is refused by name.
     """
     if max_train_per_class < 0:
         raise ConfigError(f"max_train_per_class must be >= 0, got {max_train_per_class}")
@@ -251,8 +255,15 @@ def load_audio_task(
         return load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter)
     spec = AudioSpec(sample_rate=sample_rate, duration=duration, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
                      f_min=f_min, f_max=f_max, top_db=top_db, normalize=normalize)
+    run_classes = None if class_names is None else [str(c) for c in class_names]
     files, labels, class_names, splits, layout = list_audio_files(root, layout=layout, seed=seed, val_fraction=val_fraction,
                                                                   test_fraction=test_fraction)
+    if run_classes is not None:  # the run's class order, whatever this folder holds
+        unknown = [n for n in class_names if n not in run_classes]
+        if unknown:
+            raise DataError(f"{root}: the run has no class {unknown[0]!r} (its classes: {run_classes})")
+        labels = np.array([run_classes.index(class_names[i]) for i in labels], dtype=np.int64)
+        class_names = run_classes
     parts = [np.asarray(s, dtype=np.int64) for s in splits]  # train, val, test
     if max_train_per_class:
         rng = np.random.default_rng(seed)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from attnlab.data.audio import AudioSpec, hz_to_mel, load_audio_task, mel_to_hz, prepare_audio
 from attnlab.data.base import path_loader
-from attnlab.tasks.base import TaskSpec
+from attnlab.tasks.base import RunVocabulary, TaskSpec, run_targets
 
 __all__ = ["SPECS", "audio_positions", "audio_fields", "predict_audio", "explain_audio", "spectrogram_report_example"]
 
@@ -147,6 +147,7 @@ SPECS = (
         default_train={"epochs": 30, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "keep": "last"},
         default_objective={"label_smoothing": 0.1},
         model_fields=audio_fields, report_examples=_report, predict=predict_audio, explain_example=explain_audio,
+        run_vocabulary=RunVocabulary(run_targets),  # another folder is labelled by the run's classes
         explain_positions=audio_positions,
     ),
 )
