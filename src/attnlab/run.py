@@ -88,7 +88,7 @@ def _check_creatable(run_dir: Path) -> None:
     if not missing:
         return
     try:
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"run directory {run_dir}: cannot create it in {parent} ({exc.strerror})") from None
     finally:
@@ -118,7 +118,8 @@ def train_run(
     check_run_name(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} is a file, not a directory")
-    _check_creatable(run_dir)
+    if dist.is_main:  # only rank 0 writes the run directory; other ranks probing it at once would race
+        _check_creatable(run_dir)
     if resume is None and run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise ConfigError(f"run directory {run_dir} already exists; pass --overwrite or --resume {run_dir}")
     spec = task_spec(config.task)
