@@ -233,6 +233,20 @@ def test_timeseries_evaluate_of_one_of_the_runs_classes(ts_run, capsys):
     assert 0.0 <= result["accuracy"] <= 1.0
 
 
+def test_a_relative_data_path_is_recorded_so_evaluate_finds_it_from_anywhere(tmp_path, monkeypatch, capsys):
+    project = tmp_path / "project"
+    _ucr(project / "data" / "a")
+    monkeypatch.chdir(project)
+    assert main(["train", "--task", "timeseries", "--data", "data/a", "--out", "run", "--epochs", "1",
+                 "--model.dim", "16", "--model.stem_channels", "8"]) == 0
+    capsys.readouterr()
+    saved = json.loads((project / "run" / "metrics.json").read_text())["test"]
+    monkeypatch.chdir(tmp_path)  # elsewhere: "data/a" would name nothing here
+    result = _evaluate(capsys, project / "run")
+    assert result["accuracy"] == pytest.approx(saved["accuracy"], abs=1e-9)
+    assert result["loss"] == pytest.approx(saved["loss"], rel=1e-5)
+
+
 # ---- sequential recommendation --------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -153,7 +154,10 @@ def train_run(
     )
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+        saved = to_dict(config)
+        if saved.get("data") and not os.path.isabs(saved["data"]):  # evaluate/explain from another directory
+            saved["data"] = os.path.abspath(saved["data"])  # still find it (a shard pattern's braces are kept)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(saved, sort_keys=False))
         record = _data_record(task_data)
         if config.init is not None and pretrained is not None:
             record["init"] = pretrained.record  # source, weights file, SHA-256
