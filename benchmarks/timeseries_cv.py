@@ -77,9 +77,9 @@ def write_folds(folder: Path, out: Path, folds: int, repeat: int) -> list[tuple[
     Returns (folder, number of held-out series) per fold."""
     from sklearn.model_selection import StratifiedKFold
 
-    from attnlab.data.timeseries import _ucr_pair, read_ucr_file
+    from attnlab.data.series_files import read_ucr_file, ucr_pair
 
-    train_file = _ucr_pair(folder)[0]
+    train_file = ucr_pair(folder)[0]
     name = train_file.name[: -len("_TRAIN.tsv")]
     lines = [line for line in train_file.read_text().splitlines() if line.strip()]  # the rows read_ucr_file reads
     labels = read_ucr_file(train_file)[1]

@@ -104,6 +104,14 @@ def test_folder_and_label_errors(tmp_path):
         load_timeseries_task(_write(tmp_path / "T3", "T3"), normalize="minmax")
 
 
+def test_series_of_one_value_are_refused_by_zscore_and_kept_raw_by_none(tmp_path):
+    root = _write(tmp_path / "One", "One", train="1\t3.0\n2\t5.0\n1\t2.5\n", test="2\t4.0\n")
+    with pytest.raises(DataError, match=r"One_TRAIN\.tsv: series of length 1; z-normalisation"):
+        load_timeseries_task(root)  # z-normalising one value gives 0: every series would be the same
+    data = load_timeseries_task(root, normalize="none")
+    np.testing.assert_array_equal(data.test[0][0].numpy(), [[4.0]])
+
+
 def test_validation_split_is_stratified_and_seeded(tmp_path):
     rng = np.random.default_rng(1)
     rows = [f"{c}\t" + "\t".join(f"{v:.4f}" for v in rng.normal(size=8)) for c in [1] * 20 + [2] * 10]

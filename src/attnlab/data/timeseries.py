@@ -37,17 +37,15 @@ Shape: every item is (C, T) float32; labels int64 in 0..K-1 (regression: float32
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from attnlab.data.base import TaskData, TensorPairDataset, per_class_split
-from attnlab.data.file_checks import data_float, load_numpy, not_utf8, npz_array
+from attnlab.data.series_files import read_series_file, read_source, read_ucr_file, ucr_pair
 from attnlab.data.targets import TargetScaler, check_target, parse_numbers, random_split
 from attnlab.errors import ConfigError, DataError
 
@@ -59,136 +57,6 @@ logger = logging.getLogger(__name__)
 NORMALIZATIONS = ("zscore", "none")
 # A series whose spread is below this is constant: it is centred, not scaled (no 0/0).
 _FLAT_STD = 1e-8
-
-
-# --- reading -----------------------------------------------------------------------------
-
-
-def _numbered(f: TextIO, path: Path) -> Iterator[tuple[int, str]]:
-    """A text file's lines numbered from 1; a byte that is not UTF-8 is a DataError naming its line."""
-    try:
-        yield from enumerate(f, start=1)
-    except UnicodeDecodeError:
-        raise not_utf8(path) from None
-
-
-def _split_row(line: str) -> list[str]:
-    if "\t" in line:
-        return [t.strip() for t in line.split("\t")]
-    if "," in line:
-        return [t.strip() for t in line.split(",")]
-    return line.split()
-
-
-def _parse_values(tokens: list[str], path: Path, lineno: int, first_column: int) -> np.ndarray:
-    values = np.empty(len(tokens), dtype=np.float64)
-    for j, tok in enumerate(tokens):
-        try:
-            v = data_float(tok)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: column {j + first_column} holds {tok!r}, not a number") from None
-        if not math.isfinite(v):
-            what = "a missing value (NaN)" if math.isnan(v) else f"a non-finite value ({tok})"
-            raise DataError(
-                f"{path}:{lineno}: column {j + first_column} is {what}; fill or drop missing values first "
-                "(variable-length UCR sets pad with NaN)"
-            )
-        values[j] = v
-    return values
-
-
-def _label_text(tok: str) -> str:
-    """``"1.0000000e+00"`` -> ``"1"``; any other label keeps its spelling."""
-    try:
-        v = float(tok)
-    except ValueError:
-        return tok
-    return str(int(v)) if math.isfinite(v) and v == int(v) else tok
-
-
-def read_ucr_file(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read one UCR file: each line ``label<TAB>v1<TAB>v2...``; blank lines are skipped.
-
-    Returns (values (N, T) float64, labels as strings). Raises `DataError` naming the file
-    and line for text where a number belongs, NaN, or a row whose length differs.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"UCR file not found: {path}")
-    rows: list[np.ndarray] = []
-    labels: list[str] = []
-    length, first_line = None, 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in _numbered(f, path):
-            if not line.strip():
-                continue
-            tokens = _split_row(line.strip())
-            if len(tokens) < 2:
-                raise DataError(f"{path}:{lineno}: a row needs a label and at least one value, got {line.strip()[:60]!r}")
-            values = _parse_values(tokens[1:], path, lineno, first_column=2)
-            if length is None:
-                length, first_line = len(values), lineno
-            elif len(values) != length:
-                raise DataError(
-                    f"{path}:{lineno}: row has {len(values)} values but line {first_line} has {length} "
-                    "(ragged rows; resample or pad variable-length series first)"
-                )
-            rows.append(values)
-            labels.append(_label_text(tokens[0]))
-    if not rows:
-        raise DataError(f"{path} holds no series")
-    return np.stack(rows), labels
-
-
-def read_series_file(path: str | Path, length: int, channels: int = 1) -> tuple[np.ndarray, list[str | None], list[str]]:
-    """Series to classify, for predict/explain: returns (x (N, C, T) float64, labels, names).
-
-    Text (``.tsv``/``.csv``/``.txt``): one univariate series a line, values separated by
-    tabs, commas or spaces. A line with ``length + 1`` values starts with its label (so a UCR
-    ``_TEST.tsv`` works as is); with ``length`` values it is values only. ``.npy``: (T,),
-    (N, T), or (N, C, T) for C channels. ``names`` identify each series: the path, plus
-    ``:line`` or ``[row]`` when the file holds more than one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"series file not found: {path}")
-    if path.suffix.lower() == ".npy":
-        arr = load_numpy(path, mmap_mode="r")  # memory-mapped: paged in from the file, not held beside its float64 copy
-        if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
-            raise DataError(f"{path}: expected a numeric array, got {getattr(arr, 'dtype', 'an .npz archive')}")
-        if arr.ndim == 1 or (arr.ndim == 2 and channels > 1 and arr.shape == (channels, length)):
-            arr = arr[None]
-        if arr.ndim == 2:
-            arr = arr[:, None, :]
-        if arr.ndim != 3 or arr.shape[1:] != (channels, length):
-            raise DataError(f"{path}: expected series of shape (T,), (N, T) or (N, C, T) with C={channels}, T={length}; got {arr.shape}")
-        x = arr.astype(np.float64)
-        bad = np.argwhere(~np.isfinite(x))
-        if len(bad):
-            raise DataError(f"{path}: series {int(bad[0][0])} holds a NaN or infinite value")
-        names = [str(path)] if len(x) == 1 else [f"{path}[{i}]" for i in range(len(x))]
-        return x, [None] * len(x), names
-    if channels != 1:
-        raise DataError(f"{path}: this model takes {channels} channels; give an .npy of shape (N, {channels}, {length})")
-    rows, labels, lines = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in _numbered(f, path):
-            if not line.strip():
-                continue
-            tokens = _split_row(line.strip())
-            if len(tokens) == length + 1:
-                label, tokens, first = _label_text(tokens[0]), tokens[1:], 2
-            elif len(tokens) == length:
-                label, first = None, 1
-            else:
-                raise DataError(f"{path}:{lineno}: {len(tokens)} values; the model takes series of {length} (optionally after a label)")
-            rows.append(_parse_values(tokens, path, lineno, first_column=first))
-            labels.append(label)
-            lines.append(lineno)
-    if not rows:
-        raise DataError(f"{path} holds no series")
-    names = [str(path)] if len(rows) == 1 else [f"{path}:{n}" for n in lines]
-    return np.stack(rows)[:, None, :], labels, names
 
 
 def label_names(labels: list[str]) -> list[str]:
@@ -269,49 +137,13 @@ class SeriesAugment:
 # --- the task ----------------------------------------------------------------------------
 
 
-def _ucr_pair(root: Path) -> tuple[Path, Path]:
-    def one(suffix: str) -> Path:
-        found = sorted(p for p in root.iterdir() if p.is_file() and p.name.upper().endswith(suffix) and not p.name.startswith("."))
-        if len(found) != 1:
-            what = "none" if not found else ", ".join(p.name for p in found)
-            raise DataError(f"{root}: expected exactly one *{suffix} file, found {what}")
-        return found[0]
-
-    return one("_TRAIN.TSV"), one("_TEST.TSV")
-
-
-def _read_npz(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
-    z = load_numpy(path)
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: a single .npy array, not an .npz archive of x_train, y_train, x_test, y_test")
-    with z:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-        if missing:
-            raise DataError(f"{path}: missing arrays {missing} (has {z.files}); expected x_train, y_train, x_test, y_test")
-        arrays = {k: npz_array(path, z, k) for k in ("x_train", "y_train", "x_test", "y_test")}
-    out = []
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim == 2:
-            x = x[:, None, :]
-        if x.ndim != 3 or x.dtype.kind not in "fiu" or len(x) != len(y) or y.ndim != 1:
-            raise DataError(f"{path}: x_{split} must be numeric (N, C, T) or (N, T) with one label each; got x {x.shape} {x.dtype}, y {y.shape}")
-        bad = np.argwhere(~np.isfinite(x.astype(np.float64)))
-        if len(bad):
-            raise DataError(f"{path}: x_{split}[{int(bad[0][0])}] holds a NaN or infinite value (channel {int(bad[0][1])}, step {int(bad[0][2])})")
-        out += [x.astype(np.float64), [_label_text(str(v)) for v in y.tolist()]]
-    if out[0].shape[1:] != out[2].shape[1:]:
-        raise DataError(f"{path}: x_train series are {out[0].shape[1:]} but x_test series are {out[2].shape[1:]}")
-    return out[0], out[1], out[2], out[3]
-
-
 def _target_values(path: Path, fmt: str, split: str, labels: list[str]) -> np.ndarray:
     """A split's labels as regression targets (N,) float64; a bad one names its file and line."""
 
     def where(i: int) -> str:
         if fmt == "npz":
             return f"{path}: y_{split}[{i}]"
-        file = _ucr_pair(path)[0 if split == "train" else 1]
+        file = ucr_pair(path)[0 if split == "train" else 1]
         with open(file, encoding="utf-8") as f:
             rows = [n for n, line in enumerate(f, start=1) if line.strip()]
         return f"{file}:{rows[i]}"
@@ -319,22 +151,9 @@ def _target_values(path: Path, fmt: str, split: str, labels: list[str]) -> np.nd
     return parse_numbers(labels, where)
 
 
-def _read_source(path: Path) -> tuple[np.ndarray, list[str], np.ndarray, list[str], str]:
-    if path.is_dir():
-        train_file, test_file = _ucr_pair(path)
-        x_train, y_train = read_ucr_file(train_file)
-        x_test, y_test = read_ucr_file(test_file)
-        if x_train.shape[1] != x_test.shape[1]:
-            raise DataError(f"{train_file} has series of length {x_train.shape[1]} but {test_file} has {x_test.shape[1]}")
-        return x_train[:, None], y_train, x_test[:, None], y_test, "ucr-tsv"
-    if path.suffix.lower() == ".npz":
-        return (*_read_npz(path), "npz")
-    raise DataError(f"{path}: expected a UCR folder (<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz")
-
-
 def _split_file(path: Path, fmt: str, split: str) -> str:
     """Where a split comes from, for messages: its UCR file, or the .npz's array."""
-    return str(_ucr_pair(path)[0 if split == "train" else 1]) if fmt == "ucr-tsv" else f"{path}: x_{split}"
+    return str(ucr_pair(path)[0 if split == "train" else 1]) if fmt == "ucr-tsv" else f"{path}: x_{split}"
 
 
 def _check_run_shape(path: Path, fmt: str, shape: tuple[int, ...], run: tuple[int, int]) -> None:
@@ -388,7 +207,10 @@ def load_timeseries_task(
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"timeseries option val_fraction must be in [0, 1), got {val_fraction}")
     regression = check_target(target, "timeseries", ("class", "regression")) == "regression"
-    x_train, y_train, x_test, y_test, fmt = _read_source(path)
+    x_train, y_train, x_test, y_test, fmt = read_source(path)
+    if normalize == "zscore" and x_train.shape[-1] < 2:  # z-normalising one value gives 0: every series would be 0
+        raise DataError(f"{_split_file(path, fmt, 'train')}: series of length {x_train.shape[-1]}; z-normalisation "
+                        "(the default) needs at least 2 values a series (--data.normalize none keeps raw values)")
     if series_shape is not None:
         _check_run_shape(path, fmt, x_train.shape[1:], tuple(int(n) for n in series_shape))
     if regression:
