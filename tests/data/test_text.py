@@ -138,6 +138,21 @@ def test_translation_folder_gz_and_language_model(tmp_path):
     assert lm.test is lm.val and len(lm.val) == (lm.info["val_tokens"] - 1) // 8
 
 
+@pytest.mark.parametrize("name, raw, needle", [
+    ("weights.bin", b"hello\nworld\x00\x17\x80\xff binary", r"weights\.bin:2: a NUL byte \(offset 11\): a binary file, not text$"),
+    ("corpus.txt", gzip.compress(b"gzip without its suffix\n" * 40), r"corpus\.txt:1: .*binary file, not text; a gzip file must end in \.gz"),
+    ("notes.txt", "two lines\nof UTF-16\n".encode("utf-16"), r"notes\.txt:1: .*; UTF-16 text: save it as UTF-8"),
+])
+def test_a_binary_file_is_refused_as_text_not_read_as_latin1(tmp_path, name, raw, needle):
+    path = tmp_path / name
+    path.write_bytes(raw)
+    with pytest.raises(DataError, match=needle):  # Latin-1 decodes any bytes: a model would train on them
+        load_task("language-model", str(path), seed=0, block_size=4)
+    latin = tmp_path / "old.txt"
+    latin.write_bytes("caf\u00e9 and na\u00efve\n".encode("latin-1") * 20)  # not UTF-8, no NUL: still read, as Latin-1
+    assert load_task("language-model", str(latin), seed=0, block_size=4).info["val_tokens"] > 0
+
+
 @pytest.mark.skipif(not (DATA_DIR / "text" / "trec").is_dir(), reason="shared data not present")
 def test_real_trec_and_sst2_files_load_as_they_are():
     texts, labels, _ = read_labelled(DATA_DIR / "text" / "trec" / "TREC.train.all")  # Latin-1 file

@@ -72,6 +72,12 @@ def read_lines(path: str | Path) -> list[str]:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise DataError(f"{path}: not a valid gzip file ({exc})") from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:  # no text encoding but UTF-16/32 writes NUL (git's and grep's binary test): Latin-1 would take anything
+        line = raw[:nul].count(b"\n") + 1
+        hint = "" if path.suffix == ".gz" else "; a gzip file must end in .gz" if raw[:2] == b"\x1f\x8b" else \
+            "; UTF-16 text: save it as UTF-8" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise DataError(f"{path}:{line}: a NUL byte (offset {nul}): a binary file, not text{hint}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
