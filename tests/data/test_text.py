@@ -167,7 +167,7 @@ def test_real_trec_and_sst2_files_load_as_they_are():
     ("samples_per_epoch", -1, "--data.samples_per_epoch must be an integer >= 0"),
 ])
 def test_language_model_window_options_out_of_range_are_named(tmp_path, option, value, message):
-    from attnlab.data.text import load_language_model
+    from attnlab.data.language_model import load_language_model
     from attnlab.errors import ConfigError
 
     path = tmp_path / "t.txt"

@@ -1,6 +1,6 @@
 """Language-model task family: ``--task language-model --data <text file>``.
 
-Data: `attnlab.data.text` (one text file; first 90% train, last 10% validation = test, as
+Data: `attnlab.data.language_model` (one text file; first 90% train, last 10% validation = test, as
 nanoGPT splits tinyshakespeare). Tokenizer: characters by default (``--data.tokenizer bpe``
 for byte-level BPE), saved in the run directory. Model: ``gpt-lm`` (`attnlab.models.lm`).
 The defaults are nanoGPT's CPU shakespeare_char config: 4 layers, 4 heads, 128 wide,
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnlab.data.text import load_language_model
+from attnlab.data.language_model import load_language_model
 from attnlab.data.tokenizers import EOS_ID, CharTokenizer, load_tokenizer
 from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.generation import generate
