@@ -297,6 +297,16 @@ def test_class_folders_split_by_seed(tmp_path):
     assert data.info["audio"]["normalize"] == "dataset" and data.info["audio"]["std"] > 0
 
 
+def test_one_class_folder_is_read_with_a_runs_classes(tmp_path):
+    for i in range(10):
+        write_wav(tmp_path / "one" / "low" / f"{i}.wav", sine(400.0 + i, 8000, 0.3), 8000)
+    with pytest.raises(DataError, match="only one class folder"):  # training needs two
+        load_audio_task(tmp_path / "one", duration=0.256, n_mels=16)
+    # scoring it with a run's classes (evaluate RUN --data one): labelled as the run's "low"
+    data = load_audio_task(tmp_path / "one", duration=0.256, n_mels=16, class_names=["high", "low", "mid"])
+    assert data.class_names == ["high", "low", "mid"] and set(data.test.y.tolist()) == {1} and len(data.test) >= 1
+
+
 def test_source_errors(tmp_path):
     with pytest.raises(DataError, match="audio folder not found"):
         list_audio_files(tmp_path / "nope")

@@ -118,7 +118,8 @@ class AudioFiles(NamedTuple):
 
 
 def list_audio_files(
-    root: str | Path, *, layout: str = "auto", seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1
+    root: str | Path, *, layout: str = "auto", seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+    min_classes: int = 2,
 ) -> AudioFiles:
     """Find and label the .wav files of ``root`` and split them (see `load_audio_task` for layouts).
 
@@ -126,7 +127,8 @@ def list_audio_files(
     ``test_fraction`` is unused, and ``val_fraction`` of the rest of each class is validation.
     A root holding both loose .wav files and class folders of them is refused under "auto"
     (which files are meant is a guess either way), as is an empty class folder and a label
-    whose every file lands in the test split (a class scored but never trained on).
+    whose every file lands in the test split (a class scored but never trained on). Fewer than
+    ``min_classes`` class folders are refused (1: data scored by a run that knows its classes).
     """
     check_choice("audio", "layout", layout, ("auto", "fsdd", "folders"))
     check_fractions(val_fraction, test_fraction)
@@ -173,7 +175,7 @@ def list_audio_files(
             raise DataError(f"class folder {d} holds no .wav files")
         files += found
         labels += [label] * len(found)
-    if len(class_dirs) < 2:
+    if len(class_dirs) < min_classes:
         raise DataError(f"{root} has only one class folder ({class_dirs[0].name}); classification needs two")
     labels = np.array(labels, dtype=np.int64)
     splits = per_class_split(labels, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
@@ -257,7 +259,8 @@ def load_audio_task(
                      f_min=f_min, f_max=f_max, top_db=top_db, normalize=normalize)
     run_classes = None if class_names is None else [str(c) for c in class_names]
     files, labels, class_names, splits, layout = list_audio_files(root, layout=layout, seed=seed, val_fraction=val_fraction,
-                                                                  test_fraction=test_fraction)
+                                                                  test_fraction=test_fraction,
+                                                                  min_classes=2 if run_classes is None else 1)
     if run_classes is not None:  # the run's class order, whatever this folder holds
         unknown = [n for n in class_names if n not in run_classes]
         if unknown:
