@@ -36,6 +36,25 @@ def test_json_size_must_be_the_files(coco):
     assert len(_read(path, data)[0]) == 4
 
 
+def test_a_size_swapped_by_exif_rotation_says_so(coco):
+    from PIL import Image
+
+    path, data = coco
+    im = data["images"][1]
+    file = path.parent / im["file_name"]
+    jpeg = file.with_suffix(".jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide x 32 high, shown turned 90 degrees: 32 x 40
+    Image.new("RGB", (40, 32), (200, 10, 10)).save(jpeg, exif=exif)
+    im.update(file_name=jpeg.name, width=40, height=32)  # the stored size: the boxes' pixels would be the stored ones
+    with pytest.raises(DataError, match=r"JSON says 40x32 .* is 32x40 upright \(its EXIF orientation turns it"):
+        _read(path, data)
+    Image.new("RGB", (40, 32)).save(jpeg)  # no EXIF: the same mismatch, without the hint
+    im.update(width=32, height=40)
+    with pytest.raises(DataError, match=r"JSON says 32x40 \(width x height\) but .*\.jpg is 40x32; fix"):
+        _read(path, data)
+
+
 def test_no_object_to_learn_from(coco):
     path, data = coco
     with pytest.raises(DataError, match=r"no object to learn from \('annotations' is empty\)"):
