@@ -197,6 +197,21 @@ def test_image_multilabel_end_to_end(tmp_path, capsys):
     html = tmp_path / "x.html"
     assert main(["explain", str(out), str(image), "-o", str(html)]) == 0
     assert (out / "report.html").is_file()
+    # another CSV is read with the run's labels and statistics: columns in another order score the same
+    lines = table.read_text().splitlines()
+    swapped = table.with_name("swapped.csv")
+    swapped.write_text("\n".join(",".join(line.split(",")[i] for i in (0, 2, 1)) for line in lines) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(swapped), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["map"] == pytest.approx(metrics["test"]["map"])
+    for header, needle in (("path,left,right,up", "label column 'up' is not one of the run's 2 labels ['left', 'right']"),
+                           ("path,left", "no column for the run's label 'right'")):
+        other = table.with_name("other.csv")
+        width = header.count(",")
+        other.write_text("\n".join([header] + [",".join(line.split(",")[:2] + ["1"] * (width - 1)) for line in lines[1:]]) + "\n")
+        assert main(["evaluate", str(out), "--data", str(other)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{other}:1: {needle}" in err and len(err.splitlines()) == 1, err
 
 
 def _bad_text(tmp_path, name, lines):

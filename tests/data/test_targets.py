@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -158,9 +160,35 @@ def test_random_split_partitions_deterministically(n):
 def test_label_table_reads_relative_and_absolute_paths_and_checks_the_header(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
     table = _write(tmp_path / "t.csv", ["file,cat,dog", "a.png,1,0", f"{tmp_path / 'a.png'},1,1", ""])
-    files, names, y = read_label_table(table)
+    files, names, y, lines = read_label_table(table)
     assert files == [tmp_path / "a.png"] * 2 and names == ["cat", "dog"] and y.tolist() == [[1, 0], [1, 1]]
+    assert lines == [2, 3]
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(table.read_text().encode("utf-8-sig"))  # a spreadsheet's "CSV UTF-8": the header starts with a BOM
+    assert read_label_table(bom)[1] == ["cat", "dog"]
     with pytest.raises(DataError, match=r"t2\.csv:1: the header needs exactly one file column"):
         read_label_table(_write(tmp_path / "t2.csv", ["name,cat", "a.png,1"]))
     with pytest.raises(DataError, match=r"t3\.csv:2: 2 cells for 3 columns"):
         read_label_table(_write(tmp_path / "t3.csv", ["path,cat,dog", "a.png,1"]))
+
+
+def test_label_table_labels_must_have_training_examples(tmp_path):
+    from attnlab.data.multilabel_images import load_multilabel_csv
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    rows = ["path,cat,dog,owl"] + [f"a.png,1,{i % 2},0" for i in range(20)]
+    with pytest.raises(DataError, match=r"t\.csv: label column 'owl' is 0 in every row"):
+        load_multilabel_csv(_write(tmp_path / "t.csv", rows), image_size=(4, 4))
+    table = _write(tmp_path / "t.csv", rows[:-1] + ["a.png,1,0,1"])  # one 'owl' row, line 21
+    kept, refused = [], []
+    for seed in range(12):  # 10% val + 10% test: the row is cut out of training for about one seed in five
+        try:
+            data = load_multilabel_csv(table, image_size=(4, 4), seed=seed)
+        except DataError as exc:
+            assert re.search(r"t\.csv:21: label 'owl' does not occur in the training split: line 21 with it went to "
+                             rf"the (val|test) split cut from this file \(--seed {seed}\)", str(exc)), exc
+            refused.append(seed)
+        else:
+            assert 19 in data.train.indices.tolist() and data.class_names == ["cat", "dog", "owl"]
+            kept.append(seed)
+    assert kept and refused

@@ -5,7 +5,10 @@ relative path is read from the CSV's folder) and one column per label; each row 
 its label columns 0 or 1 (the layout of CheXpert's and NUS-WIDE's label tables). The label
 names are the column names, in file order. A label cell other than 0 / 1 (NaN and CheXpert's
 -1 "uncertain" included), a row with no label set, a missing column or an unreadable image is
-a `DataError` naming the file, the line and the value.
+a `DataError` naming the file, the line and the value; so is a label column with no 1 in the
+training split (a label the model would never see set). A finished run's CSV (evaluate another
+file, ``--resume``) is read with the run's labels, in its output order, and its image spec: its
+label columns must be the run's, in any order.
 
 Pixels go through the same pipeline as a folder of class folders (`attnlab.data.images`):
 RGB, bilinear resize, luma for one channel, /255, then the training split's per-channel
@@ -31,7 +34,7 @@ from attnlab.data.images import (
     open_image,
     scale_pixels,
 )
-from attnlab.data.targets import random_split
+from attnlab.data.targets import check_trained, random_split
 from attnlab.errors import ConfigError, DataError
 
 __all__ = ["FILE_COLUMNS", "load_multilabel_csv", "read_label_table"]
@@ -39,10 +42,12 @@ __all__ = ["FILE_COLUMNS", "load_multilabel_csv", "read_label_table"]
 FILE_COLUMNS = ("path", "file", "filename", "image")
 
 
-def read_label_table(path: Path) -> tuple[list[Path], list[str], np.ndarray]:
-    """(image files, label names, 0/1 matrix (N, K) float32) of a label CSV; see the module docstring."""
+def read_label_table(path: Path, run_names: list[str] | None = None) -> tuple[list[Path], list[str], np.ndarray, list[int]]:
+    """(image files, label names, 0/1 matrix (N, K) float32, each row's line) of a label CSV; see the
+    module docstring. A UTF-8 byte-order mark (spreadsheets write one) is skipped. ``run_names``: a
+    finished run's labels, which the header's label columns must be (the matrix then in their order)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     reader = csv.reader(text.splitlines())
@@ -56,7 +61,9 @@ def read_label_table(path: Path) -> tuple[list[Path], list[str], np.ndarray]:
         raise DataError(f"{path}:1: the header needs a named column per label beside {header[fc]!r}, got {header}")
     if len(set(names)) != len(names):
         raise DataError(f"{path}:1: label columns repeat a name: {names}")
-    files, rows = [], []
+    if run_names is not None:
+        _check_run_columns(path, names, run_names)
+    files, rows, lines = [], [], []
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
@@ -74,23 +81,39 @@ def read_label_table(path: Path) -> tuple[list[Path], list[str], np.ndarray]:
             raise DataError(f"{path}:{line}: empty label set (no label column is 1) for {row[fc]!r}")
         files.append(Path(row[fc].strip()) if Path(row[fc].strip()).is_absolute() else path.parent / row[fc].strip())
         rows.append(values)
+        lines.append(line)
     if not rows:
         raise DataError(f"{path}: no image rows below the header")
-    return files, names, np.asarray(rows, dtype=np.float32)
+    y = np.asarray(rows, dtype=np.float32)
+    if run_names is not None:
+        names, y = list(run_names), y[:, [names.index(n) for n in run_names]]
+    return files, names, y, lines
+
+
+def _check_run_columns(path: Path, names: list[str], run_names: list[str]) -> None:
+    """The header's label columns are a finished run's labels (in any order)."""
+    extra = [n for n in names if n not in run_names]
+    if extra:
+        raise DataError(f"{path}:1: label column {extra[0]!r} is not one of the run's {len(run_names)} labels {run_names}")
+    missing = [n for n in run_names if n not in names]
+    if missing:
+        raise DataError(f"{path}:1: no column for the run's label {missing[0]!r} (its labels: {run_names}); "
+                        "a label left out would be scored as never set")
 
 
 def load_multilabel_csv(
     path: str | Path, *, image_size: tuple[int, int] = (32, 32), channels: int | None = None, seed: int = 0,
-    val_fraction: float = 0.1, test_fraction: float = 0.1,
+    val_fraction: float = 0.1, test_fraction: float = 0.1, class_names: list[str] | None = None, spec: dict | None = None,
 ) -> TaskData:
-    """The images of a label CSV as a multi-label "images" task (`TaskData.target` "multilabel")."""
+    """The images of a label CSV as a multi-label "images" task (`TaskData.target` "multilabel").
+    ``class_names`` / ``spec``: a finished run's labels and image spec (see the module docstring)."""
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
     height, width = (int(s) for s in image_size)
     path = Path(path)
     if path.is_dir() or path.suffix.lower() != ".csv":
         raise DataError(f"{path}: --data.target multilabel reads a .csv of label columns (path,<label>,<label>...)")
-    files, names, y = read_label_table(path)
+    files, names, y, lines = read_label_table(path, None if class_names is None else [str(n) for n in class_names])
     rgb, any_color = [], False
     for file in files:
         im = open_image(file)
@@ -103,7 +126,15 @@ def load_multilabel_csv(
     x01 = scale_pixels(np.moveaxis(pixels, -1, 1), 255.0)  # (N, C, H, W)
     splits = [torch.from_numpy(p) for p in random_split(len(files), seed=seed, val_fraction=val_fraction,
                                                        test_fraction=test_fraction)]
-    mean, std = channel_stats(x01[splits[0]])
+    if class_names is None:  # a label never set in training: its output would only ever learn "no"
+        sets = {split: [[n for n, v in zip(names, y[i]) if v] for i in part.tolist()]
+                for split, part in zip(("train", "val", "test"), splits)}
+        at = {split: [lines[i] for i in part.tolist()] for split, part in zip(("train", "val", "test"), splits)}
+        never = [n for j, n in enumerate(names) if not y[:, j].any()]
+        if never:
+            raise DataError(f"{path}: label column {never[0]!r} is 0 in every row; a label needs examples")
+        check_trained("multilabel", path, sets, at, cut_splits=("val", "test"), seed=seed)
+    mean, std = channel_stats(x01[splits[0]]) if spec is None else (spec["mean"], spec["std"])
     spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
     x, targets = spec.normalise(x01), torch.from_numpy(y)  # (N, C, H, W), (N, K)
     train, val, test = (TensorPairDataset(x[i], targets[i], indices=i, float_targets=True) for i in splits)

@@ -110,10 +110,10 @@ def load_digits(data: str | None, *, seed: int, **options: Any) -> TaskData:
 
 load_mnist = path_loader("mnist", load_mnist_task, "an .npz with x_train, y_train, x_test, y_test")
 def _image_folder_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
-    """A finished single-label image-folder run's classes and image spec (size, channels, training
-    statistics) as loader options: another folder is labelled and normalised as the run was
-    ({} for multi-label runs and records without them)."""
-    if (record.get("target") or "class") != "class" or not isinstance(record.get("spec"), dict):
+    """A finished image-folder or label-CSV run's classes (labels) and image spec (size, channels,
+    training statistics) as loader options: other data is labelled and normalised as the run was
+    ({} for records without them)."""
+    if (record.get("target") or "class") not in ("class", "multilabel") or not isinstance(record.get("spec"), dict):
         return {}
     return {**run_targets(record), "spec": dict(record["spec"])}
 
