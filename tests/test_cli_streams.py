@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from attnlab.cli import main
@@ -155,3 +156,15 @@ def test_audio_lazy_and_shards_train_end_to_end(tmp_path, capsys):
     record = json.loads((run / "data.json").read_text())
     assert record["info"]["audio"] == json.loads((lazy / "data.json").read_text())["info"]["audio"]
     assert record["info"]["audio"]["n_mels"] == 16 and record["info"]["shards"] == str(shards)
+
+
+@pytest.mark.parametrize("task, target", [("images", "multilabel"), ("text-classification", "multilabel"),
+                                          ("text-classification", "regression")])
+def test_shard_refuses_targets_other_than_classes_before_writing(tmp_path, capsys, task, target):
+    src = tmp_path / "labels.csv"
+    src.write_text("path,a,b\nx.png,1,0\n")  # never read: the option is refused first
+    out = tmp_path / "shards"
+    assert main(["shard", str(src), str(out), "--task", task, f"--data.target={target}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"attnlab shard writes class-labelled data only, not --data.target {target}"), err
+    assert len(err.splitlines()) == 1 and not out.exists()

@@ -52,6 +52,9 @@ def write_shards(src: str | Path, out_dir: str | Path, *, task: str = "images", 
         raise ConfigError(f"attnlab shard has no writer for task {task!r}; it shards {sorted(SHARD_WRITERS)}")
     if not Path(src).exists():
         raise DataError(f"data path not found: {src}")
+    target = (options or {}).get("target", "class")
+    if target != "class":  # before any file is read or folder made (image shards hold one class index a sample)
+        raise ConfigError(f"attnlab shard writes class-labelled data only, not --data.target {target}")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} is not empty; pass --overwrite or name a new folder")
