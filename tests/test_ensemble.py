@@ -105,13 +105,14 @@ def test_text_runs_with_their_own_tokenizers_join(tmp_path):
     assert labels.tolist() == [i % 2 for i in range(10)] + [0]  # classes sorted: neg 0, pos 1
 
 
-def test_tasks_without_class_probabilities_are_refused(tmp_path, capsys):
-    text = tmp_path / "lm.txt"
-    text.write_text("the cat sat on the mat. " * 60)
-    run = tmp_path / "lm"
-    assert main(["train", "--task", "language-model", "--data", str(text), "--out", str(run), "--epochs", "1",
-                 "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--train.progress", "false"]) == 0
+def test_tasks_without_averageable_outputs_are_refused(tmp_path, capsys):
+    lines = [f"{u} {i}" for u in range(1, 41) for i in range(1 + 3 * u % 150, 9 + 3 * u % 150)]  # 157 items
+    (tmp_path / "seq.txt").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "sasrec"
+    assert main(["train", "--task", "sasrec", "--data", str(tmp_path / "seq.txt"), "--out", str(run), "--epochs", "1",
+                 "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--train.batch_size", "8",
+                 "--train.progress", "false"]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(run), str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "gives no outputs a deep ensemble can average" in err and len(err.splitlines()) == 1
+    assert "SasrecObjective gives no outputs a deep ensemble can average" in err and len(err.splitlines()) == 1, err

@@ -116,3 +116,40 @@ def test_multilabel_ensemble_chooses_its_threshold_on_the_averaged_validation_pr
     capsys.readouterr()
     assert main(["evaluate", *map(str, runs)]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ensemble of 2: micro_f1 ")
+
+
+@pytest.fixture(scope="module")
+def lm_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ens-lm")
+    text = root / "lm.txt"
+    rng = np.random.default_rng(3)
+    words = ["the", "cat", "sat", "on", "a", "mat", "Dog", "ran", "far", "away"]
+    text.write_text(" ".join(rng.choice(words, 1500)) + "\n")
+    runs = []
+    for seed, extra in ((0, []), (1, []), (2, ["--data.lowercase", "true"])):  # the third: another vocabulary
+        runs.append(root / f"s{seed}")
+        assert main(["train", "--task", "language-model", "--data", str(text), "--out", str(runs[-1]), "--epochs", "1",
+                     "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--data.block_size", "16",
+                     "--train.seed", str(seed), "--train.progress", "false", *extra]) == 0
+    return runs
+
+
+def test_language_model_ensemble_scores_the_mixture_of_next_token_distributions(lm_runs):
+    from attnlab.run import evaluate_run
+
+    members = [_float64_outputs(r, "test", lambda logits: logits.softmax(-1)) for r in lm_runs[:2]]  # (N, T, V) each
+    mixture = (members[0][0] + members[1][0]) / 2
+    tokens = members[0][1]
+    expected = float(-mixture.gather(-1, tokens[..., None]).log().mean())
+    result = evaluate_ensemble(lm_runs[:2])
+    assert result["test"]["loss"] == pytest.approx(expected, rel=1e-5)
+    assert result["test"]["perplexity"] == pytest.approx(np.exp(expected), rel=1e-5)
+    own = [evaluate_run(r)["test"]["loss"] for r in lm_runs[:2]]
+    assert [m["test"]["loss"] for m in result["members"]] == pytest.approx(own, rel=1e-5)
+    assert result["test"]["loss"] <= max(own)  # the mixture's log loss is at most the members' mean (Jensen)
+
+
+def test_language_models_with_another_tokenizer_do_not_join(lm_runs, capsys):
+    assert main(["evaluate", str(lm_runs[0]), str(lm_runs[2])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{lm_runs[2]}: its tokenizer differs from {lm_runs[0]}'s" in err and len(err.splitlines()) == 1, err

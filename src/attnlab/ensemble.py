@@ -6,17 +6,19 @@ using deep ensembles"; InceptionTime, Fawaz et al. 2020, is five such networks):
 probabilities for classification, predictions in the target's units for regression, forecasts
 for forecasting, per-label probabilities for multi-label runs, whose decision threshold is chosen
 again on the averaged validation probabilities (each member's own threshold was chosen for its own
-scores). Members are usually the same config trained with different seeds:
-``attnlab evaluate RUN_A RUN_B RUN_C``.
+scores), and next-token distributions for language models (their loss is that of the mixture).
+Members are usually the same config trained with different seeds: ``attnlab evaluate RUN_A RUN_B RUN_C``.
 
 Every member must be a run of the same task and target whose test split holds the same examples
 with the same labels in the same order, and whose classes are the same; anything else is refused
 with the run that differs, since averaging misaligned outputs would give a silent, wrong score.
+Where the outputs index a vocabulary (language models), the members' tokenizers must be the same too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,6 @@ import torch
 from torch import Tensor
 
 from attnlab.errors import ConfigError
-from attnlab.training.metrics import classification_metrics
 
 __all__ = ["ensemble_probabilities", "evaluate_ensemble"]
 
@@ -52,6 +53,13 @@ def _fingerprint(dataset) -> str:
     return digest.hexdigest()
 
 
+def _vocabulary_digest(task_data) -> str:
+    """SHA-1 of the task's tokenizer (its saved JSON): equal vocabularies, equal digests."""
+    tokenizer = getattr(task_data, "tokenizer", None)
+    text = tokenizer.to_json() if tokenizer is not None else json.dumps(task_data.info.get("tokenizer"), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
 def _split(task_data, split: str):
     return task_data.test if split == "test" else task_data.val
 
@@ -75,9 +83,14 @@ def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: s
         config, trainer, task_data = evaluation_trainer(run_dir, data=data, device=device)
         kind = str((config.data_options or {}).get("target", ""))  # "", "regression" or "multilabel"
         classes = [str(c) for c in getattr(task_data, "class_names", None) or []]
+        if getattr(trainer.objective, "outputs_index_vocabulary", False):  # output i is token i of the tokenizer
+            classes = [_vocabulary_digest(task_data)]
         if first is None:
             first, objective = (config.task, kind, classes, Path(run_dir)), trainer.objective
         elif (config.task, kind, classes) != first[:3]:
+            if getattr(trainer.objective, "outputs_index_vocabulary", False) and config.task == first[0]:
+                raise ConfigError(f"{run_dir}: its tokenizer differs from {first[3]}'s; ensemble members must share "
+                                  "one vocabulary (the same data and tokenizer options, or --init from the same checkpoint)")
             raise ConfigError(f"{run_dir}: task {config.task!r} with classes {classes} cannot join an ensemble "
                               f"with {first[3]} (task {first[0]!r}, classes {first[2]})")
         dataset = _split(task_data, split)

@@ -50,10 +50,16 @@ DEFAULT_DATA_OPTIONS: dict[str, Any] = {"tokenizer": "char", "block_size": 64}
 
 
 class LanguageModelObjective:
-    """Mean next-token cross-entropy; ``loss`` and ``perplexity`` on evaluation."""
+    """Mean next-token cross-entropy; ``loss`` and ``perplexity`` on evaluation.
+
+    Deep ensembles (`attnlab.ensemble`) average the members' next-token distributions; the loss of
+    that mixture at each position needs only each member's probability of the true token, so
+    ``outputs`` gives those, (B, T), not the (B, T, V) distributions (GPT-2's V is 50,257).
+    """
 
     metric = "loss"
     greater_is_better = False
+    outputs_index_vocabulary = True  # ensemble members must share the tokenizer
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
         x, y = batch
@@ -68,6 +74,21 @@ class LanguageModelObjective:
             total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             count += y.numel()
         loss = total / max(count, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    @torch.no_grad()
+    def outputs(self, model: nn.Module, batches: Iterable[Any]) -> tuple[Tensor, Tensor]:
+        """(each position's probability of its true next token (B, T) float64, the tokens (B, T)), on the CPU."""
+        probs, targets = [], []
+        for x, y in batches:
+            logp = model(x).float().log_softmax(-1).gather(-1, y[..., None])[..., 0]  # (B, T)
+            probs.append(logp.double().exp().cpu())
+            targets.append(y.cpu())
+        return torch.cat(probs), torch.cat(targets)
+
+    def score(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
+        """Loss and perplexity of (possibly averaged) true-token probabilities (B, T)."""
+        loss = float(-outputs.double().clamp_min(1e-300).log().mean()) if outputs.numel() else 0.0
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
 
