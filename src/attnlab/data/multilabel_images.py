@@ -114,6 +114,9 @@ def load_multilabel_csv(
     if path.is_dir() or path.suffix.lower() != ".csv":
         raise DataError(f"{path}: --data.target multilabel reads a .csv of label columns (path,<label>,<label>...)")
     files, names, y, lines = read_label_table(path, None if class_names is None else [str(n) for n in class_names])
+    never = [n for j, n in enumerate(names) if not y[:, j].any()]
+    if never and class_names is None:  # before any image is decoded
+        raise DataError(f"{path}: label column {never[0]!r} is 0 in every row; a label needs examples")
     rgb, any_color = [], False
     for file in files:
         im = open_image(file)
@@ -130,9 +133,6 @@ def load_multilabel_csv(
         sets = {split: [[n for n, v in zip(names, y[i]) if v] for i in part.tolist()]
                 for split, part in zip(("train", "val", "test"), splits)}
         at = {split: [lines[i] for i in part.tolist()] for split, part in zip(("train", "val", "test"), splits)}
-        never = [n for j, n in enumerate(names) if not y[:, j].any()]
-        if never:
-            raise DataError(f"{path}: label column {never[0]!r} is 0 in every row; a label needs examples")
         check_trained("multilabel", path, sets, at, cut_splits=("val", "test"), seed=seed)
     mean, std = channel_stats(x01[splits[0]]) if spec is None else (spec["mean"], spec["std"])
     spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
