@@ -157,3 +157,28 @@ def test_bad_series_files_are_one_line_and_exit_2_in_train_and_predict(tmp_path,
     (tmp_path / "ett").mkdir()
     assert main([*argv, "--data", str(tmp_path / "ett"), "--out", str(tmp_path / "folder")]) == 2
     assert f"{tmp_path / 'ett'}: a folder, not a series file" in _one_line_error(capsys)
+
+
+def test_evaluate_reads_another_file_by_the_runs_column_names(tmp_path, capsys):
+    """Another file's columns in another order are read by name (the target was its last column,
+    silently); a column the run was trained on that the file lacks is refused by name."""
+    data = _history_csv(tmp_path / "train.csv", 400)
+    run = tmp_path / "run"
+    argv = ["train", "--task", "forecasting", "--model", "dlinear", "--data.features", "MS", *TINY[:4],
+            "--train.progress", "false", "--epochs", "1", "--data", str(data), "--out", str(run)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)["test"]["mse"]
+    rows = [line.split(",") for line in data.read_text().splitlines()]
+    order = [0, 4, 2, 1, 3, 4]  # date, target, c1, c0, c2 and an extra copy
+    moved = tmp_path / "moved.csv"
+    moved.write_text("\n".join(",".join([r[i] for i in order[:-1]] + [r[order[-1]] if n else "extra"])
+                               for n, r in enumerate(rows)) + "\n")
+    assert main(["evaluate", str(run), "--data", str(moved), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["mse"] == pytest.approx(expected, rel=1e-6)
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_text("\n".join(",".join(r[:2] + r[3:]) for r in rows) + "\n")  # no c1
+    assert main(["evaluate", str(run), "--data", str(fewer)]) == 2
+    err = _one_line_error(capsys)
+    assert f"{fewer}: no column(s) ['c1']" in err, err

@@ -329,12 +329,14 @@ def future_dates(dates: Sequence[str], steps: int, date_format: str | None = Non
 def load_forecasting_task(
     path: str | None, *, seed: int, input_length: int = 336, horizon: int = 96, features: str = "M",
     target: str | None = None, nan: str = "refuse", split: str = "auto", date_column: str = "date",
-    date_format: str | None = None,
+    date_format: str | None = None, channels: Sequence[str] | None = None,
 ) -> TaskData:
     """Windows of a series file (or the built-in generated series when ``path`` is None).
 
     ``info`` (saved in the run's data.json) holds what predict needs: the channel names in
-    model order, the scaler, L, H, the features mode and the target.
+    model order, the scaler, L, H, the features mode and the target. ``channels``: the columns
+    to read, in this order (a finished run's ``info.channels``: its model's inputs); the file's
+    other columns are left out and a missing one is refused by name.
     """
     check_choice("data", "features", features, FEATURES)
     check_choice("data", "nan", nan, NAN_POLICIES)
@@ -348,6 +350,12 @@ def load_forecasting_task(
     where = series.source
     T = len(series.values)
     names = list(series.names)
+    if channels is not None:
+        missing = [str(n) for n in channels if str(n) not in names]
+        if missing:
+            raise DataError(f"{where}: no column(s) {missing}; the run was trained on {list(channels)} (the file has {names})")
+        series.values = series.values[:, [names.index(str(n)) for n in channels]]
+        names = [str(n) for n in channels]
     target = names[-1] if target is None else str(target)
     if target not in names:
         raise ConfigError(f"--data.target {target!r} is not a channel of {where}; channels: {names}")

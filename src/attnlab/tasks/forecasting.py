@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from attnlab.data.base import call_with_options
 from attnlab.data.forecasting import future_dates, load_forecasting_task, read_series
 from attnlab.errors import ConfigError, DataError
-from attnlab.tasks.base import NoOptions, TaskSpec
+from attnlab.tasks.base import NoOptions, RunVocabulary, TaskSpec
 
 __all__ = [
     "DEFAULT_MODEL_CONFIG",
@@ -46,6 +46,7 @@ __all__ = [
     "ForecastEvaluation",
     "ForecastObjective",
     "explain_forecast",
+    "forecast_run_vocabulary",
     "forecast_metrics",
     "predict_forecast",
 ]
@@ -136,6 +137,16 @@ def forecast_fields(task_data) -> dict[str, Any]:
 def load_forecasting(data: str | None, *, seed: int, **options: Any):
     """--task forecasting: a CSV (date + channels) or .npy/.npz (T, C); the generated series without --data."""
     return call_with_options(load_forecasting_task, "forecasting", options, path=data, seed=seed)
+
+
+def forecast_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's input channels (model order, the target last) and target as loader options:
+    another file (``evaluate RUN --data OTHER``) is read by column name, not by position."""
+    info = record.get("info") if isinstance(record.get("info"), dict) else {}
+    channels, target = info.get("channels"), info.get("target")
+    if not (isinstance(channels, list) and channels and isinstance(target, str)):
+        return {}  # an older run: read as before
+    return {"channels": [str(n) for n in channels], "target": target}
 
 
 # --- predict / explain / report ----------------------------------------------------------------
@@ -269,5 +280,6 @@ SPECS = (
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         objective_options=NoOptions, evaluation_options=ForecastEvaluation, objective=_objective, model_fields=forecast_fields,
         report_examples=_report, predict=predict_forecast, explain_example=explain_forecast,
+        run_vocabulary=RunVocabulary(forecast_run_vocabulary),
     ),
 )
