@@ -153,3 +153,12 @@ def test_language_models_with_another_tokenizer_do_not_join(lm_runs, capsys):
     assert main(["evaluate", str(lm_runs[0]), str(lm_runs[2])]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{lm_runs[2]}: its tokenizer differs from {lm_runs[0]}'s" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_forecasting_target_named_or_left_to_its_default_is_the_same_target(forecast_runs, tmp_path):
+    """--data.target names a column in forecasting: 'target' given is the default 'target', not another kind."""
+    named = tmp_path / "named"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", "--out", str(named), "--data.target", "target",
+                 "--data.input_length", "24", "--data.horizon", "6", "--train.progress", "false", "--epochs", "1"]) == 0
+    result = evaluate_ensemble([forecast_runs[0], named])
+    assert result["test"]["windows"] == result["members"][0]["test"]["windows"]

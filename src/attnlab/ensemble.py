@@ -81,7 +81,9 @@ def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: s
     members: list[dict[str, Any]] = []
     for run_dir in run_dirs:
         config, trainer, task_data = evaluation_trainer(run_dir, data=data, device=device)
-        kind = str((config.data_options or {}).get("target", ""))  # "", "regression" or "multilabel"
+        # what y means ("class", "regression" or "multilabel"), not the --data.target option: forecasting's
+        # names a column, and the same column named or left to its default is the same target
+        kind = str(getattr(task_data, "target", "class"))
         classes = [str(c) for c in getattr(task_data, "class_names", None) or []]
         if getattr(trainer.objective, "outputs_index_vocabulary", False):  # output i is token i of the tokenizer
             classes = [_vocabulary_digest(task_data)]
@@ -91,6 +93,9 @@ def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: s
             if getattr(trainer.objective, "outputs_index_vocabulary", False) and config.task == first[0]:
                 raise ConfigError(f"{run_dir}: its tokenizer differs from {first[3]}'s; ensemble members must share "
                                   "one vocabulary (the same data and tokenizer options, or --init from the same checkpoint)")
+            if (config.task, classes) == (first[0], first[2]):
+                raise ConfigError(f"{run_dir}: its targets are {kind!r}; it cannot join an ensemble with {first[3]}, "
+                                  f"whose targets are {first[1]!r}")
             raise ConfigError(f"{run_dir}: task {config.task!r} with classes {classes} cannot join an ensemble "
                               f"with {first[3]} (task {first[0]!r}, classes {first[2]})")
         dataset = _split(task_data, split)
