@@ -286,3 +286,17 @@ def test_the_filled_count_is_kept_in_the_run_info(tmp_path):
     data = load_forecasting_task(str(path), seed=0, input_length=24, horizon=8, nan="interpolate")
     assert data.info["filled_missing"] == 3
     assert load_forecasting_task(None, seed=0, input_length=24, horizon=8).info["filled_missing"] == 0
+
+
+def test_future_dates_of_monthly_and_yearly_series_keep_to_the_calendar():
+    """A monthly series continues on the 1st (a median gap of 31 days drifted to the 2nd, 3rd...)."""
+    monthly = [f"{2018 + i // 12}-{i % 12 + 1:02d}-01" for i in range(40)]
+    assert future_dates(monthly, 3) == ["2021-05-01", "2021-06-01", "2021-07-01"]
+    ends = ["2020-01-31", "2020-02-29", "2020-03-31", "2020-04-30", "2020-05-31", "2020-06-30"]
+    assert future_dates(ends, 3) == ["2020-07-31", "2020-08-31", "2020-09-30"]
+    quarters = ["2020-01-15 12:00:00", "2020-04-15 12:00:00", "2020-07-15 12:00:00"]
+    assert future_dates(quarters, 2) == ["2020-10-15 12:00:00", "2021-01-15 12:00:00"]
+    yearly = [f"{2000 + i}-01-01" for i in range(30)]
+    assert future_dates(yearly, 4) == ["2030-01-01", "2031-01-01", "2032-01-01", "2033-01-01"]
+    assert future_dates(["2020/01/01", "2020/02/01"], 1, "%Y/%m/%d") == ["2020/03/01"]
+    assert future_dates(["2020-01-31", "2020-02-01"], 1) == ["2020-02-02"]  # daily, across a month's end

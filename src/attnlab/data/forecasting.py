@@ -30,7 +30,6 @@ the count is kept). Every refusal is one line naming the file, line and column.
 from __future__ import annotations
 
 import csv
-import itertools
 import logging
 import math
 import re
@@ -48,6 +47,7 @@ from torch.utils.data import Dataset
 from attnlab.config import check_choice
 from attnlab.data.base import TaskData
 from attnlab.data.file_checks import data_float, load_numpy, not_utf8, npz_array
+from attnlab.data.forecast_dates import future_dates, to_datetime
 from attnlab.errors import ConfigError, DataError
 
 __all__ = ["FEATURES", "NAN_POLICIES", "Series", "WindowDataset", "future_dates", "generated_series", "load_forecasting_task",
@@ -92,18 +92,13 @@ def _check_header(path: Path, header: list[str]) -> None:
         seen[name] = i
 
 
-def _to_datetime(text: str, date_format: str | None) -> datetime:
-    """ISO 8601 (``datetime.fromisoformat``), or ``strptime`` with ``date_format``; ValueError if not."""
-    return datetime.fromisoformat(text) if date_format is None else datetime.strptime(text, date_format)
-
-
 def _parse_date(where: str, text: str, previous: tuple[datetime, str, int] | None,
                 date_format: str | None = None) -> datetime:
     """A date strictly after the previous row's (``previous``: its value, text and line)."""
     if not text:
         raise DataError(f"{where}: empty date (a row of empty cells is still a time step; delete it if it is not one)")
     try:
-        stamp = _to_datetime(text, date_format)
+        stamp = to_datetime(text, date_format)
     except ValueError:
         if date_format is not None:
             raise DataError(f"{where}: {text!r} does not match --data.date_format {date_format!r}") from None
@@ -301,29 +296,6 @@ class WindowDataset(Dataset):
             raise IndexError(index)
         a, b = index + self.input_length, index + self.input_length + self.horizon
         return self.inputs[:, index:a], self.targets[:, a:b]
-
-
-def future_dates(dates: Sequence[str], steps: int, date_format: str | None = None) -> list[str] | None:
-    """``steps`` timestamps after the last of ``dates``, at the median spacing of the last few,
-    written as the dates are (ISO 8601, or ``date_format``); None when the dates do not parse or
-    are not increasing."""
-    try:
-        parsed = [_to_datetime(d, date_format) for d in dates[-25:]]
-    except ValueError:
-        return None
-    if len(parsed) < 2:
-        return None
-    gaps = sorted((b - a) for a, b in itertools.pairwise(parsed))
-    step = gaps[len(gaps) // 2]
-    if step <= timedelta(0):
-        return None
-    if date_format is not None:
-        return [(parsed[-1] + step * (i + 1)).strftime(date_format) for i in range(steps)]
-    last = dates[-1]
-    if " " not in last and "T" not in last:  # dates without a time
-        return [(parsed[-1] + step * (i + 1)).strftime("%Y-%m-%d") for i in range(steps)]
-    sep = "T" if "T" in last else " "  # written as the history writes them, a time-zone offset kept
-    return [(parsed[-1] + step * (i + 1)).isoformat(sep=sep, timespec="seconds") for i in range(steps)]
 
 
 def load_forecasting_task(
