@@ -300,3 +300,12 @@ def test_future_dates_of_monthly_and_yearly_series_keep_to_the_calendar():
     assert future_dates(yearly, 4) == ["2030-01-01", "2031-01-01", "2032-01-01", "2033-01-01"]
     assert future_dates(["2020/01/01", "2020/02/01"], 1, "%Y/%m/%d") == ["2020/03/01"]
     assert future_dates(["2020-01-31", "2020-02-01"], 1) == ["2020-02-02"]  # daily, across a month's end
+
+
+@pytest.mark.parametrize("row, channel", [(10, 1), (90, 0)])  # a training row (std overflows), a test row (float32 does)
+def test_values_the_scaler_cannot_hold_are_refused_by_line_and_column(tmp_path, row, channel):
+    values = np.random.default_rng(0).standard_normal((100, 2))
+    values[row, channel] = 1e300  # the training rows' std overflowed to inf: the channel became zeros, silently
+    path = _csv(tmp_path / "big.csv", values, names=["a", "b"])
+    with pytest.raises(DataError, match=rf"big.csv: line {row + 2}, column '{'ab'[channel]}': 1e\+300 is too large"):
+        load_forecasting_task(str(path), seed=0, input_length=8, horizon=4, split="ratio")

@@ -182,3 +182,17 @@ def test_evaluate_reads_another_file_by_the_runs_column_names(tmp_path, capsys):
     assert main(["evaluate", str(run), "--data", str(fewer)]) == 2
     err = _one_line_error(capsys)
     assert f"{fewer}: no column(s) ['c1']" in err, err
+
+
+def test_a_history_value_beyond_float32_is_refused_not_forecast_as_nan(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", *TINY[:4], "--train.progress", "false",
+                 "--epochs", "1", "--data", str(_history_csv(tmp_path / "train.csv", 400)), "--out", str(run)]) == 0
+    history = _history_csv(tmp_path / "history.csv", 60)
+    lines = history.read_text().splitlines()
+    lines[40] = ",".join(lines[40].split(",")[:-1] + ["1e300"])  # printed as a column of nan, exit code 0
+    history.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(history)]) == 2
+    err = _one_line_error(capsys)
+    assert f"{history}: line 41, column 'target': 1e+300 is" in err and "not a finite number" in err, err

@@ -298,6 +298,22 @@ class WindowDataset(Dataset):
         return self.inputs[:, index:a], self.targets[:, a:b]
 
 
+def _check_scaled(series: Series, names: list[str], values: np.ndarray, train_end: int, mean: np.ndarray,
+                  std: np.ndarray, scaled: Tensor) -> None:
+    """Refuse values the scaler or float32 cannot hold (an infinite standard deviation turned a
+    channel into zeros; a value beyond float32 once scaled, into inf), naming the largest cell."""
+    bad = ~(np.isfinite(mean) & np.isfinite(std))
+    if bad.any():
+        c = int(np.argmax(bad))
+        r = int(np.argmax(np.abs(values[:train_end, c])))
+    elif not bool(torch.isfinite(scaled).all()):
+        c, r = (int(i) for i in torch.nonzero(~torch.isfinite(scaled))[0])
+    else:
+        return
+    raise DataError(f"{series.source}: {_where(series, r)}, column {names[c]!r}: {values[r, c]:g} is too large to "
+                    "standardise (the training rows' mean and standard deviation, then float32, must hold it)")
+
+
 def load_forecasting_task(
     path: str | None, *, seed: int, input_length: int = 336, horizon: int = 96, features: str = "M",
     target: str | None = None, nan: str = "refuse", split: str = "auto", date_column: str = "date",
@@ -341,10 +357,12 @@ def load_forecasting_task(
     if starts[1] < 0 or starts[2] < 0:
         raise DataError(f"{where}: {T} rows leave the training split ({ends[0]} rows) shorter than input_length {L}")
     train_rows = values[: ends[0]]
-    mean = train_rows.mean(axis=0)
-    std = train_rows.std(axis=0)  # population std, as sklearn's StandardScaler the papers use
-    std = np.where(std > 0, std, 1.0)
-    scaled = torch.from_numpy((values - mean) / std).float().T.contiguous()  # (C, T)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = train_rows.mean(axis=0)
+        std = train_rows.std(axis=0)  # population std, as sklearn's StandardScaler the papers use
+        std = np.where(std > 0, std, 1.0)
+        scaled = torch.from_numpy((values - mean) / std).float().T.contiguous()  # (C, T)
+    _check_scaled(series, names, values, ends[0], mean, std, scaled)
     if features == "S":
         inputs, targets, in_names, out_names = scaled[-1:], scaled[-1:], names[-1:], names[-1:]
     elif features == "MS":

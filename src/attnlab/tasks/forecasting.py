@@ -167,7 +167,7 @@ def _unscale(info: dict[str, Any], scaled: Tensor) -> np.ndarray:
 
 def _read_history(info: dict[str, Any], item: str):
     """A history file -> (raw values (T, C_in) in the run's channel order, dates or None, a note on
-    the missing values filled (the run's ``--data.nan interpolate``), or "")."""
+    the missing values filled (the run's ``--data.nan interpolate``), or "", each row's place in the file)."""
     series = read_series(item, date_column=info.get("date_column", "date"), nan=info.get("nan", "refuse"),
                          date_format=info.get("date_format"))
     missing = [n for n in info["channels"] if n not in series.names]
@@ -178,7 +178,20 @@ def _read_history(info: dict[str, Any], item: str):
         raise DataError(f"{item}: {len(values)} rows; the model forecasts from the last input_length = {info['input_length']}")
     n = series.filled
     filled = f"{n} missing value{'s' if n > 1 else ''} filled by linear interpolation" if n else ""
-    return values, series.dates, filled
+    where = [f"line {n}" for n in series.lines] if series.lines is not None else [f"row {i}" for i in range(len(values))]
+    return values, series.dates, filled, where
+
+
+def _check_forecast(info: dict[str, Any], item: str, forecast: np.ndarray, window: np.ndarray, where: list[str]) -> None:
+    """Refuse a forecast that is not finite (an input beyond what the model's float32 holds once scaled),
+    naming the input cell furthest from the training mean; it was printed as ``nan``."""
+    if np.isfinite(forecast).all():
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        far = np.abs((window - np.asarray(info["mean"])) / np.asarray(info["std"]))  # (L, C_in)
+    r, c = np.unravel_index(int(np.argmax(far)), far.shape)
+    raise DataError(f"{item}: {where[len(where) - len(window) + r]}, column {info['channels'][c]!r}: {window[r, c]:g} is "
+                    f"{far[r, c]:.3g} standard deviations from the training mean; the forecast from it is not a finite number")
 
 
 def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarray | None, title: str,
@@ -232,11 +245,12 @@ def predict_forecast(model: nn.Module, record: dict[str, Any], inputs: list[str]
     results = []
     model.eval()
     for item in inputs:
-        values, dates, filled = _read_history(info, item)
+        values, dates, filled, where = _read_history(info, item)
         x = _scale(info, values[-L:])  # (C_in, L)
         with torch.no_grad():
             out = _outputs(model, x[None].to(device), len(info["outputs"]))[0].float()  # (C_out, H)
         forecast = _unscale(info, out).T  # (H, C_out)
+        _check_forecast(info, item, forecast, values[-L:], where)
         stamps = future_dates(dates, len(forecast), info.get("date_format")) if dates else None
         header = (["date"] if stamps else ["step"]) + list(info["outputs"])
         buffer = io.StringIO()
@@ -260,7 +274,7 @@ def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any
         raise ConfigError(f"model {getattr(model, 'model_name', type(model).__name__)!r} has no attention to explain")
     info = record["info"]
     L, H = info["input_length"], info["horizon"]
-    values, dates, filled = _read_history(info, item)
+    values, dates, filled, where = _read_history(info, item)
     truth, stamps = None, None
     if len(values) >= L + H:
         truth = values[-H:, -1]
@@ -270,7 +284,9 @@ def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any
         future = future_dates(dates, H, info.get("date_format"))
         stamps = dates[-L:] + future if future else None
     title = Path(item).name + (f" ({filled})" if filled else "")
-    return _example(model, info, _scale(info, values[-L:]), truth, title, stamps)
+    example = _example(model, info, _scale(info, values[-L:]), truth, title, stamps)
+    _check_forecast(info, item, example.forecast, values[-L:], where[: len(values)])
+    return example
 
 
 SPECS = (
