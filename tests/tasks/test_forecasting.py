@@ -196,3 +196,24 @@ def test_a_history_value_beyond_float32_is_refused_not_forecast_as_nan(tmp_path,
     assert main(["predict", str(run), str(history)]) == 2
     err = _one_line_error(capsys)
     assert f"{history}: line 41, column 'target': 1e+300 is" in err and "not a finite number" in err, err
+
+
+def test_a_missing_value_in_a_column_the_run_does_not_read_is_no_error(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", "--data.features", "S", *TINY[:4],
+                 "--train.progress", "false", "--epochs", "1", "--data", str(_history_csv(tmp_path / "train.csv", 400)),
+                 "--out", str(run)]) == 0
+    history = _history_csv(tmp_path / "history.csv", 60)
+    capsys.readouterr()
+    assert main(["predict", str(run), str(history), "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)[0]["forecast"]
+    lines = history.read_text().splitlines()
+    lines[30] = ",".join(lines[30].split(",")[:1] + [""] + lines[30].split(",")[2:])  # c0 empty: an S run reads only 'target'
+    history.write_text("\n".join(lines) + "\n")
+    assert main(["predict", str(run), str(history), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["forecast"] == expected
+    lines[30] = ",".join(lines[30].split(",")[:-1] + [""])  # the target's own cell: still refused by line and column
+    history.write_text("\n".join(lines) + "\n")
+    assert main(["predict", str(run), str(history)]) == 2
+    err = _one_line_error(capsys)
+    assert f"{history}: line 31, column 'target': missing value (NaN)" in err, err

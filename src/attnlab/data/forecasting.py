@@ -185,11 +185,14 @@ def _read_array(path: Path) -> Series:
     return Series(a.astype(np.float64), [f"c{i}" for i in range(a.shape[1])], None, str(path))
 
 
-def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refuse", date_format: str | None = None) -> Series:
+def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refuse", date_format: str | None = None,
+                columns: Sequence[str] | None = None) -> Series:
     """Read a CSV (date column + numeric channels) or an .npy / .npz (T, C) into a `Series`.
 
     Missing values are refused with the first one's row and column, or (``nan="interpolate"``)
-    filled linearly in time per channel, the ends with the nearest value.
+    filled linearly in time per channel, the ends with the nearest value. ``columns``: keep only
+    these channels, in this order (a finished run's inputs), before missing values are looked
+    for; one the file lacks is refused by name.
     """
     check_choice("data", "nan", nan, NAN_POLICIES)
     path = Path(path)
@@ -198,6 +201,8 @@ def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refu
     if not path.is_file():
         raise DataError(f"series file not found: {path}")
     series = _read_array(path) if path.suffix.lower() in (".npy", ".npz") else _read_csv(path, date_column, date_format)
+    if columns is not None:
+        _keep_columns(series, columns)
     v = series.values
     if np.isinf(v).any():
         r, c = map(int, np.argwhere(np.isinf(v))[0])
@@ -218,6 +223,16 @@ def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refu
         series.filled = int(missing.sum())
         logger.warning("%s: %d missing value(s) filled by linear interpolation", path, series.filled)
     return series
+
+
+def _keep_columns(series: Series, columns: Sequence[str]) -> None:
+    """Keep only ``columns`` of a series, in that order (a finished run's inputs); one it lacks is refused."""
+    missing = [str(n) for n in columns if str(n) not in series.names]
+    if missing:
+        raise DataError(f"{series.source}: no column(s) {missing}; the run was trained on {list(columns)} "
+                        f"(the file has {series.names})")
+    series.values = series.values[:, [series.names.index(str(n)) for n in columns]]
+    series.names = [str(n) for n in columns]
 
 
 def _where(series: Series, row: int) -> str:
@@ -333,17 +348,13 @@ def load_forecasting_task(
             raise ConfigError(f"--data.{name} must be an integer >= 1, got {value!r}")
     if date_format is not None and (not isinstance(date_format, str) or "%" not in date_format):
         raise ConfigError(f"--data.date_format must be a strptime format such as '%Y/%m/%d %H:%M', got {date_format!r}")
-    series = (generated_series(seed=0) if path is None
-              else read_series(path, date_column=date_column, nan=nan, date_format=date_format))
+    series = (generated_series(seed=0) if path is None  # a run's channels: other columns are not read
+              else read_series(path, date_column=date_column, nan=nan, date_format=date_format, columns=channels))
+    if channels is not None and path is None:
+        _keep_columns(series, channels)
     where = series.source
     T = len(series.values)
     names = list(series.names)
-    if channels is not None:
-        missing = [str(n) for n in channels if str(n) not in names]
-        if missing:
-            raise DataError(f"{where}: no column(s) {missing}; the run was trained on {list(channels)} (the file has {names})")
-        series.values = series.values[:, [names.index(str(n)) for n in channels]]
-        names = [str(n) for n in channels]
     target = names[-1] if target is None else str(target)
     if target not in names:
         raise ConfigError(f"--data.target {target!r} is not a channel of {where}; channels: {names}")

@@ -169,11 +169,8 @@ def _read_history(info: dict[str, Any], item: str):
     """A history file -> (raw values (T, C_in) in the run's channel order, dates or None, a note on
     the missing values filled (the run's ``--data.nan interpolate``), or "", each row's place in the file)."""
     series = read_series(item, date_column=info.get("date_column", "date"), nan=info.get("nan", "refuse"),
-                         date_format=info.get("date_format"))
-    missing = [n for n in info["channels"] if n not in series.names]
-    if missing:
-        raise DataError(f"{item}: no column(s) {missing}; the model was trained on {info['channels']} (has {series.names})")
-    values = series.values[:, [series.names.index(n) for n in info["channels"]]]
+                         date_format=info.get("date_format"), columns=info["channels"])  # other columns are not read
+    values = series.values
     if len(values) < info["input_length"]:
         raise DataError(f"{item}: {len(values)} rows; the model forecasts from the last input_length = {info['input_length']}")
     n = series.filled
