@@ -71,6 +71,15 @@ def test_classification_formats(tmp_path):
     assert read_labelled(tmp_path / "c.txt")[1] == ["1", "0"]
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_label_or_text(tmp_path):
+    from attnlab.tasks.text import read_text_inputs
+
+    path = tmp_path / "notepad.txt"
+    path.write_bytes(b"\xef\xbb\xbfpos\tgood film\r\nneg\tbad film\r\n")  # Windows Notepad's UTF-8
+    assert read_labelled(path)[:2] == (["good film", "bad film"], ["pos", "neg"])
+    assert read_text_inputs(str(path), ["neg", "pos"]) == [("good film", "pos"), ("bad film", "neg")]
+
+
 def test_bad_rows_name_file_and_line(tmp_path):
     bad = tmp_path / "train.tsv"
     bad.write_text("pos\tgood\nneg\n")

@@ -60,7 +60,7 @@ __all__ = [
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """Lines of a UTF-8 text file, plain or gzip (``.gz``), without line endings."""
+    """Lines of a UTF-8 text file, plain or gzip (``.gz``), without line endings or a byte-order mark."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
@@ -70,6 +70,8 @@ def read_lines(path: str | Path) -> list[str]:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise DataError(f"{path}: not a valid gzip file ({exc})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):  # Notepad's UTF-8 byte-order mark: it would glue U+FEFF to the first label / word
+        raw = raw[3:]
     nul = raw.find(b"\x00")
     if nul >= 0:  # no text encoding but UTF-16/32 writes NUL (git's and grep's binary test): Latin-1 would take anything
         line = raw[:nul].count(b"\n") + 1
