@@ -47,6 +47,12 @@ def test_text_classification_cli(tmp_path, capsys):
     assert results[0]["label"] == "pos" and "label" not in results[1] and len(results[0]["top"]) == 2
     assert main(["explain", str(run), str(inputs), "-o", str(tmp_path / "e.png")]) == 0
     assert main(["evaluate", str(run), "--json"]) == 0
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n\t\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(blank)]) == 2  # it printed nothing and exited 0
+    err = capsys.readouterr().err.strip()
+    assert "blank.txt: no text to classify" in err and len(err.splitlines()) == 1
 
 
 def test_bad_row_is_one_line_error(tmp_path, capsys):

@@ -192,7 +192,12 @@ def predict_text(model: nn.Module, record: dict[str, Any], inputs: list[str], to
     model.eval()
     results = []
     for item in inputs:
-        for text, label in read_text_inputs(item, record["class_names"], target=target_of(record)):
+        rows = read_text_inputs(item, record["class_names"], target=target_of(record))
+        if not rows:  # an empty result would read as "nothing to report", exit code 0
+            from attnlab.errors import DataError
+
+            raise DataError(f"{item}: no text to classify (one text a line; the file has only blank lines)")
+        for text, label in rows:
             ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
             result = {"input": text, **read_outputs(record, _logits(model, ids)[None], top_k)[0]}
             if label is not None:
