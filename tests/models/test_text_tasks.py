@@ -121,3 +121,11 @@ def test_language_model_cli_and_generate(tmp_path, capsys):
     prompt.write_text("to be or not to")
     assert main(["predict", str(run), str(prompt), "--top-k", "3"]) == 0
     assert main(["explain", str(run), str(prompt), "-o", str(tmp_path / "lm.png")]) == 0
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("to be 日本")  # predict and explain read it as <unk>s, silently; generate refused it
+    for argv in (["predict", str(run), str(unseen)], ["explain", str(run), str(unseen), "-o", str(tmp_path / "u.png")]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "unseen.txt: the text has characters this run's vocabulary (" in err and "'日'" in err, err
+    assert not (tmp_path / "u.png").exists()

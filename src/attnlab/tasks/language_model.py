@@ -121,11 +121,13 @@ def _report(model: nn.Module, task_data, count: int) -> list:
                             f"validation window {i}") for i in range(min(count, len(val)))]
 
 
-def _encode_prompt(record: dict[str, Any], text: str) -> list[int]:
+def _encode_prompt(record: dict[str, Any], text: str, where: str) -> list[int]:
+    """``text`` (from file ``where``) as ids; characters a character model never saw are refused, as in generate."""
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
+    _check_known(tokenizer, text, f"{where}: the text")
     ids = tokenizer.encode(text)
     if not ids:
-        raise DataError("the prompt is empty: give at least one character")
+        raise DataError(f"{where}: the prompt is empty: give at least one character")
     return ids[-int(record["info"]["block_size"]) :]
 
 
@@ -142,7 +144,7 @@ def predict_lm(model: nn.Module, record: dict[str, Any], inputs: list[str], top_
     model.eval()
     results = []
     for item in inputs:
-        ids = _encode_prompt(record, _read_prompt(item))
+        ids = _encode_prompt(record, _read_prompt(item), item)
         with torch.no_grad():
             probs = model(torch.tensor([ids], device=device))[0, -1].float().softmax(-1).cpu()
         scores, tokens = probs.topk(min(top_k, probs.numel()))
@@ -154,7 +156,7 @@ def predict_lm(model: nn.Module, record: dict[str, Any], inputs: list[str], top_
 
 def explain_lm(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
-    return _tokens_example(model, tokenizer, _encode_prompt(record, _read_prompt(item)), Path(item).name)
+    return _tokens_example(model, tokenizer, _encode_prompt(record, _read_prompt(item), item), Path(item).name)
 
 
 def generate_text(
