@@ -27,7 +27,7 @@ def _classification_files(folder):
     (folder / "test.tsv").write_text("\n".join(rows) + "\n")
 
 
-def test_text_classification_cli(tmp_path, capsys):
+def test_text_classification_cli(tmp_path, capsys, caplog):
     _classification_files(tmp_path / "data")
     run = tmp_path / "cls"
     assert main(["train", "--task", "text-classification", "--data", str(tmp_path / "data"), "--out", str(run),
@@ -47,6 +47,12 @@ def test_text_classification_cli(tmp_path, capsys):
     assert results[0]["label"] == "pos" and "label" not in results[1] and len(results[0]["top"]) == 2
     assert main(["explain", str(run), str(inputs), "-o", str(tmp_path / "e.png")]) == 0
     assert main(["evaluate", str(run), "--json"]) == 0
+    long = tmp_path / "long.txt"
+    long.write_text("pos\t" + "great " * 300 + "\n")  # past the run's max_length (128): it was cut silently
+    caplog.clear()
+    assert main(["predict", str(run), str(long)]) == 0
+    assert "long.txt: 'great great" in caplog.text and "is 300 tokens; the run reads the first 127 (its max_length 128)" \
+        in caplog.text
     blank = tmp_path / "blank.txt"
     blank.write_text("\n  \n\t\n")
     capsys.readouterr()

@@ -22,6 +22,7 @@ a comma-separated set of them; regression: a number before a tab or CSV comma) i
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -184,6 +185,19 @@ def _max_length(record: dict[str, Any]) -> int:
     return int(record["info"]["max_length"])
 
 
+def _encode_input(tokenizer, text: str, record: dict[str, Any], item: str) -> list[int]:
+    """One predict / explain text as the run reads it, cut to its ``max_length`` as in training;
+    a cut is said (a warning naming the file and the text), never silent."""
+    ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
+    kept = len(ids) - (2 if hasattr(tokenizer, "for_classification") else 1)  # [CLS] .. [SEP], or <bos>
+    total = len(tokenizer.encode(text))
+    if total > kept:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        logging.getLogger(__name__).warning("%s: %r is %d tokens; the run reads the first %d (its max_length %d), "
+                                            "the rest is ignored", item, shown, total, kept, _max_length(record))
+    return ids
+
+
 def predict_text(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
     """One result per line: {"input", "class", "score", "top"}; a regression run {"input", "value"}
     (the target's units), a multi-label run {"input", "labels", "scores", "threshold", "top"};
@@ -198,7 +212,7 @@ def predict_text(model: nn.Module, record: dict[str, Any], inputs: list[str], to
 
             raise DataError(f"{item}: no text to classify (one text a line; the file has only blank lines)")
         for text, label in rows:
-            ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
+            ids = _encode_input(tokenizer, text, record, item)
             result = {"input": text, **read_outputs(record, _logits(model, ids)[None], top_k)[0]}
             if label is not None:
                 result["label"] = label
@@ -215,7 +229,7 @@ def explain_text(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     if not rows:
         raise DataError(f"{item}: no text to explain")
     text, label = rows[0]
-    ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
+    ids = _encode_input(tokenizer, text, record, item)
     example = _example(model, tokenizer, ids, record, label, Path(item).name)
     example.item = (torch.tensor(ids), None)  # what the relevance methods attribute (text_positions)
     return example
