@@ -98,7 +98,7 @@ def test_translation_cli(tmp_path, capsys):
     assert "empty.txt: no source sentence to translate" in capsys.readouterr().err
 
 
-def test_language_model_cli_and_generate(tmp_path, capsys):
+def test_language_model_cli_and_generate(tmp_path, capsys, caplog):
     text = tmp_path / "t.txt"
     text.write_text("to be or not to be, that is the question.\n" * 40)
     run = tmp_path / "lm"
@@ -127,6 +127,13 @@ def test_language_model_cli_and_generate(tmp_path, capsys):
     prompt.write_text("to be or not to")
     assert main(["predict", str(run), str(prompt), "--top-k", "3"]) == 0
     assert main(["explain", str(run), str(prompt), "-o", str(tmp_path / "lm.png")]) == 0
+    long = tmp_path / "long.txt"
+    long.write_text("to be or not to be, " * 3)  # 60 characters, windows of 16: the start was dropped silently
+    caplog.clear()
+    assert main(["predict", str(run), str(long)]) == 0
+    assert main(["generate", str(run), "--prompt", long.read_text(), "--max-new-tokens", "2"]) == 0
+    assert "long.txt is 60 tokens; the model reads the last 16 (its block_size)" in caplog.text
+    assert "the prompt is 60 tokens; the model reads the last 16 (its max_length)" in caplog.text
     unseen = tmp_path / "unseen.txt"
     unseen.write_text("to be 日本")  # predict and explain read it as <unk>s, silently; generate refused it
     for argv in (["predict", str(run), str(unseen)], ["explain", str(run), str(unseen), "-o", str(tmp_path / "u.png")]):

@@ -25,6 +25,7 @@ sampling. Predict: for each input file, the model's top-k next tokens after its 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -128,7 +129,15 @@ def _encode_prompt(record: dict[str, Any], text: str, where: str) -> list[int]:
     ids = tokenizer.encode(text)
     if not ids:
         raise DataError(f"{where}: the prompt is empty: give at least one character")
-    return ids[-int(record["info"]["block_size"]) :]
+    return ids[-_kept(len(ids), int(record["info"]["block_size"]), where, "block_size") :]
+
+
+def _kept(total: int, context: int, where: str, option: str) -> int:
+    """How many tokens of a text of ``total`` the model reads (the last ``context``): a cut is said, not silent."""
+    if total > context:
+        logging.getLogger(__name__).warning("%s is %d tokens; the model reads the last %d (its %s), the rest is ignored",
+                                            where, total, context, option)
+    return context
 
 
 def _read_prompt(item: str) -> str:
@@ -192,6 +201,9 @@ def generate_text(
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ConfigError("the prompt is empty: give at least one character")
+    context = getattr(model, "context_length", None)
+    if context is not None:  # generate() conditions on the last `context` tokens
+        _kept(len(ids), context, "the prompt", "max_length")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device)
     if seed is None:
