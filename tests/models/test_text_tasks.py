@@ -68,7 +68,7 @@ def test_bad_row_is_one_line_error(tmp_path, capsys):
     assert "bad.tsv:2: expected 'label<TAB>text'" in capsys.readouterr().err
 
 
-def test_translation_cli(tmp_path, capsys):
+def test_translation_cli(tmp_path, capsys, caplog):
     data = tmp_path / "mt"
     data.mkdir()
     words = {"dog": "Hund", "cat": "Katze", "man": "Mann", "house": "Haus"}
@@ -91,6 +91,12 @@ def test_translation_cli(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)[0]
     assert result["input"] == "a dog and a cat" and isinstance(result["translation"], str) and 0 <= result["score"] <= 1
     assert main(["explain", str(run), str(src), "-o", str(tmp_path / "x.html")]) == 0
+    long = tmp_path / "long.txt"
+    long.write_text("a dog and a cat " * 40 + "\n")  # past the run's max_length (128): its end was dropped silently
+    caplog.clear()
+    assert main(["predict", str(run), str(long)]) == 0
+    assert "long.txt: 'a dog and a cat a dog and a cat a dog an...' is " in caplog.text
+    assert "the run reads the first 127 (its max_length 128), the rest is not translated" in caplog.text
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     capsys.readouterr()

@@ -23,6 +23,7 @@ cross-attention (target x source) of the first line's translation.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -132,10 +133,17 @@ def _objective(task_data, options: CrossEntropyOptions, decoding: DecodingOption
                                 length_penalty=decoding.length_penalty)
 
 
-def _encode_sources(info: dict[str, Any], texts: list[str]) -> list[list[int]]:
+def _encode_sources(info: dict[str, Any], texts: list[str], where: str) -> list[list[int]]:
+    """Source ids + <eos>, cut to the run's ``max_length`` as in training; a cut is said (``where``: the file)."""
     src_tok, _ = _tokenizers(info)
     n = int(info["max_length"])
-    return [ids[: n - 1] + [EOS_ID] for ids in src_tok.encode_batch(texts)]
+    encoded = src_tok.encode_batch(texts)
+    for text, ids in zip(texts, encoded):
+        if len(ids) > n - 1:  # the translation would be of the start only
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            logging.getLogger(__name__).warning("%s: %r is %d tokens; the run reads the first %d (its max_length %d), "
+                                                "the rest is not translated", where, shown, len(ids), n - 1, n)
+    return [ids[: n - 1] + [EOS_ID] for ids in encoded]
 
 
 def _cross_attention_example(model: nn.Module, info: dict[str, Any], src_ids: list[int], title: str, label: str | None = None) -> Any:
@@ -182,7 +190,7 @@ def predict_translation(model: nn.Module, record: dict[str, Any], inputs: list[s
             chunk = lines[start : start + 64]
             from attnlab.data.text import pad_batch
 
-            src = pad_batch([torch.tensor(ids) for ids in _encode_sources(info, chunk)]).to(device)
+            src = pad_batch([torch.tensor(ids) for ids in _encode_sources(info, chunk, item)]).to(device)
             outs = beam_search(model, src, beam_size=5, length_penalty=1.0)
             for text, ids, row in zip(chunk, outs, range(len(chunk))):
                 tgt = torch.tensor([[BOS_ID] + ids + [EOS_ID]], device=device)
@@ -200,7 +208,7 @@ def explain_translation(model: nn.Module, record: dict[str, Any], item: str) -> 
     lines = _source_lines(item)
     if not lines:
         raise DataError(f"{item}: no sentence to explain")
-    return _cross_attention_example(model, record["info"], _encode_sources(record["info"], lines[:1])[0], Path(item).name)
+    return _cross_attention_example(model, record["info"], _encode_sources(record["info"], lines[:1], item)[0], Path(item).name)
 
 
 def _carried_tokenizers(record: dict[str, Any], where: str) -> dict[str, Any]:
