@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 
@@ -148,3 +150,12 @@ def test_language_model_cli_and_generate(tmp_path, capsys, caplog):
         err = capsys.readouterr().err.strip()
         assert "unseen.txt: the text has characters this run's vocabulary (" in err and "'日'" in err, err
     assert not (tmp_path / "u.png").exists()
+    sys_stdin = sys.stdin
+    try:  # `echo ... | attnlab predict RUN -`: the error named a temporary file the user never made
+        sys.stdin = io.TextIOWrapper(io.BytesIO("to be 日本".encode()))
+        capsys.readouterr()
+        assert main(["predict", str(run), "-"]) == 2
+    finally:
+        sys.stdin = sys_stdin
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("attnlab: error: standard input ('-'): the text has characters") and "attnlab-stdin" not in err

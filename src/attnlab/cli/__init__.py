@@ -146,7 +146,15 @@ def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
 
     with contextlib.ExitStack() as stack:
         files, shown = expand_inputs(args.inputs, stack)
-        results = predict_run(args.run_dir, files, top_k=args.top_k, device=args.device)
+        try:
+            results = predict_run(args.run_dir, files, top_k=args.top_k, device=args.device)
+        except AttnlabError as exc:  # name what the user gave, not the temporary copy of standard input
+            message = str(exc)
+            for path, name in shown.items():
+                message = message.replace(path, f"standard input ({name!r})")
+            if message == str(exc):
+                raise
+            raise type(exc)(message) from None
     for r in results:
         if isinstance(r.get("input"), str) and r["input"] in shown:
             r["input"] = shown[r["input"]]
