@@ -190,3 +190,12 @@ def test_a_corrupt_run_config_is_one_line_naming_line_and_column(run_dir, tmp_pa
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert "config.yaml is not valid YAML" in err and "at line 2, column" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_whitespace_token_prints_visibly_on_one_line():
+    from attnlab.cli.output import result_line
+
+    # a language model's next token: "\n" split the line in two, " " printed as nothing
+    assert result_line({"input": "p.txt", "class": "\n", "score": 0.25}) == "p.txt: '\\n' (0.250)"
+    assert result_line({"input": "p.txt", "class": " ", "score": 0.25}) == "p.txt: ' ' (0.250)"
+    assert result_line({"input": "a.png", "class": "golden retriever", "score": 0.5}) == "a.png: golden retriever (0.500)"

@@ -33,7 +33,10 @@ def result_line(r: dict) -> str:
         return f"{r['input']}: {r.get('note', 'no prediction')}"
     box = r.get("box")
     where = f" [{', '.join(f'{v:g}' for v in box)}]" if box else ""
-    return f"{r['input']}: {r['class']}{where} ({r['score']:.3f})"
+    name = r["class"]
+    if isinstance(name, str) and (not name.isprintable() or name != name.strip()):
+        name = repr(name)  # a language model's next token " " or "\n": visible, and one line per result
+    return f"{r['input']}: {name}{where} ({r['score']:.3f})"
 
 
 def expand_inputs(items: list[str], stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str]]:
