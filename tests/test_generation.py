@@ -124,3 +124,21 @@ def test_bleu_of_a_perfect_hypothesis_is_100():
     scores = corpus_bleu(list(refs), refs)
     assert scores["bleu"] == pytest.approx(100.0) and scores["bleu_lc"] == pytest.approx(100.0)
     assert corpus_bleu(["Ein Hund", "Katze"], refs)["bleu"] < 10
+
+
+@pytest.mark.parametrize("kind", ["bpe", "word", "char"])
+def test_generated_text_keeps_the_space_after_the_prompt(kind, monkeypatch):
+    """`attnlab generate RUN --prompt "First Citizen:"` printed "First Citizen:we are" for BPE and word
+    runs: the new tokens, decoded alone, lost the space that opens them."""
+    import attnlab.tasks.language_model as lm
+    from attnlab.data.tokenizers import train_tokenizer
+
+    text = "First Citizen: we are all resolved rather to die than to famish.\n" * 20
+    tok = train_tokenizer(kind, [text], vocab_size=300)
+    prompt, rest = tok.encode("First Citizen:"), tok.encode("First Citizen: we are all resolved")
+    assert rest[: len(prompt)] == prompt
+    # the model's sampling is not under test: it "generates" the ids that follow the prompt
+    monkeypatch.setattr(lm, "generate", lambda model, ids, **_: torch.tensor([rest]))
+    model = create_model("gpt-lm", vocab_size=tok.vocab_size, max_length=64, dim=16, depth=1, num_heads=2)
+    out = lm.generate_text(model, {"info": {"tokenizer": tok.to_dict()}}, "First Citizen:", max_new_tokens=4, seed=0)
+    assert out.startswith(" we are all resolved"), out

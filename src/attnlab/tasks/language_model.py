@@ -212,7 +212,10 @@ def generate_text(
         generator.manual_seed(seed)
     out = generate(model, torch.tensor([ids], device=device), max_new_tokens=max_new_tokens, temperature=temperature,
                    top_k=top_k, top_p=top_p, stop_tokens=stop_ids, use_cache=use_cache, generator=generator)
-    return tokenizer.decode(out[0, len(ids):].tolist())
+    # The new tokens decoded after the prompt's: decoded alone, a BPE or word run drops the space
+    # that opens them (its decode strips a leading space / joins words), gluing them to the prompt.
+    full, head = tokenizer.decode(out[0].tolist()), tokenizer.decode(ids)
+    return full[len(head):] if full.startswith(head) else tokenizer.decode(out[0, len(ids):].tolist())
 
 
 def _check_known(tokenizer: Any, text: str, what: str) -> None:
