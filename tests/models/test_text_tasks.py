@@ -63,6 +63,15 @@ def test_text_classification_cli(tmp_path, capsys, caplog):
     assert "blank.txt: no text to classify" in err and len(err.splitlines()) == 1
 
 
+def test_predict_csv_header_is_skipped_as_in_training(tmp_path):
+    from attnlab.tasks.text import read_text_inputs
+
+    path = tmp_path / "in.csv"
+    path.write_text('label,text\r\npos,"great, really"\r\nsomething boring\r\n')  # "label,text" was classified
+    assert read_text_inputs(str(path), ["neg", "pos"]) == [("great, really", "pos"), ("something boring", None)]
+    assert read_text_inputs(str(path), ["label", "pos"])[0] == ("text", "label")  # a class named "label" stays a row
+
+
 def test_bad_row_is_one_line_error(tmp_path, capsys):
     data = tmp_path / "bad.tsv"
     data.write_text("pos\tfine\nonlyonefield\n")

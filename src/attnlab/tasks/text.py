@@ -172,10 +172,12 @@ def read_text_inputs(item: str, class_names: Sequence[str], *, target: str = "cl
     known = set(class_names)
     is_csv = item.lower().endswith(".csv")
     rows = []
-    for line in read_lines(item):
+    for number, line in enumerate(read_lines(item), start=1):
         if not line.strip():
             continue
         parsed = parse_labelled_line(line, csv_format=is_csv)
+        if is_csv and number == 1 and parsed is not None and parsed[0].lower() == "label" and parsed[0] not in known:
+            continue  # a header row, skipped as in training (it was classified as a text)
         labelled = parsed is not None and _known_label(parsed[0], known, target, is_csv or "\t" in line)
         rows.append((parsed[1], parsed[0]) if labelled else (line.strip(), None))
     return rows
