@@ -55,6 +55,17 @@ def test_text_classification_cli(tmp_path, capsys, caplog):
     assert main(["predict", str(run), str(long)]) == 0
     assert "long.txt: 'great great" in caplog.text and "is 300 tokens; the run reads the first 127 (its max_length 128)" \
         in caplog.text
+    sys_stdin = sys.stdin
+    try:  # `echo TEXT | attnlab explain RUN - -o x.png`, as predict reads "-": it was "input not found: -"
+        sys.stdin = io.TextIOWrapper(io.BytesIO(b"a great film\n"))
+        assert main(["explain", str(run), "-", "-o", str(tmp_path / "stdin.png")]) == 0
+        sys.stdin = io.TextIOWrapper(io.BytesIO(b"  \n"))
+        capsys.readouterr()
+        assert main(["explain", str(run), "-", "-o", str(tmp_path / "blank.png")]) == 2
+    finally:
+        sys.stdin = sys_stdin
+    assert (tmp_path / "stdin.png").is_file() and not (tmp_path / "blank.png").exists()
+    assert capsys.readouterr().err.strip() == "attnlab: error: standard input ('-'): no text to explain"
     blank = tmp_path / "blank.txt"
     blank.write_text("\n  \n\t\n")
     capsys.readouterr()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab import jsonsafe
-from attnlab.cli.output import expand_inputs, metrics_line, result_line
+from attnlab.cli.output import as_given, expand_inputs, metrics_line, result_line, stdin_file
 from attnlab.cpu_allocator import tune_cpu_allocator
 from attnlab.errors import AttnlabError, ConfigError
 
@@ -146,15 +146,8 @@ def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
 
     with contextlib.ExitStack() as stack:
         files, shown = expand_inputs(args.inputs, stack)
-        try:
+        with as_given(shown):
             results = predict_run(args.run_dir, files, top_k=args.top_k, device=args.device)
-        except AttnlabError as exc:  # name what the user gave, not the temporary copy of standard input
-            message = str(exc)
-            for path, name in shown.items():
-                message = message.replace(path, f"standard input ({name!r})")
-            if message == str(exc):
-                raise
-            raise type(exc)(message) from None
     for r in results:
         if isinstance(r.get("input"), str) and r["input"] in shown:
             r["input"] = shown[r["input"]]
@@ -181,13 +174,16 @@ def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
         return 0
     if args.input is None or args.output is None:
         raise AttnlabError("explain needs INPUT and -o out.png|out.html (or --faithfulness)")
-    if not os.path.exists(args.input):
+    if args.input != "-" and not os.path.exists(args.input):
         raise AttnlabError(f"input not found: {args.input}")
     if methods is not None and len(methods) != 1:
         raise AttnlabError(f"--method takes one method when drawing a map, got {args.method!r}")
     method = methods[0] if methods else ("rollout" if args.rollout else None)
-    path = explain_run(args.run_dir, args.input, args.output, layer=args.layer, head=args.head, rollout=args.rollout,
-                       method=method, steps=args.steps, device=args.device)
+    with contextlib.ExitStack() as stack:  # "-": standard input, as predict reads it
+        item = stdin_file(stack) if args.input == "-" else args.input
+        stack.enter_context(as_given({item: "-"} if args.input == "-" else {}))
+        path = explain_run(args.run_dir, item, args.output, layer=args.layer, head=args.head, rollout=args.rollout,
+                           method=method, steps=args.steps, device=args.device)
     print(f"wrote {path}")
     return 0
 
@@ -333,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="relevance map (.png) or explorer (.html) for one input; --faithfulness scores "
                        "every relevance method on a split", description=_EXPLAIN_HELP)
     p.add_argument("run_dir")
-    p.add_argument("input", nargs="?", help="an input file as predict reads it (not with --faithfulness)")
+    p.add_argument("input", nargs="?", help="an input file as predict reads it, or - for standard input (not with --faithfulness)")
     p.add_argument("-o", "--output", help="out.png or out.html")
     p.add_argument("--layer", type=int, default=-1)
     p.add_argument("--head", type=int, default=None, help="a head index (default: mean of heads)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from attnlab.errors import AttnlabError
 
-__all__ = ["expand_inputs", "metrics_line", "result_line", "stdin_file"]
+__all__ = ["as_given", "expand_inputs", "metrics_line", "result_line", "stdin_file"]
 
 
 def metrics_line(metrics: dict[str, float]) -> str:
@@ -60,6 +60,20 @@ def expand_inputs(items: list[str], stack: contextlib.ExitStack) -> tuple[list[s
         else:
             raise AttnlabError(f"input not found: {item}")
     return files, shown
+
+
+@contextlib.contextmanager
+def as_given(shown: dict[str, str]):
+    """An error names what the user gave ({temporary path: "-"}), not the temporary copy of standard input."""
+    try:
+        yield
+    except AttnlabError as exc:
+        message = str(exc)
+        for path, name in shown.items():
+            message = message.replace(path, f"standard input ({name!r})")
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
 
 
 def stdin_file(stack: contextlib.ExitStack) -> str:
