@@ -145,6 +145,7 @@ def test_language_model_cli_and_generate(tmp_path, capsys, caplog):
                           (["--temperature", "inf"], "--temperature must be a finite number >= 0, got inf"),
                           (["--top-k", "0"], "--top-k must be an integer >= 1"),
                           (["--top-k", "-3"], "--top-k must be an integer >= 1"),
+                          (["--seed", str(2**70)], f"--seed must be an integer of at most 64 bits, got {2**70}"),
                           (["--stop", "€"], "stop string '€' has characters this run's vocabulary"),
                           (["--prompt", "to be 日本"], "the prompt has characters this run's vocabulary (")):
         args = ["--prompt", "to be", *argv] if "--prompt" not in argv else argv

@@ -188,6 +188,8 @@ def generate_text(
         raise ConfigError(f"--top-k must be an integer >= 1 (leave it out for no cut), got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+    if seed is not None and not -(2**63) <= seed < 2**64:  # torch.Generator.manual_seed's range (an OverflowError)
+        raise ConfigError(f"--seed must be an integer of at most 64 bits, got {seed}")
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
     eos = getattr(tokenizer, "eos_id", EOS_ID)  # a checkpoint's BPE has its own (or none)
     stop_ids = [] if eos is None else [eos]
