@@ -116,6 +116,17 @@ def test_bad_explain_inputs_are_one_line_exit_2(run_dir, sample, tmp_path, capsy
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_an_output_that_is_a_folder_or_under_a_file_is_one_line(run_dir, sample, tmp_path, capsys):
+    (tmp_path / "d.png").mkdir()
+    (tmp_path / "notes").write_text("a file")
+    for output, message in ((tmp_path / "d.png", "d.png: is a folder; name the .png or .html file to write"),
+                            (tmp_path / "notes" / "x.html", f"{tmp_path / 'notes'} is a file, not a folder")):
+        capsys.readouterr()
+        assert main(["explain", str(run_dir), str(sample), "-o", str(output)]) == 2  # it was a traceback
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
 def test_a_task_without_an_explain_adapter_names_the_method_path_and_model(tmp_path, capsys):
     """Forecasting (a model without attention: dlinear) has no Positions adapter."""
     run = tmp_path / "fc"

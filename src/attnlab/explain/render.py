@@ -38,10 +38,17 @@ def relevance(maps: list[torch.Tensor], *, layer: int, head: int | None, rollout
 
 
 def check_output(output: str | Path) -> Path:
-    """The output path, if it ends in .png or .html."""
+    """The output path, if it ends in .png or .html and can be written (not a folder, not under a file)."""
     output = Path(output)
     if output.suffix.lower() not in (".png", ".html"):
         raise AttnlabError(f"output must end in .png or .html, got {output}")
+    if output.is_dir():  # refused before the model runs (it was a traceback from the writer)
+        raise AttnlabError(f"{output}: is a folder; name the .png or .html file to write")
+    for parent in (output.parent, *output.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise AttnlabError(f"{output}: {parent} is a file, not a folder")
+            break
     return output
 
 
