@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +126,12 @@ def test_an_output_that_is_a_folder_or_under_a_file_is_one_line(run_dir, sample,
         assert main(["explain", str(run_dir), str(sample), "-o", str(output)]) == 2  # it was a traceback
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where even root cannot make files")
+def test_an_output_nothing_can_be_written_to_is_one_line(run_dir, sample, capsys):
+    assert main(["explain", str(run_dir), str(sample), "-o", "/proc/attnlab-x.png"]) == 2  # it was a traceback
+    assert capsys.readouterr().err.strip() == "attnlab: error: /proc/attnlab-x.png: cannot write it (No such file or directory)"
 
 
 def test_a_task_without_an_explain_adapter_names_the_method_path_and_model(tmp_path, capsys):

@@ -7,6 +7,7 @@ images, a highlighted time axis for series, highlighted tokens for sequences.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -49,7 +50,31 @@ def check_output(output: str | Path) -> Path:
             if not parent.is_dir():
                 raise AttnlabError(f"{output}: {parent} is a file, not a folder")
             break
+    _probe_writable(output)
     return output
+
+
+def _probe_writable(output: Path) -> None:
+    """Open ``output`` for appending (its folders made if missing), then undo what that made: a place
+    nothing can be written (a read-only mount, /proc) is refused before the model runs."""
+    missing, parent = [], output.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    existed = output.exists()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "ab"):
+            pass
+    except OSError as exc:
+        raise AttnlabError(f"{output}: cannot write it ({exc.strerror or exc})") from None
+    finally:
+        if not existed:
+            with contextlib.suppress(OSError):
+                output.unlink()
+        for made in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
 
 
 def render_explanation(example, output: str | Path, *, layer: int = -1, head: int | None = None, rollout: bool = False,
