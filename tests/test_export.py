@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -97,3 +99,10 @@ def test_outputs_that_cannot_be_written_are_refused_before_exporting(tmp_path, c
         assert main(["export", str(tmp_path / "missing"), "--onnx", str(output)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+    if Path("/proc/self").is_dir():  # Linux: even root cannot make files there (it was a traceback after the export)
+        assert main(["export", str(tmp_path / "missing"), "--onnx", "/proc/attnlab-m.onnx"]) == 2
+        assert capsys.readouterr().err.strip() == ("attnlab: error: /proc/attnlab-m.onnx: cannot write it "
+                                                   "(No such file or directory)")
+    made = tmp_path / "new" / "sub" / "m.onnx"  # refused for another reason: the folders tried are removed again
+    assert main(["export", str(tmp_path / "missing"), "--onnx", str(made)]) == 2
+    assert not (tmp_path / "new").exists()

@@ -83,6 +83,22 @@ def _check_output(output: Path) -> None:
             if not parent.is_dir():
                 raise AttnlabError(f"{output}: {parent} is a file, not a folder")
             break
+    # a place nothing can be written (a read-only mount, /proc): try it, then undo what that made
+    missing = [p for p in (output.parent, *output.parent.parents) if not p.exists()]  # deepest first
+    existed = output.exists()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "ab"):
+            pass
+    except OSError as exc:
+        raise AttnlabError(f"{output}: cannot write it ({exc.strerror or exc})") from None
+    finally:
+        if not existed:
+            with contextlib.suppress(OSError):
+                output.unlink()
+        for made in missing:
+            with contextlib.suppress(OSError):
+                made.rmdir()
 
 
 @contextlib.contextmanager
