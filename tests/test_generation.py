@@ -142,3 +142,15 @@ def test_generated_text_keeps_the_space_after_the_prompt(kind, monkeypatch):
     model = create_model("gpt-lm", vocab_size=tok.vocab_size, max_length=64, dim=16, depth=1, num_heads=2)
     out = lm.generate_text(model, {"info": {"tokenizer": tok.to_dict()}}, "First Citizen:", max_new_tokens=4, seed=0)
     assert out.startswith(" we are all resolved"), out
+
+
+def test_a_prompt_a_word_tokenizer_reads_as_nothing_says_so():
+    """`generate --prompt "   "` on a word-level run said "the prompt is empty: give at least one character"."""
+    from attnlab.data.tokenizers import train_tokenizer
+    from attnlab.errors import ConfigError
+    from attnlab.tasks.language_model import generate_text
+
+    tok = train_tokenizer("word", ["to be or not to be"] * 4, vocab_size=50)
+    model = create_model("gpt-lm", vocab_size=tok.vocab_size, max_length=16, dim=16, depth=1, num_heads=2)
+    with pytest.raises(ConfigError, match=r"^the prompt '   ' gives no tokens for this run's tokenizer \(spaces are no word\)"):
+        generate_text(model, {"info": {"tokenizer": tok.to_dict()}}, "   ", max_new_tokens=2)

@@ -128,8 +128,15 @@ def _encode_prompt(record: dict[str, Any], text: str, where: str) -> list[int]:
     _check_known(tokenizer, text, f"{where}: the text")
     ids = tokenizer.encode(text)
     if not ids:
-        raise DataError(f"{where}: the prompt is empty: give at least one character")
+        raise DataError(f"{where}: {_no_tokens(text, 'the text')}")
     return ids[-_kept(len(ids), int(record["info"]["block_size"]), where, "block_size") :]
+
+
+def _no_tokens(text: str, what: str) -> str:
+    """Why a prompt gives no token: it is empty, or only spaces (a word tokenizer drops them)."""
+    if not text:
+        return f"{what} is empty: give at least one character"
+    return f"{what} {text[:40]!r} gives no tokens for this run's tokenizer (spaces are no word): give a word"
 
 
 def _kept(total: int, context: int, where: str, option: str) -> int:
@@ -202,7 +209,7 @@ def generate_text(
         stop_ids.append(ids[0])
     ids = tokenizer.encode(prompt)
     if not ids:
-        raise ConfigError("the prompt is empty: give at least one character")
+        raise ConfigError(_no_tokens(prompt, "the prompt"))
     context = getattr(model, "context_length", None)
     if context is not None:  # generate() conditions on the last `context` tokens
         _kept(len(ids), context, "the prompt", "max_length")
