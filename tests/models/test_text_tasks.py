@@ -90,7 +90,7 @@ def test_bad_row_is_one_line_error(tmp_path, capsys):
     assert "bad.tsv:2: expected 'label<TAB>text'" in capsys.readouterr().err
 
 
-def test_translation_cli(tmp_path, capsys, caplog):
+def test_translation_cli(tmp_path, capsys, caplog, monkeypatch):
     data = tmp_path / "mt"
     data.mkdir()
     words = {"dog": "Hund", "cat": "Katze", "man": "Mann", "house": "Haus"}
@@ -113,6 +113,21 @@ def test_translation_cli(tmp_path, capsys, caplog):
     result = json.loads(capsys.readouterr().out)[0]
     assert result["input"] == "a dog and a cat" and isinstance(result["translation"], str) and 0 <= result["score"] <= 1
     assert main(["explain", str(run), str(src), "-o", str(tmp_path / "x.html")]) == 0
+    from attnlab.explain import plots
+
+    drawn = {}
+    real_grid = plots.head_grid
+    monkeypatch.setattr(plots, "head_grid", lambda w, **kw: drawn.update(kw, shape=w.shape) or real_grid(w, **kw))
+    assert main(["explain", str(run), str(src), "-o", str(tmp_path / "x.png"), "--head", "1"]) == 0
+    assert drawn["key_tokens"][-1] == "<eos>" and len(drawn["key_tokens"]) == drawn["shape"][-1]  # source columns named
+    assert drawn["shape"][0] == 1 and drawn["first_head"] == 1  # the head asked for (it drew every head)
+    for argv, message in ((["--layer", "5"], "--layer 5 is out of range: the model has 1 attention layers"),  # IndexError
+                          (["--head", "9"], "--head 9 is out of range: the model has 2 heads"),  # ignored
+                          (["--rollout"], "--rollout does not apply to cross-attention")):  # ignored
+        capsys.readouterr()
+        assert main(["explain", str(run), str(src), "-o", str(tmp_path / "y.png"), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "y.png").exists()
     long = tmp_path / "long.txt"
     long.write_text("a dog and a cat " * 40 + "\n")  # past the run's max_length (128): its end was dropped silently
     caplog.clear()

@@ -90,11 +90,13 @@ def head_grid(
     key_tokens: Sequence[str] | None = None,
     title: str | None = None,
     cmap: str = "viridis",
+    first_head: int = 0,
 ):
     """One heat map per head, in a grid. Shape: weights (H, N, M) (or (N, M) for one head).
 
     ``tokens`` label the N query rows (and the M key columns when M == N, unless
-    ``key_tokens`` is given). Returns the Figure; writes a PNG when ``path`` is given.
+    ``key_tokens`` is given); ``first_head`` numbers the first map (one head picked from a layer).
+    Returns the Figure; writes a PNG when ``path`` is given.
     """
     w = _array(weights, "weights")
     w = w[None] if w.ndim == 2 else w
@@ -114,7 +116,7 @@ def head_grid(
             ax.set_visible(False)
             continue
         image = ax.imshow(w[i], cmap=cmap, vmin=0.0, vmax=max(float(w.max()), 1e-12), interpolation="nearest", aspect="auto")
-        ax.set_title(f"head {i}", fontsize=9)
+        ax.set_title(f"head {first_head + i}", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
         _label_axes(ax, tokens if i % cols == 0 else None, cols_labels if i >= h - cols else None)
     fig.colorbar(image, ax=list(axes[:h]), shrink=0.8, label="attention weight")

@@ -77,6 +77,28 @@ def _probe_writable(output: Path) -> None:
                 made.rmdir()
 
 
+def _cross_attention_png(example, maps: list[torch.Tensor], output: Path, *, layer: int, head: int | None,
+                         rollout: bool) -> None:
+    """The chosen layer's (and head's) cross-attention, target rows x source columns, each labelled.
+    Shape: maps, each (H, N, M)."""
+    from attnlab.explain import plots
+
+    if not -len(maps) <= layer < len(maps):
+        raise AttnlabError(f"--layer {layer} is out of range: the model has {len(maps)} attention layers")
+    if rollout:  # rollout multiplies square self-attention maps; these map targets onto sources
+        raise AttnlabError("--rollout does not apply to cross-attention (target x source) maps: choose --layer / --head")
+    chosen = maps[layer]  # (H, N, M)
+    if head is not None:
+        if not 0 <= head < chosen.shape[0]:
+            raise AttnlabError(f"--head {head} is out of range: the model has {chosen.shape[0]} heads")
+        chosen = chosen[head : head + 1]
+    what = f"layer {layer}" + ("" if head is None else f" head {head}")
+    said = str(example.prediction)
+    said = said if len(said) <= 40 else said[:40] + "..."  # a whole translation runs off a narrow figure
+    plots.head_grid(chosen.numpy(), tokens=example.tokens, key_tokens=example.key_tokens, path=output,
+                    title=f"{said} — {what}", first_head=head or 0)
+
+
 def render_explanation(example, output: str | Path, *, layer: int = -1, head: int | None = None, rollout: bool = False,
                        method: str | None = None, title: str = "attnlab explain", meta: dict | None = None) -> Path:
     """Write one ``ReportExample`` as the HTML explorer or a PNG figure (see the module docstring).
@@ -104,7 +126,7 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
         # cross-attention or no attention: show the raw head grid of the chosen layer
         if not maps:
             raise AttnlabError("this model has no attention layers to explain")
-        plots.head_grid(maps[layer].numpy(), tokens=example.tokens, path=output)
+        _cross_attention_png(example, maps, output, layer=layer, head=head, rollout=rollout)
         return output
     prefix = example.num_prefix_tokens
     if method is not None:
