@@ -109,6 +109,8 @@ def test_faithfulness_table_and_json(run_dir, capsys):
     (["--faithfulness", "--split", "validation", "--limit", "0"], "--limit must be >= 1"),
     (["{sample}"], "explain needs INPUT and -o"),
     (["{sample}", "-o", "{tmp}/x.png", "--method", "gradient,rollout"], "--method takes one method"),
+    (["{sample}", "-o", "{tmp}/x.html", "--layer", "9"], "--layer 9 is out of range"),  # the page opened on nothing
+    (["{sample}", "-o", "{tmp}/x.html", "--head", "99"], "--head 99 is out of range"),
 ])
 def test_bad_explain_inputs_are_one_line_exit_2(run_dir, sample, tmp_path, capsys, argv, message):
     argv = [a.format(sample=sample, tmp=tmp_path) for a in argv]

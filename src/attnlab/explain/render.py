@@ -17,6 +17,14 @@ from attnlab.errors import AttnlabError
 __all__ = ["render_explanation", "relevance", "check_output"]
 
 
+def _check_layer_head(maps: list, layer: int, head: int | None) -> None:
+    """``--layer`` / ``--head`` name a layer and head of ``maps`` (each (H, N, M)), else one line."""
+    if not -len(maps) <= layer < len(maps):
+        raise AttnlabError(f"--layer {layer} is out of range: the model has {len(maps)} attention layers")
+    if head is not None and not 0 <= head < maps[layer].shape[0]:
+        raise AttnlabError(f"--head {head} is out of range: the model has {maps[layer].shape[0]} heads")
+
+
 def relevance(maps: list[torch.Tensor], *, layer: int, head: int | None, rollout: bool, prefix: int) -> torch.Tensor:
     """Per-token relevance from one layer/head (or the rollout through all layers), scaled to [0, 1].
 
@@ -25,10 +33,7 @@ def relevance(maps: list[torch.Tensor], *, layer: int, head: int | None, rollout
     """
     from attnlab.explain.rollout import cls_to_patches, rollout as attention_rollout
 
-    if not -len(maps) <= layer < len(maps):
-        raise AttnlabError(f"--layer {layer} is out of range: the model has {len(maps)} attention layers")
-    if head is not None and not 0 <= head < maps[layer].shape[0]:
-        raise AttnlabError(f"--head {head} is out of range: the model has {maps[layer].shape[0]} heads")
+    _check_layer_head(maps, layer, head)
     if rollout:
         rolled = attention_rollout([m[None] for m in maps], num_prefix_tokens=max(prefix, 1))[0]  # (N, N)
     else:
@@ -83,15 +88,10 @@ def _cross_attention_png(example, maps: list[torch.Tensor], output: Path, *, lay
     Shape: maps, each (H, N, M)."""
     from attnlab.explain import plots
 
-    if not -len(maps) <= layer < len(maps):
-        raise AttnlabError(f"--layer {layer} is out of range: the model has {len(maps)} attention layers")
+    _check_layer_head(maps, layer, head)
     if rollout:  # rollout multiplies square self-attention maps; these map targets onto sources
         raise AttnlabError("--rollout does not apply to cross-attention (target x source) maps: choose --layer / --head")
-    chosen = maps[layer]  # (H, N, M)
-    if head is not None:
-        if not 0 <= head < chosen.shape[0]:
-            raise AttnlabError(f"--head {head} is out of range: the model has {chosen.shape[0]} heads")
-        chosen = chosen[head : head + 1]
+    chosen = maps[layer] if head is None else maps[layer][head : head + 1]  # (H, N, M)
     what = f"layer {layer}" + ("" if head is None else f" head {head}")
     said = str(example.prediction)
     said = said if len(said) <= 40 else said[:40] + "..."  # a whole translation runs off a narrow figure
@@ -118,6 +118,8 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
         draw(output, layer=layer, head=head, **({"rollout": rollout} if takes_rollout else {}))
         return output
     if output.suffix.lower() == ".html":
+        if example.maps:  # the page would open on a layer or head that is not there
+            _check_layer_head(list(example.maps), layer, head)
         write_report(output, [example], title=title, meta=meta or {}, default_method=method, default_layer=layer,
                      default_head=head)
         return output
