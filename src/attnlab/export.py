@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from attnlab.errors import AttnlabError
+from attnlab.output_paths import check_output_file
 
 __all__ = ["export_onnx"]
 
@@ -36,7 +37,7 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     output = Path(output)
     if output.suffix != ".onnx":
         raise AttnlabError(f"output must end in .onnx, got {output}")
-    _check_output(output)
+    check_output_file(output, ".onnx file")  # before the (slow) export runs
     config, model, _ = load_run(run_dir)
     entry = model_entry(config.model)
     if entry.example_inputs is None:
@@ -72,33 +73,6 @@ def _dynamic_shapes(inputs: tuple, max_len: int | None) -> tuple:
         else:
             shapes.append({0: batch})
     return tuple(shapes)
-
-
-def _check_output(output: Path) -> None:
-    """Refuse an output the export could not be written to, before the (slow) export runs."""
-    if output.is_dir():
-        raise AttnlabError(f"{output}: is a folder; name the .onnx file to write")
-    for parent in (output.parent, *output.parent.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise AttnlabError(f"{output}: {parent} is a file, not a folder")
-            break
-    # a place nothing can be written (a read-only mount, /proc): try it, then undo what that made
-    missing = [p for p in (output.parent, *output.parent.parents) if not p.exists()]  # deepest first
-    existed = output.exists()
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "ab"):
-            pass
-    except OSError as exc:
-        raise AttnlabError(f"{output}: cannot write it ({exc.strerror or exc})") from None
-    finally:
-        if not existed:
-            with contextlib.suppress(OSError):
-                output.unlink()
-        for made in missing:
-            with contextlib.suppress(OSError):
-                made.rmdir()
 
 
 @contextlib.contextmanager

@@ -7,12 +7,12 @@ images, a highlighted time axis for series, highlighted tokens for sequences.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
 
 from attnlab.errors import AttnlabError
+from attnlab.output_paths import check_output_file
 
 __all__ = ["render_explanation", "relevance", "check_output"]
 
@@ -48,38 +48,8 @@ def check_output(output: str | Path) -> Path:
     output = Path(output)
     if output.suffix.lower() not in (".png", ".html"):
         raise AttnlabError(f"output must end in .png or .html, got {output}")
-    if output.is_dir():  # refused before the model runs (it was a traceback from the writer)
-        raise AttnlabError(f"{output}: is a folder; name the .png or .html file to write")
-    for parent in (output.parent, *output.parent.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise AttnlabError(f"{output}: {parent} is a file, not a folder")
-            break
-    _probe_writable(output)
+    check_output_file(output, ".png or .html file")  # before the model runs (it was a traceback from the writer)
     return output
-
-
-def _probe_writable(output: Path) -> None:
-    """Open ``output`` for appending (its folders made if missing), then undo what that made: a place
-    nothing can be written (a read-only mount, /proc) is refused before the model runs."""
-    missing, parent = [], output.parent
-    while not parent.exists() and parent != parent.parent:
-        missing.append(parent)
-        parent = parent.parent
-    existed = output.exists()
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "ab"):
-            pass
-    except OSError as exc:
-        raise AttnlabError(f"{output}: cannot write it ({exc.strerror or exc})") from None
-    finally:
-        if not existed:
-            with contextlib.suppress(OSError):
-                output.unlink()
-        for made in missing:  # deepest first
-            with contextlib.suppress(OSError):
-                made.rmdir()
 
 
 def _cross_attention_png(example, maps: list[torch.Tensor], output: Path, *, layer: int, head: int | None,
