@@ -95,6 +95,18 @@ def test_runs_of_other_tasks_do_not_join(regression_runs, forecast_runs, capsys)
     assert "cannot join" in err and len(err.splitlines()) == 1
 
 
+def test_forecasters_of_other_columns_do_not_join(forecast_runs, tmp_path, capsys):
+    other = tmp_path / "c0"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", "--out", str(other), "--data.target", "c0",
+                 "--data.input_length", "24", "--data.horizon", "6", "--data.features", "S", "--train.batch_size", "64",
+                 "--train.progress", "false", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(forecast_runs[0]), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{other}: it forecasts ['c0']," in err and "must predict the same columns" in err, err
+    assert len(err.splitlines()) == 1
+
+
 def test_multilabel_ensemble_chooses_its_threshold_on_the_averaged_validation_probabilities(tmp_path, capsys):
     rng = np.random.default_rng(2)
     path = tmp_path / "topics.tsv"

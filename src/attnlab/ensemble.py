@@ -87,8 +87,12 @@ def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: s
         classes = [str(c) for c in getattr(task_data, "class_names", None) or []]
         if getattr(trainer.objective, "outputs_index_vocabulary", False):  # output i is token i of the tokenizer
             classes = [_vocabulary_digest(task_data)]
+        outputs = (getattr(task_data, "info", None) or {}).get("outputs")  # a forecaster's output columns
         if first is None:
-            first, objective = (config.task, kind, classes, Path(run_dir)), trainer.objective
+            first, objective, first_outputs = (config.task, kind, classes, Path(run_dir)), trainer.objective, outputs
+        elif outputs != first_outputs and (config.task, kind, classes) == first[:3]:
+            raise ConfigError(f"{run_dir}: it forecasts {outputs}, {first[3]} forecasts {first_outputs}; ensemble "
+                              "members must predict the same columns")
         elif (config.task, kind, classes) != first[:3]:
             if getattr(trainer.objective, "outputs_index_vocabulary", False) and config.task == first[0]:
                 raise ConfigError(f"{run_dir}: its tokenizer differs from {first[3]}'s; ensemble members must share "
