@@ -112,6 +112,8 @@ def test_translation_cli(tmp_path, capsys, caplog, monkeypatch):
     assert main(["predict", str(run), str(src), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)[0]
     assert result["input"] == "a dog and a cat" and isinstance(result["translation"], str) and 0 <= result["score"] <= 1
+    assert main(["predict", str(run), str(src), "--top-k", "3"]) == 2  # one translation a line: it was ignored
+    assert "--top-k 3: translation predict writes the beam's best translation" in capsys.readouterr().err
     assert main(["explain", str(run), str(src), "-o", str(tmp_path / "x.html")]) == 0
     from attnlab.explain import plots
 

@@ -212,6 +212,8 @@ def test_a_missing_value_in_a_column_the_run_does_not_read_is_no_error(tmp_path,
     history.write_text("\n".join(lines) + "\n")
     assert main(["predict", str(run), str(history), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["forecast"] == expected
+    assert main(["predict", str(run), str(history), "--top-k", "2"]) == 2  # one forecast a file: it was ignored
+    assert "--top-k 2: forecasting predict writes one forecast" in capsys.readouterr().err
     lines[30] = ",".join(lines[30].split(",")[:-1] + [""])  # the target's own cell: still refused by line and column
     history.write_text("\n".join(lines) + "\n")
     assert main(["predict", str(run), str(history)]) == 2

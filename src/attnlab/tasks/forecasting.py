@@ -236,6 +236,8 @@ def _report(model: nn.Module, task_data, count: int) -> list:
 
 def predict_forecast(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
     """One result per history file: {"input", "note", "forecast" (rows), "csv"}; the CLI prints the CSV."""
+    if top_k != 1:  # it was silently ignored
+        raise ConfigError(f"--top-k {top_k}: forecasting predict writes one forecast; --top-k does not apply")
     info = record["info"]
     L = info["input_length"]
     device = next(model.parameters()).device

@@ -179,6 +179,8 @@ def _source_lines(item: str) -> list[str]:
 
 def predict_translation(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
     """One result per source line: {"input", "class" (the translation), "score", "translation"}."""
+    if top_k != 1:  # it was silently ignored
+        raise ConfigError(f"--top-k {top_k}: translation predict writes the beam's best translation; --top-k does not apply")
     info = record["info"]
     _, tgt_tok = _tokenizers(info)
     device = next(model.parameters()).device
