@@ -20,7 +20,6 @@ Run directory layout (rank 0 writes, every file atomically):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -39,6 +38,7 @@ from attnlab.data.base import check_splits
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.registry import create_model
+from attnlab.output_paths import missing_folders, removed_after
 from attnlab.run_config import (
     RunConfig,
     build_objective,
@@ -80,22 +80,16 @@ def _check_creatable(run_dir: Path) -> None:
     """Refuse a run directory that could not be made, before the data is read (else it fails only
     at the first write, e.g. under /proc where even root cannot make folders): the missing part of
     the path is made and removed again, so a refused run still leaves nothing behind."""
-    missing, parent = [], run_dir
-    while not parent.exists() and parent != parent.parent:
-        missing.append(parent)
-        parent = parent.parent
+    missing, parent = missing_folders(run_dir)
     if not parent.is_dir():
         raise ConfigError(f"run directory {run_dir}: {parent} is a file, not a folder")
     if not missing:
         return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"run directory {run_dir}: cannot create it in {parent} ({exc.strerror})") from None
-    finally:
-        for made in missing:  # deepest first
-            with contextlib.suppress(OSError):
-                made.rmdir()
+    with removed_after(missing):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"run directory {run_dir}: cannot create it in {parent} ({exc.strerror})") from None
 
 
 def _write_json(path: Path, data: Any) -> None:
