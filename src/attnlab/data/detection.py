@@ -337,22 +337,13 @@ def _image_size(file: Path, image_id: int, entry: dict, path: Path, actual: tupl
     if (w, h) != (float(actual[0]), float(actual[1])):
         # Images are read upright (EXIF orientation applied, as Detectron2 reads them): a JSON written
         # from the stored, unrotated pixels gives width and height swapped
+        from attnlab.data.images import exif_turns
+
         turned = " upright (its EXIF orientation turns it; boxes must be in the upright image's pixels)" \
-            if (w, h) == (float(actual[1]), float(actual[0])) and _exif_turns(path) else ""
+            if (w, h) == (float(actual[1]), float(actual[0])) and exif_turns(path) else ""
         raise DataError(f"{file}: image id {image_id}: the JSON says {w:g}x{h:g} (width x height) but {path} is "
                         f"{actual[0]}x{actual[1]}{turned}; fix 'width' and 'height' (boxes are in the file's pixels)")
     return w, h
-
-
-def _exif_turns(path: Path) -> bool:
-    """Whether an image file's EXIF orientation turns it by 90 or 270 degrees (tags 5-8)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except Exception:  # only a message's hint depends on it
-        return False
 
 
 def write_coco(folder: str | Path, images: np.ndarray, boxes: list[np.ndarray], labels: list[np.ndarray],

@@ -19,7 +19,7 @@ from torch import Tensor
 from attnlab.data.base import ImageSpec
 from attnlab.errors import DataError
 
-__all__ = ["scale_pixels", "channel_stats", "luma", "open_image", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image"]
+__all__ = ["scale_pixels", "channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image"]
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
@@ -62,6 +62,18 @@ def open_image(path: Any, name: str | None = None):
         raise DataError(f"cannot read image {name or path}: not an image PIL can read (no known image format)") from None
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib errors, ...
         raise DataError(f"cannot read image {name or path}: {e}") from None
+
+
+def exif_turns(path: Any) -> bool:
+    """Whether an image file's EXIF orientation turns it by 90 or 270 degrees (tags 5-8): `open_image`
+    then gives it width and height swapped. False for a file Pillow cannot read (callers use it for hints)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:
+        return False
 
 
 def is_color(im) -> bool:
