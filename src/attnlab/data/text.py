@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "read_lines", "read_labelled", "parse_labelled_line",
     "TokenClassificationDataset", "pad_batch", "classification_collate",
-    "load_text_classification", "refuse_with_init",
+    "load_text_classification", "refuse_with_init", "encode_for_classification", "frame_for_classification",
 ]
 
 
@@ -192,13 +192,19 @@ def classification_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tens
     return pad_batch([b[0] for b in batch]), torch.stack([b[1] for b in batch])
 
 
-def encode_for_classification(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """<bos> + ids, truncated to ``max_length``: the <bos> is the pooled (class) token. A
-    pretrained checkpoint's tokenizer frames them its own way (``[CLS] ids [SEP]``)."""
+def frame_for_classification(tokenizer, ids: Sequence[int], max_length: int) -> list[int]:
+    """One text's ids as a classifier reads them: <bos> + ids, truncated to ``max_length`` (the
+    <bos> is the pooled (class) token). A pretrained checkpoint's tokenizer frames them its own way
+    (``[CLS] ids [SEP]``). Framing no ids gives the frame's own tokens."""
     frame = getattr(tokenizer, "for_classification", None)
     if frame is not None:
-        return [frame(ids, max_length) for ids in tokenizer.encode_batch(texts)]
-    return [[BOS_ID] + ids[: max_length - 1] for ids in tokenizer.encode_batch(texts)]
+        return frame(ids, max_length)
+    return [BOS_ID] + list(ids)[: max_length - 1]
+
+
+def encode_for_classification(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Texts as a classifier reads them (`frame_for_classification`)."""
+    return [frame_for_classification(tokenizer, ids, max_length) for ids in tokenizer.encode_batch(texts)]
 
 
 def _collate_padded(pad_id: int):

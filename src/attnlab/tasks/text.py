@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from attnlab.data.text import encode_for_classification, load_text_classification
+from attnlab.data.text import frame_for_classification, load_text_classification
 from attnlab.data.tokenizers import load_tokenizer
 from attnlab.tasks.base import InitSupport, Pretrained, RunVocabulary, TaskSpec, run_targets
 from attnlab.tasks.targets import (
@@ -190,9 +190,10 @@ def _max_length(record: dict[str, Any]) -> int:
 def _encode_input(tokenizer, text: str, record: dict[str, Any], item: str) -> list[int]:
     """One predict / explain text as the run reads it, cut to its ``max_length`` as in training;
     a cut is said (a warning naming the file and the text), never silent."""
-    ids = encode_for_classification(tokenizer, [text], _max_length(record))[0]
-    kept = len(ids) - (2 if hasattr(tokenizer, "for_classification") else 1)  # [CLS] .. [SEP], or <bos>
-    total = len(tokenizer.encode(text))
+    pieces = tokenizer.encode(text)
+    ids = frame_for_classification(tokenizer, pieces, _max_length(record))
+    kept = len(ids) - len(frame_for_classification(tokenizer, [], _max_length(record)))  # less [CLS] .. [SEP] or <bos>
+    total = len(pieces)
     if total > kept:
         shown = text if len(text) <= 40 else text[:40] + "..."
         logging.getLogger(__name__).warning("%s: %r is %d tokens; the run reads the first %d (its max_length %d), "
