@@ -9,6 +9,7 @@ See docs/adding-a-task.md.
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ from attnlab.training.multilabel import MultiLabelObjective
 from attnlab.training.regression import RegressionObjective
 
 __all__ = ["TaskSpec", "TaskCommand", "InitSupport", "Pretrained", "RunVocabulary", "run_targets", "CrossEntropyOptions",
-           "NoOptions", "classification_objective"]
+           "NoOptions", "classification_objective", "warn_cut"]
 
 
 @dataclass
@@ -117,6 +118,14 @@ class RunVocabulary:
 
     options: Callable[[dict[str, Any]], dict[str, Any]]
     replaces: tuple[str, ...] = ()
+
+
+def warn_cut(where: str, text: str, total: int, kept: int, max_length: int, rest: str = "is ignored") -> None:
+    """Say that a predict / explain input of ``total`` tokens is read as its first ``kept`` (the run's
+    ``max_length``, as in training): a cut is a warning naming the file and the text, never silent."""
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    logging.getLogger(__name__).warning("%s: %r is %d tokens; the run reads the first %d (its max_length %d), the rest %s",
+                                        where, shown, total, kept, max_length, rest)
 
 
 def run_targets(record: dict[str, Any]) -> dict[str, Any]:

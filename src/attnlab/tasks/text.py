@@ -22,7 +22,6 @@ a comma-separated set of them; regression: a number before a tab or CSV comma) i
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 
 from attnlab.data.text import frame_for_classification, load_text_classification
 from attnlab.data.tokenizers import load_tokenizer
-from attnlab.tasks.base import InitSupport, Pretrained, RunVocabulary, TaskSpec, run_targets
+from attnlab.tasks.base import InitSupport, Pretrained, RunVocabulary, TaskSpec, run_targets, warn_cut
 from attnlab.tasks.targets import (
     describe_output,
     describe_truth,
@@ -195,9 +194,7 @@ def _encode_input(tokenizer, text: str, record: dict[str, Any], item: str) -> li
     kept = len(ids) - len(frame_for_classification(tokenizer, [], _max_length(record)))  # less [CLS] .. [SEP] or <bos>
     total = len(pieces)
     if total > kept:
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        logging.getLogger(__name__).warning("%s: %r is %d tokens; the run reads the first %d (its max_length %d), "
-                                            "the rest is ignored", item, shown, total, kept, _max_length(record))
+        warn_cut(item, text, total, kept, _max_length(record))
     return ids
 
 

@@ -23,7 +23,6 @@ cross-attention (target x source) of the first line's translation.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -36,7 +35,7 @@ from attnlab.data.parallel import load_translation
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer
 from attnlab.errors import CheckpointError, ConfigError, DataError
 from attnlab.models.generation import beam_search, greedy_search
-from attnlab.tasks.base import CrossEntropyOptions, InitSupport, Pretrained, RunVocabulary, TaskSpec
+from attnlab.tasks.base import CrossEntropyOptions, InitSupport, Pretrained, RunVocabulary, TaskSpec, warn_cut
 
 __all__ = ["SPECS", "DecodingOptions", "TranslationObjective", "translate", "corpus_bleu", "DEFAULT_MODEL_CONFIG", "DEFAULT_TRAIN",
            "translation_run_vocabulary", "translation_from_run"]
@@ -140,9 +139,7 @@ def _encode_sources(info: dict[str, Any], texts: list[str], where: str) -> list[
     encoded = src_tok.encode_batch(texts)
     for text, ids in zip(texts, encoded):
         if len(ids) > n - 1:  # the translation would be of the start only
-            shown = text if len(text) <= 40 else text[:40] + "..."
-            logging.getLogger(__name__).warning("%s: %r is %d tokens; the run reads the first %d (its max_length %d), "
-                                                "the rest is not translated", where, shown, len(ids), n - 1, n)
+            warn_cut(where, text, len(ids), n - 1, n, rest="is not translated")
     return [ids[: n - 1] + [EOS_ID] for ids in encoded]
 
 
