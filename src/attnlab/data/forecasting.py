@@ -23,8 +23,8 @@ default ``date``) of ISO 8601 dates (``datetime.fromisoformat``; or ``strptime``
 strictly increasing, and numeric
 channels; or an ``.npy`` / ``.npz`` array of shape (T, C) (or (T,)), which has no dates. Only a
 blank line is skipped: a row of empty cells is a time step. Empty cells and ``nan`` are missing
-values: refused by default, or filled by linear interpolation in time (``nan="interpolate"``;
-the count is kept). Every refusal is one line naming the file, line and column.
+values: refused by default, or filled by linear interpolation in time (``nan="interpolate"``, each
+split from itself and the splits before it: `attnlab.data.series_gaps`; the count is kept). Every refusal is one line naming the file, line and column.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ from attnlab.config import check_choice
 from attnlab.data.base import TaskData
 from attnlab.data.file_checks import data_float, load_numpy, not_utf8, npz_array
 from attnlab.data.forecast_dates import future_dates, to_datetime
+from attnlab.data.series_gaps import fill_missing
 from attnlab.errors import ConfigError, DataError
 
-__all__ = ["FEATURES", "NAN_POLICIES", "Series", "WindowDataset", "future_dates", "generated_series", "load_forecasting_task",
+__all__ = ["FEATURES", "NAN_POLICIES", "Series", "WindowDataset", "fill_series", "future_dates", "generated_series", "load_forecasting_task",
            "read_series", "split_borders"]
 
 logger = logging.getLogger(__name__)
@@ -186,13 +187,14 @@ def _read_array(path: Path) -> Series:
 
 
 def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refuse", date_format: str | None = None,
-                columns: Sequence[str] | None = None) -> Series:
+                columns: Sequence[str] | None = None, fill: bool = True) -> Series:
     """Read a CSV (date column + numeric channels) or an .npy / .npz (T, C) into a `Series`.
 
     Missing values are refused with the first one's row and column, or (``nan="interpolate"``)
     filled linearly in time per channel, the ends with the nearest value. ``columns``: keep only
     these channels, in this order (a finished run's inputs), before missing values are looked
-    for; one the file lacks is refused by name.
+    for; one the file lacks is refused by name. ``fill=False`` leaves the NaNs that ``nan="interpolate"``
+    allows for `fill_series` (the caller knows the split borders).
     """
     check_choice("data", "nan", nan, NAN_POLICIES)
     path = Path(path)
@@ -208,21 +210,21 @@ def read_series(path: str | Path, *, date_column: str = "date", nan: str = "refu
         r, c = map(int, np.argwhere(np.isinf(v))[0])
         raise DataError(f"{path}: {_where(series, r)}, column {series.names[c]!r}: infinite value")
     missing = np.isnan(v)
-    if missing.any():
+    if missing.any() and nan == "refuse":
         r, c = map(int, np.argwhere(missing)[0])
-        if nan == "refuse":
-            raise DataError(f"{path}: {_where(series, r)}, column {series.names[c]!r}: missing value (NaN); "
-                            f"{int(missing.sum())} in all (train with --data.nan interpolate to fill them linearly in time)")
-        for j in range(v.shape[1]):
-            bad = missing[:, j]
-            if bad.all():
-                raise DataError(f"{path}: column {series.names[j]!r} has no values at all")
-            if bad.any():
-                t = np.arange(len(v))
-                v[bad, j] = np.interp(t[bad], t[~bad], v[~bad, j])
-        series.filled = int(missing.sum())
-        logger.warning("%s: %d missing value(s) filled by linear interpolation", path, series.filled)
+        raise DataError(f"{path}: {_where(series, r)}, column {series.names[c]!r}: missing value (NaN); "
+                        f"{int(missing.sum())} in all (train with --data.nan interpolate to fill them linearly in time)")
+    if fill:
+        fill_series(series)
     return series
+
+
+def fill_series(series: Series, ends: Sequence[int] | None = None) -> None:
+    """Fill a series' missing values in place (`series_gaps.fill_missing`: ``ends``, the splits'
+    end rows, keep each split's gaps from being filled with a later split's values)."""
+    series.filled = fill_missing(series.values, series.names, series.source, ends, lambda r: _where(series, r))
+    if series.filled:
+        logger.warning("%s: %d missing value(s) filled by linear interpolation", series.source, series.filled)
 
 
 def _keep_columns(series: Series, columns: Sequence[str]) -> None:
@@ -349,7 +351,8 @@ def load_forecasting_task(
     if date_format is not None and (not isinstance(date_format, str) or "%" not in date_format):
         raise ConfigError(f"--data.date_format must be a strptime format such as '%Y/%m/%d %H:%M', got {date_format!r}")
     series = (generated_series(seed=0) if path is None  # a run's channels: other columns are not read
-              else read_series(path, date_column=date_column, nan=nan, date_format=date_format, columns=channels))
+              else read_series(path, date_column=date_column, nan=nan, date_format=date_format, columns=channels,
+                               fill=False))
     if channels is not None and path is None:
         _keep_columns(series, channels)
     where = series.source
@@ -359,7 +362,6 @@ def load_forecasting_task(
     if target not in names:
         raise ConfigError(f"--data.target {target!r} is not a channel of {where}; channels: {names}")
     order = [i for i, n in enumerate(names) if n != target] + [names.index(target)]  # target last (Dataset_Custom)
-    values = series.values[:, order]
     names = [names[i] for i in order]
     L, H = input_length, horizon
     if T < L + H:
@@ -367,6 +369,8 @@ def load_forecasting_task(
     starts, ends = split_borders(T, L, split, where)
     if starts[1] < 0 or starts[2] < 0:
         raise DataError(f"{where}: {T} rows leave the training split ({ends[0]} rows) shorter than input_length {L}")
+    fill_series(series, ends)  # each split from itself and the past only
+    values = series.values[:, order]
     train_rows = values[: ends[0]]
     with np.errstate(over="ignore", invalid="ignore"):
         mean = train_rows.mean(axis=0)
