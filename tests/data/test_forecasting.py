@@ -309,3 +309,17 @@ def test_values_the_scaler_cannot_hold_are_refused_by_line_and_column(tmp_path, 
     path = _csv(tmp_path / "big.csv", values, names=["a", "b"])
     with pytest.raises(DataError, match=rf"big.csv: line {row + 2}, column '{'ab'[channel]}': 1e\+300 is too large"):
         load_forecasting_task(str(path), seed=0, input_length=8, horizon=4, split="ratio")
+
+
+def test_future_dates_of_a_business_day_series_skip_weekends():
+    """Trading days (no Saturday or Sunday rows) continue on weekdays, as pandas' BDay; a daily
+    series with weekends, or a business-day series written with times, keeps its spacing."""
+    days = [d for d in (datetime(2024, 2, 1) + timedelta(days=i) for i in range(29)) if d.weekday() < 5]
+    history = [f"{d:%Y-%m-%d}" for d in days]  # ends Thursday 2024-02-29
+    assert future_dates(history, 4) == ["2024-03-01", "2024-03-04", "2024-03-05", "2024-03-06"]
+    pandas = pytest.importorskip("pandas")
+    expected = [f"{d:%Y-%m-%d}" for d in pandas.bdate_range("2024-03-01", periods=12)]
+    assert future_dates(history, 12) == expected
+    every_day = [f"{datetime(2024, 2, 1) + timedelta(days=i):%Y-%m-%d}" for i in range(29)]
+    assert future_dates(every_day, 3) == ["2024-03-01", "2024-03-02", "2024-03-03"]
+    assert future_dates(history[:2], 2) == ["2024-02-03", "2024-02-04"]  # no weekend seen: plain days

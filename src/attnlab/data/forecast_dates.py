@@ -2,7 +2,9 @@
 
 A forecast's timestamps continue the history's spacing: the median gap of its last rows, or,
 for monthly, quarterly or yearly series (every row on the same day of the month, or every row
-on a month's last day), whole calendar months, since no fixed gap lands on the 1st of each month.
+on a month's last day), whole calendar months, since no fixed gap lands on the 1st of each month;
+and for business-day series (daily rows, none on a Saturday or Sunday, a weekend skipped among
+the last rows), the next weekdays, as pandas' ``BDay`` offset (holidays are not known).
 """
 
 from __future__ import annotations
@@ -38,6 +40,21 @@ def _month_steps(parsed: list[datetime], steps: int) -> list[datetime] | None:
     return out
 
 
+def _weekday_steps(parsed: list[datetime], steps: int, step: timedelta) -> list[datetime] | None:
+    """``steps`` weekdays after the last date, for a daily series with no weekend rows that skips a
+    weekend among ``parsed``; None otherwise."""
+    if step != timedelta(days=1) or any(d.weekday() >= 5 for d in parsed):
+        return None
+    if not any(b - a == timedelta(days=3) and a.weekday() == 4 for a, b in itertools.pairwise(parsed)):
+        return None
+    out, day = [], parsed[-1]
+    while len(out) < steps:
+        day += step
+        if day.weekday() < 5:
+            out.append(day)
+    return out
+
+
 def future_dates(dates: Sequence[str], steps: int, date_format: str | None = None) -> list[str] | None:
     """``steps`` timestamps after the last of ``dates``, at the spacing of the last few (the median
     gap, or whole calendar months), written as the dates are (ISO 8601, or ``date_format``); None
@@ -52,7 +69,8 @@ def future_dates(dates: Sequence[str], steps: int, date_format: str | None = Non
     step = gaps[len(gaps) // 2]
     if step <= timedelta(0):
         return None
-    stamps = _month_steps(parsed, steps) or [parsed[-1] + step * (i + 1) for i in range(steps)]
+    stamps = (_month_steps(parsed, steps) or _weekday_steps(parsed, steps, step)
+              or [parsed[-1] + step * (i + 1) for i in range(steps)])
     if date_format is not None:
         return [s.strftime(date_format) for s in stamps]
     last = dates[-1]
