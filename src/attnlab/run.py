@@ -327,7 +327,8 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
         method = None
     html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
     if method is not None or (html and applies):
-        task_data = finished_task_data(config, run_dir)  # the training mean "removed" takes
+        task_data = (spec.explain_record_data(record) if spec.explain_record_data is not None  # the record suffices
+                     else finished_task_data(config, run_dir))  # e.g. the training mean "removed" takes
         input_method_maps(spec, model, config.model, task_data, example, method, every=html, steps=steps)
     return render_explanation(example, output, layer=layer, head=head, rollout=rollout, method=method,
                               title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})

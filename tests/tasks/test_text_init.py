@@ -117,11 +117,14 @@ def test_train_init_then_run_without_source(tmp_path, capsys):
     assert [r["input"] for r in results] == ["the film was great fun !", "the plot was boring"]
     assert results[0]["label"] == "pos" and {r["class"] for r in results} <= {"pos", "neg"}
     html = tmp_path / "explain.html"
+    shutil.move(data, tmp_path / "elsewhere.tsv")  # explaining one input needs the run, not its training file
     assert _cli("explain", out, sample, "-o", html) == 0
     sample.write_text("the plot was boring\n")
     assert _cli("explain", out, sample, "-o", html) == 0
     text = html.read_text()
     assert "[CLS]" in text and "##ing" in text  # WordPiece pieces, continuations marked
+    assert '"integrated_gradients"' in text  # the relevance methods' maps, as with the file in place
+    shutil.move(tmp_path / "elsewhere.tsv", data)
     assert _cli("train", "--resume", out, "--epochs", "3") == 0  # one more epoch, SOURCE still gone
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
 

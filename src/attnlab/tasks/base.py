@@ -204,6 +204,9 @@ class TaskSpec:
     # (model, task data, (input, label) items, their indices) -> list of explain.positions.Positions:
     # what relevance methods attribute to, faithfulness measures perturb, and what "removed" means
     explain_positions: Callable[[nn.Module, Any, list, list[int]], list] | None = None
+    # (data.json record) -> the task data explain_positions needs for `attnlab explain` of one input, when the
+    # record holds it all (text: the tokenizer): the training file is then not read again. None: reload the data
+    explain_record_data: Callable[[dict[str, Any]], Any] | None = None
     commands: tuple[TaskCommand, ...] = ()
     init: InitSupport | None = None  # --init SOURCE: fine-tune from a pretrained checkpoint
     run_vocabulary: RunVocabulary | None = None  # a finished run's data read with its own vocabularies

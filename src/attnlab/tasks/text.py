@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
@@ -148,6 +149,11 @@ def text_positions(model: nn.Module, task_data, items: list, index: list[int]) -
                                 index=torch.as_tensor([index[k] for k in rows]),
                                 removed_means=f"embedding of {'[MASK]' if mask is not None else '<pad>'}"))
     return groups
+
+
+def text_record_data(record: dict[str, Any]) -> SimpleNamespace:
+    """What `text_positions` reads of the task data (the tokenizer, the target), from a run's record."""
+    return SimpleNamespace(task=record.get("task"), target=record.get("target", "class"), info=record["info"])
 
 
 def _known_label(field: str, known: set[str], target: str, has_separator: bool) -> bool:
@@ -332,7 +338,7 @@ SPECS = (
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         default_objective=DEFAULT_OBJECTIVE,
         model_fields=text_fields, report_examples=_report, predict=predict_text, explain_example=explain_text,
-        explain_positions=text_positions,
+        explain_positions=text_positions, explain_record_data=text_record_data,
         init=InitSupport(help=INIT_HELP, open=open_text_checkpoint, reopen=reopen_text_checkpoint, from_run=text_from_run,
                          default_train=FINETUNE_TRAIN, default_objective=FINETUNE_OBJECTIVE),
         run_vocabulary=RunVocabulary(text_run_vocabulary, replaces=("tokenizer", "vocab_size", "lowercase", "min_frequency")),
