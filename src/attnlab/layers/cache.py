@@ -10,11 +10,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["KVCache"]
+__all__ = ["KVCache", "reserve"]
+
+FIRST_CAPACITY = 1024  # positions a preallocated cache starts with; it doubles (up to its limit) when full
+
+
+def reserve(buffer: Tensor | None, like: Tensor, used: int, needed: int, limit: int) -> Tensor:
+    """A (B, G, T, D) buffer shaped as ``like`` on every other dimension, holding at least
+    ``needed`` positions: ``buffer`` itself when it does, else a new one of ``max(needed,
+    FIRST_CAPACITY, twice the old)`` positions (at most ``limit``) with the first ``used`` copied.
+
+    Growing by doubling keeps the copies amortised O(1) a token, and a huge ``limit`` (a
+    ``--max-new-tokens`` of millions) no longer allocates its whole cache before the first step.
+    """
+    if needed > limit:
+        raise ValueError(f"KVCache: {needed} positions exceed max_length={limit}")
+    if buffer is not None and buffer.shape[2] >= needed:
+        return buffer
+    old = 0 if buffer is None else buffer.shape[2]
+    grown = like.new_zeros((*like.shape[:2], min(limit, max(needed, FIRST_CAPACITY, 2 * old)), like.shape[3]))
+    if buffer is not None and used:
+        grown[:, :, :used] = buffer[:, :, :used]
+    return grown
 
 
 class KVCache:
-    """Grows by ``update``; with ``max_length`` set, writes into preallocated buffers.
+    """Grows by ``update``; with ``max_length`` set, writes into preallocated buffers (`reserve`:
+    they double as they fill, up to ``max_length``).
 
     Shape: keys/values (B, G, M, D).
     """
@@ -32,26 +54,15 @@ class KVCache:
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append new keys/values (B, G, n_new, D); return all cached (B, G, M, D)."""
         n_new = k.shape[2]
-        if self._k is None:
-            if self.max_length is None:
-                self._k, self._v = k, v
-            else:
-                if n_new > self.max_length:
-                    raise ValueError(f"KVCache: {n_new} new positions exceed max_length={self.max_length}")
-                shape_k = (*k.shape[:2], self.max_length, k.shape[3])
-                shape_v = (*v.shape[:2], self.max_length, v.shape[3])
-                self._k = k.new_zeros(shape_k)
-                self._v = v.new_zeros(shape_v)
-                self._k[:, :, :n_new] = k
-                self._v[:, :, :n_new] = v
-        elif self.max_length is None:
-            self._k = torch.cat([self._k, k], dim=2)
-            self._v = torch.cat([self._v, v], dim=2)
+        if self.max_length is None:
+            self._k = k if self._k is None else torch.cat([self._k, k], dim=2)
+            self._v = v if self._v is None else torch.cat([self._v, v], dim=2)
         else:
-            if self.length + n_new > self.max_length:
-                raise ValueError(f"KVCache: {self.length + n_new} positions exceed max_length={self.max_length}")
-            self._k[:, :, self.length : self.length + n_new] = k
-            self._v[:, :, self.length : self.length + n_new] = v
+            end = self.length + n_new
+            self._k = reserve(self._k, k, self.length, end, self.max_length)
+            self._v = reserve(self._v, v, self.length, end, self.max_length)
+            self._k[:, :, self.length : end] = k
+            self._v[:, :, self.length : end] = v
         self.length += n_new
         return self.keys, self.values
 

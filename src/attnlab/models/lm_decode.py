@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.layers.cache import reserve
 from attnlab.layers.feedforward import activate
 from attnlab.layers.linear import _mm as onednn_linear, linear, onednn_linear_available
 
@@ -72,7 +73,7 @@ class FusedDecoder:
         a = model.blocks[0].attn
         self.heads, self.kv_heads, self.head_dim, self.dim = a.num_heads, a.num_kv_heads, a.head_dim, a.dim
         self.batch = batch
-        # (B, G, T, D) per block, allocated at the first step in the dtype keys come out in (autocast).
+        # (B, G, T, D) per block, allocated at the first step in the dtype keys come out in (autocast), grown by `reserve`.
         self.keys: list[Tensor | None] = [None] * len(self.layers)
         self.values: list[Tensor | None] = [None] * len(self.layers)
 
@@ -111,9 +112,8 @@ class FusedDecoder:
             q = qkv[..., :c].view(b, n, hq, d).transpose(1, 2)  # (B, H, n, D)
             k = qkv[..., c : c + g * d].view(b, n, g, d).transpose(1, 2)  # (B, G, n, D)
             v = qkv[..., c + g * d :].view(b, n, g, d).transpose(1, 2)
-            if self.keys[i] is None:
-                shape = (self.batch, g, self.max_length, d)
-                self.keys[i], self.values[i] = k.new_zeros(shape), v.new_zeros(shape)
+            self.keys[i] = reserve(self.keys[i], k, start, end, self.max_length)  # (B, G, >= end, D)
+            self.values[i] = reserve(self.values[i], v, start, end, self.max_length)
             self.keys[i][:, :, start:end] = k
             self.values[i][:, :, start:end] = v
             if n == 1 or start == 0:  # one new token sees every key; a prompt is plain causal
