@@ -62,6 +62,10 @@ def test_text_classification_cli(tmp_path, capsys, caplog):
         sys.stdin = io.TextIOWrapper(io.BytesIO(b"  \n"))
         capsys.readouterr()
         assert main(["explain", str(run), "-", "-o", str(tmp_path / "blank.png")]) == 2
+        sys.stdin = io.TextIOWrapper(io.BytesIO(b"great " * 300 + b"\n"))
+        caplog.clear()
+        assert main(["predict", str(run), "-"]) == 0  # the cut's warning names what was given, not a temporary copy
+        assert "standard input ('-'): 'great great" in caplog.text and "attnlab-stdin-" not in caplog.text
     finally:
         sys.stdin = sys_stdin
     assert (tmp_path / "stdin.png").is_file() and not (tmp_path / "blank.png").exists()

@@ -4,6 +4,7 @@ standard input) and one-line renderings of metrics and predictions."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -62,18 +63,45 @@ def expand_inputs(items: list[str], stack: contextlib.ExitStack) -> tuple[list[s
     return files, shown
 
 
+def _named(message: str, shown: dict[str, str]) -> str:
+    for path, name in shown.items():
+        message = message.replace(path, f"standard input ({name!r})")
+    return message
+
+
+class _AsGiven(logging.Filter):
+    """Rewrites a log record's message as `_named` does (a handler filter: records of every logger pass it)."""
+
+    def __init__(self, shown: dict[str, str]):
+        super().__init__()
+        self.shown = shown
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        named = _named(message, self.shown)
+        if named != message:
+            record.msg, record.args = named, None
+        return True
+
+
 @contextlib.contextmanager
 def as_given(shown: dict[str, str]):
-    """An error names what the user gave ({temporary path: "-"}), not the temporary copy of standard input."""
+    """An error or a warning names what the user gave ({temporary path: "-"}), not the temporary copy
+    of standard input."""
+    handlers = logging.getLogger().handlers if shown else []
+    rename = _AsGiven(shown)
+    for handler in handlers:
+        handler.addFilter(rename)
     try:
         yield
     except AttnlabError as exc:
-        message = str(exc)
-        for path, name in shown.items():
-            message = message.replace(path, f"standard input ({name!r})")
+        message = _named(str(exc), shown)
         if message == str(exc):
             raise
         raise type(exc)(message) from None
+    finally:
+        for handler in handlers:
+            handler.removeFilter(rename)
 
 
 def stdin_file(stack: contextlib.ExitStack) -> str:
