@@ -147,6 +147,31 @@ def test_translation_cli(tmp_path, capsys, caplog, monkeypatch):
     assert "empty.txt: no source sentence to translate" in capsys.readouterr().err
 
 
+def test_a_character_model_reads_the_canonically_equivalent_form_of_a_text(tmp_path, capsys):
+    """"café" typed as "e" + a combining accent (NFD) is the same text as the training file's "é"
+    (NFC): it was refused as an unseen character; now it reads as the form the run knows."""
+    import unicodedata
+
+    text = tmp_path / "t.txt"
+    text.write_text(unicodedata.normalize("NFC", "un café crème, une crêpe à la pêche.\n") * 40)
+    run = tmp_path / "lm"
+    assert main(["train", "--task", "language-model", "--data", str(text), "--out", str(run), "--model.dim", "16",
+                 "--model.depth", "1", "--model.num_heads", "2", "--data.block_size", "16", "--data.samples_per_epoch", "32",
+                 "--train.progress", "false"]) == 0
+    outputs = []
+    for form in ("NFC", "NFD"):
+        prompt = unicodedata.normalize(form, "un café")
+        assert form == "NFC" or prompt != unicodedata.normalize("NFC", prompt)
+        path = tmp_path / f"{form}.txt"
+        path.write_text(prompt)
+        capsys.readouterr()
+        assert main(["predict", str(run), str(path), "--json"]) == 0
+        predicted = json.loads(capsys.readouterr().out)
+        assert main(["generate", str(run), "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "5"]) == 0
+        outputs.append((predicted[0]["top"], capsys.readouterr().out[len(prompt):]))
+    assert outputs[0] == outputs[1]
+
+
 def test_language_model_cli_and_generate(tmp_path, capsys, caplog):
     text = tmp_path / "t.txt"
     text.write_text("to be or not to be, that is the question.\n" * 40)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -125,7 +126,7 @@ def _report(model: nn.Module, task_data, count: int) -> list:
 def _encode_prompt(record: dict[str, Any], text: str, where: str) -> list[int]:
     """``text`` (from file ``where``) as ids; characters a character model never saw are refused, as in generate."""
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
-    _check_known(tokenizer, text, f"{where}: the text")
+    text = _check_known(tokenizer, text, f"{where}: the text")
     ids = tokenizer.encode(text)
     if not ids:
         raise DataError(f"{where}: {_no_tokens(text, 'the text')}")
@@ -200,10 +201,9 @@ def generate_text(
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
     eos = getattr(tokenizer, "eos_id", EOS_ID)  # a checkpoint's BPE has its own (or none)
     stop_ids = [] if eos is None else [eos]
-    _check_known(tokenizer, prompt, "the prompt")
+    prompt = _check_known(tokenizer, prompt, "the prompt")
     for s in stop:
-        _check_known(tokenizer, s, f"stop string {s!r}")
-        ids = tokenizer.encode(s)
+        ids = tokenizer.encode(_check_known(tokenizer, s, f"stop string {s!r}"))
         if len(ids) != 1:
             raise ConfigError(f"stop string {s!r} is {len(ids)} tokens for this tokenizer; each stop string must be one token")
         stop_ids.append(ids[0])
@@ -227,16 +227,28 @@ def generate_text(
     return full[len(head):] if full.startswith(head) else tokenizer.decode(out[0, len(ids):].tolist())
 
 
-def _check_known(tokenizer: Any, text: str, what: str) -> None:
-    """A character model maps characters it never saw in training to <unk>: the model would see
-    something other than the text given, so ``text`` with such characters is refused by name."""
+def _check_known(tokenizer: Any, text: str, what: str) -> str:
+    """``text`` as a character model can read it. It maps characters it never saw in training to
+    <unk>, so the model would see something other than the text given: ``text`` with such
+    characters is refused by name, unless a canonically equivalent form (Unicode NFC or NFD: the
+    same text, e.g. "é" as one code point or as "e" + a combining accent) uses known characters
+    only; that form is returned."""
     if not isinstance(tokenizer, CharTokenizer):
-        return  # byte-level BPE knows every text; word / BPE runs' <unk> pieces are the usual open vocabulary
-    unknown = sorted({c for c in (text.lower() if tokenizer.lowercase else text) if c not in tokenizer.chars})
-    if unknown:
-        shown = ", ".join(repr(c) for c in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        raise ConfigError(f"{what} has characters this run's vocabulary ({tokenizer.vocab_size} tokens) never saw in "
-                          f"training: {shown}")
+        return text  # byte-level BPE knows every text; word / BPE runs' <unk> pieces are the usual open vocabulary
+
+    def unknown_in(t: str) -> list[str]:
+        return sorted({c for c in (t.lower() if tokenizer.lowercase else t) if c not in tokenizer.chars})
+
+    unknown = unknown_in(text)
+    if not unknown:
+        return text
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, text)
+        if not unknown_in(other):
+            return other
+    shown = ", ".join(repr(c) for c in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    raise ConfigError(f"{what} has characters this run's vocabulary ({tokenizer.vocab_size} tokens) never saw in "
+                      f"training: {shown}")
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
