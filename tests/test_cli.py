@@ -74,6 +74,7 @@ def test_predict_and_explain(run_dir, tmp_path, capsys):
         (["train", "--resume", "/nonexistent/run"], "cannot resume"),
         (["evaluate", "/nonexistent/run"], "run directory not found"),
         (["predict", "/nonexistent/run", "/nonexistent.png"], "input not found"),
+        (["explain", "/nonexistent/run", "/", "-o", "x.png"], "/: a folder; explain takes one input file (predict takes folders)"),
         (["bench", "nope"], "no benchmark named 'nope'"),
         (["train", "--objective.label_smothing", "0.1"], "unknown --objective.* option(s) ['label_smothing']"),
         (["train", "--objective.label_smoothing", "1.5"], "objective.label_smoothing must be in [0, 1)"),

@@ -176,6 +176,8 @@ def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
         raise AttnlabError("explain needs INPUT and -o out.png|out.html (or --faithfulness)")
     if args.input != "-" and not os.path.exists(args.input):
         raise AttnlabError(f"input not found: {args.input}")
+    if args.input != "-" and os.path.isdir(args.input):  # each task read it as a missing file, in its own words
+        raise AttnlabError(f"{args.input}: a folder; explain takes one input file (predict takes folders)")
     if methods is not None and len(methods) != 1:
         raise AttnlabError(f"--method takes one method when drawing a map, got {args.method!r}")
     method = methods[0] if methods else ("rollout" if args.rollout else None)
