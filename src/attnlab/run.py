@@ -186,11 +186,11 @@ def train_run(
             examples = spec.report_examples(model, shown, config.report_examples) if shown is not None else None
             if examples is None:
                 log.info("no report.html: the streamed test split has no examples to show")
-            elif examples:  # a model without attention (e.g. dlinear) has nothing to explore
+            elif examples:  # none: the model has neither attention nor an exact attribution (dlinear's) to show
                 card = report_card(spec, model.eval(), config.model, shown, examples, limit=config.card_examples)
                 _write_report(examples, task_data, run_dir / "report.html", card)
             else:
-                log.info("no report.html: model %s has no attention layers to show", config.model)
+                log.info("no report.html: model %s has no attention layers or exact attribution to show", config.model)
     metrics["run_dir"] = str(run_dir)
     return metrics
 

@@ -23,7 +23,7 @@ from attnlab.explain import write_report
 from attnlab.explain.forecast import ForecastExample, spread_scores
 from attnlab.explain.forecast_view import band_opacity
 from attnlab.explain.render import relevance
-from tests.explain.test_browser import browser, open_report  # noqa: F401  (browser: a fixture)
+from tests.explain.test_browser import browser, canvas, open_report, settled  # noqa: F401  (browser: a fixture)
 
 L, H = 20, 6
 SPANS = [(0, 8), (4, 12), (8, 16), (12, 20), (16, 20)]  # overlapping patches, the last clipped (PatchTST)
@@ -43,6 +43,20 @@ def _example(seed: int = 0, *, truth: bool = True, dates: bool = True, methods: 
         maps=_softmax_maps(len(SPANS), heads=2, depth=2, seed=seed), forecast=10 + rng.normal(size=H),
         truth=10 + rng.normal(size=H) if truth else None, spans=SPANS, channel="load", dates=stamps if dates else None,
         methods=methods,
+    )
+
+
+def _linear_example(seed: int = 0) -> ForecastExample:
+    """A forecaster without attention (DLinear's shape): one exact-attribution map, one position a step."""
+    from attnlab.explain.linear import METHOD, linear_attribution
+
+    rng = np.random.default_rng(seed)
+    w, b, x = rng.normal(size=(H, L)), rng.normal(size=H), rng.normal(size=L)
+    attribution = linear_attribution(w, b, x, w @ x + b)
+    return ForecastExample(
+        title=f"linear window {seed}", kind="series", input=(10 + x).astype(np.float32), maps=[],
+        forecast=10 + w @ x + b, truth=None, spans=[(t, t + 1) for t in range(L)], channel="load",
+        methods={METHOD: attribution.relevance}, about=attribution.caption(), tokens=[f"t{t}" for t in range(L)],
     )
 
 
@@ -89,7 +103,7 @@ def _unit(s) -> np.ndarray:
 def _expected_choices(maps: list, prefix: int = 0) -> dict[str, np.ndarray]:
     """Per-patch relevance of every choice, min-max scaled as draw_forecast scales it."""
     t = [torch.as_tensor(np.asarray(m)) for m in maps]
-    out = {"rollout": relevance(t, layer=-1, head=None, rollout=True, prefix=prefix)}
+    out = {"rollout": relevance(t, layer=-1, head=None, rollout=True, prefix=prefix)} if t else {}
     for i, m in enumerate(t):
         out[f"{i}/mean"] = relevance(t, layer=i, head=None, rollout=False, prefix=prefix)
         out.update({f"{i}/{h}": relevance(t, layer=i, head=h, rollout=False, prefix=prefix) for h in range(m.shape[0])})
@@ -168,6 +182,21 @@ def test_a_relevance_method_is_a_choice_and_can_come_first(tmp_path):
     assert svg.get("data-default") == "method:gradient"
     _check_bands(svg, _example(2).maps, SPANS, L, methods)
     assert "relevance: gradient (relevance method)" in [t.text for t in svg.iter("text")]
+
+
+def test_a_forecast_without_attention_draws_its_exact_attribution(tmp_path):
+    ex = _linear_example(4)
+    page = write_report(tmp_path / "r.html", [ex]).read_text(encoding="utf-8")
+    svg = _figures(page)[0]
+    _check_lines(svg, ex.input, ex.forecast, None)
+    _check_bands(svg, [], [(t, t + 1) for t in range(L)], L, ex.methods)  # no layer or rollout choice
+    assert svg.get("data-default") == "method:exact attribution" and len(_bands(svg)) == L
+    caption = re.search(r"<figcaption>(.*?)</figcaption>", page).group(1)
+    assert "exact attribution of the forecast to each input step, not attention" in caption
+    assert "Contributions + bias reproduce the model&#x27;s forecast to" in caption and "attend" not in caption
+    assert any(t and t.startswith("date (input steps shaded") or t and t.startswith("time step (input steps shaded")
+               for t in (e.text for e in svg.iter("text")))
+    _assert_self_contained(page)
 
 
 def test_pages_without_a_forecast_have_no_figure(tmp_path):
@@ -259,3 +288,59 @@ def test_bands_follow_the_explorer_selectors_in_chromium(browser, tmp_path):  # 
         assert errors == [], errors
     finally:
         page.close()
+
+
+def test_an_example_without_attention_shows_only_its_map_in_chromium(browser, tmp_path):  # noqa: F811
+    """A DLinear-like example first (the page opens on it), then an attention one, and back: no map panel,
+    layer or head selector for the first, its exact attribution on the input and in the figure; no error."""
+    import json
+
+    path = write_report(tmp_path / "f.html", [_linear_example(0), _example(3)], title="browser test: no attention")
+    page, errors, _, _ = open_report(browser, path)
+    values = [json.loads(svg.get("data-relevance")) for svg in _figures(path.read_text()).values()]
+
+    def state() -> dict:
+        return page.evaluate("""() => {
+          const fig = Array.from(document.querySelectorAll('.example-figure')).filter((f) => !f.hidden)[0];
+          const svg = fig.querySelector('svg'), shown = (id) => document.getElementById(id).parentElement.style.display !== 'none';
+          return { example: fig.dataset.example, key: svg.dataset.shown,
+                   bands: Array.from(svg.querySelectorAll('rect.band')).map((r) => +r.getAttribute('data-r')),
+                   mapPanel: !document.getElementById('map').closest('figure').hidden,
+                   layer: shown('layer'), head: shown('head'),
+                   methods: Array.from(document.querySelectorAll('#method option')).map((o) => o.value),
+                   method: document.getElementById('method').value,
+                   caption: document.getElementById('input-caption').textContent,
+                   readout: document.getElementById('readout').textContent };
+        }""")
+
+    try:
+        first = state()
+        assert first["example"] == "0" and first["key"] == "method:exact attribution"
+        assert first["bands"] == values[0]["method:exact attribution"]
+        assert not first["mapPanel"] and not first["layer"] and not first["head"]
+        assert first["methods"] == ["exact attribution"] and first["method"] == "exact attribution"
+        assert first["caption"] == "relevance: exact attribution"
+        assert first["readout"].startswith("no attention maps") and "top positions: t" in first["readout"]
+        top = int(first["readout"].split("top positions: t")[1].split(" ")[0])
+        assert values[0]["method:exact attribution"][top] == 1.0  # the strongest step is named first
+        assert canvas(page, "input")["painted"] > 0
+        box = page.locator("#input").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 50)  # nothing to hover: no query, no error
+        page.evaluate("() => document.activeElement.blur()")
+        for key in ("ArrowRight", "ArrowDown", "Escape"):
+            page.keyboard.press(key)
+        settled(page)
+        assert state()["readout"] == first["readout"]
+
+        page.select_option("#example", "1")
+        settled(page)
+        second = state()
+        assert second["mapPanel"] and second["layer"] and second["key"] == "0/mean" and second["method"] == "attention"
+        assert "queries" in second["readout"] and canvas(page, "map")["painted"] > 0
+        page.select_option("#example", "0")
+        settled(page)
+        assert state() == first
+        assert errors == [], errors
+    finally:
+        page.close()
+

@@ -151,6 +151,19 @@ def test_example_validation():
         ReportExample("x", "series", np.zeros(10), maps, rollout=np.eye(4))
     with pytest.raises(ValueError, match="bits"):
         write_report("unused.html", [ReportExample("x", "series", np.zeros(10), maps)], bits=3)
+    with pytest.raises(ValueError, match="maps is empty; give one .* or the relevance maps in methods"):
+        ReportExample("x", "series", np.zeros(10), [])
+    with pytest.raises(ValueError, match="method 'exact' has 3 scores for 4 non-prefix tokens"):
+        ReportExample("x", "series", np.zeros(4), [], tokens=["a", "b", "c", "d"], methods={"exact": np.ones(3)})
+
+
+def test_an_example_whose_only_maps_are_methods(tmp_path):
+    """A model without attention (a linear forecaster): no layer, no rollout, one position per method score."""
+    scores = np.array([0.25, 1.0, 0.0, 0.5])
+    ex = ReportExample("linear", "series", np.arange(4.0), [], methods={"exact": scores})
+    assert ex.tokens == ["t0", "t1", "t2", "t3"] and ex.layer_names == []
+    data = _payload(write_report(tmp_path / "r.html", [ex]).read_text())["examples"][0]
+    assert data["layers"] == [] and data["rollout"] is None and data["methods"] == {"exact": scores.tolist()}
 
 
 def test_page_script_is_valid_javascript(tmp_path):

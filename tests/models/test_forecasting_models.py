@@ -57,6 +57,41 @@ def test_dlinear_out_channels_keeps_the_last():
     torch.testing.assert_close(ms(x), full(x)[:, -1:])
 
 
+@pytest.mark.parametrize("individual,kernel,out_channels", [(False, 25, 0), (True, 25, 0), (False, 5, 1), (True, 3, 2),
+                                                            (True, 1, 0), (False, 61, 2)])
+def test_dlinear_effective_weights_are_its_jacobian_and_reproduce_the_forecast(individual, kernel, out_channels):
+    """W_eff (H, L), b (H,) per channel: the forward's Jacobian (autograd, an independent reference), and
+    W_eff x + b == forward(x) on fresh random inputs, in float64 (kernel 61 > L: the padding dominates)."""
+    torch.manual_seed(kernel + out_channels)
+    C, L, H = 3, 40, 7
+    model = create_model("dlinear", seq_len=L, horizon=H, in_channels=C, out_channels=out_channels, kernel_size=kernel,
+                         individual=individual).double()
+    with torch.no_grad():  # distinct seasonal and trend maps per channel: a mixed-up channel or part shows
+        for p in model.parameters():
+            p.normal_()
+    x = torch.randn(C, L, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda s: model(s[None])[0], x)  # (C_out, H, C, L)
+    out = model(x[None])[0].detach()  # (C_out, H)
+    first = C - out.shape[0]  # output j is input channel first + j
+    for j in range(out.shape[0]):
+        c = first + j
+        weight, bias = model.effective_weights(c)
+        assert weight.shape == (H, L) and bias.shape == (H,) and weight.dtype == torch.float64
+        torch.testing.assert_close(weight, jac[j, :, c], rtol=1e-10, atol=1e-10)
+        others = [k for k in range(C) if k != c]
+        assert jac[j][:, others].abs().max() == 0  # a channel's forecast reads only its own channel
+        torch.testing.assert_close(weight @ x[c] + bias, out[j], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(model.effective_weights(c - C)[0], weight)  # a negative index counts from the last
+    shared = [model.effective_weights(c)[0] for c in range(C)]
+    assert all(torch.equal(shared[0], w) for w in shared) != individual
+
+
+def test_dlinear_effective_weights_refuse_a_channel_out_of_range():
+    model = create_model("dlinear", seq_len=20, horizon=4, in_channels=2)
+    with pytest.raises(ValueError, match=r"channel 2 is out of range: the model reads 2 input channels"):
+        model.effective_weights(2)
+
+
 @pytest.mark.parametrize("affine,subtract_last", [(True, False), (False, True)])
 def test_revin_matches_its_formulas_and_round_trips(affine, subtract_last):
     revin = RevIN(3, affine=affine, subtract_last=subtract_last).double()

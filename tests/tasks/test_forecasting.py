@@ -106,13 +106,44 @@ def test_dlinear_multivariate_to_one_target(tmp_path, capsys):
     assert main(["predict", str(run), str(_history_csv(tmp_path / "h.csv", 50))]) == 0
     table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert table[0] == ["date", "target"] and len(table) == 13
-    assert main(["explain", str(run), str(tmp_path / "h.csv"), "-o", str(tmp_path / "x.png")]) == 2  # no attention
+    assert main(["explain", str(run), str(tmp_path / "h.csv"), "-o", str(tmp_path / "x.png")]) == 0  # exact attribution
     capsys.readouterr()
     second = _history_csv(tmp_path / "h2.csv", 50, offset=30)
     assert main(["predict", str(run), str(tmp_path / "h.csv"), str(second)]) == 0  # each table says its file
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"# {tmp_path / 'h.csv'}" and lines[14] == f"# {second}" and len(lines) == 28
     assert lines[15] == "date,target" and lines[16].startswith(generated_series().dates[80] + ",")
+
+
+def test_dlinear_explain_example_is_the_exact_attribution_of_the_target(tmp_path):
+    """MS features (4 channels in, the target out) and one pair of maps per channel: the example's map is
+    |mean over h of J[h, l] x[l]| / max, J the float64 Jacobian of the target's forecast by autograd."""
+    import copy
+
+    from attnlab.explain.linear import METHOD
+    from attnlab.run import load_run
+    from attnlab.tasks.forecasting import explain_forecast
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", "--data.features", "MS", "--model.individual",
+                 "true", "--out", str(run), *TINY[:4], "--train.progress", "false", "--epochs", "1"]) == 0
+    _, model, record = load_run(run)
+    info = record["info"]
+    example = explain_forecast(model, record, str(_history_csv(tmp_path / "h.csv", 60, offset=40)))
+    raw = generated_series().values[40:88]  # 60 = 48 + 12 rows: the first 48 the history, the last 12 the truth
+    x = torch.from_numpy((raw - np.array(info["mean"])) / np.array(info["std"])).T.contiguous()  # (C, L) float64
+    reference = copy.deepcopy(model).double()
+    jac = torch.autograd.functional.jacobian(lambda s: reference(s[None])[0, -1], x)  # (H, C, L)
+    assert jac[:, :-1].abs().max() == 0  # the target's forecast reads the target channel only
+    want = (jac[:, -1] * x[-1]).mean(0).abs()
+    assert example.maps == [] and example.spans == [(t, t + 1) for t in range(48)]
+    np.testing.assert_allclose(example.methods[METHOD], (want / want.max()).numpy(), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        forecast = reference(x[None])[0, -1].numpy() * info["std"][-1] + info["mean"][-1]
+    np.testing.assert_allclose(example.forecast, forecast, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(example.truth, generated_series().values[88:100, -1])
+    error = float(example.about.split("reproduce the model's forecast to ")[1].split(" ")[0])
+    assert 0 <= error < 1e-5 and "training mean" in example.about
 
 
 def _one_line_error(capsys) -> str:

@@ -3,7 +3,8 @@
 ``capture`` -> ``AttentionMaps`` -> ``rollout`` / ``gradient_rollout`` -> ``plots`` (PNG) and
 ``write_report`` (one self-contained HTML explorer). ``relevance`` scores the ``Positions`` a
 task adapter hands over by any of ``METHODS``; ``faithfulness`` and ``card`` measure how
-faithful each is. matplotlib is imported only when a plot function runs, and transformers
+faithful each is; ``linear`` gives the exact attribution of a forecaster linear in its input
+(DLinear), which has no attention to capture. matplotlib is imported only when a plot function runs, and transformers
 never (``capture_hf`` only calls the model).
 """
 

@@ -13,8 +13,9 @@ choice: the page's script (``assets/figures.js``) only copies the chosen row of 
 values into them when the layer / head / map selectors change. Without script the figure shows
 the choice the selectors start on.
 
-The bands show how much the patches attend to each input patch, not a measured effect on the
-forecast (Jain & Wallace 2019).
+The attention bands show how much the patches attend to each input patch, not a measured effect
+on the forecast (Jain & Wallace 2019). A model without attention (DLinear) has no layer choices;
+its one map is the exact attribution of ``explain.linear``, one band per input step.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def relevance_choices(example: Any) -> dict[str, tuple[str, np.ndarray]]:
     """Every relevance the explorer's selectors can choose, per patch and scaled to [0, 1].
 
     Keys follow the selectors' values: ``"{layer}/mean"``, ``"{layer}/{head}"``, ``"rollout"``
-    and ``"method:{name}"``; each value is (label, scores (N - prefix,)). Layer and head scores
+    and ``"method:{name}"`` (only these for an example without attention maps); each value is
+    (label, scores (N - prefix,)). Layer and head scores
     are ``render.relevance`` (what ``draw_png`` draws); a method's negative scores (evidence
     against) count as zero, as ``render_explanation`` draws them.
     """
@@ -82,7 +84,7 @@ def relevance_choices(example: Any) -> dict[str, tuple[str, np.ndarray]]:
                             relevance(maps, layer=i, head=None, rollout=False, prefix=prefix).numpy())
         for h in range(m.shape[0]):
             out[f"{i}/{h}"] = (f"{names[i]} \u00b7 head {h}", relevance(maps, layer=i, head=h, rollout=False, prefix=prefix).numpy())
-    if all(m.shape[-1] == m.shape[-2] == maps[0].shape[-1] for m in maps):
+    if maps and all(m.shape[-1] == m.shape[-2] == maps[0].shape[-1] for m in maps):
         out["rollout"] = ("rollout (all layers)", relevance(maps, layer=-1, head=None, rollout=True, prefix=prefix).numpy())
     for name, scores in (example.methods or {}).items():
         out[f"method:{name}"] = (f"{name} (relevance method)", np.clip(np.asarray(scores, dtype=np.float64).reshape(-1), 0, None))
@@ -163,9 +165,10 @@ def forecast_svg(example: Any, *, default: str | None = None) -> str:
                 f'stroke-linejoin="round"><title>{kind}</title></polyline>')
 
     labels = {k: label for k, (label, _) in choices.items()}
+    shaded = "input steps" if all(b - a == 1 for a, b in spans) else "input patches"  # DLinear: one step a position
     svg = (f'<svg class="forecast-plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'aria-label="{html.escape(example.channel or "series")}: history, forecast{" and truth" if t is not None else ""}, '
-           f'input patches shaded by relevance" data-plot="{left} {top} {pw} {ph}" data-x="0 {x1}" '
+           f'{shaded} shaded by relevance" data-plot="{left} {top} {pw} {ph}" data-x="0 {x1}" '
            f'data-y="{y0:.17g} {y1:.17g}" data-default="{html.escape(default)}" data-relevance="{_attr_json(values)}" '
            f'data-labels="{_attr_json(labels)}">')
     parts = [
@@ -192,7 +195,7 @@ def forecast_svg(example: Any, *, default: str | None = None) -> str:
             day, time = _date_label(dates[s])
             parts.append(_text(px(s), top + ph + 14, day, size=9) + (_text(px(s), top + ph + 24, time, size=9) if time else ""))
     where = "date" if dates else "time step"
-    parts.append(_text(left + pw / 2, height - 6, f"{where} (input patches shaded by relevance; the forecast starts "
+    parts.append(_text(left + pw / 2, height - 6, f"{where} ({shaded} shaded by relevance; the forecast starts "
                                                   f"at the dashed line{', at ' + dates[L] if dates else ''})", size=10))
     parts.append(_text(14, top + ph / 2, example.channel or "value", size=10,
                        extra=f' transform="rotate(-90 14 {top + ph / 2:.1f})"'))

@@ -79,6 +79,9 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
     from attnlab.explain.report import write_report
 
     output = check_output(output)
+    if not example.maps and (layer != -1 or head is not None or rollout):  # nothing they could choose
+        raise AttnlabError(f"this model has no attention layers: --layer, --head and --rollout do not apply (its map: "
+                           f"{', '.join(example.methods or {}) or 'none'})")
     draw = getattr(example, "draw_png", None)
     if output.suffix.lower() == ".png" and callable(draw):
         # an example that draws its own figure (detection: boxes + each query's cross-attention)
@@ -94,10 +97,11 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
                      default_head=head)
         return output
     maps = [torch.as_tensor(m) for m in example.maps]
-    if not maps or maps[0].shape[-1] != maps[0].shape[-2]:
-        # cross-attention or no attention: show the raw head grid of the chosen layer
-        if not maps:
+    if not maps:  # no attention: the example's own relevance map, if it has one
+        if not example.methods:
             raise AttnlabError("this model has no attention layers to explain")
+        method = method if method is not None else next(iter(example.methods))
+    elif maps[0].shape[-1] != maps[0].shape[-2]:  # cross-attention: the raw head grid of the chosen layer
         _cross_attention_png(example, maps, output, layer=layer, head=head, rollout=rollout)
         return output
     prefix = example.num_prefix_tokens

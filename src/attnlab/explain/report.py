@@ -52,7 +52,9 @@ class ReportExample:
     Attributes:
         kind: "image" (input (H, W) or (H, W, 3), uint8 or float), "tokens" (input a list
             of strings) or "series" (input a 1-D array).
-        maps: one (H, N, M) array per layer (heads may differ between layers).
+        maps: one (H, N, M) array per layer (heads may differ between layers); empty for a
+            model without attention whose only maps are ``methods`` (e.g. the exact attribution
+            of a linear forecaster, ``explain.linear``): N is then the number of ``tokens``.
         layer_names: one name per layer (default "layer 0", ...).
         tokens: labels of the N query positions (default "CLS"/"p0".. for images,
             the input tokens for text, "t0".. otherwise).
@@ -87,13 +89,19 @@ class ReportExample:
         if self.kind not in KINDS:
             raise ValueError(f"ReportExample {self.title!r}: kind must be one of {KINDS}, got {self.kind!r}")
         arrays = [_np(m, f"ReportExample {self.title!r}: maps[{i}]") for i, m in enumerate(self.maps)]
-        if not arrays:
-            raise ValueError(f"ReportExample {self.title!r}: maps is empty; give one (H, N, M) array per layer")
+        if not arrays and not self.methods:
+            raise ValueError(f"ReportExample {self.title!r}: maps is empty; give one (H, N, M) array per layer, "
+                             f"or the relevance maps in methods")
         for i, a in enumerate(arrays):
             if a.ndim != 3:
                 raise ValueError(f"ReportExample {self.title!r}: maps[{i}] must be (H, N, M), got shape {a.shape}")
         self._arrays = arrays
-        n = arrays[0].shape[1]
+        if arrays:
+            n = arrays[0].shape[1]
+        elif self.tokens is not None:
+            n = len(self.tokens)
+        else:  # no attention: the methods' scores give the positions
+            n = self.num_prefix_tokens + _np(next(iter(self.methods.values())), "methods").size
         if self.layer_names is None:
             self.layer_names = [f"layer {i}" for i in range(len(arrays))]
         elif len(self.layer_names) != len(arrays):
@@ -213,7 +221,7 @@ def _json_value(v: Any) -> Any:
 def _encode_example(ex: ReportExample, bits: int, compress: bool, auto_rollout: bool) -> dict[str, Any]:
     arrays = ex._arrays
     roll = None if ex.rollout is None else _np(ex.rollout, "rollout")
-    square = all(a.shape[1] == a.shape[2] == arrays[0].shape[1] for a in arrays)
+    square = bool(arrays) and all(a.shape[1] == a.shape[2] == arrays[0].shape[1] for a in arrays)
     if roll is None and auto_rollout and square:
         roll = _rollout([torch.as_tensor(a)[None] for a in arrays], num_prefix_tokens=ex.num_prefix_tokens)[0].numpy()
     return {
@@ -356,7 +364,7 @@ _BODY = """<header>
     </figure>
   </div>
   <div id="readout" class="readout"></div>
-  <p class="help">Hover a row of the map, or a patch, token or time step of the input, to see where
+  <p class="help" id="help">Hover a row of the map, or a patch, token or time step of the input, to see where
   that query attends. Click to pin it (Esc to release). Keys: &uarr;/&darr; layer, &larr;/&rarr; head.</p>
   <!--figures-->
   <!--card-->

@@ -6,6 +6,10 @@ padded at both ends by repeating its first and last values) into a trend and a r
 The maps are shared by all channels (the paper's default), or one pair per channel
 (``individual=True``). No normalisation: the paper's DLinear works on the globally scaled
 series. Layers are ``nn.Linear`` with PyTorch's default initialisation, as the authors' code.
+
+The whole model is linear in its input, so each channel's forecast is exactly one affine map of
+that channel's window, ``y = W_eff x + b`` (``DLinear.effective_weights``): the exact attribution
+of a forecast to its input steps, which attention maps only approximate.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from attnlab.config import check_positive
 from attnlab.errors import ConfigError
 from attnlab.models.registry import register_model
 
-__all__ = ["DLinear", "DLinearConfig", "forecast_example", "moving_average_decomposition"]
+__all__ = ["DLinear", "DLinearConfig", "forecast_example", "moving_average_decomposition", "moving_average_matrix"]
 
 
 def forecast_example(config, batch: int = 2) -> tuple[Tensor]:
@@ -39,6 +43,20 @@ def moving_average_decomposition(x: Tensor, kernel_size: int) -> tuple[Tensor, T
     B, C, T = padded.shape
     trend = F.avg_pool1d(padded.reshape(B * C, 1, T), kernel_size, stride=1).reshape(B, C, -1)  # (B, C, L')
     return x - trend, trend
+
+
+def moving_average_matrix(length: int, kernel_size: int, *, dtype: torch.dtype = torch.float64,
+                          device: torch.device | str | None = None) -> Tensor:
+    """The trend of ``moving_average_decomposition`` as a matrix: trend = x @ A.T for an odd kernel.
+
+    Replicate padding repeats the first and last values, so a window reaching past an end reads
+    the end value more than once: row t holds 1/k at each clamped index t - pad .. t + pad, summed.
+    Shape: -> A (L, L), each row summing to 1.
+    """
+    pad = (kernel_size - 1) // 2
+    index = (torch.arange(length, device=device)[:, None] + torch.arange(kernel_size, device=device) - pad).clamp(0, length - 1)
+    weights = torch.full(index.shape, 1.0 / kernel_size, dtype=dtype, device=device)
+    return torch.zeros(length, length, dtype=dtype, device=device).scatter_add_(1, index, weights)  # (L, L)
 
 
 @dataclass
@@ -79,6 +97,32 @@ class DLinear(nn.Module):
         else:
             out = self.seasonal[0](seasonal) + self.trend[0](trend)  # (B, C, H)
         return out[:, -c.out_channels:] if c.out_channels else out
+
+    def effective_weights(self, channel: int) -> tuple[Tensor, Tensor]:
+        """The affine map from input ``channel``'s window to its forecast: (W_eff, b) with
+        forecast = W_eff @ x + b exactly (channels never mix; Zeng et al., AAAI 2023).
+
+        With A the moving-average matrix (``moving_average_matrix``), the seasonal part is
+        (I - A) x and the trend A x, so W_eff = W_s (I - A) + W_t A and b = b_s + b_t, from the
+        channel's own pair of maps when ``individual`` (else the shared pair). ``channel`` is an
+        INPUT channel (negative counts from the last); forecast channel j of an ``out_channels``
+        model is input channel ``in_channels - out_channels + j``. W_eff[h, l] * x[l] is then
+        the exact contribution of input step l to forecast step h, relative to an input of 0.
+        In the parameters' dtype and device (float64 after ``.double()``), without gradient.
+
+        Shape: -> W_eff (H, L), b (H,).
+        """
+        c = self.config
+        if not -c.in_channels <= channel < c.in_channels:
+            raise ValueError(f"DLinear.effective_weights: channel {channel} is out of range: the model reads "
+                             f"{c.in_channels} input channels")
+        i = channel % c.in_channels if c.individual else 0
+        seasonal, trend = self.seasonal[i], self.trend[i]
+        with torch.no_grad():
+            w = seasonal.weight  # (H, L)
+            avg = moving_average_matrix(c.seq_len, c.kernel_size, dtype=w.dtype, device=w.device)  # (L, L)
+            weight = w + (trend.weight - w) @ avg  # W_s (I - A) + W_t A
+            return weight, seasonal.bias + trend.bias
 
 
 @register_model("dlinear", config=DLinearConfig, example_inputs=forecast_example,

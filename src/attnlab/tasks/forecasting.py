@@ -15,7 +15,8 @@ scripts use 32), for comparison with published tables only.
 ``attnlab predict RUN history.csv`` forecasts the ``horizon`` steps after the file's last row
 from its last ``input_length`` rows and prints them as CSV in the data's own units, with
 timestamps when the file has dates. ``attnlab explain RUN file.csv -o out.png`` (or ``out.html``)
-shows which input patches attend where, on the target channel's history, forecast and (when the
+shows which input patches attend where (for DLinear, linear in its input: each input step's exact
+contribution to the forecast, ``explain.linear``), on the target channel's history, forecast and (when the
 file holds ``input_length + horizon`` rows or more: the last ``horizon`` rows are then the truth,
 the ``input_length`` before them the history) the truth; report.html draws that plot for a few
 test windows (``explain.forecast_view``), with the windows' dates on the time axis.
@@ -191,35 +192,53 @@ def _check_forecast(info: dict[str, Any], item: str, forecast: np.ndarray, windo
                     f"{far[r, c]:.3g} standard deviations from the training mean; the forecast from it is not a finite number")
 
 
+def _explains(model: nn.Module) -> bool:
+    """A model report.html and ``explain`` can show: attention maps, or an exact linear attribution."""
+    from attnlab.explain.capture import attention_modules
+
+    return hasattr(model, "effective_weights") or bool(attention_modules(model))
+
+
 def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarray | None, title: str,
              dates: list[str] | None = None):
     """One scaled window (C_in, L) through the model: a ForecastExample of the target channel
-    (``dates``: the L input and H forecast steps' timestamps, or None)."""
+    (``dates``: the L input and H forecast steps' timestamps, or None). A model linear in its input
+    (``effective_weights``: DLinear) gets its exact attribution per input step instead of attention maps."""
     from attnlab.explain.capture import capture
     from attnlab.explain.forecast import ForecastExample
+    from attnlab.explain.linear import METHOD, linear_attribution
 
     device = next(model.parameters()).device
     model.eval()
-    maps = capture(model, x[None].to(device), device="cpu")  # each (C_in, heads, N, N): one sequence per channel
     k = len(info["outputs"])
-    forecast = _unscale(info, maps.output[0, -k:].float())[-1]  # (H,) the target channel
     c = len(info["channels"]) - 1  # the target is the last input channel
+    maps, names, methods, about = [], [], None, ""
+    if hasattr(model, "effective_weights"):
+        with torch.no_grad():
+            output = _outputs(model, x[None].to(device), k)[0].float().cpu()  # (C_out, H)
+        weight, bias = model.effective_weights(c)  # (H, L), (H,): the target channel's forecast = weight @ x[c] + bias
+        attribution = linear_attribution(weight, bias, x[c], output[-1])
+        methods, about = {METHOD: attribution.relevance}, attribution.caption()
+        spans = [(t, t + 1) for t in range(x.shape[-1])]
+    else:
+        captured = capture(model, x[None].to(device), device="cpu")  # each (C_in, heads, N, N): one sequence per channel
+        output = captured.output[0, -k:].float()
+        maps, names = [m[c].float().numpy() for m in captured.maps], list(captured.names)
+        spans = model.token_spans() if hasattr(model, "token_spans") else [(0, x.shape[-1])]
+    forecast = _unscale(info, output)[-1]  # (H,) the target channel
     history = x[c].double().numpy() * info["std"][c] + info["mean"][c]
-    spans = model.token_spans() if hasattr(model, "token_spans") else [(0, x.shape[-1])]
     text = f"{len(forecast)}-step forecast of {info['target']}: mean {forecast.mean():.4g}, range [{forecast.min():.4g}, {forecast.max():.4g}]"
     if truth is not None:
         text += f"; MSE against the truth {float(np.mean((forecast - truth) ** 2)):.4g} ({info['target']}'s units squared)"
     return ForecastExample(
-        title=title, kind="series", input=history.astype(np.float32), maps=[m[c].float().numpy() for m in maps.maps],
-        layer_names=list(maps.names), tokens=[f"t{a}-{b - 1}" for a, b in spans], prediction=text, label=None,
-        forecast=forecast, truth=truth, spans=spans, channel=info["target"], dates=dates,
+        title=title, kind="series", input=history.astype(np.float32), maps=maps, layer_names=names,
+        tokens=[f"t{a}" if b - a == 1 else f"t{a}-{b - 1}" for a, b in spans], prediction=text, label=None,
+        forecast=forecast, truth=truth, spans=spans, channel=info["target"], dates=dates, methods=methods, about=about,
     )
 
 
 def _report(model: nn.Module, task_data, count: int) -> list:
-    from attnlab.explain.capture import attention_modules
-
-    if not attention_modules(model):  # dlinear: no attention to show
+    if not _explains(model):  # neither attention nor an exact attribution to show
         return []
     info, test = task_data.info, task_data.test
     picks = sorted({int(i) for i in np.linspace(0, len(test) - 1, min(count, len(test)))})
@@ -267,9 +286,7 @@ def predict_forecast(model: nn.Module, record: dict[str, Any], inputs: list[str]
 def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any:
     """The target channel's forecast from ``item`` as a `ForecastExample` (with the truth when the
     file holds input_length + horizon rows or more)."""
-    from attnlab.explain.capture import attention_modules
-
-    if not attention_modules(model):
+    if not _explains(model):
         raise ConfigError(f"model {getattr(model, 'model_name', type(model).__name__)!r} has no attention to explain")
     info = record["info"]
     L, H = info["input_length"], info["horizon"]

@@ -88,6 +88,9 @@
   let view = null, input = null, rolloutView = null, offKey = null, generation = 0;
   const off = document.createElement("canvas"), offCtx = off.getContext("2d");
   const ex = () => DATA.examples[state.ex];
+  // An example without attention maps (a linear forecaster's exact attribution): its only views are its
+  // relevance methods, drawn on the input; the map panel, the layer / head selectors and hovering step aside.
+  const hasAttention = () => ex().layers.length > 0;
 
   function buildView(d, head, key, label) {
     const { n, m } = d, values = new Float32Array(n * m);
@@ -111,6 +114,9 @@
   }
   async function computeView() {
     const e = ex();
+    if (!hasAttention())  // positions only: no weights to decode, nothing to hover
+      return { key: state.ex + ":none", n: e.tokens.length, m: e.tokens.length, values: null, rowMax: null, max: 0,
+        label: "no attention maps" };
     if (state.layer === "rollout") {
       const d = await decodeMap(state.ex + ":rollout", e.rollout);
       return buildView(d, 0, state.ex + ":rollout", "rollout (all layers)");
@@ -153,7 +159,7 @@
     return e.tokens.length === view.m ? e.tokens[j] : "#" + j;
   }
   const fmt = (x) => (x >= 0.01 || x === 0 ? x.toFixed(4) : x.toExponential(2));
-  const selfAttention = () => view && view.n === view.m;
+  const selfAttention = () => view && view.values !== null && view.n === view.m;
 
   // ---- the map ---------------------------------------------------------------------------
   const mapCanvas = $("map"), mapCtx = mapCanvas.getContext("2d");
@@ -233,6 +239,7 @@
   }
   function clip(s, k) { s = String(s); return s.length > k ? s.slice(0, k - 1) + "\u2026" : s; }
   function mapHit(evt) {
+    if (!geom || !view.values) return null;
     const r = mapCanvas.getBoundingClientRect(), x = evt.clientX - r.left - geom.left, y = evt.clientY - r.top - geom.top;
     if (x < 0 || y < 0 || x >= geom.w || y >= geom.h) return null;
     return { i: Math.floor((y / geom.h) * view.n), j: Math.floor((x / geom.w) * view.m) };
@@ -266,6 +273,7 @@
     if (state.query !== null) return { scores: rowOf(view, state.query), caption: "where " + rowLabel(state.query) + " attends \u00b7 " + view.label };
     const ms = methodScores();
     if (ms) return { scores: ms, caption: methodCaption(), method: true };
+    if (!view.values) return { scores: new Float32Array(view.m), caption: "no map for this example" };
     if (rolloutView && rolloutView.m === view.m) {
       if (e.numPrefix >= 1) return { scores: rowOf(rolloutView, 0), caption: "rollout: what flows into " + e.tokens[0] + " (all layers)" };
       return { scores: meanRow(rolloutView), caption: "rollout: mean over all tokens (all layers)" };
@@ -417,7 +425,7 @@
       g.strokeRect((k * w) / steps, 1, Math.max(w / steps, 2), bandY + bandH - 1);
     }
     g.fillStyle = "#5f6b7a"; g.font = "11px system-ui, sans-serif"; g.textBaseline = "top";
-    g.fillText("attention over time (" + steps + " steps, " + s.length + " samples)", 2, bandY + bandH + 4);
+    g.fillText((inputScores().method ? "relevance" : "attention") + " over time (" + steps + " steps, " + s.length + " samples)", 2, bandY + bandH + 4);
     $("input-caption").textContent = caption + (p > 0 ? " \u00b7 " + e.tokens[0] + ": " + fmt(scores[0]) : "");
   }
   function seriesHit(evt) {
@@ -429,7 +437,12 @@
   // ---- readout, drawing and events ---------------------------------------------------------
   function readout() {
     const lines = [];
-    if (state.query === null) {
+    if (!view.values) {  // no attention: the chosen map's strongest positions
+      const ms = methodScores() || new Float32Array(view.m), p = ex().numPrefix;
+      const order = Array.from(ms.keys()).filter((j) => j >= p).sort((a, b) => ms[b] - ms[a]).slice(0, 6);
+      lines.push("no attention maps: this example's map is " + state.method + " (below, and behind the input)");
+      lines.push("top positions: " + order.map((j) => colLabel(j) + " " + fmt(ms[j])).join(", "));
+    } else if (state.query === null) {
       lines.push(view.label + " \u00b7 " + view.n + " queries \u00d7 " + view.m + " keys \u00b7 max weight " + fmt(view.max));
       lines.push("hover the map or the input to inspect a query" );
     } else {
@@ -449,20 +462,28 @@
     requestAnimationFrame(() => {
       pending = false;
       if (!view) return;
-      drawMap();
+      if (view.values) drawMap();
       if (input.type === "image") drawImagePanel();
       else if (input.type === "series") drawSeries();
       else drawTokens();
       readout();
     });
   }
-  function layout() { layoutMap(); layoutInput(); $("map-caption").textContent = view.label + " \u00b7 rows: queries, columns: keys"; draw(); }
+  function layout() {
+    const attention = view.values !== null;
+    mapCanvas.closest("figure").hidden = !attention;
+    $("help").hidden = !attention;
+    if (attention) layoutMap();
+    layoutInput();
+    $("map-caption").textContent = view.label + " \u00b7 rows: queries, columns: keys";
+    draw();
+  }
 
   function setQuery(i, j) {
     if (state.pinned) { if (j !== undefined) { state.key = j; draw(); } return; }
     state.query = i; state.key = j === undefined ? null : j; draw();
   }
-  mapCanvas.addEventListener("mousemove", (evt) => { if (!view) return; const hit = mapHit(evt); hit ? setQuery(hit.i, hit.j) : setQuery(null); });
+  mapCanvas.addEventListener("mousemove", (evt) => { if (!view || !view.values) return; const hit = mapHit(evt); hit ? setQuery(hit.i, hit.j) : setQuery(null); });
   mapCanvas.addEventListener("mouseleave", () => setQuery(null));
   function inputHit(evt) {
     if (!view || !selfAttention()) return null;
@@ -494,18 +515,20 @@
     layerSel.value = String(state.layer);
     headSel.innerHTML = "";
     headSel.add(new Option("mean of heads", "mean"));
-    const heads = state.layer === "rollout" ? 0 : e.layers[state.layer].heads;
+    const attention = e.layers.length > 0;
+    const heads = !attention || state.layer === "rollout" ? 0 : e.layers[state.layer].heads;
     for (let h = 0; h < heads; h++) headSel.add(new Option("head " + h, String(h)));
     if (state.head !== "mean" && state.head >= heads) state.head = "mean";
     headSel.value = String(state.head);
     headSel.disabled = state.layer === "rollout";
     const methodSel = $("method"), names = Object.keys(e.methods || {});
     methodSel.innerHTML = "";
-    methodSel.add(new Option("attention (layer and head above)", "attention"));
+    if (attention) methodSel.add(new Option("attention (layer and head above)", "attention"));
     names.forEach((m) => methodSel.add(new Option(m + (DATA.card && DATA.card.best === m ? " \u2605" : ""), m)));
-    if (state.method !== "attention" && !names.includes(state.method)) state.method = "attention";
+    if (!names.includes(state.method)) state.method = attention || !names.length ? "attention" : names[0];
     methodSel.value = state.method;
     $("method-label").style.display = names.length ? "" : "none";
+    for (const id of ["layer", "head", "scale"]) $(id).parentElement.style.display = attention ? "" : "none";
   }
   function showExample() {
     const e = ex();
@@ -542,7 +565,7 @@
       const k = layers.indexOf(state.layer) + (evt.key === "ArrowDown" ? 1 : -1);
       if (k >= 0 && k < layers.length) { state.layer = layers[k]; fillSelectors(); refresh(); }
       evt.preventDefault();
-    } else if ((evt.key === "ArrowLeft" || evt.key === "ArrowRight") && state.layer !== "rollout") {
+    } else if ((evt.key === "ArrowLeft" || evt.key === "ArrowRight") && state.layer !== "rollout" && e.layers.length) {
       const heads = ["mean"].concat(Array.from({ length: e.layers[state.layer].heads }, (_, h) => h));
       const k = heads.indexOf(state.head) + (evt.key === "ArrowRight" ? 1 : -1);
       if (k >= 0 && k < heads.length) { state.head = heads[k]; fillSelectors(); refresh(); }
