@@ -229,6 +229,20 @@ def test_a_history_value_beyond_float32_is_refused_not_forecast_as_nan(tmp_path,
     assert f"{history}: line 41, column 'target': 1e+300 is" in err and "not a finite number" in err, err
 
 
+def test_a_huge_truth_value_is_named_not_printed_as_an_infinite_mse(tmp_path):
+    from attnlab.run import explain_run
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", *TINY[:4], "--train.progress", "false",
+                 "--epochs", "1", "--data", str(_history_csv(tmp_path / "train.csv", 400)), "--out", str(run)]) == 0
+    history = _history_csv(tmp_path / "history.csv", 60)  # 48 history rows, then 12 truth rows
+    lines = history.read_text().splitlines()
+    lines[55] = ",".join(lines[55].split(",")[:-1] + ["-1e200"])  # a truth row: its square overflows float64
+    history.write_text("\n".join(lines) + "\n")
+    page = explain_run(run, str(history), tmp_path / "x.html").read_text()
+    assert "MSE against the truth beyond float64 (a truth value of -1e+200)" in page and "MSE against the truth inf" not in page
+
+
 def test_a_missing_value_in_a_column_the_run_does_not_read_is_no_error(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--task", "forecasting", "--model", "dlinear", "--data.features", "S", *TINY[:4],

@@ -229,7 +229,10 @@ def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarra
     history = x[c].double().numpy() * info["std"][c] + info["mean"][c]
     text = f"{len(forecast)}-step forecast of {info['target']}: mean {forecast.mean():.4g}, range [{forecast.min():.4g}, {forecast.max():.4g}]"
     if truth is not None:
-        text += f"; MSE against the truth {float(np.mean((forecast - truth) ** 2)):.4g} ({info['target']}'s units squared)"
+        with np.errstate(over="ignore"):
+            mse = float(np.mean((forecast - truth) ** 2))
+        text += (f"; MSE against the truth {mse:.4g} ({info['target']}'s units squared)" if np.isfinite(mse) else
+                 f"; MSE against the truth beyond float64 (a truth value of {truth[np.argmax(np.abs(truth))]:.3g})")
     return ForecastExample(
         title=title, kind="series", input=history.astype(np.float32), maps=maps, layer_names=names,
         tokens=[f"t{a}" if b - a == 1 else f"t{a}-{b - 1}" for a, b in spans], prediction=text, label=None,
