@@ -326,7 +326,7 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     if method == "raw" and (layer != -1 or head is not None):  # raw attention of the chosen layer / head
         method = None
     html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
-    if method is not None or (html and applies):
+    if (method is not None and method not in (example.methods or {})) or (html and applies):  # maps to compute
         task_data = (spec.explain_record_data(record) if spec.explain_record_data is not None  # the record suffices
                      else finished_task_data(config, run_dir))  # e.g. the training mean "removed" takes
         input_method_maps(spec, model, config.model, task_data, example, method, every=html, steps=steps)

@@ -229,7 +229,7 @@ def test_a_history_value_beyond_float32_is_refused_not_forecast_as_nan(tmp_path,
     assert f"{history}: line 41, column 'target': 1e+300 is" in err and "not a finite number" in err, err
 
 
-def test_a_huge_truth_value_is_named_not_printed_as_an_infinite_mse(tmp_path):
+def test_dlinear_explain_names_a_huge_truth_value_and_takes_its_map_by_name(tmp_path):
     from attnlab.run import explain_run
 
     run = tmp_path / "run"
@@ -241,6 +241,8 @@ def test_a_huge_truth_value_is_named_not_printed_as_an_infinite_mse(tmp_path):
     history.write_text("\n".join(lines) + "\n")
     page = explain_run(run, str(history), tmp_path / "x.html").read_text()
     assert "MSE against the truth beyond float64 (a truth value of -1e+200)" in page and "MSE against the truth inf" not in page
+    png = explain_run(run, str(history), tmp_path / "x.png", method="exact attribution")  # its own map, by name
+    assert png.stat().st_size > 0
 
 
 def test_a_missing_value_in_a_column_the_run_does_not_read_is_no_error(tmp_path, capsys):
