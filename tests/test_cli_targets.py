@@ -58,12 +58,25 @@ def test_timeseries_regression_end_to_end(tmp_path, capsys):
     assert float(line.rsplit(": ", 1)[1]) == pytest.approx(results[0]["value"], rel=1e-5)
     html = tmp_path / "x.html"
     assert main(["explain", str(out), str(root / "Level_TEST.tsv"), "-o", str(html)]) == 0
-    # relevance methods read a predicted class: --rollout is then the captured maps' rollout, --method refused
     assert main(["explain", str(out), str(root / "Level_TEST.tsv"), "-o", str(tmp_path / "r.png"), "--rollout"]) == 0
-    capsys.readouterr()
-    assert main(["explain", str(out), str(root / "Level_TEST.tsv"), "-o", str(tmp_path / "g.png"), "--method", "gradient"]) == 2
-    assert "single-label classifier" in capsys.readouterr().err
+    # relevance methods and their faithfulness on a regression run (they were refused: "single-label classifier")
+    assert main(["explain", str(out), str(root / "Level_TEST.tsv"), "-o", str(tmp_path / "g.png"), "--method", "gradient"]) == 0
     assert f"{results[0]['value']:.6g}" in html.read_text()
+    card = _page_card(out / "report.html")
+    assert card["target"] == "regression" and "training standard deviations" in card["measured"]["perturbation"]
+    capsys.readouterr()
+    assert main(["explain", str(out), "--faithfulness", "--method", "input_x_gradient,random", "--limit", "6", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["target"] == "regression" and scores["examples"] == 6
+    for row in scores["methods"].values():
+        assert all(0.0 <= row[k][1] <= row[k][0] <= row[k][2] <= 1.0 for k in ("positive", "negative", "deletion"))
+
+
+def _page_card(path: Path) -> dict:
+    import re
+
+    block = re.search(r'<script type="application/json" id="attnlab-data">(.*?)</script>', path.read_text(), re.DOTALL)
+    return json.loads(block.group(1))["card"]
 
 
 _WORDS = {"sports": ["goal", "match", "team"], "politics": ["vote", "law", "party"], "music": ["song", "band", "tune"]}
@@ -137,6 +150,9 @@ def test_text_multilabel_end_to_end(tmp_path, capsys):
         assert r["scores"] == [scores[n] for n in r["labels"]]
     html = tmp_path / "x.html"
     assert main(["explain", str(out), str(inputs), "-o", str(html)]) == 0
+    card = _page_card(out / "report.html")  # scored through the multi-label readout, at the run's threshold
+    assert card["target"] == "multilabel" and set(card["methods"]) >= {"gradient", "integrated_gradients", "random"}
+    assert main(["explain", str(out), str(inputs), "-o", str(tmp_path / "m.png"), "--method", "integrated_gradients"]) == 0
 
 
 def test_class_weights_balanced_end_to_end_and_refused_for_regression(tmp_path, capsys):

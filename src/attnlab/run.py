@@ -320,7 +320,7 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     if spec.explain_example is None:
         raise ConfigError(f"task {config.task!r} has no explain support yet")
     example = spec.explain_example(model, record, input_path)
-    applies = spec.explain_positions is not None and record.get("target", "class") == "class"  # methods read a class
+    applies = spec.explain_positions is not None  # the relevance methods: a task with an adapter
     if method == "rollout" and not applies:  # --rollout where methods do not apply: the captured maps' rollout
         method, rollout = None, True
     if method == "raw" and (layer != -1 or head is not None):  # raw attention of the chosen layer / head
@@ -328,17 +328,23 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     html = output.suffix.lower() == ".html"  # a page offers every method, where they apply
     if (method is not None and method not in (example.methods or {})) or (html and applies):  # maps to compute
         task_data = (spec.explain_record_data(record) if spec.explain_record_data is not None  # the record suffices
-                     else finished_task_data(config, run_dir))  # e.g. the training mean "removed" takes
+                     else _with_calibration(finished_task_data(config, run_dir), record))  # e.g. the training mean
         input_method_maps(spec, model, config.model, task_data, example, method, every=html, steps=steps)
     return render_explanation(example, output, layer=layer, head=head, rollout=rollout, method=method,
                               title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
 
 
+def _with_calibration(task_data, record: dict[str, Any]):
+    """``task_data`` with the run's calibration (a multi-label threshold), as training left it on the data."""
+    task_data.calibration = record.get("calibration")
+    return task_data
+
+
 def faithfulness_run(run_dir: str | Path, *, methods: list[str] | None = None, split: str = "validation",
                      limit: int = 100, steps: int = 8, device: str = "cpu") -> dict[str, Any]:
     """``attnlab explain RUN --faithfulness``: each method's scores on a split (tasks/positions.py)."""
-    config, model, _ = load_run(run_dir, device=device)
-    task_data = finished_task_data(config, run_dir)
+    config, model, record = load_run(run_dir, device=device)
+    task_data = _with_calibration(finished_task_data(config, run_dir), record)
     return faithfulness(task_spec(config.task), model, config.model, task_data, split=split, methods=methods,
                         limit=limit, steps=steps)
 

@@ -9,7 +9,10 @@ by itself). ``best_method`` picks the lowest positive-perturbation AUC: removing
 calls most relevant should break the prediction soonest.
 
 Integrated Gradients integrates from the removed value (the ``Positions``' baseline), so it
-attributes against the same reference the perturbation measures remove to.
+attributes against the same reference the perturbation measures remove to. Multi-label and
+regression runs are scored through their ``Positions.readout`` (``explain.readout``); a
+regression run's maps are the magnitude of each position's attribution, since its readout
+counts a change of the prediction in either direction.
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ def _explain(method: str, g: Positions, steps: int, seed: int):
     baseline = g.removed.to(g.x.dtype).expand_as(g.x)
 
     def explain(forward: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return relevance(forward, x, method, num_prefix_tokens=g.num_prefix_tokens, steps=steps, baseline=baseline,
-                         seed=seed).detach()  # (B, N)
+        rel = relevance(forward, x, method, num_prefix_tokens=g.num_prefix_tokens, steps=steps, baseline=baseline,
+                        seed=seed).detach()  # (B, N)
+        # a regression readout scores a change of either sign: a position that lowers the prediction matters as much
+        return rel.abs() if g.readout.kind == "regression" else rel
 
     return explain
 
@@ -123,14 +128,14 @@ def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps:
         g.forward.eval()
         rand = randomised_copy(g.forward, seed=seed).eval()
         with torch.no_grad():
-            target = g.forward(g.x).argmax(-1)  # (B,) the class predicted on the intact input
+            target = g.readout.target(g.forward(g.x))  # (B,) the output the maps explain (a classifier's: its class)
         for m in methods:
             t0 = time.perf_counter()
             explain = _explain(m, g, steps, seed)
             rel = explain(g.forward, g.x)  # (B, N)
-            pos = perturbation(g.forward, g.x, rel, g.removed, positive=True, target=target)  # (B, F)
-            neg = perturbation(g.forward, g.x, rel, g.removed, positive=False, target=target)
-            fr, dele, ins = deletion_insertion(g.forward, g.x, rel, g.removed, target=target)
+            pos = perturbation(g.forward, g.x, rel, g.removed, positive=True, target=target, readout=g.readout)  # (B, F)
+            neg = perturbation(g.forward, g.x, rel, g.removed, positive=False, target=target, readout=g.readout)
+            fr, dele, ins = deletion_insertion(g.forward, g.x, rel, g.removed, target=target, readout=g.readout)
             r = per[m]
             r["pos_curve"].append(pos)
             r["neg_curve"].append(neg)
@@ -148,8 +153,10 @@ def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps:
                              "negative": values["neg_curve"].mean(0).tolist()}
         rows[m]["seconds"] = seconds[m]
     removed = "; ".join(dict.fromkeys(g.removed_means for g in groups if g.removed_means))
+    readout = groups[0].readout
     result = {"examples": int(sum(len(g) for g in groups)), "removed": removed, "fractions": list(FRACTIONS),
-              "steps": steps, "methods": rows}
+              "steps": steps, "target": readout.kind, "measured": dict(zip(("perturbation", "deletion"), readout.words)),
+              "methods": rows}
     result["best"] = best_method(result)
     return result
 
@@ -167,6 +174,9 @@ def format_table(scores: dict, *, title: str = "") -> str:
     """A plain-text table: one row per method, mean [95% CI] of each measure, the random floor
     last and repeated in the header line so every figure has its baseline beside it."""
     head = title + (" " if title else "") + f"{scores['examples']} examples; removed = {scores['removed'] or 'n/a'}"
+    if scores.get("target", "class") != "class":
+        head += (f"; {scores['target']} target: perturbation measures {scores['measured']['perturbation']}, "
+                 f"deletion / insertion {scores['measured']['deletion']}")
     arrows = {k: "lower better" if LOWER_IS_BETTER[k] else "higher better" for k in MEASURES}
     lines = [head, "mean [95% bootstrap CI]; " + ", ".join(f"{k}: {v}" for k, v in arrows.items()),
              f"{'method':22s}" + "".join(f"{k:>24s}" for k in MEASURES) + f"{'seconds':>9s}"]

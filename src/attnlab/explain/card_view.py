@@ -85,12 +85,17 @@ def card_html(scores: dict) -> str:
             f"positive-perturbation AUC ({html.escape(str(best))}). Chefer et al. 2021 (perturbation), Petsiuk et al. "
             f"2018 (deletion / insertion), Adebayo et al. 2018 (randomisation: correlation with the maps of a "
             f"re-initialised model; the random map ignores the model, so it scores 1, the worst).")
+    measured = (scores.get("measured") or {}).get("perturbation", "accuracy on the predicted class")
+    if scores.get("target", "class") != "class":
+        note += (f" This {html.escape(scores['target'])} run's curves measure {html.escape(measured)} (perturbation) and "
+                 f"{html.escape(scores['measured']['deletion'])} (deletion / insertion), in [0, 1] as a classifier's "
+                 f"accuracy and probability are (attnlab.explain.readout).")
     if scores.get("skipped"):
         note += " Not scored: " + html.escape(", ".join(scores["skipped"])) + "."
     return (f'<section id="card" class="card" data-best="{html.escape(str(best))}">'
             f"<h2>Report card: how faithful is each map?</h2><p class=\"note\">{note}</p>"
             f'<div class="card-table"><table><thead><tr><th>method</th>{head}<th>seconds</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>"
-            f'<div class="curves"><figure><figcaption>positive perturbation: accuracy on the predicted class'
+            f'<div class="curves"><figure><figcaption>positive perturbation: {html.escape(measured)}'
             f"</figcaption>{_curves(scores, 'positive')}</figure><figure><figcaption>negative perturbation"
             f"</figcaption>{_curves(scores, 'negative')}</figure>{_legend(scores)}</div></section>")

@@ -11,6 +11,10 @@
   re-initialised from the top down; a faithful method's correlation falls.
 - ``bootstrap_ci``: 95% percentile intervals over examples.
 
+Multi-label and regression models are measured the same way through a ``Readout``
+(``explain.readout``): what stays of the intact prediction, in [0, 1], instead of accuracy and
+class probability.
+
 What "removed" means is the caller's: ``removed`` is a tensor broadcastable to the input
 (mean pixel, pad token embedding, series mean), passed in by the task side.
 """
@@ -23,6 +27,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from attnlab.explain.readout import CLASS, Readout
 
 __all__ = ["FRACTIONS", "auc", "bootstrap_ci", "cascading_randomisation", "deletion_insertion", "perturbation",
            "randomised_copy", "remove_positions", "spearman"]
@@ -80,37 +86,41 @@ def _top_mask(rel: Tensor, k: int, most: bool) -> Tensor:
 @torch.no_grad()
 def perturbation(model: Callable[[Tensor], Tensor], x: Tensor, rel: Tensor, removed: Tensor | float, *,
                  positive: bool = True, fractions: Sequence[float] = FRACTIONS,
-                 target: Tensor | None = None) -> np.ndarray:
-    """Chefer et al. 2021: correct (1/0) on the predicted class after removing each fraction.
+                 target: Tensor | None = None, readout: Readout = CLASS) -> np.ndarray:
+    """Chefer et al. 2021: correct (1/0) on the predicted class after removing each fraction;
+    other targets: ``readout.agreement`` with the intact outputs (``explain.readout``).
 
-    Shape: x (B, N, ...), rel (B, N) -> (B, F) floats in {0, 1}; mean over B is the accuracy curve.
+    Shape: x (B, N, ...), rel (B, N) -> (B, F) floats in [0, 1]; mean over B is the accuracy curve.
     """
-    target = model(x).argmax(-1) if target is None else target
+    intact = model(x)  # (B, K)
+    target = readout.target(intact) if target is None else target
     n = rel.shape[1]
     out = []
     for f in fractions:
         gone = _top_mask(rel, round(f * n), most=positive)
-        out.append((model(remove_positions(x, ~gone, removed)).argmax(-1) == target).double())
+        out.append(readout.agreement(model(remove_positions(x, ~gone, removed)), intact, target))
     return torch.stack(out, 1).cpu().numpy()
 
 
 @torch.no_grad()
 def deletion_insertion(model: Callable[[Tensor], Tensor], x: Tensor, rel: Tensor, removed: Tensor | float, *,
-                       steps: int = 10, target: Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       steps: int = 10, target: Tensor | None = None,
+                       readout: Readout = CLASS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Petsiuk et al. 2018: predicted-class probability as the most relevant positions are
-    deleted from ``x`` / inserted into a fully removed input, at fractions 0, 1/steps, .., 1.
+    deleted from ``x`` / inserted into a fully removed input, at fractions 0, 1/steps, .., 1;
+    other targets: ``readout.score`` against the intact outputs (``explain.readout``).
 
     Shape: -> fractions (F,), deletion (B, F), insertion (B, F).
     """
-    target = model(x).argmax(-1) if target is None else target
+    intact = model(x)  # (B, K)
+    target = readout.target(intact) if target is None else target
     n = rel.shape[1]
     fr = np.linspace(0.0, 1.0, steps + 1)
     dele, ins = [], []
     for f in fr:
         top = _top_mask(rel, round(f * n), most=True)
         for keep, acc in ((~top, dele), (top, ins)):
-            p = model(remove_positions(x, keep, removed)).softmax(-1)
-            acc.append(p.gather(1, target[:, None])[:, 0].double())
+            acc.append(readout.score(model(remove_positions(x, keep, removed)), intact, target))
     return fr, torch.stack(dele, 1).cpu().numpy(), torch.stack(ins, 1).cpu().numpy()
 
 

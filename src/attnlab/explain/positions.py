@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from attnlab.explain.readout import CLASS, Readout
+
 __all__ = ["Patches", "Positions", "Spans"]
 
 
@@ -38,12 +40,14 @@ class Positions:
             num_prefix_tokens`` covers position ``i``.
         removed: broadcastable to ``x``, (F,) or (N, F): what a removed position becomes.
         num_prefix_tokens: class / register tokens the model prepends (not positions).
-        labels: (B,) true classes, or None.
+        labels: (B,) true classes (-1: none), or None.
         index: (B,) each row's index in the split it came from (a task may regroup examples,
             e.g. text by length, so rows of equal length batch without padding).
         removed_means: the removed value in words, shown beside every score.
         order: the order a report draws the positions in (audio: low bands at the bottom);
             None is their own order.
+        readout: what the faithfulness measures read of the outputs (``explain.readout``:
+            a classifier's, a multi-label or a regression model's).
     """
 
     x: Tensor
@@ -54,6 +58,7 @@ class Positions:
     index: Tensor | None = None
     removed_means: str = ""
     order: Sequence[int] | None = None
+    readout: Readout = CLASS
 
     def __post_init__(self) -> None:
         if self.x.dim() != 3:

@@ -72,7 +72,8 @@ def relevance(
     seed: int = 0,
     forward: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
-    """Relevance of each input position for class ``target`` (default: the predicted class).
+    """Relevance of each input position for output ``target`` (default: the argmax output: the
+    predicted class, a multi-label model's most probable label, a regression model's one output).
 
     Args:
         x: the float input the model takes, positions on dim 1, e.g. (B, P, C) patch tokens.

@@ -12,20 +12,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from attnlab.data.shards import head
 from attnlab.errors import ConfigError
+from attnlab.explain.readout import Readout
 
 __all__ = [
     "SPLITS",
     "TRAIN_MEAN_ITEMS",
-    "check_classifier",
     "faithfulness",
     "input_method_maps",
     "labels_of",
     "patch_positions",
+    "readout_of",
     "positions_for",
     "report_card",
     "split_items",
@@ -37,11 +39,13 @@ TRAIN_MEAN_ITEMS = 2048
 CHUNK = 128  # examples scored in one batch
 
 
-def check_classifier(task_data: Any, model: nn.Module) -> None:
-    """Perturbation measures read the predicted class: a regression or multi-label run has none."""
-    if getattr(task_data, "target", "class") != "class":
-        raise ConfigError(f"faithfulness needs a single-label classifier; this {type(model).__name__} run predicts "
-                          f"a {task_data.target} target")
+def readout_of(task_data: Any) -> Readout:
+    """What the faithfulness measures read of this run's outputs (``explain.readout``): its target
+    kind, and a multi-label run's decision threshold (chosen on validation: ``task_data.calibration``,
+    the run's data.json ``calibration``; 0.5 before one is chosen)."""
+    kind = getattr(task_data, "target", "class") or "class"
+    threshold = float((getattr(task_data, "calibration", None) or {}).get("threshold", 0.5))
+    return Readout(kind, threshold) if kind == "multilabel" else Readout(kind)
 
 
 def split_items(task_data: Any, split: str, limit: int) -> tuple[list[Any], list[int]]:
@@ -65,8 +69,13 @@ def train_mean(task_data: Any, dims: tuple[int, ...]) -> Tensor:
 
 
 def labels_of(items: list[Any]) -> Tensor:
-    """(B,) true classes; -1 where an item has none (an input file without a label)."""
-    return torch.as_tensor([-1 if it[1] is None else int(it[1]) for it in items])
+    """(B,) true classes; -1 where an item has none (an input file without a label, a regression
+    value or a multi-label set)."""
+    def label(value: Any) -> int:
+        a = np.asarray(value.cpu() if torch.is_tensor(value) else value)
+        return int(a) if value is not None and a.ndim == 0 and a.dtype.kind in "iub" else -1
+
+    return torch.as_tensor([label(it[1]) for it in items])
 
 
 def patch_positions(model: nn.Module, task_data: Any, items: list[Any], idx: list[int], *, mean_dims: tuple[int, ...],
@@ -75,7 +84,6 @@ def patch_positions(model: nn.Module, task_data: Any, items: list[Any], idx: lis
     removed = the training mean over ``mean_dims`` of each input, patch-wise."""
     from attnlab.explain.positions import Patches, Positions
 
-    check_classifier(task_data, model)
     grid = getattr(model, "patch_grid", None)
     if grid is None:
         raise ConfigError(f"model {type(model).__name__} has no patch grid to attribute to")
@@ -86,7 +94,7 @@ def patch_positions(model: nn.Module, task_data: Any, items: list[Any], idx: lis
     mean = train_mean(task_data, mean_dims).to(device).expand_as(images[0])  # (C, H, W)
     return [Positions(wrap.cut(images), wrap, wrap.cut(mean[None])[0], int(getattr(model, "num_prefix_tokens", 0)),
                       labels=labels_of(items), index=torch.as_tensor(idx),
-                      removed_means=removed_means)]
+                      removed_means=removed_means, readout=readout_of(task_data))]
 
 
 def positions_for(spec: Any, model: nn.Module, model_name: str, task_data: Any, items: list[Any], idx: list[int]) -> list:
@@ -136,13 +144,13 @@ def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, ex
     """What ``attnlab train`` puts in report.html: every supported method's map on the report's
     test ``examples`` (row i = test item i) and their scores on the first ``limit`` VALIDATION
     examples (the default map is the best there, so the choice never sees the test split).
-    None when the task has no adapter or the run is not a single-label classifier."""
+    None when the task has no adapter."""
     import time
 
     from attnlab.explain.card import attach_method_maps, supported_methods
 
     start = time.perf_counter()
-    if spec.explain_positions is None or limit <= 0 or getattr(task_data, "target", "class") != "class":
+    if spec.explain_positions is None or limit <= 0:
         return None
     if task_data.val is None or len(task_data.val) == 0:
         return None  # no validation split (a stream's first `limit` examples are read as a list)

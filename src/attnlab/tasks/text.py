@@ -126,9 +126,8 @@ def text_positions(model: nn.Module, task_data, items: list, index: list[int]) -
     length, so no row carries padding); removed = the embedding of ``[MASK]`` where the
     vocabulary has it, else of ``<pad>`` (the token stays attended: only what it says is gone)."""
     from attnlab.explain.positions import Positions
-    from attnlab.tasks.positions import check_classifier, labels_of
+    from attnlab.tasks.positions import labels_of, readout_of
 
-    check_classifier(task_data, model)
     tokenizer = load_tokenizer(task_data.info["tokenizer"])
     backend = getattr(tokenizer, "_tok", None)
     mask = backend.token_to_id("[MASK]") if backend is not None else None
@@ -147,13 +146,15 @@ def text_positions(model: nn.Module, task_data, items: list, index: list[int]) -
         x = model.encoder.token_embed(ids[:, prefix:]).detach()  # (B, N - p, C)
         groups.append(Positions(x, wrap, removed, prefix, labels=labels_of([items[k] for k in rows]),
                                 index=torch.as_tensor([index[k] for k in rows]),
-                                removed_means=f"embedding of {'[MASK]' if mask is not None else '<pad>'}"))
+                                removed_means=f"embedding of {'[MASK]' if mask is not None else '<pad>'}",
+                                readout=readout_of(task_data)))
     return groups
 
 
 def text_record_data(record: dict[str, Any]) -> SimpleNamespace:
     """What `text_positions` reads of the task data (the tokenizer, the target), from a run's record."""
-    return SimpleNamespace(task=record.get("task"), target=record.get("target", "class"), info=record["info"])
+    return SimpleNamespace(task=record.get("task"), target=record.get("target", "class"), info=record["info"],
+                           calibration=record.get("calibration"))
 
 
 def _known_label(field: str, known: set[str], target: str, has_separator: bool) -> bool:

@@ -141,9 +141,8 @@ def series_positions(model: nn.Module, task_data, items: list, index: list[int])
     training series and time step), every step of a removed span (the "series mean" of the
     issue; a z-normalised data set's is ~0)."""
     from attnlab.explain.positions import Positions, Spans
-    from attnlab.tasks.positions import check_classifier, labels_of, train_mean
+    from attnlab.tasks.positions import labels_of, readout_of, train_mean
 
-    check_classifier(task_data, model)
     device = next(model.parameters()).device
     series = torch.stack([it[0] for it in items]).float().to(device)  # (B, C, T)
     _, c, t = series.shape
@@ -153,7 +152,7 @@ def series_positions(model: nn.Module, task_data, items: list, index: list[int])
     removed = mean.repeat_interleave(span, dim=1).reshape(-1)  # (C*s,), channel-major like Spans.cut
     return [Positions(wrap.cut(series), wrap, removed, int(model.num_prefix_tokens),
                       labels=labels_of(items), index=torch.as_tensor(index),
-                      removed_means="training mean per channel, every step of a span")]
+                      removed_means="training mean per channel, every step of a span", readout=readout_of(task_data))]
 
 
 def series_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
