@@ -187,10 +187,9 @@ def _xyxy_pixels_to_cxcywh(boxes: np.ndarray, w: float, h: float) -> np.ndarray:
 
 def _to_dataset(images: np.ndarray, boxes, labels, spec: ImageSpec, *, hflip: bool, max_objects: int,
                 names: list[str] | None = None) -> DetectionDataset:
-    n, h, w = images.shape[:3]
-    norm = [_xyxy_pixels_to_cxcywh(b, w, h) for b in boxes]
+    """uint8 (N, H, W, 3) images and per-image boxes (k, 4) cxcywh, already fractions of their image."""
     chw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, 3, H, W) uint8
-    return DetectionDataset(chw, pad_targets(norm, labels, max_objects), spec, hflip=hflip, names=names)
+    return DetectionDataset(chw, pad_targets(boxes, labels, max_objects), spec, hflip=hflip, names=names)
 
 
 def _task(name: str, train, val, test, class_names, spec: ImageSpec, info: dict[str, Any]) -> TaskData:
@@ -213,7 +212,8 @@ def load_shapes_task(
         split_seed = int(np.random.SeedSequence([seed, split]).generate_state(1)[0])
         imgs, boxes, labels = generate_shapes(n, seed=split_seed, image_size=image_size, min_objects=min_objects,
                                               max_objects=max_objects, noise=noise)
-        splits.append(_to_dataset(imgs, boxes, labels, spec, hflip=hflip and split == 0, max_objects=max_objects))
+        norm = [_xyxy_pixels_to_cxcywh(b, image_size, image_size) for b in boxes]  # pixels -> fractions
+        splits.append(_to_dataset(imgs, norm, labels, spec, hflip=hflip and split == 0, max_objects=max_objects))
     info = {"source": "shapes", "image_size": image_size, "max_objects": max_objects, "min_objects": min_objects,
             "sizes": [train_size, val_size, test_size], "noise": noise}
     return _task("detection", *splits, SHAPE_CLASSES, spec, info)
