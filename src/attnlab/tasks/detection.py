@@ -31,7 +31,7 @@ from attnlab.data.detection import load_coco_task, load_shapes_task
 from attnlab.errors import ConfigError
 from attnlab.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou_aligned
 from attnlab.models.detr import split_outputs
-from attnlab.tasks.base import TaskSpec
+from attnlab.tasks.base import RunVocabulary, TaskSpec, run_targets
 
 if TYPE_CHECKING:
     from attnlab.explain.detection import DetectionExample
@@ -359,6 +359,7 @@ def detection_example(model: nn.Module, x: Tensor, *, class_names: Sequence[str]
 def load_detection(data: str | None, *, seed: int, **options: Any) -> TaskData:
     """Generated shapes without ``--data``; a COCO-format .json with it."""
     if data is None or str(data) == "":
+        options.pop("class_names", None)  # a finished run's (RunVocabulary); the shapes' classes are fixed
         return call_with_options(load_shapes_task, "detection", options, seed=seed)
     return call_with_options(load_coco_task, "detection", options, path=data, seed=seed)
 
@@ -370,5 +371,6 @@ SPECS = (
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, objective_options=LossWeights,
         model_fields=detection_fields, objective=_objective, report_examples=_report,
         predict=predict_detections, explain_example=explain_detection,
+        run_vocabulary=RunVocabulary(run_targets),  # another COCO file's categories labelled by the run's class names
     ),
 )
