@@ -345,6 +345,7 @@ SPECS = (
         description="MNIST from an .npz (x_train, y_train, x_test, y_test)",
         default_train={"epochs": 12, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05},
         init=_init("mnist", "mnist: the same with "), **_ADAPTERS,
+        run_vocabulary=RunVocabulary(_image_folder_vocabulary),  # another .npz must fit the run's classes and size
     ),
     TaskSpec(
         name="images", load=load_images, models=MODELS,
