@@ -181,3 +181,30 @@ def test_evaluate_another_coco_file_labels_categories_by_the_runs_class_names(tm
         assert main(["evaluate", str(out), "--data", str(bad)]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1 and str(bad) in err
+
+
+def test_predict_reads_arrays_as_images_and_names_a_bad_npy(tiny_run, tmp_path, capsys):
+    """An (H, W, 4) array gives the boxes its PNG gives, in its own pixels (its size read as
+    prepare_image reads its axes, not (W, 4)); an .npy that needs pickle is one line, exit 2."""
+    from PIL import Image
+
+    from attnlab.cli import main
+    from attnlab.run import load_run
+    from attnlab.tasks.detection import predict_detections
+
+    out, _ = tiny_run
+    _, model, record = load_run(out)
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)  # H 40, W 48
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    np.save(tmp_path / "a.npy", np.concatenate([rgb, np.full((40, 48, 1), 255, np.uint8)], axis=-1))
+    png, npy = (predict_detections(model, record, [str(tmp_path / f"a.{ext}")], top_k=3, threshold=0.0)
+                for ext in ("png", "npy"))
+    assert len(png) == len(npy) == 3
+    for a, b in zip(png, npy):
+        assert a["class"] == b["class"] and a["box"] == b["box"]
+        assert 0 <= a["box"][0] <= a["box"][2] and a["box"][2] <= 48 * 1.5  # x in the 48-wide image's pixels
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "objects.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "objects.npy" in err and len(err.splitlines()) == 1, err

@@ -247,16 +247,14 @@ def _load(record: dict[str, Any], item: str) -> tuple[Tensor, tuple[int, int]]:
     from pathlib import Path
 
     from attnlab.data.base import ImageSpec
-    from attnlab.data.images import open_image, prepare_image
+    from attnlab.data.images import array_size, open_image, prepare_image
 
     spec = ImageSpec.from_dict(record["spec"])
+    x = prepare_image(item, spec)  # a file it cannot read is one line naming it
     if Path(item).suffix.lower() == ".npy":
-        arr = np.load(item, allow_pickle=False)
-        hw = arr.shape[:2] if arr.ndim == 3 and arr.shape[-1] in (1, 3) else arr.shape[-2:]
-        size = (int(hw[1]), int(hw[0]))
-    else:
-        size = tuple(open_image(Path(item)).size)
-    return prepare_image(item, spec), size  # type: ignore[return-value]
+        h, w = array_size(np.load(item, allow_pickle=False), spec)  # its axes read as prepare_image read them
+        return x, (w, h)
+    return x, tuple(open_image(Path(item)).size)  # type: ignore[return-value]
 
 
 def predict_detections(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int,
