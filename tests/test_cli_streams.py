@@ -168,3 +168,21 @@ def test_shard_refuses_targets_other_than_classes_before_writing(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"attnlab shard writes class-labelled data only, not --data.target {target}"), err
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_shard_into_a_file_or_from_a_bad_folder_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    """OUT_DIR naming a file is refused by name (it was a NotADirectoryError traceback); a source
+    that stops the writer leaves no new, empty OUT_DIR behind."""
+    src = _folder(tmp_path / "photos")
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    assert main(["shard", str(src), str(taken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{taken} is a file" in err and len(err.splitlines()) == 1, err
+    assert taken.read_text() == "keep me"
+    bad = _folder(tmp_path / "bad", bad=True)
+    out = tmp_path / "new" / "shards"
+    assert main(["shard", str(bad), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot read image" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "new").exists()

@@ -129,3 +129,82 @@ def test_more_objects_than_queries_warns_once(caplog):
     assert len(matches[0][0]) == 2  # two queries: two of the three objects matched
     warnings = [r for r in caplog.records if "3 objects but the model has 2 queries" in r.message]
     assert len(warnings) == 1
+
+
+def _coco_named(folder, categories):
+    """A 4-image COCO file whose one box per image has category ``categories[i % len]`` (id, name)."""
+    import json
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for i, n in categories]}
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        coco["images"].append({"id": i + 1, "file_name": f"{i}.png", "width": 32, "height": 32})
+        coco["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": categories[i % len(categories)][0],
+                                    "bbox": [4.0, 4.0, 10.0, 12.0]})
+    (folder / "ann.json").write_text(json.dumps(coco))
+    return folder / "ann.json"
+
+
+def test_evaluate_another_coco_file_labels_categories_by_the_runs_class_names(tmp_path, capsys):
+    """A COCO run (circle, square, triangle) scored on a COCO file that numbers the same names
+    otherwise: each box keeps its class by name, not by the file's id order; a name the run lacks
+    is one line (exit 2), not a traceback from inside the metrics."""
+    from attnlab.cli import main
+    from attnlab.config import load_yaml
+    from attnlab.run import train_run
+    from attnlab.run_config import RunConfig, finished_task_data, from_dict, resolve_config
+
+    out = tmp_path / "run"
+    train_run(resolve_config({
+        "task": "detection", "data": str(_coco_named(tmp_path / "train", [(1, "circle"), (2, "square"), (3, "triangle")])),
+        "model_config": {"backbone_channels": [8, 8], "dim": 16, "num_heads": 2, "encoder_depth": 1, "decoder_depth": 1},
+        "data_options": {"image_size": 16, "val_fraction": 0.25, "test_fraction": 0.25},
+        "train": {"epochs": 1, "batch_size": 2, "progress": False}, "report_examples": 0}), out=out)
+    path = _coco_named(tmp_path / "other", [(1, "triangle"), (5, "circle"), (7, "square")])
+    config = from_dict(RunConfig, load_yaml(out / "config.yaml"))
+    config.data = str(path)
+    data = finished_task_data(config, out)
+    assert data.class_names == ["circle", "square", "triangle"]
+    by_name = {"0.png": "triangle", "1.png": "circle", "2.png": "square", "3.png": "triangle"}
+    for split in (data.train, data.val, data.test):
+        for j, name in enumerate(split.names):
+            assert data.class_names[int(split[j][1][0, 0])] == by_name[name]
+    assert main(["evaluate", str(out), "--data", str(path)]) == 0
+    assert main(["evaluate", str(out), "--data", str(_coco_named(tmp_path / "one", [(4, "square")]))]) == 0  # a subset
+    capsys.readouterr()
+    for categories, message in (([(1, "circle"), (2, "hexagon")], "category 2 'hexagon' is not one of the run's classes"),):
+        bad = _coco_named(tmp_path / "bad", categories)
+        assert main(["evaluate", str(out), "--data", str(bad)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and str(bad) in err
+
+
+def test_predict_reads_arrays_as_images_and_names_a_bad_npy(tiny_run, tmp_path, capsys):
+    """An (H, W, 4) array gives the boxes its PNG gives, in its own pixels (its size read as
+    prepare_image reads its axes, not (W, 4)); an .npy that needs pickle is one line, exit 2."""
+    from PIL import Image
+
+    from attnlab.cli import main
+    from attnlab.run import load_run
+    from attnlab.tasks.detection import predict_detections
+
+    out, _ = tiny_run
+    _, model, record = load_run(out)
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)  # H 40, W 48
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    np.save(tmp_path / "a.npy", np.concatenate([rgb, np.full((40, 48, 1), 255, np.uint8)], axis=-1))
+    png, npy = (predict_detections(model, record, [str(tmp_path / f"a.{ext}")], top_k=3, threshold=0.0)
+                for ext in ("png", "npy"))
+    assert len(png) == len(npy) == 3
+    for a, b in zip(png, npy):
+        assert a["class"] == b["class"] and a["box"] == b["box"]
+        assert 0 <= a["box"][0] <= a["box"][2] and a["box"][2] <= 48 * 1.5  # x in the 48-wide image's pixels
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(tmp_path / "objects.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "objects.npy" in err and len(err.splitlines()) == 1, err

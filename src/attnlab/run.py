@@ -134,6 +134,7 @@ def train_run(
             raise
         raise ConfigError(f"--init {config.init}: {exc}") from None
     if pretrained is not None and pretrained.load_weights is not None:
+        pretrained.data = task_data  # e.g. a run's head is kept only for the classes it was trained on
         pretrained.load_weights(model)
         record = pretrained.record or {}
         _check_finite(model, Path(record["source"]) / record["weights"] if {"source", "weights"} <= record.keys() else config.init)

@@ -114,3 +114,36 @@ def test_bad_coco_annotations_name_the_entry(tmp_path):
     (tmp_path / "coco" / "other.json").write_text("{}")
     with pytest.raises(DataError, match="exactly one COCO .json"):
         load_coco_task(tmp_path / "coco")
+
+
+def test_coco_task_targets_are_the_json_boxes_as_fractions(tmp_path):
+    """Each training target row is its annotation's [x, y, w, h] as (cx, cy, w, h) fractions of
+    its image, whatever size the images are resized to (a box converted twice lands elsewhere)."""
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    folder = tmp_path / "coco"
+    folder.mkdir()
+    coco = {"images": [], "annotations": [], "categories": [{"id": 9, "name": "b"}, {"id": 4, "name": "a"}]}
+    for i, (w, h) in enumerate([(40, 24), (24, 24), (32, 16), (40, 40)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        coco["images"].append({"id": 50 + i, "file_name": f"{i}.png", "width": w, "height": h})
+        for k, cid in enumerate((4, 9)):
+            x, y, bw, bh = 2.0 + 3 * k + i, 1.0 + k, 6.0 + i, 5.0 + 2 * k
+            coco["annotations"].append({"id": 10 * i + k, "image_id": 50 + i, "category_id": cid, "bbox": [x, y, bw, bh]})
+    (folder / "ann.json").write_text(json.dumps(coco))
+    data = load_coco_task(folder / "ann.json", image_size=16, val_fraction=0.25, test_fraction=0.25, hflip=False)
+    assert data.class_names == ["a", "b"]  # sorted by category id: 4 -> 0, 9 -> 1
+    sizes = {im["file_name"]: (im["width"], im["height"]) for im in coco["images"]}
+    seen = 0
+    for split in (data.train, data.val, data.test):
+        for j, name in enumerate(split.names):
+            w, h = sizes[name]
+            expect = sorted(
+                [0.0 if a["category_id"] == 4 else 1.0, (a["bbox"][0] + a["bbox"][2] / 2) / w, (a["bbox"][1] + a["bbox"][3] / 2) / h,
+                 a["bbox"][2] / w, a["bbox"][3] / h]
+                for a in coco["annotations"] if a["image_id"] == 50 + int(name[0]))
+            got = split[j][1]
+            np.testing.assert_allclose(sorted(got[got[:, 0] >= 0].tolist()), expect, rtol=0, atol=1e-6)
+            seen += 1
+    assert seen == 4

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from attnlab.cli import main
@@ -40,3 +41,33 @@ def test_a_file_that_is_no_image_names_the_file_not_a_buffer(tmp_path):
     with pytest.raises(DataError, match=r"^cannot read image a/x.png: not an image PIL can read") as info:
         open_image(io.BytesIO(b"just some text, not a PNG"), name="a/x.png")
     assert "BytesIO" not in str(info.value)
+
+
+def test_evaluate_mnist_run_on_another_npz_refuses_other_labels_and_sizes(tmp_path, capsys):
+    """A finished MNIST run scored on another .npz: a label past the run's classes or images of
+    another size are one line naming the file (exit 2), not an index error or a shape error from
+    inside the metrics or the model; a file that fits is scored with the run's class names."""
+    from attnlab.cli import main
+
+    rng = np.random.default_rng(0)
+
+    def npz(name, size=8, labels=4, test_label=None):
+        y_train, y_test = np.arange(40) % labels, np.arange(12) % labels
+        if test_label is not None:
+            y_test[5] = test_label
+        path = tmp_path / name
+        np.savez(path, x_train=rng.integers(0, 255, (40, size, size), dtype=np.uint8), y_train=y_train,
+                 x_test=rng.integers(0, 255, (12, size, size), dtype=np.uint8), y_test=y_test)
+        return path
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "mnist", "--data", str(npz("a.npz")), "--model", "vit-tiny", "--epochs", "1",
+                 "--model.dim", "16", "--model.depth", "1", "--model.patch_size", "4", "--data.val_size", "8",
+                 "--train.batch_size", "8", "--train.progress", "false", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "--data", str(npz("fits.npz", labels=3)), "--json"]) == 0
+    capsys.readouterr()
+    for path, message in ((npz("label.npz", test_label=7), "y_test[5] is 7, past the run's 4 classes"),
+                          (npz("size.npz", size=12), "images are 12x12 but the run was trained on 8x8")):
+        assert main(["evaluate", str(run), "--data", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and str(path) in err and len(err.splitlines()) == 1, err

@@ -257,3 +257,31 @@ def test_train_help_says_what_init_does_for_images(capsys):
     for words in ("Hugging Face ViT", "position table is resampled", "adapt_input_conv", "digits: lr 5e-4, 15 epochs"):
         assert words in text, words
     assert math.isclose(5e-4 * 4, 2e-3)  # a quarter of digits' from-scratch lr
+
+
+def test_an_images_run_keeps_its_head_only_for_the_same_classes(tmp_path):
+    """``--init`` from an image-folder run: a folder of the same classes keeps its head (more
+    training on them); a folder of other classes, or as many classes under other names, gets a new
+    head sized by its classes (the first was a shape error on head.weight, the second silently read
+    the old classes' rows as the new ones)."""
+    from safetensors.torch import load_file
+
+    source = tmp_path / "source"
+    common = ("--epochs", "1", "--model.dim", "16", "--model.depth", "1", "--model.stem_channels", "8",
+              "--train.batch_size", "8", "--train.progress", "false", "--data.image_size", "[16, 16]")
+    assert _cli("train", "--task", "images", "--data", _image_folder(tmp_path / "rgb"), "--out", source, *common) == 0
+    head = load_file(str(source / "model.safetensors"))["head.weight"]  # (3, 16)
+    two = _image_folder(tmp_path / "two")
+    shutil.rmtree(two / "blue")
+    renamed = _image_folder(tmp_path / "renamed")
+    for old, new in (("red", "cyan"), ("green", "magenta"), ("blue", "yellow")):
+        (renamed / old).rename(renamed / new)
+    for data, kept, classes in ((tmp_path / "rgb", True, 3), (two, False, 2), (renamed, False, 3)):
+        out = tmp_path / f"tuned-{data.name}"
+        # a frozen head stays where --init put it
+        assert _cli("train", "--task", "images", "--data", data, "--init", source, "--out", out, "--train.freeze", "head",
+                    *common) == 0
+        assert json.loads((out / "data.json").read_text())["init"]["head"] == ("kept" if kept else "new")
+        tuned = load_file(str(out / "model.safetensors"))["head.weight"]
+        assert tuned.shape == (classes, 16)
+        assert torch.equal(tuned, head) is kept

@@ -187,10 +187,9 @@ def _xyxy_pixels_to_cxcywh(boxes: np.ndarray, w: float, h: float) -> np.ndarray:
 
 def _to_dataset(images: np.ndarray, boxes, labels, spec: ImageSpec, *, hflip: bool, max_objects: int,
                 names: list[str] | None = None) -> DetectionDataset:
-    n, h, w = images.shape[:3]
-    norm = [_xyxy_pixels_to_cxcywh(b, w, h) for b in boxes]
+    """uint8 (N, H, W, 3) images and per-image boxes (k, 4) cxcywh, already fractions of their image."""
     chw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, 3, H, W) uint8
-    return DetectionDataset(chw, pad_targets(norm, labels, max_objects), spec, hflip=hflip, names=names)
+    return DetectionDataset(chw, pad_targets(boxes, labels, max_objects), spec, hflip=hflip, names=names)
 
 
 def _task(name: str, train, val, test, class_names, spec: ImageSpec, info: dict[str, Any]) -> TaskData:
@@ -213,7 +212,8 @@ def load_shapes_task(
         split_seed = int(np.random.SeedSequence([seed, split]).generate_state(1)[0])
         imgs, boxes, labels = generate_shapes(n, seed=split_seed, image_size=image_size, min_objects=min_objects,
                                               max_objects=max_objects, noise=noise)
-        splits.append(_to_dataset(imgs, boxes, labels, spec, hflip=hflip and split == 0, max_objects=max_objects))
+        norm = [_xyxy_pixels_to_cxcywh(b, image_size, image_size) for b in boxes]  # pixels -> fractions
+        splits.append(_to_dataset(imgs, norm, labels, spec, hflip=hflip and split == 0, max_objects=max_objects))
     info = {"source": "shapes", "image_size": image_size, "max_objects": max_objects, "min_objects": min_objects,
             "sizes": [train_size, val_size, test_size], "noise": noise}
     return _task("detection", *splits, SHAPE_CLASSES, spec, info)
@@ -234,11 +234,13 @@ def _coco_file(path: Path) -> Path:
     raise DataError(f"COCO data not found: {path}")
 
 
-def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_size: tuple[int, int] = (96, 96)):
+def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_size: tuple[int, int] = (96, 96),
+              class_names: list[str] | None = None):
     """Read and check a COCO detection file; images resized to ``image_size`` (H, W).
 
     Returns (images uint8 (N, H, W, 3), boxes per image (k, 4) cxcywh in [0, 1], labels per
-    image (k,), class names, file names). Raises `DataError` naming the bad entry.
+    image (k,), class names, file names). Raises `DataError` naming the bad entry. ``class_names``
+    (a finished run's): categories labelled by name, not id order; one the run lacks is refused.
     """
     from attnlab.data.images import image_to_rgb, open_image
 
@@ -261,6 +263,11 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
     _check_unique(file, cats, image_list)
     images = dict(image_list)
     cat_index = {cid: k for k, (cid, _) in enumerate(cats)}
+    if class_names is not None:
+        unknown = [(cid, name) for cid, name in cats if name not in class_names]
+        if unknown:
+            raise DataError(f"{file}: category {unknown[0][0]} {unknown[0][1]!r} is not one of the run's classes {list(class_names)}")
+        cat_index, cats = {cid: list(class_names).index(name) for cid, name in cats}, list(enumerate(class_names))
     order = sorted(images)
     pixels, sizes = {}, {}
     for image_id in order:
@@ -370,11 +377,13 @@ def write_coco(folder: str | Path, images: np.ndarray, boxes: list[np.ndarray], 
 
 def load_coco_task(
     path: str | Path, *, seed: int = 0, image_dir: str | None = None, image_size: int = 96,
-    val_fraction: float = 0.1, test_fraction: float = 0.2, hflip: bool = True,
+    val_fraction: float = 0.1, test_fraction: float = 0.2, hflip: bool = True, class_names: list[str] | None = None,
 ) -> TaskData:
-    """A COCO-format file as a detection task: images split by ``seed`` into train/val/test."""
+    """A COCO-format file as a detection task: images split by ``seed`` into train/val/test.
+    ``class_names``: a finished run's (evaluate, ``--resume``), matched to the categories by name."""
     check_fractions(val_fraction, test_fraction)
-    images, boxes, labels, class_names, names = read_coco(path, image_dir=image_dir, image_size=(image_size, image_size))
+    images, boxes, labels, class_names, names = read_coco(path, image_dir=image_dir, image_size=(image_size, image_size),
+                                                          class_names=class_names)
     n = len(images)
     if n < 3:
         raise DataError(f"{path}: {n} image(s); a detection task needs at least 3 (train, val, test)")

@@ -19,7 +19,7 @@ from torch import Tensor
 from attnlab.data.base import ImageSpec
 from attnlab.errors import DataError
 
-__all__ = ["scale_pixels", "channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image"]
+__all__ = ["array_size", "scale_pixels", "channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image"]
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
@@ -179,6 +179,11 @@ def prepare_image(source: Any, spec: ImageSpec) -> Tensor:
     if isinstance(source, np.ndarray):
         return _prepare_array(source, spec, "array")
     raise DataError(f"cannot prepare a {type(source).__name__} as an image; pass a path, PIL image or array")
+
+
+def array_size(array: np.ndarray, spec: ImageSpec) -> tuple[int, int]:
+    """(H, W) of an image array as `prepare_image` reads its axes (a flat one: the spec's)."""
+    return tuple(_as_chw(np.asarray(array), spec, "array").shape[1:])  # type: ignore[return-value]
 
 
 def _as_chw(a: np.ndarray, spec: ImageSpec, name: str) -> np.ndarray:

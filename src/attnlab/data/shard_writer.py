@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from attnlab.errors import ConfigError, DataError
+from attnlab.output_paths import missing_folders, removed_after
 
 __all__ = ["write_shards", "SHARD_WRITERS"]
 
@@ -56,10 +57,15 @@ def write_shards(src: str | Path, out_dir: str | Path, *, task: str = "images", 
     if target != "class":  # before any file is read or folder made (image shards hold one class index a sample)
         raise ConfigError(f"attnlab shard writes class-labelled data only, not --data.target {target}")
     out = Path(out_dir)
+    missing, parent = missing_folders(out)
+    if not parent.is_dir():
+        where = f"{out} is a file" if parent == out else f"{out}: {parent} is a file"
+        raise ConfigError(f"{where}, not a folder; name a new or empty folder for the shards")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out} is not empty; pass --overwrite or name a new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for old in list(out.glob("*.tar")) + [out / "shards.json"]:
-            old.unlink(missing_ok=True)
-    return SHARD_WRITERS[task](str(src), out, shard_size=shard_size, seed=seed, **(options or {}))
+    with removed_after(missing):  # the folders made for a refused source are removed again (a written one is kept)
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for old in list(out.glob("*.tar")) + [out / "shards.json"]:
+                old.unlink(missing_ok=True)
+        return SHARD_WRITERS[task](str(src), out, shard_size=shard_size, seed=seed, **(options or {}))

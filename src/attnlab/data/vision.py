@@ -172,13 +172,17 @@ def _check_split(path: Path, x: np.ndarray, y: np.ndarray, split: str) -> np.nda
     return x
 
 
-def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, augment: bool = True) -> TaskData:
+def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, augment: bool = True,
+                    class_names: Sequence[str] | None = None, spec: dict | None = None) -> TaskData:
     """MNIST-format ``.npz`` (keys x_train, y_train, x_test, y_test; uint8 images (N, 28, 28)).
 
     ``path`` may also be a folder holding ``mnist.npz``. The first ``val_size`` items of a
     ``seed``-driven permutation of the train split become validation. Pixels /255, then
     normalised with the usual MNIST mean 0.1307 and std 0.3081; float arrays must already lie in
     [0, 1]. ``augment``: random shifts of up to 2 pixels as `TaskData.batch_augment`.
+
+    ``class_names`` and ``spec`` (a finished run's, carried by evaluate and ``--resume``): the
+    file must fit the run, a label past its classes or images of another size are refused by name.
     """
     file = _npz_file(path)
     if not zipfile.is_zipfile(file):  # else np.load guesses "pickle" and says so, confusingly
@@ -203,6 +207,15 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
     for name, x in (("x_train", x_train), ("x_test", x_test)):
         if x.size and (x.min() < 0 or x.max() > pixel_max):
             raise DataError(f"{file}: {name} values lie in [{x.min()}, {x.max()}], expected [0, {pixel_max:g}]")
+    if spec is not None and tuple(x_train.shape[1:]) != (spec["height"], spec["width"]):
+        raise DataError(f"{file}: images are {x_train.shape[1]}x{x_train.shape[2]} but the run was trained on "
+                        f"{spec['height']}x{spec['width']}")
+    for split in ("train", "test") if class_names is not None else ():
+        y = arrays[f"y_{split}"]
+        if len(y) and y.max() >= len(class_names):
+            i = int(np.argmax(y >= len(class_names)))
+            raise DataError(f"{file}: y_{split}[{i}] is {y[i]}, past the run's {len(class_names)} classes "
+                            f"(labels 0..{len(class_names) - 1})")
     n_train = len(x_train)
     if not 0 <= val_size < n_train:
         raise DataError(f"{file}: val_size={val_size} must be in [0, {n_train}) (x_train has {n_train} images)")
@@ -215,9 +228,10 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
     y_all = torch.from_numpy(np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.int64))
     splits = [torch.from_numpy(i) for i in (train_idx, val_idx, np.arange(n_train, len(y_all)))]
     num_classes = int(y_all.max()) + 1 if len(y_all) else 0
+    names = [str(c) for c in range(num_classes)] if class_names is None else [str(c) for c in class_names]
     shift = RandomShift(2, fill=spec.fill_value()) if augment else None
     x = spec.normalise(scale_pixels(x_all, pixel_max))
-    return _task_data("mnist", x, y_all, splits, [str(c) for c in range(num_classes)], spec, shift)
+    return _task_data("mnist", x, y_all, splits, names, spec, shift)
 
 
 def image_size_pair(value: Any) -> tuple[int, int]:

@@ -99,6 +99,7 @@ class Pretrained:
     model: str | None = None  # the model SOURCE holds, when it says (an attnlab run): --model must match
     data_first: bool = False  # the data's model fields win over model_fields (a run: shapes must then match)
     replaces: tuple[str, ...] = ()
+    data: Any = None  # the TaskData the model is built for, set by the run before load_weights (what a head fits)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from attnlab.data.detection import load_coco_task, load_shapes_task
 from attnlab.errors import ConfigError
 from attnlab.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou_aligned
 from attnlab.models.detr import split_outputs
-from attnlab.tasks.base import TaskSpec
+from attnlab.tasks.base import RunVocabulary, TaskSpec, run_targets
 
 if TYPE_CHECKING:
     from attnlab.explain.detection import DetectionExample
@@ -247,16 +247,14 @@ def _load(record: dict[str, Any], item: str) -> tuple[Tensor, tuple[int, int]]:
     from pathlib import Path
 
     from attnlab.data.base import ImageSpec
-    from attnlab.data.images import open_image, prepare_image
+    from attnlab.data.images import array_size, open_image, prepare_image
 
     spec = ImageSpec.from_dict(record["spec"])
+    x = prepare_image(item, spec)  # a file it cannot read is one line naming it
     if Path(item).suffix.lower() == ".npy":
-        arr = np.load(item, allow_pickle=False)
-        hw = arr.shape[:2] if arr.ndim == 3 and arr.shape[-1] in (1, 3) else arr.shape[-2:]
-        size = (int(hw[1]), int(hw[0]))
-    else:
-        size = tuple(open_image(Path(item)).size)
-    return prepare_image(item, spec), size  # type: ignore[return-value]
+        h, w = array_size(np.load(item, allow_pickle=False), spec)  # its axes read as prepare_image read them
+        return x, (w, h)
+    return x, tuple(open_image(Path(item)).size)  # type: ignore[return-value]
 
 
 def predict_detections(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int,
@@ -359,6 +357,7 @@ def detection_example(model: nn.Module, x: Tensor, *, class_names: Sequence[str]
 def load_detection(data: str | None, *, seed: int, **options: Any) -> TaskData:
     """Generated shapes without ``--data``; a COCO-format .json with it."""
     if data is None or str(data) == "":
+        options.pop("class_names", None)  # a finished run's (RunVocabulary); the shapes' classes are fixed
         return call_with_options(load_shapes_task, "detection", options, seed=seed)
     return call_with_options(load_coco_task, "detection", options, path=data, seed=seed)
 
@@ -370,5 +369,6 @@ SPECS = (
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, objective_options=LossWeights,
         model_fields=detection_fields, objective=_objective, report_examples=_report,
         predict=predict_detections, explain_example=explain_detection,
+        run_vocabulary=RunVocabulary(run_targets),  # another COCO file's categories labelled by the run's class names
     ),
 )

@@ -9,7 +9,7 @@ returns the labels above the threshold chosen on validation (`attnlab.tasks.targ
 (`open_vit_checkpoint`) or an earlier attnlab run of a ViT (`vit_from_run`). The position table
 is resampled to the new patch grid (`attnlab.layers.positional.resample_abs_pos_embed`, as timm
 does; Dosovitskiy et al. 2021 §3.2), the first convolution adapted to the data's channels
-(timm's ``adapt_input_conv``), the head is new (a run of the same task keeps its own), and the
+(timm's ``adapt_input_conv``), the head is new (a run of the same task and classes keeps its own), and the
 training defaults become fine-tuning ones (``FINETUNE_TRAIN``).
 """
 
@@ -273,14 +273,22 @@ def reopen_vit_checkpoint(record: dict[str, Any]) -> Pretrained:
 def vit_from_run(source: Path, *, task: str | None = None) -> Pretrained:
     """``--init RUN`` for images: the run's ViT with its position table resampled to the new
     data's grid and its first convolution adapted to the data's channels. The head is new, except
-    for a run of the same ``task`` (more training on the same classes), whose head is kept."""
+    for a run of the same ``task`` trained on the same classes (and target) as the new data: more
+    training on them, so its head is kept (an image folder of other classes gets a new head)."""
     from attnlab.tasks.init_run import open_run
+
+    def same_classes(run) -> bool:
+        data = pretrained.data
+        if data is None:  # nothing to compare with: the task's classes decide
+            return True
+        return ((run.record.get("target") or "class") == data.target
+                and [str(n) for n in run.record.get("class_names") or []] == [str(n) for n in data.class_names])
 
     def adapt(run, model: nn.Module) -> dict[str, Tensor]:
         config = run.model_config
         size, patch = config.get("image_size") or (0, 0), int(config.get("patch_size") or 1)
         tensors = _fit_to_model(run.tensors, model, (int(size[0]) // patch, int(size[1]) // patch), pretrained.record)
-        keep = task is not None and run.task == task
+        keep = task is not None and run.task == task and same_classes(run)
         pretrained.record["head"] = "kept" if keep else "new"
         if not keep:  # the model's own fresh initialisation (the copy then leaves it as it is)
             tensors = {**tensors, **{k: v for k, v in model.state_dict().items() if k.startswith(_NEW_PARAMETERS)}}
@@ -316,8 +324,8 @@ FINETUNE_OBJECTIVE: dict[str, Any] = {"label_smoothing": 0.1}
 INIT_HELP = ("digits, mnist, images: SOURCE is a Hugging Face ViT save_pretrained directory (model_type 'vit', "
              "model.safetensors only) or an attnlab run of vit-tiny / vit-small; at another image size or patch grid "
              "the position table is resampled (bicubic, as timm), an RGB checkpoint on grey images gets its first "
-             "convolution summed over channels (timm's adapt_input_conv), the head is new (a run of the same task keeps "
-             "its own), and the training "
+             "convolution summed over channels (timm's adapt_input_conv), the head is new (a run of the same task and "
+             "classes keeps its own), and the training "
              "defaults become AdamW at a quarter of the task's lr and epochs, 10% warm-up, weight decay 0.05; digits: ")
 
 
@@ -345,6 +353,7 @@ SPECS = (
         description="MNIST from an .npz (x_train, y_train, x_test, y_test)",
         default_train={"epochs": 12, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05},
         init=_init("mnist", "mnist: the same with "), **_ADAPTERS,
+        run_vocabulary=RunVocabulary(_image_folder_vocabulary),  # another .npz must fit the run's classes and size
     ),
     TaskSpec(
         name="images", load=load_images, models=MODELS,
