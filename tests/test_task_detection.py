@@ -208,3 +208,31 @@ def test_predict_reads_arrays_as_images_and_names_a_bad_npy(tiny_run, tmp_path, 
     assert main(["predict", str(out), str(tmp_path / "objects.npy")]) == 2
     err = capsys.readouterr().err.strip()
     assert "objects.npy" in err and len(err.splitlines()) == 1, err
+
+
+def test_predicted_boxes_are_clipped_to_the_image(tiny_run, tmp_path):
+    """A query whose box reaches past the right / bottom edge (cx + w/2 > 1) is clipped there, as it
+    was at the left / top edge (detectron2's Boxes.clip)."""
+    from PIL import Image
+
+    from attnlab.run import load_run
+    from attnlab.tasks.detection import predict_detections
+
+    out, _ = tiny_run
+    _, model, record = load_run(out)
+    k = len(record["class_names"])
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(tmp_path / "a.png")  # W 50, H 30
+
+    class Fixed(torch.nn.Module):  # every query: class 0 certain, box centred at (0.9, 0.95), 0.5 x 0.4 of the image
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            logits = torch.full((x.shape[0], 3, k + 1), -20.0)
+            logits[..., 0] = 20.0
+            boxes = torch.tensor([0.9, 0.95, 0.5, 0.4]).expand(x.shape[0], 3, 4)
+            return torch.cat([logits, boxes], -1)
+
+    result = predict_detections(Fixed(), record, [str(tmp_path / "a.png")], top_k=1)[0]
+    assert result["box"] == [pytest.approx(32.5), pytest.approx(22.5), 50.0, 30.0]  # x1 57.5, y1 34.5 before

@@ -105,6 +105,18 @@ def test_bad_coco_annotations_name_the_entry(tmp_path):
     with pytest.raises(DataError, match=rf"annotation {ann['id']} \(image {image_file}\): unknown category_id 99"):
         load_coco_task(path)
     path, *_ = _coco(tmp_path)
+
+    def fractional(c):
+        c["annotations"][2]["category_id"] += 0.9  # int() read it as the category below, silently
+
+    _edit(path, fractional)
+    with pytest.raises(DataError, match=rf"annotation {ann['id']}: needs image_id, .*id .* is not an integer"):
+        load_coco_task(path)
+    path, *_ = _coco(tmp_path)
+    _edit(path, lambda c: c["categories"][0].update(id=1.5))
+    with pytest.raises(DataError, match=r"every category needs 'id' and 'name'.*id 1\.5 is not an integer"):
+        load_coco_task(path)
+    path, *_ = _coco(tmp_path)
     _edit(path, lambda c: c["images"][1].update(file_name="missing.png"))
     with pytest.raises(DataError, match="image id 2: file .*missing.png not found"):
         load_coco_task(path)

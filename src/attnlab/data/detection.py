@@ -253,8 +253,8 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
     if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations", "categories")):
         raise DataError(f"{file}: a COCO file needs lists 'images', 'annotations' and 'categories'")
     try:
-        cats = sorted((int(c["id"]), str(c["name"])) for c in coco["categories"])
-        image_list = [(int(im["id"]), im) for im in coco["images"]]
+        cats = sorted((_id(c["id"]), str(c["name"])) for c in coco["categories"])
+        image_list = [(_id(im["id"]), im) for im in coco["images"]]
         names = {i: str(im["file_name"]) for i, im in image_list}
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{file}: every category needs 'id' and 'name', every image 'id' and 'file_name' ({e!r})") from None
@@ -282,7 +282,7 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
     for ann in coco["annotations"]:
         aid = ann.get("id", "?") if isinstance(ann, dict) else "?"
         try:
-            image_id, cid = int(ann["image_id"]), int(ann["category_id"])
+            image_id, cid = _id(ann["image_id"]), _id(ann["category_id"])
             x, y, bw, bh = (float(v) for v in ann["bbox"])
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{file}: annotation {aid}: needs image_id, category_id and bbox [x, y, w, h] ({e!r})") from None
@@ -306,6 +306,13 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
     stacked = np.stack([pixels[i] for i in order]) if order else np.zeros((0, *image_size, 3), np.uint8)
     return (stacked, [np.asarray(boxes[i]).reshape(-1, 4) for i in order], [np.asarray(labels[i], np.int64) for i in order],
             [n for _, n in cats], [names[i] for i in order])
+
+
+def _id(value: Any) -> int:
+    """A COCO id: an integer (``int(7.9)`` would silently read 7: a ValueError names it)."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"id {value!r} is not an integer")
+    return int(value)
 
 
 def _check_unique(file: Path, cats: list[tuple[int, str]], images: list[tuple[int, Any]]) -> None:

@@ -285,7 +285,7 @@ def predict_detections(model: nn.Module, record: dict[str, Any], inputs: list[st
             results.append({"input": item, "class": None, "score": float(score.max()), "label": None, "box": None,
                             "note": f"no objects (best score {float(score.max()):.2f} < {threshold})"})
         for q in order:
-            box = [round(float(v), 1) for v in xyxy[q].clamp(min=0)]
+            box = [round(float(v), 1) for v in xyxy[q].clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32))]
             name = names[int(label[q])]
             results.append({"input": item, "class": name, "score": float(score[q]), "label": name, "box": box, "query": q})
     return results
