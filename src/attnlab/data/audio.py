@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -196,6 +196,20 @@ def _check_trained(files: Sequence[Path], labels: np.ndarray, class_names: Seque
                             f"e.g. {files[i]}): {why}")
 
 
+def _check_shards_fit(root: str | Path, task: TaskData, class_names: Sequence[str] | None,
+                      audio_spec: Mapping[str, Any] | None) -> None:
+    """Shards hold the classes (as indices) and features they were written with: a finished run
+    reads them only when those are its own, else labels would shift or the model get other inputs."""
+    if class_names is not None and list(task.class_names) != [str(n) for n in class_names]:
+        raise DataError(f"{root}: the shards' classes {list(task.class_names)} are not the run's {[str(n) for n in class_names]}")
+    if audio_spec is not None:
+        theirs, ours = task.info["audio"], AudioSpec.from_dict(audio_spec).to_dict()
+        differ = [k for k in ours if theirs.get(k) != ours[k]]
+        if differ:
+            shown = ", ".join(f"{k} {theirs.get(k)!r} (the run: {ours[k]!r})" for k in differ)
+            raise DataError(f"{root}: the shards' audio features differ from the run's: {shown}")
+
+
 def load_audio_task(
     root: str | Path,
     *,
@@ -221,6 +235,7 @@ def load_audio_task(
     lazy: bool | None = None,
     skip_bad: bool = False,
     class_names: Sequence[str] | None = None,
+    audio_spec: Mapping[str, Any] | None = None,
 ) -> TaskData:
     """WAV files -> log-mel inputs (1, n_mels, frames) with labels.
 
@@ -245,8 +260,11 @@ def load_audio_task(
     ``info["skipped_files"]``) instead of stopping with its name; with shards, a bad sample is
     skipped and counted.
 
-    ``class_names`` (a finished run's, carried by evaluate and ``--resume``): the files are
-    labelled by the run's classes; a label it has no class for is refused by name.
+    ``class_names`` and ``audio_spec`` (a finished run's, carried by evaluate and ``--resume``):
+    the files are labelled by the run's classes (a label it has no class for is refused by name)
+    and turned into features as the run's were, with its training statistics under
+    ``normalize="dataset"``, not this folder's (the feature options here then do not apply).
+    Shards are read only when their classes and feature spec are the run's, else refused.
     """
     if max_train_per_class < 0:
         raise ConfigError(f"max_train_per_class must be >= 0, got {max_train_per_class}")
@@ -254,9 +272,14 @@ def load_audio_task(
     if is_shard_source(root):  # written by `attnlab shard` (a folder or a pattern): features and split were fixed then
         from attnlab.data.audio_shards import load_audio_shards
 
-        return load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter)
-    spec = AudioSpec(sample_rate=sample_rate, duration=duration, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
-                     f_min=f_min, f_max=f_max, top_db=top_db, normalize=normalize)
+        task = load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter)
+        _check_shards_fit(root, task, class_names, audio_spec)
+        return task
+    if audio_spec is not None:
+        spec = AudioSpec.from_dict(audio_spec)
+    else:
+        spec = AudioSpec(sample_rate=sample_rate, duration=duration, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                         f_min=f_min, f_max=f_max, top_db=top_db, normalize=normalize)
     run_classes = None if class_names is None else [str(c) for c in class_names]
     files, labels, class_names, splits, layout = list_audio_files(root, layout=layout, seed=seed, val_fraction=val_fraction,
                                                                   test_fraction=test_fraction,
@@ -275,7 +298,8 @@ def load_audio_task(
     used = np.sort(np.concatenate(parts))  # (U,) positions in the file list, scanned in this order
     if lazy is None:  # float32 features past the budget: compute them on access instead
         lazy = len(used) * int(np.prod(spec.shape)) * 4 > LAZY_BYTES
-    spec, bad, feats = scan_audio([files[i] for i in used], np.isin(used, parts[0]), spec, keep=not lazy, skip_bad=skip_bad)
+    spec, bad, feats = scan_audio([files[i] for i in used], np.isin(used, parts[0]), spec, keep=not lazy, skip_bad=skip_bad,
+                                  fit=audio_spec is None)
     bad_files = used[bad]
     if len(bad_files):  # the split is of the listed files, so dropping a bad one moves no other file between splits
         parts = [p[~np.isin(p, bad_files)] for p in parts]
