@@ -206,3 +206,13 @@ def test_a_file_that_is_not_utf8_names_line_and_byte(tmp_path):
     path.write_bytes(b"1 5\n1 6\n2 \x89x\n")
     with pytest.raises(DataError, match=r"bin.txt: line 3, column 3: byte 0x89 is not UTF-8"):
         read_interactions(path)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_user(tmp_path):
+    """A file saved as "UTF-8 with BOM" starts with U+FEFF: its first user is still user 1, whose
+    history is not split between "1" and "\\ufeff1"."""
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf1 5\n1 6\n1 7\n2 5\n2 6\n2 7\n")
+    inter = read_interactions(path)
+    assert inter.users == ["1", "2"] and inter.items == ["<pad>", "5", "6", "7"]
+    assert [s.tolist() for s in inter.sequences] == [[1, 2, 3], [1, 2, 3]]

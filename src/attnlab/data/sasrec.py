@@ -113,7 +113,7 @@ def read_interactions(path: str | Path, items: Sequence[str] | None = None, repe
     last_line: dict[str, int] = {}
     known = None if items is None else set(items)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first user id
             for number, line in enumerate(f, start=1):
                 fields = line.split()
                 if not fields:
