@@ -216,3 +216,20 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_first_user(tmp_path):
     inter = read_interactions(path)
     assert inter.users == ["1", "2"] and inter.items == ["<pad>", "5", "6", "7"]
     assert [s.tolist() for s in inter.sequences] == [[1, 2, 3], [1, 2, 3]]
+
+
+@pytest.mark.parametrize("odd", ["²", "--5", "1_0", "٣"])
+def test_ids_that_only_look_numeric_sort_as_text(tmp_path, odd):
+    """An id str.isdigit accepts but int() does not ("²"), or that int() reads other than its
+    spelling ("1_0" is 10, "٣" is 3), makes the ids text: no ValueError traceback, no merge."""
+    path = tmp_path / "odd.txt"
+    path.write_text(f"1 10\n1 {odd}\n1 3\n{odd} 3\n{odd} 10\n")
+    inter = read_interactions(path)
+    assert inter.items == ["<pad>", *sorted({"10", "3", odd})] and inter.users == sorted({"1", odd})
+
+
+def test_integer_ids_that_compare_equal_keep_one_order(tmp_path):
+    """"01" and "1" are both 1: ordered by their spelling after their value, the same in every process."""
+    path = tmp_path / "zeros.txt"
+    path.write_text("1 1\n1 01\n1 2\n")
+    assert read_interactions(path).items == ["<pad>", "01", "1", "2"]

@@ -29,6 +29,7 @@ naming the file and line, and items of the map absent from the file are fine.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -91,9 +92,14 @@ class Interactions:
         return int(sum(len(s) for s in self.sequences))
 
 
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: str.isdigit takes "²", which int() refuses
+
+
 def _natural_order(ids: set[str]) -> list[str]:
-    if all(i.lstrip("-").isdigit() for i in ids):
-        return sorted(ids, key=int)
+    """Numeric order when every id is an integer written in ASCII digits, else text order; ids
+    of one value ("01", "1") follow their spelling, so the map never depends on set order."""
+    if all(_INTEGER.fullmatch(i) for i in ids):
+        return sorted(ids, key=lambda i: (int(i), i))
     return sorted(ids)
 
 
