@@ -228,3 +228,12 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_first_label(tmp_path):
     values.write_bytes(b"\xef\xbb\xbf0.5,1,2,3\n")
     x, labels, _ = read_series_file(values, length=4)
     assert labels == [None] and x[0, 0].tolist() == [0.5, 1.0, 2.0, 3.0]
+
+
+def test_a_runs_unknown_label_in_an_npz_names_the_label_array(tmp_path):
+    """The refusal points at y_test (where the label is), not x_test."""
+    path = tmp_path / "xy.npz"
+    x = np.random.default_rng(0).normal(size=(4, 1, 8))
+    np.savez(path, x_train=x, y_train=np.array(["a", "b", "a", "b"]), x_test=x[:2], y_test=np.array(["a", "z"]))
+    with pytest.raises(DataError, match=r"xy\.npz: y_test: label 'z' is not one of the run's 2 classes"):
+        load_timeseries_task(path, class_names=["a", "b"])
