@@ -168,15 +168,15 @@ def test_loader_errors(tmp_path, tiny):
         load_task("sasrec", str(tiny), seed=0, maxlen=3)
     with pytest.raises(ConfigError, match="max_len must be an integer >= 1"):
         load_sasrec_task(str(tiny), seed=0, max_len=0)
-    with pytest.raises(DataError, match="cannot draw 100 negative items"):
-        load_sasrec_task(str(tiny), seed=0)  # 5 items cannot give 100 negatives
+    with pytest.raises(DataError, match=r"tiny\.txt: user '2': cannot draw 100 negative items"):
+        load_sasrec_task(str(tiny), seed=0)  # 6 items cannot give 100 negatives: the first user evaluated is named
     short = tmp_path / "short.txt"
     short.write_text("1 1\n1 2\n2 3\n")
     with pytest.raises(DataError, match="no user has 3 or more actions"):
         load_sasrec_task(str(short), seed=0, num_negatives=1)
     everything = tmp_path / "all.txt"
     everything.write_text("1 1\n1 2\n1 1\n1 2\n")  # a repeat buyer of both items
-    with pytest.raises(DataError, match="trained on every one of the 2 items"):
+    with pytest.raises(DataError, match=r"all\.txt: user '1' trained on every one of the 2 items"):
         load_sasrec_task(str(everything), seed=0, num_negatives=1)
 
 
