@@ -411,3 +411,18 @@ def test_audio_evaluate_of_a_folder_with_a_sharded_runs_features(tmp_path, capsy
     assert main(["shard", str(two), str(two_shards), "--task", "audio", "--data.n_mels", "16",
                  "--data.duration", "0.256"]) == 0
     _refused(capsys, ["evaluate", str(run), "--data", str(two_shards)], "['3', '5']", "['1', '3', '5']")
+
+
+def test_audio_evaluate_of_fsdd_test_recordings_alone(tmp_path, capsys):
+    """A held-out folder of FSDD test recordings (index 0-4 only) is scored: the same metrics as
+    the run's own test split, which holds exactly those files."""
+    from tests.data.test_audio import _fsdd_folder
+
+    data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3, 5), count=8)
+    run = _audio_run(tmp_path, data, "--data.normalize", "dataset")
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    for f in sorted(data.glob("*_[0-4].wav")):
+        (held_out / f.name).write_bytes(f.read_bytes())
+    capsys.readouterr()
+    assert _evaluate(capsys, run, held_out) == pytest.approx(_evaluate(capsys, run), abs=1e-6)

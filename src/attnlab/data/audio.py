@@ -119,7 +119,7 @@ class AudioFiles(NamedTuple):
 
 def list_audio_files(
     root: str | Path, *, layout: str = "auto", seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
-    min_classes: int = 2,
+    min_classes: int = 2, finished: bool = False,
 ) -> AudioFiles:
     """Find and label the .wav files of ``root`` and split them (see `load_audio_task` for layouts).
 
@@ -129,6 +129,8 @@ def list_audio_files(
     (which files are meant is a guess either way), as is an empty class folder and a label
     whose every file lands in the test split (a class scored but never trained on). Fewer than
     ``min_classes`` class folders are refused (1: data scored by a run that knows its classes).
+    ``finished``: the files are scored by a finished run (evaluate, ``--resume``), so FSDD test
+    recordings alone (index 0-4, a held-out folder) are read: the run's training is what counts.
     """
     check_choice("audio", "layout", layout, ("auto", "fsdd", "folders"))
     check_fractions(val_fraction, test_fraction)
@@ -158,12 +160,13 @@ def list_audio_files(
         labels = np.searchsorted(class_ids, digits)
         test = np.flatnonzero(index <= 4)  # the dataset's official split: recordings 0-4 of each speaker/digit
         pool = np.flatnonzero(index > 4)
-        if not len(test) or not len(pool):
+        if not len(test) or not (len(pool) or finished):
             raise DataError(f"{root}: the FSDD split needs recordings with index 0-4 (test) and 5+ (train); "
                             f"found {len(test)} and {len(pool)}")
         names = [str(c) for c in class_ids]
-        _check_trained(loose, labels, names, (pool, np.zeros(0, np.int64), test),
-                      why="FSDD files with index 0-4 are the test split; add recordings of it with index 5 or more")
+        if not finished:
+            _check_trained(loose, labels, names, (pool, np.zeros(0, np.int64), test),
+                          why="FSDD files with index 0-4 are the test split; add recordings of it with index 5 or more")
         tr, va, _ = per_class_split(labels[pool], seed=seed, val_fraction=val_fraction, test_fraction=0.0)
         return AudioFiles(loose, labels.astype(np.int64), names, (pool[tr], pool[va], test), layout)
     if not class_dirs:
@@ -283,7 +286,8 @@ def load_audio_task(
     run_classes = None if class_names is None else [str(c) for c in class_names]
     files, labels, class_names, splits, layout = list_audio_files(root, layout=layout, seed=seed, val_fraction=val_fraction,
                                                                   test_fraction=test_fraction,
-                                                                  min_classes=2 if run_classes is None else 1)
+                                                                  min_classes=2 if run_classes is None else 1,
+                                                                  finished=run_classes is not None)
     if run_classes is not None:  # the run's class order, whatever this folder holds
         unknown = [n for n in class_names if n not in run_classes]
         if unknown:
@@ -303,7 +307,8 @@ def load_audio_task(
     bad_files = used[bad]
     if len(bad_files):  # the split is of the listed files, so dropping a bad one moves no other file between splits
         parts = [p[~np.isin(p, bad_files)] for p in parts]
-        _check_trained(files, labels, class_names, parts, why="its training files were skipped as unreadable")
+        if run_classes is None:  # a finished run's training is what counts
+            _check_trained(files, labels, class_names, parts, why="its training files were skipped as unreadable")
     info = {"audio": spec.to_dict(), "layout": layout, "root": str(root),
             "splits": "official FSDD (index 0-4 test)" if layout == "fsdd" else f"per class by seed {seed}",
             "skipped_files": [str(files[i]) for i in bad_files]}
