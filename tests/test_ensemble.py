@@ -116,3 +116,24 @@ def test_tasks_without_averageable_outputs_are_refused(tmp_path, capsys):
     assert main(["evaluate", str(run), str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert "SasrecObjective gives no outputs a deep ensemble can average" in err and len(err.splitlines()) == 1, err
+
+
+def test_runs_on_audio_shards_join_and_match_a_run_on_their_folder(tmp_path, capsys):
+    """A streamed test split (shards: no random access) is fingerprinted by reading it in order;
+    a run trained on the folder the shards came from, with the same features, scores the same files."""
+    from tests.data.test_audio import _fsdd_folder
+
+    data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3), count=8)
+    features = ["--data.n_mels", "16", "--data.duration", "0.256"]
+    assert main(["shard", str(data), str(tmp_path / "shards"), "--task", "audio", *features]) == 0
+    tiny = ["--task", "audio", "--epochs", "1", "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2",
+            "--train.batch_size", "8", "--train.progress", "false"]
+    runs = []
+    for name, source, extra in (("s0", "shards", []), ("s1", "shards", ["--train.seed", "1"]), ("f", "fsdd", features)):
+        runs.append(str(tmp_path / name))
+        assert main(["train", *tiny, *extra, "--data", str(tmp_path / source), "--out", runs[-1]]) == 0
+    capsys.readouterr()
+    result = evaluate_ensemble(runs)
+    own = [evaluate_run(r)["test"] for r in runs]
+    assert [m["test"]["loss"] for m in result["members"]] == pytest.approx([o["loss"] for o in own], abs=1e-6)
+    assert 0 <= result["test"]["accuracy"] <= 1

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from attnlab.cli import main
 
@@ -351,3 +352,77 @@ def test_audio_runs_evaluate_other_files_with_their_classes(tmp_path, capsys):
     assert main(["evaluate", str(run), "--data", str(unknown)]) == 2
     err = capsys.readouterr().err.strip()
     assert "the run has no class '7' (its classes: ['1', '3', '5'])" in err and len(err.splitlines()) == 1, err
+
+
+def _audio_run(tmp_path: Path, data: Path, *extra: str) -> Path:
+    run = tmp_path / "run"
+    assert main(["train", "--task", "audio", "--data", str(data), "--data.n_mels", "16", "--data.duration", "0.256",
+                 "--epochs", "1", "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2",
+                 "--train.batch_size", "8", "--train.progress", "false", "--out", str(run), *extra]) == 0
+    return run
+
+
+def test_audio_evaluate_normalises_other_files_with_the_runs_statistics(tmp_path, capsys):
+    """--data.normalize dataset: another folder's clips get the run's training mean and std (as
+    predict gives them), not statistics fitted on that folder's own training split."""
+    import soundfile
+
+    from attnlab.data.audio import AudioSpec, prepare_audio
+    from attnlab.run import load_run
+    from attnlab.run_config import finished_task_data
+    from tests.data.test_audio import _fsdd_folder, write_wav
+
+    data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3, 5), count=8)
+    run = _audio_run(tmp_path, data, "--data.normalize", "dataset")
+    quiet = tmp_path / "quiet"  # the same clips 40 dB quieter: other dB statistics
+    for f in sorted(data.glob("*.wav")):
+        samples, rate = soundfile.read(f)
+        write_wav(quiet / f.name, samples * 0.01, rate)
+    config, _, record = load_run(run)
+    config.data = str(quiet)
+    read = finished_task_data(config, run)
+    spec = AudioSpec.from_dict(record["info"]["audio"])
+    assert read.info["audio"] == record["info"]["audio"]
+    files = sorted(quiet.glob("*.wav"))
+    for k in (0, 3):
+        torch.testing.assert_close(read.test.x[k], prepare_audio(files[int(read.test.indices[k])], spec), rtol=0, atol=0)
+
+
+def test_audio_evaluate_of_a_folder_with_a_sharded_runs_features(tmp_path, capsys):
+    """A run trained on shards (features fixed at 16 mels) scores a folder with those features,
+    and a folder run refuses shards whose classes or features are not its own, in one line."""
+    from tests.data.test_audio import _fsdd_folder
+
+    data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3, 5), count=8)
+    shards = tmp_path / "shards"
+    assert main(["shard", str(data), str(shards), "--task", "audio", "--data.n_mels", "16",
+                 "--data.duration", "0.256"]) == 0
+    run = tmp_path / "sharded"
+    assert main(["train", "--task", "audio", "--data", str(shards), "--epochs", "1", "--model.depth", "1",
+                 "--model.dim", "16", "--model.num_heads", "2", "--train.batch_size", "8", "--train.progress", "false",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    own = _evaluate(capsys, run)
+    assert _evaluate(capsys, run, data) == pytest.approx(own, abs=1e-6)  # the same test files, read from the folder
+    folder_run = _audio_run(tmp_path, data, "--data.n_mels", "32", "--data.duration", "0.512")
+    _refused(capsys, ["evaluate", str(folder_run), "--data", str(shards)], str(shards), "n_mels")
+    two = _fsdd_folder(tmp_path / "two", digits=(3, 5), count=8)
+    two_shards = tmp_path / "two_shards"
+    assert main(["shard", str(two), str(two_shards), "--task", "audio", "--data.n_mels", "16",
+                 "--data.duration", "0.256"]) == 0
+    _refused(capsys, ["evaluate", str(run), "--data", str(two_shards)], "['3', '5']", "['1', '3', '5']")
+
+
+def test_audio_evaluate_of_fsdd_test_recordings_alone(tmp_path, capsys):
+    """A held-out folder of FSDD test recordings (index 0-4 only) is scored: the same metrics as
+    the run's own test split, which holds exactly those files."""
+    from tests.data.test_audio import _fsdd_folder
+
+    data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3, 5), count=8)
+    run = _audio_run(tmp_path, data, "--data.normalize", "dataset")
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    for f in sorted(data.glob("*_[0-4].wav")):
+        (held_out / f.name).write_bytes(f.read_bytes())
+    capsys.readouterr()
+    assert _evaluate(capsys, run, held_out) == pytest.approx(_evaluate(capsys, run), abs=1e-6)

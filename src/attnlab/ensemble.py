@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import IterableDataset
 
 from attnlab.errors import ConfigError
 
@@ -35,12 +36,17 @@ def _fingerprint(dataset) -> str:
 
     Text data sets hash their raw texts (``dataset.texts``) with the labels, since each run's
     tokenizer is trained on its own training split and the same sentence can get other ids;
-    other data sets hash every item's tensors.
+    other data sets hash every item's tensors. A stream (shards: no random access) is read once
+    in its listed order (``evaluation_view``), as evaluation reads it.
     """
     digest = hashlib.sha1()
     texts = getattr(dataset, "texts", None)
-    for i in range(len(dataset)):
-        item = dataset[i]
+    if isinstance(dataset, IterableDataset):
+        view = dataset.evaluation_view() if hasattr(dataset, "evaluation_view") else dataset
+        items = iter(view)
+    else:
+        items = (dataset[i] for i in range(len(dataset)))
+    for i, item in enumerate(items):
         parts = item if isinstance(item, (tuple, list)) else (item,)
         if texts is not None:
             parts = (texts[i], parts[-1])

@@ -287,11 +287,15 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
     if record.get("calibration") and hasattr(objective, "load_calibration"):
         objective.load_calibration(record["calibration"])  # the threshold chosen on validation at training time
     # Scoring trains nothing: a file smaller than one training batch is still scored (the
-    # trainer only sizes its unused training loader with it).
-    size = len(task_data.train) if hasattr(task_data.train, "__len__") else 0
+    # trainer only sizes its unused training loader with it), and data with no training part at
+    # all (a folder of FSDD test recordings) sizes it with the test split instead.
+    unused = task_data.train
+    if hasattr(unused, "__len__") and len(unused) == 0 and task_data.test is not None:
+        unused = task_data.test
+    size = len(unused) if hasattr(unused, "__len__") else 0
     batch_size = min(config.train.batch_size, size) if size else config.train.batch_size
     trainer_cfg = dataclasses.replace(config.train, device=device, progress=False, batch_size=batch_size)
-    trainer = Trainer(model, objective, task_data.train, None, trainer_cfg, collate_fn=task_data.collate_fn)
+    trainer = Trainer(model, objective, unused, None, trainer_cfg, collate_fn=task_data.collate_fn)
     return config, trainer, task_data
 
 

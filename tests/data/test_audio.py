@@ -307,6 +307,24 @@ def test_one_class_folder_is_read_with_a_runs_classes(tmp_path):
     assert data.class_names == ["high", "low", "mid"] and set(data.test.y.tolist()) == {1} and len(data.test) >= 1
 
 
+def test_fsdd_test_recordings_alone_are_scored_with_a_runs_classes_and_spec(tmp_path):
+    """evaluate RUN --data held-out/ where held-out/ holds only FSDD test recordings (index 0-4):
+    a finished run scores them (its statistics, not ones fitted on an empty training split);
+    training on them is still refused."""
+    trained = load_audio_task(_fsdd_folder(tmp_path / "all", digits=(1, 3)), n_mels=16, duration=0.256, normalize="dataset")
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    for f in sorted((tmp_path / "all").glob("*_[0-4].wav")):
+        (held_out / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(DataError, match=r"index 0-4 \(test\) and 5\+ \(train\); found 20 and 0"):
+        load_audio_task(held_out, n_mels=16, duration=0.256)
+    data = load_audio_task(held_out, class_names=trained.class_names, audio_spec=trained.info["audio"])
+    assert len(data.train) == len(data.val) == 0 and len(data.test) == 20
+    assert data.info["audio"] == trained.info["audio"]
+    torch.testing.assert_close(data.test.x, trained.test.x, rtol=0, atol=0)  # the same files, the same features
+    assert torch.equal(data.test.y, trained.test.y)
+
+
 def test_source_errors(tmp_path):
     with pytest.raises(DataError, match="audio folder not found"):
         list_audio_files(tmp_path / "nope")

@@ -168,15 +168,15 @@ def test_loader_errors(tmp_path, tiny):
         load_task("sasrec", str(tiny), seed=0, maxlen=3)
     with pytest.raises(ConfigError, match="max_len must be an integer >= 1"):
         load_sasrec_task(str(tiny), seed=0, max_len=0)
-    with pytest.raises(DataError, match="cannot draw 100 negative items"):
-        load_sasrec_task(str(tiny), seed=0)  # 5 items cannot give 100 negatives
+    with pytest.raises(DataError, match=r"tiny\.txt: user '2': cannot draw 100 negative items"):
+        load_sasrec_task(str(tiny), seed=0)  # 6 items cannot give 100 negatives: the first user evaluated is named
     short = tmp_path / "short.txt"
     short.write_text("1 1\n1 2\n2 3\n")
     with pytest.raises(DataError, match="no user has 3 or more actions"):
         load_sasrec_task(str(short), seed=0, num_negatives=1)
     everything = tmp_path / "all.txt"
     everything.write_text("1 1\n1 2\n1 1\n1 2\n")  # a repeat buyer of both items
-    with pytest.raises(DataError, match="trained on every one of the 2 items"):
+    with pytest.raises(DataError, match=r"all\.txt: user '1' trained on every one of the 2 items"):
         load_sasrec_task(str(everything), seed=0, num_negatives=1)
 
 
@@ -206,3 +206,30 @@ def test_a_file_that_is_not_utf8_names_line_and_byte(tmp_path):
     path.write_bytes(b"1 5\n1 6\n2 \x89x\n")
     with pytest.raises(DataError, match=r"bin.txt: line 3, column 3: byte 0x89 is not UTF-8"):
         read_interactions(path)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_user(tmp_path):
+    """A file saved as "UTF-8 with BOM" starts with U+FEFF: its first user is still user 1, whose
+    history is not split between "1" and "\\ufeff1"."""
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf1 5\n1 6\n1 7\n2 5\n2 6\n2 7\n")
+    inter = read_interactions(path)
+    assert inter.users == ["1", "2"] and inter.items == ["<pad>", "5", "6", "7"]
+    assert [s.tolist() for s in inter.sequences] == [[1, 2, 3], [1, 2, 3]]
+
+
+@pytest.mark.parametrize("odd", ["²", "--5", "1_0", "٣"])
+def test_ids_that_only_look_numeric_sort_as_text(tmp_path, odd):
+    """An id str.isdigit accepts but int() does not ("²"), or that int() reads other than its
+    spelling ("1_0" is 10, "٣" is 3), makes the ids text: no ValueError traceback, no merge."""
+    path = tmp_path / "odd.txt"
+    path.write_text(f"1 10\n1 {odd}\n1 3\n{odd} 3\n{odd} 10\n")
+    inter = read_interactions(path)
+    assert inter.items == ["<pad>", *sorted({"10", "3", odd})] and inter.users == sorted({"1", odd})
+
+
+def test_integer_ids_that_compare_equal_keep_one_order(tmp_path):
+    """"01" and "1" are both 1: ordered by their spelling after their value, the same in every process."""
+    path = tmp_path / "zeros.txt"
+    path.write_text("1 1\n1 01\n1 2\n")
+    assert read_interactions(path).items == ["<pad>", "01", "1", "2"]

@@ -211,3 +211,29 @@ def test_underscores_and_bytes_that_are_not_utf8_name_the_line(tmp_path):
         load_timeseries_task(root)
     with pytest.raises(DataError, match=r"Toy_TRAIN\.tsv: line 5, column 11: byte 0xb0 is not UTF-8"):
         read_series_file(root / "Toy_TRAIN.tsv", length=4)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_label(tmp_path):
+    """Editors on Windows save "UTF-8 with BOM": U+FEFF before the first label must not make a
+    class of its own ("\\ufeff-1" beside "-1"), nor hide the first value of a predict file."""
+    root = tmp_path / "Bom"
+    root.mkdir()
+    (root / "Bom_TRAIN.tsv").write_bytes(b"\xef\xbb\xbf" + TRAIN.encode())
+    (root / "Bom_TEST.tsv").write_bytes(b"\xef\xbb\xbf" + TEST.encode())
+    x, labels = read_ucr_file(root / "Bom_TRAIN.tsv")
+    assert labels == ["-1", "1", "1", "-1"] and x[0].tolist() == [1.0, 2.0, 3.0, 4.0]
+    data = load_timeseries_task(root)
+    assert data.class_names == ["-1", "1"] and data.test.y.tolist() == [1, 0]
+    values = tmp_path / "series.csv"
+    values.write_bytes(b"\xef\xbb\xbf0.5,1,2,3\n")
+    x, labels, _ = read_series_file(values, length=4)
+    assert labels == [None] and x[0, 0].tolist() == [0.5, 1.0, 2.0, 3.0]
+
+
+def test_a_runs_unknown_label_in_an_npz_names_the_label_array(tmp_path):
+    """The refusal points at y_test (where the label is), not x_test."""
+    path = tmp_path / "xy.npz"
+    x = np.random.default_rng(0).normal(size=(4, 1, 8))
+    np.savez(path, x_train=x, y_train=np.array(["a", "b", "a", "b"]), x_test=x[:2], y_test=np.array(["a", "z"]))
+    with pytest.raises(DataError, match=r"xy\.npz: y_test: label 'z' is not one of the run's 2 classes"):
+        load_timeseries_task(path, class_names=["a", "b"])

@@ -249,6 +249,8 @@ def test_predict_from_a_history_file(pattern_run, tmp_path):
     history.write_text("7 8 9\n10\n")
     out = predict_run(folder / "run", [str(history)], top_k=3)
     assert out[0]["class"] == "11" and len(out[0]["top"]) == 3
+    history.write_bytes(b"\xef\xbb\xbf7 8 9\n10\n")  # "UTF-8 with BOM": the mark is not part of item 7
+    assert predict_run(folder / "run", [str(history)], top_k=3) == out
     history.write_text("7 999\n")
     with pytest.raises(DataError, match=r"item\(s\) \['999'\] are not in the training data"):
         predict_run(folder / "run", [str(history)], top_k=3)

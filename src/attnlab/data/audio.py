@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -119,7 +119,7 @@ class AudioFiles(NamedTuple):
 
 def list_audio_files(
     root: str | Path, *, layout: str = "auto", seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
-    min_classes: int = 2,
+    min_classes: int = 2, finished: bool = False,
 ) -> AudioFiles:
     """Find and label the .wav files of ``root`` and split them (see `load_audio_task` for layouts).
 
@@ -129,6 +129,8 @@ def list_audio_files(
     (which files are meant is a guess either way), as is an empty class folder and a label
     whose every file lands in the test split (a class scored but never trained on). Fewer than
     ``min_classes`` class folders are refused (1: data scored by a run that knows its classes).
+    ``finished``: the files are scored by a finished run (evaluate, ``--resume``), so FSDD test
+    recordings alone (index 0-4, a held-out folder) are read: the run's training is what counts.
     """
     check_choice("audio", "layout", layout, ("auto", "fsdd", "folders"))
     check_fractions(val_fraction, test_fraction)
@@ -158,12 +160,13 @@ def list_audio_files(
         labels = np.searchsorted(class_ids, digits)
         test = np.flatnonzero(index <= 4)  # the dataset's official split: recordings 0-4 of each speaker/digit
         pool = np.flatnonzero(index > 4)
-        if not len(test) or not len(pool):
+        if not len(test) or not (len(pool) or finished):
             raise DataError(f"{root}: the FSDD split needs recordings with index 0-4 (test) and 5+ (train); "
                             f"found {len(test)} and {len(pool)}")
         names = [str(c) for c in class_ids]
-        _check_trained(loose, labels, names, (pool, np.zeros(0, np.int64), test),
-                      why="FSDD files with index 0-4 are the test split; add recordings of it with index 5 or more")
+        if not finished:
+            _check_trained(loose, labels, names, (pool, np.zeros(0, np.int64), test),
+                          why="FSDD files with index 0-4 are the test split; add recordings of it with index 5 or more")
         tr, va, _ = per_class_split(labels[pool], seed=seed, val_fraction=val_fraction, test_fraction=0.0)
         return AudioFiles(loose, labels.astype(np.int64), names, (pool[tr], pool[va], test), layout)
     if not class_dirs:
@@ -196,6 +199,20 @@ def _check_trained(files: Sequence[Path], labels: np.ndarray, class_names: Seque
                             f"e.g. {files[i]}): {why}")
 
 
+def _check_shards_fit(root: str | Path, task: TaskData, class_names: Sequence[str] | None,
+                      audio_spec: Mapping[str, Any] | None) -> None:
+    """Shards hold the classes (as indices) and features they were written with: a finished run
+    reads them only when those are its own, else labels would shift or the model get other inputs."""
+    if class_names is not None and list(task.class_names) != [str(n) for n in class_names]:
+        raise DataError(f"{root}: the shards' classes {list(task.class_names)} are not the run's {[str(n) for n in class_names]}")
+    if audio_spec is not None:
+        theirs, ours = task.info["audio"], AudioSpec.from_dict(audio_spec).to_dict()
+        differ = [k for k in ours if theirs.get(k) != ours[k]]
+        if differ:
+            shown = ", ".join(f"{k} {theirs.get(k)!r} (the run: {ours[k]!r})" for k in differ)
+            raise DataError(f"{root}: the shards' audio features differ from the run's: {shown}")
+
+
 def load_audio_task(
     root: str | Path,
     *,
@@ -221,6 +238,7 @@ def load_audio_task(
     lazy: bool | None = None,
     skip_bad: bool = False,
     class_names: Sequence[str] | None = None,
+    audio_spec: Mapping[str, Any] | None = None,
 ) -> TaskData:
     """WAV files -> log-mel inputs (1, n_mels, frames) with labels.
 
@@ -245,8 +263,11 @@ def load_audio_task(
     ``info["skipped_files"]``) instead of stopping with its name; with shards, a bad sample is
     skipped and counted.
 
-    ``class_names`` (a finished run's, carried by evaluate and ``--resume``): the files are
-    labelled by the run's classes; a label it has no class for is refused by name.
+    ``class_names`` and ``audio_spec`` (a finished run's, carried by evaluate and ``--resume``):
+    the files are labelled by the run's classes (a label it has no class for is refused by name)
+    and turned into features as the run's were, with its training statistics under
+    ``normalize="dataset"``, not this folder's (the feature options here then do not apply).
+    Shards are read only when their classes and feature spec are the run's, else refused.
     """
     if max_train_per_class < 0:
         raise ConfigError(f"max_train_per_class must be >= 0, got {max_train_per_class}")
@@ -254,13 +275,19 @@ def load_audio_task(
     if is_shard_source(root):  # written by `attnlab shard` (a folder or a pattern): features and split were fixed then
         from attnlab.data.audio_shards import load_audio_shards
 
-        return load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter)
-    spec = AudioSpec(sample_rate=sample_rate, duration=duration, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
-                     f_min=f_min, f_max=f_max, top_db=top_db, normalize=normalize)
+        task = load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter)
+        _check_shards_fit(root, task, class_names, audio_spec)
+        return task
+    if audio_spec is not None:
+        spec = AudioSpec.from_dict(audio_spec)
+    else:
+        spec = AudioSpec(sample_rate=sample_rate, duration=duration, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                         f_min=f_min, f_max=f_max, top_db=top_db, normalize=normalize)
     run_classes = None if class_names is None else [str(c) for c in class_names]
     files, labels, class_names, splits, layout = list_audio_files(root, layout=layout, seed=seed, val_fraction=val_fraction,
                                                                   test_fraction=test_fraction,
-                                                                  min_classes=2 if run_classes is None else 1)
+                                                                  min_classes=2 if run_classes is None else 1,
+                                                                  finished=run_classes is not None)
     if run_classes is not None:  # the run's class order, whatever this folder holds
         unknown = [n for n in class_names if n not in run_classes]
         if unknown:
@@ -275,11 +302,13 @@ def load_audio_task(
     used = np.sort(np.concatenate(parts))  # (U,) positions in the file list, scanned in this order
     if lazy is None:  # float32 features past the budget: compute them on access instead
         lazy = len(used) * int(np.prod(spec.shape)) * 4 > LAZY_BYTES
-    spec, bad, feats = scan_audio([files[i] for i in used], np.isin(used, parts[0]), spec, keep=not lazy, skip_bad=skip_bad)
+    spec, bad, feats = scan_audio([files[i] for i in used], np.isin(used, parts[0]), spec, keep=not lazy, skip_bad=skip_bad,
+                                  fit=audio_spec is None)
     bad_files = used[bad]
     if len(bad_files):  # the split is of the listed files, so dropping a bad one moves no other file between splits
         parts = [p[~np.isin(p, bad_files)] for p in parts]
-        _check_trained(files, labels, class_names, parts, why="its training files were skipped as unreadable")
+        if run_classes is None:  # a finished run's training is what counts
+            _check_trained(files, labels, class_names, parts, why="its training files were skipped as unreadable")
     info = {"audio": spec.to_dict(), "layout": layout, "root": str(root),
             "splits": "official FSDD (index 0-4 test)" if layout == "fsdd" else f"per class by seed {seed}",
             "skipped_files": [str(files[i]) for i in bad_files]}

@@ -65,17 +65,20 @@ class FeatureMoments:
 
 
 def scan_audio(
-    paths: Sequence[Path], count: np.ndarray, spec: AudioSpec, *, keep: bool = False, skip_bad: bool = False
+    paths: Sequence[Path], count: np.ndarray, spec: AudioSpec, *, keep: bool = False, skip_bad: bool = False,
+    fit: bool = True,
 ) -> tuple[AudioSpec, list[int], Tensor | None]:
     """Decode each file once: (``spec`` with the dataset statistics of the files where ``count``
     is True when it normalises by "dataset", positions of unreadable files, and with ``keep`` the
     features (N, 1, n_mels, frames) exactly as `AudioFileDataset` yields them, zeros where a file
     was unreadable; else None).
 
-    An unreadable or too-short file raises the `DataError` naming it, or with ``skip_bad`` is
-    logged and its position returned. Without ``keep`` memory stays O(1) in the number of files.
+    ``fit=False`` keeps the statistics ``spec`` holds (a finished run's: its features mean what
+    the model learnt, whatever files are read now). An unreadable or too-short file raises the
+    `DataError` naming it, or with ``skip_bad`` is logged and its position returned. Without
+    ``keep`` memory stays O(1) in the number of files.
     """
-    dataset = spec.normalize == "dataset"
+    dataset = fit and spec.normalize == "dataset"
     feature_spec = raw_spec(spec) if dataset else spec  # dataset mode: keep dB, normalise once stats are known
     moments, bad = FeatureMoments(), []
     kept = torch.zeros(len(paths), *spec.shape) if keep else None

@@ -29,6 +29,7 @@ naming the file and line, and items of the map absent from the file are fine.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -91,9 +92,14 @@ class Interactions:
         return int(sum(len(s) for s in self.sequences))
 
 
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: str.isdigit takes "²", which int() refuses
+
+
 def _natural_order(ids: set[str]) -> list[str]:
-    if all(i.lstrip("-").isdigit() for i in ids):
-        return sorted(ids, key=int)
+    """Numeric order when every id is an integer written in ASCII digits, else text order; ids
+    of one value ("01", "1") follow their spelling, so the map never depends on set order."""
+    if all(_INTEGER.fullmatch(i) for i in ids):
+        return sorted(ids, key=lambda i: (int(i), i))
     return sorted(ids)
 
 
@@ -113,7 +119,7 @@ def read_interactions(path: str | Path, items: Sequence[str] | None = None, repe
     last_line: dict[str, int] = {}
     known = None if items is None else set(items)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first user id
             for number, line in enumerate(f, start=1):
                 fields = line.split()
                 if not fields:
@@ -211,7 +217,8 @@ class SasrecTrainDataset(Dataset):
     Shape: each item three (L,) int64 tensors.
     """
 
-    def __init__(self, train: list[np.ndarray], num_items: int, max_len: int, *, users: np.ndarray | None = None):
+    def __init__(self, train: list[np.ndarray], num_items: int, max_len: int, *, users: np.ndarray | None = None,
+                 user_ids: Sequence[str] | None = None, path: str = ""):
         users = np.arange(len(train)) if users is None else users
         self.users = np.array([u for u in users if len(train[u]) >= 2], dtype=np.int64)
         self.num_items = num_items
@@ -221,8 +228,9 @@ class SasrecTrainDataset(Dataset):
                                           if len(self.users) else np.zeros((0, max_len), np.int64))
         self.seen = [torch.from_numpy(np.unique(train[u])) for u in self.users]
         full = [int(u) for u, s in zip(self.users, self.seen) if len(s) >= num_items]
-        if full:
-            raise DataError(f"user index {full[0]} trained on every one of the {num_items} items: no negative exists")
+        if full:  # named as the file spells the user (``user_ids``: internal id -> file id), else by index
+            who = f"user {user_ids[full[0]]!r}" if user_ids is not None else f"user index {full[0]}"
+            raise DataError(f"{path + ': ' if path else ''}{who} trained on every one of the {num_items} items: no negative exists")
 
     def __len__(self) -> int:
         return len(self.users)
@@ -270,7 +278,10 @@ def _eval_split(inter: Interactions, split: LeaveOneOut, which: str, *, max_len:
         past = split.train[u] if which == "valid" else inter.sequences[u][:-1]
         history[row] = pad_left(past, max_len)
         candidates[row, 0] = split.valid[u] if which == "valid" else split.test[u]
-        candidates[row, 1:] = sample_negatives(rng, inter.num_items, inter.sequences[u], num_negatives)
+        try:
+            candidates[row, 1:] = sample_negatives(rng, inter.num_items, inter.sequences[u], num_negatives)
+        except DataError as exc:
+            raise DataError(f"{inter.path}: user {inter.users[u]!r}: {exc}") from None
     return SasrecEvalDataset(torch.from_numpy(history), torch.from_numpy(candidates), torch.from_numpy(users),
                              user_ids=inter.users, item_ids=inter.items)
 
@@ -299,7 +310,7 @@ def load_sasrec_task(path: str | Path, *, seed: int = 0, max_len: int = 50, num_
         raise ConfigError(f"sasrec: num_negatives must be an integer >= 1, got {num_negatives!r}")
     inter = read_interactions(path, items, repeats)
     split = leave_one_out(inter.sequences)
-    train = SasrecTrainDataset(split.train, inter.num_items, max_len)
+    train = SasrecTrainDataset(split.train, inter.num_items, max_len, user_ids=inter.users, path=str(path))
     if len(train) == 0:
         raise DataError(f"{path}: no user has 2 or more training actions, so there is nothing to learn from")
     if len(split.eval_users) == 0:

@@ -74,7 +74,7 @@ def read_ucr_file(path: str | Path) -> tuple[np.ndarray, list[str]]:
     rows: list[np.ndarray] = []
     labels: list[str] = []
     length, first_line = None, 0
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first label
         for lineno, line in _numbered(f, path):
             if not line.strip():
                 continue
@@ -127,7 +127,7 @@ def read_series_file(path: str | Path, length: int, channels: int = 1) -> tuple[
     if channels != 1:
         raise DataError(f"{path}: this model takes {channels} channels; give an .npy of shape (N, {channels}, {length})")
     rows, labels, lines = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first value
         for lineno, line in _numbered(f, path):
             if not line.strip():
                 continue

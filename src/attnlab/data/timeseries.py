@@ -151,9 +151,10 @@ def _target_values(path: Path, fmt: str, split: str, labels: list[str]) -> np.nd
     return parse_numbers(labels, where)
 
 
-def _split_file(path: Path, fmt: str, split: str) -> str:
-    """Where a split comes from, for messages: its UCR file, or the .npz's array."""
-    return str(ucr_pair(path)[0 if split == "train" else 1]) if fmt == "ucr-tsv" else f"{path}: x_{split}"
+def _split_file(path: Path, fmt: str, split: str, array: str = "x") -> str:
+    """Where a split comes from, for messages: its UCR file, or the .npz's array (``array``: "x"
+    for the series, "y" for the labels)."""
+    return str(ucr_pair(path)[0 if split == "train" else 1]) if fmt == "ucr-tsv" else f"{path}: {array}_{split}"
 
 
 def _check_run_shape(path: Path, fmt: str, shape: tuple[int, ...], run: tuple[int, int]) -> None:
@@ -171,7 +172,7 @@ def _check_run_labels(path: Path, fmt: str, labels: dict[str, list[str]], names:
         unknown = sorted(set(values) - known)
         if unknown:
             more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-            raise DataError(f"{_split_file(path, fmt, split)}: label {unknown[0]!r}{more} is not one of the run's "
+            raise DataError(f"{_split_file(path, fmt, split, 'y')}: label {unknown[0]!r}{more} is not one of the run's "
                             f"{len(names)} classes {names}")
 
 

@@ -19,7 +19,7 @@ from attnlab.data.audio import AudioSpec, hz_to_mel, load_audio_task, mel_to_hz,
 from attnlab.data.base import path_loader
 from attnlab.tasks.base import RunVocabulary, TaskSpec, run_targets
 
-__all__ = ["SPECS", "audio_positions", "audio_fields", "predict_audio", "explain_audio", "spectrogram_report_example"]
+__all__ = ["SPECS", "audio_run_vocabulary", "audio_positions", "audio_fields", "predict_audio", "explain_audio", "spectrogram_report_example"]
 
 
 def audio_fields(task_data) -> dict[str, Any]:
@@ -136,6 +136,20 @@ def audio_positions(model: nn.Module, task_data, items: list, index: list[int]) 
     return groups
 
 
+# The --data options a carried AudioSpec replaces (they only said how the run's features were made).
+_FEATURE_OPTIONS = ("sample_rate", "duration", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "top_db", "normalize")
+
+
+def audio_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's classes and feature spec (``info.audio``: rate, duration, mels, and the
+    training statistics under ``normalize="dataset"``) as loader options; {} for a record without them."""
+    info = record.get("info") if isinstance(record.get("info"), dict) else {}
+    options = run_targets(record)
+    if not options or not isinstance(info.get("audio"), dict):
+        return {}
+    return {**options, "audio_spec": dict(info["audio"])}
+
+
 load_audio = path_loader("audio", load_audio_task, "a folder of .wav files: FSDD {digit}_{speaker}_{index}.wav, or root/<class>/*.wav",
                          arg="root")
 
@@ -147,7 +161,8 @@ SPECS = (
         default_train={"epochs": 30, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "keep": "last"},
         default_objective={"label_smoothing": 0.1},
         model_fields=audio_fields, report_examples=_report, predict=predict_audio, explain_example=explain_audio,
-        run_vocabulary=RunVocabulary(run_targets),  # another folder is labelled by the run's classes
+        # another folder is labelled by the run's classes and gets the run's features (its statistics)
+        run_vocabulary=RunVocabulary(audio_run_vocabulary, replaces=_FEATURE_OPTIONS),
         explain_positions=audio_positions,
     ),
 )

@@ -206,7 +206,7 @@ def recommend(model: nn.Module, record: dict[str, Any], *, user: str, k: int = 1
 def _read_history(path: str, inter: "sasrec_data.Interactions") -> np.ndarray:
     """A file of item ids (whitespace separated, oldest first) -> internal ids."""
     try:
-        tokens = Path(path).read_text(encoding="utf-8").split()
+        tokens = Path(path).read_text(encoding="utf-8-sig").split()
     except OSError as exc:
         raise DataError(f"cannot read item history {path}: {exc}") from None
     except UnicodeDecodeError:
