@@ -55,6 +55,29 @@ def test_predict_and_explain(run_dir, tmp_path, capsys):
     assert "<canvas" in html.read_text()
 
 
+def test_predict_reads_a_folders_inputs_and_leaves_out_other_files(run_dir, tmp_path, capsys, caplog):
+    """A folder of images with a README beside them: the README stopped the whole command
+    ("not an image"); now it is left out, with a warning naming it."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    images = load_digits().images
+    for i in range(3):
+        np.save(folder / f"d{i}.npy", images[i])
+    (folder / "README.md").write_text("three digits\n")
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), str(folder), "--json"]) == 0
+    assert [r["input"].rsplit("/", 1)[-1] for r in json.loads(capsys.readouterr().out)] == ["d0.npy", "d1.npy", "d2.npy"]
+    assert "left out 1 file(s) of other types (e.g. README.md)" in caplog.text
+    assert main(["predict", str(run_dir), str(folder / "README.md")]) == 2  # named, it is read (and refused)
+    (folder / "only").mkdir()
+    (folder / "only" / "notes.txt").write_text("x")
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), str(folder / "only")]) == 2
+    assert "input folder has no files this run reads (.png, .jpg" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

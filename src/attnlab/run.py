@@ -36,7 +36,7 @@ from attnlab import jsonsafe
 from attnlab.config import from_dict, load_yaml, to_dict
 from attnlab.data.base import check_splits
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
-from attnlab.errors import CheckpointError, ConfigError, DataError
+from attnlab.errors import AttnlabError, CheckpointError, ConfigError, DataError
 from attnlab.models.registry import create_model
 from attnlab.output_paths import missing_folders, removed_after
 from attnlab.run_config import (
@@ -302,6 +302,15 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, device: str = "cpu") -> dict[str, Any]:
     config, trainer, task_data = evaluation_trainer(run_dir, data=data, device=device)
     return {"task": config.task, "model": config.model, "test": trainer.evaluate(task_data.test)}
+
+
+def input_suffixes(run_dir: str | Path) -> tuple[str, ...]:
+    """The files ``predict`` reads from a folder argument for this run's task (``TaskSpec.input_suffixes``);
+    () when the run's config cannot be read (``predict_run`` then says why, in one line)."""
+    try:
+        return task_spec(load_yaml(Path(run_dir) / "config.yaml").get("task", "digits")).input_suffixes
+    except (AttnlabError, AttributeError, OSError, ValueError):
+        return ()
 
 
 def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1, device: str = "cpu") -> list[dict[str, Any]]:

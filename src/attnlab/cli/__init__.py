@@ -142,10 +142,10 @@ def _cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
-    from attnlab.run import predict_run
+    from attnlab.run import input_suffixes, predict_run
 
     with contextlib.ExitStack() as stack:
-        files, shown = expand_inputs(args.inputs, stack)
+        files, shown = expand_inputs(args.inputs, stack, input_suffixes(args.run_dir))
         with as_given(shown):
             results = predict_run(args.run_dir, files, top_k=args.top_k, device=args.device)
     for r in results:
@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify inputs with a trained run")
     p.add_argument("run_dir")
     p.add_argument("inputs", nargs="+", help="input files (images, .npy, text, WAV ... as the task reads them), "
-                   "folders of them, or - for standard input")
+                   "folders of them (of a folder, the files of the types the task reads; others are left out "
+                   "with a warning), or - for standard input")
     p.add_argument("--top-k", type=_at_least(1), default=1)
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--json", action="store_true")

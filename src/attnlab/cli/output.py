@@ -40,9 +40,12 @@ def result_line(r: dict) -> str:
     return f"{r['input']}: {name}{where} ({r['score']:.3f})"
 
 
-def expand_inputs(items: list[str], stack: contextlib.ExitStack) -> tuple[list[str], dict[str, str]]:
-    """Input arguments -> files: a folder gives its files (sorted, hidden ones skipped), ``-``
-    a temporary copy of standard input. Returns the files and {temporary path: "-"}."""
+def expand_inputs(items: list[str], stack: contextlib.ExitStack,
+                  suffixes: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """Input arguments -> files: a folder gives its files (sorted, hidden ones skipped; with
+    ``suffixes``, only those the task reads, as timm's inference reads a folder's images and
+    not its README, saying how many others it left), ``-`` a temporary copy of standard input.
+    Returns the files and {temporary path: "-"}."""
     files: list[str] = []
     shown: dict[str, str] = {}
     for item in items:
@@ -55,7 +58,15 @@ def expand_inputs(items: list[str], stack: contextlib.ExitStack) -> tuple[list[s
                            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts))
             if not found:
                 raise AttnlabError(f"input folder has no files: {item}")
-            files += found
+            read = [f for f in found if not suffixes or Path(f).suffix.lower() in suffixes]
+            if not read:
+                raise AttnlabError(f"input folder has no files this run reads ({', '.join(suffixes)}): {item}")
+            if len(read) < len(found):
+                other = next(f for f in found if f not in set(read))
+                logging.getLogger(__name__).warning(
+                    "%s: left out %d file(s) of other types (e.g. %s); this run reads %s (name a file to read it anyway)",
+                    item, len(found) - len(read), os.path.relpath(other, item), ", ".join(suffixes))
+            files += read
         elif os.path.exists(item):
             files.append(item)
         else:

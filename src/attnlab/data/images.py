@@ -19,7 +19,7 @@ from torch import Tensor
 from attnlab.data.base import ImageSpec
 from attnlab.errors import DataError
 
-__all__ = ["array_size", "scale_pixels", "channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image"]
+__all__ = ["PREDICT_SUFFIXES", "array_size", "scale_pixels", "channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image"]
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
@@ -44,6 +44,10 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     """uint8 (..., 3) -> uint8 (..., 1) with ITU-R 601-2 luma in PIL's integer form (its "L")."""
     r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+
+
+# What predict reads from a folder of inputs: Pillow's common formats and NumPy arrays (prepare_image).
+PREDICT_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".npy")
 
 
 def open_image(path: Any, name: str | None = None):

@@ -156,7 +156,7 @@ load_audio = path_loader("audio", load_audio_task, "a folder of .wav files: FSDD
 
 SPECS = (
     TaskSpec(
-        name="audio", load=load_audio, models=("audio-transformer",),
+        name="audio", load=load_audio, models=("audio-transformer",), input_suffixes=(".wav", ".flac", ".ogg"),
         description="WAV classification: FSDD ({digit}_{speaker}_{index}.wav) or root/<class>/*.wav",
         default_train={"epochs": 30, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "keep": "last"},
         default_objective={"label_smoothing": 0.1},

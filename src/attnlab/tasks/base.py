@@ -181,7 +181,8 @@ class TaskSpec:
     ``attnlab explain --faithfulness``).
     ``init`` (an `InitSupport`) lets ``--init SOURCE`` start the model from a pretrained checkpoint.
     ``run_vocabulary`` (a `RunVocabulary`) reads a finished run's data with its own tokenizer,
-    classes or item ids (evaluate, explain, ensembles, ``--resume``).
+    classes or item ids (evaluate, explain, ensembles, ``--resume``). ``input_suffixes``: what
+    ``attnlab predict`` reads of a folder's files (a README beside the images is left out).
     """
 
     name: str
@@ -211,6 +212,9 @@ class TaskSpec:
     commands: tuple[TaskCommand, ...] = ()
     init: InitSupport | None = None  # --init SOURCE: fine-tune from a pretrained checkpoint
     run_vocabulary: RunVocabulary | None = None  # a finished run's data read with its own vocabularies
+    # the files `predict` takes from a folder argument (lower-case suffixes, e.g. ".png"); () = every file. Files
+    # named one by one are always read.
+    input_suffixes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.data.images import PREDICT_SUFFIXES
 from attnlab.data.base import TaskData, call_with_options
 from attnlab.data.detection import load_coco_task, load_shapes_task
 from attnlab.errors import ConfigError
@@ -364,7 +365,7 @@ def load_detection(data: str | None, *, seed: int, **options: Any) -> TaskData:
 
 SPECS = (
     TaskSpec(
-        name="detection", load=load_detection, models=("detr-tiny",),
+        name="detection", load=load_detection, models=("detr-tiny",), input_suffixes=PREDICT_SUFFIXES,
         description="object detection: generated shapes (default) or --data a COCO-format .json",
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, objective_options=LossWeights,
         model_fields=detection_fields, objective=_objective, report_examples=_report,

@@ -310,7 +310,7 @@ def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any
 
 SPECS = (
     TaskSpec(
-        name="forecasting", load=load_forecasting, models=("patchtst", "dlinear"),
+        name="forecasting", load=load_forecasting, models=("patchtst", "dlinear"), input_suffixes=(".csv", ".npy", ".npz"),
         description="long-horizon forecasting: a CSV (date + channels) or .npy/.npz (T, C); a generated series by default",
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         objective_options=NoOptions, evaluation_options=ForecastEvaluation, objective=_objective, model_fields=forecast_fields,

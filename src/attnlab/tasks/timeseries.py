@@ -170,7 +170,7 @@ load_timeseries = path_loader("timeseries", load_timeseries_task,
 
 SPECS = (
     TaskSpec(
-        name="timeseries", load=load_timeseries, models=("ts-transformer",),
+        name="timeseries", load=load_timeseries, models=("ts-transformer",), input_suffixes=(".tsv", ".csv", ".txt", ".npy"),
         description="time-series classification (or regression: --data.target regression): a UCR folder "
                     "(<Name>_TRAIN.tsv, <Name>_TEST.tsv) or an .npz",
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.checkpoint_tensors import read_tensors
+from attnlab.data.images import PREDICT_SUFFIXES
 from attnlab.data.base import TaskData, call_with_options, path_loader
 from attnlab.data.shard_patterns import is_shard_pattern
 from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
@@ -339,7 +340,7 @@ def _init(task: str, help: str) -> InitSupport:
 
 SPECS = (
     TaskSpec(
-        name="digits", load=load_digits, models=MODELS,
+        name="digits", load=load_digits, models=MODELS, input_suffixes=PREDICT_SUFFIXES,
         description="scikit-learn's 8x8 digits (built in, no download)",
         # A conv stem, dropout and label smoothing keep a ViT from overfitting 1,258 images.
         default_model_config={"stem_channels": 32, "dropout": 0.2},
@@ -349,14 +350,14 @@ SPECS = (
         default_objective={"label_smoothing": 0.1}, init=_init("digits", INIT_HELP), **_ADAPTERS,
     ),
     TaskSpec(
-        name="mnist", load=load_mnist, models=("vit-small", "vit-tiny", "hybrid-cnn"),
+        name="mnist", load=load_mnist, models=("vit-small", "vit-tiny", "hybrid-cnn"), input_suffixes=PREDICT_SUFFIXES,
         description="MNIST from an .npz (x_train, y_train, x_test, y_test)",
         default_train={"epochs": 12, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.05},
         init=_init("mnist", "mnist: the same with "), **_ADAPTERS,
         run_vocabulary=RunVocabulary(_image_folder_vocabulary),  # another .npz must fit the run's classes and size
     ),
     TaskSpec(
-        name="images", load=load_images, models=MODELS,
+        name="images", load=load_images, models=MODELS, input_suffixes=PREDICT_SUFFIXES,
         description="a folder of class folders of images (png/jpg/bmp), or with --data.target multilabel a CSV "
                     "of label columns (path,<label>,...)",
         default_model_config={"patch_size": 4, "stem_channels": 32},
