@@ -154,8 +154,12 @@ def test_read_series_file_formats(tmp_path):
     npy = tmp_path / "c.npy"
     np.save(npy, np.arange(8.0).reshape(2, 4))
     assert read_series_file(npy, length=4)[0].shape == (2, 1, 4)
-    with pytest.raises(DataError, match=r"b\.csv:1: 4 values; the model takes series of 5"):
+    with pytest.raises(DataError, match=r"b\.csv:1: 4 values; the model takes series of 5 \(optionally after a label\)$"):
         read_series_file(values_only, length=5)
+    semicolons = tmp_path / "d.csv"
+    semicolons.write_text("1;2;3;4\n")  # a European spreadsheet's CSV: one value, no word of why
+    with pytest.raises(DataError, match=r"d\.csv:1: 1 values; .*separated by tabs, commas or spaces, not ';'\)"):
+        read_series_file(semicolons, length=4)
     with pytest.raises(DataError, match=r"c\.npy: expected series of shape"):
         read_series_file(npy, length=5)
 

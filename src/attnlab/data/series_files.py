@@ -137,7 +137,9 @@ def read_series_file(path: str | Path, length: int, channels: int = 1) -> tuple[
             elif len(tokens) == length:
                 label, first = None, 1
             else:
-                raise DataError(f"{path}:{lineno}: {len(tokens)} values; the model takes series of {length} (optionally after a label)")
+                hint = next((f" (values are separated by tabs, commas or spaces, not {c!r})" for c in ";|" if c in line), "")
+                raise DataError(f"{path}:{lineno}: {len(tokens)} values; the model takes series of {length} "
+                                f"(optionally after a label){hint}")
             rows.append(_parse_values(tokens, path, lineno, first_column=first))
             labels.append(label)
             lines.append(lineno)
