@@ -272,7 +272,8 @@ def load_image_folder_task(
     split by ``seed``; pixels /255 are normalised with the train split's per-channel stats.
 
     ``root`` may instead be a folder of shards written by ``attnlab shard``
-    (`attnlab.data.image_shards`): the splits are then streams read from disk.
+    (`attnlab.data.image_shards`): the splits are then streams read from disk (with a run's
+    ``class_names`` and ``spec``: only shards of the run's classes, decoded with its spec).
 
     ``lazy``: keep only paths and decode each image on access (`ImageFileDataset`, in DataLoader
     workers with ``--train.num_workers``), so memory does not grow with the number of images;
@@ -290,11 +291,14 @@ def load_image_folder_task(
     if spec is not None:
         image_size, channels = (spec["height"], spec["width"]), spec["channels"]
     image_size = image_size_pair(image_size)
-    if is_shard_source(root):  # written by `attnlab shard`: size, channels and split were fixed then
+    target = check_target(target, "images", ("class", "multilabel"))
+    if is_shard_source(root):  # written by `attnlab shard`: the split was fixed then
         from attnlab.data.image_shards import load_image_shards
 
-        return load_image_shards(root, seed=seed, skip_bad=skip_bad)
-    if check_target(target, "images", ("class", "multilabel")) == "multilabel":
+        if target != "class":
+            raise ConfigError(f"{root} holds shards, which are class-labelled; --data.target {target} reads a CSV of label columns")
+        return load_image_shards(root, seed=seed, skip_bad=skip_bad, class_names=class_names, spec=spec)
+    if target == "multilabel":
         return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
                                    test_fraction=test_fraction, class_names=class_names, spec=spec)
     if channels not in (None, 1, 3):
