@@ -300,7 +300,8 @@ def load_image_folder_task(
         return load_image_shards(root, seed=seed, skip_bad=skip_bad, class_names=class_names, spec=spec)
     if target == "multilabel":
         return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
-                                   test_fraction=test_fraction, class_names=class_names, spec=spec)
+                                   test_fraction=test_fraction, class_names=class_names, spec=spec, lazy=lazy,
+                                   skip_bad=skip_bad)
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
     height, width = image_size
