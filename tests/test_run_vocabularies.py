@@ -358,6 +358,23 @@ def test_image_runs_evaluate_shards_with_their_classes_and_spec(tmp_path, capsys
                       "--out", str(tmp_path / "ml")], "holds shards", "--data.target multilabel")
 
 
+def test_image_class_run_evaluate_of_a_label_csv_says_it_needs_a_multilabel_run(tmp_path, capsys):
+    """evaluate takes no --data.target: the hint names the run's kind, not a flag it cannot take."""
+    data = _image_folder(tmp_path / "img", {"a": 6, "b": 6})
+    run = tmp_path / "run"
+    assert main(["train", "--task", "images", "--data", str(data), "--data.image_size", "8", "--epochs", "1",
+                 "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2", "--model.patch_size", "4",
+                 "--train.batch_size", "8", "--train.progress", "false", "--out", str(run)]) == 0
+    capsys.readouterr()
+    table = tmp_path / "labels.csv"
+    table.write_text("path,a,b\n" + "".join(f"{data / 'a' / f'{i}.png'},1,0\n" for i in range(6)))
+    err = _refused(capsys, ["evaluate", str(run), "--data", str(table)], str(table),
+                   "this class run cannot score", "a run trained with --data.target multilabel")
+    assert "add --data.target" not in err, err
+    _refused(capsys, ["train", "--task", "images", "--data", str(table), "--out", str(tmp_path / "new")],
+             "add --data.target multilabel")  # training does take it
+
+
 def test_audio_runs_evaluate_other_files_with_their_classes(tmp_path, capsys):
     from tests.data.test_audio import _fsdd_folder
 

@@ -309,7 +309,11 @@ def load_image_folder_task(
     if not root.exists():
         raise DataError(f"image folder not found: {root}")
     if not root.is_dir():
-        hint = "; a CSV of label columns is multi-label data: add --data.target multilabel" if root.suffix.lower() == ".csv" else ""
+        hint = ""
+        if root.suffix.lower() == ".csv":  # a finished run's target is its own: evaluate / --resume take no --data.target
+            hint = ("; a CSV of label columns is multi-label data, which this class run cannot score (that needs a run "
+                    "trained with --data.target multilabel)" if class_names is not None
+                    else "; a CSV of label columns is multi-label data: add --data.target multilabel")
         raise DataError(f"{root} is a file; expected a folder of class folders (root/<class>/*.png){hint}")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
