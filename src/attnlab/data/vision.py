@@ -222,6 +222,9 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
 
     perm = np.random.default_rng(seed).permutation(n_train)
     train_idx, val_idx = np.sort(perm[val_size:]), np.sort(perm[:val_size])
+    if class_names is None:  # a finished run's training is what counts
+        _check_trained_classes(file, arrays["y_train"], train_idx, {"validation": arrays["y_train"][val_idx],
+                                                                    "test": arrays["y_test"]}, seed=seed)
     H, W = x_train.shape[1:]
     spec = ImageSpec(channels=1, height=H, width=W, mean=[MNIST_MEAN], std=[MNIST_STD], pixel_max=pixel_max)
     x_all = np.concatenate([x_train, x_test])[:, None]  # (N, 1, H, W)
@@ -232,6 +235,21 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
     shift = RandomShift(2, fill=spec.fill_value()) if augment else None
     x = spec.normalise(scale_pixels(x_all, pixel_max))
     return _task_data("mnist", x, y_all, splits, names, spec, shift)
+
+
+def _check_trained_classes(file: Path, y_train: np.ndarray, train_idx: np.ndarray, held_out: dict[str, np.ndarray], *,
+                           seed: int) -> None:
+    """Refuse labels of a held-out split (validation: cut from ``y_train`` by ``seed``; test) that
+    the training split (``y_train[train_idx]``) never has, naming them: the model would be scored
+    on classes it never saw, and num_classes, counting every label up to the largest, says nothing."""
+    known, in_file = set(y_train[train_idx].tolist()), set(y_train.tolist())
+    for split, y in held_out.items():
+        unseen = sorted(set(y.tolist()) - known)
+        if unseen:
+            why = ("y_train has none of them" if not in_file & set(unseen)
+                   else f"every y_train example of them went to validation: --seed {seed}, --data.val_size")
+            raise DataError(f"{file}: {split} label(s) {unseen} never occur in the training split ({why}); "
+                            "a class needs training examples")
 
 
 def image_size_pair(value: Any) -> tuple[int, int]:
