@@ -137,3 +137,31 @@ def test_runs_on_audio_shards_join_and_match_a_run_on_their_folder(tmp_path, cap
     own = [evaluate_run(r)["test"] for r in runs]
     assert [m["test"]["loss"] for m in result["members"]] == pytest.approx([o["loss"] for o in own], abs=1e-6)
     assert 0 <= result["test"]["accuracy"] <= 1
+
+
+def test_audio_runs_with_other_features_join_by_file(tmp_path, capsys):
+    """Runs on the same files with other feature settings (16 vs 32 mels) each score their own
+    inputs: the ensemble matches them by file and averages their probabilities. Shards (no file
+    positions) with other features are refused naming the setting, not the split seed."""
+    from tests.data.test_audio import _fsdd_folder
+
+    data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3), count=8)
+    tiny = ["--task", "audio", "--epochs", "1", "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2",
+            "--train.batch_size", "8", "--train.progress", "false", "--data.duration", "0.256", "--data", str(data)]
+    runs = [str(tmp_path / "m16"), str(tmp_path / "m32")]
+    for run, mels in zip(runs, ("16", "32")):
+        assert main(["train", *tiny, "--data.n_mels", mels, "--out", run]) == 0
+    probs, labels, members = ensemble_probabilities(runs)
+    singles = [ensemble_probabilities([r]) for r in runs]
+    torch.testing.assert_close(probs, (singles[0][0] + singles[1][0]) / 2, atol=1e-6, rtol=0)
+    assert torch.equal(labels, singles[0][1]) and len(labels) == 20  # FSDD index 0-4 of 2 digits, 2 speakers
+    assert [m["test"]["loss"] for m in members] == pytest.approx([evaluate_run(r)["test"]["loss"] for r in runs], abs=1e-6)
+    assert main(["shard", str(data), str(tmp_path / "shards"), "--task", "audio", "--data.n_mels", "16",
+                 "--data.duration", "0.256"]) == 0
+    streamed = str(tmp_path / "streamed")
+    assert main(["train", *tiny[:-1], str(tmp_path / "shards"), "--out", streamed]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", streamed, runs[1]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "n_mels 32 (" in err and ": 16)" in err and "split seeds" not in err and len(err.splitlines()) == 1, err
+    assert main(["evaluate", streamed, runs[0], "--json"]) == 0  # the same features: the same tensors

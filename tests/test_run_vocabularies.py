@@ -329,6 +329,52 @@ def test_image_folder_runs_evaluate_other_folders_with_their_classes_and_statist
     assert json.loads(capsys.readouterr().out)["test"]["accuracy"] >= 0
 
 
+def test_image_runs_evaluate_shards_with_their_classes_and_spec(tmp_path, capsys):
+    """Shards hold each image file's bytes, so a run reads them with its own size, channels and
+    training statistics: the same metrics as the folder they were written from, whatever spec
+    `attnlab shard` used. Shards of other classes are refused, naming both class lists."""
+    from PIL import Image
+
+    data = _image_folder(tmp_path / "img", {"a": 10, "b": 10, "c": 10})
+    run = tmp_path / "run"
+    assert main(["train", "--task", "images", "--data", str(data), "--data.image_size", "8", "--epochs", "1",
+                 "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2", "--model.patch_size", "4",
+                 "--train.batch_size", "8", "--train.progress", "false", "--out", str(run)]) == 0
+    capsys.readouterr()
+    dark = tmp_path / "dark"  # the same images at half brightness: other statistics
+    for f in sorted(data.glob("*/*.png")):
+        (dark / f.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.asarray(Image.open(f)) // 2).astype(np.uint8)).save(dark / f.parent.name / f.name)
+    for folder, size in ((data, "16"), (dark, "8")):  # another size; the run's size but other statistics
+        shards = tmp_path / f"{folder.name}_{size}"
+        assert main(["shard", str(folder), str(shards), "--data.image_size", size, "--shard-size", "4"]) == 0
+        capsys.readouterr()
+        assert _evaluate(capsys, run, shards) == pytest.approx(_evaluate(capsys, run, folder), abs=1e-6)
+    two = _image_folder(tmp_path / "two", {"b": 10, "c": 10})
+    assert main(["shard", str(two), str(tmp_path / "two_shards"), "--data.image_size", "8"]) == 0
+    capsys.readouterr()
+    _refused(capsys, ["evaluate", str(run), "--data", str(tmp_path / "two_shards")], "['b', 'c']", "['a', 'b', 'c']")
+    _refused(capsys, ["train", "--task", "images", "--data", str(tmp_path / "two_shards"), "--data.target", "multilabel",
+                      "--out", str(tmp_path / "ml")], "holds shards", "--data.target multilabel")
+
+
+def test_image_class_run_evaluate_of_a_label_csv_says_it_needs_a_multilabel_run(tmp_path, capsys):
+    """evaluate takes no --data.target: the hint names the run's kind, not a flag it cannot take."""
+    data = _image_folder(tmp_path / "img", {"a": 6, "b": 6})
+    run = tmp_path / "run"
+    assert main(["train", "--task", "images", "--data", str(data), "--data.image_size", "8", "--epochs", "1",
+                 "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2", "--model.patch_size", "4",
+                 "--train.batch_size", "8", "--train.progress", "false", "--out", str(run)]) == 0
+    capsys.readouterr()
+    table = tmp_path / "labels.csv"
+    table.write_text("path,a,b\n" + "".join(f"{data / 'a' / f'{i}.png'},1,0\n" for i in range(6)))
+    err = _refused(capsys, ["evaluate", str(run), "--data", str(table)], str(table),
+                   "this class run cannot score", "a run trained with --data.target multilabel")
+    assert "add --data.target" not in err, err
+    _refused(capsys, ["train", "--task", "images", "--data", str(table), "--out", str(tmp_path / "new")],
+             "add --data.target multilabel")  # training does take it
+
+
 def test_audio_runs_evaluate_other_files_with_their_classes(tmp_path, capsys):
     from tests.data.test_audio import _fsdd_folder
 

@@ -183,6 +183,37 @@ def test_evaluate_another_coco_file_labels_categories_by_the_runs_class_names(tm
         assert message in err and len(err.splitlines()) == 1 and str(bad) in err
 
 
+def test_a_shapes_run_evaluates_a_coco_file_by_class_name(tiny_run, tmp_path, capsys):
+    """The shapes run's own options (train_size...) say how many shapes to draw and are not carried
+    to a COCO file; its categories are the shapes' classes by name, whatever their ids, and a file
+    of other classes is one line naming both lists. By hand, a shapes option on a file is still refused."""
+    from attnlab.cli import main
+    from attnlab.run import load_run
+    from attnlab.run_config import finished_task_data
+
+    out, _ = tiny_run
+    path = _coco_named(tmp_path / "coco", [(1, "triangle"), (5, "circle"), (7, "square")])
+    config, _, _ = load_run(out)
+    assert config.data_options["train_size"] == 16
+    config.data = str(path)
+    data = finished_task_data(config, out)
+    assert data.class_names == ["circle", "square", "triangle"] and data.info["source"] == "coco"
+    assert data.input_shape == (3, 32, 32)  # the run's image size
+    by_name = {"0.png": "triangle", "1.png": "circle", "2.png": "square", "3.png": "triangle"}
+    for split in (data.train, data.val, data.test):
+        for j, name in enumerate(split.names):
+            assert data.class_names[int(split[j][1][0, 0])] == by_name[name]
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(path), "--json"]) == 0
+    bad = _coco_named(tmp_path / "bad", [(1, "cat"), (2, "dog")])
+    assert main(["evaluate", str(out), "--data", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "['circle', 'square', 'triangle']" in err and "['cat', 'dog']" in err and len(err.splitlines()) == 1, err
+    assert main(["train", "--task", "detection", "--data", str(path), "--data.train_size", "8", "--epochs", "1",
+                 "--out", str(tmp_path / "new")]) == 2
+    assert "has no option(s) ['train_size']" in capsys.readouterr().err
+
+
 def test_predict_reads_arrays_as_images_and_names_a_bad_npy(tiny_run, tmp_path, capsys):
     """An (H, W, 4) array gives the boxes its PNG gives, in its own pixels (its size read as
     prepare_image reads its axes, not (W, 4)); an .npy that needs pickle is one line, exit 2."""

@@ -10,7 +10,8 @@ scores), and next-token distributions for language models (their loss is that of
 Members are usually the same config trained with different seeds: ``attnlab evaluate RUN_A RUN_B RUN_C``.
 
 Every member must be a run of the same task and target whose test split holds the same examples
-with the same labels in the same order, and whose classes are the same; anything else is refused
+with the same labels in the same order (equal inputs, or the same files of the same source: members
+may read them with their own feature settings), and whose classes are the same; anything else is refused
 with the run that differs, since averaging misaligned outputs would give a silent, wrong score.
 Where the outputs index a vocabulary (language models), the members' tokenizers must be the same too.
 """
@@ -59,6 +60,33 @@ def _fingerprint(dataset) -> str:
     return digest.hexdigest()
 
 
+def _source_fingerprint(source: str | None, dataset) -> str | None:
+    """SHA-1 of where the split's examples come from: the data source (a path, resolved) and
+    each example's position in it (``dataset.indices``: in the sorted file list, or the file's
+    rows) with its label; None where the split records no positions or the run reads no path.
+
+    Members that read the same files with other feature settings (``--data.n_mels``,
+    ``--data.image_size``) hold other tensors for the same examples: each member scores its
+    own inputs, so this, not the tensors, is what they must share.
+    """
+    indices = getattr(dataset, "indices", None)
+    y = getattr(dataset, "y", None)
+    if source is None or not isinstance(indices, Tensor) or not isinstance(y, Tensor) or not Path(source).exists():
+        return None
+    digest = hashlib.sha1(str(Path(source).resolve()).encode())
+    for part in (indices, y):
+        digest.update(f"{part.dtype}{tuple(part.shape)}".encode())
+        digest.update(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _input_settings(task_data) -> dict[str, Any]:
+    """How a member turns its files into inputs (audio features, image spec), for messages."""
+    audio = (getattr(task_data, "info", None) or {}).get("audio")
+    spec = getattr(task_data, "spec", None)
+    return dict(audio) if isinstance(audio, dict) else spec.to_dict() if hasattr(spec, "to_dict") else {}
+
+
 def _vocabulary_digest(task_data) -> str:
     """SHA-1 of the task's tokenizer (its saved JSON): equal vocabularies, equal digests."""
     tokenizer = getattr(task_data, "tokenizer", None)
@@ -82,7 +110,7 @@ def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: s
     total: Tensor | None = None
     targets: Tensor | None = None
     first: tuple[str, str, list[str], Path] | None = None
-    fingerprint: str | None = None
+    fingerprint: tuple[str, str | None] | None = None
     objective = None
     members: list[dict[str, Any]] = []
     for run_dir in run_dirs:
@@ -111,10 +139,18 @@ def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: s
         dataset = _split(task_data, split)
         if dataset is None:
             raise ConfigError(f"{run_dir}: its task data has no {split} split")
-        digest = _fingerprint(dataset)
+        # the same examples: equal tensors, or the same files at the same positions with the same labels
+        digest = (_fingerprint(dataset), _source_fingerprint(config.data, dataset))
+        settings, streamed = _input_settings(task_data), isinstance(dataset, IterableDataset)
         if fingerprint is None:
-            fingerprint = digest
-        elif digest != fingerprint:
+            fingerprint, first_settings, first_streamed = digest, settings, streamed
+        elif digest[0] != fingerprint[0] and (digest[1] is None or digest[1] != fingerprint[1]):
+            differ = [k for k in sorted(set(settings) | set(first_settings)) if settings.get(k) != first_settings.get(k)]
+            if differ and (streamed or first_streamed):  # other inputs, and a stream has no file positions to match
+                shown = ", ".join(f"{k} {settings.get(k)!r} ({first[3]}: {first_settings.get(k)!r})" for k in differ)
+                raise ConfigError(f"{run_dir}: its inputs differ from {first[3]}'s ({shown}) and a split read from shards "
+                                  "cannot be matched to another's by file; ensemble runs with the same feature "
+                                  "settings, or score them on the folder (--data FOLDER)")
             raise ConfigError(f"{run_dir}: its {split} split ({len(dataset)} examples) differs from {first[3]}'s; "
                               "ensemble members must be scored on the same examples (split seeds must match)")
         out, y = trainer.outputs(dataset)

@@ -71,3 +71,34 @@ def test_evaluate_mnist_run_on_another_npz_refuses_other_labels_and_sizes(tmp_pa
         assert main(["evaluate", str(run), "--data", str(path)]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and str(path) in err and len(err.splitlines()) == 1, err
+
+
+def test_mnist_classes_without_training_examples_are_refused_by_name(tmp_path, capsys):
+    """num_classes counts every label up to the largest, so a class only the test split has (or
+    whose every y_train example was cut into validation) would be scored but never trained."""
+    from attnlab.cli import main
+    from attnlab.data.vision import load_mnist_task
+    from attnlab.errors import DataError
+
+    rng = np.random.default_rng(0)
+
+    def npz(name, y_train, y_test):
+        path = tmp_path / name
+        np.savez(path, x_train=rng.integers(0, 255, (len(y_train), 8, 8), dtype=np.uint8), y_train=np.asarray(y_train),
+                 x_test=rng.integers(0, 255, (len(y_test), 8, 8), dtype=np.uint8), y_test=np.asarray(y_test))
+        return path
+
+    test_only = npz("test_only.npz", np.arange(40) % 3, np.arange(10) % 5)
+    with pytest.raises(DataError, match=r"test label\(s\) \[3, 4\] never occur in the training split \(y_train has none"):
+        load_mnist_task(test_only, val_size=4)
+    assert main(["train", "--task", "mnist", "--data", str(test_only), "--data.val_size", "4", "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "[3, 4]" in err and str(test_only) in err and len(err.splitlines()) == 1, err
+    y_train = np.arange(40) % 3
+    y_train[np.random.default_rng(0).permutation(40)[:1]] = 3  # one 3, at the position seed 0 cuts into validation first
+    val_only = npz("val_only.npz", y_train, np.arange(10) % 3)
+    with pytest.raises(DataError, match=r"validation label\(s\) \[3\] never occur .* went to validation: --seed 0"):
+        load_mnist_task(val_only, val_size=4)
+    # a finished run scores another file by its own training: not refused
+    assert load_mnist_task(test_only, val_size=4, class_names=[str(c) for c in range(5)]).num_classes == 5

@@ -266,7 +266,8 @@ def read_coco(path: str | Path, *, image_dir: str | Path | None = None, image_si
     if class_names is not None:
         unknown = [(cid, name) for cid, name in cats if name not in class_names]
         if unknown:
-            raise DataError(f"{file}: category {unknown[0][0]} {unknown[0][1]!r} is not one of the run's classes {list(class_names)}")
+            raise DataError(f"{file}: category {unknown[0][0]} {unknown[0][1]!r} is not one of the run's classes {list(class_names)} "
+                            f"(the file's categories: {[name for _, name in cats]})")
         cat_index, cats = {cid: list(class_names).index(name) for cid, name in cats}, list(enumerate(class_names))
     order = sorted(images)
     pixels, sizes = {}, {}

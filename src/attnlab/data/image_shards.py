@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from attnlab.data.base import ImageSpec, TaskData
 from attnlab.data.file_shards import open_file_streams, write_file_shards
 from attnlab.data.lazy_images import ImageSampleDecoder
+from attnlab.errors import DataError
 
 __all__ = ["write_image_shards", "load_image_shards"]
 
@@ -34,16 +35,31 @@ def write_image_shards(task: TaskData, out_dir: str | Path, *, shard_size: int =
                              shard_size=shard_size, seed=seed, source=source)
 
 
-def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000) -> TaskData:
+def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000,
+                      class_names: Sequence[str] | None = None, spec: Mapping[str, Any] | None = None) -> TaskData:
     """The shards in a folder (written by `write_image_shards`), or those a pattern names
     (`attnlab.data.shard_patterns`), as a task: train a shuffled `ShardStream` (shard order and
-    a ``shuffle_buffer`` of samples, by seed and epoch), val and test read in order, each sample once."""
-    index, streams = open_file_streams(source, "images", lambda index: ImageSampleDecoder(ImageSpec.from_dict(index["spec"])),
+    a ``shuffle_buffer`` of samples, by seed and epoch), val and test read in order, each sample once.
+
+    ``class_names`` and ``spec`` (a finished run's, carried by evaluate and ``--resume``): the
+    samples' labels are class indices into the shards' class list, so shards whose classes are
+    not the run's (other names, or the same in another order) are refused, naming both lists.
+    The samples hold each image file's bytes as written, so they are decoded with the run's
+    spec (size, channels and training statistics), exactly as the folder they came from would
+    be read for the run, whatever spec the shards were written with.
+    """
+    run_spec = None if spec is None else ImageSpec.from_dict(spec)
+    index, streams = open_file_streams(source, "images", lambda index: ImageSampleDecoder(run_spec or ImageSpec.from_dict(index["spec"])),
                                        seed=seed, skip_bad=skip_bad, shuffle_buffer=shuffle_buffer)
-    spec = ImageSpec.from_dict(index["spec"])
-    names = list(index["class_names"])
+    names = [str(n) for n in index["class_names"]]
+    if class_names is not None and names != [str(n) for n in class_names]:
+        raise DataError(f"{source}: the shards' classes {names} are not the run's {[str(n) for n in class_names]} "
+                        f"(a shard labels each sample by its class's position in the shards' own list)")
+    used = run_spec or ImageSpec.from_dict(index["spec"])
+    if used.to_dict() != index["spec"]:
+        log.info("shards %s (written with %s) are decoded with the run's %s", source, index["spec"], used)
     data = TaskData("images", streams["train"], streams["val"], streams["test"], num_classes=len(names),
-                    class_names=names, input_shape=spec.shape, spec=spec)
+                    class_names=names, input_shape=used.shape, spec=used)
     data.info["shards"] = str(source)
     log.info("images from shards %s: %s", source, data.summary())
     return data

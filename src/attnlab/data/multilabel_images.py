@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnlab.data.base import ImageSpec, TaskData, TensorPairDataset
+from attnlab.data.base import ImageSpec, TaskData, TensorPairDataset, read_each
 from attnlab.data.images import (
     channel_stats,
     image_to_rgb,
@@ -104,11 +104,22 @@ def _check_run_columns(path: Path, names: list[str], run_names: list[str]) -> No
 def load_multilabel_csv(
     path: str | Path, *, image_size: tuple[int, int] = (32, 32), channels: int | None = None, seed: int = 0,
     val_fraction: float = 0.1, test_fraction: float = 0.1, class_names: list[str] | None = None, spec: dict | None = None,
+    lazy: bool | None = None, skip_bad: bool = False,
 ) -> TaskData:
     """The images of a label CSV as a multi-label "images" task (`TaskData.target` "multilabel").
-    ``class_names`` / ``spec``: a finished run's labels and image spec (see the module docstring)."""
+    ``class_names`` / ``spec``: a finished run's labels and image spec (see the module docstring).
+
+    ``skip_bad``: a row whose image is unreadable is logged and left out (listed in
+    ``info["skipped_files"]``) instead of stopping with its name; the split is drawn over all
+    rows first, so no other row changes split. The images are always decoded into memory:
+    ``lazy=True`` is refused (the decode-on-access datasets carry one class per file, not a
+    label set), None is read as False.
+    """
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
+    if lazy:
+        raise ConfigError("--data.lazy true does not apply to --data.target multilabel: a label CSV's images are "
+                          "decoded into memory (decoding on access is for class folders)")
     height, width = (int(s) for s in image_size)
     path = Path(path)
     if path.is_dir() or path.suffix.lower() != ".csv":
@@ -117,18 +128,22 @@ def load_multilabel_csv(
     never = [n for j, n in enumerate(names) if not y[:, j].any()]
     if never and class_names is None:  # before any image is decoded
         raise DataError(f"{path}: label column {never[0]!r} is 0 in every row; a label needs examples")
-    rgb, any_color = [], False
-    for file in files:
-        im = open_image(file)
-        any_color = any_color or is_color(im)
-        rgb.append(image_to_rgb(im, (height, width), file))
+    pixels, any_color, bad = np.zeros((len(files), height, width, 3), np.uint8), False, []  # zeros where unreadable
+    for i, (rgb, color) in read_each(files, lambda file: _decode(file, (height, width)), bad, skip_bad=skip_bad, what="image"):
+        pixels[i], any_color = rgb, any_color or color
     channels = channels or (3 if any_color else 1)
-    pixels = np.stack(rgb)  # (N, H, W, 3) uint8
     if channels == 1:
         pixels = luma(pixels)
     x01 = scale_pixels(np.moveaxis(pixels, -1, 1), 255.0)  # (N, C, H, W)
-    splits = [torch.from_numpy(p) for p in random_split(len(files), seed=seed, val_fraction=val_fraction,
-                                                       test_fraction=test_fraction)]
+    parts = random_split(len(files), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    if bad:  # the split is of the listed rows, so dropping a bad one moves no other row between splits
+        parts = [p[~np.isin(p, bad)] for p in parts]
+        lost = [n for j, n in enumerate(names) if not y[parts[0], j].any()]
+        if class_names is None and (not len(parts[0]) or lost):
+            what = f"label {lost[0]!r} has" if lost else "there are"
+            raise DataError(f"{path}: {what} no training images left after skipping {len(bad)} unreadable file(s) "
+                            f"(e.g. {files[bad[0]]}, line {lines[bad[0]]})")
+    splits = [torch.from_numpy(np.asarray(p, dtype=np.int64)) for p in parts]
     if class_names is None:  # a label never set in training: its output would only ever learn "no"
         sets = {split: [[n for n, v in zip(names, y[i]) if v] for i in part.tolist()]
                 for split, part in zip(("train", "val", "test"), splits)}
@@ -139,4 +154,11 @@ def load_multilabel_csv(
     x, targets = spec.normalise(x01), torch.from_numpy(y)  # (N, C, H, W), (N, K)
     train, val, test = (TensorPairDataset(x[i], targets[i], indices=i, float_targets=True) for i in splits)
     return TaskData("images", train, val, test, num_classes=len(names), class_names=names, input_shape=spec.shape,
-                    spec=spec, target="multilabel", metric="map", info={"target": "multilabel", "source": str(path)})
+                    spec=spec, target="multilabel", metric="map",
+                    info={"target": "multilabel", "source": str(path), "skipped_files": [str(files[i]) for i in bad]})
+
+
+def _decode(file: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
+    """(uint8 RGB (H, W, 3) at ``size``, whether stored in colour) of one image; a DataError naming it if unreadable."""
+    im = open_image(file)
+    return image_to_rgb(im, size, file), is_color(im)

@@ -222,6 +222,9 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
 
     perm = np.random.default_rng(seed).permutation(n_train)
     train_idx, val_idx = np.sort(perm[val_size:]), np.sort(perm[:val_size])
+    if class_names is None:  # a finished run's training is what counts
+        _check_trained_classes(file, arrays["y_train"], train_idx, {"validation": arrays["y_train"][val_idx],
+                                                                    "test": arrays["y_test"]}, seed=seed)
     H, W = x_train.shape[1:]
     spec = ImageSpec(channels=1, height=H, width=W, mean=[MNIST_MEAN], std=[MNIST_STD], pixel_max=pixel_max)
     x_all = np.concatenate([x_train, x_test])[:, None]  # (N, 1, H, W)
@@ -232,6 +235,21 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
     shift = RandomShift(2, fill=spec.fill_value()) if augment else None
     x = spec.normalise(scale_pixels(x_all, pixel_max))
     return _task_data("mnist", x, y_all, splits, names, spec, shift)
+
+
+def _check_trained_classes(file: Path, y_train: np.ndarray, train_idx: np.ndarray, held_out: dict[str, np.ndarray], *,
+                           seed: int) -> None:
+    """Refuse labels of a held-out split (validation: cut from ``y_train`` by ``seed``; test) that
+    the training split (``y_train[train_idx]``) never has, naming them: the model would be scored
+    on classes it never saw, and num_classes, counting every label up to the largest, says nothing."""
+    known, in_file = set(y_train[train_idx].tolist()), set(y_train.tolist())
+    for split, y in held_out.items():
+        unseen = sorted(set(y.tolist()) - known)
+        if unseen:
+            why = ("y_train has none of them" if not in_file & set(unseen)
+                   else f"every y_train example of them went to validation: --seed {seed}, --data.val_size")
+            raise DataError(f"{file}: {split} label(s) {unseen} never occur in the training split ({why}); "
+                            "a class needs training examples")
 
 
 def image_size_pair(value: Any) -> tuple[int, int]:
@@ -272,7 +290,8 @@ def load_image_folder_task(
     split by ``seed``; pixels /255 are normalised with the train split's per-channel stats.
 
     ``root`` may instead be a folder of shards written by ``attnlab shard``
-    (`attnlab.data.image_shards`): the splits are then streams read from disk.
+    (`attnlab.data.image_shards`): the splits are then streams read from disk (with a run's
+    ``class_names`` and ``spec``: only shards of the run's classes, decoded with its spec).
 
     ``lazy``: keep only paths and decode each image on access (`ImageFileDataset`, in DataLoader
     workers with ``--train.num_workers``), so memory does not grow with the number of images;
@@ -290,13 +309,17 @@ def load_image_folder_task(
     if spec is not None:
         image_size, channels = (spec["height"], spec["width"]), spec["channels"]
     image_size = image_size_pair(image_size)
-    if is_shard_source(root):  # written by `attnlab shard`: size, channels and split were fixed then
+    target = check_target(target, "images", ("class", "multilabel"))
+    if is_shard_source(root):  # written by `attnlab shard`: the split was fixed then
         from attnlab.data.image_shards import load_image_shards
 
-        return load_image_shards(root, seed=seed, skip_bad=skip_bad)
-    if check_target(target, "images", ("class", "multilabel")) == "multilabel":
+        if target != "class":
+            raise ConfigError(f"{root} holds shards, which are class-labelled; --data.target {target} reads a CSV of label columns")
+        return load_image_shards(root, seed=seed, skip_bad=skip_bad, class_names=class_names, spec=spec)
+    if target == "multilabel":
         return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
-                                   test_fraction=test_fraction, class_names=class_names, spec=spec)
+                                   test_fraction=test_fraction, class_names=class_names, spec=spec, lazy=lazy,
+                                   skip_bad=skip_bad)
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
     height, width = image_size
@@ -304,7 +327,11 @@ def load_image_folder_task(
     if not root.exists():
         raise DataError(f"image folder not found: {root}")
     if not root.is_dir():
-        hint = "; a CSV of label columns is multi-label data: add --data.target multilabel" if root.suffix.lower() == ".csv" else ""
+        hint = ""
+        if root.suffix.lower() == ".csv":  # a finished run's target is its own: evaluate / --resume take no --data.target
+            hint = ("; a CSV of label columns is multi-label data, which this class run cannot score (that needs a run "
+                    "trained with --data.target multilabel)" if class_names is not None
+                    else "; a CSV of label columns is multi-label data: add --data.target multilabel")
         raise DataError(f"{root} is a file; expected a folder of class folders (root/<class>/*.png){hint}")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:

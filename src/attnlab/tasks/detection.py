@@ -355,11 +355,22 @@ def detection_example(model: nn.Module, x: Tensor, *, class_names: Sequence[str]
     )
 
 
+# How many shapes to generate and how: options of the shapes only, carried in a shapes run's config.
+SHAPES_ONLY = ("train_size", "val_size", "test_size", "min_objects", "max_objects", "noise")
+
+
 def load_detection(data: str | None, *, seed: int, **options: Any) -> TaskData:
-    """Generated shapes without ``--data``; a COCO-format .json with it."""
+    """Generated shapes without ``--data``; a COCO-format .json with it.
+
+    A finished shapes run scoring a COCO file (``evaluate RUN --data x.json``; the run's
+    ``class_names`` are carried) drops its shapes-only options (`SHAPES_ONLY`): they said how
+    many shapes to draw, not how to read a file. The file's categories are then matched to the
+    shapes' classes by name, as for a COCO run; given by hand they are still refused."""
     if data is None or str(data) == "":
         options.pop("class_names", None)  # a finished run's (RunVocabulary); the shapes' classes are fixed
         return call_with_options(load_shapes_task, "detection", options, seed=seed)
+    if options.get("class_names") is not None:
+        options = {k: v for k, v in options.items() if k not in SHAPES_ONLY}
     return call_with_options(load_coco_task, "detection", options, path=data, seed=seed)
 
 
