@@ -199,6 +199,31 @@ def test_a_forecast_without_attention_draws_its_exact_attribution(tmp_path):
     _assert_self_contained(page)
 
 
+def test_a_png_draws_the_method_asked_for(tmp_path, monkeypatch):
+    """``explain RUN file.csv -o x.png --method M`` draws M's map (it drew the attention, or DLinear's first map)."""
+    import attnlab.explain.forecast as forecast
+    from attnlab.errors import AttnlabError
+    from attnlab.explain.render import render_explanation
+
+    drawn = []
+    monkeypatch.setattr(forecast, "draw_forecast", lambda *a, **k: drawn.append((np.asarray(a[3]), k["title"], k["note"])))
+    gradient = np.array([0.5, -1.0, 2.0, 0.0, 1.0])
+    render_explanation(_example(2, methods={"gradient": gradient}), tmp_path / "x.png", method="gradient")
+    np.testing.assert_array_equal(drawn[-1][0], np.clip(gradient, 0, None))  # negative: evidence against, drawn as 0
+    assert "gradient per input patch" in drawn[-1][1] and drawn[-1][2].startswith("Gradient: each input patch's")
+    render_explanation(_example(2, methods={"gradient": gradient}), tmp_path / "x.png")  # no method: the attention
+    assert "attention per input patch (layer 1)" in drawn[-1][1]
+    linear = _linear_example(4)
+    linear.methods = {**linear.methods, "random": np.linspace(0, 1, L)}
+    render_explanation(linear, tmp_path / "y.png", method="random")
+    np.testing.assert_array_equal(drawn[-1][0], np.linspace(0, 1, L))
+    render_explanation(linear, tmp_path / "y.png")  # its own map first, with its caption
+    np.testing.assert_array_equal(drawn[-1][0], linear.methods["exact attribution"])
+    assert drawn[-1][2].startswith("The exact attribution")
+    with pytest.raises(AttnlabError, match="no 'rollout' map for this input; it has exact attribution, random"):
+        linear.draw_png(tmp_path / "z.png", method="rollout")
+
+
 def test_pages_without_a_forecast_have_no_figure(tmp_path):
     from tests.explain.test_report import _image_example
 
