@@ -137,14 +137,29 @@ def test_an_output_nothing_can_be_written_to_is_one_line(run_dir, sample, capsys
 
 
 def test_a_task_without_an_explain_adapter_names_the_method_path_and_model(tmp_path, capsys):
-    """Forecasting (a model without attention: dlinear) has no Positions adapter."""
+    """Recommendation (sasrec) has no Positions adapter."""
+    lines = [f"{u} {i}" for u in range(1, 41) for i in range(1 + 3 * u % 150, 9 + 3 * u % 150)]
+    (tmp_path / "seq.txt").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "rec"
+    assert main(["train", "--task", "sasrec", "--data", str(tmp_path / "seq.txt"), "--out", str(run), "--epochs", "1",
+                 "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--train.batch_size", "8",
+                 "--train.progress", "false"]) == 0
+    capsys.readouterr()
+    assert main(["explain", str(run), "--faithfulness", "--method", "gradient"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "task 'sasrec' has no explain adapter" in err and "sasrec" in err and len(err.splitlines()) == 1
+
+
+def test_an_attention_method_on_dlinear_is_one_line_naming_what_it_supports(tmp_path, capsys):
+    """Forecasting has an adapter; DLinear has no attention, so the attention methods are refused by name."""
     run = tmp_path / "fc"
     assert main(["train", "--task", "forecasting", "--model", "dlinear", "--data.input_length", "48", "--data.horizon",
                  "12", "--train.batch_size", "64", "--train.progress", "false", "--epochs", "1", "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["explain", str(run), "--faithfulness", "--method", "gradient"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "task 'forecasting' has no explain adapter" in err and "dlinear" in err and len(err.splitlines()) == 1
+    assert ("method 'gradient' needs attention maps, but model dlinear has no attnlab attention layers; it supports "
+            "input_x_gradient, integrated_gradients, random") in err and len(err.splitlines()) == 1, err
 
 
 def test_steps_reach_integrated_gradients_of_a_single_map(run_dir, sample, tmp_path, monkeypatch, capsys):

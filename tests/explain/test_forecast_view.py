@@ -199,6 +199,31 @@ def test_a_forecast_without_attention_draws_its_exact_attribution(tmp_path):
     _assert_self_contained(page)
 
 
+def test_a_png_draws_the_method_asked_for(tmp_path, monkeypatch):
+    """``explain RUN file.csv -o x.png --method M`` draws M's map (it drew the attention, or DLinear's first map)."""
+    import attnlab.explain.forecast as forecast
+    from attnlab.errors import AttnlabError
+    from attnlab.explain.render import render_explanation
+
+    drawn = []
+    monkeypatch.setattr(forecast, "draw_forecast", lambda *a, **k: drawn.append((np.asarray(a[3]), k["title"], k["note"])))
+    gradient = np.array([0.5, -1.0, 2.0, 0.0, 1.0])
+    render_explanation(_example(2, methods={"gradient": gradient}), tmp_path / "x.png", method="gradient")
+    np.testing.assert_array_equal(drawn[-1][0], np.clip(gradient, 0, None))  # negative: evidence against, drawn as 0
+    assert "gradient per input patch" in drawn[-1][1] and drawn[-1][2].startswith("Gradient: each input patch's")
+    render_explanation(_example(2, methods={"gradient": gradient}), tmp_path / "x.png")  # no method: the attention
+    assert "attention per input patch (layer 1)" in drawn[-1][1]
+    linear = _linear_example(4)
+    linear.methods = {**linear.methods, "random": np.linspace(0, 1, L)}
+    render_explanation(linear, tmp_path / "y.png", method="random")
+    np.testing.assert_array_equal(drawn[-1][0], np.linspace(0, 1, L))
+    render_explanation(linear, tmp_path / "y.png")  # its own map first, with its caption
+    np.testing.assert_array_equal(drawn[-1][0], linear.methods["exact attribution"])
+    assert drawn[-1][2].startswith("The exact attribution")
+    with pytest.raises(AttnlabError, match="no 'rollout' map for this input; it has exact attribution, random"):
+        linear.draw_png(tmp_path / "z.png", method="rollout")
+
+
 def test_pages_without_a_forecast_have_no_figure(tmp_path):
     from tests.explain.test_report import _image_example
 
@@ -213,7 +238,10 @@ def test_trained_run_report_and_explain_page_show_the_model_forecast(tmp_path):
     from attnlab.cli import main
     from attnlab.data.forecasting import generated_series
     from attnlab.explain.capture import capture
+    from attnlab.explain.relevance import METHODS
+    from attnlab.explain.relevance import relevance as relevance_map
     from attnlab.run import load_run
+    from attnlab.tasks.forecast_positions import forecast_positions
     from tests.tasks.test_forecasting import TINY, _history_csv
 
     run = tmp_path / "run"
@@ -227,13 +255,18 @@ def test_trained_run_report_and_explain_page_show_the_model_forecast(tmp_path):
     series = generated_series()
     spans = model.token_spans()
 
-    def check(svg: ET.Element, row: int) -> None:
-        """The figure of the window whose forecast starts at ``row`` of the generated series."""
+    def check(svg: ET.Element, row: int, i: int, count: int) -> None:
+        """The figure of the window whose forecast starts at ``row`` of the generated series, example ``i`` of
+        ``count`` on its page (the random map is row i of one seeded (count, N) draw)."""
         x = torch.from_numpy((series.values[row - n:row] - mean) / std).float().T[None]  # (1, C, L)
         maps = capture(model, x)
         forecast = maps.output[0, -1].double().numpy() * std[-1] + mean[-1]
         _check_lines(svg, series.values[row - n:row, -1], forecast, series.values[row:row + h, -1])
-        _check_bands(svg, [m[-1].numpy() for m in maps.maps], spans, n)  # the target channel's maps
+        g = forecast_positions(model, None, [(x[0], None)], [0])[0]  # the relevance methods: |map| of the mean forecast
+        methods = {m: relevance_map(g.forward, g.x, m, num_prefix_tokens=0, steps=8, baseline=g.removed.expand_as(g.x),
+                                    sequence=g.sequence)[0].abs().numpy() for m in METHODS if m != "random"}
+        methods["random"] = torch.rand(count, len(spans), generator=torch.Generator().manual_seed(0))[i].numpy()
+        _check_bands(svg, [m[-1].numpy() for m in maps.maps], spans, n, methods)  # the target channel's maps
         texts = [t.text for t in svg.iter("text")]
         assert series.dates[row - n][:10] in texts and any(series.dates[row] in (t or "") for t in texts)
 
@@ -243,13 +276,13 @@ def test_trained_run_report_and_explain_page_show_the_model_forecast(tmp_path):
     figures = _figures(page)
     assert len(rows) == len(figures) == 4
     for i, row in enumerate(rows):
-        check(figures[i], row)
+        check(figures[i], row, i, len(rows))
 
     history = _history_csv(tmp_path / "long.csv", n + 10 + h, offset=300)  # the last h rows are the truth
     assert main(["explain", str(run), str(history), "-o", str(tmp_path / "why.html")]) == 0
     page = (tmp_path / "why.html").read_text(encoding="utf-8")
     _assert_self_contained(page)
-    check(_figures(page)[0], 300 + 10 + n)
+    check(_figures(page)[0], 300 + 10 + n, 0, 1)
 
 
 # --- the page's script, in Chromium ------------------------------------------------------------

@@ -74,11 +74,15 @@ def test_a_dlinear_run_reports_and_explains_its_exact_attribution(tmp_path, caps
         examples = _payload(page)["examples"]
         figures = _figures(page)
         assert len(examples) == len(figures) == len(rows) >= 1
+        random = torch.rand(len(rows), n, generator=torch.Generator().manual_seed(0)).numpy()  # the floor, one batch
         for i, row in enumerate(rows):
             want, forecast = reference_at(row)
             assert examples[i]["layers"] == [] and examples[i]["rollout"] is None and len(examples[i]["tokens"]) == n
             np.testing.assert_allclose(examples[i]["methods"][METHOD], want, atol=2e-6)  # written to 6 decimals
-            _check_bands(figures[i], [], [(t, t + 1) for t in range(n)], n, {METHOD: want})
+            # the relevance methods beside it: |input x gradient| of a linear model, and IG from 0, ARE its map
+            maps = {METHOD: want, "input_x_gradient": want, "integrated_gradients": want, "random": random[i]}
+            assert list(examples[i]["methods"]) == list(maps)
+            _check_bands(figures[i], [], [(t, t + 1) for t in range(n)], n, maps)
             _check_lines(figures[i], series.values[row - n:row, -1], forecast, series.values[row:row + h, -1])
         for error in re.findall(r"reproduce the model&#x27;s forecast to (\S+) \(scaled units\)", page):
             assert float(error) < 1e-5  # float32 forward against the float64 sum

@@ -93,3 +93,34 @@ def test_random_is_seeded_and_bad_input():
     with pytest.raises(ValueError, match="unknown relevance method"):
         relevance(model, x, "saliency")
     assert relevance(plain, x, "input_x_gradient").shape == (3, 6)
+
+
+
+class _PerChannel(nn.Module):
+    """(B, N, S * C) positions (token n of each of S sequences) -> S sequences per row through one TinyViT (no
+    class token) -> the logits of sequence S - 1: channel independence as PatchTST's, so the attention sees B * S."""
+
+    def __init__(self, sequences: int):
+        super().__init__()
+        self.sequences = sequences
+        self.inner = TinyViT(depth=2, num_prefix_tokens=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        seqs = x.reshape(b, n, self.sequences, -1).transpose(1, 2).reshape(b * self.sequences, n, -1)  # (B*S, N, C)
+        return self.inner(seqs).reshape(b, self.sequences, -1)[:, -1]  # (B, K)
+
+
+def test_a_model_of_several_sequences_per_row_reads_the_one_named():
+    torch.manual_seed(0)
+    model, x = _PerChannel(3).eval().double(), torch.randn(2, 6, 3 * 16, dtype=torch.float64)
+    seqs = x.reshape(2, 6, 3, 16).transpose(1, 2).reshape(6, 6, 16)  # row-major: b * S + s
+    for method in ("raw", "rollout"):
+        maps = capture(model.inner, seqs)
+        a = maps.maps[-1].mean(1) if method == "raw" else rollout(maps)  # (B * S, N, N)
+        for seq in (2, 0):
+            want = a[[seq, 3 + seq]].mean(1)  # the query mean (no class token) of sequence seq of rows 0 and 1
+            got = relevance(model, x, method, num_prefix_tokens=0, sequence=seq)
+            torch.testing.assert_close(got.double(), want.double(), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="ran 6 sequences for 2 input rows; pass sequence="):
+        relevance(model, x, "rollout", num_prefix_tokens=0)

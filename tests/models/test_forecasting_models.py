@@ -110,6 +110,27 @@ def test_revin_matches_its_formulas_and_round_trips(affine, subtract_last):
     torch.testing.assert_close(revin.denormalise(y, stats), x, rtol=1e-7, atol=1e-7)  # eps**2 in the inverse
 
 
+def test_revin_gradient_runs_through_the_statistics_only_when_asked():
+    """g(x) = denormalise(2 * normalise(x)) = 2x - mean(x) per channel: its Jacobian is 2I - 1/L (through the
+    mean); the reference's detached statistics give 2I. The values are the same either way."""
+    L = 7
+    x = torch.randn(1, 1, L, dtype=torch.float64) * 3 + 1
+    want = {True: 2 * torch.eye(L, dtype=torch.float64), False: 2 * torch.eye(L, dtype=torch.float64) - 1 / L}
+    values = []
+    for detach in (True, False):
+        revin = RevIN(1, affine=False, detach_statistics=detach).double()
+
+        def g(s, revin=revin):
+            y, stats = revin.normalise(s[None, None])
+            return revin.denormalise(2 * y, stats)[0, 0]
+
+        jac = torch.autograd.functional.jacobian(g, x[0, 0])  # (L, L)
+        torch.testing.assert_close(jac, want[detach], rtol=0, atol=1e-12)
+        values.append(g(x[0, 0]))
+    torch.testing.assert_close(values[0], values[1], rtol=0, atol=0)
+    torch.testing.assert_close(values[1], 2 * x[0, 0] - x.mean(), rtol=0, atol=1e-12)
+
+
 def test_patches_match_replication_pad_and_slices():
     x = torch.randn(2, 3, 40)
     patches = make_patches(x, 16, 8)  # (B, C, N, P)

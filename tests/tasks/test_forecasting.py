@@ -266,3 +266,81 @@ def test_a_missing_value_in_a_column_the_run_does_not_read_is_no_error(tmp_path,
     assert main(["predict", str(run), str(history)]) == 2
     err = _one_line_error(capsys)
     assert f"{history}: line 31, column 'target': missing value (NaN)" in err, err
+
+
+def _page_data(path: Path) -> dict:
+    import re
+
+    block = re.search(r'<script type="application/json" id="attnlab-data">(.*?)</script>', path.read_text(), re.DOTALL)
+    return json.loads(block.group(1))
+
+
+@pytest.mark.slow
+def test_dlinear_report_card_is_a_regression_card_beside_its_exact_attribution(tmp_path, capsys):
+    """The card scores the gradient methods on 32 validation windows as a regression; every report example keeps
+    its exact attribution beside them, and |input x gradient| / max IS that attribution (a float64 map from the
+    effective weights against Captum through the adapter's positions)."""
+    from attnlab.explain.linear import METHOD
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", *TINY[:4], "--train.batch_size", "64",
+                 "--train.progress", "false", "--epochs", "1", "--out", str(run)]) == 0
+    data = _page_data(run / "report.html")
+    card = data["card"]
+    assert card["target"] == "regression" and card["examples"] == 32 and card["split"] == "validation"
+    assert list(card["methods"]) == ["input_x_gradient", "integrated_gradients", "random"]
+    assert "target channel's training mean" in card["removed"]
+    assert data["defaultMethod"] == card["best"]
+    for ex in data["examples"]:
+        assert list(ex["methods"]) == [METHOD, "input_x_gradient", "integrated_gradients", "random"]
+        assert all(len(v) == 48 for v in ex["methods"].values())
+        ixg = np.array(ex["methods"]["input_x_gradient"])
+        np.testing.assert_allclose(ixg / ixg.max(), ex["methods"][METHOD], rtol=0, atol=2e-5)
+
+    capsys.readouterr()
+    assert main(["explain", str(run), "--faithfulness", "--json", "--limit", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "dlinear" and result["examples"] == 8 and result["target"] == "regression"
+    assert list(result["methods"]) == ["input_x_gradient", "integrated_gradients", "random"]
+    page = tmp_path / "x.html"
+    assert main(["explain", str(run), str(_history_csv(tmp_path / "h.csv", 60)), "-o", str(page)]) == 0
+    offered = _page_data(page)["examples"][0]["methods"]
+    assert list(offered) == [METHOD, "input_x_gradient", "integrated_gradients", "random"]
+    np.testing.assert_allclose(np.array(offered["input_x_gradient"]) / max(offered["input_x_gradient"]),
+                               offered[METHOD], rtol=0, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_patchtst_card_maps_belong_to_the_windows_the_report_shows(tmp_path, capsys):
+    """The report's windows are spread over the test split (not its first few): each example's method maps are its
+    own window's, recomputed here from the test split through the adapter."""
+    from attnlab.data.forecasting import load_forecasting_task
+    from attnlab.explain.relevance import METHODS, relevance
+    from attnlab.run import load_run
+    from attnlab.tasks.forecast_positions import forecast_positions
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "forecasting", "--out", str(run), *TINY]) == 0
+    data = _page_data(run / "report.html")
+    assert data["card"]["target"] == "regression" and list(data["card"]["methods"]) == list(METHODS)
+    _, model, _ = load_run(run)
+    test = load_forecasting_task(None, seed=0, input_length=48, horizon=12).test
+    assert len(data["examples"]) > 1
+    for ex in data["examples"]:
+        i = int(ex["title"].split()[2])  # "test window {i} (row ...)"
+        assert set(ex["methods"]) == set(METHODS) and all(len(v) == model.num_patches for v in ex["methods"].values())
+        g = forecast_positions(model, None, [test[i]], [0])[0]
+        want = relevance(g.forward, g.x, "input_x_gradient", num_prefix_tokens=0)[0].abs()
+        np.testing.assert_allclose(ex["methods"]["input_x_gradient"], want.numpy(), rtol=1e-4, atol=1e-6)
+    capsys.readouterr()
+    assert main(["explain", str(run), "--faithfulness", "--json", "--limit", "8", "--split", "test"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "patchtst" and result["examples"] == 8 and list(result["methods"]) == list(METHODS)
+    history = _history_csv(tmp_path / "h.csv", 60)
+    page, png = tmp_path / "x.html", tmp_path / "x.png"
+    assert main(["explain", str(run), str(history), "-o", str(page), "--method", "integrated_gradients"]) == 0
+    offered = _page_data(page)
+    assert list(offered["examples"][0]["methods"]) == list(METHODS) and offered["defaultMethod"] == "integrated_gradients"
+    assert 'data-default="method:integrated_gradients"' in page.read_text()  # the forecast figure opens on it
+    assert main(["explain", str(run), str(history), "-o", str(png), "--method", "gradient"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -81,7 +81,7 @@ def _explain(method: str, g: Positions, steps: int, seed: int):
 
     def explain(forward: nn.Module, x: torch.Tensor) -> torch.Tensor:
         rel = relevance(forward, x, method, num_prefix_tokens=g.num_prefix_tokens, steps=steps, baseline=baseline,
-                        seed=seed).detach()  # (B, N)
+                        seed=seed, sequence=g.sequence).detach()  # (B, N)
         # a regression readout scores a change of either sign: a position that lowers the prediction matters as much
         return rel.abs() if g.readout.kind == "regression" else rel
 

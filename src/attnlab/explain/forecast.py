@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 # spread_scores lives beside the SVG view: the PNG and the page draw the same bands
+from attnlab.errors import AttnlabError
 from attnlab.explain.forecast_view import forecast_svg, spread_scores
+from attnlab.explain.linear import METHOD as LINEAR_METHOD
 from attnlab.explain.report import ReportExample
 
 __all__ = ["ForecastExample", "draw_forecast", "spread_scores"]
@@ -45,20 +47,30 @@ class ForecastExample(ReportExample):
     dates: Sequence[str] | None = None
     about: str = ""
 
-    def draw_png(self, path: str | Path, *, layer: int = -1, head: int | None = None, rollout: bool = False) -> Path:
+    def draw_png(self, path: str | Path, *, layer: int = -1, head: int | None = None, rollout: bool = False,
+                 method: str | None = None) -> Path:
+        """``method``: a key of ``methods`` to draw; None: the attention of ``layer`` / ``head`` (or
+        the rollout), or for an example without attention its first map."""
         from attnlab.explain.render import relevance
 
-        if not self._arrays:  # no attention: the example's own map (render_explanation refuses --layer / --head)
-            name = next(iter(self.methods))
+        note = ""
+        if method is not None or not self._arrays:  # a method's map (render_explanation refuses --layer / --head)
+            name = method if method is not None else next(iter(self.methods))
+            if name not in (self.methods or {}):
+                raise AttnlabError(f"no {name!r} map for this input; it has {', '.join(self.methods or {}) or 'none'}")
             scores = np.clip(np.asarray(self.methods[name], dtype=np.float64), 0, None)
-            title = f"{self.title}: {self.channel} — {name} per input step"
+            unit = "input step" if all(b - a == 1 for a, b in self.spans) else "input patch"
+            title = f"{self.title}: {self.channel} — {name} per {unit}"
+            note = self.about if name == LINEAR_METHOD else (
+                f"{name}: each {unit}'s relevance for the mean of the forecast (a relevance method; its magnitude), "
+                f"scaled to [0, 1]")
         else:
             maps = [torch.as_tensor(np.asarray(m)) for m in self._arrays]
             scores = relevance(maps, layer=layer, head=head, rollout=rollout, prefix=self.num_prefix_tokens).numpy()
             what = "rollout" if rollout else f"layer {layer % len(maps)}" + ("" if head is None else f", head {head}")
             title = f"{self.title}: {self.channel} — attention per input patch ({what})"
         draw_forecast(self.input, self.forecast, self.truth, scores, self.spans, path, title=title,
-                      note="" if self._arrays else self.about[:1].upper() + self.about[1:])
+                      note=note[:1].upper() + note[1:])
         return Path(path)
 
     def figure_html(self, *, default_method: str | None = None) -> str:

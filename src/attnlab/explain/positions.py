@@ -9,7 +9,8 @@ metrics partly measure the replacement value, so the value is named, never impli
 - images: the mean training pixel per channel, every pixel of a removed patch (``Patches``);
 - audio: the mean training frame (mean over training spectrograms and time, per mel band);
 - text: the embedding of the ``[MASK]`` token where the vocabulary has one, else of ``<pad>``;
-- time series: the training mean per channel (over series and time), every step of a span.
+- time series: the training mean per channel (over series and time), every step of a span;
+- forecasting: the target channel's training mean (0 once scaled), every step of a span.
 
 ``Patches`` and ``Spans`` cut an image / a series into positions and fold them back inside
 the forward, so input x gradient and Integrated Gradients attribute to exactly the positions
@@ -48,6 +49,9 @@ class Positions:
             None is their own order.
         readout: what the faithfulness measures read of the outputs (``explain.readout``:
             a classifier's, a multi-label or a regression model's).
+        sequence: for a model that runs each row as several sequences through its attention
+            (channel-independent PatchTST: one per input channel, row-major, so capture sees
+            B * C maps), the one of each row the attention methods read; None: one per row.
     """
 
     x: Tensor
@@ -59,6 +63,7 @@ class Positions:
     removed_means: str = ""
     order: Sequence[int] | None = None
     readout: Readout = CLASS
+    sequence: int | None = None
 
     def __post_init__(self) -> None:
         if self.x.dim() != 3:

@@ -51,6 +51,17 @@ def _row(a: Tensor, prefix: int) -> Tensor:
     return r[:, prefix:]
 
 
+def _pick(r: Tensor, rows: int, sequence: int | None) -> Tensor:
+    """(B * S, N) maps of S sequences per input row (row-major) -> (B, N), sequence ``sequence``
+    of each row; S = 1 needs no ``sequence``."""
+    if r.shape[0] == rows:
+        return r
+    if sequence is None or r.shape[0] % rows:
+        raise ValueError(f"relevance: the model's attention ran {r.shape[0]} sequences for {rows} input rows; pass "
+                         f"sequence= (which of each row's sequences the map explains)")
+    return r.reshape(rows, r.shape[0] // rows, -1)[:, sequence]  # (B, N)
+
+
 def _backward(model: nn.Module, x: Tensor, target: Tensor, layers=None):
     maps = capture(model, x, grad=True, layers=layers)
     out = maps.output
@@ -71,6 +82,7 @@ def relevance(
     baseline: Tensor | float = 0.0,
     seed: int = 0,
     forward: Callable[[Tensor], Tensor] | None = None,
+    sequence: int | None = None,
 ) -> Tensor:
     """Relevance of each input position for output ``target`` (default: the argmax output: the
     predicted class, a multi-label model's most probable label, a regression model's one output).
@@ -82,6 +94,9 @@ def relevance(
         layer, head: for ``raw`` (head None: mean over heads).
         steps, baseline: Integrated Gradients' path (Captum's ``n_steps``, ``baselines``).
         forward: what Captum calls instead of ``model`` (e.g. embeddings -> logits).
+        sequence: attention methods on a model that runs each input row as several sequences
+            (channel-independent PatchTST: one per channel, so capture sees B * C maps): which
+            of each row's sequences to read (``Positions.sequence``); None: one per row.
 
     Shape: -> (B, N) float32, N positions of ``x`` (attention methods: tokens after the prefix).
     Raises ConfigError (a ValueError) naming the method and the model when the model cannot support it.
@@ -99,6 +114,25 @@ def relevance(
     if target is None:
         with torch.no_grad():
             target = (forward or model)(x).argmax(dim=-1)  # (B,)
+    if method in ATTENTION_METHODS:
+        return _pick(_attention_map(model, x, method, target, num_prefix_tokens, layer, head), b, sequence)
+    from captum.attr import (  # optional extra: attnlab[explain]
+        InputXGradient,
+        IntegratedGradients,
+    )
+
+    fn = forward or model
+    xi = x.detach().clone().requires_grad_(True)
+    if method == "input_x_gradient":
+        attr = InputXGradient(fn).attribute(xi, target=target)
+    else:
+        attr = IntegratedGradients(fn).attribute(xi, baselines=baseline, target=target, n_steps=steps)
+    return attr.detach().float().flatten(2).sum(-1) if attr.dim() > 2 else attr.detach().float()  # (B, N)
+
+
+def _attention_map(model: nn.Module, x: Tensor, method: str, target: Tensor, num_prefix_tokens: int, layer: int,
+                   head: int | None) -> Tensor:
+    """An attention method's map of every sequence the model's attention ran: (B * S, N)."""
     if method == "raw":
         maps = capture(model, x, layers=layer)
         return _row(fuse_heads(maps.maps[0].float(), "mean") if head is None else maps.maps[0][:, head].float(),
@@ -112,15 +146,3 @@ def relevance(
         maps = _backward(model, x, target, layers=-1)
         a, g = maps.maps[0].detach().float(), maps.grads()[0].detach().float()
         return _row(fuse_heads(a * g, "mean").clamp_min(0), num_prefix_tokens)
-    from captum.attr import (  # optional extra: attnlab[explain]
-        InputXGradient,
-        IntegratedGradients,
-    )
-
-    fn = forward or model
-    xi = x.detach().clone().requires_grad_(True)
-    if method == "input_x_gradient":
-        attr = InputXGradient(fn).attribute(xi, target=target)
-    else:
-        attr = IntegratedGradients(fn).attribute(xi, baselines=baseline, target=target, n_steps=steps)
-    return attr.detach().float().flatten(2).sum(-1) if attr.dim() > 2 else attr.detach().float()  # (B, N)

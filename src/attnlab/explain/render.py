@@ -87,8 +87,9 @@ def render_explanation(example, output: str | Path, *, layer: int = -1, head: in
         # an example that draws its own figure (detection: boxes + each query's cross-attention)
         import inspect
 
-        takes_rollout = "rollout" in inspect.signature(draw).parameters
-        draw(output, layer=layer, head=head, **({"rollout": rollout} if takes_rollout else {}))
+        takes = inspect.signature(draw).parameters
+        extra = {k: v for k, v in (("rollout", rollout), ("method", method)) if k in takes}
+        draw(output, layer=layer, head=head, **extra)
         return output
     if output.suffix.lower() == ".html":
         if example.maps:  # the page would open on a layer or head that is not there

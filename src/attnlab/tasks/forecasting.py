@@ -19,7 +19,10 @@ shows which input patches attend where (for DLinear, linear in its input: each i
 contribution to the forecast, ``explain.linear``), on the target channel's history, forecast and (when the
 file holds ``input_length + horizon`` rows or more: the last ``horizon`` rows are then the truth,
 the ``input_length`` before them the history) the truth; report.html draws that plot for a few
-test windows (``explain.forecast_view``), with the windows' dates on the time axis.
+test windows (``explain.forecast_view``), with the windows' dates on the time axis. The relevance
+methods (``explain RUN INPUT --method``), ``explain RUN --faithfulness`` and the report's card explain
+the mean of the target channel's forecast over the target's input patches or steps
+(``tasks.forecast_positions``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,7 @@ from attnlab.data.base import call_with_options
 from attnlab.data.forecasting import future_dates, load_forecasting_task, read_series
 from attnlab.errors import ConfigError, DataError
 from attnlab.tasks.base import NoOptions, RunVocabulary, TaskSpec
+from attnlab.tasks.forecast_positions import forecast_positions
 
 __all__ = [
     "DEFAULT_MODEL_CONFIG",
@@ -47,6 +52,7 @@ __all__ = [
     "ForecastEvaluation",
     "ForecastObjective",
     "explain_forecast",
+    "forecast_record_data",
     "forecast_run_vocabulary",
     "forecast_metrics",
     "predict_forecast",
@@ -251,8 +257,10 @@ def _report(model: nn.Module, task_data, count: int) -> list:
     for i in picks:
         x, y = test[i]
         truth = _unscale(info, y)[-1]
-        out.append(_example(model, info, x, truth, f"test window {i} (row {test.start + i + test.input_length})",
-                            None if dates is None else list(dates[i : i + span])))
+        example = _example(model, info, x, truth, f"test window {i} (row {test.start + i + test.input_length})",
+                           None if dates is None else list(dates[i : i + span]))
+        example.item = (x, y)  # the window the report card's maps explain (the picks are spread, not the first few)
+        out.append(example)
     return out
 
 
@@ -303,9 +311,17 @@ def explain_forecast(model: nn.Module, record: dict[str, Any], item: str) -> Any
         future = future_dates(dates, H, info.get("date_format"))
         stamps = dates[-L:] + future if future else None
     title = Path(item).name + (f" ({filled})" if filled else "")
-    example = _example(model, info, _scale(info, values[-L:]), truth, title, stamps)
+    x = _scale(info, values[-L:])  # (C_in, L)
+    example = _example(model, info, x, truth, title, stamps)
     _check_forecast(info, item, example.forecast, values[-L:], where[: len(values)])
+    example.item = (x, None)  # what the relevance methods attribute (forecast_positions)
     return example
+
+
+def forecast_record_data(record: dict[str, Any]) -> SimpleNamespace:
+    """What `forecast_positions` needs of the task data for one input file: nothing the record
+    lacks (removed is the scaled target's training mean, 0), so the training file is not read again."""
+    return SimpleNamespace(task="forecasting", info=record["info"])
 
 
 SPECS = (
@@ -315,6 +331,7 @@ SPECS = (
         default_model_config=DEFAULT_MODEL_CONFIG, default_train=DEFAULT_TRAIN, default_data_options=DEFAULT_DATA_OPTIONS,
         objective_options=NoOptions, evaluation_options=ForecastEvaluation, objective=_objective, model_fields=forecast_fields,
         report_examples=_report, predict=predict_forecast, explain_example=explain_forecast,
+        explain_positions=forecast_positions, explain_record_data=forecast_record_data,
         run_vocabulary=RunVocabulary(forecast_run_vocabulary),
     ),
 )

@@ -142,7 +142,8 @@ def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *
 def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, examples: list, *, limit: int,
                 steps: int = 8, skip: tuple[str, ...] = ()) -> dict | None:
     """What ``attnlab train`` puts in report.html: every supported method's map on the report's
-    test ``examples`` (row i = test item i) and their scores on the first ``limit`` VALIDATION
+    test ``examples`` (the input each carries as ``item`` when every one does, e.g. forecasting's
+    spread-out test windows; else row i = test item i) and their scores on the first ``limit`` VALIDATION
     examples (the default map is the best there, so the choice never sees the test split).
     None when the task has no adapter."""
     import time
@@ -160,7 +161,10 @@ def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, ex
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        items, idx = split_items(task_data, "test", len(examples))
+        if all(getattr(ex, "item", None) is not None for ex in examples):  # the inputs the examples show
+            items, idx = [ex.item for ex in examples], list(range(len(examples)))
+        else:  # the examples are the first test items
+            items, idx = split_items(task_data, "test", len(examples))
         groups = positions_for(spec, model, model_name, task_data, items, idx)
         methods = [m for m in supported_methods(groups[0].forward) if m not in skip]
         attach_method_maps(examples, groups, methods, steps=steps)
