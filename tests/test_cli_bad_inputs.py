@@ -139,6 +139,10 @@ def _case_freeze_matches_nothing(tmp: Path):
     return [*_forecast(_series_csv(tmp)), "--model", "dlinear", "--train.batch_size", "8", "--train.freeze", "nosuch"], "nosuch"
 
 
+def _case_warmup_not_a_number(tmp: Path):  # NaN passed a "< 0" check, then int(round(nan)) raised deep inside
+    return ["--train.warmup_epochs", "nan"], "TrainConfig.warmup_epochs must be a finite number >= 0, got nan"
+
+
 CASES = {
     "empty-folder": _case_empty_folder,
     "corrupt-image": _case_corrupt_image,
@@ -158,6 +162,7 @@ CASES = {
     "empty-init": _case_empty_init,
     "batch-larger-than-the-data": _case_batch_larger_than_the_data,
     "freeze-matches-nothing": _case_freeze_matches_nothing,
+    "warmup-not-a-number": _case_warmup_not_a_number,
 }
 
 
