@@ -223,3 +223,35 @@ def test_a_whitespace_token_prints_visibly_on_one_line():
     assert result_line({"input": "p.txt", "class": "\n", "score": 0.25}) == "p.txt: '\\n' (0.250)"
     assert result_line({"input": "p.txt", "class": " ", "score": 0.25}) == "p.txt: ' ' (0.250)"
     assert result_line({"input": "a.png", "class": "golden retriever", "score": 0.5}) == "a.png: golden retriever (0.500)"
+
+
+@pytest.mark.parametrize("flag, value", [("--train.lr", "0.5"), ("--train.weight_decay", "0.3"),
+                                         ("--train.freeze", "embeddings")])
+def test_resume_refuses_what_the_checkpoint_fixes_and_leaves_the_run_as_it_was(run_dir, tmp_path, flag, value, capsys):
+    """The optimizer state on disk holds the run's rate, weight decay and groups: a new value would be
+    ignored (lr) or fail late (freeze) after config.yaml was rewritten, so a plain --resume then failed too."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err and value in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_checkpoint_refused_on_resume_leaves_config_yaml_as_it_was(run_dir, tmp_path, capsys):
+    """The checkpoint holds no moving average: refused when it is loaded, which must come before the
+    run's config.yaml is rewritten with the refused --train.ema_decay (a plain --resume then still works)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = (run / "config.yaml").read_bytes()
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false", "--train.ema_decay", "0.9"]) == 2
+    assert "ema_decay" in capsys.readouterr().err
+    assert (run / "config.yaml").read_bytes() == before
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false"]) == 0

@@ -120,6 +120,7 @@ def train_run(
     spec = task_spec(config.task)
     pretrained = None
     if resume is not None:  # its --init checkpoint's parts and its own vocabularies, from its data.json
+        _check_resumable(config, run_dir)
         pretrained = pretrained_of_run(config, run_dir)
     elif config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
         pretrained = open_init(spec, config.init, model=config.model)
@@ -147,6 +148,8 @@ def train_run(
         model, objective, task_data.train, task_data.val, config.train, run_dir=run_dir, dist=dist,
         batch_augment=_inputs_only(task_data.batch_augment), callbacks=callbacks, collate_fn=task_data.collate_fn,
     )
+    if resume is not None:  # a checkpoint that does not fit is refused before config.yaml is rewritten: else
+        trainer.resume()  # the refused options would be the run's, and a plain --resume would fail from then on
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         saved = to_dict(config)
@@ -162,8 +165,6 @@ def train_run(
         _write_json(run_dir / "data.json", record)
         for name, text in task_data.files.items():  # e.g. tokenizer.json
             atomic_write_text(run_dir / name, text)
-    if resume is not None:
-        trainer.resume()
     summary = trainer.fit()
     calibration = trainer.calibrate(task_data.val) if task_data.val is not None else None
     task_data.calibration = calibration
@@ -194,6 +195,24 @@ def train_run(
                 log.info("no report.html: model %s has no attention layers or exact attribution to show", config.model)
     metrics["run_dir"] = str(run_dir)
     return metrics
+
+
+# Settings the checkpoint's optimizer state carries (each group's rate, weight decay, betas) or
+# groups by (freeze, layer_decay, head_lr): on resume the saved state wins, so a new value would be ignored.
+_FIXED_ON_RESUME = ("lr", "weight_decay", "adam_betas", "head_lr", "layer_decay", "freeze")
+
+
+def _check_resumable(config: RunConfig, run_dir: Path) -> None:
+    """Refuse, naming the option, a --resume that changes a setting the checkpoint fixes (`_FIXED_ON_RESUME`)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    saved = from_dict(RunConfig, migrate(load_yaml(path))).train
+    for name in _FIXED_ON_RESUME:
+        old, new = getattr(saved, name), getattr(config.train, name)
+        if to_dict(old) != to_dict(new):
+            raise ConfigError(f"--resume {run_dir}: --train.{name} {new!r} cannot apply, the checkpoint's optimizer state "
+                              f"holds the run's {name} {old!r}; resume without it, or start a new run with --out")
 
 
 def _check_finite(model: torch.nn.Module, source: Any) -> None:
