@@ -313,7 +313,8 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
         unused = task_data.test
     size = len(unused) if hasattr(unused, "__len__") else 0
     batch_size = min(config.train.batch_size, size) if size else config.train.batch_size
-    trainer_cfg = dataclasses.replace(config.train, device=device, progress=False, batch_size=batch_size)
+    trainer_cfg = dataclasses.replace(config.train, device=device, progress=False, batch_size=batch_size,
+                                      accumulate=1)  # a few batches of another file need no accumulation
     trainer = Trainer(model, objective, unused, None, trainer_cfg, collate_fn=task_data.collate_fn)
     return config, trainer, task_data
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from attnlab.errors import ConfigError
 from attnlab.models import create_model
 from attnlab.training import ClassificationObjective, DistInfo, TrainConfig, Trainer
 from attnlab.training.checkpoint import load_weights
@@ -217,3 +218,15 @@ def test_weight_decay_exemptions_are_declared_by_modules():
     assert {"cls_token", "pos_embed"} <= undecayed
     assert all(vit.get_parameter(n).dim() < 2 for n in undecayed - {"cls_token", "pos_embed"})
     assert all(p.dim() >= 2 for p in decay["params"]) and len(decay["params"]) > 0
+
+
+def test_accumulating_more_batches_than_an_epoch_has_is_refused():
+    """96 examples in batches of 16 are 6 batches: accumulating 7 would never step the optimizer."""
+    model = _model()
+    before = _weights(model)
+    with pytest.raises(ConfigError, match=r"--train.accumulate 7 is more than the 6 batch\(es\) of 16"):
+        Trainer(model, ClassificationObjective(3), _data(96), None, _config(accumulate=7))
+    trainer = Trainer(model, ClassificationObjective(3), _data(96), None, _config(accumulate=6, epochs=1))
+    trainer.fit()
+    assert trainer.state.step == 1
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -103,6 +103,11 @@ class Trainer:
                 f"training set of {len(train_set)} examples gives no full batch of {config.batch_size} "
                 f"per process ({self.dist.world_size} process(es)); lower --train.batch_size"
             )
+        if config.accumulate > len(self.train_loader):  # no optimizer step would ever be taken: nothing trains
+            raise ConfigError(
+                f"--train.accumulate {config.accumulate} is more than the {len(self.train_loader)} batch(es) of "
+                f"{config.batch_size} an epoch has per process: no optimizer step would be taken; lower it"
+            )
         self.steps_per_epoch = max(1, len(self.train_loader) // config.accumulate)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.frozen = apply_freeze(self.model, parse_freeze(config.freeze))
