@@ -255,3 +255,18 @@ def test_a_checkpoint_refused_on_resume_leaves_config_yaml_as_it_was(run_dir, tm
     assert "ema_decay" in capsys.readouterr().err
     assert (run / "config.yaml").read_bytes() == before
     assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false"]) == 0
+
+
+def test_overwrite_replaces_the_old_runs_outputs_and_keeps_other_files(run_dir, tmp_path, capsys):
+    """--overwrite appended the new epochs to the old metrics.jsonl and left the old TensorBoard events beside
+    the new: a 1-epoch run over a 2-epoch one showed three epochs and two curves."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "notes.txt").write_text("mine")
+    assert main(["train", "--out", str(run), "--overwrite", *TINY, "--epochs", "1", "--train.progress", "false"]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
+    assert (run / "notes.txt").read_text() == "mine"

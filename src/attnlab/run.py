@@ -38,7 +38,7 @@ from attnlab.data.base import check_splits
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import AttnlabError, CheckpointError, ConfigError, DataError
 from attnlab.models.registry import create_model
-from attnlab.output_paths import missing_folders, removed_after
+from attnlab.output_paths import missing_folders, remove_outputs, removed_after
 from attnlab.run_config import (
     RunConfig,
     build_objective,
@@ -151,6 +151,8 @@ def train_run(
     if resume is not None:  # a checkpoint that does not fit is refused before config.yaml is rewritten: else
         trainer.resume()  # the refused options would be the run's, and a plain --resume would fail from then on
     if dist.is_main:
+        if resume is None:  # --overwrite: the old run's outputs go, else its epochs and curves mix with the new
+            remove_outputs(run_dir, _OUTPUTS)
         run_dir.mkdir(parents=True, exist_ok=True)
         saved = to_dict(config)
         if saved.get("data") and not os.path.isabs(saved["data"]):  # evaluate/explain from another directory
@@ -213,6 +215,11 @@ def _check_resumable(config: RunConfig, run_dir: Path) -> None:
         if to_dict(old) != to_dict(new):
             raise ConfigError(f"--resume {run_dir}: --train.{name} {new!r} cannot apply, the checkpoint's optimizer state "
                               f"holds the run's {name} {old!r}; resume without it, or start a new run with --out")
+
+
+# What a run writes (the module docstring's layout); task files such as tokenizer.json are rewritten anyway.
+_OUTPUTS = ("config.yaml", "data.json", "init", "model.safetensors", "checkpoint", "checkpoint.old", "checkpoint.tmp",
+            "metrics.jsonl", "metrics.json", "tensorboard", "report.html")
 
 
 def _check_finite(model: torch.nn.Module, source: Any) -> None:

@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/<task>-<model>-<time>)")
     p.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
+    p.add_argument("--overwrite", action="store_true", help="train into an existing run directory, replacing the "
+                   "outputs of the run there (other files stay)")
     p.add_argument("--init", metavar="SOURCE", help="start from a pretrained checkpoint and fine-tune it. " + _init_help())
     p.set_defaults(func=_cmd_train, allow_extra=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -18,32 +19,43 @@ log = logging.getLogger(__name__)
 
 
 class RunLogger:
+    """metrics.jsonl lines and TensorBoard events under ``run_dir``. The TensorBoard writer is made
+    at the first value logged, not here: a trainer is built (and its options checked) before the
+    run directory is prepared, e.g. an ``--overwrite`` run's old outputs cleared."""
+
     def __init__(self, run_dir: Path | None, *, enabled: bool = True, tensorboard: bool = True):
         self.run_dir = run_dir
         self.enabled = enabled and run_dir is not None
         self._writer = None
+        self._tensorboard = False
         if self.enabled and tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                importlib.import_module("torch.utils.tensorboard")  # raises when tensorboard is absent
+                self._tensorboard = True
             except ImportError:  # tensorboard is a dependency, but keep training if it is absent
                 log.warning("tensorboard is not installed; TensorBoard logs are off")
 
     @property
     def writes_images(self) -> bool:
         """True when `image` reaches a TensorBoard writer (rank 0, tensorboard installed)."""
-        return self._writer is not None
+        return self._tensorboard
+
+    def _tb(self):
+        if self._writer is None and self._tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        return self._writer
 
     def scalars(self, values: dict[str, float], step: int, prefix: str = "") -> None:
-        if self._writer is not None:
+        if self._tb() is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     self._writer.add_scalar(f"{prefix}{key}", value, step)
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
         """image (H, W) or (H, W, 3) floats in [0, 1]."""
-        if self._writer is not None:
+        if self._tb() is not None:
             fmt = "HW" if image.ndim == 2 else "HWC"
             self._writer.add_image(tag, image, step, dataformats=fmt)
 
@@ -68,3 +80,4 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._tensorboard = False  # closed for good: nothing logged after makes a new writer
