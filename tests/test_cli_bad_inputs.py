@@ -143,6 +143,12 @@ def _case_warmup_not_a_number(tmp: Path):  # NaN passed a "< 0" check, then int(
     return ["--train.warmup_epochs", "nan"], "TrainConfig.warmup_epochs must be a finite number >= 0, got nan"
 
 
+def _case_yaml_section_not_a_mapping(tmp: Path):  # was a TypeError traceback
+    path = tmp / "run.yaml"
+    path.write_text("task: digits\ntrain: 5\n")
+    return ["--config", str(path)], f"config file {path}: 'train' must be a mapping of its fields, got 5"
+
+
 CASES = {
     "empty-folder": _case_empty_folder,
     "corrupt-image": _case_corrupt_image,
@@ -163,6 +169,7 @@ CASES = {
     "batch-larger-than-the-data": _case_batch_larger_than_the_data,
     "freeze-matches-nothing": _case_freeze_matches_nothing,
     "warmup-not-a-number": _case_warmup_not_a_number,
+    "yaml-section-not-a-mapping": _case_yaml_section_not_a_mapping,
 }
 
 

@@ -84,7 +84,11 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         values[key] = given
     dotted = _parse_dotted(extra)
     for section in sorted(set(_SECTIONS.values())):
-        values[section] = {**(values.get(section) or {}), **dotted.get(section, {})}
+        given = values.get(section) or {}
+        if not isinstance(given, dict):  # e.g. `train: 5` in a YAML file
+            source = Path(args.resume) / "config.yaml" if args.resume else args.config
+            raise ConfigError(f"config file {source}: '{section}' must be a mapping of its fields, got {given!r}")
+        values[section] = {**given, **dotted.get(section, {})}
     if args.epochs is not None:
         values["train"]["epochs"] = args.epochs
     if args.seed is not None:
