@@ -149,6 +149,12 @@ def _case_yaml_section_not_a_mapping(tmp: Path):  # was a TypeError traceback
     return ["--config", str(path)], f"config file {path}: 'train' must be a mapping of its fields, got 5"
 
 
+def _case_yaml_negative_report_examples(tmp: Path):  # was taken as 0
+    path = tmp / "run.yaml"
+    path.write_text("report_examples: -3\n")
+    return ["--config", str(path)], "RunConfig.report_examples must be >= 0 (0: none), got -3"
+
+
 CASES = {
     "empty-folder": _case_empty_folder,
     "corrupt-image": _case_corrupt_image,
@@ -170,6 +176,7 @@ CASES = {
     "freeze-matches-nothing": _case_freeze_matches_nothing,
     "warmup-not-a-number": _case_warmup_not_a_number,
     "yaml-section-not-a-mapping": _case_yaml_section_not_a_mapping,
+    "yaml-negative-report-examples": _case_yaml_negative_report_examples,
 }
 
 

@@ -45,6 +45,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         spec = task_spec(self.task)  # raises ConfigError naming the known tasks
+        for name in ("report_examples", "card_examples"):
+            if getattr(self, name) < 0:  # 0 turns the report / card off; below 0 is a typo, not a setting
+                raise ConfigError(f"RunConfig.{name} must be >= 0 (0: none), got {getattr(self, name)!r}")
         for section, cls, flag in (("objective", spec.objective_options, "objective"),
                                    ("evaluation", spec.evaluation_options, "eval")):
             options = _options(cls, getattr(self, section) or {}, flag)
