@@ -270,3 +270,14 @@ def test_overwrite_replaces_the_old_runs_outputs_and_keeps_other_files(run_dir, 
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
     assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_resume_with_a_config_file_is_refused_not_ignored(run_dir, tmp_path, capsys):
+    """--resume reads the run's own config.yaml, which replaced --config's values: each was silently ignored."""
+    other = tmp_path / "other.yaml"
+    other.write_text("train:\n  lr: 0.5\n")
+    before = (run_dir / "config.yaml").read_bytes()
+    assert main(["train", "--resume", str(run_dir), "--config", str(other), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--config {other} would be ignored" in err, err
+    assert (run_dir / "config.yaml").read_bytes() == before

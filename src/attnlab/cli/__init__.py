@@ -67,6 +67,9 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.training import cleanup_distributed, init_distributed
 
     values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    if args.resume and args.config:  # the run's own config.yaml replaces it: each of its settings would be ignored
+        raise ConfigError(f"--resume {args.resume} continues with the run's own config.yaml; --config {args.config} would "
+                          "be ignored (change single settings with --train.* flags, or start a new run with --out)")
     if args.resume:
         resume_cfg = Path(args.resume) / "config.yaml"
         if not resume_cfg.is_file():
