@@ -230,3 +230,26 @@ def test_accumulating_more_batches_than_an_epoch_has_is_refused():
     trainer.fit()
     assert trainer.state.step == 1
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _ScriptedValidation(ClassificationObjective):
+    """Validation losses read from a script, one per epoch (lower is better)."""
+
+    metric, greater_is_better = "loss", False
+
+    def __init__(self, losses):
+        super().__init__(3)
+        self.losses = list(losses)
+
+    def evaluate(self, model, batches):
+        return {"loss": self.losses.pop(0)}
+
+
+def test_a_nan_validation_metric_is_never_the_best():
+    """Every comparison with NaN is False: a NaN val_loss counted as better than 1.0, and 2.0 then as
+    better than NaN, so the worst epoch's weights were kept."""
+    trainer = Trainer(_model(), _ScriptedValidation([1.0, float("nan"), 2.0]), _data(), _data(48, seed=1),
+                      _config(epochs=3))
+    summary = trainer.fit()
+    assert summary["best_epoch"] == 1 and summary["best_val"] == 1.0
+    assert trainer.state.bad_epochs == 2

@@ -215,9 +215,12 @@ class Trainer:
         return self.ema.shadow if self.ema is not None else self.model.state_dict()
 
     def _compare(self, value: float) -> int:
-        """+1 better than the best so far, 0 a tie, -1 worse."""
+        """+1 better than the best so far, 0 a tie, -1 worse. NaN (weights gone bad) is never better:
+        every comparison with it is False, which made a NaN val_loss "better" than any loss."""
         best = self.state.best_metric
-        if best is None:
+        if value != value:
+            return -1
+        if best is None or best != best:  # a NaN best (a checkpoint of before this rule) is beaten by any number
             return 1
         if value == best:
             return 0
