@@ -253,3 +253,20 @@ def test_a_nan_validation_metric_is_never_the_best():
     summary = trainer.fit()
     assert summary["best_epoch"] == 1 and summary["best_val"] == 1.0
     assert trainer.state.bad_epochs == 2
+
+
+def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
+    """Resumed, a run that early stopping had ended trained one more epoch than the uninterrupted run."""
+    losses = [1.0, 2.0, 3.0, 0.5, 0.4]
+    first = Trainer(_model(), _ScriptedValidation(losses), _data(), _data(48, seed=1),
+                    _config(epochs=5, early_stopping_patience=2), run_dir=tmp_path)
+    assert first.fit()["epochs_run"] == 3
+    weights = _weights(first.model)
+    resumed = Trainer(_model(), _ScriptedValidation(losses[3:]), _data(), _data(48, seed=1),
+                      _config(epochs=5, early_stopping_patience=2), run_dir=tmp_path)
+    resumed.resume()
+    summary = resumed.fit()
+    assert summary["epochs_run"] == 3 and summary["best_epoch"] == 1
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    for k, v in _weights(resumed.model).items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)

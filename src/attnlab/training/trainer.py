@@ -300,11 +300,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
 
+    def _stopped_early(self) -> bool:
+        patience = self.config.early_stopping_patience
+        return bool(patience) and self.state.bad_epochs >= patience
+
     def fit(self) -> dict[str, Any]:
         """Train for the configured epochs (from the resumed state, if any); return the best record."""
         cfg = self.config
         start = time.perf_counter()
         for epoch in range(self.state.epoch, cfg.epochs):
+            if self._stopped_early():  # a resumed run that had stopped early stays stopped, as it would have
+                break
             try:
                 train_loss = self._train_epoch(epoch)
             except AttnlabError as exc:  # from a DataLoader worker it carries the worker's traceback
@@ -329,7 +335,7 @@ class Trainer:
             if self.is_main:
                 log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             self.save()
-            if cfg.early_stopping_patience and self.state.bad_epochs >= cfg.early_stopping_patience:
+            if self._stopped_early():
                 log.info("early stopping: no improvement in %d epochs", self.state.bad_epochs)
                 break
         if self.best_weights is not None and cfg.keep == "best":
