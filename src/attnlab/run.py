@@ -42,6 +42,7 @@ from attnlab.output_paths import missing_folders, remove_outputs, removed_after
 from attnlab.run_config import (
     RunConfig,
     build_objective,
+    check_resume,
     finished_task_data,
     migrate,
     model_for,
@@ -120,7 +121,7 @@ def train_run(
     spec = task_spec(config.task)
     pretrained = None
     if resume is not None:  # its --init checkpoint's parts and its own vocabularies, from its data.json
-        _check_resumable(config, run_dir)
+        check_resume(config, run_dir)
         pretrained = pretrained_of_run(config, run_dir)
     elif config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
         pretrained = open_init(spec, config.init, model=config.model)
@@ -197,24 +198,6 @@ def train_run(
                 log.info("no report.html: model %s has no attention layers or exact attribution to show", config.model)
     metrics["run_dir"] = str(run_dir)
     return metrics
-
-
-# Settings the checkpoint's optimizer state carries (each group's rate, weight decay, betas) or
-# groups by (freeze, layer_decay, head_lr): on resume the saved state wins, so a new value would be ignored.
-_FIXED_ON_RESUME = ("lr", "weight_decay", "adam_betas", "head_lr", "layer_decay", "freeze")
-
-
-def _check_resumable(config: RunConfig, run_dir: Path) -> None:
-    """Refuse, naming the option, a --resume that changes a setting the checkpoint fixes (`_FIXED_ON_RESUME`)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return
-    saved = from_dict(RunConfig, migrate(load_yaml(path))).train
-    for name in _FIXED_ON_RESUME:
-        old, new = getattr(saved, name), getattr(config.train, name)
-        if to_dict(old) != to_dict(new):
-            raise ConfigError(f"--resume {run_dir}: --train.{name} {new!r} cannot apply, the checkpoint's optimizer state "
-                              f"holds the run's {name} {old!r}; resume without it, or start a new run with --out")
 
 
 # What a run writes (the module docstring's layout); task files such as tokenizer.json are rewritten anyway.
