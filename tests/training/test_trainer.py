@@ -270,3 +270,15 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
     for k, v in _weights(resumed.model).items():
         torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+
+
+def test_resuming_with_a_longer_schedule_says_the_rate_jumps(tmp_path, caplog):
+    """A 2-epoch cosine resumed with epochs=4 sets another rate at the resumed step: said, not silent."""
+    Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).fit()
+    with caplog.at_level("WARNING", logger="attnlab.training.trainer"):
+        Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).resume()
+    assert not [r for r in caplog.records if "learning-rate schedule" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="attnlab.training.trainer"):
+        Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=4), run_dir=tmp_path).resume()
+    said = [r.getMessage() for r in caplog.records if "learning-rate schedule" in r.getMessage()]
+    assert len(said) == 1 and "at step 12" in said[0], said

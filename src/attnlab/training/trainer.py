@@ -160,6 +160,7 @@ class Trainer:
             raise ConfigError(f"{directory} was saved mid-epoch by {saved_size} process(es); resume it with {saved_size} "
                               f"(not {self.dist.world_size}), or from an epoch-end checkpoint, which resumes at any size")
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
+        self._check_schedule(directory, sched.get("_last_lr"))
         self.state = _State(**state)
         torch.set_rng_state(extra["torch_rng"])
         best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
@@ -168,6 +169,17 @@ class Trainer:
             self.ema.load_state_tensors({k[len("ema."):]: v for k, v in extra.items() if k.startswith("ema.")})
         self.logger.forget_after(self.state.epoch)  # lines logged after this checkpoint are redone
         log.info("resumed at epoch %d, step %d", self.state.epoch, self.state.step)
+
+    def _check_schedule(self, directory: Path, saved: list[float] | None) -> None:
+        """Say when the schedule rebuilt from this run's settings (--epochs, warm-up, batch size) is not the one
+        the checkpoint followed: the rate jumps at the resumed step, and the run is not one started this way."""
+        last = self.scheduler.last_epoch
+        now = [base * factor(last) for base, factor in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
+        if saved is not None and any(abs(a - b) > 1e-9 * max(abs(b), 1e-30) for a, b in zip(now, saved)):
+            log.warning("resuming %s at step %d: the learning-rate schedule of the settings given (--epochs, warm-up, "
+                        "batch size) sets lr %.4g there, the checkpoint's set %.4g; training goes on with the new "
+                        "schedule, so it is not the run these settings would have trained from the start",
+                        directory, last, now[0], saved[0])
 
     # ---- loop --------------------------------------------------------------------------
     def _batches(self, dataset: Dataset):
