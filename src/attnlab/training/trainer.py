@@ -286,7 +286,7 @@ class Trainer:
             sums = torch.tensor([total_loss, float(total_n)], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(sums)
             total_loss, total_n = float(sums[0]), int(sums[1])
-        return total_loss / max(total_n, 1)
+        return total_loss / total_n if total_n else float("nan")  # every step skipped: no loss (null), not 0.0
 
     def _bad_step(self, epoch: int, index: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
