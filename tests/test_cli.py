@@ -99,6 +99,8 @@ def test_predict_reads_a_folders_inputs_and_leaves_out_other_files(run_dir, tmp_
         (["predict", "/nonexistent/run", "/nonexistent.png"], "input not found"),
         (["explain", "/nonexistent/run", "/", "-o", "x.png"], "/: a folder; explain takes one input file (predict takes folders)"),
         (["bench", "nope"], "no benchmark named 'nope'"),
+        (["bench", "_common"], "no benchmark named '_common'"),  # a helper module, not a benchmark
+        (["bench", "../src/attnlab/__main__"], "no benchmark named '../src/attnlab/__main__'"),  # ran attnlab itself
         (["train", "--objective.label_smothing", "0.1"], "unknown --objective.* option(s) ['label_smothing']"),
         (["train", "--objective.label_smoothing", "1.5"], "objective.label_smoothing must be in [0, 1)"),
         (["train", "--eval.beam_size", "4"], "this task takes no --eval.* options"),

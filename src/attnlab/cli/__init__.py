@@ -202,8 +202,8 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 
     candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
     for folder in candidates:
-        script = folder / f"{args.name}.py"
-        if script.is_file():
+        script = folder / f"{args.name}.py"  # a name, not a path: '../x' or a '_helper' module is no benchmark
+        if script.is_file() and args.name.isidentifier() and not args.name.startswith("_"):
             sys.argv = [str(script), *extra]
             sys.path.insert(0, str(folder))
             runpy.run_path(str(script), run_name="__main__")
