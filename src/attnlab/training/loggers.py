@@ -62,6 +62,7 @@ class RunLogger:
     def epoch(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # a trainer alone (no `attnlab train`) may be first to write it
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(jsonsafe.dumps(record) + "\n")
 
