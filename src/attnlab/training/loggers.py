@@ -73,7 +73,7 @@ class RunLogger:
         if not self.enabled or path is None or not path.is_file():
             return
         lines = path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        kept = [line for line in lines if line.strip() and _epoch_of(line) <= epoch]
         if len(kept) != len(lines):
             atomic_write_text(path, "".join(kept))
 
@@ -82,3 +82,11 @@ class RunLogger:
             self._writer.close()
             self._writer = None
         self._tensorboard = False  # closed for good: nothing logged after makes a new writer
+
+
+def _epoch_of(line: str) -> float:
+    """The epoch a metrics.jsonl line logs; a line a kill cut short (not JSON) is of no epoch kept."""
+    try:
+        return json.loads(line).get("epoch", 0)
+    except json.JSONDecodeError:
+        return float("inf")
