@@ -282,3 +282,11 @@ def test_resuming_with_a_longer_schedule_says_the_rate_jumps(tmp_path, caplog):
         Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=4), run_dir=tmp_path).resume()
     said = [r.getMessage() for r in caplog.records if "learning-rate schedule" in r.getMessage()]
     assert len(said) == 1 and "at step 12" in said[0], said
+
+
+def test_resuming_with_fewer_epochs_than_done_is_refused(tmp_path):
+    """A 2-epoch checkpoint resumed with epochs=1 trained nothing and left its config claiming 1 epoch."""
+    Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).fit()
+    with pytest.raises(ConfigError, match="has trained 2 epochs already; resume it with --epochs 2 or more \\(not 1\\)"):
+        Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=1), run_dir=tmp_path).resume()
+    Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).resume()

@@ -156,6 +156,9 @@ class Trainer:
             raise AttnlabError(f"nothing to resume: no checkpoint in {directory}")
         state, extra = load_checkpoint(directory, model=self.model, optimizer=self.optimizer)
         sched, saved_size = state.pop("scheduler"), state.pop("world_size", self.dist.world_size)
+        if state["epoch"] > self.config.epochs:  # fit would train nothing and the run would say it ran fewer epochs
+            raise ConfigError(f"{directory} has trained {state['epoch']} epochs already; resume it with --epochs "
+                              f"{state['epoch']} or more (not {self.config.epochs})")
         if state["batch_in_epoch"] and saved_size != self.dist.world_size:
             raise ConfigError(f"{directory} was saved mid-epoch by {saved_size} process(es); resume it with {saved_size} "
                               f"(not {self.dist.world_size}), or from an epoch-end checkpoint, which resumes at any size")
