@@ -290,3 +290,14 @@ def test_resuming_with_fewer_epochs_than_done_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="has trained 2 epochs already; resume it with --epochs 2 or more \\(not 1\\)"):
         Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=1), run_dir=tmp_path).resume()
     Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).resume()
+
+
+def test_resume_honours_the_fused_optimizer_setting(tmp_path):
+    """Loading the optimizer state restored the saved run's `fused` flag: --train.fused_optimizer was ignored."""
+    Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=1), run_dir=tmp_path).fit()
+    resumed = Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2, fused_optimizer=False),
+                      run_dir=tmp_path)
+    resumed.resume()
+    assert all(not group["fused"] for group in resumed.optimizer.param_groups)
+    resumed.fit()
+    assert resumed.state.step == 12

@@ -155,6 +155,8 @@ class Trainer:
         if directory is None or not checkpoint_exists(directory):
             raise AttnlabError(f"nothing to resume: no checkpoint in {directory}")
         state, extra = load_checkpoint(directory, model=self.model, optimizer=self.optimizer)
+        for group in self.optimizer.param_groups:  # loading put back the saved run's kernel choice: this run's wins
+            group["fused"] = self.config.fused_optimizer or None
         sched, saved_size = state.pop("scheduler"), state.pop("world_size", self.dist.world_size)
         if state["epoch"] > self.config.epochs:  # fit would train nothing and the run would say it ran fewer epochs
             raise ConfigError(f"{directory} has trained {state['epoch']} epochs already; resume it with --epochs "
