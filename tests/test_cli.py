@@ -95,6 +95,8 @@ def test_predict_reads_a_folders_inputs_and_leaves_out_other_files(run_dir, tmp_
         (["train", "--train.early_stopping_patience", "-1"], "TrainConfig.early_stopping_patience must be an integer >= 0"),
         (["train", "--config", "/nonexistent.yaml"], "config file not found"),
         (["train", "--resume", "/nonexistent/run"], "cannot resume"),
+        (["train", "--resume", "/nonexistent/run", "--out", "/tmp/x"], "--out /tmp/x does not apply"),  # was ignored
+        (["train", "--resume", "/nonexistent/run", "--overwrite"], "--overwrite does not apply"),  # was ignored
         (["evaluate", "/nonexistent/run"], "run directory not found"),
         (["predict", "/nonexistent/run", "/nonexistent.png"], "input not found"),
         (["explain", "/nonexistent/run", "/", "-o", "x.png"], "/: a folder; explain takes one input file (predict takes folders)"),
