@@ -95,10 +95,14 @@ def test_predict_reads_a_folders_inputs_and_leaves_out_other_files(run_dir, tmp_
         (["train", "--train.early_stopping_patience", "-1"], "TrainConfig.early_stopping_patience must be an integer >= 0"),
         (["train", "--config", "/nonexistent.yaml"], "config file not found"),
         (["train", "--resume", "/nonexistent/run"], "cannot resume"),
+        (["train", "--resume", "/nonexistent/run", "--out", "/tmp/x"], "--out /tmp/x does not apply"),  # was ignored
+        (["train", "--resume", "/nonexistent/run", "--overwrite"], "--overwrite does not apply"),  # was ignored
         (["evaluate", "/nonexistent/run"], "run directory not found"),
         (["predict", "/nonexistent/run", "/nonexistent.png"], "input not found"),
         (["explain", "/nonexistent/run", "/", "-o", "x.png"], "/: a folder; explain takes one input file (predict takes folders)"),
         (["bench", "nope"], "no benchmark named 'nope'"),
+        (["bench", "_common"], "no benchmark named '_common'"),  # a helper module, not a benchmark
+        (["bench", "../src/attnlab/__main__"], "no benchmark named '../src/attnlab/__main__'"),  # ran attnlab itself
         (["train", "--objective.label_smothing", "0.1"], "unknown --objective.* option(s) ['label_smothing']"),
         (["train", "--objective.label_smoothing", "1.5"], "objective.label_smoothing must be in [0, 1)"),
         (["train", "--eval.beam_size", "4"], "this task takes no --eval.* options"),
@@ -223,3 +227,61 @@ def test_a_whitespace_token_prints_visibly_on_one_line():
     assert result_line({"input": "p.txt", "class": "\n", "score": 0.25}) == "p.txt: '\\n' (0.250)"
     assert result_line({"input": "p.txt", "class": " ", "score": 0.25}) == "p.txt: ' ' (0.250)"
     assert result_line({"input": "a.png", "class": "golden retriever", "score": 0.5}) == "a.png: golden retriever (0.500)"
+
+
+@pytest.mark.parametrize("flag, value", [("--train.lr", "0.5"), ("--train.weight_decay", "0.3"),
+                                         ("--train.freeze", "embeddings")])
+def test_resume_refuses_what_the_checkpoint_fixes_and_leaves_the_run_as_it_was(run_dir, tmp_path, flag, value, capsys):
+    """The optimizer state on disk holds the run's rate, weight decay and groups: a new value would be
+    ignored (lr) or fail late (freeze) after config.yaml was rewritten, so a plain --resume then failed too."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false", flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err and value in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_checkpoint_refused_on_resume_leaves_config_yaml_as_it_was(run_dir, tmp_path, capsys):
+    """The checkpoint holds no moving average: refused when it is loaded, which must come before the
+    run's config.yaml is rewritten with the refused --train.ema_decay (a plain --resume then still works)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = (run / "config.yaml").read_bytes()
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false", "--train.ema_decay", "0.9"]) == 2
+    assert "ema_decay" in capsys.readouterr().err
+    assert (run / "config.yaml").read_bytes() == before
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--train.progress", "false"]) == 0
+
+
+def test_overwrite_replaces_the_old_runs_outputs_and_keeps_other_files(run_dir, tmp_path, capsys):
+    """--overwrite appended the new epochs to the old metrics.jsonl and left the old TensorBoard events beside
+    the new: a 1-epoch run over a 2-epoch one showed three epochs and two curves."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "notes.txt").write_text("mine")
+    assert main(["train", "--out", str(run), "--overwrite", *TINY, "--epochs", "1", "--train.progress", "false"]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_resume_with_a_config_file_is_refused_not_ignored(run_dir, tmp_path, capsys):
+    """--resume reads the run's own config.yaml, which replaced --config's values: each was silently ignored."""
+    other = tmp_path / "other.yaml"
+    other.write_text("train:\n  lr: 0.5\n")
+    before = (run_dir / "config.yaml").read_bytes()
+    assert main(["train", "--resume", str(run_dir), "--config", str(other), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--config {other} would be ignored" in err, err
+    assert (run_dir / "config.yaml").read_bytes() == before

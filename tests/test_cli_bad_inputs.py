@@ -139,6 +139,22 @@ def _case_freeze_matches_nothing(tmp: Path):
     return [*_forecast(_series_csv(tmp)), "--model", "dlinear", "--train.batch_size", "8", "--train.freeze", "nosuch"], "nosuch"
 
 
+def _case_warmup_not_a_number(tmp: Path):  # NaN passed a "< 0" check, then int(round(nan)) raised deep inside
+    return ["--train.warmup_epochs", "nan"], "TrainConfig.warmup_epochs must be a finite number >= 0, got nan"
+
+
+def _case_yaml_section_not_a_mapping(tmp: Path):  # was a TypeError traceback
+    path = tmp / "run.yaml"
+    path.write_text("task: digits\ntrain: 5\n")
+    return ["--config", str(path)], f"config file {path}: 'train' must be a mapping of its fields, got 5"
+
+
+def _case_yaml_negative_report_examples(tmp: Path):  # was taken as 0
+    path = tmp / "run.yaml"
+    path.write_text("report_examples: -3\n")
+    return ["--config", str(path)], "RunConfig.report_examples must be >= 0 (0: none), got -3"
+
+
 CASES = {
     "empty-folder": _case_empty_folder,
     "corrupt-image": _case_corrupt_image,
@@ -158,6 +174,9 @@ CASES = {
     "empty-init": _case_empty_init,
     "batch-larger-than-the-data": _case_batch_larger_than_the_data,
     "freeze-matches-nothing": _case_freeze_matches_nothing,
+    "warmup-not-a-number": _case_warmup_not_a_number,
+    "yaml-section-not-a-mapping": _case_yaml_section_not_a_mapping,
+    "yaml-negative-report-examples": _case_yaml_negative_report_examples,
 }
 
 

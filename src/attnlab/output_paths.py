@@ -11,12 +11,13 @@ caller that probes a folder (the run directory).
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from attnlab.errors import AttnlabError
 
-__all__ = ["check_output_file", "missing_folders", "removed_after"]
+__all__ = ["check_output_file", "missing_folders", "removed_after", "remove_outputs"]
 
 
 def missing_folders(path: Path) -> tuple[list[Path], Path]:
@@ -58,3 +59,13 @@ def check_output_file(output: Path, what: str = "file") -> None:
             if not existed:
                 with contextlib.suppress(OSError):
                     output.unlink()
+
+
+def remove_outputs(folder: Path, names: tuple[str, ...]) -> None:
+    """Remove the files and folders ``names`` of ``folder`` (an earlier run's outputs), and nothing else."""
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()

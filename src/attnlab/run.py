@@ -38,10 +38,11 @@ from attnlab.data.base import check_splits
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import AttnlabError, CheckpointError, ConfigError, DataError
 from attnlab.models.registry import create_model
-from attnlab.output_paths import missing_folders, removed_after
+from attnlab.output_paths import missing_folders, remove_outputs, removed_after
 from attnlab.run_config import (
     RunConfig,
     build_objective,
+    check_resume,
     finished_task_data,
     migrate,
     model_for,
@@ -120,6 +121,7 @@ def train_run(
     spec = task_spec(config.task)
     pretrained = None
     if resume is not None:  # its --init checkpoint's parts and its own vocabularies, from its data.json
+        check_resume(config, run_dir)
         pretrained = pretrained_of_run(config, run_dir)
     elif config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
         pretrained = open_init(spec, config.init, model=config.model)
@@ -147,7 +149,11 @@ def train_run(
         model, objective, task_data.train, task_data.val, config.train, run_dir=run_dir, dist=dist,
         batch_augment=_inputs_only(task_data.batch_augment), callbacks=callbacks, collate_fn=task_data.collate_fn,
     )
+    if resume is not None:  # a checkpoint that does not fit is refused before config.yaml is rewritten: else
+        trainer.resume()  # the refused options would be the run's, and a plain --resume would fail from then on
     if dist.is_main:
+        if resume is None:  # --overwrite: the old run's outputs go, else its epochs and curves mix with the new
+            remove_outputs(run_dir, _OUTPUTS)
         run_dir.mkdir(parents=True, exist_ok=True)
         saved = to_dict(config)
         if saved.get("data") and not os.path.isabs(saved["data"]):  # evaluate/explain from another directory
@@ -162,8 +168,6 @@ def train_run(
         _write_json(run_dir / "data.json", record)
         for name, text in task_data.files.items():  # e.g. tokenizer.json
             atomic_write_text(run_dir / name, text)
-    if resume is not None:
-        trainer.resume()
     summary = trainer.fit()
     calibration = trainer.calibrate(task_data.val) if task_data.val is not None else None
     task_data.calibration = calibration
@@ -194,6 +198,11 @@ def train_run(
                 log.info("no report.html: model %s has no attention layers or exact attribution to show", config.model)
     metrics["run_dir"] = str(run_dir)
     return metrics
+
+
+# What a run writes (the module docstring's layout); task files such as tokenizer.json are rewritten anyway.
+_OUTPUTS = ("config.yaml", "data.json", "init", "model.safetensors", "checkpoint", "checkpoint.old", "checkpoint.tmp",
+            "metrics.jsonl", "metrics.json", "tensorboard", "report.html")
 
 
 def _check_finite(model: torch.nn.Module, source: Any) -> None:
@@ -294,7 +303,8 @@ def evaluation_trainer(run_dir: str | Path, *, data: str | None = None, device: 
         unused = task_data.test
     size = len(unused) if hasattr(unused, "__len__") else 0
     batch_size = min(config.train.batch_size, size) if size else config.train.batch_size
-    trainer_cfg = dataclasses.replace(config.train, device=device, progress=False, batch_size=batch_size)
+    trainer_cfg = dataclasses.replace(config.train, device=device, progress=False, batch_size=batch_size,
+                                      accumulate=1)  # a few batches of another file need no accumulation
     trainer = Trainer(model, objective, unused, None, trainer_cfg, collate_fn=task_data.collate_fn)
     return config, trainer, task_data
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnlab.config import from_dict, to_dict
+from attnlab.config import from_dict, load_yaml, to_dict
 from attnlab.errors import CheckpointError, ConfigError
 from attnlab.models.registry import create_model, model_entry
 from attnlab.tasks import Pretrained, load_task, task_spec
@@ -24,7 +24,7 @@ from attnlab.training import TrainConfig
 from attnlab.training.class_weights import apply_class_weights
 
 __all__ = ["RunConfig", "resolve_config", "migrate", "build_objective", "task_data_for", "model_for", "pretrained_of_run",
-           "finished_task_data"]
+           "finished_task_data", "check_resume"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         spec = task_spec(self.task)  # raises ConfigError naming the known tasks
+        for name in ("report_examples", "card_examples"):
+            if getattr(self, name) < 0:  # 0 turns the report / card off; below 0 is a typo, not a setting
+                raise ConfigError(f"RunConfig.{name} must be >= 0 (0: none), got {getattr(self, name)!r}")
         for section, cls, flag in (("objective", spec.objective_options, "objective"),
                                    ("evaluation", spec.evaluation_options, "eval")):
             options = _options(cls, getattr(self, section) or {}, flag)
@@ -181,3 +184,21 @@ def build_objective(config: RunConfig, task_data):
                                _options(spec.evaluation_options, config.evaluation, "eval"))
     apply_class_weights(objective, config.train.class_weights, task_data.train, task_data.num_classes, task_data.class_names)
     return objective
+
+
+# Settings the checkpoint's optimizer state carries (each group's rate, weight decay, betas) or
+# groups by (freeze, layer_decay, head_lr): on resume the saved state wins, so a new value would be ignored.
+_FIXED_ON_RESUME = ("lr", "weight_decay", "adam_betas", "head_lr", "layer_decay", "freeze")
+
+
+def check_resume(config: RunConfig, run_dir: Path) -> None:
+    """Refuse, naming the option, a --resume that changes a setting the checkpoint fixes (`_FIXED_ON_RESUME`)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    saved = from_dict(RunConfig, migrate(load_yaml(path))).train
+    for name in _FIXED_ON_RESUME:
+        old, new = getattr(saved, name), getattr(config.train, name)
+        if to_dict(old) != to_dict(new):
+            raise ConfigError(f"--resume {run_dir}: --train.{name} {new!r} cannot apply, the checkpoint's optimizer state "
+                              f"holds the run's {name} {old!r}; resume without it, or start a new run with --out")

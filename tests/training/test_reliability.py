@@ -140,3 +140,16 @@ def test_malicious_pickle_checkpoint_is_refused_and_never_runs(tmp_path):
 def test_run_directory_names_refuse_traversal_and_odd_characters(name):
     with pytest.raises(ConfigError, match="is not allowed"):
         check_run_name(Path(name))
+
+
+def test_an_epoch_whose_every_step_was_skipped_logs_no_loss_not_zero(tmp_path):
+    """An epoch of NaN losses only (all skipped) logged train_loss 0.0, a perfect loss; now null in metrics.jsonl."""
+    import json
+
+    torch.manual_seed(0)
+    model = create_model("vit-tiny", num_classes=3, dim=16, depth=1, num_heads=2)
+    cfg = TrainConfig(epochs=2, batch_size=16, progress=False, device="cpu", max_bad_steps=100)
+    Trainer(model, _NaNObjective(bad_after=4), _tiny_data(), None, cfg, run_dir=tmp_path).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["train_loss"] is not None and records[0]["train_loss"] > 0.5  # 4 good steps of 4
+    assert records[1]["train_loss"] is None and records[1]["step"] == 4

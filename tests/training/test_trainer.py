@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from attnlab.errors import ConfigError
 from attnlab.models import create_model
 from attnlab.training import ClassificationObjective, DistInfo, TrainConfig, Trainer
 from attnlab.training.checkpoint import load_weights
@@ -217,3 +218,86 @@ def test_weight_decay_exemptions_are_declared_by_modules():
     assert {"cls_token", "pos_embed"} <= undecayed
     assert all(vit.get_parameter(n).dim() < 2 for n in undecayed - {"cls_token", "pos_embed"})
     assert all(p.dim() >= 2 for p in decay["params"]) and len(decay["params"]) > 0
+
+
+def test_accumulating_more_batches_than_an_epoch_has_is_refused():
+    """96 examples in batches of 16 are 6 batches: accumulating 7 would never step the optimizer."""
+    model = _model()
+    before = _weights(model)
+    with pytest.raises(ConfigError, match=r"--train.accumulate 7 is more than the 6 batch\(es\) of 16"):
+        Trainer(model, ClassificationObjective(3), _data(96), None, _config(accumulate=7))
+    trainer = Trainer(model, ClassificationObjective(3), _data(96), None, _config(accumulate=6, epochs=1))
+    trainer.fit()
+    assert trainer.state.step == 1
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _ScriptedValidation(ClassificationObjective):
+    """Validation losses read from a script, one per epoch (lower is better)."""
+
+    metric, greater_is_better = "loss", False
+
+    def __init__(self, losses):
+        super().__init__(3)
+        self.losses = list(losses)
+
+    def evaluate(self, model, batches):
+        return {"loss": self.losses.pop(0)}
+
+
+def test_a_nan_validation_metric_is_never_the_best():
+    """Every comparison with NaN is False: a NaN val_loss counted as better than 1.0, and 2.0 then as
+    better than NaN, so the worst epoch's weights were kept."""
+    trainer = Trainer(_model(), _ScriptedValidation([1.0, float("nan"), 2.0]), _data(), _data(48, seed=1),
+                      _config(epochs=3))
+    summary = trainer.fit()
+    assert summary["best_epoch"] == 1 and summary["best_val"] == 1.0
+    assert trainer.state.bad_epochs == 2
+
+
+def test_a_run_that_stopped_early_stays_stopped_when_resumed(tmp_path):
+    """Resumed, a run that early stopping had ended trained one more epoch than the uninterrupted run."""
+    losses = [1.0, 2.0, 3.0, 0.5, 0.4]
+    first = Trainer(_model(), _ScriptedValidation(losses), _data(), _data(48, seed=1),
+                    _config(epochs=5, early_stopping_patience=2), run_dir=tmp_path)
+    assert first.fit()["epochs_run"] == 3
+    weights = _weights(first.model)
+    resumed = Trainer(_model(), _ScriptedValidation(losses[3:]), _data(), _data(48, seed=1),
+                      _config(epochs=5, early_stopping_patience=2), run_dir=tmp_path)
+    resumed.resume()
+    summary = resumed.fit()
+    assert summary["epochs_run"] == 3 and summary["best_epoch"] == 1
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    for k, v in _weights(resumed.model).items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+
+
+def test_resuming_with_a_longer_schedule_says_the_rate_jumps(tmp_path, caplog):
+    """A 2-epoch cosine resumed with epochs=4 sets another rate at the resumed step: said, not silent."""
+    Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).fit()
+    with caplog.at_level("WARNING", logger="attnlab.training.trainer"):
+        Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).resume()
+    assert not [r for r in caplog.records if "learning-rate schedule" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="attnlab.training.trainer"):
+        Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=4), run_dir=tmp_path).resume()
+    said = [r.getMessage() for r in caplog.records if "learning-rate schedule" in r.getMessage()]
+    assert len(said) == 1 and "at step 12" in said[0], said
+
+
+def test_resuming_with_fewer_epochs_than_done_is_refused(tmp_path):
+    """A 2-epoch checkpoint resumed with epochs=1 trained nothing and left its config claiming 1 epoch."""
+    Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).fit()
+    with pytest.raises(ConfigError, match="has trained 2 epochs already; resume it with --epochs 2 or more \\(not 1\\)"):
+        Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=1), run_dir=tmp_path).resume()
+    Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2), run_dir=tmp_path).resume()
+
+
+def test_resume_honours_the_fused_optimizer_setting(tmp_path):
+    """Loading the optimizer state restored the saved run's `fused` flag: --train.fused_optimizer was ignored."""
+    Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=1), run_dir=tmp_path).fit()
+    resumed = Trainer(_model(), ClassificationObjective(3), _data(), None, _config(epochs=2, fused_optimizer=False),
+                      run_dir=tmp_path)
+    resumed.resume()
+    assert all(not group["fused"] for group in resumed.optimizer.param_groups)
+    resumed.fit()
+    assert resumed.state.step == 12

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab import jsonsafe
+from attnlab.cli.dotted import SECTIONS as _SECTIONS, parse_dotted as _parse_dotted
 from attnlab.cli.output import as_given, expand_inputs, metrics_line, result_line, stdin_file
 from attnlab.cpu_allocator import tune_cpu_allocator
 from attnlab.errors import AttnlabError, ConfigError
@@ -24,42 +25,6 @@ __all__ = ["main"]
 log = logging.getLogger("attnlab")
 
 
-_SECTIONS = {"model": "model_config", "data": "data_options", "train": "train", "objective": "objective",
-             "eval": "evaluation", "evaluation": "evaluation"}
-
-
-def _parse_dotted(extra: list[str]) -> dict[str, Any]:
-    """``--model.depth 4 --train.lr 1e-3`` -> nested dict of RunConfig sections.
-
-    ``--model.*`` fills model_config, ``--data.*`` data_options, ``--eval.*`` evaluation,
-    ``--train.*`` and ``--objective.*`` their own sections.
-    """
-    from attnlab.config import apply_dotted, parse_value
-
-    tree: dict[str, Any] = {}
-    i = 0
-    while i < len(extra):
-        flag = extra[i]
-        if not flag.startswith("--") or "." not in flag:
-            raise ConfigError(f"unrecognised argument {flag!r} (dotted overrides look like --train.lr 1e-3)")
-        key = flag[2:]
-        if "=" in key:
-            key, text = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(extra):
-                raise ConfigError(f"{flag} needs a value")
-            text = extra[i + 1]
-            i += 2
-        section, _, rest = key.partition(".")
-        section = _SECTIONS.get(section, section)
-        if section not in _SECTIONS.values():
-            raise ConfigError(f"unknown section in {flag!r}: use --model.<field>, --train.<field>, --data.<option>, "
-                              "--objective.<option> or --eval.<option>")
-        apply_dotted(tree, f"{section}.{rest}", parse_value(text))
-    return tree
-
-
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.config import load_yaml
     from attnlab.run import train_run
@@ -67,6 +32,13 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.training import cleanup_distributed, init_distributed
 
     values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    elsewhere = bool(args.resume and args.out) and Path(args.out).resolve() != Path(args.resume).resolve()
+    if args.resume and (args.overwrite or elsewhere):  # both were ignored
+        flag = f"--out {args.out}" if elsewhere else "--overwrite"
+        raise ConfigError(f"--resume {args.resume} continues that run in place; {flag} does not apply to it")
+    if args.resume and args.config:  # the run's own config.yaml replaces it: each of its settings would be ignored
+        raise ConfigError(f"--resume {args.resume} continues with the run's own config.yaml; --config {args.config} would "
+                          "be ignored (change single settings with --train.* flags, or start a new run with --out)")
     if args.resume:
         resume_cfg = Path(args.resume) / "config.yaml"
         if not resume_cfg.is_file():
@@ -84,7 +56,11 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         values[key] = given
     dotted = _parse_dotted(extra)
     for section in sorted(set(_SECTIONS.values())):
-        values[section] = {**(values.get(section) or {}), **dotted.get(section, {})}
+        given = values.get(section) or {}
+        if not isinstance(given, dict):  # e.g. `train: 5` in a YAML file
+            source = Path(args.resume) / "config.yaml" if args.resume else args.config
+            raise ConfigError(f"config file {source}: '{section}' must be a mapping of its fields, got {given!r}")
+        values[section] = {**given, **dotted.get(section, {})}
     if args.epochs is not None:
         values["train"]["epochs"] = args.epochs
     if args.seed is not None:
@@ -195,8 +171,8 @@ def _cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
 
     candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
     for folder in candidates:
-        script = folder / f"{args.name}.py"
-        if script.is_file():
+        script = folder / f"{args.name}.py"  # a name, not a path: '../x' or a '_helper' module is no benchmark
+        if script.is_file() and args.name.isidentifier() and not args.name.startswith("_"):
             sys.argv = [str(script), *extra]
             sys.path.insert(0, str(folder))
             runpy.run_path(str(script), run_name="__main__")
@@ -296,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/<task>-<model>-<time>)")
     p.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="allow writing into an existing run directory")
+    p.add_argument("--overwrite", action="store_true", help="train into an existing run directory, replacing the "
+                   "outputs of the run there (other files stay)")
     p.add_argument("--init", metavar="SOURCE", help="start from a pretrained checkpoint and fine-tune it. " + _init_help())
     p.set_defaults(func=_cmd_train, allow_extra=True)
 

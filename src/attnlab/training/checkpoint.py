@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from attnlab import jsonsafe
 from attnlab.checkpoint_tensors import check_fits, read_tensors
 from attnlab.errors import CheckpointError
 
@@ -140,7 +141,7 @@ def save_checkpoint(
         meta["optimizer"] = structure
     if extra_tensors:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in extra_tensors.items()}, str(tmp / "extra.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+    (tmp / "state.json").write_text(jsonsafe.dumps(meta, indent=1))  # strict JSON: a NaN metric is null
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())

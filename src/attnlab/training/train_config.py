@@ -72,8 +72,11 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("weight_decay", "warmup_epochs", "grad_clip", "min_lr_factor"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+            value = getattr(self, name)  # NaN passes a "< 0" test: it would train with NaN or fail deep inside
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.min_lr_factor > 1:  # the cosine's floor, as a fraction of lr: above 1 the rate would rise
+            raise ConfigError(f"TrainConfig.min_lr_factor must be in [0, 1], got {self.min_lr_factor!r}")
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ConfigError(f"TrainConfig.adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:

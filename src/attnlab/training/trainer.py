@@ -103,6 +103,11 @@ class Trainer:
                 f"training set of {len(train_set)} examples gives no full batch of {config.batch_size} "
                 f"per process ({self.dist.world_size} process(es)); lower --train.batch_size"
             )
+        if config.accumulate > len(self.train_loader):  # no optimizer step would ever be taken: nothing trains
+            raise ConfigError(
+                f"--train.accumulate {config.accumulate} is more than the {len(self.train_loader)} batch(es) of "
+                f"{config.batch_size} an epoch has per process: no optimizer step would be taken; lower it"
+            )
         self.steps_per_epoch = max(1, len(self.train_loader) // config.accumulate)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.frozen = apply_freeze(self.model, parse_freeze(config.freeze))
@@ -150,11 +155,17 @@ class Trainer:
         if directory is None or not checkpoint_exists(directory):
             raise AttnlabError(f"nothing to resume: no checkpoint in {directory}")
         state, extra = load_checkpoint(directory, model=self.model, optimizer=self.optimizer)
+        for group in self.optimizer.param_groups:  # loading put back the saved run's kernel choice: this run's wins
+            group["fused"] = self.config.fused_optimizer or None
         sched, saved_size = state.pop("scheduler"), state.pop("world_size", self.dist.world_size)
+        if state["epoch"] > self.config.epochs:  # fit would train nothing and the run would say it ran fewer epochs
+            raise ConfigError(f"{directory} has trained {state['epoch']} epochs already; resume it with --epochs "
+                              f"{state['epoch']} or more (not {self.config.epochs})")
         if state["batch_in_epoch"] and saved_size != self.dist.world_size:
             raise ConfigError(f"{directory} was saved mid-epoch by {saved_size} process(es); resume it with {saved_size} "
                               f"(not {self.dist.world_size}), or from an epoch-end checkpoint, which resumes at any size")
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
+        self._check_schedule(directory, sched.get("_last_lr"))
         self.state = _State(**state)
         torch.set_rng_state(extra["torch_rng"])
         best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
@@ -163,6 +174,17 @@ class Trainer:
             self.ema.load_state_tensors({k[len("ema."):]: v for k, v in extra.items() if k.startswith("ema.")})
         self.logger.forget_after(self.state.epoch)  # lines logged after this checkpoint are redone
         log.info("resumed at epoch %d, step %d", self.state.epoch, self.state.step)
+
+    def _check_schedule(self, directory: Path, saved: list[float] | None) -> None:
+        """Say when the schedule rebuilt from this run's settings (--epochs, warm-up, batch size) is not the one
+        the checkpoint followed: the rate jumps at the resumed step, and the run is not one started this way."""
+        last = self.scheduler.last_epoch
+        now = [base * factor(last) for base, factor in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
+        if saved is not None and any(abs(a - b) > 1e-9 * max(abs(b), 1e-30) for a, b in zip(now, saved)):
+            log.warning("resuming %s at step %d: the learning-rate schedule of the settings given (--epochs, warm-up, "
+                        "batch size) sets lr %.4g there, the checkpoint's set %.4g; training goes on with the new "
+                        "schedule, so it is not the run these settings would have trained from the start",
+                        directory, last, now[0], saved[0])
 
     # ---- loop --------------------------------------------------------------------------
     def _batches(self, dataset: Dataset):
@@ -210,9 +232,12 @@ class Trainer:
         return self.ema.shadow if self.ema is not None else self.model.state_dict()
 
     def _compare(self, value: float) -> int:
-        """+1 better than the best so far, 0 a tie, -1 worse."""
+        """+1 better than the best so far, 0 a tie, -1 worse. NaN (weights gone bad) is never better:
+        every comparison with it is False, which made a NaN val_loss "better" than any loss."""
         best = self.state.best_metric
-        if best is None:
+        if value != value:
+            return -1
+        if best is None or best != best:  # a NaN best (a checkpoint of before this rule) is beaten by any number
             return 1
         if value == best:
             return 0
@@ -266,7 +291,7 @@ class Trainer:
             sums = torch.tensor([total_loss, float(total_n)], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(sums)
             total_loss, total_n = float(sums[0]), int(sums[1])
-        return total_loss / max(total_n, 1)
+        return total_loss / total_n if total_n else float("nan")  # every step skipped: no loss (null), not 0.0
 
     def _bad_step(self, epoch: int, index: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -292,11 +317,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
 
+    def _stopped_early(self) -> bool:
+        patience = self.config.early_stopping_patience
+        return bool(patience) and self.state.bad_epochs >= patience
+
     def fit(self) -> dict[str, Any]:
         """Train for the configured epochs (from the resumed state, if any); return the best record."""
         cfg = self.config
         start = time.perf_counter()
         for epoch in range(self.state.epoch, cfg.epochs):
+            if self._stopped_early():  # a resumed run that had stopped early stays stopped, as it would have
+                break
             try:
                 train_loss = self._train_epoch(epoch)
             except AttnlabError as exc:  # from a DataLoader worker it carries the worker's traceback
@@ -321,7 +352,7 @@ class Trainer:
             if self.is_main:
                 log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             self.save()
-            if cfg.early_stopping_patience and self.state.bad_epochs >= cfg.early_stopping_patience:
+            if self._stopped_early():
                 log.info("early stopping: no improvement in %d epochs", self.state.bad_epochs)
                 break
         if self.best_weights is not None and cfg.keep == "best":
