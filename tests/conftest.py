@@ -113,3 +113,16 @@ def autotune_cache(tmp_path, monkeypatch):
     autotune.clear_memory_cache()
     yield tmp_path
     autotune.clear_memory_cache()
+
+
+def train_tiny_sasrec(folder: Path) -> Path:
+    """A one-epoch SASRec run on 40 generated users (157 items) under ``folder``; returns the run directory."""
+    from attnlab.cli import main
+
+    lines = [f"{u} {i}" for u in range(1, 41) for i in range(1 + 3 * u % 150, 9 + 3 * u % 150)]
+    (folder / "seq.txt").write_text("\n".join(lines) + "\n")
+    run = folder / "sasrec"
+    assert main(["train", "--task", "sasrec", "--data", str(folder / "seq.txt"), "--out", str(run), "--epochs", "1",
+                 "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--train.batch_size", "8",
+                 "--train.progress", "false"]) == 0
+    return run

@@ -13,6 +13,7 @@ import pytest
 from attnlab.cli import main
 from attnlab.explain.faithfulness import FRACTIONS
 from attnlab.explain.relevance import METHODS
+from tests.conftest import train_tiny_sasrec
 
 TINY = ["--epochs", "2", "--model.depth", "1", "--model.dim", "32", "--model.num_heads", "2", "--train.batch_size", "64",
         "--train.progress", "false"]
@@ -138,12 +139,7 @@ def test_an_output_nothing_can_be_written_to_is_one_line(run_dir, sample, capsys
 
 def test_a_task_without_an_explain_adapter_names_the_method_path_and_model(tmp_path, capsys):
     """Recommendation (sasrec) has no Positions adapter."""
-    lines = [f"{u} {i}" for u in range(1, 41) for i in range(1 + 3 * u % 150, 9 + 3 * u % 150)]
-    (tmp_path / "seq.txt").write_text("\n".join(lines) + "\n")
-    run = tmp_path / "rec"
-    assert main(["train", "--task", "sasrec", "--data", str(tmp_path / "seq.txt"), "--out", str(run), "--epochs", "1",
-                 "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--train.batch_size", "8",
-                 "--train.progress", "false"]) == 0
+    run = train_tiny_sasrec(tmp_path)
     capsys.readouterr()
     assert main(["explain", str(run), "--faithfulness", "--method", "gradient"]) == 2
     err = capsys.readouterr().err.strip()

@@ -11,6 +11,7 @@ from attnlab.cli import main
 from attnlab.ensemble import ensemble_probabilities, evaluate_ensemble
 from attnlab.errors import ConfigError
 from attnlab.run import evaluate_run, load_run
+from tests.conftest import train_tiny_sasrec
 
 TINY = ["--epochs", "1", "--model.depth", "1", "--model.num_heads", "2", "--train.batch_size", "64",
         "--train.progress", "false"]
@@ -106,12 +107,7 @@ def test_text_runs_with_their_own_tokenizers_join(tmp_path):
 
 
 def test_tasks_without_averageable_outputs_are_refused(tmp_path, capsys):
-    lines = [f"{u} {i}" for u in range(1, 41) for i in range(1 + 3 * u % 150, 9 + 3 * u % 150)]  # 157 items
-    (tmp_path / "seq.txt").write_text("\n".join(lines) + "\n")
-    run = tmp_path / "sasrec"
-    assert main(["train", "--task", "sasrec", "--data", str(tmp_path / "seq.txt"), "--out", str(run), "--epochs", "1",
-                 "--model.dim", "16", "--model.depth", "1", "--model.num_heads", "2", "--train.batch_size", "8",
-                 "--train.progress", "false"]) == 0
+    run = train_tiny_sasrec(tmp_path)
     capsys.readouterr()
     assert main(["evaluate", str(run), str(run)]) == 2
     err = capsys.readouterr().err.strip()
