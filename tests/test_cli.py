@@ -230,10 +230,11 @@ def test_a_whitespace_token_prints_visibly_on_one_line():
 
 
 @pytest.mark.parametrize("flag, value", [("--train.lr", "0.5"), ("--train.weight_decay", "0.3"),
-                                         ("--train.freeze", "embeddings")])
+                                         ("--train.freeze", "embeddings"), ("--seed", "7")])
 def test_resume_refuses_what_the_checkpoint_fixes_and_leaves_the_run_as_it_was(run_dir, tmp_path, flag, value, capsys):
     """The optimizer state on disk holds the run's rate, weight decay and groups: a new value would be
-    ignored (lr) or fail late (freeze) after config.yaml was rewritten, so a plain --resume then failed too."""
+    ignored (lr) or fail late (freeze) after config.yaml was rewritten, so a plain --resume then failed too.
+    A new seed would draw other splits and another sample order under the restored random state."""
     import shutil
 
     run = tmp_path / "run"

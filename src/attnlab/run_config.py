@@ -192,11 +192,15 @@ _FIXED_ON_RESUME = ("lr", "weight_decay", "adam_betas", "head_lr", "layer_decay"
 
 
 def check_resume(config: RunConfig, run_dir: Path) -> None:
-    """Refuse, naming the option, a --resume that changes a setting the checkpoint fixes (`_FIXED_ON_RESUME`)."""
+    """Refuse, naming the option, a --resume that changes a setting the checkpoint fixes (`_FIXED_ON_RESUME`, and
+    the seed: it drew the data splits, and the checkpoint restores the random state it left)."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         return
     saved = from_dict(RunConfig, migrate(load_yaml(path))).train
+    if saved.seed != config.train.seed:  # the seed draws the splits and the sample order the checkpoint continues
+        raise ConfigError(f"--resume {run_dir}: --seed {config.train.seed} cannot apply, the run's splits and sample "
+                          f"order come from its seed {saved.seed}; resume without it, or start a new run with --out")
     for name in _FIXED_ON_RESUME:
         old, new = getattr(saved, name), getattr(config.train, name)
         if to_dict(old) != to_dict(new):
