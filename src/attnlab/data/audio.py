@@ -42,6 +42,7 @@ from attnlab.data.base import (
 )
 from attnlab.data.lazy_audio import AudioFileDataset, scan_audio
 from attnlab.data.shard_patterns import is_shard_source
+from attnlab.data.shards import check_shard_classes
 from attnlab.data.wav import fix_length, read_wav, resample
 from attnlab.errors import ConfigError, DataError
 
@@ -203,8 +204,7 @@ def _check_shards_fit(root: str | Path, task: TaskData, class_names: Sequence[st
                       audio_spec: Mapping[str, Any] | None) -> None:
     """Shards hold the classes (as indices) and features they were written with: a finished run
     reads them only when those are its own, else labels would shift or the model get other inputs."""
-    if class_names is not None and list(task.class_names) != [str(n) for n in class_names]:
-        raise DataError(f"{root}: the shards' classes {list(task.class_names)} are not the run's {[str(n) for n in class_names]}")
+    check_shard_classes(root, task.class_names, class_names)
     if audio_spec is not None:
         theirs, ours = task.info["audio"], AudioSpec.from_dict(audio_spec).to_dict()
         differ = [k for k in ours if theirs.get(k) != ours[k]]

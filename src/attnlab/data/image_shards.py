@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from attnlab.data.base import ImageSpec, TaskData
 from attnlab.data.file_shards import open_file_streams, write_file_shards
 from attnlab.data.lazy_images import ImageSampleDecoder
-from attnlab.errors import DataError
+from attnlab.data.shards import check_shard_classes
 
 __all__ = ["write_image_shards", "load_image_shards"]
 
@@ -52,9 +52,7 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     index, streams = open_file_streams(source, "images", lambda index: ImageSampleDecoder(run_spec or ImageSpec.from_dict(index["spec"])),
                                        seed=seed, skip_bad=skip_bad, shuffle_buffer=shuffle_buffer)
     names = [str(n) for n in index["class_names"]]
-    if class_names is not None and names != [str(n) for n in class_names]:
-        raise DataError(f"{source}: the shards' classes {names} are not the run's {[str(n) for n in class_names]} "
-                        f"(a shard labels each sample by its class's position in the shards' own list)")
+    check_shard_classes(source, names, class_names)
     used = run_spec or ImageSpec.from_dict(index["spec"])
     if used.to_dict() != index["spec"]:
         log.info("shards %s (written with %s) are decoded with the run's %s", source, index["spec"], used)

@@ -46,10 +46,22 @@ from attnlab.data.ustar import members
 
 from attnlab.errors import DataError
 
-__all__ = ["ShardStream", "read_samples", "write_split", "read_index", "is_shard_dir", "head", "skip_counts", "with_test_in_memory",
+__all__ = ["ShardStream", "check_shard_classes", "read_samples", "write_split", "read_index", "is_shard_dir", "head", "skip_counts", "with_test_in_memory",
            "INDEX_NAME"]
 
 log = logging.getLogger(__name__)
+
+
+def check_shard_classes(source: Any, shard_classes: Any, run_classes: Any) -> None:
+    """Refuse shards whose class list is not a finished run's (``run_classes``; None: no run), naming
+    both lists: a shard labels each sample by its class's position in the shards' own list, so
+    other classes, or the same in another order, would be scored against the wrong outputs."""
+    if run_classes is None:
+        return
+    theirs, ours = [str(n) for n in shard_classes], [str(n) for n in run_classes]
+    if theirs != ours:
+        raise DataError(f"{source}: the shards' classes {theirs} are not the run's {ours} (a shard labels each sample "
+                        "by its class's position in the shards' own list)")
 
 INDEX_NAME = "shards.json"
 FORBIDDEN_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth"})  # never read: they would need unpickling

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from attnlab.data.base import TaskData, check_fractions, per_class_split, require_data
 from attnlab.data.shard_patterns import is_shard_source
+from attnlab.data.shards import check_shard_classes
 from attnlab.data.targets import (
     TARGETS,
     TargetScaler,
@@ -244,8 +245,7 @@ def _check_shards_fit(data: str, task: TaskData, tokenizer, class_names: Sequenc
     if tokenizer is not None and load_tokenizer(task.info["tokenizer"]).to_dict() != tokenizer.to_dict():
         raise ConfigError(f"{data}: the shards hold the tokenizer they were written with, not this run's "
                           "(or --init checkpoint's): their token ids would not match the model")
-    if class_names is not None and list(task.class_names) != [str(n) for n in class_names]:
-        raise DataError(f"{data}: the shards' classes {list(task.class_names)} are not the run's {list(class_names)}")
+    check_shard_classes(data, task.class_names, class_names)
 
 
 def load_text_classification(
