@@ -11,7 +11,7 @@ __all__ = ["SECTIONS", "parse_dotted"]
 
 
 SECTIONS = {"model": "model_config", "data": "data_options", "train": "train", "objective": "objective",
-         "eval": "evaluation", "evaluation": "evaluation"}
+            "eval": "evaluation", "evaluation": "evaluation"}
 
 
 def parse_dotted(extra: list[str]) -> dict[str, Any]:

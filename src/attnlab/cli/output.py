@@ -62,7 +62,7 @@ def expand_inputs(items: list[str], stack: contextlib.ExitStack,
             if not read:
                 raise AttnlabError(f"input folder has no files this run reads ({', '.join(suffixes)}): {item}")
             if len(read) < len(found):
-                other = next(f for f in found if f not in set(read))
+                other = next(f for f in found if Path(f).suffix.lower() not in suffixes)
                 logging.getLogger(__name__).warning(
                     "%s: left out %d file(s) of other types (e.g. %s); this run reads %s (name a file to read it anyway)",
                     item, len(found) - len(read), os.path.relpath(other, item), ", ".join(suffixes))
