@@ -26,7 +26,7 @@ import torch
 
 # spread_scores lives beside the SVG view: the PNG and the page draw the same bands
 from attnlab.errors import AttnlabError
-from attnlab.explain.forecast_view import forecast_svg, spread_scores
+from attnlab.explain.forecast_view import forecast_svg, position_unit, spread_scores
 from attnlab.explain.linear import METHOD as LINEAR_METHOD
 from attnlab.explain.report import ReportExample
 
@@ -59,7 +59,7 @@ class ForecastExample(ReportExample):
             if name not in (self.methods or {}):
                 raise AttnlabError(f"no {name!r} map for this input; it has {', '.join(self.methods or {}) or 'none'}")
             scores = np.clip(np.asarray(self.methods[name], dtype=np.float64), 0, None)
-            unit = "input step" if all(b - a == 1 for a, b in self.spans) else "input patch"
+            unit = position_unit(self.spans)
             title = f"{self.title}: {self.channel} — {name} per {unit}"
             note = self.about if name == LINEAR_METHOD else (
                 f"{name}: each {unit}'s relevance for the mean of the forecast (a relevance method; its magnitude), "
@@ -130,8 +130,7 @@ def draw_forecast(history: Any, forecast: Any, truth: Any, scores: Any, spans: S
     top.legend(loc="upper left", fontsize=7, ncol=3)
     bottom.bar([(a + b) / 2 for a, b in spans], norm, width=[max(b - a, 1) * 0.9 for a, b in spans], color="#d98b2b")
     bottom.set_xlim(0, L + H), bottom.set_yticks([])
-    unit = "input steps" if all(b - a == 1 for a, b in spans) else "input patches"
-    bottom.set_xlabel(f"time step ({unit}; the forecast starts at the dashed line)")
+    bottom.set_xlabel(f"time step ({position_unit(spans, plural=True)}; the forecast starts at the dashed line)")
     if title:
         top.set_title(title, fontsize=9)
     return _save(fig, path)

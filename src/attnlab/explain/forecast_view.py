@@ -30,13 +30,21 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["spread_scores", "relevance_choices", "band_segments", "band_opacity", "forecast_svg", "SVG_SIZE"]
+__all__ = ["spread_scores", "position_unit", "relevance_choices", "band_segments", "band_opacity", "forecast_svg", "SVG_SIZE"]
 
 SVG_SIZE = (720, 300)  # width, height in CSS pixels (the viewBox; it scales down with the page)
 _PLOT = (60, 30, 12, 54)  # left, top, right, bottom margins
 _BAND = "#d6451e"  # the explorer's warm hue for tokens and time steps
 _COLOURS = {"history": "#1d2430", "truth": "#2f6fde", "forecast": "#d62728"}
 _INK, _MUTED, _LINE = "#1d2430", "#5f6b7a", "#dde2e8"
+
+
+def position_unit(spans: Sequence[tuple[int, int]], *, plural: bool = False) -> str:
+    """What one position of a forecast's map covers, for labels: "input step" when every span is one
+    step (DLinear), else "input patch" (``plural``: "input steps" / "input patches")."""
+    if all(b - a == 1 for a, b in spans):
+        return "input steps" if plural else "input step"
+    return "input patches" if plural else "input patch"
 
 
 def spread_scores(scores: Any, spans: Sequence[tuple[int, int]], length: int) -> np.ndarray:
@@ -165,7 +173,7 @@ def forecast_svg(example: Any, *, default: str | None = None) -> str:
                 f'stroke-linejoin="round"><title>{kind}</title></polyline>')
 
     labels = {k: label for k, (label, _) in choices.items()}
-    shaded = "input steps" if all(b - a == 1 for a, b in spans) else "input patches"  # DLinear: one step a position
+    shaded = position_unit(spans, plural=True)  # DLinear: one step a position
     svg = (f'<svg class="forecast-plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'aria-label="{html.escape(example.channel or "series")}: history, forecast{" and truth" if t is not None else ""}, '
            f'{shaded} shaded by relevance" data-plot="{left} {top} {pw} {ph}" data-x="0 {x1}" '

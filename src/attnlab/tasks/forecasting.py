@@ -44,6 +44,7 @@ from attnlab.data.forecasting import future_dates, load_forecasting_task, read_s
 from attnlab.errors import ConfigError, DataError
 from attnlab.tasks.base import NoOptions, RunVocabulary, TaskSpec
 from attnlab.tasks.forecast_positions import forecast_positions
+from attnlab.tasks.positions import span_names
 
 __all__ = [
     "DEFAULT_MODEL_CONFIG",
@@ -241,7 +242,7 @@ def _example(model: nn.Module, info: dict[str, Any], x: Tensor, truth: np.ndarra
                  f"; MSE against the truth beyond float64 (a truth value of {truth[np.argmax(np.abs(truth))]:.3g})")
     return ForecastExample(
         title=title, kind="series", input=history.astype(np.float32), maps=maps, layer_names=names,
-        tokens=[f"t{a}" if b - a == 1 else f"t{a}-{b - 1}" for a, b in spans], prediction=text, label=None,
+        tokens=span_names(spans), prediction=text, label=None,
         forecast=forecast, truth=truth, spans=spans, channel=info["target"], dates=dates, methods=methods, about=about,
     )
 

@@ -28,6 +28,7 @@ __all__ = [
     "labels_of",
     "patch_positions",
     "readout_of",
+    "span_names",
     "positions_for",
     "report_card",
     "split_items",
@@ -66,6 +67,11 @@ def train_mean(task_data: Any, dims: tuple[int, ...]) -> Tensor:
     stream, its first items in listed order (shuffled when the shards were written)."""
     xs = torch.stack([item[0] for item in head(task_data.train, TRAIN_MEAN_ITEMS)]).float()  # (T, ...)
     return xs.mean(dim=(0, *(d + 1 for d in dims)), keepdim=True)[0]
+
+
+def span_names(spans: list[tuple[int, int]]) -> list[str]:
+    """Token labels of time-step spans [a, b): "t5" for one step, "t0-7" for several."""
+    return [f"t{a}" if b - a == 1 else f"t{a}-{b - 1}" for a, b in spans]
 
 
 def labels_of(items: list[Any]) -> Tensor:

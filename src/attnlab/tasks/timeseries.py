@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from attnlab.data.base import path_loader
 from attnlab.data.timeseries import load_timeseries_task
 from attnlab.tasks.base import RunVocabulary, TaskSpec, run_targets
+from attnlab.tasks.positions import span_names
 from attnlab.tasks.targets import (
     describe_output,
     describe_truth,
@@ -55,7 +56,7 @@ def series_fields(task_data) -> dict[str, Any]:
 def _token_names(model: nn.Module) -> list[str]:
     prefix = ["CLS"] * int(getattr(model, "num_prefix_tokens", 0))
     spans = model.token_spans() if hasattr(model, "token_spans") else []
-    return prefix + [f"t{a}" if b - a == 1 else f"t{a}-{b - 1}" for a, b in spans]
+    return prefix + span_names(spans)
 
 
 def series_report_example(
