@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,6 @@ from safetensors.torch import load_file
 
 COMMON = ["--task", "digits", "--model", "vit-tiny", "--epochs", "2", "--seed", "3", "--data.augment", "false",
           "--model.dropout", "0", "--model.depth", "1", "--model.dim", "32", "--model.stem_channels", "0", "--objective.label_smoothing", "0", "--train.device", "cpu", "--train.progress", "false"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _descendants(pid: int) -> list[int]:
@@ -60,16 +54,59 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
 
 
+def _rendezvous_store():
+    """The c10d rendezvous store, held by this test for the nodes' whole life. Each agent was its
+    would-be host at a port picked free and then closed, and a port taken in between (by any
+    outgoing connection) left both agents waiting out the join timeout: seen once in CI, 600 s."""
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    return TCPStore("127.0.0.1", 0, is_master=True, multi_tenant=True, timeout=timedelta(seconds=60))
+
+
+def _node_command(store, rank: int, *args: str) -> list[str]:
+    """``torchrun`` for node ``rank`` of two: a client of ``store`` (``is_host=false``), its
+    workers' store on loopback (``--local-addr``: no host-name lookup)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{store.port}", "--rdzv-id", f"attnlab-{store.port}",
+            "--rdzv-conf", "is_host=false,join_timeout=120", "--local-addr", "127.0.0.1", "-m", "attnlab", *args]
+
+
+def _start_nodes(store, *args: str) -> list[subprocess.Popen]:
+    return [subprocess.Popen(_node_command(store, rank, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=_env(), start_new_session=True) for rank in (0, 1)]
+
+
+def _finish_nodes(nodes: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+    """Both nodes' logs once both exit 0. A node that fails, or a run past ``timeout``, kills both
+    process trees and fails with both logs (a hang used to say only "timed out")."""
+    import threading
+
+    logs = ["", ""]
+    readers = [threading.Thread(target=lambda i=i: logs.__setitem__(i, nodes[i].stdout.read()), daemon=True) for i in (0, 1)]
+    for reader in readers:
+        reader.start()
+    deadline = time.time() + timeout
+    while any(node.poll() is None for node in nodes) and time.time() < deadline:
+        if any(node.poll() not in (None, 0) for node in nodes):
+            deadline = min(deadline, time.time() + 60)  # the other node gets a minute to notice
+        time.sleep(0.1)
+    hung = [node for node in nodes if node.poll() is None]
+    for node in hung:
+        _kill_tree(node.pid)
+        node.wait()
+    for reader in readers:
+        reader.join(timeout=10)
+    report = "\n".join(f"--- node {rank}: exit {node.returncode}{' (killed: hung)' if node in hung else ''}\n{log[-3000:]}"
+                       for rank, (node, log) in enumerate(zip(nodes, logs)))
+    assert not hung and all(node.returncode == 0 for node in nodes), report
+    return logs
+
+
 def _two_nodes(out: Path, *extra: str) -> None:
-    port = _port()
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"attnlab-{port}",
-         "-m", "attnlab", "train", *COMMON, "--train.batch_size", "16", "--out", str(out), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()) for rank in (0, 1)]
-    logs = [node.communicate(timeout=600)[0] for node in nodes]
-    for node, log in zip(nodes, logs):
-        assert node.returncode == 0, log[-3000:]
+    store = _rendezvous_store()
+    _finish_nodes(_start_nodes(store, "train", *COMMON, "--train.batch_size", "16", "--out", str(out), *extra))
 
 
 def _one_process(out: Path, *extra: str) -> None:
@@ -104,15 +141,8 @@ def _resume_one_process(run: Path) -> None:
 
 
 def _resume_two_nodes(run: Path, epochs: int = 2) -> None:
-    port = _port()
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"attnlab-{port}",
-         "-m", "attnlab", "train", "--resume", str(run), "--epochs", str(epochs), "--train.batch_size", "16"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()) for rank in (0, 1)]
-    logs = [node.communicate(timeout=600)[0] for node in nodes]
-    for node, log in zip(nodes, logs):
-        assert node.returncode == 0, log[-3000:]
+    store = _rendezvous_store()
+    _finish_nodes(_start_nodes(store, "train", "--resume", str(run), "--epochs", str(epochs), "--train.batch_size", "16"))
 
 
 @pytest.mark.slow
@@ -145,19 +175,12 @@ def test_a_node_that_disappears_stops_the_run_and_leaves_the_last_checkpoint(tmp
     """Node 1 is killed (SIGKILL, as a lost machine) after the first checkpoint: node 0 exits with
     torchrun's error within a timeout (never hangs), the checkpoint on disk is whole, and the run
     resumes from it when both nodes are back (a mid-epoch checkpoint resumes at its own world size)."""
-    import time
-
     from attnlab.models import create_model
     from attnlab.training.checkpoint import load_checkpoint
 
-    out, port = tmp_path / "lost", _port()
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"attnlab-{port}",
-         "-m", "attnlab", "train", *COMMON, "--epochs", "200", "--train.batch_size", "16", "--train.checkpoint_every", "5",
-         "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), start_new_session=True)
-        for rank in (0, 1)]
+    out, store = tmp_path / "lost", _rendezvous_store()
+    nodes = _start_nodes(store, "train", *COMMON, "--epochs", "200", "--train.batch_size", "16", "--train.checkpoint_every", "5",
+                         "--out", str(out))
     try:
         deadline = time.time() + 180
         while not (out / "checkpoint" / "state.json").exists():
