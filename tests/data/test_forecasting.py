@@ -1,9 +1,9 @@
-"""Forecasting data: the Informer / DLinear / PatchTST split, the train-only scaler, windows, bad input."""
+"""Forecasting data: the Informer / DLinear / PatchTST split, the train-only scaler, windows, bad input
+(reading the series file itself: `test_forecast_files.py`)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,19 +17,9 @@ from attnlab.data.forecasting import (
 )
 from attnlab.errors import ConfigError, DataError
 from tests.conftest import DATA_DIR
+from tests.data._series_files import edit_lines, series_csv
 
 ETTH1 = DATA_DIR / "ett" / "ETTh1.csv"
-
-
-def _csv(path: Path, values: np.ndarray, names=None, start_hour: int = 0) -> Path:
-    """Hourly rows from 2021-01-01 00:00 (+ ``start_hour``): valid, strictly increasing ISO dates."""
-    names = names or [f"x{i}" for i in range(values.shape[1])]
-    lines = ["date," + ",".join(names)]
-    for i, row in enumerate(values):
-        stamp = datetime(2021, 1, 1) + timedelta(hours=start_hour + i)
-        lines.append(f"{stamp:%Y-%m-%d %H:%M:%S}," + ",".join(repr(float(v)) for v in row))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.skipif(not ETTH1.exists(), reason="shared ETTh1 not found")
@@ -51,7 +41,7 @@ def test_etth1_follows_the_informer_split_and_fits_the_scaler_on_train_rows_only
 def test_ratio_split_matches_dataset_custom(tmp_path):
     T, L, H = 500, 48, 12
     values = np.random.default_rng(0).normal(size=(T, 3)).cumsum(0)
-    data = load_forecasting_task(str(_csv(tmp_path / "s.csv", values)), seed=0, input_length=L, horizon=H)
+    data = load_forecasting_task(str(series_csv(tmp_path / "s.csv", values)), seed=0, input_length=L, horizon=H)
     n_train, n_test = int(T * 0.7), int(T * 0.2)  # Dataset_Custom
     starts = [0, n_train - L, T - n_test - L]
     ends = [n_train, T - n_test, T]
@@ -66,7 +56,7 @@ def test_ratio_split_matches_dataset_custom(tmp_path):
 
 def test_features_and_target_channel(tmp_path):
     values = np.random.default_rng(1).normal(size=(400, 3))
-    path = _csv(tmp_path / "s.csv", values, names=["a", "b", "c"])
+    path = series_csv(tmp_path / "s.csv", values, names=["a", "b", "c"])
     ms = load_forecasting_task(str(path), seed=0, input_length=32, horizon=8, features="MS", target="a")
     x, y = ms.train[0]
     assert x.shape == (3, 32) and y.shape == (1, 8)
@@ -83,44 +73,10 @@ def test_features_and_target_channel(tmp_path):
         load_forecasting_task(str(path), seed=0, features="X")
 
 
-def test_arrays_read_as_series(tmp_path):
-    values = np.random.default_rng(2).normal(size=(300, 2)).astype(np.float32)
-    np.save(tmp_path / "s.npy", values)
-    np.savez(tmp_path / "s.npz", data=values)
-    for name in ("s.npy", "s.npz"):
-        series = read_series(tmp_path / name)
-        assert series.names == ["c0", "c1"] and series.dates is None
-        np.testing.assert_array_equal(series.values, values.astype(np.float64))
-    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4)))
-    with pytest.raises(DataError, match=r"bad.npy: expected an array of shape \(T, C\)"):
-        read_series(tmp_path / "bad.npy")
-
-
-def test_missing_values_are_refused_or_interpolated(tmp_path):
-    values = np.arange(40, dtype=np.float64).reshape(20, 2) ** 1.5
-    path = _csv(tmp_path / "s.csv", values, names=["a", "b"])
-    lines = path.read_text().splitlines()
-    cells = lines[4].split(",")  # data row 3 (line 5 of the file)
-    cells[2] = ""
-    lines[4] = ",".join(cells)
-    cells = lines[1].split(",")  # and the very first value of "a"
-    cells[1] = "nan"
-    lines[1] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"s.csv: line 2, column 'a': missing value \(NaN\); 2 in all"):
-        read_series(path)
-    filled = read_series(path, nan="interpolate").values
-    t = np.arange(20)
-    keep = t != 3
-    np.testing.assert_allclose(filled[3, 1], np.interp(3, t[keep], values[keep, 1]))
-    assert filled[0, 0] == values[1, 0]  # an end takes the nearest value (np.interp's edges)
-    np.testing.assert_array_equal(np.delete(filled, [0], axis=0)[:, 0], values[1:, 0])
-
-
 @pytest.mark.parametrize("case", ["text", "no-date", "short", "ragged"])
 def test_bad_files_name_file_line_and_column(tmp_path, case):
     values = np.random.default_rng(3).normal(size=(60, 2))
-    path = _csv(tmp_path / "s.csv", values, names=["a", "b"])
+    path = series_csv(tmp_path / "s.csv", values, names=["a", "b"])
     lines = path.read_text().splitlines()
     if case == "text":
         lines[7] = lines[7].rsplit(",", 1)[0] + ",oops"
@@ -139,7 +95,7 @@ def test_bad_files_name_file_line_and_column(tmp_path, case):
 
 
 def test_ett_split_needs_twenty_months(tmp_path):
-    path = _csv(tmp_path / "ETTh1.csv", np.zeros((1000, 2)))
+    path = series_csv(tmp_path / "ETTh1.csv", np.zeros((1000, 2)))
     with pytest.raises(DataError, match="ETT split needs 14400"):
         load_forecasting_task(str(path), seed=0, input_length=48, horizon=24)
     assert len(load_forecasting_task(str(path), seed=0, input_length=48, horizon=24, split="ratio").train) > 0
@@ -159,105 +115,6 @@ def test_generated_default_is_deterministic():
     assert a.input_shape == (4, 336) and len(a.test) > 0
 
 
-def _edit(path: Path, edits: dict[int, str], insert: dict[int, str] | None = None) -> Path:
-    """Replace lines (index 0 = the header) of a `_csv` file, then insert lines before the given indices."""
-    lines = path.read_text().splitlines()
-    for index, text in edits.items():
-        lines[index] = text
-    for index, text in sorted((insert or {}).items(), reverse=True):
-        lines.insert(index, text)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def test_a_csv_that_is_not_utf8_names_the_line_and_byte(tmp_path):
-    path = _csv(tmp_path / "s.csv", np.ones((30, 2)), names=["a", "b"])
-    lines = path.read_bytes().split(b"\n")
-    lines[6] = lines[6].replace(b"1.0", "caf\u00e9".encode("latin-1"), 1)  # a latin-1 é on line 7
-    path.write_bytes(b"\n".join(lines))
-    with pytest.raises(DataError, match=r"s\.csv: line 7, column 24: byte 0xe9 is not UTF-8; save the file as UTF-8"):
-        read_series(path)
-
-
-@pytest.mark.parametrize("name, content, expected", [
-    ("text.npz", b"hello, world\n", r"text\.npz: not a NumPy \.npy/\.npz file \(it begins with neither"),
-    ("text.npy", b"date,a\n", r"text\.npy: not a NumPy \.npy/\.npz file"),
-    ("empty.npy", b"", r"empty\.npy: not a NumPy \.npy/\.npz file \(it is empty\)"),
-    ("cut.npz", b"PK\x03\x04 truncated", r"cut\.npz: cannot read as a NumPy file"),
-])
-def test_a_file_that_is_not_numpy_is_named_as_such(tmp_path, name, content, expected):
-    (tmp_path / name).write_bytes(content)
-    with pytest.raises(DataError, match=expected):
-        read_series(tmp_path / name)
-
-
-def test_an_npz_member_that_is_not_an_array(tmp_path):
-    import zipfile
-
-    with zipfile.ZipFile(tmp_path / "odd.npz", "w") as z:
-        z.writestr("data.npy", b"not an array")
-    with pytest.raises(DataError, match=r"odd\.npz: 'data' is not a NumPy array"):
-        read_series(tmp_path / "odd.npz")
-
-
-def test_a_folder_is_not_a_series_file(tmp_path):
-    (tmp_path / "ett").mkdir()
-    with pytest.raises(DataError, match=r"ett: a folder, not a series file; give one \.csv, \.npy or \.npz file"):
-        read_series(tmp_path / "ett")
-
-
-def test_only_blank_lines_are_skipped_and_lines_keep_their_numbers(tmp_path):
-    path = _csv(tmp_path / "s.csv", np.arange(40.0).reshape(20, 2), names=["a", "b"])
-    _edit(path, {9: "2021-01-01 08:00:00,,3"}, insert={3: "", 5: "   "})  # blank lines 4 and 7 push line 10 to 12
-    with pytest.raises(DataError, match=r"s\.csv: line 12, column 'a': missing value \(NaN\); 1 in all "
-                                         r"\(train with --data\.nan interpolate to fill them linearly in time\)"):
-        read_series(path)
-    series = read_series(path, nan="interpolate")
-    assert len(series.values) == 20 and series.filled == 1 and series.lines[:5] == [2, 3, 5, 6, 8]
-    _edit(path, {}, insert={8: ",,"})  # a row of empty cells is a time step, not a blank line
-    with pytest.raises(DataError, match=r"s\.csv: line 9, column 'date': empty date"):
-        read_series(path, nan="interpolate")
-
-
-@pytest.mark.parametrize("header, expected", [
-    ("date,a,a", r"s\.csv: line 1: column name 'a' appears twice \(columns 2 and 3\)"),
-    (",date,a", r"s\.csv: line 1, column 1: empty column name \(a pandas index\? save with to_csv\(index=False\)\)"),
-    ("date,a,", r"s\.csv: line 1, column 3: empty column name"),
-])
-def test_duplicate_and_empty_column_names_are_refused(tmp_path, header, expected):
-    path = _edit(_csv(tmp_path / "s.csv", np.ones((10, 2)), names=["a", "b"]), {0: header})
-    with pytest.raises(DataError, match=expected):
-        read_series(path)
-
-
-@pytest.mark.parametrize("edits, expected", [
-    ({4: ",1.0,2.0"}, r"line 5, column 'date': empty date"),
-    ({4: "2021/01/01 03:00,1.0,2.0"}, r"line 5, column 'date': '2021/01/01 03:00' is not an ISO 8601 date"),
-    ({4: "2021-01-01 02:00:00,1.0,2.0"}, r"line 5, column 'date': '2021-01-01 02:00:00' is not after line 4's "
-                                         r"'2021-01-01 02:00:00'; dates must be strictly increasing"),
-    ({4: "2021-01-01 04:00:00,1.0,2.0", 5: "2021-01-01 03:00:00,1.0,2.0"},
-     r"line 6, column 'date': '2021-01-01 03:00:00' is not after line 5's '2021-01-01 04:00:00'"),
-    ({4: "2021-01-01T03:00:00+01:00,1.0,2.0"}, r"line 5, column 'date': '2021-01-01T03:00:00\+01:00' and line 4's "
-                                               r"'2021-01-01 02:00:00' mix dates with and without a time zone"),
-])
-def test_dates_must_be_iso_and_strictly_increasing(tmp_path, edits, expected):
-    path = _edit(_csv(tmp_path / "s.csv", np.ones((10, 2)), names=["a", "b"]), edits)
-    with pytest.raises(DataError, match=r"s\.csv: " + expected):
-        read_series(path)
-
-
-def test_a_reversed_file_and_iso_variants(tmp_path):
-    path = _csv(tmp_path / "s.csv", np.ones((10, 2)), names=["a", "b"])
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines[:1] + lines[:0:-1]) + "\n")
-    with pytest.raises(DataError, match=r"line 3, column 'date': '2021-01-01 08:00:00' is not after line 2's"):
-        read_series(path)
-    for stamps in (["2021-01-01", "2021-01-02", "2021-01-04"], ["2021-01-01T00:00", "2021-01-01T00:30:00", "2021-01-01 01:00"],
-                   ["2021-01-01T00:00:00+00:00", "2021-01-01T00:00:00-01:00", "2021-01-01T02:00:00Z"]):
-        path.write_text("date,a\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps)))
-        assert read_series(path).dates == stamps
-
-
 def test_other_date_formats_through_date_format(tmp_path):
     """--data.date_format: strptime's format, checked on every row; forecasts continue in it."""
     path = tmp_path / "s.csv"
@@ -274,15 +131,9 @@ def test_other_date_formats_through_date_format(tmp_path):
         load_forecasting_task(str(path), seed=0, date_format="YYYY/MM/DD")
 
 
-def test_underscores_are_not_numbers(tmp_path):
-    path = _edit(_csv(tmp_path / "s.csv", np.ones((10, 2)), names=["a", "b"]), {3: "2021-01-01 02:00:00,1_000,2"})
-    with pytest.raises(DataError, match=r"s\.csv: line 4, column 'a': '1_000' is not a number"):
-        read_series(path)
-
-
 def test_the_filled_count_is_kept_in_the_run_info(tmp_path):
     values = np.random.default_rng(4).normal(size=(200, 2))
-    path = _edit(_csv(tmp_path / "s.csv", values, names=["a", "b"]), {10: "2021-01-01 09:00:00,,", 20: "2021-01-01 19:00:00,nan,1"})
+    path = edit_lines(series_csv(tmp_path / "s.csv", values, names=["a", "b"]), {10: "2021-01-01 09:00:00,,", 20: "2021-01-01 19:00:00,nan,1"})
     data = load_forecasting_task(str(path), seed=0, input_length=24, horizon=8, nan="interpolate")
     assert data.info["filled_missing"] == 3
     assert load_forecasting_task(None, seed=0, input_length=24, horizon=8).info["filled_missing"] == 0
@@ -306,7 +157,7 @@ def test_future_dates_of_monthly_and_yearly_series_keep_to_the_calendar():
 def test_values_the_scaler_cannot_hold_are_refused_by_line_and_column(tmp_path, row, channel):
     values = np.random.default_rng(0).standard_normal((100, 2))
     values[row, channel] = 1e300  # the training rows' std overflowed to inf: the channel became zeros, silently
-    path = _csv(tmp_path / "big.csv", values, names=["a", "b"])
+    path = series_csv(tmp_path / "big.csv", values, names=["a", "b"])
     with pytest.raises(DataError, match=rf"big.csv: line {row + 2}, column '{'ab'[channel]}': 1e\+300 is too large"):
         load_forecasting_task(str(path), seed=0, input_length=8, horizon=4, split="ratio")
 

@@ -85,6 +85,24 @@ def test_a_slow_consumer_never_sees_an_overwritten_slot(ring):
     assert (items == reference) is (ring is None)
 
 
+class _MultiHot(_Items):
+    """The same x, y a multi-hot row (3,) float32 (a label CSV's target), one label only for some items."""
+
+    def __getitem__(self, i: int):
+        x, _ = super().__getitem__(i)
+        return x, torch.tensor([1.0, float(i % 2), float(i % 3 == 0)])
+
+
+def test_multi_hot_rows_travel_by_value():
+    data = _MultiHot(21)
+    shared = SharedBatches(data.item_shape, 4, 1)
+    got = list(SharedBatchLoader(DataLoader(data, batch_size=4, num_workers=1, collate_fn=shared.collate), shared))
+    expected = _reference(data, 4)
+    assert len(got) == len(expected) == 6
+    for (x, y), (ex, ey) in zip(got, expected):
+        assert torch.equal(x, ex) and torch.equal(y, ey) and y.dtype == torch.float32 and y.shape[1:] == (3,)
+
+
 def test_other_items_fall_back_to_the_default_collate():
     shared = SharedBatches((2, 3, 4), 8, 1)
     items = [(torch.zeros(2, 3, 5), torch.tensor(1))] * 3  # another shape

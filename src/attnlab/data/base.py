@@ -158,16 +158,17 @@ class FileDataset(Dataset):
     pages they sit on, which grows every worker's memory with the data set (PyTorch issue
     #13246). ``indices`` records each item's position in the sorted file list, as
     `TensorPairDataset.indices` does. Subclasses decode in ``__getitem__``; ``what`` names the
-    files in messages.
+    files in messages. ``float_targets``: keep ``y`` as float32 (multi-hot rows (N, K) of a
+    label CSV) instead of class indices (N,) int64, as `TensorPairDataset` does.
     """
 
     what = "file"
 
-    def __init__(self, paths, labels, *, indices: Tensor | None = None):
+    def __init__(self, paths, labels, *, indices: Tensor | None = None, float_targets: bool = False):
         if len(paths) != len(labels):
             raise DataError(f"{len(paths)} {self.what} paths for {len(labels)} labels")
         self.paths = np.array([str(p) for p in paths], dtype=np.str_)
-        self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.y = torch.as_tensor(np.asarray(labels, dtype=np.float32 if float_targets else np.int64))
         self.indices = indices
 
     def __len__(self) -> int:

@@ -123,13 +123,16 @@ class ImageFileDataset(FileDataset):
     scaled by 1/255 and normalised with the spec: `attnlab.data.images`'s pipeline, shared with
     `prepare_image`.
 
-    Shape: item x (C, H, W) float32, y () int64.
+    ``float_targets``: ``labels`` are multi-hot rows (N, K) (a label CSV, `attnlab.data.multilabel_images`).
+
+    Shape: item x (C, H, W) float32, y () int64 (or (K,) float32).
     """
 
     what = "image"
 
-    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int], spec: ImageSpec, *, indices: Tensor | None = None):
-        super().__init__(paths, labels, indices=indices)
+    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int] | np.ndarray, spec: ImageSpec, *,
+                 indices: Tensor | None = None, float_targets: bool = False):
+        super().__init__(paths, labels, indices=indices, float_targets=float_targets)
         self.spec = spec
         self.pixels = PixelTable(spec)
 

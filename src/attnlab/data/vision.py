@@ -295,7 +295,8 @@ def load_image_folder_task(
 
     ``lazy``: keep only paths and decode each image on access (`ImageFileDataset`, in DataLoader
     workers with ``--train.num_workers``), so memory does not grow with the number of images;
-    None (default) decides by size (lazy when the decoded inputs would pass ``LAZY_BYTES``). Both
+    None (default) decides by size (lazy when the decoded inputs would pass ``LAZY_BYTES``), for
+    class folders and label CSVs alike. Both
     paths give identical tensors. Either way one pass decodes every file first, for the colour
     check and the train split's statistics. ``skip_bad``: an unreadable file is logged and left
     out (listed in ``info["skipped_files"]``) instead of stopping with its name.
@@ -319,7 +320,7 @@ def load_image_folder_task(
     if target == "multilabel":
         return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
                                    test_fraction=test_fraction, class_names=class_names, spec=spec, lazy=lazy,
-                                   skip_bad=skip_bad)
+                                   skip_bad=skip_bad, lazy_bytes=LAZY_BYTES)
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
     height, width = image_size

@@ -54,7 +54,8 @@ class _Slot(NamedTuple):
 class SharedBatches:
     """The slots (workers, ring, batch, *item_shape) and the collate function that fills them.
 
-    Shape: slots (W, R, B, *item_shape); a batch comes back as x (n, *item_shape), y (n,).
+    Shape: slots (W, R, B, *item_shape); a batch comes back as x (n, *item_shape), y (n,) (class
+    indices) or (n, K) (multi-hot rows).
     """
 
     def __init__(self, item_shape: tuple[int, ...], batch_size: int, num_workers: int, *, prefetch_factor: int = 2,
@@ -75,7 +76,10 @@ class SharedBatches:
         slot = self._written % self.ring
         self._written += 1
         torch.stack([x for x, _ in items], out=self.slots[info.id, slot, :len(items)])
-        y = np.asarray([int(label) for _, label in items], dtype=np.int64)
+        if all(isinstance(label, Tensor) and label.dim() > 0 for _, label in items):  # multi-hot rows (K,) float32
+            y = torch.stack([label for _, label in items]).numpy()
+        else:  # class indices, which int() of a multi-hot row would refuse (or, for one label, silently cast)
+            y = np.asarray([int(label) for _, label in items], dtype=np.int64)
         return _Slot(info.id, slot, len(items), y)
 
     def unwrap(self, batch: Any, borrow: bool = False) -> Any:
