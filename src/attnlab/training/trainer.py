@@ -248,6 +248,8 @@ class Trainer:
 
         cfg = self.config
         self.sampler.set_epoch(epoch)
+        if callable(getattr(self.train_set, "set_epoch", None)):  # per-item draws (attnlab.data.item_random), as HF does
+            self.train_set.set_epoch(epoch)
         self.train_model.train()
         iterator = iter(self.train_loader)
         skip = self.state.batch_in_epoch

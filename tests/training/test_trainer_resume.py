@@ -1,0 +1,86 @@
+"""Exact resume with DataLoader workers, for data whose items draw random numbers (SASRec's
+negatives, detection's flips): 0 and 2 workers train the same weights, and a run interrupted at
+an epoch end or mid-epoch then resumed ends where the uninterrupted run does, loss curve included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attnlab.models import create_model
+from attnlab.training import TrainConfig, Trainer
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _sasrec():
+    from attnlab.data.sasrec import SasrecTrainDataset
+    from attnlab.tasks.sasrec import SasrecObjective
+
+    rng = np.random.default_rng(0)
+    train = [rng.choice(np.arange(1, 61), size=int(rng.integers(4, 12)), replace=False) for _ in range(40)]
+    torch.manual_seed(0)
+    model = create_model("sasrec", num_items=60, max_len=8, dim=16, depth=1, num_heads=2, dropout=0.2, attn_dropout=0.2)
+    return model, SasrecObjective(), SasrecTrainDataset(train, 60, 8), 8  # 40 users: 5 batches of 8
+
+
+def _detection():
+    from attnlab.data.detection import load_shapes_task
+    from attnlab.tasks.detection import DetectionObjective
+
+    data = load_shapes_task(seed=1, train_size=20, val_size=1, test_size=1, image_size=16, max_objects=2, hflip=True)
+    torch.manual_seed(0)
+    model = create_model("detr-tiny", image_size=(16, 16), num_classes=data.num_classes, num_queries=4,
+                         backbone_channels=(4, 8), dim=16, num_heads=2, encoder_depth=1, decoder_depth=1, dropout=0.1)
+    return model, DetectionObjective(data.num_classes), data.train, 4  # 20 images: 5 batches of 4
+
+
+FAMILIES = {"sasrec": _sasrec, "detection": _detection}
+
+
+def _trainer(family, run_dir, *, workers, checkpoint_every=0, batch_augment=None):
+    model, objective, train, batch_size = FAMILIES[family]()
+    config = TrainConfig(epochs=2, batch_size=batch_size, lr=3e-3, warmup_epochs=0.5, progress=False, device="cpu",
+                         num_workers=workers, checkpoint_every=checkpoint_every)
+    return Trainer(model, objective, train, None, config, run_dir=run_dir, batch_augment=batch_augment)
+
+
+def _assert_same_weights(a: Trainer, b: Trainer) -> None:
+    for key, value in a.model.state_dict().items():
+        torch.testing.assert_close(b.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("checkpoint_every", [0, 2])
+def test_workers_and_resume_draw_the_same_items(tmp_path, family, checkpoint_every):
+    """Before: each DataLoader worker drew negatives / flips from its own RNG, seeded per worker and not
+    checkpointed, so 2 workers trained other weights than 0 workers, and a resumed run (fresh workers) others again."""
+    torch.manual_seed(123)
+    alone = _trainer(family, tmp_path / "alone", workers=0, checkpoint_every=checkpoint_every)
+    alone.fit()
+    torch.manual_seed(123)
+    straight = _trainer(family, tmp_path / "straight", workers=2, checkpoint_every=checkpoint_every)
+    straight.fit()
+    _assert_same_weights(alone, straight)
+
+    calls = {"n": 0}
+
+    def interrupt(batch):
+        calls["n"] += 1
+        if calls["n"] == 9:  # epoch 2, batch 4 (5 batches per epoch): the last checkpoint is mid-epoch at step 8
+            raise _Interrupt
+        return batch
+
+    torch.manual_seed(123)
+    first = _trainer(family, tmp_path / "resumed", workers=2, checkpoint_every=checkpoint_every, batch_augment=interrupt)
+    with pytest.raises(_Interrupt):
+        first.fit()
+    resumed = _trainer(family, tmp_path / "resumed", workers=2, checkpoint_every=checkpoint_every)
+    torch.manual_seed(999)  # a fresh process has another RNG state: resume restores the run's
+    resumed.resume()
+    assert (resumed.state.epoch, resumed.state.batch_in_epoch) == ((1, 0) if checkpoint_every == 0 else (1, 3))
+    resumed.fit()
+    _assert_same_weights(straight, resumed)
