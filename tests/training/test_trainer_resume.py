@@ -4,6 +4,8 @@ an epoch end or mid-epoch then resumed ends where the uninterrupted run does, lo
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,10 @@ def _trainer(family, run_dir, *, workers, checkpoint_every=0, batch_augment=None
     return Trainer(model, objective, train, None, config, run_dir=run_dir, batch_augment=batch_augment)
 
 
+def _curve(trainer: Trainer) -> list[float]:
+    return [record["train_loss"] for record in trainer.state.history]
+
+
 def _assert_same_weights(a: Trainer, b: Trainer) -> None:
     for key, value in a.model.state_dict().items():
         torch.testing.assert_close(b.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
@@ -65,6 +71,7 @@ def test_workers_and_resume_draw_the_same_items(tmp_path, family, checkpoint_eve
     straight = _trainer(family, tmp_path / "straight", workers=2, checkpoint_every=checkpoint_every)
     straight.fit()
     _assert_same_weights(alone, straight)
+    assert _curve(alone) == _curve(straight)
 
     calls = {"n": 0}
 
@@ -84,3 +91,6 @@ def test_workers_and_resume_draw_the_same_items(tmp_path, family, checkpoint_eve
     assert (resumed.state.epoch, resumed.state.batch_in_epoch) == ((1, 0) if checkpoint_every == 0 else (1, 3))
     resumed.fit()
     _assert_same_weights(straight, resumed)
+    assert _curve(resumed) == _curve(straight), "the resumed epoch's train_loss is over all its batches"
+    logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["train_loss"]) for r in logged] == list(enumerate(_curve(straight), start=1))

@@ -52,6 +52,10 @@ class _State:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     batch_in_epoch: int = 0  # batches of the current epoch already consumed (mid-epoch checkpoints)
+    # Their loss sum and example count over every process, so a mid-epoch resume logs the epoch's
+    # train_loss over all its batches, not only those after the resume.
+    loss_sum: float = 0.0
+    loss_count: int = 0
     best_metric: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
@@ -167,6 +171,8 @@ class Trainer:
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         self._check_schedule(directory, sched.get("_last_lr"))
         self.state = _State(**state)
+        if not self.is_main:  # the saved sums are every process's: one process carries them on
+            self.state.loss_sum, self.state.loss_count = 0.0, 0
         torch.set_rng_state(extra["torch_rng"])
         best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
         self.best_weights = best or None
@@ -257,7 +263,7 @@ class Trainer:
         for _ in range(skip):  # mid-epoch resume: the sampler order is a function of (seed, epoch)
             next(iterator)
         torch.set_rng_state(rng)
-        total_loss, total_n = 0.0, 0
+        total_loss, total_n = (self.state.loss_sum, self.state.loss_count) if skip else (0.0, 0)
         bar = tqdm(
             iterator, total=len(self.train_loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not (self.is_main and cfg.progress), leave=False, dynamic_ncols=True, mininterval=0.5,
@@ -286,14 +292,21 @@ class Trainer:
                 self._optimizer_step()
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
                 if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
+                    self.state.loss_sum, self.state.loss_count = self._global_sums(total_loss, total_n)
                     self.save()
-        self.state.batch_in_epoch = 0
+        self.state.batch_in_epoch, self.state.loss_sum, self.state.loss_count = 0, 0.0, 0
         bar.close()
-        if self.dist.enabled:  # the loss over every process's batches, as one process with the global batch logs it
-            sums = torch.tensor([total_loss, float(total_n)], dtype=torch.float64, device=self.device)
-            torch.distributed.all_reduce(sums)
-            total_loss, total_n = float(sums[0]), int(sums[1])
+        total_loss, total_n = self._global_sums(total_loss, total_n)
         return total_loss / total_n if total_n else float("nan")  # every step skipped: no loss (null), not 0.0
+
+    def _global_sums(self, loss_sum: float, count: int) -> tuple[float, int]:
+        """The loss sum and example count over every process's batches (as one process with the global batch
+        logs them); a collective under DDP, which every rank reaches at the same step."""
+        if not self.dist.enabled:
+            return loss_sum, count
+        sums = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(sums)
+        return float(sums[0]), int(sums[1])
 
     def _bad_step(self, epoch: int, index: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
