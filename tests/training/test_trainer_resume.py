@@ -43,10 +43,10 @@ def _detection():
 FAMILIES = {"sasrec": _sasrec, "detection": _detection}
 
 
-def _trainer(family, run_dir, *, workers, checkpoint_every=0, batch_augment=None):
+def _trainer(family, run_dir, *, workers, checkpoint_every=0, batch_augment=None, accumulate=1):
     model, objective, train, batch_size = FAMILIES[family]()
     config = TrainConfig(epochs=2, batch_size=batch_size, lr=3e-3, warmup_epochs=0.5, progress=False, device="cpu",
-                         num_workers=workers, checkpoint_every=checkpoint_every)
+                         num_workers=workers, checkpoint_every=checkpoint_every, accumulate=accumulate)
     return Trainer(model, objective, train, None, config, run_dir=run_dir, batch_augment=batch_augment)
 
 
@@ -57,6 +57,18 @@ def _curve(trainer: Trainer) -> list[float]:
 def _assert_same_weights(a: Trainer, b: Trainer) -> None:
     for key, value in a.model.state_dict().items():
         torch.testing.assert_close(b.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def _interrupt_at(call: int):
+    calls = {"n": 0}
+
+    def interrupt(batch):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise _Interrupt
+        return batch
+
+    return interrupt
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -73,16 +85,10 @@ def test_workers_and_resume_draw_the_same_items(tmp_path, family, checkpoint_eve
     _assert_same_weights(alone, straight)
     assert _curve(alone) == _curve(straight)
 
-    calls = {"n": 0}
-
-    def interrupt(batch):
-        calls["n"] += 1
-        if calls["n"] == 9:  # epoch 2, batch 4 (5 batches per epoch): the last checkpoint is mid-epoch at step 8
-            raise _Interrupt
-        return batch
-
     torch.manual_seed(123)
-    first = _trainer(family, tmp_path / "resumed", workers=2, checkpoint_every=checkpoint_every, batch_augment=interrupt)
+    # Epoch 2, batch 4 (5 batches per epoch): the last checkpoint is mid-epoch at step 8 with checkpoint_every 2.
+    first = _trainer(family, tmp_path / "resumed", workers=2, checkpoint_every=checkpoint_every,
+                     batch_augment=_interrupt_at(9))
     with pytest.raises(_Interrupt):
         first.fit()
     resumed = _trainer(family, tmp_path / "resumed", workers=2, checkpoint_every=checkpoint_every)
@@ -94,3 +100,24 @@ def test_workers_and_resume_draw_the_same_items(tmp_path, family, checkpoint_eve
     assert _curve(resumed) == _curve(straight), "the resumed epoch's train_loss is over all its batches"
     logged = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["train_loss"]) for r in logged] == list(enumerate(_curve(straight), start=1))
+
+
+def test_mid_epoch_resume_with_accumulation_and_a_partial_group(tmp_path):
+    """5 batches per epoch with accumulate=2 are groups of 2, 2 and 1 (3 steps); a checkpoint every 2 steps falls
+    mid-epoch 2 after its first group, and the resumed run steps on the same groups, partial one included."""
+    torch.manual_seed(123)
+    straight = _trainer("sasrec", tmp_path / "straight", workers=2, checkpoint_every=2, accumulate=2)
+    straight.fit()
+    assert straight.state.step == 6
+    torch.manual_seed(123)
+    first = _trainer("sasrec", tmp_path / "resumed", workers=2, checkpoint_every=2, accumulate=2,
+                     batch_augment=_interrupt_at(9))
+    with pytest.raises(_Interrupt):
+        first.fit()
+    resumed = _trainer("sasrec", tmp_path / "resumed", workers=2, checkpoint_every=2, accumulate=2)
+    torch.manual_seed(999)
+    resumed.resume()
+    assert (resumed.state.epoch, resumed.state.batch_in_epoch, resumed.state.step) == (1, 2, 4)
+    resumed.fit()
+    _assert_same_weights(straight, resumed)
+    assert _curve(resumed) == _curve(straight) and resumed.state.step == 6

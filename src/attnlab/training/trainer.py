@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,12 +108,8 @@ class Trainer:
                 f"training set of {len(train_set)} examples gives no full batch of {config.batch_size} "
                 f"per process ({self.dist.world_size} process(es)); lower --train.batch_size"
             )
-        if config.accumulate > len(self.train_loader):  # no optimizer step would ever be taken: nothing trains
-            raise ConfigError(
-                f"--train.accumulate {config.accumulate} is more than the {len(self.train_loader)} batch(es) of "
-                f"{config.batch_size} an epoch has per process: no optimizer step would be taken; lower it"
-            )
-        self.steps_per_epoch = max(1, len(self.train_loader) // config.accumulate)
+        # An epoch's last accumulation group may hold fewer micro-batches: it steps too (Hugging Face's Trainer)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulate)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.frozen = apply_freeze(self.model, parse_freeze(config.freeze))
         groups = parameter_groups(self.model, lr=config.lr, weight_decay=config.weight_decay,
@@ -269,11 +266,16 @@ class Trainer:
             disable=not (self.is_main and cfg.progress), leave=False, dynamic_ncols=True, mininterval=0.5,
         )
         self.optimizer.zero_grad(set_to_none=True)
+        batches = len(self.train_loader)
         for index, batch in enumerate(bar, start=skip):
             batch = to_device(batch, self.device)
             if self.batch_augment is not None:
                 batch = self.batch_augment(batch)
-            last_micro = (index + 1) % cfg.accumulate == 0
+            # Groups of `accumulate` micro-batches from where this pass started (a checkpoint is at a group's end);
+            # the epoch's last group may be smaller and steps on the mean gradient of those it has.
+            first = skip + (index - skip) // cfg.accumulate * cfg.accumulate
+            group = min(cfg.accumulate, batches - first)
+            last_micro = index + 1 == first + group
             # DDP: skip the gradient all-reduce on all but the last micro-batch (forward and backward inside).
             sync = self.train_model.no_sync() if (self.dist.enabled and not last_micro) else contextlib.nullcontext()
             with sync:
@@ -281,7 +283,7 @@ class Trainer:
                     loss, n = self.objective.loss(self.train_model, batch)
                 finite = bool(torch.isfinite(loss))
                 if finite:
-                    (loss / cfg.accumulate).backward()
+                    (loss / group).backward()
             if not finite:
                 self._bad_step(epoch, index)
                 continue
