@@ -5,6 +5,8 @@ an epoch end or mid-epoch then resumed ends where the uninterrupted run does, lo
 from __future__ import annotations
 
 import json
+import os
+import socket
 
 import numpy as np
 import pytest
@@ -121,3 +123,52 @@ def test_mid_epoch_resume_with_accumulation_and_a_partial_group(tmp_path):
     resumed.fit()
     _assert_same_weights(straight, resumed)
     assert _curve(resumed) == _curve(straight) and resumed.state.step == 6
+
+
+def _ddp_worker(rank: int, world: int, port: int, run_dir: str, mode: str) -> None:
+    """One rank of a 2-process SASRec run: ``straight``, ``first`` (interrupted mid-epoch 2) or ``resume``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from attnlab.training import cleanup_distributed, init_distributed
+    from attnlab.training.checkpoint import save_weights
+
+    info = init_distributed()
+    model, objective, train, _ = _sasrec()
+    config = TrainConfig(epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0.5, progress=False, device="cpu",
+                         num_workers=2, checkpoint_every=2, accumulate=2)
+    trainer = Trainer(model, objective, train, None, config, run_dir=run_dir, dist=info,
+                      batch_augment=_interrupt_at(9) if mode == "first" else None)
+    if mode == "resume":
+        trainer.resume()
+        assert (trainer.state.epoch, trainer.state.batch_in_epoch, trainer.state.step) == (1, 2, 4)
+    try:
+        trainer.fit()
+    except _Interrupt:
+        assert mode == "first"
+    if rank == 0 and mode != "first":
+        save_weights(trainer.model, os.path.join(run_dir, "final.safetensors"))
+        with open(os.path.join(run_dir, "curve.json"), "w") as f:
+            json.dump(_curve(trainer), f)
+    cleanup_distributed()
+
+
+@pytest.mark.slow
+def test_ddp_mid_epoch_resume_with_workers_and_accumulation(tmp_path):
+    """Two processes, 2 workers each, groups of 2, 2 and 1 micro-batches: resumed mid-epoch 2, the run ends with
+    the uninterrupted run's weights and loss curve (the checkpoint's loss sums are every rank's)."""
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    for run, mode in (("straight", "straight"), ("resumed", "first"), ("resumed", "resume")):
+        mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / run), mode), nprocs=2, join=True)
+    straight, resumed = (load_file(tmp_path / run / "final.safetensors") for run in ("straight", "resumed"))
+    for key, value in straight.items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
+    curves = [json.loads((tmp_path / run / "curve.json").read_text()) for run in ("straight", "resumed")]
+    assert curves[0] == curves[1] and len(curves[0]) == 2
