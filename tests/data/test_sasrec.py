@@ -111,7 +111,7 @@ def test_loader_datasets_exact(tiny):
     assert len(task.info["data_sha256"]) == 64 and task.info["data_path"].endswith("tiny.txt")
 
 
-def test_training_negatives_fresh_valid_and_seeded(tmp_path):
+def test_training_negatives_fresh_each_epoch_valid_and_seeded(tmp_path):
     rng = np.random.default_rng(1)
     lines = [f"{u} {i}" for u in range(20) for i in rng.choice(60, size=rng.integers(3, 15), replace=False) + 1]
     path = tmp_path / "d.txt"
@@ -120,11 +120,15 @@ def test_training_negatives_fresh_valid_and_seeded(tmp_path):
     train = task.train
     torch.manual_seed(0)
     first = [train[i][2] for i in range(len(train))]
+    train.set_epoch(1)
     second = [train[i][2] for i in range(len(train))]
-    assert any(not torch.equal(a, b) for a, b in zip(first, second)), "negatives should be redrawn at every fetch"
-    torch.manual_seed(0)
+    assert any(not torch.equal(a, b) for a, b in zip(first, second)), "negatives should be redrawn each epoch"
+    train.set_epoch(0)
+    torch.manual_seed(1)  # the global RNG plays no part: (seed, epoch, index) fixes an item's negatives
     replay = [train[i][2] for i in range(len(train))]
-    assert all(torch.equal(a, b) for a, b in zip(first, replay)), "torch's seed should replay the negatives"
+    assert all(torch.equal(a, b) for a, b in zip(first, replay)), "the same epoch should replay the negatives"
+    other = load_task("sasrec", str(path), seed=1, max_len=8, num_negatives=10).train
+    assert any(not torch.equal(a, other[i][2]) for i, a in enumerate(first)), "another run seed draws others"
     for i in range(len(train)):
         seq, pos, neg = train[i]
         seen = set(train.seen[i].tolist())

@@ -220,16 +220,69 @@ def test_weight_decay_exemptions_are_declared_by_modules():
     assert all(p.dim() >= 2 for p in decay["params"]) and len(decay["params"]) > 0
 
 
-def test_accumulating_more_batches_than_an_epoch_has_is_refused():
-    """96 examples in batches of 16 are 6 batches: accumulating 7 would never step the optimizer."""
-    model = _model()
-    before = _weights(model)
-    with pytest.raises(ConfigError, match=r"--train.accumulate 7 is more than the 6 batch\(es\) of 16"):
-        Trainer(model, ClassificationObjective(3), _data(96), None, _config(accumulate=7))
-    trainer = Trainer(model, ClassificationObjective(3), _data(96), None, _config(accumulate=6, epochs=1))
+class _SquaredError:
+    """Mean squared error of a linear model's one output."""
+
+    metric, greater_is_better = "loss", False
+
+    def loss(self, model, batch):
+        x, y = batch
+        return ((model(x).squeeze(-1) - y) ** 2).mean(), len(x)
+
+
+def test_accumulation_steps_on_an_epochs_last_partial_group():
+    """7 micro-batches with accumulate=3 are groups of 3, 3 and 1. The last one took no step (its gradient was
+    dropped); as in Hugging Face's Trainer it now steps on the mean gradient of the micro-batches it has, and the
+    schedule counts it (ceil(7 / 3) = 3 steps per epoch). Reference: plain SGD on float64 gradients of the mean
+    squared error, worked out by hand (2 / B X^T r), group by group over the batches the trainer saw."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    x, y = torch.randn(28, 3, dtype=torch.float64), torch.randn(28, dtype=torch.float64)
+    model = nn.Linear(3, 1).double()
+    w, b = model.weight.detach().clone()[0], model.bias.detach().clone()[0]  # (3,), ()
+    seen = []
+
+    def record(batch):
+        seen.append([t.clone() for t in batch])
+        return batch
+
+    trainer = Trainer(model, _SquaredError(), TensorDataset(x, y), None,
+                      _config(epochs=1, batch_size=4, accumulate=3, grad_clip=0.0), batch_augment=record)
+    lr = 0.1
+    trainer.optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
     trainer.fit()
-    assert trainer.state.step == 1
-    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert len(seen) == 7
+    for group in (seen[0:3], seen[3:6], seen[6:7]):
+        grad_w, grad_b = torch.zeros_like(w), torch.zeros_like(b)
+        for bx, by in group:
+            r = bx @ w + b - by  # (B,)
+            grad_w += 2 / len(bx) * bx.T @ r / len(group)
+            grad_b += 2 / len(bx) * r.sum() / len(group)
+        w, b = w - lr * grad_w, b - lr * grad_b
+    torch.testing.assert_close(model.weight.detach()[0], w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.bias.detach()[0], b, rtol=1e-12, atol=1e-12)
+    assert trainer.state.step == 3 and trainer.steps_per_epoch == 3 and trainer.total_steps == 3
+
+
+def test_the_schedule_counts_the_partial_groups():
+    """96 examples in batches of 16 are 6 batches: accumulate=4 steps twice an epoch (4 + 2), and the cosine ends
+    at its floor after the last of those steps. Accumulating 7 (more than the epoch) steps once per epoch, on all
+    6 batches, as accumulate=6 does (it was refused: no step would have been taken)."""
+    cfg = _config(epochs=3, accumulate=4)
+    trainer = Trainer(_model(), ClassificationObjective(3), _data(96), None, cfg)
+    assert (trainer.steps_per_epoch, trainer.total_steps) == (2, 6)
+    trainer.fit()
+    assert trainer.state.step == 6
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(cfg.lr * cfg.min_lr_factor, rel=1e-9)
+    six, seven = (Trainer(_model(), ClassificationObjective(3), _data(96), None, _config(accumulate=k, epochs=1))
+                  for k in (6, 7))
+    six.fit()
+    seven.fit()
+    assert seven.state.step == 1
+    for key, value in _weights(six.model).items():
+        torch.testing.assert_close(seven.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 class _ScriptedValidation(ClassificationObjective):

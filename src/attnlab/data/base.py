@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from attnlab.data.item_random import ItemDraws
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -112,8 +113,10 @@ class ImageSpec:
 class TensorPairDataset(Dataset):
     """In-memory ``(x[i], y[i])`` pairs. The trainer may index `.x` / `.y` directly for speed.
 
-    ``augment`` (optional) is applied to each item as it is fetched; it must draw from torch's
-    global RNG so that a seeded DataLoader replays the same augmentations. ``indices``
+    ``augment`` (optional) is applied to each item as it is fetched and may draw from torch's
+    global RNG: it runs with that RNG seeded by (``seed``, epoch, index) (`attnlab.data.item_random`;
+    the trainer calls ``set_epoch``) and restored after, so an item's augmentation is the same with
+    any number of DataLoader workers and in a resumed run, and fresh each epoch. ``indices``
     (optional) records where each item sits in the source data (row of the raw arrays, or
     position in the sorted file list), so a prediction can be traced back to its input.
 
@@ -131,6 +134,7 @@ class TensorPairDataset(Dataset):
         augment: Callable[[Tensor], Tensor] | None = None,
         indices: Tensor | None = None,
         float_targets: bool = False,
+        seed: int = 0,
     ):
         if len(x) != len(y):
             raise DataError(f"x and y have different lengths: {len(x)} inputs vs {len(y)} labels")
@@ -140,6 +144,11 @@ class TensorPairDataset(Dataset):
         self.y = y.float() if float_targets else y.long()
         self.augment = augment
         self.indices = indices
+        self.draws = ItemDraws(seed, len(x))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentations items draw (the trainer calls it before each epoch)."""
+        self.draws.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -147,7 +156,8 @@ class TensorPairDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x = self.x[index]
         if self.augment is not None:
-            x = self.augment(x)
+            with self.draws.global_rng(index):
+                x = self.augment(x)
         return x, self.y[index]
 
 

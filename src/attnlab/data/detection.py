@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnlab.data.base import ImageSpec, TaskData, check_fractions, split_counts
+from attnlab.data.item_random import ItemDraws
 from attnlab.data.shapes import SHAPE_CLASSES, generate_shapes  # the default data, drawn in its own module
 from attnlab.errors import ConfigError, DataError
 
@@ -71,16 +72,23 @@ def pad_targets(boxes: list[np.ndarray], labels: list[np.ndarray], max_objects: 
 class DetectionDataset(Dataset):
     """Images kept as uint8 (N, C, H, W), normalised on access; targets (N, T, 5).
 
-    ``hflip``: mirror image and boxes with probability 1/2 per item (torch's global RNG, so
-    a seeded DataLoader replays it); for training splits only.
+    ``hflip``: mirror image and boxes with probability 1/2 per item, drawn from the generator
+    of (``seed``, epoch, ``index``) (`attnlab.data.item_random`): the same with any number of
+    DataLoader workers and in a resumed run, redrawn each epoch (``set_epoch``); for training
+    splits only.
     """
 
     def __init__(self, images: Tensor, targets: Tensor, spec: ImageSpec, *, hflip: bool = False,
-                 names: list[str] | None = None):
+                 names: list[str] | None = None, seed: int = 0):
         if len(images) != len(targets):
             raise DataError(f"{len(images)} images but {len(targets)} targets")
         self.images, self.targets, self.spec, self.hflip = images, targets, spec, hflip
         self.names = names or [f"#{i}" for i in range(len(images))]
+        self.draws = ItemDraws(seed, len(images))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose flips items draw (the trainer calls it before each epoch)."""
+        self.draws.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -88,7 +96,7 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x = self.spec.normalise(self.images[index].float() / 255.0)  # (C, H, W)
         y = self.targets[index].clone()  # (T, 5)
-        if self.hflip and bool(torch.rand(()) < 0.5):
+        if self.hflip and bool(torch.rand((), generator=self.draws.generator(index)) < 0.5):
             x = x.flip(-1)
             real = y[:, 0] >= 0
             y[real, 1] = 1.0 - y[real, 1]
@@ -102,10 +110,10 @@ def _xyxy_pixels_to_cxcywh(boxes: np.ndarray, w: float, h: float) -> np.ndarray:
 
 
 def _to_dataset(images: np.ndarray, boxes, labels, spec: ImageSpec, *, hflip: bool, max_objects: int,
-                names: list[str] | None = None) -> DetectionDataset:
+                names: list[str] | None = None, seed: int = 0) -> DetectionDataset:
     """uint8 (N, H, W, 3) images and per-image boxes (k, 4) cxcywh, already fractions of their image."""
     chw = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, 3, H, W) uint8
-    return DetectionDataset(chw, pad_targets(boxes, labels, max_objects), spec, hflip=hflip, names=names)
+    return DetectionDataset(chw, pad_targets(boxes, labels, max_objects), spec, hflip=hflip, names=names, seed=seed)
 
 
 def _task(name: str, train, val, test, class_names, spec: ImageSpec, info: dict[str, Any]) -> TaskData:
@@ -129,7 +137,8 @@ def load_shapes_task(
         imgs, boxes, labels = generate_shapes(n, seed=split_seed, image_size=image_size, min_objects=min_objects,
                                               max_objects=max_objects, noise=noise)
         norm = [_xyxy_pixels_to_cxcywh(b, image_size, image_size) for b in boxes]  # pixels -> fractions
-        splits.append(_to_dataset(imgs, norm, labels, spec, hflip=hflip and split == 0, max_objects=max_objects))
+        splits.append(_to_dataset(imgs, norm, labels, spec, hflip=hflip and split == 0, max_objects=max_objects,
+                                  seed=seed))
     info = {"source": "shapes", "image_size": image_size, "max_objects": max_objects, "min_objects": min_objects,
             "sizes": [train_size, val_size, test_size], "noise": noise}
     return _task("detection", *splits, SHAPE_CLASSES, spec, info)
@@ -319,7 +328,7 @@ def load_coco_task(
     spec = ImageSpec(3, image_size, image_size, SHAPES_MEAN, SHAPES_STD)
     t = max([len(b) for b in boxes] + [1])
     splits = [_to_dataset(images[idx], [boxes[i] for i in idx], [labels[i] for i in idx], spec, hflip=hflip and k == 0,
-                          max_objects=t, names=[names[i] for i in idx]) for k, idx in enumerate(parts)]
+                          max_objects=t, names=[names[i] for i in idx], seed=seed) for k, idx in enumerate(parts)]
     info = {"source": "coco", "file": str(path), "image_size": image_size, "max_objects": t,
             "sizes": [len(p) for p in parts]}
     return _task("detection", *splits, class_names, spec, info)

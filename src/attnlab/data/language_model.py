@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnlab.data.base import TaskData, require_data
+from attnlab.data.item_random import ItemDraws
 from attnlab.data.text import read_lines, refuse_with_init
 from attnlab.data.tokenizers import train_tokenizer
 from attnlab.errors import ConfigError, DataError
@@ -23,20 +24,26 @@ __all__ = ["RandomWindowDataset", "WindowDataset", "load_language_model"]
 class RandomWindowDataset(Dataset):
     """``samples`` windows at random offsets (nanoGPT's ``get_batch``): items ``(x (T,), y (T,))``.
 
-    The offset is drawn from torch's global RNG at each fetch, ignoring the index, so every
-    epoch sees fresh windows and a seeded run replays the same ones.
+    Item ``index``'s offset is drawn from the generator of (``seed``, epoch, ``index``)
+    (`attnlab.data.item_random`), so every epoch (``set_epoch``) sees fresh windows, and a run
+    draws the same ones with any number of DataLoader workers and when resumed mid-epoch.
     """
 
-    def __init__(self, ids: Tensor, block_size: int, samples: int):
+    def __init__(self, ids: Tensor, block_size: int, samples: int, *, seed: int = 0):
         if len(ids) <= block_size:
             raise DataError(f"the training text has {len(ids)} tokens, too few for windows of {block_size} + 1")
         self.ids, self.block_size, self.samples = ids, block_size, samples
+        self.draws = ItemDraws(seed, samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose windows items draw (the trainer calls it before each epoch)."""
+        self.draws.set_epoch(epoch)
 
     def __len__(self) -> int:
         return self.samples
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        start = int(torch.randint(len(self.ids) - self.block_size, ()))
+        start = int(torch.randint(len(self.ids) - self.block_size, (), generator=self.draws.generator(index)))
         chunk = self.ids[start : start + self.block_size + 1]
         return chunk[:-1], chunk[1:]
 
@@ -96,7 +103,7 @@ def load_language_model(
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.long)
     samples = samples_per_epoch or max(1, len(train_ids) // block_size)
     val = WindowDataset(val_ids, block_size)
-    task = TaskData(task="language-model", train=RandomWindowDataset(train_ids, block_size, samples), val=val, test=val,
+    task = TaskData(task="language-model", train=RandomWindowDataset(train_ids, block_size, samples, seed=seed), val=val, test=val,
                     num_classes=0, class_names=[], input_shape=(block_size,), metric="loss",
                     info={"tokenizer": tok.to_dict(), "vocab_size": tok.vocab_size, "block_size": block_size,
                           "train_tokens": len(train_ids), "val_tokens": len(val_ids), "file": str(path)})

@@ -11,8 +11,9 @@ Split (leave-one-out, the paper's protocol and its code's ``data_partition``): a
 least 3 actions gives the last action to test, the second last to validation and the rest to
 training; a user with fewer actions is kept for training only. Training uses, per user, the
 most recent ``max_len`` transitions of the training part (input item -> next item) with one
-negative per position, drawn afresh at every fetch from torch's global RNG (so a seeded run,
-and a resumed one, replays them) among items the user never trained on. Evaluation ranks the
+negative per position among items the user never trained on, drawn afresh each epoch from a
+generator seeded by (seed, epoch, user's row) (`attnlab.data.item_random`): the same with any
+number of DataLoader workers, at any world size, and in a run resumed mid-epoch. Evaluation ranks the
 held-out item against ``num_negatives`` (100) distinct items the user never interacted with,
 drawn once per split from ``numpy.random.default_rng((seed, split))``.
 
@@ -42,6 +43,7 @@ from torch.utils.data import Dataset
 from attnlab.config import check_choice
 from attnlab.data.base import TaskData
 from attnlab.data.file_checks import not_utf8
+from attnlab.data.item_random import ItemDraws
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [
@@ -211,14 +213,15 @@ class SasrecTrainDataset(Dataset):
     """One example per user with >= 2 training items: (input, positive, negative) sequences.
 
     ``input[t]`` is followed by ``positive[t]``; ``negative[t]`` is a random item the user
-    never trained on, redrawn at every fetch (torch's global RNG). Positions where
-    ``positive`` is 0 are padding and carry no loss.
+    never trained on, drawn from the generator of (``seed``, epoch, ``index``): redrawn each
+    epoch (``set_epoch``), the same at every fetch within one. Positions where ``positive``
+    is 0 are padding and carry no loss.
 
     Shape: each item three (L,) int64 tensors.
     """
 
     def __init__(self, train: list[np.ndarray], num_items: int, max_len: int, *, users: np.ndarray | None = None,
-                 user_ids: Sequence[str] | None = None, path: str = ""):
+                 user_ids: Sequence[str] | None = None, path: str = "", seed: int = 0):
         users = np.arange(len(train)) if users is None else users
         self.users = np.array([u for u in users if len(train[u]) >= 2], dtype=np.int64)
         self.num_items = num_items
@@ -231,16 +234,22 @@ class SasrecTrainDataset(Dataset):
         if full:  # named as the file spells the user (``user_ids``: internal id -> file id), else by index
             who = f"user {user_ids[full[0]]!r}" if user_ids is not None else f"user index {full[0]}"
             raise DataError(f"{path + ': ' if path else ''}{who} trained on every one of the {num_items} items: no negative exists")
+        self.draws = ItemDraws(seed, len(self.users))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose negatives items draw (the trainer calls it before each epoch)."""
+        self.draws.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.users)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         positives = self.positives[index]
-        negatives = torch.randint(1, self.num_items + 1, positives.shape)
+        g = self.draws.generator(index)
+        negatives = torch.randint(1, self.num_items + 1, positives.shape, generator=g)
         clash = torch.isin(negatives, self.seen[index])
         while bool(clash.any()):  # rejection: few retries, since a user sees few of the items
-            negatives[clash] = torch.randint(1, self.num_items + 1, (int(clash.sum()),))
+            negatives[clash] = torch.randint(1, self.num_items + 1, (int(clash.sum()),), generator=g)
             clash = torch.isin(negatives, self.seen[index])
         negatives = negatives.masked_fill(positives == PAD, PAD)
         return self.inputs[index], positives, negatives
@@ -310,7 +319,7 @@ def load_sasrec_task(path: str | Path, *, seed: int = 0, max_len: int = 50, num_
         raise ConfigError(f"sasrec: num_negatives must be an integer >= 1, got {num_negatives!r}")
     inter = read_interactions(path, items, repeats)
     split = leave_one_out(inter.sequences)
-    train = SasrecTrainDataset(split.train, inter.num_items, max_len, user_ids=inter.users, path=str(path))
+    train = SasrecTrainDataset(split.train, inter.num_items, max_len, user_ids=inter.users, path=str(path), seed=seed)
     if len(train) == 0:
         raise DataError(f"{path}: no user has 2 or more training actions, so there is nothing to learn from")
     if len(split.eval_users) == 0:

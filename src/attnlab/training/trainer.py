@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,10 @@ class _State:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     batch_in_epoch: int = 0  # batches of the current epoch already consumed (mid-epoch checkpoints)
+    # Their loss sum and example count over every process, so a mid-epoch resume logs the epoch's
+    # train_loss over all its batches, not only those after the resume.
+    loss_sum: float = 0.0
+    loss_count: int = 0
     best_metric: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
@@ -103,12 +108,8 @@ class Trainer:
                 f"training set of {len(train_set)} examples gives no full batch of {config.batch_size} "
                 f"per process ({self.dist.world_size} process(es)); lower --train.batch_size"
             )
-        if config.accumulate > len(self.train_loader):  # no optimizer step would ever be taken: nothing trains
-            raise ConfigError(
-                f"--train.accumulate {config.accumulate} is more than the {len(self.train_loader)} batch(es) of "
-                f"{config.batch_size} an epoch has per process: no optimizer step would be taken; lower it"
-            )
-        self.steps_per_epoch = max(1, len(self.train_loader) // config.accumulate)
+        # An epoch's last accumulation group may hold fewer micro-batches: it steps too (Hugging Face's Trainer)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / config.accumulate)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.frozen = apply_freeze(self.model, parse_freeze(config.freeze))
         groups = parameter_groups(self.model, lr=config.lr, weight_decay=config.weight_decay,
@@ -167,6 +168,8 @@ class Trainer:
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         self._check_schedule(directory, sched.get("_last_lr"))
         self.state = _State(**state)
+        if not self.is_main:  # the saved sums are every process's: one process carries them on
+            self.state.loss_sum, self.state.loss_count = 0.0, 0
         torch.set_rng_state(extra["torch_rng"])
         best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
         self.best_weights = best or None
@@ -248,6 +251,8 @@ class Trainer:
 
         cfg = self.config
         self.sampler.set_epoch(epoch)
+        if callable(getattr(self.train_set, "set_epoch", None)):  # per-item draws (attnlab.data.item_random), as HF does
+            self.train_set.set_epoch(epoch)
         self.train_model.train()
         iterator = iter(self.train_loader)
         skip = self.state.batch_in_epoch
@@ -255,17 +260,22 @@ class Trainer:
         for _ in range(skip):  # mid-epoch resume: the sampler order is a function of (seed, epoch)
             next(iterator)
         torch.set_rng_state(rng)
-        total_loss, total_n = 0.0, 0
+        total_loss, total_n = (self.state.loss_sum, self.state.loss_count) if skip else (0.0, 0)
         bar = tqdm(
             iterator, total=len(self.train_loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not (self.is_main and cfg.progress), leave=False, dynamic_ncols=True, mininterval=0.5,
         )
         self.optimizer.zero_grad(set_to_none=True)
+        batches = len(self.train_loader)
         for index, batch in enumerate(bar, start=skip):
             batch = to_device(batch, self.device)
             if self.batch_augment is not None:
                 batch = self.batch_augment(batch)
-            last_micro = (index + 1) % cfg.accumulate == 0
+            # Groups of `accumulate` micro-batches from where this pass started (a checkpoint is at a group's end);
+            # the epoch's last group may be smaller and steps on the mean gradient of those it has.
+            first = skip + (index - skip) // cfg.accumulate * cfg.accumulate
+            group = min(cfg.accumulate, batches - first)
+            last_micro = index + 1 == first + group
             # DDP: skip the gradient all-reduce on all but the last micro-batch (forward and backward inside).
             sync = self.train_model.no_sync() if (self.dist.enabled and not last_micro) else contextlib.nullcontext()
             with sync:
@@ -273,7 +283,7 @@ class Trainer:
                     loss, n = self.objective.loss(self.train_model, batch)
                 finite = bool(torch.isfinite(loss))
                 if finite:
-                    (loss / cfg.accumulate).backward()
+                    (loss / group).backward()
             if not finite:
                 self._bad_step(epoch, index)
                 continue
@@ -284,14 +294,21 @@ class Trainer:
                 self._optimizer_step()
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
                 if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
+                    self.state.loss_sum, self.state.loss_count = self._global_sums(total_loss, total_n)
                     self.save()
-        self.state.batch_in_epoch = 0
+        self.state.batch_in_epoch, self.state.loss_sum, self.state.loss_count = 0, 0.0, 0
         bar.close()
-        if self.dist.enabled:  # the loss over every process's batches, as one process with the global batch logs it
-            sums = torch.tensor([total_loss, float(total_n)], dtype=torch.float64, device=self.device)
-            torch.distributed.all_reduce(sums)
-            total_loss, total_n = float(sums[0]), int(sums[1])
+        total_loss, total_n = self._global_sums(total_loss, total_n)
         return total_loss / total_n if total_n else float("nan")  # every step skipped: no loss (null), not 0.0
+
+    def _global_sums(self, loss_sum: float, count: int) -> tuple[float, int]:
+        """The loss sum and example count over every process's batches (as one process with the global batch
+        logs them); a collective under DDP, which every rank reaches at the same step."""
+        if not self.dist.enabled:
+            return loss_sum, count
+        sums = torch.tensor([loss_sum, float(count)], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(sums)
+        return float(sums[0]), int(sums[1])
 
     def _bad_step(self, epoch: int, index: int) -> None:
         self.optimizer.zero_grad(set_to_none=True)
