@@ -186,3 +186,57 @@ def test_shard_into_a_file_or_from_a_bad_folder_is_one_line_and_leaves_nothing(t
     err = capsys.readouterr().err.strip()
     assert "cannot read image" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "new").exists()
+
+
+def _relisted_shards(shards: Path, out: Path, order: list[str]) -> Path:
+    """A copy of ``shards`` whose index lists its classes in ``order``: the same samples, each
+    ``.cls`` renumbered to its class's position in ``order`` (shards written from another folder
+    or file, whose classes sorted otherwise)."""
+    from attnlab.data.shards import INDEX_NAME, read_samples, write_split
+
+    index = json.loads((shards / INDEX_NAME).read_text())
+    old = [str(n) for n in index["class_names"]]
+    renumber = {str(old.index(n)).encode(): str(order.index(n)).encode() for n in old if n in order}
+    for split, entries in index["splits"].items():
+        samples = [(key, {**sample, "cls": renumber[sample["cls"]]})
+                   for entry in entries for key, sample in read_samples(shards / entry["file"])]
+        index["splits"][split] = write_split(out, split, iter(samples), 4)
+    index["class_names"] = order
+    (out / INDEX_NAME).write_text(json.dumps(index))
+    return out
+
+
+def _test_metrics(capsys, run: Path, data: Path) -> dict:
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(data), "--json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)["test"]
+
+
+def test_image_shards_listing_the_runs_classes_in_another_order_are_read_by_name(tmp_path, capsys):
+    """Shards label a sample by its class's position in their own list: shards holding a run's
+    classes in another order are relabelled by class name (as a folder is) and score exactly as
+    the shards in the run's order; shards with a class the run lacks are one line naming it."""
+    shards, run = _shard(tmp_path, capsys), tmp_path / "run"  # written from the folder tmp_path / "f"
+    assert main(["train", "--task", "images", "--data", str(tmp_path / "f"), "--data.image_size", "[8,8]", "--epochs",
+                 "1", "--model.patch_size", "4", "--out", str(run), *TINY]) == 0, capsys.readouterr().err
+    swapped = _relisted_shards(shards, tmp_path / "swapped", ["b", "a"])
+    own = _test_metrics(capsys, run, shards)
+    assert _test_metrics(capsys, run, swapped) == pytest.approx(own, abs=1e-6)
+    wider = _relisted_shards(shards, tmp_path / "wider", ["b", "x", "a"])  # a class the run never had
+    assert main(["evaluate", str(run), "--data", str(wider)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the run has no class 'x' (its classes: ['a', 'b'])" in err and len(err.splitlines()) == 1, err
+
+
+def test_text_shards_listing_the_runs_classes_in_another_order_are_read_by_name(tmp_path, capsys):
+    rows = ["pos\tgood movie great fun", "neg\tbad boring film", "pos\tloved it a lot", "neg\tterrible acting, dull"]
+    src = tmp_path / "t.tsv"
+    src.write_text("\n".join(f"{r} {i}" for i in range(10) for r in rows) + "\n")
+    shards = tmp_path / "s"
+    assert main(["shard", str(src), str(shards), "--task", "text-classification", "--shard-size", "6"]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--task", "text-classification", "--data", str(shards), "--epochs", "1", "--out", str(run),
+                 *TINY]) == 0, capsys.readouterr().err
+    assert json.loads((run / "data.json").read_text())["class_names"] == ["neg", "pos"]
+    swapped = _relisted_shards(shards, tmp_path / "swapped", ["pos", "neg"])
+    assert _test_metrics(capsys, run, swapped) == pytest.approx(_test_metrics(capsys, run, shards), abs=1e-6)

@@ -161,3 +161,28 @@ def test_audio_runs_with_other_features_join_by_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "n_mels 32 (" in err and ": 16)" in err and "split seeds" not in err and len(err.splitlines()) == 1, err
     assert main(["evaluate", streamed, runs[0], "--json"]) == 0  # the same features: the same tensors
+
+
+def test_runs_on_two_copies_of_a_folder_with_other_features_are_refused_naming_both_folders(tmp_path, capsys):
+    """Runs trained on two copies of one folder (other paths) with other feature settings hold other
+    tensors and other sources, so they cannot be matched by file: the refusal named "split seeds"
+    (the same seed drew both splits); it now names both folders and the setting, and scoring both
+    on one folder (--data) joins them."""
+    import shutil
+
+    from tests.data.test_audio import _fsdd_folder
+
+    data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3), count=8)
+    copy = tmp_path / "elsewhere" / "fsdd"
+    shutil.copytree(data, copy)
+    tiny = ["--task", "audio", "--epochs", "1", "--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2",
+            "--train.batch_size", "8", "--train.progress", "false", "--data.duration", "0.256"]
+    runs = [str(tmp_path / "m16"), str(tmp_path / "m32")]
+    for run, mels, folder in zip(runs, ("16", "32"), (data, copy)):
+        assert main(["train", *tiny, "--data.n_mels", mels, "--data", str(folder), "--out", run]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", *runs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "split seed" not in err, err
+    assert str(copy) in err and str(data) in err and "n_mels 32 (" in err and ": 16)" in err and "--data" in err, err
+    assert main(["evaluate", *runs, "--data", str(data), "--json"]) == 0, capsys.readouterr().err

@@ -332,7 +332,8 @@ def test_image_folder_runs_evaluate_other_folders_with_their_classes_and_statist
 def test_image_runs_evaluate_shards_with_their_classes_and_spec(tmp_path, capsys):
     """Shards hold each image file's bytes, so a run reads them with its own size, channels and
     training statistics: the same metrics as the folder they were written from, whatever spec
-    `attnlab shard` used. Shards of other classes are refused, naming both class lists."""
+    `attnlab shard` used. Shards of some of its classes are labelled by name, as the run's
+    classes; shards of a class the run lacks are refused, naming it and the run's classes."""
     from PIL import Image
 
     data = _image_folder(tmp_path / "img", {"a": 10, "b": 10, "c": 10})
@@ -353,7 +354,19 @@ def test_image_runs_evaluate_shards_with_their_classes_and_spec(tmp_path, capsys
     two = _image_folder(tmp_path / "two", {"b": 10, "c": 10})
     assert main(["shard", str(two), str(tmp_path / "two_shards"), "--data.image_size", "8"]) == 0
     capsys.readouterr()
-    _refused(capsys, ["evaluate", str(run), "--data", str(tmp_path / "two_shards")], "['b', 'c']", "['a', 'b', 'c']")
+    assert _evaluate(capsys, run, tmp_path / "two_shards") == pytest.approx(_evaluate(capsys, run, two), abs=1e-6)
+    from attnlab.run import load_run
+    from attnlab.run_config import finished_task_data
+
+    config, _, _ = load_run(run)
+    config.data = str(tmp_path / "two_shards")
+    read = finished_task_data(config, run)
+    assert read.class_names == ["a", "b", "c"] and {int(y) for _, y in read.test.evaluation_view()} == {1, 2}
+    other = _image_folder(tmp_path / "ax", {"a": 10, "x": 10})
+    assert main(["shard", str(other), str(tmp_path / "ax_shards"), "--data.image_size", "8"]) == 0
+    capsys.readouterr()
+    _refused(capsys, ["evaluate", str(run), "--data", str(tmp_path / "ax_shards")], "the run has no class 'x'",
+             "['a', 'b', 'c']")
     _refused(capsys, ["train", "--task", "images", "--data", str(tmp_path / "two_shards"), "--data.target", "multilabel",
                       "--out", str(tmp_path / "ml")], "holds shards", "--data.target multilabel")
 
@@ -436,7 +449,8 @@ def test_audio_evaluate_normalises_other_files_with_the_runs_statistics(tmp_path
 
 def test_audio_evaluate_of_a_folder_with_a_sharded_runs_features(tmp_path, capsys):
     """A run trained on shards (features fixed at 16 mels) scores a folder with those features,
-    and a folder run refuses shards whose classes or features are not its own, in one line."""
+    and a folder run refuses shards whose features are not its own, in one line; shards of some of
+    its classes are labelled by name, as the run's classes."""
     from tests.data.test_audio import _fsdd_folder
 
     data = _fsdd_folder(tmp_path / "fsdd", digits=(1, 3, 5), count=8)
@@ -456,7 +470,13 @@ def test_audio_evaluate_of_a_folder_with_a_sharded_runs_features(tmp_path, capsy
     two_shards = tmp_path / "two_shards"
     assert main(["shard", str(two), str(two_shards), "--task", "audio", "--data.n_mels", "16",
                  "--data.duration", "0.256"]) == 0
-    _refused(capsys, ["evaluate", str(run), "--data", str(two_shards)], "['3', '5']", "['1', '3', '5']")
+    capsys.readouterr()
+    assert _evaluate(capsys, run, two_shards) == pytest.approx(_evaluate(capsys, run, two), abs=1e-6)
+    seven = _fsdd_folder(tmp_path / "seven", digits=(3, 7), count=8)
+    assert main(["shard", str(seven), str(tmp_path / "seven_shards"), "--task", "audio", "--data.n_mels", "16",
+                 "--data.duration", "0.256"]) == 0
+    _refused(capsys, ["evaluate", str(run), "--data", str(tmp_path / "seven_shards")], "the run has no class '7'",
+             "['1', '3', '5']")
 
 
 def test_audio_evaluate_of_fsdd_test_recordings_alone(tmp_path, capsys):

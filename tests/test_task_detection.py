@@ -241,6 +241,31 @@ def test_predict_reads_arrays_as_images_and_names_a_bad_npy(tiny_run, tmp_path, 
     assert "objects.npy" in err and len(err.splitlines()) == 1, err
 
 
+def test_predict_reads_each_input_file_once(tiny_run, tmp_path, monkeypatch):
+    """An .npy was loaded twice (prepare_image, then np.load again for its size) and an image file
+    decoded twice (prepare_image, then open_image for its size): once each now, same boxes."""
+    from PIL import Image
+
+    import attnlab.data.images as images
+    from attnlab.run import load_run
+    from attnlab.tasks.detection import predict_detections
+
+    out, _ = tiny_run
+    _, model, record = load_run(out)
+    rgb = np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)  # H 40, W 48
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    np.save(tmp_path / "a.npy", rgb)
+    reads: list[str] = []
+    load, open_image = np.load, images.open_image
+    monkeypatch.setattr(np, "load", lambda path, *a, **k: (reads.append(str(path)), load(path, *a, **k))[1])
+    monkeypatch.setattr(images, "open_image", lambda path, *a, **k: (reads.append(str(path)), open_image(path, *a, **k))[1])
+    npy = predict_detections(model, record, [str(tmp_path / "a.npy")], top_k=3, threshold=0.0)
+    png = predict_detections(model, record, [str(tmp_path / "a.png")], top_k=3, threshold=0.0)
+    assert reads == [str(tmp_path / "a.npy"), str(tmp_path / "a.png")], reads
+    assert [r["box"] for r in npy] == [r["box"] for r in png] and len(npy) == 3
+    assert max(r["box"][2] for r in npy) <= 48 and max(r["box"][3] for r in npy) <= 40  # the input's own pixels
+
+
 def test_predicted_boxes_are_clipped_to_the_image(tiny_run, tmp_path):
     """A query whose box reaches past the right / bottom edge (cx + w/2 > 1) is clipped there, as it
     was at the left / top edge (detectron2's Boxes.clip)."""

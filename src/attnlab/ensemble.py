@@ -60,8 +60,8 @@ def _fingerprint(dataset) -> str:
     return digest.hexdigest()
 
 
-def _source_fingerprint(source: str | None, dataset) -> str | None:
-    """SHA-1 of where the split's examples come from: the data source (a path, resolved) and
+def _source_fingerprint(source: str | None, dataset) -> tuple[str, str] | None:
+    """Where the split's examples come from: the data source (a path, resolved) and the SHA-1 of
     each example's position in it (``dataset.indices``: in the sorted file list, or the file's
     rows) with its label; None where the split records no positions or the run reads no path.
 
@@ -73,11 +73,11 @@ def _source_fingerprint(source: str | None, dataset) -> str | None:
     y = getattr(dataset, "y", None)
     if source is None or not isinstance(indices, Tensor) or not isinstance(y, Tensor) or not Path(source).exists():
         return None
-    digest = hashlib.sha1(str(Path(source).resolve()).encode())
+    digest = hashlib.sha1()
     for part in (indices, y):
         digest.update(f"{part.dtype}{tuple(part.shape)}".encode())
         digest.update(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return str(Path(source).resolve()), digest.hexdigest()
 
 
 def _input_settings(task_data) -> dict[str, Any]:
@@ -146,11 +146,17 @@ def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: s
             fingerprint, first_settings, first_streamed = digest, settings, streamed
         elif digest[0] != fingerprint[0] and (digest[1] is None or digest[1] != fingerprint[1]):
             differ = [k for k in sorted(set(settings) | set(first_settings)) if settings.get(k) != first_settings.get(k)]
+            shown = ", ".join(f"{k} {settings.get(k)!r} ({first[3]}: {first_settings.get(k)!r})" for k in differ)
             if differ and (streamed or first_streamed):  # other inputs, and a stream has no file positions to match
-                shown = ", ".join(f"{k} {settings.get(k)!r} ({first[3]}: {first_settings.get(k)!r})" for k in differ)
                 raise ConfigError(f"{run_dir}: its inputs differ from {first[3]}'s ({shown}) and a split read from shards "
                                   "cannot be matched to another's by file; ensemble runs with the same feature "
                                   "settings, or score them on the folder (--data FOLDER)")
+            if digest[1] is not None and fingerprint[1] is not None and digest[1][0] != fingerprint[1][0]:
+                # other sources (two copies of one folder, say): files are matched within one source only
+                why = (f"with other input settings ({shown}), members are matched by file, within one source" if differ
+                       else "and its examples differ (other files, or another split)")
+                raise ConfigError(f"{run_dir}: it reads {digest[1][0]}, {first[3]} reads {fingerprint[1][0]}; {why}: "
+                                  "score them all on one (--data SOURCE)")
             raise ConfigError(f"{run_dir}: its {split} split ({len(dataset)} examples) differs from {first[3]}'s; "
                               "ensemble members must be scored on the same examples (split seeds must match)")
         out, y = trainer.outputs(dataset)

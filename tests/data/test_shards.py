@@ -238,3 +238,21 @@ def test_an_image_streams_first_examples_in_memory_are_stacked(tmp_path):
     for i in range(4):
         assert torch.equal(shown.test[i][0], folder.test[i][0]) and int(shown.test[i][1]) == int(folder.test[i][1])
     assert with_test_in_memory(streamed, 0) is None  # nothing to show
+
+
+def test_a_finished_runs_classes_in_another_order_relabel_a_streams_labels_and_counts(tmp_path):
+    """Image shards read for a run whose class list orders the same classes otherwise: every
+    decoded label and the labels `--train.class_weights balanced` counts are the run's indices."""
+    from attnlab.training.class_weights import training_labels
+
+    root = _folder(tmp_path / "f", per_class=6)
+    (root / "cat" / "00.png").unlink()  # classes of 6, 6, 5
+    write_shards(root, tmp_path / "s", shard_size=4, options={"image_size": (8, 8), "val_fraction": 0, "test_fraction": 0})
+    ours = load_image_folder_task(tmp_path / "s")
+    theirs = load_image_folder_task(tmp_path / "s", class_names=ours.class_names[::-1])
+    assert theirs.class_names == ours.class_names[::-1] and theirs.num_classes == 3
+    flip = [2 - int(y) for _, y in ours.train.evaluation_view()]
+    assert [int(y) for _, y in theirs.train.evaluation_view()] == flip
+    assert training_labels(theirs.train).tolist() == flip
+    with pytest.raises(DataError, match=r"the run has no class 'ant' \(its classes: \['bee', 'cat', 'dog'\]\)"):
+        load_image_folder_task(tmp_path / "s", class_names=["bee", "cat", "dog"])

@@ -102,3 +102,41 @@ def test_mnist_classes_without_training_examples_are_refused_by_name(tmp_path, c
         load_mnist_task(val_only, val_size=4)
     # a finished run scores another file by its own training: not refused
     assert load_mnist_task(test_only, val_size=4, class_names=[str(c) for c in range(5)]).num_classes == 5
+
+
+def test_an_mnist_label_with_no_example_anywhere_keeps_the_label_range_with_one_warning(tmp_path, caplog):
+    """Labels are output indices (output k is label k, as torch's cross-entropy and timm's
+    num_classes read them), so a label of the range that no example has (0-9 without 7; 1-based
+    labels leave 0 empty) keeps its output, and one warning names the file and the empty label(s).
+    A finished run scoring a file with some of its classes says nothing (that is evaluation)."""
+    import logging
+
+    from attnlab.data.vision import load_mnist_task
+
+    rng = np.random.default_rng(0)
+
+    def npz(name, y_train, y_test):
+        path = tmp_path / name
+        np.savez(path, x_train=rng.integers(0, 255, (len(y_train), 8, 8), dtype=np.uint8), y_train=np.asarray(y_train),
+                 x_test=rng.integers(0, 255, (len(y_test), 8, 8), dtype=np.uint8), y_test=np.asarray(y_test))
+        return path
+
+    digits = np.array([d for d in range(10) if d != 7])
+    gap = npz("gap.npz", np.resize(digits, 45), np.resize(digits, 18))
+    with caplog.at_level(logging.WARNING, logger="attnlab.data.vision"):
+        task = load_mnist_task(gap, val_size=9)
+    assert task.num_classes == 10 and task.class_names == [str(c) for c in range(10)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(gap) in warnings[0] and "label 7 has no example" in warnings[0], warnings
+    caplog.clear()
+    one_based = npz("one_based.npz", np.arange(40) % 3 + 1, np.arange(12) % 3 + 1)
+    with caplog.at_level(logging.WARNING, logger="attnlab.data.vision"):
+        assert load_mnist_task(one_based, val_size=4).num_classes == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "label 0 has no example" in warnings[0] and "start at 1" in warnings[0], warnings
+    caplog.clear()
+    full = npz("full.npz", np.arange(40) % 4, np.arange(12) % 4)
+    with caplog.at_level(logging.WARNING, logger="attnlab.data.vision"):
+        load_mnist_task(full, val_size=4)
+        load_mnist_task(gap, val_size=9, class_names=[str(c) for c in range(10)])  # a finished run's evaluation
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

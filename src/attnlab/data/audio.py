@@ -42,7 +42,7 @@ from attnlab.data.base import (
 )
 from attnlab.data.lazy_audio import AudioFileDataset, scan_audio
 from attnlab.data.shard_patterns import is_shard_source
-from attnlab.data.shards import check_shard_classes
+from attnlab.data.shards import class_positions
 from attnlab.data.wav import fix_length, read_wav, resample
 from attnlab.errors import ConfigError, DataError
 
@@ -200,11 +200,9 @@ def _check_trained(files: Sequence[Path], labels: np.ndarray, class_names: Seque
                             f"e.g. {files[i]}): {why}")
 
 
-def _check_shards_fit(root: str | Path, task: TaskData, class_names: Sequence[str] | None,
-                      audio_spec: Mapping[str, Any] | None) -> None:
-    """Shards hold the classes (as indices) and features they were written with: a finished run
-    reads them only when those are its own, else labels would shift or the model get other inputs."""
-    check_shard_classes(root, task.class_names, class_names)
+def _check_shards_fit(root: str | Path, task: TaskData, audio_spec: Mapping[str, Any] | None) -> None:
+    """Shards hold the features they were written with: a finished run reads them only when those
+    are its own, else the model would get other inputs (their classes are relabelled by name on load)."""
     if audio_spec is not None:
         theirs, ours = task.info["audio"], AudioSpec.from_dict(audio_spec).to_dict()
         differ = [k for k in ours if theirs.get(k) != ours[k]]
@@ -267,7 +265,8 @@ def load_audio_task(
     the files are labelled by the run's classes (a label it has no class for is refused by name)
     and turned into features as the run's were, with its training statistics under
     ``normalize="dataset"``, not this folder's (the feature options here then do not apply).
-    Shards are read only when their classes and feature spec are the run's, else refused.
+    Shards are read only when their feature spec is the run's, else refused; their classes are
+    relabelled by name as a folder's are.
     """
     if max_train_per_class < 0:
         raise ConfigError(f"max_train_per_class must be >= 0, got {max_train_per_class}")
@@ -275,8 +274,8 @@ def load_audio_task(
     if is_shard_source(root):  # written by `attnlab shard` (a folder or a pattern): features and split were fixed then
         from attnlab.data.audio_shards import load_audio_shards
 
-        task = load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter)
-        _check_shards_fit(root, task, class_names, audio_spec)
+        task = load_audio_shards(root, seed=seed, skip_bad=skip_bad, batch_augment=augmenter, class_names=class_names)
+        _check_shards_fit(root, task, audio_spec)
         return task
     if audio_spec is not None:
         spec = AudioSpec.from_dict(audio_spec)
@@ -289,10 +288,7 @@ def load_audio_task(
                                                                   min_classes=2 if run_classes is None else 1,
                                                                   finished=run_classes is not None)
     if run_classes is not None:  # the run's class order, whatever this folder holds
-        unknown = [n for n in class_names if n not in run_classes]
-        if unknown:
-            raise DataError(f"{root}: the run has no class {unknown[0]!r} (its classes: {run_classes})")
-        labels = np.array([run_classes.index(class_names[i]) for i in labels], dtype=np.int64)
+        labels = np.asarray(class_positions(root, class_names, run_classes), dtype=np.int64)[labels]
         class_names = run_classes
     parts = [np.asarray(s, dtype=np.int64) for s in splits]  # train, val, test
     if max_train_per_class:

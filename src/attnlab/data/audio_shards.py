@@ -13,7 +13,7 @@ as `AudioFileDataset` does, so the tensors are the folder loader's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from attnlab.data.audio_features import AudioSpec
 from attnlab.data.base import TaskData
 from attnlab.data.file_shards import open_file_streams, write_file_shards
 from attnlab.data.lazy_audio import AudioSampleDecoder
+from attnlab.data.shards import class_positions
 
 __all__ = ["write_audio_shards", "load_audio_shards"]
 
@@ -40,17 +41,25 @@ def write_audio_shards(task: TaskData, out_dir: str | Path, *, shard_size: int =
 
 
 def load_audio_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000,
-                      batch_augment: Callable[[Tensor], Tensor] | None = None) -> TaskData:
+                      batch_augment: Callable[[Tensor], Tensor] | None = None,
+                      class_names: Sequence[str] | None = None) -> TaskData:
     """The shards in a folder (written by `write_audio_shards`), or those a pattern names, as an
     audio task: train a shuffled `ShardStream` (shard order and a ``shuffle_buffer`` of samples,
     by seed and epoch), val and test read in order, each sample once. The feature settings (and
     dataset statistics) are the ones fixed when the shards were written; ``batch_augment``
-    (`SpecAugment`) is the training run's."""
-    index, streams = open_file_streams(source, "audio", lambda index: AudioSampleDecoder(AudioSpec.from_dict(index["info"]["audio"])),
-                                       seed=seed, skip_bad=skip_bad, shuffle_buffer=shuffle_buffer)
+    (`SpecAugment`) is the training run's. ``class_names`` (a finished run's): the samples are
+    relabelled by class name into the run's classes, as an audio folder is (a class the run
+    lacks is refused by name)."""
+
+    def decoder(index: dict[str, Any]) -> AudioSampleDecoder:
+        positions = None if class_names is None else class_positions(source, index["class_names"], class_names)
+        return AudioSampleDecoder(AudioSpec.from_dict(index["info"]["audio"]), positions)
+
+    index, streams = open_file_streams(source, "audio", decoder, seed=seed, skip_bad=skip_bad,
+                                       shuffle_buffer=shuffle_buffer)
     info = dict(index["info"])
     spec = AudioSpec.from_dict(info["audio"])
-    names = list(index["class_names"])
+    names = [str(n) for n in (index["class_names"] if class_names is None else class_names)]
     data = TaskData("audio", streams["train"], streams["val"], streams["test"], num_classes=len(names),
                     class_names=names, input_shape=spec.shape, batch_augment=batch_augment,
                     info={**info, "shards": str(source)})

@@ -206,16 +206,26 @@ def read_each(paths, read: Callable[[Any], Any], bad: list[int], *, skip_bad: bo
 class ClassIndexTensors:
     """A shard sample's ``.cls`` member (ASCII digits) -> its class index as a () int64 tensor,
     the one tensor of each class made once: ``torch.tensor`` costs ~7 us, a tenth of decoding a
-    small image. What the image and audio shard decoders share."""
+    small image. What the image, audio and text shard decoders share. ``positions``: the run's index
+    of each shard class (`attnlab.data.shards.class_positions`, relabelling by name); None: as written."""
 
-    def __init__(self) -> None:
+    def __init__(self, positions: list[int] | None = None) -> None:
         self._made: dict[int, Tensor] = {}
+        self.positions = positions
 
-    def __call__(self, member: bytes, where: str) -> Tensor:
+    def index(self, member: bytes, where: str) -> int:  # as an int: what class counts read
         try:
             label = int(member.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             raise DataError(f"{where}: .cls is not a class index: {member[:20]!r}") from None
+        if self.positions is None:
+            return label
+        if not 0 <= label < len(self.positions):
+            raise DataError(f"{where}: .cls {label} is past the shards' {len(self.positions)} classes")
+        return self.positions[label]
+
+    def __call__(self, member: bytes, where: str) -> Tensor:
+        label = self.index(member, where)
         y = self._made.get(label)
         if y is None:
             y = self._made[label] = torch.tensor(label)

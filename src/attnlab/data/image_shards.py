@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from attnlab.data.base import ImageSpec, TaskData
 from attnlab.data.file_shards import open_file_streams, write_file_shards
 from attnlab.data.lazy_images import ImageSampleDecoder
-from attnlab.data.shards import check_shard_classes
+from attnlab.data.shards import class_positions
 
 __all__ = ["write_image_shards", "load_image_shards"]
 
@@ -42,17 +42,22 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     a ``shuffle_buffer`` of samples, by seed and epoch), val and test read in order, each sample once.
 
     ``class_names`` and ``spec`` (a finished run's, carried by evaluate and ``--resume``): the
-    samples' labels are class indices into the shards' class list, so shards whose classes are
-    not the run's (other names, or the same in another order) are refused, naming both lists.
+    samples' labels are class indices into the shards' class list, so they are relabelled by
+    class name into the run's (shards that list its classes in another order, or only some of
+    them, read as the folder they came from would); a class the run lacks is refused by name.
     The samples hold each image file's bytes as written, so they are decoded with the run's
     spec (size, channels and training statistics), exactly as the folder they came from would
     be read for the run, whatever spec the shards were written with.
     """
     run_spec = None if spec is None else ImageSpec.from_dict(spec)
-    index, streams = open_file_streams(source, "images", lambda index: ImageSampleDecoder(run_spec or ImageSpec.from_dict(index["spec"])),
-                                       seed=seed, skip_bad=skip_bad, shuffle_buffer=shuffle_buffer)
-    names = [str(n) for n in index["class_names"]]
-    check_shard_classes(source, names, class_names)
+
+    def decoder(index: dict[str, Any]) -> ImageSampleDecoder:
+        positions = None if class_names is None else class_positions(source, index["class_names"], class_names)
+        return ImageSampleDecoder(run_spec or ImageSpec.from_dict(index["spec"]), positions)
+
+    index, streams = open_file_streams(source, "images", decoder, seed=seed, skip_bad=skip_bad,
+                                       shuffle_buffer=shuffle_buffer)
+    names = [str(n) for n in (index["class_names"] if class_names is None else class_names)]
     used = run_spec or ImageSpec.from_dict(index["spec"])
     if used.to_dict() != index["spec"]:
         log.info("shards %s (written with %s) are decoded with the run's %s", source, index["spec"], used)

@@ -19,7 +19,7 @@ from torch import Tensor
 from attnlab.data.base import ImageSpec
 from attnlab.errors import DataError
 
-__all__ = ["PREDICT_SUFFIXES", "array_size", "scale_pixels", "channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image"]
+__all__ = ["PREDICT_SUFFIXES", "scale_pixels", "channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image", "prepare_image_sized"]
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
@@ -161,33 +161,41 @@ def prepare_image(source: Any, spec: ImageSpec) -> Tensor:
 
     Then the spec's per-channel mean/std normalisation is applied.
     """
+    return prepare_image_sized(source, spec)[0]
+
+
+def prepare_image_sized(source: Any, spec: ImageSpec) -> tuple[Tensor, tuple[int, int]]:
+    """`prepare_image`, and the (H, W) of the image as given (an array's axes read as for the
+    input; a flat array: the spec's), from one read of a file: what maps boxes back to the
+    input's pixels (detection's predict), without loading the file again for its size."""
     from PIL import Image
 
+    name = "array"
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise DataError(f"input file not found: {path}")
-        if not path.is_file():
-            raise DataError(f"{path} is a folder; expected an image or .npy file")
-        if path.suffix.lower() == ".npy":
-            try:
-                array = np.load(path, allow_pickle=False)
-            except Exception as e:
-                raise DataError(f"cannot read {path} as a .npy array: {e}") from None
-            return _prepare_array(array, spec, str(path))
-        return rgb_to_input(image_to_rgb(open_image(path), (spec.height, spec.width), path), spec)
+        name, source = str(source), _read_input(Path(source))
     if isinstance(source, Image.Image):
-        return rgb_to_input(image_to_rgb(source, (spec.height, spec.width), "<PIL image>"), spec)
+        size = (source.height, source.width)
+        return rgb_to_input(image_to_rgb(source, (spec.height, spec.width), name if name != "array" else "<PIL image>"),
+                            spec), size
     if isinstance(source, Tensor):
         source = source.detach().cpu().numpy()
     if isinstance(source, np.ndarray):
-        return _prepare_array(source, spec, "array")
+        return _prepare_array(source, spec, name), tuple(_as_chw(source, spec, name).shape[1:])  # type: ignore[return-value]
     raise DataError(f"cannot prepare a {type(source).__name__} as an image; pass a path, PIL image or array")
 
 
-def array_size(array: np.ndarray, spec: ImageSpec) -> tuple[int, int]:
-    """(H, W) of an image array as `prepare_image` reads its axes (a flat one: the spec's)."""
-    return tuple(_as_chw(np.asarray(array), spec, "array").shape[1:])  # type: ignore[return-value]
+def _read_input(path: Path) -> Any:
+    """One input file, read once: a ``.npy`` as its array, anything else as a decoded PIL image."""
+    if not path.exists():
+        raise DataError(f"input file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"{path} is a folder; expected an image or .npy file")
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except Exception as e:
+            raise DataError(f"cannot read {path} as a .npy array: {e}") from None
+    return open_image(path)
 
 
 def _as_chw(a: np.ndarray, spec: ImageSpec, name: str) -> np.ndarray:

@@ -126,15 +126,15 @@ class AudioFileDataset(FileDataset):
 class AudioSampleDecoder:
     """A shard sample ``{"wav": the file's bytes, "cls": class index}`` -> ``(x, y)``, through
     the same pipeline as `AudioFileDataset` (a class, not a closure: spawned DataLoader workers
-    receive it by value). Errors name the sample as ``shard:key``.
+    receive it by value). Errors name the sample as ``shard:key``. ``positions``: see `ClassIndexTensors`.
 
     Shape: -> x (1, n_mels, frames) float32, y () int64.
     """
 
-    def __init__(self, spec: AudioSpec):
+    def __init__(self, spec: AudioSpec, positions: list[int] | None = None):
         self.spec = spec
         self.item_shape = spec.shape  # (1, n_mels, frames) of every decoded x
-        self.labels = ClassIndexTensors()
+        self.labels = ClassIndexTensors(positions)
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
         if "wav" not in sample or "cls" not in sample:

@@ -150,16 +150,16 @@ class ImageFileDataset(FileDataset):
 class ImageSampleDecoder:
     """A shard sample ``{"png"|"jpg"|...: encoded image, "cls": class index}`` -> ``(x, y)``,
     through the same pipeline as `ImageFileDataset` (a class, not a closure: spawned
-    DataLoader workers receive it by value).
+    DataLoader workers receive it by value). ``positions``: see `ClassIndexTensors`.
 
     Shape: -> x (C, H, W) float32, y () int64.
     """
 
-    def __init__(self, spec: ImageSpec):
+    def __init__(self, spec: ImageSpec, positions: list[int] | None = None):
         self.spec = spec
         self.pixels = PixelTable(spec)
         self.item_shape = spec.shape  # (C, H, W) of every decoded x
-        self.labels = ClassIndexTensors()
+        self.labels = ClassIndexTensors(positions)
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
         ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)

@@ -34,7 +34,7 @@ import logging
 import multiprocessing
 import random
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +46,24 @@ from attnlab.data.ustar import members
 
 from attnlab.errors import DataError
 
-__all__ = ["ShardStream", "check_shard_classes", "read_samples", "write_split", "read_index", "is_shard_dir", "head", "skip_counts", "with_test_in_memory",
+__all__ = ["ShardStream", "class_positions", "read_samples", "write_split", "read_index", "is_shard_dir", "head", "skip_counts", "with_test_in_memory",
            "INDEX_NAME"]
 
 log = logging.getLogger(__name__)
 
 
-def check_shard_classes(source: Any, shard_classes: Any, run_classes: Any) -> None:
-    """Refuse shards whose class list is not a finished run's (``run_classes``; None: no run), naming
-    both lists: a shard labels each sample by its class's position in the shards' own list, so
-    other classes, or the same in another order, would be scored against the wrong outputs."""
-    if run_classes is None:
-        return
-    theirs, ours = [str(n) for n in shard_classes], [str(n) for n in run_classes]
-    if theirs != ours:
-        raise DataError(f"{source}: the shards' classes {theirs} are not the run's {ours} (a shard labels each sample "
-                        "by its class's position in the shards' own list)")
+def class_positions(source: Any, names: Sequence[Any], run_classes: Sequence[Any]) -> list[int]:
+    """The position in a finished run's ``run_classes`` of each of ``names`` (the classes a folder or
+    shards label by, in their own order): what relabels them by class name, so the model's output
+    k is scored against class k whatever order the data listed its classes in. A name the run has
+    no class for is a DataError naming it and the run's classes; a run class the data lacks is
+    fine (it has no examples there)."""
+    run = [str(n) for n in run_classes]
+    unknown = [str(n) for n in names if str(n) not in run]
+    if unknown:
+        raise DataError(f"{source}: the run has no class {unknown[0]!r} (its classes: {run})")
+    return [run.index(str(n)) for n in names]
+
 
 INDEX_NAME = "shards.json"
 FORBIDDEN_EXTENSIONS = frozenset({"pyd", "pickle", "pkl", "pth"})  # never read: they would need unpickling
@@ -199,13 +201,15 @@ class ShardStream(IterableDataset):
 
     def class_labels(self) -> list[int]:
         """Every sample's ``.cls`` class index, in listed order, read without decoding the rest
-        (what ``--train.class_weights balanced`` counts)."""
+        (what ``--train.class_weights balanced`` counts), relabelled as the decoder relabels."""
         labels = []
+        read = getattr(self.decode, "labels", None)  # a `ClassIndexTensors`: the run's indices, where it relabels
         for path, _ in self.shards:
             for key, sample in read_samples(path):
                 if "cls" not in sample:
                     raise DataError(f"{path}:{key}: no .cls member: this stream has no class labels to count")
-                labels.append(int(sample["cls"].decode("ascii")))
+                labels.append(read.index(sample["cls"], f"{path}:{key}") if read is not None
+                              else int(sample["cls"].decode("ascii")))
         return labels
 
     def in_memory(self, count: int) -> Any | None:

@@ -37,7 +37,6 @@ from torch.utils.data import Dataset
 
 from attnlab.data.base import TaskData, check_fractions, per_class_split, require_data
 from attnlab.data.shard_patterns import is_shard_source
-from attnlab.data.shards import check_shard_classes
 from attnlab.data.targets import (
     TARGETS,
     TargetScaler,
@@ -237,15 +236,15 @@ def _check_run_classes(target: str, file: Path, values: Sequence, lines: Sequenc
                                 f"{'labels' if target == 'multilabel' else 'classes'} ({shown})")
 
 
-def _check_shards_fit(data: str, task: TaskData, tokenizer, class_names: Sequence[str] | None) -> None:
-    """Shards hold the tokenizer and classes they were written with: a run (or ``--init``
-    checkpoint) reads them only when those are its own, else token ids or classes would shift."""
+def _check_shards_fit(data: str, task: TaskData, tokenizer) -> None:
+    """Shards hold the tokenizer they were written with: a run (or ``--init`` checkpoint) reads
+    them only when it is its own, else token ids would shift (their classes are relabelled by
+    name on load)."""
     from attnlab.data.tokenizers import load_tokenizer
 
     if tokenizer is not None and load_tokenizer(task.info["tokenizer"]).to_dict() != tokenizer.to_dict():
         raise ConfigError(f"{data}: the shards hold the tokenizer they were written with, not this run's "
                           "(or --init checkpoint's): their token ids would not match the model")
-    check_shard_classes(data, task.class_names, class_names)
 
 
 def load_text_classification(
@@ -271,8 +270,9 @@ def load_text_classification(
         from attnlab.data.text_shards import load_text_shards
 
         task = load_text_shards(data, encode=encode_for_classification, collate=_collate_padded,
-                                dataset=TokenClassificationDataset, seed=seed, skip_bad=skip_bad)
-        _check_shards_fit(data, task, pretrained_tokenizer, class_names)
+                                dataset=TokenClassificationDataset, seed=seed, skip_bad=skip_bad,
+                                class_names=None if class_names is None else [str(n) for n in class_names])
+        _check_shards_fit(data, task, pretrained_tokenizer)
         return task
     if pretrained_tokenizer is not None:
         refuse_with_init(tokenizer=tokenizer, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency)

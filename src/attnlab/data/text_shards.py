@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from attnlab.data.base import TaskData
+from attnlab.data.base import ClassIndexTensors, TaskData
 from attnlab.data.shard_patterns import open_shards
-from attnlab.data.shards import INDEX_NAME, ShardStream, write_split
+from attnlab.data.shards import INDEX_NAME, ShardStream, class_positions, write_split
 from attnlab.data.tokenizers import PAD_ID
 from attnlab.errors import ConfigError, DataError
 
@@ -57,21 +57,26 @@ class TextSampleDecoder:
     """``{"txt": UTF-8 text, "cls": class index}`` -> ``(ids (n,) int64, label)``, tokenized by
     ``encode(tokenizer, texts, max_length)``: `attnlab.data.text.encode_for_classification`,
     passed in (text.py imports this module), as is ``dataset(ids, labels, texts)``, its
-    `TokenClassificationDataset`, the in-memory form of a few examples (`in_memory`)."""
+    `TokenClassificationDataset`, the in-memory form of a few examples (`in_memory`).
+    ``positions``: see `ClassIndexTensors`."""
 
-    def __init__(self, tokenizer: Any, max_length: int, encode: Callable, dataset: Callable | None = None):
+    def __init__(self, tokenizer: Any, max_length: int, encode: Callable, dataset: Callable | None = None,
+                 positions: list[int] | None = None):
         self.tokenizer, self.max_length, self.encode, self.dataset = tokenizer, max_length, encode, dataset
+        self.labels = ClassIndexTensors(positions)
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
-        text, label = self._fields(sample, where)
+        text = self._text(sample, where)
+        if "cls" not in sample:
+            raise DataError(f"{where}: a text sample needs UTF-8 .txt and an integer .cls (no .cls member)")
         ids = self.encode(self.tokenizer, [text], self.max_length)[0]
-        return torch.tensor(ids, dtype=torch.long), torch.tensor(label)
+        return torch.tensor(ids, dtype=torch.long), self.labels(sample["cls"], where)
 
     @staticmethod
-    def _fields(sample: dict[str, bytes], where: str) -> tuple[str, int]:
+    def _text(sample: dict[str, bytes], where: str) -> str:
         try:
-            return sample["txt"].decode("utf-8"), int(sample["cls"].decode("ascii"))
-        except (KeyError, UnicodeDecodeError, ValueError) as e:
+            return sample["txt"].decode("utf-8")
+        except (KeyError, UnicodeDecodeError) as e:
             raise DataError(f"{where}: a text sample needs UTF-8 .txt and an integer .cls ({type(e).__name__}: {e})") from None
 
     def in_memory(self, samples: list[dict[str, bytes]], items: list[tuple[Tensor, Tensor]]) -> Any:
@@ -80,27 +85,31 @@ class TextSampleDecoder:
         ``dataset`` to hold them."""
         if self.dataset is None:
             return None
-        texts = [self._fields(sample, "")[0] for sample in samples]
+        texts = [self._text(sample, "") for sample in samples]
         return self.dataset([ids.tolist() for ids, _ in items], [int(y) for _, y in items], texts)
 
 
 def load_text_shards(source: str | Path, *, encode: Callable, collate: Callable, dataset: Callable | None = None,
-                     seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000) -> TaskData:
+                     seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000,
+                     class_names: Sequence[str] | None = None) -> TaskData:
     """The shards in a folder (written by `write_text_shards`), or those a pattern names
     (`attnlab.data.shard_patterns`), as a text-classification task; ``encode`` and
-    ``collate(pad_id)`` are `attnlab.data.text`'s, as is ``dataset`` (`TextSampleDecoder`)."""
+    ``collate(pad_id)`` are `attnlab.data.text`'s, as is ``dataset`` (`TextSampleDecoder`).
+    ``class_names`` (a finished run's): the samples are relabelled by class name into the run's
+    classes, as a text file is read for it (a class the run lacks is refused by name)."""
     from attnlab.data.tokenizers import load_tokenizer
 
     folder, index = open_shards(source, "text-classification")
     info = dict(index["info"])
     tok = load_tokenizer(info["tokenizer"])
-    decode = TextSampleDecoder(tok, int(info["max_length"]), encode, dataset)
+    positions = None if class_names is None else class_positions(source, index["class_names"], class_names)
+    decode = TextSampleDecoder(tok, int(info["max_length"]), encode, dataset, positions)
 
     def stream(split: str, shuffle: bool) -> ShardStream:
         shards = [(str(folder / e["file"]), e["count"]) for e in index["splits"].get(split, [])]
         return ShardStream(shards, decode, shuffle=shuffle, buffer=shuffle_buffer, seed=seed, skip_bad=skip_bad)
 
-    names = list(index["class_names"])
+    names = [str(n) for n in (index["class_names"] if class_names is None else class_names)]
     task = TaskData(task="text-classification", train=stream("train", True), val=stream("val", False),
                     test=stream("test", False), num_classes=len(names), class_names=names,
                     input_shape=(int(info["max_length"]),), info={**info, "shards": str(source)}, target="class",

@@ -231,10 +231,26 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
     y_all = torch.from_numpy(np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.int64))
     splits = [torch.from_numpy(i) for i in (train_idx, val_idx, np.arange(n_train, len(y_all)))]
     num_classes = int(y_all.max()) + 1 if len(y_all) else 0
+    if class_names is None:
+        _warn_empty_labels(file, y_all.numpy(), num_classes)
     names = [str(c) for c in range(num_classes)] if class_names is None else [str(c) for c in class_names]
     shift = RandomShift(2, fill=spec.fill_value()) if augment else None
     x = spec.normalise(scale_pixels(x_all, pixel_max))
     return _task_data("mnist", x, y_all, splits, names, spec, shift)
+
+
+def _warn_empty_labels(file: Path, y: np.ndarray, num_classes: int) -> None:
+    """Warn, once, of labels in 0..num_classes-1 that no example has. They keep their outputs
+    (labels are output indices, as torch's cross-entropy and timm's ``num_classes`` read them:
+    renumbering would rename the classes a saved model predicts, and refusing would stop a run
+    that leaves a digit out on purpose), but a gap is often a mistake, 1-based labels above all."""
+    empty = np.flatnonzero(np.bincount(y, minlength=num_classes) == 0).tolist()
+    if not empty:
+        return
+    shown = f"label {empty[0]} has" if len(empty) == 1 else f"labels {empty[:10]}{' ...' if len(empty) > 10 else ''} have"
+    hint = "; labels start at 1? they are output indices, counted from 0" if empty == [0] else ""
+    logger.warning("%s: %s no example in y_train or y_test; the run keeps an output for each of the %d labels "
+                   "0..%d%s", file, shown, num_classes, num_classes - 1, hint)
 
 
 def _check_trained_classes(file: Path, y_train: np.ndarray, train_idx: np.ndarray, held_out: dict[str, np.ndarray], *,

@@ -244,18 +244,13 @@ def _objective(task_data, weights: LossWeights, evaluation: Any) -> DetectionObj
 
 
 def _load(record: dict[str, Any], item: str) -> tuple[Tensor, tuple[int, int]]:
-    """An image file or .npy -> model input (C, H, W) and the original (width, height)."""
-    from pathlib import Path
-
+    """An image file or .npy -> model input (C, H, W) and the original (width, height), from one
+    read of the file (a file it cannot read is one line naming it)."""
     from attnlab.data.base import ImageSpec
-    from attnlab.data.images import array_size, open_image, prepare_image
+    from attnlab.data.images import prepare_image_sized
 
-    spec = ImageSpec.from_dict(record["spec"])
-    x = prepare_image(item, spec)  # a file it cannot read is one line naming it
-    if Path(item).suffix.lower() == ".npy":
-        h, w = array_size(np.load(item, allow_pickle=False), spec)  # its axes read as prepare_image read them
-        return x, (w, h)
-    return x, tuple(open_image(Path(item)).size)  # type: ignore[return-value]
+    x, (h, w) = prepare_image_sized(item, ImageSpec.from_dict(record["spec"]))
+    return x, (w, h)
 
 
 def predict_detections(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int,

@@ -5,10 +5,11 @@ one sampled negative (the paper's loss). Evaluation: leave-one-out, the held-out
 against 100 sampled negatives; HR@k and NDCG@k (the paper's Table III reports @10), with ties
 counted against the held-out item so a constant model scores zero, not one.
 
-``recommend(model, record, user=..., k=...)`` (``attnlab recommend RUN --user U``) and ``predict``
-(a file of item ids -> next items) re-read the run's data file for the users' histories: data.json
-keeps its absolute path and SHA-256, and the item-id map (``info.item_ids``; see
-``attnlab.data.sasrec.load_sasrec_task``). Evaluating another file (``attnlab evaluate RUN --data
+``predict`` and ``explain`` (a file of item ids -> next items) read only the run directory: the
+item-id map is in data.json (``info.item_ids``; see ``attnlab.data.sasrec.load_sasrec_task``); a
+run written before it was kept re-reads its training file. ``recommend(model, record, user=...,
+k=...)`` (``attnlab recommend RUN --user U``) re-reads the run's data file for the users'
+histories: data.json keeps its absolute path and SHA-256. Evaluating another file (``attnlab evaluate RUN --data
 OTHER``) or resuming reads it with the run's item map (`sasrec_run_vocabulary`).
 """
 
@@ -153,6 +154,19 @@ def _run_items(record: dict[str, Any]) -> list[str] | None:
     return ids.split() if isinstance(ids, str) else None
 
 
+def _item_map(record: dict[str, Any]) -> "sasrec_data.Interactions":
+    """The run's items (``items``, ``item_index``) for reading a history: from data.json's item map,
+    so predict and explain need only the run directory; an older run without one re-reads its
+    training file (which must then be where it was, unchanged). No users or histories."""
+    items = _run_items(record)
+    if items is None:
+        return _interactions(record)
+    num_items = (record.get("info") or {}).get("num_items", len(items))
+    if len(items) != num_items:
+        raise DataError(f"this run's data.json maps {len(items)} items but the model was trained on {num_items}")
+    return sasrec_data.Interactions(users=[], items=["<pad>", *items], sequences=[])
+
+
 def sasrec_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
     """A finished run's item-id map as a loader option ({} for an older run, whose map is rebuilt from the file)."""
     items = _run_items(record)
@@ -204,24 +218,42 @@ def recommend(model: nn.Module, record: dict[str, Any], *, user: str, k: int = 1
 
 
 def _read_history(path: str, inter: "sasrec_data.Interactions") -> np.ndarray:
-    """A file of item ids (whitespace separated, oldest first) -> internal ids."""
+    """A file of item ids (whitespace separated, oldest first) -> internal ids. A file of
+    ``user item`` lines (the training format) is refused, not read as items (see `_training_format`)."""
     try:
-        tokens = Path(path).read_text(encoding="utf-8-sig").split()
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"cannot read item history {path}: {exc}") from None
     except UnicodeDecodeError:
         raise not_utf8(Path(path)) from None
+    if _training_format(text):
+        raise DataError(f"{path}: holds 'user item' lines (the training file's format); predict and explain take "
+                        "one history: a user's item ids, oldest first, separated by spaces or newlines "
+                        "(e.g. the second column of one user's lines)")
+    tokens = text.split()
     unknown = [t for t in tokens if t not in inter.item_index]
     if unknown:
-        raise DataError(f"{path}: item(s) {unknown[:5]} are not in the training data {inter.path}")
+        where = inter.path or f"(the run's item map, {inter.num_items} items)"
+        raise DataError(f"{path}: item(s) {unknown[:5]} are not in the training data {where}")
     if not tokens:
         raise DataError(f"{path}: no item ids found (expected ids separated by spaces or newlines, oldest first)")
     return np.array([inter.item_index[t] for t in tokens], dtype=np.int64)
 
 
+def _training_format(text: str) -> bool:
+    """True for ``user item`` lines: two or more lines, each of two fields, a first field repeated
+    (a user's id on each of their lines). Read as a history, the user ids would become items
+    (silently, where user and item ids are both numbers). A history written two items a line
+    repeats no id in its first column unless an item recurs there, which one history rarely does."""
+    rows = [line.split() for line in text.splitlines() if line.strip()]
+    if len(rows) < 2 or any(len(row) != 2 for row in rows):
+        return False
+    return len({row[0] for row in rows}) < len(rows)
+
+
 def predict_next(model: nn.Module, record: dict[str, Any], inputs: list[str], top_k: int) -> list[dict[str, Any]]:
     """``attnlab predict``: each input is a file of item ids (oldest first); the top-k next items."""
-    inter = _interactions(record)
+    inter = _item_map(record)
     results = []
     for path in inputs:
         history = _read_history(path, inter)
@@ -278,7 +310,7 @@ def _report(model: nn.Module, task_data, count: int) -> list:
 
 
 def _explain(model: nn.Module, record: dict[str, Any], input_path: str):
-    inter = _interactions(record)
+    inter = _item_map(record)
     history = _read_history(input_path, inter)
     seq = torch.from_numpy(sasrec_data.pad_left(history, _core(model).config.max_len))
     return history_example(model, seq, inter.items, title=Path(input_path).name)
