@@ -8,7 +8,7 @@ import pytest
 from attnlab.data.forecasting import load_forecasting_task, split_borders
 from attnlab.data.series_gaps import fill_missing
 from attnlab.errors import DataError
-from tests.data.test_forecasting import _csv
+from tests.data._series_files import series_csv as _csv
 
 
 def _reference(column: np.ndarray, ends: list[int]) -> np.ndarray:
