@@ -37,12 +37,11 @@ from attnlab.data.audio_features import (
 from attnlab.data.base import (
     TaskData,
     TensorPairDataset,
-    check_fractions,
-    per_class_split,
 )
 from attnlab.data.lazy_audio import AudioFileDataset, scan_audio
 from attnlab.data.shard_patterns import is_shard_source
 from attnlab.data.shards import class_positions
+from attnlab.data.splits import check_fractions, per_class_split
 from attnlab.data.wav import fix_length, read_wav, resample
 from attnlab.errors import ConfigError, DataError
 

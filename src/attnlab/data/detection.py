@@ -33,9 +33,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data.base import ImageSpec, TaskData, check_fractions, split_counts
+from attnlab.data.base import ImageSpec, TaskData
 from attnlab.data.item_random import ItemDraws
 from attnlab.data.shapes import SHAPE_CLASSES, generate_shapes  # the default data, drawn in its own module
+from attnlab.data.splits import check_fractions, split_counts
 from attnlab.errors import ConfigError, DataError
 
 __all__ = [

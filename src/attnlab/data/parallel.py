@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data.base import TaskData, check_fractions, require_data
+from attnlab.data.base import TaskData, require_data
+from attnlab.data.splits import check_fractions
 from attnlab.data.text import pad_batch, read_lines, refuse_with_init
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, train_tokenizer
 from attnlab.errors import ConfigError, DataError

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnlab.data.base import check_fractions, split_counts
 from attnlab.data.file_checks import data_float
+from attnlab.data.splits import check_fractions, split_counts
 from attnlab.errors import ConfigError, DataError
 
 __all__ = ["TARGETS", "TargetScaler", "check_known", "check_target", "check_trained", "multi_hot", "parse_label_set",

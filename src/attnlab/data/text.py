@@ -35,8 +35,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from attnlab.data.base import TaskData, check_fractions, per_class_split, require_data
+from attnlab.data.base import TaskData, require_data
 from attnlab.data.shard_patterns import is_shard_source
+from attnlab.data.splits import check_fractions, per_class_split
 from attnlab.data.targets import (
     TARGETS,
     TargetScaler,

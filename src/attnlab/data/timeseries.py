@@ -44,8 +44,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnlab.data.base import TaskData, TensorPairDataset, per_class_split
+from attnlab.data.base import TaskData, TensorPairDataset
 from attnlab.data.series_files import read_series_file, read_source, read_ucr_file, ucr_pair
+from attnlab.data.splits import per_class_split
 from attnlab.data.targets import TargetScaler, check_target, parse_numbers, random_split
 from attnlab.errors import ConfigError, DataError
 

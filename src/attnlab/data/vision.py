@@ -27,13 +27,12 @@ from attnlab.data.base import (
     ImageSpec,
     TaskData,
     TensorPairDataset,
-    check_fractions,
-    per_class_split,
 )
 from attnlab.data.images import channel_stats, luma, prepare_image, scale_pixels
 from attnlab.data.lazy_images import ImageFileDataset, scan_images
 from attnlab.data.multilabel_images import load_multilabel_csv
 from attnlab.data.shard_patterns import is_shard_source
+from attnlab.data.splits import check_fractions, per_class_split
 from attnlab.data.targets import check_target
 from attnlab.errors import ConfigError, DataError
 
