@@ -63,9 +63,19 @@ def _pick(r: Tensor, rows: int, sequence: int | None) -> Tensor:
 
 
 def _backward(model: nn.Module, x: Tensor, target: Tensor, layers=None):
-    maps = capture(model, x, grad=True, layers=layers)
-    out = maps.output
-    out.gather(1, target[:, None]).sum().backward()
+    """Capture with d(target logit)/d(weights). The backward would also accumulate into every
+    parameter's ``.grad`` (a training loop's, between its zero_grad and its own backward), so
+    those are set aside for it and put back: the model's gradients are as they were."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = None  # else backward adds into the saved tensors in place
+    try:
+        maps = capture(model, x, grad=True, layers=layers)
+        maps.output.gather(1, target[:, None]).sum().backward()
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
     return maps
 
 
