@@ -8,7 +8,8 @@ Methods (``METHODS``):
 - ``raw``: attention of one layer (default last), one head or the head mean, class-token row.
 - ``rollout``: attention rollout through all layers (Abnar & Zuidema 2020).
 - ``gradient``: gradient-weighted rollout, heads fused as mean(A * relu(dA)) (Chefer et al.,
-  CVPR 2021, "Transformer Interpretability Beyond Attention Visualization").
+  ICCV 2021, rule 5) and rolled out row-normalised (as Chefer et al., CVPR 2021, aggregate);
+  how this compares with ICCV 2021's unnormalised ``R + F R`` is in ``explain/rollout.py``.
 - ``attn_x_grad``: last layer's A * dA, head mean, negatives clipped.
 - ``input_x_gradient`` and ``integrated_gradients`` (Sundararajan et al. 2017): Captum's, on
   the float input the model is called with (patch tokens, embeddings, pixels), summed over
