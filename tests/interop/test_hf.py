@@ -81,3 +81,24 @@ def test_wrong_model_type_is_a_clear_error(tmp_path):
                                                    intermediate_size=8)).save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="model_type is 'bert', expected 'gpt2'"):
         load_hf_gpt2(tmp_path)
+
+
+def _set_config(directory, **entries):
+    import json
+
+    path = directory / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **entries}))
+
+
+@pytest.mark.parametrize("kind", ["relative_key", "relative_key_query"])
+def test_bert_with_relative_positions_is_refused(tmp_path, kind):
+    """transformers 4 saved ``position_embedding_type`` relative_* BERTs (distance embeddings in the
+    attention); read as absolute positions they would give other outputs without a word."""
+    from attnlab.interop import load_hf_bert
+
+    transformers.BertModel(transformers.BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                                   intermediate_size=8)).save_pretrained(tmp_path)
+    _set_config(tmp_path, position_embedding_type=kind)
+    with pytest.raises(CheckpointError, match=f"position_embedding_type '{kind}' is not supported"):
+        load_hf_bert(tmp_path)
+

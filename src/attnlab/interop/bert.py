@@ -22,7 +22,7 @@ from torch import nn
 from attnlab.checkpoint_tensors import check_fits, read_tensors
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
-from attnlab.interop.hf import _bert_renames, _check_type
+from attnlab.interop.hf import _bert_renames, _check_type, check_bert_variant
 
 __all__ = ["BertCheckpoint", "open_bert_checkpoint", "file_sha256"]
 
@@ -135,9 +135,7 @@ def open_bert_checkpoint(directory: str | Path) -> BertCheckpoint:
     if config.get("model_type") != "bert":
         raise CheckpointError(f"{config_path}: model_type {config.get('model_type')!r} is not supported "
                               "(--init for text reads the BERT family: model_type 'bert', MiniLM included)")
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        raise CheckpointError(f"{config_path}: position_embedding_type {config['position_embedding_type']!r} "
-                              "is not supported (absolute only)")
+    check_bert_variant(config_path, config)
     for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings"):
         if not isinstance(config.get(key), int) or config[key] < 1:

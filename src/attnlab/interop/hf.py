@@ -17,7 +17,7 @@ from attnlab.errors import CheckpointError
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
-           "GPT2_ACTIVATIONS"]
+           "GPT2_ACTIVATIONS", "check_bert_variant"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -107,6 +107,18 @@ def _check_type(directory: Path, config: dict[str, Any], model_type: str, activa
     return activations[act]
 
 
+def check_bert_variant(where: object, config: dict[str, Any]) -> None:
+    """Refuse a BERT ``config.json`` whose attention the attnlab encoder does not compute.
+
+    transformers 4 wrote ``position_embedding_type`` "relative_key" / "relative_key_query"
+    (Shaw et al. 2018; Huang et al. 2020): distance embeddings inside every attention layer.
+    Read as absolute positions, the model would give other outputs without a word.
+    """
+    kind = config.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise CheckpointError(f"{where}: position_embedding_type {kind!r} is not supported (absolute only)")
+
+
 def load_hf_bert(directory: str | Path) -> nn.Module:
     """A ``BertForSequenceClassification`` (or ``BertModel``) directory -> attnlab ``TextClassifier``
     (post-norm, embedding LayerNorm, token types, learned positions, tanh pooler).
@@ -118,6 +130,7 @@ def load_hf_bert(directory: str | Path) -> nn.Module:
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
     activation = _check_type(directory, config, "bert", {"gelu": "gelu", "relu": "relu"}, "hidden_act")
+    check_bert_variant(directory, config)
     prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
     has_head = "classifier.weight" in tensors
     dim, depth = config["hidden_size"], config["num_hidden_layers"]
