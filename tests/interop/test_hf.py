@@ -102,3 +102,12 @@ def test_bert_with_relative_positions_is_refused(tmp_path, kind):
     with pytest.raises(CheckpointError, match=f"position_embedding_type '{kind}' is not supported"):
         load_hf_bert(tmp_path)
 
+
+def test_gpt2_without_attention_scaling_is_refused(tmp_path):
+    """``scale_attn_weights: false`` (scores not divided by sqrt(head dim)) changes every output."""
+    from attnlab.interop import load_hf_gpt2
+
+    config = transformers.GPT2Config(vocab_size=30, n_positions=8, n_embd=16, n_layer=1, n_head=2, scale_attn_weights=False)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="scale_attn_weights false is not supported"):
+        load_hf_gpt2(tmp_path)

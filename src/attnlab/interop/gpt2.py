@@ -20,7 +20,7 @@ from attnlab.checkpoint_tensors import check_fits, read_tensors
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
 from attnlab.interop.bert import file_sha256
-from attnlab.interop.hf import GPT2_ACTIVATIONS, _check_type, gpt2_model_fields, gpt2_state_dict
+from attnlab.interop.hf import GPT2_ACTIVATIONS, _check_type, check_gpt2_variant, gpt2_model_fields, gpt2_state_dict
 
 __all__ = ["GPT2Checkpoint", "open_gpt2_checkpoint"]
 
@@ -94,10 +94,7 @@ def open_gpt2_checkpoint(directory: str | Path) -> GPT2Checkpoint:
     for key in _REQUIRED:
         if not isinstance(config.get(key), int) or config[key] < 1:
             raise CheckpointError(f"{config_path}: {key} is missing or not a positive integer")
-    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
-        raise CheckpointError(f"{config_path}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
-    if config.get("scale_attn_weights", True) is False:
-        raise CheckpointError(f"{config_path}: scale_attn_weights false is not supported (scores are scaled by 1/sqrt(head dim))")
+    check_gpt2_variant(config_path, config)
     try:
         activation = _check_type(directory, config, "gpt2", GPT2_ACTIVATIONS, "activation_function")
     except CheckpointError as exc:

@@ -17,7 +17,7 @@ from attnlab.errors import CheckpointError
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
-           "GPT2_ACTIVATIONS", "check_bert_variant"]
+           "GPT2_ACTIVATIONS", "check_bert_variant", "check_gpt2_variant"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -185,6 +185,16 @@ def gpt2_model_fields(config: dict[str, Any], activation: str) -> dict[str, Any]
             "qkv_bias": True}
 
 
+def check_gpt2_variant(where: object, config: dict[str, Any]) -> None:
+    """Refuse a GPT-2 ``config.json`` whose attention ``gpt-lm`` does not compute: scores not
+    scaled by 1/sqrt(head dim) (``scale_attn_weights`` false), also by 1/layer index, or upcast
+    and reordered (Mistral's stability options). Each changes every output."""
+    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
+        raise CheckpointError(f"{where}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
+    if config.get("scale_attn_weights", True) is False:
+        raise CheckpointError(f"{where}: scale_attn_weights false is not supported (scores are scaled by 1/sqrt(head dim))")
+
+
 def gpt2_state_dict(tensors: dict[str, Tensor], config: dict[str, Any], directory: Path) -> dict[str, Tensor]:
     """GPT-2 tensors renamed into the ``gpt-lm`` layout (``token_embed``, ``blocks.I.attn.q_proj``, ...).
 
@@ -222,8 +232,7 @@ def load_hf_gpt2(directory: str | Path) -> nn.Module:
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
     activation = _check_type(directory, config, "gpt2", GPT2_ACTIVATIONS, "activation_function")
-    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
-        raise CheckpointError(f"{directory}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
+    check_gpt2_variant(directory, config)
     model = create_model("gpt-lm", **gpt2_model_fields(config, activation), dropout=0.0, attn_dropout=0.0)
     state = gpt2_state_dict(tensors, config, directory)
     _load_renamed(model, state, {k: k for k in state}, directory)
