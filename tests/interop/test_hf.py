@@ -111,3 +111,26 @@ def test_gpt2_without_attention_scaling_is_refused(tmp_path):
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="scale_attn_weights false is not supported"):
         load_hf_gpt2(tmp_path)
+
+
+def _untied_gpt2(directory):
+    config = transformers.GPT2Config(vocab_size=101, n_positions=32, n_embd=32, n_layer=2, n_head=4, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # an output layer trained apart from the token table
+        hf.lm_head.weight.normal_(0, 0.5)
+    assert not torch.equal(hf.lm_head.weight, hf.transformer.wte.weight)
+    hf.save_pretrained(directory)
+    return hf
+
+
+def test_gpt2_with_its_own_output_layer_matches(tmp_path):
+    """``tie_word_embeddings: false``: the saved ``lm_head.weight`` is the output layer, not the token table."""
+    from attnlab.interop import load_hf_gpt2
+
+    hf = _untied_gpt2(tmp_path)
+    ours = load_hf_gpt2(tmp_path)
+    ids = torch.randint(0, 101, (2, 13))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+    assert ours.lm_head.weight is not ours.token_embed.weight

@@ -181,7 +181,8 @@ def gpt2_model_fields(config: dict[str, Any], activation: str) -> dict[str, Any]
     dim = config["n_embd"]
     return {"vocab_size": config["vocab_size"], "max_length": config["n_positions"], "dim": dim, "depth": config["n_layer"],
             "num_heads": config["n_head"], "mlp_ratio": (config.get("n_inner") or 4 * dim) / dim, "pos_embed": "learned",
-            "activation": activation, "norm_eps": config.get("layer_norm_epsilon", 1e-5), "tie_embeddings": True,
+            "activation": activation, "norm_eps": config.get("layer_norm_epsilon", 1e-5),
+            "tie_embeddings": config.get("tie_word_embeddings", True) is not False,
             "qkv_bias": True}
 
 
@@ -199,7 +200,9 @@ def gpt2_state_dict(tensors: dict[str, Tensor], config: dict[str, Any], director
     """GPT-2 tensors renamed into the ``gpt-lm`` layout (``token_embed``, ``blocks.I.attn.q_proj``, ...).
 
     GPT-2 stores its projections as ``Conv1D`` (in, out) matrices with q, k, v fused; they are
-    transposed and split here. A missing tensor raises CheckpointError naming ``directory``.
+    transposed and split here. The output layer is the token table, unless the config says
+    ``tie_word_embeddings: false``: then it is the saved ``lm_head.weight``, as transformers
+    reads it. A missing tensor raises CheckpointError naming ``directory``.
     """
     prefix = "transformer." if any(k.startswith("transformer.") for k in tensors) else ""
     dim, depth = config["n_embd"], config["n_layer"]
@@ -209,7 +212,14 @@ def gpt2_state_dict(tensors: dict[str, Tensor], config: dict[str, Any], director
             raise CheckpointError(f"{directory}: tensor {prefix + name!r} is missing")
         return tensors[prefix + name]
 
-    state = {"token_embed.weight": get("wte.weight"), "lm_head.weight": get("wte.weight"), "pos_embed.weight": get("wpe.weight"),
+    if config.get("tie_word_embeddings", True) is False:  # GPT2LMHeadModel keeps its own head at the top level
+        if "lm_head.weight" not in tensors:
+            raise CheckpointError(f"{directory}: tensor 'lm_head.weight' is missing (tie_word_embeddings is false: the "
+                                  "output layer is not the token table)")
+        head = tensors["lm_head.weight"]
+    else:
+        head = get("wte.weight")
+    state = {"token_embed.weight": get("wte.weight"), "lm_head.weight": head, "pos_embed.weight": get("wpe.weight"),
              "norm.weight": get("ln_f.weight"), "norm.bias": get("ln_f.bias")}
     for i in range(depth):
         h, b = f"h.{i}.", f"blocks.{i}."
