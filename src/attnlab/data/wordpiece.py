@@ -46,7 +46,9 @@ class WordPieceTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
+        """Rows an embedding table needs: the largest id + 1 (a vocab.txt with a repeated line has
+        fewer tokens than that)."""
+        return max(self._tok.get_vocab(with_added_tokens=True).values(), default=-1) + 1
 
     def encode(self, text: str) -> list[int]:
         """Word pieces of ``text``, no special tokens."""
@@ -101,12 +103,16 @@ def _from_vocab(path: Path, lowercase: bool, unk_token: str) -> Any:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")  # universal newlines: \r\n and \r end a line, as in transformers
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not a readable vocabulary ({exc})") from None
-    vocab: dict[str, int] = {}
-    for token in lines:
-        vocab.setdefault(token.rstrip("\r"), len(vocab))
+    lines = text.split("\n")  # not splitlines(): a token may hold \x85 or \u2028, which do not end a line here
+    if lines and lines[-1] == "":
+        lines.pop()
+    # A token's id is its line number and a repeated token keeps its last line, as transformers'
+    # load_vocab and the tokenizers library read vocab.txt: numbering unique tokens instead would
+    # shift every id after a repeat onto another embedding row.
+    vocab = {token: index for index, token in enumerate(lines)}
     if unk_token not in vocab:
         raise CheckpointError(f"{path}: no unknown token {unk_token!r} in the vocabulary")
     tok = Tokenizer(models.WordPiece(vocab, unk_token=unk_token, max_input_chars_per_word=100))
