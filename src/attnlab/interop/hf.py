@@ -1,6 +1,7 @@
 """Hugging Face checkpoints -> attnlab models, from a local ``save_pretrained`` directory.
 
-Reads ``config.json`` and ``model.safetensors`` only (never pickle, never the network) and
+Reads ``config.json`` and ``model.safetensors`` (or its shards, `attnlab.interop.weights`) only
+(never pickle, never the network) and
 renames tensors into the attnlab layout. transformers itself is not needed at run time.
 """
 
@@ -12,8 +13,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attnlab.checkpoint_tensors import check_fits, read_tensors
+from attnlab.checkpoint_tensors import check_fits
 from attnlab.errors import CheckpointError
+from attnlab.interop.weights import find_weights, read_weights
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
@@ -22,16 +24,14 @@ __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise CheckpointError(f"{directory} is not a Hugging Face model directory: {path.name} is missing")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory} is not a Hugging Face model directory: {config_path.name} is missing")
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: cannot read ({exc})") from None
-    tensors = read_tensors(weights_path)
-    return config, tensors
+    return config, read_weights(find_weights(directory))
 
 
 def _load_renamed(model: nn.Module, tensors: dict[str, Tensor], renames: dict[str, str], directory: Path) -> None:
