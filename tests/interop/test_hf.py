@@ -55,6 +55,37 @@ def test_bert_from_a_save_pretrained_directory_matches(tmp_path):
         torch.testing.assert_close(hidden, bare(input_ids=ids[:2]).last_hidden_state, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["gelu_new", "gelu_pytorch_tanh"])
+def test_bert_with_a_tanh_gelu_matches(tmp_path, act):
+    """BERT-family checkpoints with hidden_act gelu_new / gelu_pytorch_tanh were refused ("gelu, relu" only)."""
+    from attnlab.interop import load_hf_bert
+
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=48, max_position_embeddings=40, num_labels=3, hidden_act=act,
+                                     initializer_range=0.5)  # pre-activations past where the two GELUs agree
+    torch.manual_seed(1)
+    hf = transformers.BertForSequenceClassification(config).eval()
+    hf.save_pretrained(tmp_path)
+    ids = torch.randint(1, 99, (3, 11))
+    ids[1, 6:] = 0
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        got = load_hf_bert(tmp_path)(ids)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    exact = transformers.BertForSequenceClassification(transformers.BertConfig(**{**config.to_dict(), "hidden_act": "gelu"}))
+    exact.load_state_dict(hf.state_dict())
+    with torch.no_grad():  # the approximation is what is matched, not a difference too small to see
+        assert (exact.eval()(input_ids=ids, attention_mask=(ids != 0).long()).logits - want).abs().max() > 1e-6
+
+
+def test_vit_without_qkv_biases_names_the_setting(tmp_path):
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                    image_size=16, patch_size=4, num_labels=2, qkv_bias=False)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="qkv_bias false is not supported"):
+        load_hf_vit(tmp_path)
+
+
 def test_gpt2_from_a_save_pretrained_directory_matches(tmp_path):
     from attnlab.models.generation import generate
     from attnlab.interop import load_hf_gpt2

@@ -58,6 +58,8 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
         raise CheckpointError(f"{directory}: no classifier head (save a ViTForImageClassification)")
     if config.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"{directory}: hidden_act {config['hidden_act']!r} is not supported (gelu only)")
+    if not config.get("qkv_bias", True):
+        raise CheckpointError(f"{directory}: qkv_bias false is not supported (the attention projections have biases)")
     dim, heads = config["hidden_size"], config["num_attention_heads"]
     size = config["image_size"]
     model = create_model(
@@ -98,6 +100,11 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
     return model.eval()
 
 
+# A BERT config's hidden_act -> the encoder's activation (transformers' ACT2FN: gelu is the exact erf
+# GELU; gelu_new and gelu_pytorch_tanh are the tanh approximation).
+BERT_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
 def _check_type(directory: Path, config: dict[str, Any], model_type: str, activations: dict[str, str], key: str) -> str:
     if config.get("model_type") != model_type:
         raise CheckpointError(f"{directory}: model_type is {config.get('model_type')!r}, expected {model_type!r}")
@@ -129,7 +136,7 @@ def load_hf_bert(directory: str | Path) -> nn.Module:
     """
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
-    activation = _check_type(directory, config, "bert", {"gelu": "gelu", "relu": "relu"}, "hidden_act")
+    activation = _check_type(directory, config, "bert", BERT_ACTIVATIONS, "hidden_act")
     check_bert_variant(directory, config)
     prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
     has_head = "classifier.weight" in tensors
