@@ -147,6 +147,25 @@ def test_bad_sample_is_named_or_skipped(tmp_path):
     assert len(list(task.train.evaluation_view())) == 11 and task.train.skipped == 1
 
 
+def test_a_class_index_past_the_shards_classes_is_named(tmp_path):
+    """A `.cls` past the shards' class list reached the loss as torch's "Target out of bounds" (or, below the
+    model's outputs, trained silently on a class the shards do not list); it is one line naming the sample."""
+    root = _folder(tmp_path / "f", per_class=4)
+    write_shards(root, tmp_path / "s", shard_size=100, options={"image_size": (8, 8), "val_fraction": 0, "test_fraction": 0})
+    tar = tmp_path / "s" / "train-000000.tar"
+    with tarfile.open(tar) as t:
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
+    victim = next(m.name for m, _ in members if m.name.endswith(".cls"))
+    with tarfile.open(tar, "w") as t:
+        for m, data in members:
+            data = b"7" if m.name == victim else data
+            m.size = len(data)
+            t.addfile(m, __import__("io").BytesIO(data))
+    task = load_image_folder_task(tmp_path / "s")
+    with pytest.raises(DataError, match=victim.split(".")[0] + r".*\.cls 7 is past the shards' 3 classes"):
+        list(task.train.evaluation_view())
+
+
 def test_pickle_members_are_refused(tmp_path):
     write_split(tmp_path, "p", iter([("000000", {"pyd": b"\x80\x04K\x01.", "cls": b"0"})]), 10)
     with pytest.raises(DataError, match="pickle"):

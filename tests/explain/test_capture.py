@@ -329,3 +329,25 @@ def test_importing_explain_stays_light():
 
     code = "import sys, attnlab.explain; assert 'matplotlib' not in sys.modules; assert 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_capture_inside_an_active_recording_and_the_reverse():
+    """A capture (e.g. a map computed in a training loop) while ``recording`` watches the same
+    model: each gets the heads and rows it asked for, whichever hook went on first."""
+    model = _model()
+    x = torch.randn(2, 6, 16)
+    full = capture(model, x)
+    with recording(model) as rec:
+        sub = capture(model, x, heads=[1], query_rows=[0])
+    assert len(sub) == 3 and len(rec.latest) == 3
+    for got, want in zip(sub.maps, full.maps):
+        assert torch.equal(got, want[:, [1]][:, :, [0]])
+    for got, want in zip(rec.latest.maps, full.maps):
+        assert torch.equal(got, want)  # every head and row, though the capture inside asked for fewer
+    with recording(model, heads=[2]) as rec:
+        inner = capture(model, x, layers=[0, 2])
+    assert inner.names == ["blocks.0.attn", "blocks.2.attn"]
+    assert torch.equal(inner.maps[0], full.maps[0]) and torch.equal(inner.maps[1], full.maps[2])
+    assert [tuple(m.shape) for m in rec.latest.maps] == [(2, 1, 7, 7)] * 3
+    assert torch.equal(rec.latest.maps[1], full.maps[1][:, [2]])
+    assert all(mod.weight_hook is None and mod.weight_selection is None for _, mod in attention_modules(model))

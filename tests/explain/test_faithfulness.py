@@ -15,6 +15,7 @@ from attnlab.explain.faithfulness import (
     cascading_randomisation,
     deletion_insertion,
     perturbation,
+    randomised_copy,
     spearman,
 )
 from attnlab.explain.relevance import relevance
@@ -117,3 +118,19 @@ def test_bootstrap_ci():
     # Normal approximation of the mean's 95% interval: 0.5 +- 1.96 * 0.5 / 10.
     assert lo == pytest.approx(0.5 - 0.098, abs=0.02) and hi == pytest.approx(0.5 + 0.098, abs=0.02)
     assert bootstrap_ci(np.full(10, 0.3)) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_randomisation_leaves_the_callers_rng_alone():
+    """The re-initialised copy is drawn from its own seed; the caller's torch RNG (a training loop's
+    dropout and shuffling) goes on as if the call never happened."""
+    model = TinyViT(depth=1).eval()
+    x = torch.randn(2, 6, 16)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = randomised_copy(model, seed=5)
+    cascading_randomisation(model, x, lambda m, t: relevance(m, t, "rollout"), seed=5)
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+    b = randomised_copy(model, seed=5)  # still reproducible from its seed alone
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.head.weight, model.head.weight)

@@ -95,6 +95,22 @@ def test_random_is_seeded_and_bad_input():
     assert relevance(plain, x, "input_x_gradient").shape == (3, 6)
 
 
+def test_gradient_methods_leave_the_models_parameter_grads_alone():
+    """relevance() is an explanation, not a training step: a loop that calls it between
+    zero_grad() and its own backward() must not step on the map's gradients too."""
+    model, x = _setup()
+    for method in ("gradient", "attn_x_grad"):
+        model.zero_grad(set_to_none=True)
+        relevance(model, x, method)
+        assert all(p.grad is None for p in model.parameters()), method
+    model.zero_grad(set_to_none=True)
+    model(x).sum().backward()
+    before = {name: p.grad.clone() for name, p in model.named_parameters()}
+    first = relevance(model, x, "gradient")
+    assert all(torch.equal(p.grad, before[name]) for name, p in model.named_parameters())
+    torch.testing.assert_close(relevance(model, x, "gradient"), first, rtol=0, atol=0)  # grads were there: same map
+
+
 
 class _PerChannel(nn.Module):
     """(B, N, S * C) positions (token n of each of S sequences) -> S sequences per row through one TinyViT (no

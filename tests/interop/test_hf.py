@@ -55,6 +55,37 @@ def test_bert_from_a_save_pretrained_directory_matches(tmp_path):
         torch.testing.assert_close(hidden, bare(input_ids=ids[:2]).last_hidden_state, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["gelu_new", "gelu_pytorch_tanh"])
+def test_bert_with_a_tanh_gelu_matches(tmp_path, act):
+    """BERT-family checkpoints with hidden_act gelu_new / gelu_pytorch_tanh were refused ("gelu, relu" only)."""
+    from attnlab.interop import load_hf_bert
+
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=48, max_position_embeddings=40, num_labels=3, hidden_act=act,
+                                     initializer_range=0.5)  # pre-activations past where the two GELUs agree
+    torch.manual_seed(1)
+    hf = transformers.BertForSequenceClassification(config).eval()
+    hf.save_pretrained(tmp_path)
+    ids = torch.randint(1, 99, (3, 11))
+    ids[1, 6:] = 0
+    with torch.no_grad():
+        want = hf(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        got = load_hf_bert(tmp_path)(ids)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    exact = transformers.BertForSequenceClassification(transformers.BertConfig(**{**config.to_dict(), "hidden_act": "gelu"}))
+    exact.load_state_dict(hf.state_dict())
+    with torch.no_grad():  # the approximation is what is matched, not a difference too small to see
+        assert (exact.eval()(input_ids=ids, attention_mask=(ids != 0).long()).logits - want).abs().max() > 1e-6
+
+
+def test_vit_without_qkv_biases_names_the_setting(tmp_path):
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                    image_size=16, patch_size=4, num_labels=2, qkv_bias=False)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="qkv_bias false is not supported"):
+        load_hf_vit(tmp_path)
+
+
 def test_gpt2_from_a_save_pretrained_directory_matches(tmp_path):
     from attnlab.models.generation import generate
     from attnlab.interop import load_hf_gpt2
@@ -81,3 +112,56 @@ def test_wrong_model_type_is_a_clear_error(tmp_path):
                                                    intermediate_size=8)).save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="model_type is 'bert', expected 'gpt2'"):
         load_hf_gpt2(tmp_path)
+
+
+def _set_config(directory, **entries):
+    import json
+
+    path = directory / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **entries}))
+
+
+@pytest.mark.parametrize("kind", ["relative_key", "relative_key_query"])
+def test_bert_with_relative_positions_is_refused(tmp_path, kind):
+    """transformers 4 saved ``position_embedding_type`` relative_* BERTs (distance embeddings in the
+    attention); read as absolute positions they would give other outputs without a word."""
+    from attnlab.interop import load_hf_bert
+
+    transformers.BertModel(transformers.BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                                   intermediate_size=8)).save_pretrained(tmp_path)
+    _set_config(tmp_path, position_embedding_type=kind)
+    with pytest.raises(CheckpointError, match=f"position_embedding_type '{kind}' is not supported"):
+        load_hf_bert(tmp_path)
+
+
+def test_gpt2_without_attention_scaling_is_refused(tmp_path):
+    """``scale_attn_weights: false`` (scores not divided by sqrt(head dim)) changes every output."""
+    from attnlab.interop import load_hf_gpt2
+
+    config = transformers.GPT2Config(vocab_size=30, n_positions=8, n_embd=16, n_layer=1, n_head=2, scale_attn_weights=False)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="scale_attn_weights false is not supported"):
+        load_hf_gpt2(tmp_path)
+
+
+def _untied_gpt2(directory):
+    config = transformers.GPT2Config(vocab_size=101, n_positions=32, n_embd=32, n_layer=2, n_head=4, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # an output layer trained apart from the token table
+        hf.lm_head.weight.normal_(0, 0.5)
+    assert not torch.equal(hf.lm_head.weight, hf.transformer.wte.weight)
+    hf.save_pretrained(directory)
+    return hf
+
+
+def test_gpt2_with_its_own_output_layer_matches(tmp_path):
+    """``tie_word_embeddings: false``: the saved ``lm_head.weight`` is the output layer, not the token table."""
+    from attnlab.interop import load_hf_gpt2
+
+    hf = _untied_gpt2(tmp_path)
+    ours = load_hf_gpt2(tmp_path)
+    ids = torch.randint(0, 101, (2, 13))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+    assert ours.lm_head.weight is not ours.token_embed.weight

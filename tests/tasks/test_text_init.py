@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from attnlab.errors import CheckpointError, ConfigError
+from attnlab.errors import ConfigError
 from attnlab.models.registry import create_model
 from attnlab.tasks.text import open_text_checkpoint
 from tests.tasks.bert_fixtures import VOCAB, save_bert, write_text_data, write_tokenizer
@@ -274,3 +274,29 @@ def test_fine_tuned_runs_export_and_join_ensembles(tmp_path, capsys):
     with torch.no_grad():
         want = model.eval()(ids).numpy()
     assert abs(got - want).max() < 1e-4
+
+
+@pytest.mark.slow  # three training runs
+def test_a_run_of_other_classes_starts_a_run_with_a_new_head(tmp_path, capsys):
+    """Intermediate-task fine-tuning: a text run (two classes) starts one on three classes. The
+    encoder is copied, the head is new and sized by the new data's classes (a run of the same
+    classes keeps its own), as for the vision tasks; before, the head's shape was refused."""
+    two = write_text_data(tmp_path / "two.tsv", rows=30)
+    three = tmp_path / "three.tsv"
+    texts = ["a good movie", "awful plot", "the film was fun", "not good", "very bad actor", "great fun"]
+    three.write_text("".join(f"{'xyz'[i % 3]}\t{texts[i % 6]}\n" for i in range(30)))
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    common = ("--task", "text-classification", "--epochs", "1", "--train.device", "cpu", "--train.progress", "false",
+              "--train.batch_size", "8")
+    assert _cli("train", *common, "--data", two, "--model.dim", "16", "--model.conv_channels", "4", "--model.depth", "1", "--out", first) == 0
+    frozen = ("--train.freeze", "encoder")  # the copied encoder stays as the first run left it
+    assert _cli("train", *common, "--data", three, "--init", first, "--out", second, *frozen) == 0
+    before, after = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert after["head.weight"].shape[0] == 3 and before["head.weight"].shape[0] == 2
+    encoder = [name for name in before if name.startswith("encoder.")]
+    assert encoder and all(torch.equal(before[name], after[name]) for name in encoder)
+    assert json.loads((second / "data.json").read_text())["init"]["head"] == "new"
+    assert _cli("train", *common, "--data", two, "--init", first, "--out", third, "--train.lr", "1e-9") == 0
+    assert json.loads((third / "data.json").read_text())["init"]["head"] == "kept"
+    kept = load_file(str(third / "model.safetensors"))["head.weight"]
+    torch.testing.assert_close(kept, before["head.weight"], atol=1e-6, rtol=0)  # lr 1e-9: the head barely moves

@@ -116,6 +116,54 @@ def test_a_mid_epoch_checkpoint_of_another_world_size_is_refused(tmp_path):
     Trainer(_model(), ClassificationObjective(3), train, None, cfg, run_dir=tmp_path).resume()
 
 
+def test_a_mid_epoch_checkpoint_resumed_at_another_batch_size_is_refused(tmp_path):
+    """The position is a count of batches: resumed at another --train.batch_size it skipped another number of
+    examples (64 where 32 were seen), with only a learning-rate warning. Epoch-end checkpoints resume at any size."""
+    from attnlab.errors import ConfigError
+
+    train = _data()
+    calls = {"n": 0}
+
+    def boom(batch):
+        calls["n"] += 1
+        if calls["n"] == 9:  # epoch 2, batch 3: the last checkpoint is mid-epoch (step 8)
+            raise _Interrupt
+        return batch
+
+    first = Trainer(_model(), ClassificationObjective(3), train, None, _config(checkpoint_every=2), run_dir=tmp_path,
+                    batch_augment=boom)
+    with pytest.raises(_Interrupt):
+        first.fit()
+    batch = first.config.batch_size
+    other = _config(checkpoint_every=2, batch_size=2 * batch)
+    with pytest.raises(ConfigError, match=f"after 2 batches of {batch}; resume it with --train.batch_size {batch} "
+                                          f"\\(not {2 * batch}\\)"):
+        Trainer(_model(), ClassificationObjective(3), train, None, other, run_dir=tmp_path).resume()
+    Trainer(_model(), ClassificationObjective(3), train, None, _config(checkpoint_every=2), run_dir=tmp_path).resume()
+
+
+def test_rng_states_hold_the_gpu_generator_on_a_gpu(monkeypatch):
+    """A GPU run's dropout draws from the device's generator, which checkpoints did not hold: resumed, it drew
+    other masks. torch.cuda's state functions are stood in for, so this runs on a CPU-only machine."""
+    from attnlab.training.checkpoint import restore_rng_states, rng_state_tensors
+
+    device_state, calls = torch.arange(16, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: device_state.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((state.clone(), device)))
+    cuda = torch.device("cuda", 0)
+    saved = rng_state_tensors(cuda)
+    assert set(saved) == {"torch_rng", "cuda_rng"} and torch.equal(saved["cuda_rng"], device_state)
+    assert set(rng_state_tensors(torch.device("cpu"))) == {"torch_rng"}
+    expected = torch.rand(3)  # the CPU generator comes back too
+    torch.set_rng_state(saved["torch_rng"])
+    torch.manual_seed(7)
+    restore_rng_states(saved, cuda)
+    assert len(calls) == 1 and torch.equal(calls[0][0], device_state) and calls[0][1] == cuda
+    restore_rng_states(saved, torch.device("cpu"))  # a GPU run resumed on a CPU: the GPU state is not for it
+    assert len(calls) == 1
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
 def test_gradient_accumulation_matches_large_batch():
     train = _data(64)
     big = Trainer(_model(), ClassificationObjective(3), train, None, _config(epochs=1, batch_size=32))

@@ -52,7 +52,7 @@ def load_audio_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     lacks is refused by name)."""
 
     def decoder(index: dict[str, Any]) -> AudioSampleDecoder:
-        positions = None if class_names is None else class_positions(source, index["class_names"], class_names)
+        positions = class_positions(source, index["class_names"], class_names)
         return AudioSampleDecoder(AudioSpec.from_dict(index["info"]["audio"]), positions)
 
     index, streams = open_file_streams(source, "audio", decoder, seed=seed, skip_bad=skip_bad,

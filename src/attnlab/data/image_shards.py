@@ -52,7 +52,7 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     run_spec = None if spec is None else ImageSpec.from_dict(spec)
 
     def decoder(index: dict[str, Any]) -> ImageSampleDecoder:
-        positions = None if class_names is None else class_positions(source, index["class_names"], class_names)
+        positions = class_positions(source, index["class_names"], class_names)
         return ImageSampleDecoder(run_spec or ImageSpec.from_dict(index["spec"]), positions)
 
     index, streams = open_file_streams(source, "images", decoder, seed=seed, skip_bad=skip_bad,

@@ -102,7 +102,7 @@ def load_text_shards(source: str | Path, *, encode: Callable, collate: Callable,
     folder, index = open_shards(source, "text-classification")
     info = dict(index["info"])
     tok = load_tokenizer(info["tokenizer"])
-    positions = None if class_names is None else class_positions(source, index["class_names"], class_names)
+    positions = class_positions(source, index["class_names"], class_names)
     decode = TextSampleDecoder(tok, int(info["max_length"]), encode, dataset, positions)
 
     def stream(split: str, shuffle: bool) -> ShardStream:

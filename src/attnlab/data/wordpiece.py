@@ -4,7 +4,8 @@ Fine-tuning with another tokenizer or other lower-casing runs without error and 
 loses accuracy, so ``--init`` runs tokenise with the checkpoint's: its ``tokenizer.json``
 (read by the ``tokenizers`` library), or its ``vocab.txt`` as a fallback (BERT's normaliser
 and pre-tokeniser around a WordPiece model). ``tokenizer_config.json``'s ``do_lower_case``
-decides lower-casing, as ``transformers``' ``BertTokenizerFast`` does. Any padding or
+(with ``strip_accents`` and ``tokenize_chinese_chars``, where it names them) decides the
+normaliser, as ``transformers``' ``BertTokenizer`` does. Any padding or
 truncation baked into the file is switched off: ``encode_pair`` adds ``[CLS]`` / ``[SEP]``
 and truncates to the model's positions itself, and batches are padded with ``pad_id``.
 
@@ -46,7 +47,9 @@ class WordPieceTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
+        """Rows an embedding table needs: the largest id + 1 (a vocab.txt with a repeated line has
+        fewer tokens than that)."""
+        return max(self._tok.get_vocab(with_added_tokens=True).values(), default=-1) + 1
 
     def encode(self, text: str) -> list[int]:
         """Word pieces of ``text``, no special tokens."""
@@ -97,24 +100,47 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return value
 
 
-def _from_vocab(path: Path, lowercase: bool, unk_token: str) -> Any:
+def _from_vocab(path: Path, normalizer: dict[str, Any], unk_token: str) -> Any:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")  # universal newlines: \r\n and \r end a line, as in transformers
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not a readable vocabulary ({exc})") from None
-    vocab: dict[str, int] = {}
-    for token in lines:
-        vocab.setdefault(token.rstrip("\r"), len(vocab))
+    lines = text.split("\n")  # not splitlines(): a token may hold \x85 or \u2028, which do not end a line here
+    if lines and lines[-1] == "":
+        lines.pop()
+    # A token's id is its line number and a repeated token keeps its last line, as transformers'
+    # load_vocab and the tokenizers library read vocab.txt: numbering unique tokens instead would
+    # shift every id after a repeat onto another embedding row.
+    vocab = {token: index for index, token in enumerate(lines)}
     if unk_token not in vocab:
         raise CheckpointError(f"{path}: no unknown token {unk_token!r} in the vocabulary")
     tok = Tokenizer(models.WordPiece(vocab, unk_token=unk_token, max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
-                                                lowercase=lowercase)
+    tok.normalizer = normalizers.BertNormalizer(**{**_BERT_NORMALIZER, **normalizer})
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     return tok
+
+
+# tokenizer_config.json keys -> BertNormalizer options (transformers' BertTokenizer arguments), and
+# BERT's own values for a vocab.txt without them (strip_accents None: strip when lower-casing).
+_NORMALIZER_SETTINGS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
+                        "tokenize_chinese_chars": "handle_chinese_chars"}
+_BERT_NORMALIZER: dict[str, Any] = {"clean_text": True, "handle_chinese_chars": True, "strip_accents": None, "lowercase": True}
+
+
+def _normalizer_settings(settings: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The BertNormalizer options ``tokenizer_config.json`` gives (only those it names)."""
+    given = {}
+    for key, option in _NORMALIZER_SETTINGS.items():
+        value = settings.get(key)
+        if key not in settings or (value is None and option != "strip_accents"):
+            continue
+        if not isinstance(value, bool) and value is not None:
+            raise CheckpointError(f"{where}: {key} must be true or false, got {value!r}")
+        given[option] = value
+    return given
 
 
 def load_checkpoint_tokenizer(directory: str | Path, *, max_length: int) -> WordPieceTokenizer:
@@ -132,7 +158,7 @@ def load_checkpoint_tokenizer(directory: str | Path, *, max_length: int) -> Word
             settings.setdefault(role, value["content"] if isinstance(value, dict) else value)
     specials = {f"{role}_token": str(settings.get(f"{role}_token") or default)
                 for role, default in (("cls", "[CLS]"), ("sep", "[SEP]"), ("pad", "[PAD]"), ("unk", "[UNK]"))}
-    lowercase = settings.get("do_lower_case")
+    given = _normalizer_settings(settings, directory / "tokenizer_config.json")
     if (directory / "tokenizer.json").is_file():
         path = directory / "tokenizer.json"
         try:
@@ -142,16 +168,15 @@ def load_checkpoint_tokenizer(directory: str | Path, *, max_length: int) -> Word
         if tok.get_vocab_size() == 0:
             raise CheckpointError(f"{path}: the vocabulary is empty")
         normalizer = json.loads(tok.to_str()).get("normalizer") or {}
-        if lowercase is not None and normalizer.get("type") == "BertNormalizer" and normalizer.get("lowercase") != lowercase:
-            # tokenizer_config.json wins, as in transformers' BertTokenizerFast
+        if normalizer.get("type") == "BertNormalizer" and any(normalizer.get(k) != v for k, v in given.items()):
+            # tokenizer_config.json wins, as in transformers' BertTokenizer: lower-casing, accents, CJK spacing
             from tokenizers import normalizers
 
-            tok.normalizer = normalizers.BertNormalizer(
-                clean_text=normalizer.get("clean_text", True), handle_chinese_chars=normalizer.get("handle_chinese_chars", True),
-                strip_accents=normalizer.get("strip_accents"), lowercase=bool(lowercase))
+            kept = {k: normalizer.get(k, default) for k, default in _BERT_NORMALIZER.items()}
+            tok.normalizer = normalizers.BertNormalizer(**{**kept, **given})
     elif (directory / "vocab.txt").is_file():
         path = directory / "vocab.txt"
-        tok = _from_vocab(path, True if lowercase is None else bool(lowercase), specials["unk_token"])
+        tok = _from_vocab(path, given, specials["unk_token"])
     else:
         raise CheckpointError(f"{directory}: no tokenizer (tokenizer.json or vocab.txt) beside the weights")
     try:

@@ -112,7 +112,12 @@ class _Tap:
         self.chosen = chosen
         self.heads, self.query_rows = heads, query_rows
         self.grad, self.device = grad, device
-        self.previous: list[Callable | None] = [mod.weight_hook for _, mod in chosen]
+        # What each module had when this tap went on (read at enable, not here: a recording made
+        # earlier must chain onto a capture that went on since), restored when it comes off.
+        self.previous: list[Callable | None] = [None] * len(chosen)
+        self.previous_selection: list[tuple | None] = [None] * len(chosen)
+        self.enabled = False
+        self.selection = (heads, query_rows)  # set on a module only when this tap is alone there
         self.names: list[str] = []
         self.maps: list[Tensor] = []
         self.sources: list[_GradSource | _RetainedGrad | None] = []
@@ -150,8 +155,8 @@ class _Tap:
         return select
 
     def _store(self, name: str, weights: Tensor, module: MultiHeadAttention | None = None) -> None:
-        if module is not None and module.weight_selection is not None and module.weight_hook is not None:
-            # the module already computed just the chosen heads/rows
+        if module is not None and module.weight_selection is self.selection:
+            # the module already computed just this tap's heads/rows
             select: Callable[[Tensor], Tensor] = lambda w: w.to(self.device) if self.device is not None else w
         else:
             select = self._selector(weights.shape[1], weights.shape[2])
@@ -216,18 +221,27 @@ class _Tap:
         return not self.grad and (self.heads is not None or self.query_rows is not None)
 
     def enable(self) -> None:
+        if self.enabled:
+            return
+        self.enabled = True
+        self.previous = [mod.weight_hook for _, mod in self.chosen]
+        self.previous_selection = [mod.weight_selection for _, mod in self.chosen]
         for (name, mod), prev in zip(self.chosen, self.previous):
             mod.weight_hook = self._hook_for(name, prev)
-            if self.pushed_down and prev is None:
-                mod.weight_selection = (self.heads, self.query_rows)
+            # Alone on the module, its heads/rows are all it computes; chained onto another hook
+            # (a capture inside a recording, or the reverse), the module computes every head and
+            # row and each tap slices its own.
+            mod.weight_selection = self.selection if self.pushed_down and prev is None else None
             if self.grad:
                 self._grad_hooks(mod)
 
     def disable(self) -> None:
-        for (_, mod), prev in zip(self.chosen, self.previous):
+        if not self.enabled:
+            return
+        self.enabled = False
+        for (_, mod), prev, selection in zip(self.chosen, self.previous, self.previous_selection):
             mod.weight_hook = prev
-            if prev is None:
-                mod.weight_selection = None
+            mod.weight_selection = selection
         for handle in self.handles:
             handle.remove()
         self.handles = []
@@ -319,6 +333,8 @@ def recording(
         tap.take()  # drop anything a previous, interrupted call left behind
         if active[0]:
             tap.enable()
+        else:
+            tap.disable()  # a recorded call that raised left the hooks on: this step pays nothing
 
     def after(module, args, output):
         if not active[0]:

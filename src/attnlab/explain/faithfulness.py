@@ -21,8 +21,9 @@ What "removed" means is the caller's: ``removed`` is a tensor broadcastable to t
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -139,15 +140,32 @@ def _reinit_all_rest(model: nn.Module, order: list[nn.Module]) -> None:
                 p.normal_(0, 0.02)
 
 
+@contextlib.contextmanager
+def _seeded(model: nn.Module, seed: int) -> Iterator[None]:
+    """torch's generators for ``model``'s devices seeded with ``seed`` (``reset_parameters`` takes
+    no generator), and the caller's RNG state (a training loop's dropout, shuffling) restored after."""
+    cuda = sorted({p.device.index if p.device.index is not None else torch.cuda.current_device()
+                   for p in model.parameters() if p.device.type == "cuda"})
+    other = any(p.device.type not in ("cpu", "cuda") for p in model.parameters())
+    with torch.random.fork_rng(devices=cuda):
+        if other:  # e.g. MPS: seed every device as torch.manual_seed does (only CPU and CUDA are restored)
+            torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        for i in cuda:
+            with torch.cuda.device(i):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 def randomised_copy(model: nn.Module, *, seed: int = 0) -> nn.Module:
     """A copy of ``model`` with every layer re-initialised: the last step of the cascade, alone
     (what a report card needs at the cost of one extra map instead of one per layer)."""
     rand = copy.deepcopy(model)
-    torch.manual_seed(seed)
-    order = _reinit_order(rand)
-    for m in order:
-        m.reset_parameters()
-    _reinit_all_rest(rand, order)
+    with _seeded(rand, seed):
+        order = _reinit_order(rand)
+        for m in order:
+            m.reset_parameters()
+        _reinit_all_rest(rand, order)
     return rand
 
 
@@ -162,15 +180,15 @@ def cascading_randomisation(model: nn.Module, x: Tensor, explain: Callable[[nn.M
     """
     ref = explain(model, x).detach()
     rand = copy.deepcopy(model)
-    torch.manual_seed(seed)
     order = _reinit_order(rand)
     counts, rhos = [], []
-    for i, m in enumerate(order, 1):
-        m.reset_parameters()
-        if i == len(order):
-            _reinit_all_rest(rand, order)
-        counts.append(i)
-        rhos.append(spearman(ref, explain(rand, x).detach()).numpy())
+    with _seeded(rand, seed):  # one seeded stream through every step
+        for i, m in enumerate(order, 1):
+            m.reset_parameters()
+            if i == len(order):
+                _reinit_all_rest(rand, order)
+            counts.append(i)
+            rhos.append(spearman(ref, explain(rand, x).detach()).numpy())
     return counts, np.stack(rhos)
 
 

@@ -8,7 +8,8 @@ Methods (``METHODS``):
 - ``raw``: attention of one layer (default last), one head or the head mean, class-token row.
 - ``rollout``: attention rollout through all layers (Abnar & Zuidema 2020).
 - ``gradient``: gradient-weighted rollout, heads fused as mean(A * relu(dA)) (Chefer et al.,
-  CVPR 2021, "Transformer Interpretability Beyond Attention Visualization").
+  ICCV 2021, rule 5) and rolled out row-normalised (as Chefer et al., CVPR 2021, aggregate);
+  how this compares with ICCV 2021's unnormalised ``R + F R`` is in ``explain/rollout.py``.
 - ``attn_x_grad``: last layer's A * dA, head mean, negatives clipped.
 - ``input_x_gradient`` and ``integrated_gradients`` (Sundararajan et al. 2017): Captum's, on
   the float input the model is called with (patch tokens, embeddings, pixels), summed over
@@ -63,9 +64,19 @@ def _pick(r: Tensor, rows: int, sequence: int | None) -> Tensor:
 
 
 def _backward(model: nn.Module, x: Tensor, target: Tensor, layers=None):
-    maps = capture(model, x, grad=True, layers=layers)
-    out = maps.output
-    out.gather(1, target[:, None]).sum().backward()
+    """Capture with d(target logit)/d(weights). The backward would also accumulate into every
+    parameter's ``.grad`` (a training loop's, between its zero_grad and its own backward), so
+    those are set aside for it and put back: the model's gradients are as they were."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = None  # else backward adds into the saved tensors in place
+    try:
+        maps = capture(model, x, grad=True, layers=layers)
+        maps.output.gather(1, target[:, None]).sum().backward()
+    finally:
+        for p, g in zip(params, saved):
+            p.grad = g
     return maps
 
 

@@ -6,11 +6,20 @@ layers through: ``R = A_L @ ... @ A_1``. Row i of R says how much each input tok
 into output token i. Head fusion and ``discard_ratio`` follow jacobgil's widely used
 vit-explain, with two of its bugs fixed: the row re-normalisation there divides by a
 broadcast row vector (``a / a.sum(dim=-1)``, i.e. by column index), and discarding is
-applied to the first batch element only. Here both are per row and per example.
+applied to the first batch element only. Here both are per row and per example. One
+convention differs on purpose: vit-explain ranks all N*N entries, takes the lowest
+``int(N*N*ratio)`` and then spares index 0, so it zeroes one fewer when the class-token entry
+ranks among them; here protected entries are never ranked, and exactly ``int(N*N*ratio)``
+unprotected ones are zeroed.
 
-Gradient rollout fuses heads as ``mean_h(A_h * relu(dA_h))`` (Chefer et al. 2021,
-"Generic Attention-model Explainability"; equal to ``mean_h((A_h * dA_h)^+)`` since A >= 0),
-then rolls out like above.
+Gradient rollout fuses heads as ``mean_h(A_h * relu(dA_h))`` (Chefer et al., ICCV 2021,
+"Generic Attention-model Explainability", rule 5; equal to ``mean_h((A_h * dA_h)^+)`` since
+A >= 0), then rolls out like above: ``(F + I)`` row-normalised and multiplied through, the
+aggregation of Chefer et al., CVPR 2021 (their ``compute_rollout_attention``). ICCV 2021's own
+rule 6 adds without normalising, ``R <- R + F R`` from ``R = I``. The two agree to first order in
+F; on a trained vit-tiny (digits, 64 validation images) their class-token maps' Spearman
+correlation was 0.996 on average (0.94 at worst) and their perturbation and deletion/insertion
+AUCs within 0.002.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``open_bert_checkpoint(directory)`` checks a Hugging Face ``save_pretrained`` directory
 before anything is built or written: ``config.json`` with ``model_type`` "bert", absolute
-positions and a supported activation, weights as ``model.safetensors`` (a directory holding
+positions and a supported activation, weights as ``model.safetensors`` or its shards (a directory holding
 only ``pytorch_model.bin`` is refused: unpickling can run code). It reads how the checkpoint
 pools: a sentence-transformers ``1_Pooling/config.json`` (mean / CLS / max over tokens), else
 BERT's tanh pooler over ``[CLS]`` when the weights have one. ``BertCheckpoint.load_into`` then
@@ -12,17 +12,17 @@ data's classes.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from attnlab.checkpoint_tensors import check_fits, read_tensors
+from attnlab.checkpoint_tensors import check_fits
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
-from attnlab.interop.hf import _bert_renames, _check_type
+from attnlab.interop.hf import BERT_ACTIVATIONS, _bert_renames, _check_type, check_bert_variant
+from attnlab.interop.weights import file_sha256, find_weights, read_weights, weight_names, weights_sha256
 
 __all__ = ["BertCheckpoint", "open_bert_checkpoint", "file_sha256"]
 
@@ -32,21 +32,13 @@ _ST_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "fi
 _NEW_PARAMETERS = ("head.", "ngram_convs.")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class BertCheckpoint:
     """A checked BERT-family directory: its config, weights file, activation and pooling."""
 
     directory: Path
     config: dict[str, Any]
-    weights: Path
+    weights: Path  # model.safetensors, or model.safetensors.index.json of shards
     activation: str
     pooling: str  # "first" | "mean" | "max"
     pooler: bool  # BERT's dense + tanh on the pooled [CLS] vector
@@ -77,11 +69,11 @@ class BertCheckpoint:
         }
 
     def sha256(self) -> str:
-        return file_sha256(self.weights)
+        return weights_sha256(self.weights)
 
     def load_into(self, model: nn.Module) -> None:
         """Copy the encoder (and the pooler, when the model has one) into ``model``; its head stays new."""
-        tensors = read_tensors(self.weights)
+        tensors = read_weights(self.weights)
         prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
         depth = int(self.config["num_hidden_layers"])
         renames = _bert_renames(prefix, depth, pooler=getattr(model, "pooler", None) is not None)
@@ -123,36 +115,24 @@ def open_bert_checkpoint(directory: str | Path) -> BertCheckpoint:
         raise CheckpointError(f"{directory}: checkpoint not found")
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a checkpoint directory (a Hugging Face save_pretrained folder)")
-    config_path, weights = directory / "config.json", directory / "model.safetensors"
+    config_path = directory / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing; {directory} is not a Hugging Face checkpoint")
-    if not weights.is_file():
-        if (directory / "pytorch_model.bin").is_file():
-            raise CheckpointError(f"{directory / 'pytorch_model.bin'}: pickled weights are refused (unpickling can run "
-                                  "code); save the model with safe_serialization=True (model.safetensors)")
-        raise CheckpointError(f"{weights}: missing; {directory} holds no weights")
+    weights = find_weights(directory)
     config = read_json_object(config_path)
     if config.get("model_type") != "bert":
         raise CheckpointError(f"{config_path}: model_type {config.get('model_type')!r} is not supported "
                               "(--init for text reads the BERT family: model_type 'bert', MiniLM included)")
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        raise CheckpointError(f"{config_path}: position_embedding_type {config['position_embedding_type']!r} "
-                              "is not supported (absolute only)")
+    check_bert_variant(config_path, config)
     for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings"):
         if not isinstance(config.get(key), int) or config[key] < 1:
             raise CheckpointError(f"{config_path}: {key} is missing or not a positive integer")
     try:
-        activation = _check_type(directory, config, "bert", {"gelu": "gelu", "relu": "relu"}, "hidden_act")
+        activation = _check_type(directory, config, "bert", BERT_ACTIVATIONS, "hidden_act")
     except CheckpointError as exc:
         raise CheckpointError(f"{config_path}: {str(exc).split(': ', 1)[1]}") from None
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(weights), "pt") as f:
-            has_pooler = any(k.endswith("pooler.dense.weight") for k in f.keys())
-    except Exception as exc:  # safetensors raises its own error type
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    has_pooler = any(k.endswith("pooler.dense.weight") for k in weight_names(weights))
     pooling, pooler, pooling_file = _pooling(directory, has_pooler, config["hidden_size"])
     return BertCheckpoint(directory=directory, config=config, weights=weights, activation=activation, pooling=pooling,
                           pooler=pooler, pooling_file=pooling_file)

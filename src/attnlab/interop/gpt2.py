@@ -2,7 +2,7 @@
 
 ``open_gpt2_checkpoint(directory)`` checks a Hugging Face ``save_pretrained`` directory
 before anything is built or written: ``config.json`` with ``model_type`` "gpt2", a supported
-activation and attention variant, weights as ``model.safetensors`` (a directory holding only
+activation and attention variant, weights as ``model.safetensors`` or its shards (a directory holding only
 ``pytorch_model.bin`` is refused: unpickling can run code). ``GPT2Checkpoint.load_into`` then
 copies every tensor into a ``gpt-lm`` built with ``model_fields()`` (renamed and split as
 `attnlab.interop.hf.load_hf_gpt2` does; the output layer stays tied to the token embedding).
@@ -16,11 +16,11 @@ from typing import Any
 
 from torch import nn
 
-from attnlab.checkpoint_tensors import check_fits, read_tensors
+from attnlab.checkpoint_tensors import check_fits
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
-from attnlab.interop.bert import file_sha256
-from attnlab.interop.hf import GPT2_ACTIVATIONS, _check_type, gpt2_model_fields, gpt2_state_dict
+from attnlab.interop.hf import GPT2_ACTIVATIONS, _check_type, check_gpt2_variant, gpt2_model_fields, gpt2_state_dict
+from attnlab.interop.weights import find_weights, read_weights, weights_sha256
 
 __all__ = ["GPT2Checkpoint", "open_gpt2_checkpoint"]
 
@@ -33,7 +33,7 @@ class GPT2Checkpoint:
 
     directory: Path
     config: dict[str, Any]
-    weights: Path
+    weights: Path  # model.safetensors, or model.safetensors.index.json of shards
     activation: str
 
     @property
@@ -53,12 +53,12 @@ class GPT2Checkpoint:
                 "attn_dropout": float(c.get("attn_pdrop", 0.1)), "mlp_dropout": 0.0}
 
     def sha256(self) -> str:
-        return file_sha256(self.weights)
+        return weights_sha256(self.weights)
 
     def load_into(self, model: nn.Module) -> None:
         """Copy every tensor into ``model`` (a ``gpt-lm`` of ``model_fields()``); a missing
         tensor or another shape raises CheckpointError naming the weights file."""
-        tensors = read_tensors(self.weights)
+        tensors = read_weights(self.weights)
         state = gpt2_state_dict(tensors, self.config, self.weights)
         own = model.state_dict()
         for name, tensor in state.items():
@@ -79,14 +79,10 @@ def open_gpt2_checkpoint(directory: str | Path) -> GPT2Checkpoint:
         raise CheckpointError(f"{directory}: checkpoint not found")
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a checkpoint directory (a Hugging Face save_pretrained folder)")
-    config_path, weights = directory / "config.json", directory / "model.safetensors"
+    config_path = directory / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing; {directory} is not a Hugging Face checkpoint")
-    if not weights.is_file():
-        if (directory / "pytorch_model.bin").is_file():
-            raise CheckpointError(f"{directory / 'pytorch_model.bin'}: pickled weights are refused (unpickling can run "
-                                  "code); save the model with safe_serialization=True (model.safetensors)")
-        raise CheckpointError(f"{weights}: missing; {directory} holds no weights")
+    weights = find_weights(directory)
     config = read_json_object(config_path)
     if config.get("model_type") != "gpt2":
         raise CheckpointError(f"{config_path}: model_type {config.get('model_type')!r} is not supported "
@@ -94,10 +90,7 @@ def open_gpt2_checkpoint(directory: str | Path) -> GPT2Checkpoint:
     for key in _REQUIRED:
         if not isinstance(config.get(key), int) or config[key] < 1:
             raise CheckpointError(f"{config_path}: {key} is missing or not a positive integer")
-    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
-        raise CheckpointError(f"{config_path}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
-    if config.get("scale_attn_weights", True) is False:
-        raise CheckpointError(f"{config_path}: scale_attn_weights false is not supported (scores are scaled by 1/sqrt(head dim))")
+    check_gpt2_variant(config_path, config)
     try:
         activation = _check_type(directory, config, "gpt2", GPT2_ACTIVATIONS, "activation_function")
     except CheckpointError as exc:

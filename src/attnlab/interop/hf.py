@@ -1,6 +1,7 @@
 """Hugging Face checkpoints -> attnlab models, from a local ``save_pretrained`` directory.
 
-Reads ``config.json`` and ``model.safetensors`` only (never pickle, never the network) and
+Reads ``config.json`` and ``model.safetensors`` (or its shards, `attnlab.interop.weights`) only
+(never pickle, never the network) and
 renames tensors into the attnlab layout. transformers itself is not needed at run time.
 """
 
@@ -12,26 +13,25 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attnlab.checkpoint_tensors import check_fits, read_tensors
+from attnlab.checkpoint_tensors import check_fits
 from attnlab.errors import CheckpointError
+from attnlab.interop.weights import find_weights, read_weights
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
-           "GPT2_ACTIVATIONS"]
+           "GPT2_ACTIVATIONS", "check_bert_variant", "check_gpt2_variant"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     directory = Path(directory)
-    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise CheckpointError(f"{directory} is not a Hugging Face model directory: {path.name} is missing")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory} is not a Hugging Face model directory: {config_path.name} is missing")
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: cannot read ({exc})") from None
-    tensors = read_tensors(weights_path)
-    return config, tensors
+    return config, read_weights(find_weights(directory))
 
 
 def _load_renamed(model: nn.Module, tensors: dict[str, Tensor], renames: dict[str, str], directory: Path) -> None:
@@ -58,6 +58,8 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
         raise CheckpointError(f"{directory}: no classifier head (save a ViTForImageClassification)")
     if config.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"{directory}: hidden_act {config['hidden_act']!r} is not supported (gelu only)")
+    if not config.get("qkv_bias", True):
+        raise CheckpointError(f"{directory}: qkv_bias false is not supported (the attention projections have biases)")
     dim, heads = config["hidden_size"], config["num_attention_heads"]
     size = config["image_size"]
     model = create_model(
@@ -98,6 +100,11 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
     return model.eval()
 
 
+# A BERT config's hidden_act -> the encoder's activation (transformers' ACT2FN: gelu is the exact erf
+# GELU; gelu_new and gelu_pytorch_tanh are the tanh approximation).
+BERT_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
 def _check_type(directory: Path, config: dict[str, Any], model_type: str, activations: dict[str, str], key: str) -> str:
     if config.get("model_type") != model_type:
         raise CheckpointError(f"{directory}: model_type is {config.get('model_type')!r}, expected {model_type!r}")
@@ -105,6 +112,18 @@ def _check_type(directory: Path, config: dict[str, Any], model_type: str, activa
     if act not in activations:
         raise CheckpointError(f"{directory}: {key} {act!r} is not supported ({', '.join(activations)})")
     return activations[act]
+
+
+def check_bert_variant(where: object, config: dict[str, Any]) -> None:
+    """Refuse a BERT ``config.json`` whose attention the attnlab encoder does not compute.
+
+    transformers 4 wrote ``position_embedding_type`` "relative_key" / "relative_key_query"
+    (Shaw et al. 2018; Huang et al. 2020): distance embeddings inside every attention layer.
+    Read as absolute positions, the model would give other outputs without a word.
+    """
+    kind = config.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise CheckpointError(f"{where}: position_embedding_type {kind!r} is not supported (absolute only)")
 
 
 def load_hf_bert(directory: str | Path) -> nn.Module:
@@ -117,7 +136,8 @@ def load_hf_bert(directory: str | Path) -> nn.Module:
     """
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
-    activation = _check_type(directory, config, "bert", {"gelu": "gelu", "relu": "relu"}, "hidden_act")
+    activation = _check_type(directory, config, "bert", BERT_ACTIVATIONS, "hidden_act")
+    check_bert_variant(directory, config)
     prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
     has_head = "classifier.weight" in tensors
     dim, depth = config["hidden_size"], config["num_hidden_layers"]
@@ -168,15 +188,28 @@ def gpt2_model_fields(config: dict[str, Any], activation: str) -> dict[str, Any]
     dim = config["n_embd"]
     return {"vocab_size": config["vocab_size"], "max_length": config["n_positions"], "dim": dim, "depth": config["n_layer"],
             "num_heads": config["n_head"], "mlp_ratio": (config.get("n_inner") or 4 * dim) / dim, "pos_embed": "learned",
-            "activation": activation, "norm_eps": config.get("layer_norm_epsilon", 1e-5), "tie_embeddings": True,
+            "activation": activation, "norm_eps": config.get("layer_norm_epsilon", 1e-5),
+            "tie_embeddings": config.get("tie_word_embeddings", True) is not False,
             "qkv_bias": True}
+
+
+def check_gpt2_variant(where: object, config: dict[str, Any]) -> None:
+    """Refuse a GPT-2 ``config.json`` whose attention ``gpt-lm`` does not compute: scores not
+    scaled by 1/sqrt(head dim) (``scale_attn_weights`` false), also by 1/layer index, or upcast
+    and reordered (Mistral's stability options). Each changes every output."""
+    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
+        raise CheckpointError(f"{where}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
+    if config.get("scale_attn_weights", True) is False:
+        raise CheckpointError(f"{where}: scale_attn_weights false is not supported (scores are scaled by 1/sqrt(head dim))")
 
 
 def gpt2_state_dict(tensors: dict[str, Tensor], config: dict[str, Any], directory: Path) -> dict[str, Tensor]:
     """GPT-2 tensors renamed into the ``gpt-lm`` layout (``token_embed``, ``blocks.I.attn.q_proj``, ...).
 
     GPT-2 stores its projections as ``Conv1D`` (in, out) matrices with q, k, v fused; they are
-    transposed and split here. A missing tensor raises CheckpointError naming ``directory``.
+    transposed and split here. The output layer is the token table, unless the config says
+    ``tie_word_embeddings: false``: then it is the saved ``lm_head.weight``, as transformers
+    reads it. A missing tensor raises CheckpointError naming ``directory``.
     """
     prefix = "transformer." if any(k.startswith("transformer.") for k in tensors) else ""
     dim, depth = config["n_embd"], config["n_layer"]
@@ -186,7 +219,14 @@ def gpt2_state_dict(tensors: dict[str, Tensor], config: dict[str, Any], director
             raise CheckpointError(f"{directory}: tensor {prefix + name!r} is missing")
         return tensors[prefix + name]
 
-    state = {"token_embed.weight": get("wte.weight"), "lm_head.weight": get("wte.weight"), "pos_embed.weight": get("wpe.weight"),
+    if config.get("tie_word_embeddings", True) is False:  # GPT2LMHeadModel keeps its own head at the top level
+        if "lm_head.weight" not in tensors:
+            raise CheckpointError(f"{directory}: tensor 'lm_head.weight' is missing (tie_word_embeddings is false: the "
+                                  "output layer is not the token table)")
+        head = tensors["lm_head.weight"]
+    else:
+        head = get("wte.weight")
+    state = {"token_embed.weight": get("wte.weight"), "lm_head.weight": head, "pos_embed.weight": get("wpe.weight"),
              "norm.weight": get("ln_f.weight"), "norm.bias": get("ln_f.bias")}
     for i in range(depth):
         h, b = f"h.{i}.", f"blocks.{i}."
@@ -209,8 +249,7 @@ def load_hf_gpt2(directory: str | Path) -> nn.Module:
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
     activation = _check_type(directory, config, "gpt2", GPT2_ACTIVATIONS, "activation_function")
-    if config.get("scale_attn_by_inverse_layer_idx") or config.get("reorder_and_upcast_attn"):
-        raise CheckpointError(f"{directory}: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported")
+    check_gpt2_variant(directory, config)
     model = create_model("gpt-lm", **gpt2_model_fields(config, activation), dropout=0.0, attn_dropout=0.0)
     state = gpt2_state_dict(tensors, config, directory)
     _load_renamed(model, state, {k: k for k in state}, directory)

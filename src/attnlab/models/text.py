@@ -38,7 +38,7 @@ __all__ = ["TextClassifierConfig", "TextEncoder", "TextClassifier", "init_text_w
 
 POS_EMBEDS = ("learned", "sincos", "rope", "alibi", "relative", "none")
 IN_ATTENTION = {"rope": "rope", "alibi": "alibi", "relative": "relative"}
-ACTIVATIONS = ("gelu", "relu", "swiglu")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")  # gelu_tanh: HF's gelu_new / gelu_pytorch_tanh
 
 
 def _tokens_example(config, batch: int = 2) -> tuple[Tensor]:

@@ -280,7 +280,7 @@ FINETUNE_TRAIN: dict[str, Any] = {"epochs": 3, "batch_size": 8, "lr": 5e-5, "wei
 # What the run directory keeps of SOURCE (under init/): the tokenizer and the configs, not the weights.
 _INIT_FILES = ("config.json", "generation_config.json", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
                "special_tokens_map.json")
-INIT_HELP = ("language-model: SOURCE is a Hugging Face GPT-2 save_pretrained directory (model.safetensors only) or "
+INIT_HELP = ("language-model: SOURCE is a Hugging Face GPT-2 save_pretrained directory (model.safetensors or its shards) or "
              "an earlier gpt-lm run; the text is tokenised with its tokenizer (GPT-2's byte-level BPE: tokenizer.json, "
              "else vocab.json + merges.txt; a run's own tokenizer), windows default to its positions (n_positions; "
              "--data.block_size may cut shorter), and the training defaults become AdamW lr 5e-5, 10% warm-up, "

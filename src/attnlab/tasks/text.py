@@ -252,7 +252,7 @@ FINETUNE_OBJECTIVE: dict[str, Any] = {"label_smoothing": 0.0}
 _INIT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                "1_Pooling/config.json", "modules.json", "sentence_bert_config.json")
 INIT_HELP = ("text-classification: SOURCE is a Hugging Face save_pretrained directory of the BERT family (MiniLM "
-             "included; model.safetensors only); the text is tokenised with its tokenizer (tokenizer.json, else vocab.txt; "
+             "included; model.safetensors or its shards, never pickle); the text is tokenised with its tokenizer (tokenizer.json, else vocab.txt; "
              "its lower-casing, [CLS]/[SEP], truncation at its positions), pooled as it declares (sentence-transformers "
              "1_Pooling mean/CLS/max, else CLS + tanh pooler), a new head is sized by the data's classes, and the "
              "training defaults become AdamW lr 5e-5, 10% warm-up, 3 epochs, batch 32, weight decay 0.01, no label "
@@ -321,14 +321,32 @@ def text_run_vocabulary(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def text_from_run(source: Path) -> Pretrained:
-    """``--init RUN`` for text: the source run's tokenizer and text length come along with its weights."""
+    """``--init RUN`` for text: the source run's tokenizer and text length come along with its weights.
+
+    The head is new, sized by the new data's classes, unless the run was trained on the same
+    classes (and target): then it is more training on them and the run's head is kept. A run on
+    other labels (intermediate-task fine-tuning: SST-2, then another sentiment set) thus starts
+    from its encoder, as a Hugging Face checkpoint does (the vision tasks do the same).
+    """
     from attnlab.tasks.init_run import open_run
 
     def carried(run) -> dict[str, Any]:
         tokenizer = _run_tokenizer(run.record, str(run.path / "data.json"))
         return {"pretrained_tokenizer": tokenizer, "max_length": run.record["info"].get("max_length")}
 
-    return open_run(source, data_options=carried)
+    def adapt(run, model: nn.Module) -> dict[str, Tensor]:
+        data = pretrained.data
+        keep = data is None or (run.task == "text-classification"
+                                and (run.record.get("target") or "class") == getattr(data, "target", "class")
+                                and [str(n) for n in run.record.get("class_names") or []]
+                                == [str(n) for n in data.class_names or []])
+        pretrained.record["head"] = "kept" if keep else "new"
+        if keep:
+            return run.tensors
+        return {**run.tensors, **{k: v for k, v in model.state_dict().items() if k.startswith("head.")}}
+
+    pretrained = open_run(source, data_options=carried, adapt=adapt)
+    return pretrained
 
 
 SPECS = (

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnlab.checkpoint_tensors import read_tensors
 from attnlab.data.images import PREDICT_SUFFIXES
 from attnlab.data.base import TaskData, call_with_options, path_loader
 from attnlab.data.shard_patterns import is_shard_pattern
@@ -197,26 +196,20 @@ def _hf_vit_renames(prefix: str, depth: int) -> dict[str, str]:
 
 def open_vit_checkpoint(source: Path) -> Pretrained:
     """``--init SOURCE`` for images: check a Hugging Face ViT directory (``ViTModel`` or
-    ``ViTForImageClassification``; model.safetensors only, never pickle) before anything is written."""
-    from safetensors import safe_open
-
+    ``ViTForImageClassification``; model.safetensors or its shards, never pickle) before anything is written."""
     from attnlab.data.wordpiece import read_json_object
-    from attnlab.interop.bert import file_sha256
+    from attnlab.interop.weights import find_weights, read_weights, weight_names, weights_sha256
 
     source = Path(source)
     if not source.exists():
         raise CheckpointError(f"{source}: checkpoint not found (not an attnlab run directory, nor a Hugging Face ViT)")
     if not source.is_dir():
         raise CheckpointError(f"{source}: not an attnlab run directory, nor a Hugging Face save_pretrained folder")
-    config_path, weights = source / "config.json", source / "model.safetensors"
+    config_path = source / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing; {source} is not an attnlab run directory, nor a Hugging Face "
                               "checkpoint")
-    if not weights.is_file():
-        if (source / "pytorch_model.bin").is_file():
-            raise CheckpointError(f"{source / 'pytorch_model.bin'}: pickled weights are refused (unpickling can run "
-                                  "code); save the model with safe_serialization=True (model.safetensors)")
-        raise CheckpointError(f"{weights}: missing; {source} holds no weights")
+    weights = find_weights(source)
     config = read_json_object(config_path)
     if config.get("model_type") != "vit":
         raise CheckpointError(f"{config_path}: model_type {config.get('model_type')!r} is not supported "
@@ -231,11 +224,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
     if sizes["image_size"] % sizes["patch_size"] or sizes["hidden_size"] % sizes["num_attention_heads"]:
         raise CheckpointError(f"{config_path}: image_size must be divisible by patch_size and hidden_size by "
                               "num_attention_heads")
-    try:
-        with safe_open(str(weights), "pt") as f:
-            names = set(f.keys())
-    except Exception as exc:  # safetensors raises its own error type
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    names = weight_names(weights)
     prefix = "vit." if any(name.startswith("vit.") for name in names) else ""
     renames = _hf_vit_renames(prefix, sizes["num_hidden_layers"])
     missing = [theirs for theirs in renames.values() if theirs not in names]
@@ -244,12 +233,12 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
                               f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: not a ViT encoder")
     grid = sizes["image_size"] // sizes["patch_size"]
     record: dict[str, Any] = {"source": str(source.resolve()), "kind": "huggingface", "model_type": "vit",
-                              "weights": weights.name, "sha256": file_sha256(weights), "source_channels": channels}
+                              "weights": weights.name, "sha256": weights_sha256(weights), "source_channels": channels}
 
     def load(model: nn.Module) -> None:
         from attnlab.tasks.init_run import copy_weights
 
-        tensors = read_tensors(weights)
+        tensors = read_weights(weights)
         ours = _fit_to_model({k: tensors[v] for k, v in renames.items()}, model, (grid, grid), record)
         copy_weights(model, ours, source, fresh=_NEW_PARAMETERS)
 
@@ -323,7 +312,7 @@ FINETUNE_TRAIN: dict[str, dict[str, Any]] = {
 }
 FINETUNE_OBJECTIVE: dict[str, Any] = {"label_smoothing": 0.1}
 INIT_HELP = ("digits, mnist, images: SOURCE is a Hugging Face ViT save_pretrained directory (model_type 'vit', "
-             "model.safetensors only) or an attnlab run of vit-tiny / vit-small; at another image size or patch grid "
+             "model.safetensors or its shards) or an attnlab run of vit-tiny / vit-small; at another image size or patch grid "
              "the position table is resampled (bicubic, as timm), an RGB checkpoint on grey images gets its first "
              "convolution summed over channels (timm's adapt_input_conv), the head is new (a run of the same task and "
              "classes keeps its own), and the training "

@@ -30,6 +30,8 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_exists",
+    "rng_state_tensors",
+    "restore_rng_states",
 ]
 
 
@@ -189,3 +191,22 @@ def load_checkpoint(
                                   "resume with the --train.freeze / layer_decay / head_lr the run started with") from None
     extra = read_tensors(directory / "extra.safetensors") if (directory / "extra.safetensors").is_file() else {}
     return meta["state"], extra
+
+
+def rng_state_tensors(device: torch.device) -> dict[str, Tensor]:
+    """The random-number states a resumed run needs to draw what the uninterrupted run draws:
+    the CPU generator (``torch_rng``) and, training on a GPU, that device's (``cuda_rng``: its
+    dropout). Every process starts from the same seed and draws alike, so the main process's
+    states are every process's."""
+    states = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_rng_states(extra: dict[str, Tensor], device: torch.device) -> None:
+    """Put back `rng_state_tensors`' states. A GPU state is restored on a GPU only: a run moved
+    to another kind of device draws other numbers anyway."""
+    torch.set_rng_state(extra["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in extra:
+        torch.cuda.set_rng_state(extra["cuda_rng"], device)

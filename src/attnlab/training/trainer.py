@@ -18,7 +18,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from attnlab.errors import AttnlabError, ConfigError
-from attnlab.training.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint, save_weights
+from attnlab.training.checkpoint import (
+    checkpoint_exists,
+    load_checkpoint,
+    restore_rng_states,
+    rng_state_tensors,
+    save_checkpoint,
+    save_weights,
+)
 from attnlab.training.distributed import DistInfo, pick_device
 from attnlab.training.ema import WeightEma
 from attnlab.training.loggers import RunLogger
@@ -144,7 +151,8 @@ class Trainer:
         state = dict(vars(self.state))
         state["scheduler"] = {k: v for k, v in self.scheduler.state_dict().items() if k != "lr_lambdas"}
         state["world_size"] = self.dist.world_size  # a mid-epoch position is per rank: resumable at this size only
-        extra = {"torch_rng": torch.get_rng_state()}
+        state["batch_size"] = self.config.batch_size  # and counted in batches of this size
+        extra = rng_state_tensors(self.device)
         if self.best_weights is not None:
             extra.update({f"best.{k}": v for k, v in self.best_weights.items()})
         if self.ema is not None:
@@ -159,18 +167,23 @@ class Trainer:
         for group in self.optimizer.param_groups:  # loading put back the saved run's kernel choice: this run's wins
             group["fused"] = self.config.fused_optimizer or None
         sched, saved_size = state.pop("scheduler"), state.pop("world_size", self.dist.world_size)
+        saved_batch = state.pop("batch_size", self.config.batch_size)  # older checkpoints did not record it
         if state["epoch"] > self.config.epochs:  # fit would train nothing and the run would say it ran fewer epochs
             raise ConfigError(f"{directory} has trained {state['epoch']} epochs already; resume it with --epochs "
                               f"{state['epoch']} or more (not {self.config.epochs})")
         if state["batch_in_epoch"] and saved_size != self.dist.world_size:
             raise ConfigError(f"{directory} was saved mid-epoch by {saved_size} process(es); resume it with {saved_size} "
                               f"(not {self.dist.world_size}), or from an epoch-end checkpoint, which resumes at any size")
+        if state["batch_in_epoch"] and saved_batch != self.config.batch_size:  # the position would skip other examples
+            raise ConfigError(f"{directory} was saved mid-epoch after {state['batch_in_epoch']} batches of {saved_batch}; "
+                              f"resume it with --train.batch_size {saved_batch} (not {self.config.batch_size}), or from an "
+                              "epoch-end checkpoint, which resumes at any batch size")
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         self._check_schedule(directory, sched.get("_last_lr"))
         self.state = _State(**state)
         if not self.is_main:  # the saved sums are every process's: one process carries them on
             self.state.loss_sum, self.state.loss_count = 0.0, 0
-        torch.set_rng_state(extra["torch_rng"])
+        restore_rng_states(extra, self.device)
         best = {k[len("best."):]: v for k, v in extra.items() if k.startswith("best.")}
         self.best_weights = best or None
         if self.ema is not None:
