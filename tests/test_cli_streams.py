@@ -77,12 +77,18 @@ def test_unreadable_image_in_a_folder_skipped_and_counted(tmp_path, capsys):
     assert json.loads((run / "data.json").read_text())["info"]["skipped_files"] == [str(root / "b" / "7.png")]
 
 
-def test_text_shards_train_end_to_end(tmp_path, capsys):
+def _text_shards(tmp_path: Path) -> Path:
+    """Shards (6 examples each) of a 40-line sentiment file of two classes."""
     rows = ["pos\tgood movie great fun", "neg\tbad boring film", "pos\tloved it a lot", "neg\tterrible acting, dull"]
     src = tmp_path / "t.tsv"
     src.write_text("\n".join(f"{r} {i}" for i in range(10) for r in rows) + "\n")
     shards = tmp_path / "s"
     assert main(["shard", str(src), str(shards), "--task", "text-classification", "--shard-size", "6"]) == 0
+    return shards
+
+
+def test_text_shards_train_end_to_end(tmp_path, capsys):
+    shards = _text_shards(tmp_path)
     run = tmp_path / "run"
     argv = ["train", "--task", "text-classification", "--data", str(shards), "--epochs", "2", "--out", str(run),
             "--train.batch_size", "8", "--train.progress", "false", "--train.num_workers", "1"]
@@ -95,16 +101,12 @@ def test_text_shards_train_end_to_end(tmp_path, capsys):
     data = _page_data(run / "report.html")
     assert len(data["examples"]) == 4 and data["examples"][0]["kind"] == "tokens"
     assert all(ex["title"].startswith(f"test #{i}: ") for i, ex in enumerate(data["examples"]))
-    assert data["examples"][0]["title"][len("test #0: "):] in src.read_text()
+    assert data["examples"][0]["title"][len("test #0: "):] in (tmp_path / "t.tsv").read_text()
     assert data["card"]["split"] == "validation" and data["card"]["examples"] == 4  # the whole val split: 10% of 40
 
 
 def test_text_shards_from_a_pattern(tmp_path, capsys):
-    rows = ["pos\tgood movie great fun", "neg\tbad boring film", "pos\tloved it a lot", "neg\tterrible acting, dull"]
-    src = tmp_path / "t.tsv"
-    src.write_text("\n".join(f"{r} {i}" for i in range(10) for r in rows) + "\n")
-    shards = tmp_path / "s"
-    assert main(["shard", str(src), str(shards), "--task", "text-classification", "--shard-size", "6"]) == 0
+    shards = _text_shards(tmp_path)
     pattern, run = f"{shards}/train-{{000000..000002}}.tar", tmp_path / "run"
     argv = ["train", "--task", "text-classification", "--data", pattern, "--epochs", "1", "--out", str(run),
             "--train.batch_size", "6", "--train.progress", "false"]
@@ -229,11 +231,7 @@ def test_image_shards_listing_the_runs_classes_in_another_order_are_read_by_name
 
 
 def test_text_shards_listing_the_runs_classes_in_another_order_are_read_by_name(tmp_path, capsys):
-    rows = ["pos\tgood movie great fun", "neg\tbad boring film", "pos\tloved it a lot", "neg\tterrible acting, dull"]
-    src = tmp_path / "t.tsv"
-    src.write_text("\n".join(f"{r} {i}" for i in range(10) for r in rows) + "\n")
-    shards = tmp_path / "s"
-    assert main(["shard", str(src), str(shards), "--task", "text-classification", "--shard-size", "6"]) == 0
+    shards = _text_shards(tmp_path)
     run = tmp_path / "run"
     assert main(["train", "--task", "text-classification", "--data", str(shards), "--epochs", "1", "--out", str(run),
                  *TINY]) == 0, capsys.readouterr().err

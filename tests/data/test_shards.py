@@ -128,18 +128,25 @@ def test_truncated_shard_is_named_or_skipped_and_counted(tmp_path):
     assert stream.skipped == 18 - len(got) > 0  # counted across worker processes
 
 
+def _rewrite_first(tar: Path, suffix: str, change) -> str:
+    """Rewrite a shard with its first member ending in ``suffix`` replaced by ``change(bytes)``; its name."""
+    import io
+
+    with tarfile.open(tar) as t:
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
+    victim = next(m.name for m, _ in members if m.name.endswith(suffix))
+    with tarfile.open(tar, "w") as t:
+        for m, data in members:
+            data = change(data) if m.name == victim else data
+            m.size = len(data)
+            t.addfile(m, io.BytesIO(data))
+    return victim
+
+
 def test_bad_sample_is_named_or_skipped(tmp_path):
     root = _folder(tmp_path / "f", per_class=4)
     write_shards(root, tmp_path / "s", shard_size=100, options={"image_size": (8, 8), "val_fraction": 0, "test_fraction": 0})
-    tar = tmp_path / "s" / "train-000000.tar"
-    with tarfile.open(tar) as t:
-        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
-    victim = next(m.name for m, _ in members if m.name.endswith(".png"))
-    with tarfile.open(tar, "w") as t:
-        for m, data in members:
-            data = data[:30] if m.name == victim else data
-            m.size = len(data)
-            t.addfile(m, __import__("io").BytesIO(data))
+    victim = _rewrite_first(tmp_path / "s" / "train-000000.tar", ".png", lambda data: data[:30])
     task = load_image_folder_task(tmp_path / "s")
     with pytest.raises(DataError, match=victim.split(".")[0]):
         list(task.train.evaluation_view())
@@ -152,15 +159,7 @@ def test_a_class_index_past_the_shards_classes_is_named(tmp_path):
     model's outputs, trained silently on a class the shards do not list); it is one line naming the sample."""
     root = _folder(tmp_path / "f", per_class=4)
     write_shards(root, tmp_path / "s", shard_size=100, options={"image_size": (8, 8), "val_fraction": 0, "test_fraction": 0})
-    tar = tmp_path / "s" / "train-000000.tar"
-    with tarfile.open(tar) as t:
-        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
-    victim = next(m.name for m, _ in members if m.name.endswith(".cls"))
-    with tarfile.open(tar, "w") as t:
-        for m, data in members:
-            data = b"7" if m.name == victim else data
-            m.size = len(data)
-            t.addfile(m, __import__("io").BytesIO(data))
+    victim = _rewrite_first(tmp_path / "s" / "train-000000.tar", ".cls", lambda data: b"7")
     task = load_image_folder_task(tmp_path / "s")
     with pytest.raises(DataError, match=victim.split(".")[0] + r".*\.cls 7 is past the shards' 3 classes"):
         list(task.train.evaluation_view())

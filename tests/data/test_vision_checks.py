@@ -12,6 +12,19 @@ from attnlab.errors import ConfigError
 from tests.data.test_split_checks import _images
 
 
+def _mnist_npz(tmp_path):
+    """``npz(name, y_train, y_test)``: an mnist-format file of random 8 x 8 images with those labels."""
+    rng = np.random.default_rng(0)
+
+    def npz(name, y_train, y_test):
+        path = tmp_path / name
+        np.savez(path, x_train=rng.integers(0, 255, (len(y_train), 8, 8), dtype=np.uint8), y_train=np.asarray(y_train),
+                 x_test=rng.integers(0, 255, (len(y_test), 8, 8), dtype=np.uint8), y_test=np.asarray(y_test))
+        return path
+
+    return npz
+
+
 @pytest.mark.parametrize("value, pair", [(12, (12, 12)), ([8, 12], (8, 12)), ((5, 7), (5, 7))])
 def test_image_size_accepts_one_or_two_positive_integers(value, pair):
     assert image_size_pair(value) == pair
@@ -80,13 +93,7 @@ def test_mnist_classes_without_training_examples_are_refused_by_name(tmp_path, c
     from attnlab.data.vision import load_mnist_task
     from attnlab.errors import DataError
 
-    rng = np.random.default_rng(0)
-
-    def npz(name, y_train, y_test):
-        path = tmp_path / name
-        np.savez(path, x_train=rng.integers(0, 255, (len(y_train), 8, 8), dtype=np.uint8), y_train=np.asarray(y_train),
-                 x_test=rng.integers(0, 255, (len(y_test), 8, 8), dtype=np.uint8), y_test=np.asarray(y_test))
-        return path
+    npz = _mnist_npz(tmp_path)
 
     test_only = npz("test_only.npz", np.arange(40) % 3, np.arange(10) % 5)
     with pytest.raises(DataError, match=r"test label\(s\) \[3, 4\] never occur in the training split \(y_train has none"):
@@ -113,13 +120,7 @@ def test_an_mnist_label_with_no_example_anywhere_keeps_the_label_range_with_one_
 
     from attnlab.data.vision import load_mnist_task
 
-    rng = np.random.default_rng(0)
-
-    def npz(name, y_train, y_test):
-        path = tmp_path / name
-        np.savez(path, x_train=rng.integers(0, 255, (len(y_train), 8, 8), dtype=np.uint8), y_train=np.asarray(y_train),
-                 x_test=rng.integers(0, 255, (len(y_test), 8, 8), dtype=np.uint8), y_test=np.asarray(y_test))
-        return path
+    npz = _mnist_npz(tmp_path)
 
     digits = np.array([d for d in range(10) if d != 7])
     gap = npz("gap.npz", np.resize(digits, 45), np.resize(digits, 18))

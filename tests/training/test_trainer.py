@@ -55,6 +55,19 @@ class _Interrupt(Exception):
     pass
 
 
+def _interrupt_at(call: int):
+    """A batch_augment that raises `_Interrupt` at its ``call``-th batch (a run killed there)."""
+    calls = {"n": 0}
+
+    def boom(batch):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise _Interrupt
+        return batch
+
+    return boom
+
+
 @pytest.mark.parametrize("checkpoint_every", [0, 2])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, checkpoint_every):
     train, val = _data(), _data(32, seed=1)
@@ -63,13 +76,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, checkpoint_ever
     torch.manual_seed(123)
     straight.fit()
 
-    calls = {"n": 0}
-
-    def boom(batch):
-        calls["n"] += 1
-        if calls["n"] == 9:  # epoch 2, batch 3 (6 batches per epoch)
-            raise _Interrupt
-        return batch
+    boom = _interrupt_at(9)  # epoch 2, batch 3 (6 batches per epoch)
 
     first = Trainer(_model(dropout=0.1), ClassificationObjective(3), train, val, cfg, run_dir=tmp_path / "b", batch_augment=boom)
     torch.manual_seed(123)
@@ -93,13 +100,7 @@ def test_a_mid_epoch_checkpoint_of_another_world_size_is_refused(tmp_path):
 
     train = _data()
     cfg = _config(checkpoint_every=2)
-    calls = {"n": 0}
-
-    def boom(batch):
-        calls["n"] += 1
-        if calls["n"] == 9:  # epoch 2, batch 3: the last checkpoint is mid-epoch (step 8)
-            raise _Interrupt
-        return batch
+    boom = _interrupt_at(9)  # epoch 2, batch 3: the last checkpoint is mid-epoch (step 8)
 
     first = Trainer(_model(), ClassificationObjective(3), train, None, cfg, run_dir=tmp_path, batch_augment=boom)
     with pytest.raises(_Interrupt):
@@ -122,13 +123,7 @@ def test_a_mid_epoch_checkpoint_resumed_at_another_batch_size_is_refused(tmp_pat
     from attnlab.errors import ConfigError
 
     train = _data()
-    calls = {"n": 0}
-
-    def boom(batch):
-        calls["n"] += 1
-        if calls["n"] == 9:  # epoch 2, batch 3: the last checkpoint is mid-epoch (step 8)
-            raise _Interrupt
-        return batch
+    boom = _interrupt_at(9)  # epoch 2, batch 3: the last checkpoint is mid-epoch (step 8)
 
     first = Trainer(_model(), ClassificationObjective(3), train, None, _config(checkpoint_every=2), run_dir=tmp_path,
                     batch_augment=boom)

@@ -14,10 +14,7 @@ import torch
 
 from attnlab.models import create_model
 from attnlab.training import TrainConfig, Trainer
-
-
-class _Interrupt(Exception):
-    pass
+from tests.training.test_trainer import _interrupt_at, _Interrupt
 
 
 def _sasrec():
@@ -59,18 +56,6 @@ def _curve(trainer: Trainer) -> list[float]:
 def _assert_same_weights(a: Trainer, b: Trainer) -> None:
     for key, value in a.model.state_dict().items():
         torch.testing.assert_close(b.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
-
-
-def _interrupt_at(call: int):
-    calls = {"n": 0}
-
-    def interrupt(batch):
-        calls["n"] += 1
-        if calls["n"] == call:
-            raise _Interrupt
-        return batch
-
-    return interrupt
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
