@@ -78,6 +78,37 @@ def test_bert_with_a_tanh_gelu_matches(tmp_path, act):
         assert (exact.eval()(input_ids=ids, attention_mask=(ids != 0).long()).logits - want).abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("act", ["gelu_new", "gelu_pytorch_tanh", "relu"])
+def test_vit_with_a_tanh_gelu_matches(tmp_path, act):
+    """ViT checkpoints with hidden_act gelu_new / gelu_pytorch_tanh (or relu) were refused ("gelu only");
+    the blocks now take the tanh GELU (``activation gelu_tanh``), as the BERT and GPT-2 loaders do."""
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                    image_size=16, patch_size=4, num_channels=3, num_labels=5, hidden_act=act,
+                                    initializer_range=0.5)  # pre-activations past where the two GELUs agree
+    torch.manual_seed(1)
+    hf = transformers.ViTForImageClassification(config).eval()
+    hf.save_pretrained(tmp_path)
+    ours = load_hf_vit(tmp_path)
+    assert ours.config.activation == ("relu" if act == "relu" else "gelu_tanh")
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        want = hf(pixel_values=x).logits
+        got = ours(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    exact = transformers.ViTForImageClassification(transformers.ViTConfig(**{**config.to_dict(), "hidden_act": "gelu"}))
+    exact.load_state_dict(hf.state_dict())
+    with torch.no_grad():  # the approximation is what is matched, not a difference too small to see
+        assert (exact.eval()(pixel_values=x).logits - want).abs().max() > 1e-4
+
+
+def test_vit_with_an_unknown_activation_names_it(tmp_path):
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                    image_size=16, patch_size=4, num_labels=2, hidden_act="silu")
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="hidden_act 'silu' is not supported"):
+        load_hf_vit(tmp_path)
+
+
 def test_vit_without_qkv_biases_names_the_setting(tmp_path):
     config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
                                     image_size=16, patch_size=4, num_labels=2, qkv_bias=False)

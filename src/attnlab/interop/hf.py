@@ -19,7 +19,7 @@ from attnlab.interop.weights import find_weights, read_weights
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
-           "GPT2_ACTIVATIONS", "check_bert_variant", "check_gpt2_variant"]
+           "GPT2_ACTIVATIONS", "HIDDEN_ACTIVATIONS", "hidden_activation", "check_bert_variant", "check_gpt2_variant"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -49,15 +49,13 @@ def _load_renamed(model: nn.Module, tensors: dict[str, Tensor], renames: dict[st
 
 
 def load_hf_vit(directory: str | Path) -> nn.Module:
-    """A ``ViTForImageClassification`` directory -> attnlab ``VisionTransformer`` (class token, learned positions)."""
+    """A ``ViTForImageClassification`` directory -> attnlab ``VisionTransformer`` (class token, learned
+    positions; ``hidden_act`` gelu_new / gelu_pytorch_tanh -> ``activation gelu_tanh``)."""
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
-    if config.get("model_type") != "vit":
-        raise CheckpointError(f"{directory}: model_type is {config.get('model_type')!r}, expected 'vit'")
+    activation = _check_type(directory, config, "vit", HIDDEN_ACTIVATIONS, "hidden_act")
     if "classifier.weight" not in tensors:
         raise CheckpointError(f"{directory}: no classifier head (save a ViTForImageClassification)")
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(f"{directory}: hidden_act {config['hidden_act']!r} is not supported (gelu only)")
     if not config.get("qkv_bias", True):
         raise CheckpointError(f"{directory}: qkv_bias false is not supported (the attention projections have biases)")
     dim, heads = config["hidden_size"], config["num_attention_heads"]
@@ -73,6 +71,7 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
         num_heads=heads,
         mlp_ratio=config["intermediate_size"] / dim,
         norm_eps=config.get("layer_norm_eps", 1e-12),
+        activation=activation,
         pooling="cls",
         pos_embed="learned",
     )
@@ -100,18 +99,25 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
     return model.eval()
 
 
-# A BERT config's hidden_act -> the encoder's activation (transformers' ACT2FN: gelu is the exact erf
-# GELU; gelu_new and gelu_pytorch_tanh are the tanh approximation).
-BERT_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+# A BERT or ViT config's hidden_act -> the blocks' activation (transformers' ACT2FN: gelu is the exact
+# erf GELU; gelu_new and gelu_pytorch_tanh are the tanh approximation). Shared by load_hf_bert,
+# load_hf_vit and --init (text and images).
+HIDDEN_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
+def hidden_activation(where: object, config: dict[str, Any], table: dict[str, str], key: str = "hidden_act") -> str:
+    """The attnlab activation for a config's ``key`` (default gelu, as transformers'), or a
+    CheckpointError naming ``where``, the value and the ones supported."""
+    act = config.get(key, "gelu")
+    if not isinstance(act, str) or act not in table:
+        raise CheckpointError(f"{where}: {key} {act!r} is not supported ({', '.join(table)})")
+    return table[act]
 
 
 def _check_type(directory: Path, config: dict[str, Any], model_type: str, activations: dict[str, str], key: str) -> str:
     if config.get("model_type") != model_type:
         raise CheckpointError(f"{directory}: model_type is {config.get('model_type')!r}, expected {model_type!r}")
-    act = config.get(key, "gelu")
-    if act not in activations:
-        raise CheckpointError(f"{directory}: {key} {act!r} is not supported ({', '.join(activations)})")
-    return activations[act]
+    return hidden_activation(directory, config, activations, key)
 
 
 def check_bert_variant(where: object, config: dict[str, Any]) -> None:
@@ -136,7 +142,7 @@ def load_hf_bert(directory: str | Path) -> nn.Module:
     """
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
-    activation = _check_type(directory, config, "bert", BERT_ACTIVATIONS, "hidden_act")
+    activation = _check_type(directory, config, "bert", HIDDEN_ACTIVATIONS, "hidden_act")
     check_bert_variant(directory, config)
     prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
     has_head = "classifier.weight" in tensors

@@ -198,6 +198,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
     """``--init SOURCE`` for images: check a Hugging Face ViT directory (``ViTModel`` or
     ``ViTForImageClassification``; model.safetensors or its shards, never pickle) before anything is written."""
     from attnlab.data.wordpiece import read_json_object
+    from attnlab.interop.hf import HIDDEN_ACTIVATIONS, hidden_activation
     from attnlab.interop.weights import find_weights, read_weights, weight_names, weights_sha256
 
     source = Path(source)
@@ -217,8 +218,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
     sizes = {key: _positive_int(config, key, config_path) for key in
              ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")}
     channels = _positive_int({"num_channels": config.get("num_channels", 3)}, "num_channels", config_path)
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(f"{config_path}: hidden_act {config['hidden_act']!r} is not supported (gelu only)")
+    activation = hidden_activation(config_path, config, HIDDEN_ACTIVATIONS)  # gelu_new -> gelu_tanh, as for BERT
     if not config.get("qkv_bias", True):
         raise CheckpointError(f"{config_path}: qkv_bias false is not supported (the attention projections have biases)")
     if sizes["image_size"] % sizes["patch_size"] or sizes["hidden_size"] % sizes["num_attention_heads"]:
@@ -246,6 +246,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
     fields = {"dim": dim, "depth": sizes["num_hidden_layers"], "num_heads": sizes["num_attention_heads"],
               "mlp_ratio": sizes["intermediate_size"] / dim, "patch_size": sizes["patch_size"], "pooling": "cls",
               "pos_embed": "learned", "stem_channels": 0, "norm_eps": float(config.get("layer_norm_eps", 1e-12)),
+              "activation": activation,
               "dropout": float(config.get("hidden_dropout_prob", 0.0)),
               "attn_dropout": float(config.get("attention_probs_dropout_prob", 0.0)), "mlp_dropout": 0.0}
     files = {"config.json": config_path.read_text(encoding="utf-8")}
