@@ -15,6 +15,7 @@ import yaml
 from attnlab.layers.positional import resample_abs_pos_embed
 from attnlab.models.registry import create_model
 from attnlab.tasks.vision import adapt_input_conv, open_vit_checkpoint
+from tests.tasks.vit_fixtures import image_folder as _image_folder, save_vit
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,22 +31,6 @@ def _expect_error(capsys, *args, match):
     assert _cli(*args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and match in err, err
-
-
-def save_vit(path, *, classifier=True, image_size=16, patch_size=4, channels=3, seed=0, **config):
-    """A small random Hugging Face ViT saved with save_pretrained (safetensors)."""
-    hf_config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                       image_size=image_size, patch_size=patch_size, num_channels=channels, num_labels=5,
-                                       **config)
-    torch.manual_seed(seed)
-    cls = transformers.ViTForImageClassification if classifier else transformers.ViTModel
-    hf = cls(hf_config).eval()
-    with torch.no_grad():  # HF initialises the position table to zeros-ish; make the resampling visible
-        embeddings = (hf.vit if classifier else hf).embeddings
-        embeddings.position_embeddings.normal_(0.0, 0.5)
-        embeddings.cls_token.normal_(0.0, 0.5)
-    hf.save_pretrained(path)
-    return path
 
 
 def _build(pretrained, *, image_size, in_channels, num_classes=3):
@@ -187,19 +172,6 @@ def test_a_run_saved_before_the_activation_field_loads(tmp_path, digits_run):
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(model(x), saved(x), atol=0, rtol=0)
-
-
-def _image_folder(root, size=16):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(("red", "green", "blue")):
-        (root / name).mkdir(parents=True)
-        for i in range(12):
-            pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-            pixels[..., c] += 150
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
 
 
 def test_a_run_of_the_same_task_keeps_its_head(digits_run):

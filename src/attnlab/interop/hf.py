@@ -8,6 +8,7 @@ renames tensors into the attnlab layout. transformers itself is not needed at ru
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from attnlab.interop.weights import find_weights, read_weights
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
-           "GPT2_ACTIVATIONS", "HIDDEN_ACTIVATIONS", "hidden_activation", "check_bert_variant", "check_gpt2_variant"]
+           "GPT2_ACTIVATIONS", "HIDDEN_ACTIVATIONS", "hidden_activation", "read_image_normalisation", "check_bert_variant", "check_gpt2_variant"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -32,6 +33,60 @@ def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, 
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: cannot read ({exc})") from None
     return config, read_weights(find_weights(directory))
+
+
+# ViTImageProcessor's defaults (transformers' IMAGENET_STANDARD_MEAN / _STD), used for keys a file leaves out.
+_PROCESSOR_DEFAULTS = {"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                       "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+def _numbers(path: Path, key: str, value: Any, *, positive: bool) -> list[float]:
+    values = value if isinstance(value, list) else [value]  # a number: every channel (HF broadcasts it)
+    ok = values and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        and (v > 0 or not positive) for v in values)
+    if not ok or len(values) not in (1, 3):
+        kind = "positive finite numbers" if positive else "finite numbers"
+        raise CheckpointError(f"{path}: {key} must be a number or 3 {kind} (one per channel), got {value!r}")
+    return [float(v) for v in values]
+
+
+def read_image_normalisation(directory: str | Path) -> dict[str, Any] | None:
+    """How a checkpoint's image processor turns 8-bit pixels into model inputs, from its
+    ``preprocessor_config.json`` (None without one), as attnlab's ``ImageSpec`` states it: the
+    per-channel ``mean`` and ``std`` of pixels already divided by 255.
+
+    transformers computes ``(p * rescale_factor - image_mean) / image_std`` on pixels p in
+    0..255 (each step only when ``do_rescale`` / ``do_normalize``, ViTImageProcessor's defaults
+    for missing keys); with x = p / 255 that is ``(x - mean) / std`` for
+    mean = image_mean / (255 rescale_factor), std = image_std / (255 rescale_factor), which is
+    image_mean / image_std themselves for the usual 1/255. The file's own values are returned too
+    (provenance for ``data.json``). A bad value is a CheckpointError naming the file and key.
+    """
+    path = Path(directory) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    read = {key: config.get(key, default) if config.get(key) is not None else default
+            for key, default in _PROCESSOR_DEFAULTS.items()}
+    for key in ("do_rescale", "do_normalize"):
+        if not isinstance(read[key], bool):
+            raise CheckpointError(f"{path}: {key} must be true or false, got {read[key]!r}")
+    factor = _numbers(path, "rescale_factor", read["rescale_factor"], positive=True)
+    if len(factor) != 1:
+        raise CheckpointError(f"{path}: rescale_factor must be one number, got {read['rescale_factor']!r}")
+    mean, std = [0.0], [1.0]
+    if read["do_normalize"]:
+        mean = _numbers(path, "image_mean", read["image_mean"], positive=False)
+        std = _numbers(path, "image_std", read["image_std"], positive=True)
+    channels = max(len(mean), len(std))  # a single number holds for every channel
+    mean, std = (mean * channels if len(mean) == 1 else mean), (std * channels if len(std) == 1 else std)
+    scale = 255.0 * (factor[0] if read["do_rescale"] else 1.0)  # input units per [0, 1] pixel unit
+    return {"file": path.name, **read, "mean": [m / scale for m in mean], "std": [s / scale for s in std]}
 
 
 def _load_renamed(model: nn.Module, tensors: dict[str, Tensor], renames: dict[str, str], directory: Path) -> None:
