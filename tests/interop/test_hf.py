@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,6 +77,37 @@ def test_bert_with_a_tanh_gelu_matches(tmp_path, act):
     exact.load_state_dict(hf.state_dict())
     with torch.no_grad():  # the approximation is what is matched, not a difference too small to see
         assert (exact.eval()(input_ids=ids, attention_mask=(ids != 0).long()).logits - want).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("act", ["gelu_new", "gelu_pytorch_tanh", "relu"])
+def test_vit_with_a_tanh_gelu_matches(tmp_path, act):
+    """ViT checkpoints with hidden_act gelu_new / gelu_pytorch_tanh (or relu) were refused ("gelu only");
+    the blocks now take the tanh GELU (``activation gelu_tanh``), as the BERT and GPT-2 loaders do."""
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                    image_size=16, patch_size=4, num_channels=3, num_labels=5, hidden_act=act,
+                                    initializer_range=0.5)  # pre-activations past where the two GELUs agree
+    torch.manual_seed(1)
+    hf = transformers.ViTForImageClassification(config).eval()
+    hf.save_pretrained(tmp_path)
+    ours = load_hf_vit(tmp_path)
+    assert ours.config.activation == ("relu" if act == "relu" else "gelu_tanh")
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        want = hf(pixel_values=x).logits
+        got = ours(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    exact = transformers.ViTForImageClassification(transformers.ViTConfig(**{**config.to_dict(), "hidden_act": "gelu"}))
+    exact.load_state_dict(hf.state_dict())
+    with torch.no_grad():  # the approximation is what is matched, not a difference too small to see
+        assert (exact.eval()(pixel_values=x).logits - want).abs().max() > 1e-4
+
+
+def test_vit_with_an_unknown_activation_names_it(tmp_path):
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                    image_size=16, patch_size=4, num_labels=2, hidden_act="silu")
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="hidden_act 'silu' is not supported"):
+        load_hf_vit(tmp_path)
 
 
 def test_vit_without_qkv_biases_names_the_setting(tmp_path):
@@ -165,3 +197,32 @@ def test_gpt2_with_its_own_output_layer_matches(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), hf(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
     assert ours.lm_head.weight is not ours.token_embed.weight
+
+
+@pytest.mark.parametrize("processor", [
+    {},  # ViTImageProcessor's defaults: mean = std = 0.5
+    {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]},
+    {"image_mean": 0.3, "image_std": [0.2, 0.25, 0.5]},
+    {"rescale_factor": 1 / 127.5, "image_mean": [1.0, 1.0, 1.0], "image_std": [1.0, 1.0, 1.0]},
+    {"do_rescale": False, "image_mean": [120.0, 110.0, 100.0], "image_std": [60.0, 50.0, 40.0]},
+    {"do_normalize": False},
+])
+def test_image_normalisation_is_the_processor_s(tmp_path, processor):
+    """``read_image_normalisation``'s mean / std, applied to pixels / 255, give ViTImageProcessor's pixel_values."""
+    from attnlab.interop import hf
+
+    transformers.ViTImageProcessor(**processor).save_pretrained(tmp_path)
+    norm = hf.read_image_normalisation(tmp_path)
+    assert norm["file"] == "preprocessor_config.json" and len(norm["mean"]) == len(norm["std"]) in (1, 3)
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    want = transformers.ViTImageProcessor.from_pretrained(tmp_path)(images=pixels, do_resize=False,
+                                                                    return_tensors="np").pixel_values[0]  # (3, 6, 5)
+    x = np.moveaxis(pixels, -1, 0).astype(np.float64) / 255
+    got = (x - np.array(norm["mean"])[:, None, None]) / np.array(norm["std"])[:, None, None]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_no_processor_file_means_no_normalisation(tmp_path):
+    from attnlab.interop import hf
+
+    assert hf.read_image_normalisation(tmp_path) is None

@@ -15,6 +15,7 @@ import yaml
 from attnlab.layers.positional import resample_abs_pos_embed
 from attnlab.models.registry import create_model
 from attnlab.tasks.vision import adapt_input_conv, open_vit_checkpoint
+from tests.tasks.vit_fixtures import image_folder as _image_folder, save_vit
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,22 +31,6 @@ def _expect_error(capsys, *args, match):
     assert _cli(*args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and match in err, err
-
-
-def save_vit(path, *, classifier=True, image_size=16, patch_size=4, channels=3, seed=0, **config):
-    """A small random Hugging Face ViT saved with save_pretrained (safetensors)."""
-    hf_config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                       image_size=image_size, patch_size=patch_size, num_channels=channels, num_labels=5,
-                                       **config)
-    torch.manual_seed(seed)
-    cls = transformers.ViTForImageClassification if classifier else transformers.ViTModel
-    hf = cls(hf_config).eval()
-    with torch.no_grad():  # HF initialises the position table to zeros-ish; make the resampling visible
-        embeddings = (hf.vit if classifier else hf).embeddings
-        embeddings.position_embeddings.normal_(0.0, 0.5)
-        embeddings.cls_token.normal_(0.0, 0.5)
-    hf.save_pretrained(path)
-    return path
 
 
 def _build(pretrained, *, image_size, in_channels, num_classes=3):
@@ -154,17 +139,39 @@ def digits_run(tmp_path_factory):
     return out
 
 
-def _image_folder(root, size=16):
-    from PIL import Image
+@pytest.mark.parametrize("act", ["gelu_new", "gelu_pytorch_tanh"])
+def test_a_tanh_gelu_checkpoint_starts_a_run_with_its_activation(tmp_path, act):
+    """``--init`` refused hidden_act gelu_new / gelu_pytorch_tanh ("gelu only"); the model now
+    takes the tanh GELU, and its features match transformers' where the two GELUs differ."""
+    source = save_vit(tmp_path / "vit", hidden_act=act, initializer_range=0.5)
+    pretrained = open_vit_checkpoint(source)
+    assert pretrained.model_fields["activation"] == "gelu_tanh"
+    ours = _build(pretrained, image_size=(16, 16), in_channels=3)
+    hf = transformers.ViTModel.from_pretrained(source, add_pooling_layer=False).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        want = hf(pixel_values=x).last_hidden_state
+        torch.testing.assert_close(ours.forward_features(x), want, atol=1e-5, rtol=0)
+        exact = transformers.ViTModel(transformers.ViTConfig(**{**hf.config.to_dict(), "hidden_act": "gelu"}),
+                                      add_pooling_layer=False)
+        exact.load_state_dict(hf.state_dict())
+        assert (exact.eval()(pixel_values=x).last_hidden_state - want).abs().max() > 1e-4
 
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(("red", "green", "blue")):
-        (root / name).mkdir(parents=True)
-        for i in range(12):
-            pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-            pixels[..., c] += 150
-            Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return root
+
+def test_a_run_saved_before_the_activation_field_loads(tmp_path, digits_run):
+    """config.yaml of runs from before ``activation`` existed has no such field: the exact GELU they trained with."""
+    from attnlab.run import load_run
+
+    old = tmp_path / "old"
+    shutil.copytree(digits_run, old)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    assert config["model_config"].pop("activation") == "gelu"
+    (old / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (_, model, _), (_, saved, _) = load_run(old), load_run(digits_run)
+    assert model.config.activation == "gelu" and model.blocks[0].mlp.activation == "gelu"
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), saved(x), atol=0, rtol=0)
 
 
 def test_a_run_of_the_same_task_keeps_its_head(digits_run):
@@ -230,8 +237,8 @@ def test_bad_sources_are_one_line_and_write_nothing(tmp_path, capsys, case):
                                                        num_attention_heads=2, intermediate_size=8)).save_pretrained(source)
         match = f"{source / 'config.json'}: model_type 'bert' is not supported"
     elif case == "activation":
-        save_vit(source, hidden_act="relu")
-        match = f"{source / 'config.json'}: hidden_act 'relu' is not supported"
+        save_vit(source, hidden_act="silu")
+        match = f"{source / 'config.json'}: hidden_act 'silu' is not supported"
     elif case == "corrupt-weights":
         save_vit(source)
         (source / "model.safetensors").write_bytes(b"not safetensors")

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from attnlab.data.base import ImageSpec, TaskData
 from attnlab.data.file_shards import open_file_streams, write_file_shards
+from attnlab.data.images import fit_channel_stats
 from attnlab.data.lazy_images import ImageSampleDecoder
 from attnlab.data.shards import class_positions
 
@@ -36,7 +37,8 @@ def write_image_shards(task: TaskData, out_dir: str | Path, *, shard_size: int =
 
 
 def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000,
-                      class_names: Sequence[str] | None = None, spec: Mapping[str, Any] | None = None) -> TaskData:
+                      class_names: Sequence[str] | None = None, spec: Mapping[str, Any] | None = None,
+                      norm_stats: Mapping[str, Any] | None = None) -> TaskData:
     """The shards in a folder (written by `write_image_shards`), or those a pattern names
     (`attnlab.data.shard_patterns`), as a task: train a shuffled `ShardStream` (shard order and
     a ``shuffle_buffer`` of samples, by seed and epoch), val and test read in order, each sample once.
@@ -47,18 +49,27 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     them, read as the folder they came from would); a class the run lacks is refused by name.
     The samples hold each image file's bytes as written, so they are decoded with the run's
     spec (size, channels and training statistics), exactly as the folder they came from would
-    be read for the run, whatever spec the shards were written with.
+    be read for the run, whatever spec the shards were written with. Without a run's spec,
+    ``norm_stats`` (a pretrained checkpoint's, `fit_channel_stats`) replaces the shards' statistics.
     """
     run_spec = None if spec is None else ImageSpec.from_dict(spec)
 
+    def shard_spec(written: Mapping[str, Any]) -> ImageSpec:
+        if run_spec is not None:
+            return run_spec
+        if norm_stats is None:
+            return ImageSpec.from_dict(written)
+        mean, std = fit_channel_stats(norm_stats, int(written["channels"]))
+        return ImageSpec.from_dict({**written, "mean": mean, "std": std})
+
     def decoder(index: dict[str, Any]) -> ImageSampleDecoder:
         positions = class_positions(source, index["class_names"], class_names)
-        return ImageSampleDecoder(run_spec or ImageSpec.from_dict(index["spec"]), positions)
+        return ImageSampleDecoder(shard_spec(index["spec"]), positions)
 
     index, streams = open_file_streams(source, "images", decoder, seed=seed, skip_bad=skip_bad,
                                        shuffle_buffer=shuffle_buffer)
     names = [str(n) for n in (index["class_names"] if class_names is None else class_names)]
-    used = run_spec or ImageSpec.from_dict(index["spec"])
+    used = shard_spec(index["spec"])
     if used.to_dict() != index["spec"]:
         log.info("shards %s (written with %s) are decoded with the run's %s", source, index["spec"], used)
     data = TaskData("images", streams["train"], streams["val"], streams["test"], num_classes=len(names),

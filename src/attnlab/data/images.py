@@ -19,7 +19,7 @@ from torch import Tensor
 from attnlab.data.base import ImageSpec
 from attnlab.errors import DataError
 
-__all__ = ["PREDICT_SUFFIXES", "scale_pixels", "channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image", "prepare_image_sized"]
+__all__ = ["PREDICT_SUFFIXES", "scale_pixels", "channel_stats", "fit_channel_stats", "luma", "open_image", "exif_turns", "is_color", "image_to_rgb", "load_rgb", "rgb_to_input", "prepare_image", "prepare_image_sized"]
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
@@ -38,6 +38,33 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     mean = flat.mean(dim=1).tolist()
     std = [s if s > 1e-12 else 1.0 for s in flat.std(dim=1, correction=0).tolist()]  # constant images
     return mean, std
+
+
+def fit_channel_stats(stats: Any, channels: int) -> tuple[list[float], list[float]]:
+    """A pretrained checkpoint's normalisation (``{"mean": [...], "std": [...]}``, pixels in [0, 1],
+    one value per checkpoint channel; `attnlab.interop.hf.read_image_normalisation`) for data of
+    ``channels`` channels, used instead of the training split's statistics.
+
+    The same count: as they are. One value: every channel. Grey data under an RGB checkpoint:
+    the channels' mean of each. The checkpoint's first convolution is summed over its channels
+    (`attnlab.tasks.vision.adapt_input_conv`), so a grey image is seen as R = G = B: exactly so
+    when the channels share their values (HF ViT's 0.5 / 0.5), approximately otherwise (ImageNet's
+    0.485 / 0.456 / 0.406 -> 0.449). Anything else is a DataError naming the values.
+    """
+    where = f" ({stats['file']})" if isinstance(stats, dict) and stats.get("file") else ""
+    try:
+        mean, std = [float(v) for v in stats["mean"]], [float(v) for v in stats["std"]]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"norm_stats{where} must be {{mean: [...], std: [...]}}, got {stats!r}") from None
+    if not mean or len(mean) != len(std) or not all(np.isfinite(mean)) or not all(s > 0 and np.isfinite(s) for s in std):
+        raise DataError(f"norm_stats{where}: need as many finite means as positive stds, got mean={mean} std={std}")
+    if len(mean) == channels:
+        return mean, std
+    if len(mean) == 1:
+        return mean * channels, std * channels
+    if channels == 1:
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    raise DataError(f"norm_stats{where} has {len(mean)} channels' values (mean={mean}); the images have {channels}")
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from attnlab.data.base import ImageSpec, TaskData, TensorPairDataset
-from attnlab.data.images import luma, scale_pixels
+from attnlab.data.images import fit_channel_stats, luma, scale_pixels
 from attnlab.data.lazy_images import ImageFileDataset, scan_images
 from attnlab.data.targets import check_trained, random_split
 from attnlab.errors import ConfigError, DataError
@@ -117,10 +117,11 @@ def _check_run_columns(path: Path, names: list[str], run_names: list[str]) -> No
 def load_multilabel_csv(
     path: str | Path, *, image_size: tuple[int, int] = (32, 32), channels: int | None = None, seed: int = 0,
     val_fraction: float = 0.1, test_fraction: float = 0.1, class_names: list[str] | None = None, spec: dict | None = None,
-    lazy: bool | None = None, skip_bad: bool = False, lazy_bytes: int = 1 << 30,
+    lazy: bool | None = None, skip_bad: bool = False, lazy_bytes: int = 1 << 30, norm_stats: dict | None = None,
 ) -> TaskData:
     """The images of a label CSV as a multi-label "images" task (`TaskData.target` "multilabel").
     ``class_names`` / ``spec``: a finished run's labels and image spec (see the module docstring).
+    ``norm_stats``: a pretrained checkpoint's normalisation instead of the train split's (`fit_channel_stats`).
 
     ``skip_bad``: a row whose image is unreadable is logged and left out (listed in
     ``info["skipped_files"]``) instead of stopping with its name; the split is drawn over all
@@ -157,7 +158,8 @@ def load_multilabel_csv(
         at = {split: [lines[i] for i in part.tolist()] for split, part in zip(("train", "val", "test"), parts)}
         check_trained("multilabel", path, sets, at, cut_splits=("val", "test"), seed=seed)
     channels = channels or (3 if any_color else 1)
-    mean, std = hist.stats(channels) if spec is None else (spec["mean"], spec["std"])
+    mean, std = (hist.stats(channels) if norm_stats is None else fit_channel_stats(norm_stats, channels)) \
+        if spec is None else (spec["mean"], spec["std"])
     spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
     splits = [torch.from_numpy(np.asarray(p, dtype=np.int64)) for p in parts]
     if lazy:

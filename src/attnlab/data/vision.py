@@ -28,7 +28,7 @@ from attnlab.data.base import (
     TaskData,
     TensorPairDataset,
 )
-from attnlab.data.images import channel_stats, luma, prepare_image, scale_pixels
+from attnlab.data.images import channel_stats, fit_channel_stats, luma, prepare_image, scale_pixels
 from attnlab.data.lazy_images import ImageFileDataset, scan_images
 from attnlab.data.multilabel_images import load_multilabel_csv
 from attnlab.data.shard_patterns import is_shard_source
@@ -110,11 +110,13 @@ def _task_data(task: str, x: Tensor, y: Tensor, splits, class_names, spec, batch
 
 
 def load_digits_task(
-    *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2, augment: bool = False
+    *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2, augment: bool = False,
+    norm_stats: dict | None = None,
 ) -> TaskData:
     """scikit-learn's 1,797 8x8 digits (bundled, no download), split stratified by ``seed``.
 
-    Pixels (0..16) are divided by 16 and normalised with the train split's mean and std.
+    Pixels (0..16) are divided by 16 and normalised with the train split's mean and std, or with
+    ``norm_stats`` (a pretrained checkpoint's, `fit_channel_stats`).
     ``augment`` adds random +-1 pixel shifts as `TaskData.batch_augment`.
     """
     from sklearn.datasets import load_digits
@@ -134,7 +136,7 @@ def load_digits_task(
     splits = [torch.from_numpy(np.sort(i)) for i in (train_idx, val_idx, test_idx)]
 
     x01 = scale_pixels(images[:, None], 16.0)  # (N, 1, 8, 8)
-    mean, std = channel_stats(x01[splits[0]])
+    mean, std = channel_stats(x01[splits[0]]) if norm_stats is None else fit_channel_stats(norm_stats, 1)
     spec = ImageSpec(channels=1, height=8, width=8, mean=mean, std=std, pixel_max=16.0)
     shift = RandomShift(1, fill=spec.fill_value()) if augment else None
     names = [str(c) for c in range(10)]
@@ -172,16 +174,19 @@ def _check_split(path: Path, x: np.ndarray, y: np.ndarray, split: str) -> np.nda
 
 
 def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, augment: bool = True,
-                    class_names: Sequence[str] | None = None, spec: dict | None = None) -> TaskData:
+                    class_names: Sequence[str] | None = None, spec: dict | None = None,
+                    norm_stats: dict | None = None) -> TaskData:
     """MNIST-format ``.npz`` (keys x_train, y_train, x_test, y_test; uint8 images (N, 28, 28)).
 
     ``path`` may also be a folder holding ``mnist.npz``. The first ``val_size`` items of a
     ``seed``-driven permutation of the train split become validation. Pixels /255, then
-    normalised with the usual MNIST mean 0.1307 and std 0.3081; float arrays must already lie in
-    [0, 1]. ``augment``: random shifts of up to 2 pixels as `TaskData.batch_augment`.
+    normalised with the usual MNIST mean 0.1307 and std 0.3081, or ``norm_stats`` (a pretrained
+    checkpoint's, `fit_channel_stats`); float arrays must already lie in [0, 1]. ``augment``:
+    random shifts of up to 2 pixels as `TaskData.batch_augment`.
 
     ``class_names`` and ``spec`` (a finished run's, carried by evaluate and ``--resume``): the
-    file must fit the run, a label past its classes or images of another size are refused by name.
+    file must fit the run, a label past its classes or images of another size are refused by
+    name, and pixels are normalised with the spec's mean and std.
     """
     file = _npz_file(path)
     if not zipfile.is_zipfile(file):  # else np.load guesses "pickle" and says so, confusingly
@@ -225,7 +230,9 @@ def load_mnist_task(path: str | Path, *, seed: int = 0, val_size: int = 5000, au
         _check_trained_classes(file, arrays["y_train"], train_idx, {"validation": arrays["y_train"][val_idx],
                                                                     "test": arrays["y_test"]}, seed=seed)
     H, W = x_train.shape[1:]
-    spec = ImageSpec(channels=1, height=H, width=W, mean=[MNIST_MEAN], std=[MNIST_STD], pixel_max=pixel_max)
+    mean, std = (([MNIST_MEAN], [MNIST_STD]) if norm_stats is None else fit_channel_stats(norm_stats, 1)) \
+        if spec is None else (spec["mean"], spec["std"])
+    spec = ImageSpec(channels=1, height=H, width=W, mean=mean, std=std, pixel_max=pixel_max)
     x_all = np.concatenate([x_train, x_test])[:, None]  # (N, 1, H, W)
     y_all = torch.from_numpy(np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.int64))
     splits = [torch.from_numpy(i) for i in (train_idx, val_idx, np.arange(n_train, len(y_all)))]
@@ -294,6 +301,7 @@ def load_image_folder_task(
     skip_bad: bool = False,
     class_names: Sequence[str] | None = None,
     spec: dict | None = None,
+    norm_stats: dict | None = None,
 ) -> TaskData:
     """Images in ``root/<class>/*.png|jpg|jpeg|bmp``; class names are the sorted folder names.
     ``target="multilabel"``: ``root`` is instead a CSV of label columns
@@ -302,7 +310,8 @@ def load_image_folder_task(
     Each image is converted to RGB, resized bilinearly to ``image_size`` (H, W; one number: a
     square; `image_size_pair`), then reduced
     to luma if ``channels`` is 1 (default: 3 if any image is colour, else 1). Each class is
-    split by ``seed``; pixels /255 are normalised with the train split's per-channel stats.
+    split by ``seed``; pixels /255 are normalised with the train split's per-channel stats, or
+    ``norm_stats`` (a pretrained checkpoint's, `fit_channel_stats`; shards and label CSVs too).
 
     ``root`` may instead be a folder of shards written by ``attnlab shard``
     (`attnlab.data.image_shards`): the splits are then streams read from disk (with a run's
@@ -331,11 +340,12 @@ def load_image_folder_task(
 
         if target != "class":
             raise ConfigError(f"{root} holds shards, which are class-labelled; --data.target {target} reads a CSV of label columns")
-        return load_image_shards(root, seed=seed, skip_bad=skip_bad, class_names=class_names, spec=spec)
+        return load_image_shards(root, seed=seed, skip_bad=skip_bad, class_names=class_names, spec=spec,
+                                 norm_stats=norm_stats)
     if target == "multilabel":
         return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
                                    test_fraction=test_fraction, class_names=class_names, spec=spec, lazy=lazy,
-                                   skip_bad=skip_bad, lazy_bytes=LAZY_BYTES)
+                                   skip_bad=skip_bad, lazy_bytes=LAZY_BYTES, norm_stats=norm_stats)
     if channels not in (None, 1, 3):
         raise ConfigError(f"channels must be 1, 3 or None (auto), got {channels!r}")
     height, width = image_size
@@ -379,7 +389,8 @@ def load_image_folder_task(
     if bad:  # the split is of the listed files, so dropping a bad one moves no other file between splits
         parts = tuple(p[~np.isin(p, bad)] for p in parts)
     channels = channels or (3 if any_color else 1)
-    mean, std = hist.stats(channels) if spec is None else (spec["mean"], spec["std"])
+    mean, std = (hist.stats(channels) if norm_stats is None else fit_channel_stats(norm_stats, channels)) \
+        if spec is None else (spec["mean"], spec["std"])
     spec = ImageSpec(channels=channels, height=height, width=width, mean=mean, std=std, pixel_max=255.0)
     if lazy:
         train, val, test = (ImageFileDataset([paths[i] for i in p], labels[p], spec, indices=torch.from_numpy(p)) for p in parts)

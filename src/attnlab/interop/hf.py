@@ -8,6 +8,7 @@ renames tensors into the attnlab layout. transformers itself is not needed at ru
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from attnlab.interop.weights import find_weights, read_weights
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
-           "GPT2_ACTIVATIONS", "check_bert_variant", "check_gpt2_variant"]
+           "GPT2_ACTIVATIONS", "HIDDEN_ACTIVATIONS", "hidden_activation", "read_image_normalisation", "check_bert_variant", "check_gpt2_variant"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -32,6 +33,60 @@ def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, 
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{config_path}: cannot read ({exc})") from None
     return config, read_weights(find_weights(directory))
+
+
+# ViTImageProcessor's defaults (transformers' IMAGENET_STANDARD_MEAN / _STD), used for keys a file leaves out.
+_PROCESSOR_DEFAULTS = {"do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                       "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+
+
+def _numbers(path: Path, key: str, value: Any, *, positive: bool) -> list[float]:
+    values = value if isinstance(value, list) else [value]  # a number: every channel (HF broadcasts it)
+    ok = values and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        and (v > 0 or not positive) for v in values)
+    if not ok or len(values) not in (1, 3):
+        kind = "positive finite numbers" if positive else "finite numbers"
+        raise CheckpointError(f"{path}: {key} must be a number or 3 {kind} (one per channel), got {value!r}")
+    return [float(v) for v in values]
+
+
+def read_image_normalisation(directory: str | Path) -> dict[str, Any] | None:
+    """How a checkpoint's image processor turns 8-bit pixels into model inputs, from its
+    ``preprocessor_config.json`` (None without one), as attnlab's ``ImageSpec`` states it: the
+    per-channel ``mean`` and ``std`` of pixels already divided by 255.
+
+    transformers computes ``(p * rescale_factor - image_mean) / image_std`` on pixels p in
+    0..255 (each step only when ``do_rescale`` / ``do_normalize``, ViTImageProcessor's defaults
+    for missing keys); with x = p / 255 that is ``(x - mean) / std`` for
+    mean = image_mean / (255 rescale_factor), std = image_std / (255 rescale_factor), which is
+    image_mean / image_std themselves for the usual 1/255. The file's own values are returned too
+    (provenance for ``data.json``). A bad value is a CheckpointError naming the file and key.
+    """
+    path = Path(directory) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    read = {key: config.get(key, default) if config.get(key) is not None else default
+            for key, default in _PROCESSOR_DEFAULTS.items()}
+    for key in ("do_rescale", "do_normalize"):
+        if not isinstance(read[key], bool):
+            raise CheckpointError(f"{path}: {key} must be true or false, got {read[key]!r}")
+    factor = _numbers(path, "rescale_factor", read["rescale_factor"], positive=True)
+    if len(factor) != 1:
+        raise CheckpointError(f"{path}: rescale_factor must be one number, got {read['rescale_factor']!r}")
+    mean, std = [0.0], [1.0]
+    if read["do_normalize"]:
+        mean = _numbers(path, "image_mean", read["image_mean"], positive=False)
+        std = _numbers(path, "image_std", read["image_std"], positive=True)
+    channels = max(len(mean), len(std))  # a single number holds for every channel
+    mean, std = (mean * channels if len(mean) == 1 else mean), (std * channels if len(std) == 1 else std)
+    scale = 255.0 * (factor[0] if read["do_rescale"] else 1.0)  # input units per [0, 1] pixel unit
+    return {"file": path.name, **read, "mean": [m / scale for m in mean], "std": [s / scale for s in std]}
 
 
 def _load_renamed(model: nn.Module, tensors: dict[str, Tensor], renames: dict[str, str], directory: Path) -> None:
@@ -49,15 +104,13 @@ def _load_renamed(model: nn.Module, tensors: dict[str, Tensor], renames: dict[st
 
 
 def load_hf_vit(directory: str | Path) -> nn.Module:
-    """A ``ViTForImageClassification`` directory -> attnlab ``VisionTransformer`` (class token, learned positions)."""
+    """A ``ViTForImageClassification`` directory -> attnlab ``VisionTransformer`` (class token, learned
+    positions; ``hidden_act`` gelu_new / gelu_pytorch_tanh -> ``activation gelu_tanh``)."""
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
-    if config.get("model_type") != "vit":
-        raise CheckpointError(f"{directory}: model_type is {config.get('model_type')!r}, expected 'vit'")
+    activation = _check_type(directory, config, "vit", HIDDEN_ACTIVATIONS, "hidden_act")
     if "classifier.weight" not in tensors:
         raise CheckpointError(f"{directory}: no classifier head (save a ViTForImageClassification)")
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(f"{directory}: hidden_act {config['hidden_act']!r} is not supported (gelu only)")
     if not config.get("qkv_bias", True):
         raise CheckpointError(f"{directory}: qkv_bias false is not supported (the attention projections have biases)")
     dim, heads = config["hidden_size"], config["num_attention_heads"]
@@ -73,6 +126,7 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
         num_heads=heads,
         mlp_ratio=config["intermediate_size"] / dim,
         norm_eps=config.get("layer_norm_eps", 1e-12),
+        activation=activation,
         pooling="cls",
         pos_embed="learned",
     )
@@ -100,18 +154,25 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
     return model.eval()
 
 
-# A BERT config's hidden_act -> the encoder's activation (transformers' ACT2FN: gelu is the exact erf
-# GELU; gelu_new and gelu_pytorch_tanh are the tanh approximation).
-BERT_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+# A BERT or ViT config's hidden_act -> the blocks' activation (transformers' ACT2FN: gelu is the exact
+# erf GELU; gelu_new and gelu_pytorch_tanh are the tanh approximation). Shared by load_hf_bert,
+# load_hf_vit and --init (text and images).
+HIDDEN_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+
+
+def hidden_activation(where: object, config: dict[str, Any], table: dict[str, str], key: str = "hidden_act") -> str:
+    """The attnlab activation for a config's ``key`` (default gelu, as transformers'), or a
+    CheckpointError naming ``where``, the value and the ones supported."""
+    act = config.get(key, "gelu")
+    if not isinstance(act, str) or act not in table:
+        raise CheckpointError(f"{where}: {key} {act!r} is not supported ({', '.join(table)})")
+    return table[act]
 
 
 def _check_type(directory: Path, config: dict[str, Any], model_type: str, activations: dict[str, str], key: str) -> str:
     if config.get("model_type") != model_type:
         raise CheckpointError(f"{directory}: model_type is {config.get('model_type')!r}, expected {model_type!r}")
-    act = config.get(key, "gelu")
-    if act not in activations:
-        raise CheckpointError(f"{directory}: {key} {act!r} is not supported ({', '.join(activations)})")
-    return activations[act]
+    return hidden_activation(directory, config, activations, key)
 
 
 def check_bert_variant(where: object, config: dict[str, Any]) -> None:
@@ -136,7 +197,7 @@ def load_hf_bert(directory: str | Path) -> nn.Module:
     """
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
-    activation = _check_type(directory, config, "bert", BERT_ACTIVATIONS, "hidden_act")
+    activation = _check_type(directory, config, "bert", HIDDEN_ACTIVATIONS, "hidden_act")
     check_bert_variant(directory, config)
     prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
     has_head = "classifier.weight" in tensors

@@ -20,8 +20,11 @@ from attnlab.layers.init import init_transformer_weights
 from attnlab.models.layer_ids import layer_id_by_prefix
 from attnlab.models.registry import register_model
 
-__all__ = ["ViTConfig", "VisionTransformer", "image_example"]
+__all__ = ["ViTConfig", "VisionTransformer", "image_example", "ACTIVATIONS"]
 
+# gelu_tanh: Hugging Face's gelu_new / gelu_pytorch_tanh (`attnlab.interop.hf.HIDDEN_ACTIVATIONS`).
+# Runs saved before the field existed have none in config.yaml: the default is what they trained with.
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
 
 def image_example(config, batch: int = 2) -> tuple[Tensor]:
@@ -46,6 +49,7 @@ class ViTConfig:
     attn_dropout: float = 0.0
     mlp_dropout: float | None = None  # on the feed-forward's hidden units; None = dropout (HF ViT: 0)
     norm_eps: float = 1e-5  # Hugging Face ViT checkpoints use 1e-12
+    activation: str = "gelu"  # the feed-forward's: "gelu" (exact, erf) | "gelu_tanh" (HF gelu_new) | "relu"
 
     def __post_init__(self) -> None:
         self.image_size = tuple(self.image_size)  # type: ignore[assignment]
@@ -55,6 +59,7 @@ class ViTConfig:
                        dim=self.dim, depth=self.depth, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio)
         check_choice("ViTConfig", "pooling", self.pooling, ("cls", "mean"))
         check_choice("ViTConfig", "pos_embed", self.pos_embed, ("learned", "sincos"))
+        check_choice("ViTConfig", "activation", self.activation, ACTIVATIONS)
         h, w = self.image_size
         if h % self.patch_size or w % self.patch_size:
             raise ConfigError(f"ViTConfig: image_size {self.image_size} must be divisible by patch_size={self.patch_size}")
@@ -98,7 +103,7 @@ class VisionTransformer(nn.Module):
         self.dropout = Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(c.dim, c.num_heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout, attn_dropout=c.attn_dropout,
-                             mlp_dropout=c.mlp_dropout, norm_eps=c.norm_eps)
+                             mlp_dropout=c.mlp_dropout, norm_eps=c.norm_eps, activation=c.activation)
             for _ in range(c.depth)
         )
         self.norm = nn.LayerNorm(c.dim, eps=c.norm_eps)

@@ -10,7 +10,9 @@ returns the labels above the threshold chosen on validation (`attnlab.tasks.targ
 is resampled to the new patch grid (`attnlab.layers.positional.resample_abs_pos_embed`, as timm
 does; Dosovitskiy et al. 2021 §3.2), the first convolution adapted to the data's channels
 (timm's ``adapt_input_conv``), the head is new (a run of the same task and classes keeps its own), and the
-training defaults become fine-tuning ones (``FINETUNE_TRAIN``).
+training defaults become fine-tuning ones (``FINETUNE_TRAIN``). A Hugging Face ViT's
+``preprocessor_config.json`` sets the data's normalisation (its mean and std, as timm's
+``resolve_data_config`` and HF's image processor would), not the training split's statistics.
 """
 
 from __future__ import annotations
@@ -198,6 +200,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
     """``--init SOURCE`` for images: check a Hugging Face ViT directory (``ViTModel`` or
     ``ViTForImageClassification``; model.safetensors or its shards, never pickle) before anything is written."""
     from attnlab.data.wordpiece import read_json_object
+    from attnlab.interop.hf import HIDDEN_ACTIVATIONS, hidden_activation, read_image_normalisation
     from attnlab.interop.weights import find_weights, read_weights, weight_names, weights_sha256
 
     source = Path(source)
@@ -217,8 +220,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
     sizes = {key: _positive_int(config, key, config_path) for key in
              ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")}
     channels = _positive_int({"num_channels": config.get("num_channels", 3)}, "num_channels", config_path)
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(f"{config_path}: hidden_act {config['hidden_act']!r} is not supported (gelu only)")
+    activation = hidden_activation(config_path, config, HIDDEN_ACTIVATIONS)  # gelu_new -> gelu_tanh, as for BERT
     if not config.get("qkv_bias", True):
         raise CheckpointError(f"{config_path}: qkv_bias false is not supported (the attention projections have biases)")
     if sizes["image_size"] % sizes["patch_size"] or sizes["hidden_size"] % sizes["num_attention_heads"]:
@@ -232,8 +234,11 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
         raise CheckpointError(f"{weights}: tensor {missing[0]!r} is missing"
                               f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}: not a ViT encoder")
     grid = sizes["image_size"] // sizes["patch_size"]
+    normalisation = read_image_normalisation(source)  # the processor's mean / std, pixels in [0, 1]
     record: dict[str, Any] = {"source": str(source.resolve()), "kind": "huggingface", "model_type": "vit",
                               "weights": weights.name, "sha256": weights_sha256(weights), "source_channels": channels}
+    if normalisation is not None:
+        record["normalisation"] = normalisation
 
     def load(model: nn.Module) -> None:
         from attnlab.tasks.init_run import copy_weights
@@ -246,18 +251,31 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
     fields = {"dim": dim, "depth": sizes["num_hidden_layers"], "num_heads": sizes["num_attention_heads"],
               "mlp_ratio": sizes["intermediate_size"] / dim, "patch_size": sizes["patch_size"], "pooling": "cls",
               "pos_embed": "learned", "stem_channels": 0, "norm_eps": float(config.get("layer_norm_eps", 1e-12)),
+              "activation": activation,
               "dropout": float(config.get("hidden_dropout_prob", 0.0)),
               "attn_dropout": float(config.get("attention_probs_dropout_prob", 0.0)), "mlp_dropout": 0.0}
     files = {"config.json": config_path.read_text(encoding="utf-8")}
     if (source / "preprocessor_config.json").is_file():
         files["preprocessor_config.json"] = (source / "preprocessor_config.json").read_text(encoding="utf-8")
-    return Pretrained(model_fields=fields, load_weights=load, files=files, record=record)
+    return Pretrained(model_fields=fields, data_options=_norm_options(record), load_weights=load, files=files,
+                      record=record)
+
+
+def _norm_options(record: dict[str, Any]) -> dict[str, Any]:
+    """The loader option that normalises the data as the checkpoint's image processor did
+    (`attnlab.data.images.fit_channel_stats`); {} for a checkpoint without one (or an older run)."""
+    norm = record.get("normalisation")
+    if not isinstance(norm, dict):
+        return {}
+    return {"norm_stats": {"mean": norm.get("mean"), "std": norm.get("std"), "file": norm.get("file")}}
 
 
 def reopen_vit_checkpoint(record: dict[str, Any]) -> Pretrained:
     """A finished ``--init`` run needs nothing of SOURCE: its config.yaml holds the whole model
-    (grid, channels, new head) and model.safetensors the weights; the provenance is kept."""
-    return Pretrained(record=dict(record.get("init") or {}))
+    (grid, channels, new head) and model.safetensors the weights; the provenance is kept, and
+    the data is normalised as at training time (the checkpoint's statistics, kept in ``init``)."""
+    init = dict(record.get("init") or {})
+    return Pretrained(record=init, data_options=_norm_options(init))
 
 
 def vit_from_run(source: Path, *, task: str | None = None) -> Pretrained:
@@ -314,7 +332,8 @@ FINETUNE_OBJECTIVE: dict[str, Any] = {"label_smoothing": 0.1}
 INIT_HELP = ("digits, mnist, images: SOURCE is a Hugging Face ViT save_pretrained directory (model_type 'vit', "
              "model.safetensors or its shards) or an attnlab run of vit-tiny / vit-small; at another image size or patch grid "
              "the position table is resampled (bicubic, as timm), an RGB checkpoint on grey images gets its first "
-             "convolution summed over channels (timm's adapt_input_conv), the head is new (a run of the same task and "
+             "convolution summed over channels (timm's adapt_input_conv), a Hugging Face ViT's preprocessor_config.json "
+             "mean and std normalise the data (grey data: the channels' mean), the head is new (a run of the same task and "
              "classes keeps its own), and the training "
              "defaults become AdamW at a quarter of the task's lr and epochs, 10% warm-up, weight decay 0.05; digits: ")
 
