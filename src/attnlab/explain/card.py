@@ -41,7 +41,7 @@ from attnlab.explain.faithfulness import (
     spearman,
 )
 from attnlab.explain.positions import Positions
-from attnlab.explain.relevance import ATTENTION_METHODS, METHODS, integrated_gradients, relevance
+from attnlab.explain.relevance import ATTENTION_METHODS, IG_STEPS, METHODS, integrated_gradients, relevance
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -100,7 +100,7 @@ def _explain(method: str, g: Positions, steps: int, seed: int):
     return explain
 
 
-def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = 8, seed: int = 0) -> dict[str, list]:
+def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS, seed: int = 0) -> dict[str, list]:
     """Each method's map for every row of every group: {method: [(N,) tensor per row, groups in order]}."""
     out: dict[str, list] = {m: [] for m in methods}
     for g in groups:
@@ -110,7 +110,7 @@ def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps:
     return out
 
 
-def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods: Sequence[str], *, steps: int = 8,
+def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS,
                        seed: int = 0) -> None:
     """Put each method's map on the report examples the groups' rows are (row index ``i`` ->
     ``examples[i]``), in the order the report draws the positions (``Positions.order``)."""
@@ -126,7 +126,7 @@ def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods:
             ex.methods = {**(ex.methods or {}), m: (scores if order is None else scores[list(order)]).numpy()}
 
 
-def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = 8, seed: int = 0,
+def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS, seed: int = 0,
                   resamples: int = 1000) -> dict:
     """Score ``methods`` on every row of ``groups`` (see the module docstring).
 
