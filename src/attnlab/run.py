@@ -37,6 +37,7 @@ from attnlab.config import from_dict, load_yaml, to_dict
 from attnlab.data.base import check_splits
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import AttnlabError, CheckpointError, ConfigError, DataError
+from attnlab.explain.relevance import IG_STEPS
 from attnlab.models.registry import create_model
 from attnlab.output_paths import missing_folders, remove_outputs, removed_after
 from attnlab.run_config import (
@@ -333,7 +334,7 @@ def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1, devic
 
 
 def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, layer: int = -1, head: int | None = None,
-                rollout: bool = False, method: str | None = None, steps: int = 8, device: str = "cpu") -> Path:
+                rollout: bool = False, method: str | None = None, steps: int = IG_STEPS, device: str = "cpu") -> Path:
     """``attnlab explain``: the task turns one input into a ReportExample; explain/ draws it. ``method``
     (``explain.relevance``): the map a PNG draws, the page's first (None: ``layer`` / ``head`` attention)."""
     from attnlab.explain.render import check_output, render_explanation
@@ -365,7 +366,7 @@ def _with_calibration(task_data, record: dict[str, Any]):
 
 
 def faithfulness_run(run_dir: str | Path, *, methods: list[str] | None = None, split: str = "validation",
-                     limit: int = 100, steps: int = 8, device: str = "cpu") -> dict[str, Any]:
+                     limit: int = 100, steps: int = IG_STEPS, device: str = "cpu") -> dict[str, Any]:
     """``attnlab explain RUN --faithfulness``: each method's scores on a split (tasks/positions.py)."""
     config, model, record = load_run(run_dir, device=device)
     task_data = _with_calibration(finished_task_data(config, run_dir), record)

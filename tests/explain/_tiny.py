@@ -1,9 +1,10 @@
-"""Tiny models built from TransformerBlock for the explain/ tests."""
+"""Tiny models built from TransformerBlock for the explain/ tests, and a float64 Integrated Gradients reference."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -68,3 +69,16 @@ def block_inputs(model: TinyViT, x: Tensor, mask: Tensor | None = None) -> list[
             seen.append(h)
             h = block(h, mask=mask, is_causal=model.is_causal)
     return seen
+
+
+def ig_float64(f, x, base, target, nodes):
+    """Integrated Gradients written out in float64, independent of Captum: Gauss-Legendre with
+    ``nodes`` nodes on [0, 1] of d f_target / dx along base + t (x - base), times (x - base)."""
+    t, w = np.polynomial.legendre.leggauss(nodes)
+    total = torch.zeros_like(x)
+    for ti, wi in zip((t + 1) / 2, w / 2):
+        xi = (base + float(ti) * (x - base)).requires_grad_(True)
+        (g,) = torch.autograd.grad(f(xi).gather(1, target[:, None]).sum(), xi)
+        total += float(wi) * g
+    return total * (x - base)  # (B, N, C)
+

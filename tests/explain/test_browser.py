@@ -16,6 +16,7 @@ is not run, and could not be: no network beyond the package registries).
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import time
@@ -263,7 +264,7 @@ def card_report(path: Path) -> Path:
     images = torch.tensor(load_digits().images[:6] / 16.0, dtype=torch.float32)[:, None]  # (6, 1, 8, 8)
     wrap = Patches(model, images.shape[1:], 2)
     group = Positions(wrap.cut(images), wrap, torch.zeros(4), 1, removed_means="zero")
-    methods = ["rollout", "gradient", "random"]
+    methods = ["rollout", "gradient", "integrated_gradients", "random"]
     example = image_example(model, images[0], class_names=[str(c) for c in range(10)], label=0, title="digit 0")
     attach_method_maps([example], [group], methods)
     card = score_methods([group], methods, steps=2, resamples=50)
@@ -275,7 +276,7 @@ def test_method_choice_and_card_in_chromium(browser, tmp_path):
     page, errors, _, _ = open_report(browser, path)
     try:
         options = page.eval_on_selector_all("#method option", "os => os.map(o => o.value)")
-        assert options == ["attention", "rollout", "gradient", "random"], options
+        assert options == ["attention", "rollout", "gradient", "integrated_gradients", "random"], options
         best = page.get_attribute("#card", "data-best")
         assert page.input_value("#method") == best  # the card's best method is shown first
         assert "relevance: " + best in page.inner_text("#input-caption")
@@ -289,8 +290,17 @@ def test_method_choice_and_card_in_chromium(browser, tmp_path):
         settled(page)
         assert "rollout: what flows into CLS" in page.inner_text("#input-caption")
         rows = page.eval_on_selector_all("#card tbody tr", "rs => rs.map(r => r.dataset.method)")
-        assert rows == ["rollout", "gradient", "random"]
-        assert page.locator("#card svg polyline").count() == 6  # 3 methods x (positive, negative)
+        assert rows == ["rollout", "gradient", "integrated_gradients", "random"]
+        assert page.locator("#card svg polyline").count() == 8  # 4 methods x (positive, negative)
+        # Integrated Gradients' completeness gap: in its card row and in the caption of its map
+        gap = json.loads(page.evaluate("document.getElementById('attnlab-data').textContent"))["card"]["methods"][
+            "integrated_gradients"]["completeness"]
+        row = page.inner_text('#card tr[data-method="integrated_gradients"] th')
+        assert f"completeness gap mean {100 * gap['mean']:.1f}%, max {100 * gap['max']:.1f}%" in row, row
+        assert "completeness gap" not in page.inner_text('#card tr[data-method="gradient"] th')
+        page.select_option("#method", "integrated_gradients")
+        settled(page)
+        assert f"completeness gap max {100 * gap['max']:.1f}% (2 steps)" in page.inner_text("#input-caption")
         assert errors == [], errors
     finally:
         page.close()

@@ -8,7 +8,7 @@ from torch import nn
 
 from attnlab.explain import capture, rollout
 from attnlab.explain.relevance import METHODS, relevance
-from tests.explain._tiny import TinyViT, manual_weights
+from tests.explain._tiny import TinyViT, ig_float64, manual_weights
 
 captum = pytest.importorskip("captum")
 
@@ -140,3 +140,41 @@ def test_a_model_of_several_sequences_per_row_reads_the_one_named():
             torch.testing.assert_close(got.double(), want.double(), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="ran 6 sequences for 2 input rows; pass sequence="):
         relevance(model, x, "rollout", num_prefix_tokens=0)
+
+
+def test_integrated_gradients_gap_is_zero_for_a_linear_model_at_any_steps():
+    """f linear in x: the integrand is constant, so every quadrature is exact and the gap is 0."""
+    from attnlab.explain.relevance import integrated_gradients
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(96, 3)).double()
+    x, base = torch.randn(4, 6, 16, dtype=torch.float64), torch.randn(6, 16, dtype=torch.float64)
+    target = model(x).argmax(-1)
+    want = (model[1].weight[target].reshape(4, 6, 16) * (x - base)).sum(-1).detach()  # w_t . (x - b) per position
+    for steps in (1, 3, 8):
+        attr, gap = integrated_gradients(model, x, baseline=base.expand_as(x), steps=steps)
+        assert gap.shape == (4,) and gap.dtype == torch.float64
+        assert gap.max() < 1e-6, (steps, gap)  # float32 attributions: rounding only
+        torch.testing.assert_close(attr.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_integrated_gradients_gap_matches_a_float64_reference_integral():
+    """A nonlinear f: the reported gap is the k-node rule's distance from the true integral,
+    which a 96-node float64 rule gives (and which adds up to f(x) - f(baseline))."""
+    from attnlab.explain.relevance import integrated_gradients
+
+    model, x = _setup()
+    base = torch.randn_like(x)  # not 0: LayerNorm of near-0 tokens kinks the integrand near t = 0
+    target = model(x).argmax(-1)
+    exact = ig_float64(model, x, base, target, 96).sum(-1).detach()  # (B, N)
+    torch.testing.assert_close(exact, ig_float64(model, x, base, target, 64).sum(-1).detach(), rtol=0, atol=1e-10)
+    change = (model(x) - model(base)).gather(1, target[:, None])[:, 0].detach()
+    torch.testing.assert_close(exact.sum(-1), change, rtol=0, atol=1e-10)  # the reference is complete
+    for steps in (2, 4, 16):
+        attr, gap = integrated_gradients(model, x, baseline=base, steps=steps)
+        ref = ig_float64(model, x, base, target, steps).sum(-1).detach()  # the same rule, by hand
+        torch.testing.assert_close(attr.double(), ref, rtol=1e-5, atol=1e-6)
+        want = (ref.sum(-1) - exact.sum(-1)).abs() / exact.sum(-1).abs()
+        torch.testing.assert_close(gap, want, rtol=1e-4, atol=1e-7)
+        if steps == 2:
+            assert want.max() > 1e-3, want  # the check is not vacuous: 2 nodes are visibly off here

@@ -8,6 +8,11 @@ the same way and shown beside every figure (Jain & Wallace 2019: a heat map is n
 by itself). ``best_method`` picks the lowest positive-perturbation AUC: removing what the map
 calls most relevant should break the prediction soonest.
 
+Integrated Gradients' row also carries its completeness gap (``completeness``: the mean and max
+over the scored examples of |sum(attributions) - (f(x) - f(removed))| / |f(x) - f(removed)|,
+``explain.relevance.integrated_gradients``): how far its ``steps``-node quadrature is from the
+integral it approximates, which the map itself does not show.
+
 Integrated Gradients integrates from the removed value (the ``Positions``' baseline), so it
 attributes against the same reference the perturbation measures remove to. Multi-label and
 regression runs are scored through their ``Positions.readout`` (``explain.readout``); a
@@ -36,13 +41,14 @@ from attnlab.explain.faithfulness import (
     spearman,
 )
 from attnlab.explain.positions import Positions
-from attnlab.explain.relevance import ATTENTION_METHODS, METHODS, relevance
+from attnlab.explain.relevance import ATTENTION_METHODS, IG_STEPS, METHODS, integrated_gradients, relevance
 
 __all__ = [
     "LOWER_IS_BETTER",
     "MEASURES",
     "best_method",
     "check_methods",
+    "completeness_note",
     "format_table",
     "position_maps",
     "score_methods",
@@ -79,16 +85,22 @@ def check_methods(methods: Sequence[str] | None, forward: nn.Module, model_name:
 def _explain(method: str, g: Positions, steps: int, seed: int):
     baseline = g.removed.to(g.x.dtype).expand_as(g.x)
 
-    def explain(forward: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        rel = relevance(forward, x, method, num_prefix_tokens=g.num_prefix_tokens, steps=steps, baseline=baseline,
-                        seed=seed, sequence=g.sequence).detach()  # (B, N)
+    def explain(forward: nn.Module, x: torch.Tensor, gaps: list | None = None) -> torch.Tensor:
+        """``method``'s map of ``x``; Integrated Gradients appends its (B,) completeness gap to ``gaps``."""
+        if method == "integrated_gradients":
+            rel, gap = integrated_gradients(forward, x, baseline=baseline, steps=steps)  # (B, N), (B,)
+            if gaps is not None:
+                gaps.append(gap.cpu().numpy())
+        else:
+            rel = relevance(forward, x, method, num_prefix_tokens=g.num_prefix_tokens, steps=steps, baseline=baseline,
+                            seed=seed, sequence=g.sequence).detach()  # (B, N)
         # a regression readout scores a change of either sign: a position that lowers the prediction matters as much
         return rel.abs() if g.readout.kind == "regression" else rel
 
     return explain
 
 
-def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = 8, seed: int = 0) -> dict[str, list]:
+def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS, seed: int = 0) -> dict[str, list]:
     """Each method's map for every row of every group: {method: [(N,) tensor per row, groups in order]}."""
     out: dict[str, list] = {m: [] for m in methods}
     for g in groups:
@@ -98,7 +110,7 @@ def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps:
     return out
 
 
-def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods: Sequence[str], *, steps: int = 8,
+def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS,
                        seed: int = 0) -> None:
     """Put each method's map on the report examples the groups' rows are (row index ``i`` ->
     ``examples[i]``), in the order the report draws the positions (``Positions.order``)."""
@@ -114,15 +126,17 @@ def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods:
             ex.methods = {**(ex.methods or {}), m: (scores if order is None else scores[list(order)]).numpy()}
 
 
-def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = 8, seed: int = 0,
+def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS, seed: int = 0,
                   resamples: int = 1000) -> dict:
     """Score ``methods`` on every row of ``groups`` (see the module docstring).
 
     Returns a JSON-ready dict: ``examples``, ``removed`` (what removal means), ``fractions``,
     ``methods`` {name: {measure: [mean, low, high], "curves": {"positive": [...], "negative":
-    [...]}, "seconds": s}} and ``best`` (``best_method``).
+    [...]}, "seconds": s}}, ``integrated_gradients`` also ``"completeness": {"mean": gap, "max":
+    gap}`` (see the module docstring), and ``best`` (``best_method``).
     """
-    per: dict[str, dict[str, list[np.ndarray]]] = {m: {k: [] for k in MEASURES + ("pos_curve", "neg_curve")} for m in methods}
+    per: dict[str, dict[str, list[np.ndarray]]] = {m: {k: [] for k in MEASURES + ("pos_curve", "neg_curve", "gap")}
+                                                  for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
     for g in groups:
         g.forward.eval()
@@ -132,7 +146,7 @@ def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps:
         for m in methods:
             t0 = time.perf_counter()
             explain = _explain(m, g, steps, seed)
-            rel = explain(g.forward, g.x)  # (B, N)
+            rel = explain(g.forward, g.x, per[m]["gap"])  # (B, N)
             pos = perturbation(g.forward, g.x, rel, g.removed, positive=True, target=target, readout=g.readout)  # (B, F)
             neg = perturbation(g.forward, g.x, rel, g.removed, positive=False, target=target, readout=g.readout)
             fr, dele, ins = deletion_insertion(g.forward, g.x, rel, g.removed, target=target, readout=g.readout)
@@ -147,11 +161,13 @@ def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps:
             seconds[m] += time.perf_counter() - t0
     rows = {}
     for m in methods:
-        values = {k: np.concatenate(v) for k, v in per[m].items()}
+        values = {k: np.concatenate(v) for k, v in per[m].items() if v}
         rows[m] = {k: list(bootstrap_ci(values[k], n=resamples, seed=seed)) for k in MEASURES}
         rows[m]["curves"] = {"positive": values["pos_curve"].mean(0).tolist(),
                              "negative": values["neg_curve"].mean(0).tolist()}
         rows[m]["seconds"] = seconds[m]
+        if "gap" in values:
+            rows[m]["completeness"] = {"mean": float(values["gap"].mean()), "max": float(values["gap"].max())}
     removed = "; ".join(dict.fromkeys(g.removed_means for g in groups if g.removed_means))
     readout = groups[0].readout
     result = {"examples": int(sum(len(g) for g in groups)), "removed": removed, "fractions": list(FRACTIONS),
@@ -188,4 +204,14 @@ def format_table(scores: dict, *, title: str = "") -> str:
         lines.append(f"{(m + mark):22s}{cells}{r['seconds']:9.2f}")
     if scores.get("best"):
         lines.append(f"* best positive-perturbation AUC: {scores['best']}")
+    gap = scores["methods"].get("integrated_gradients", {}).get("completeness")
+    if gap:
+        lines.append(completeness_note(gap, scores.get("steps")))
     return "\n".join(lines)
+
+
+def completeness_note(gap: dict, steps: int | None) -> str:
+    """Integrated Gradients' completeness gap in words, for the table and the HTML card."""
+    at = f"{steps} steps" if steps else "its steps"
+    return (f"integrated_gradients completeness gap |sum(attributions) - (f(x) - f(removed))| / |f(x) - f(removed)| "
+            f"at {at}: mean {gap['mean']:.2%}, max {gap['max']:.2%} (more steps make it smaller)")

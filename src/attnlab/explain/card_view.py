@@ -3,14 +3,16 @@
 curves as inline SVG (no script, no network), for ``write_report(card=...)``.
 
 ``scores`` is what ``attnlab.explain.card.score_methods`` returns, plus optional ``split``
-and ``seconds`` keys (the data it was measured on, and what it cost).
+and ``seconds`` keys (the data it was measured on, and what it cost). Integrated Gradients'
+row names its completeness gap under the method's name: a map from too few steps looks like
+any other, so the card says how far its attributions are from adding up.
 """
 
 from __future__ import annotations
 
 import html
 
-from attnlab.explain.card import LOWER_IS_BETTER, MEASURES
+from attnlab.explain.card import LOWER_IS_BETTER, MEASURES, completeness_note
 
 __all__ = ["card_html"]
 
@@ -76,6 +78,10 @@ def card_html(scores: dict) -> str:
     for m, r in methods.items():
         cls = ' class="best"' if m == best else (' class="floor"' if m == "random" else "")
         name = html.escape(m) + (" &#9733;" if m == best else "") + (" (floor)" if m == "random" else "")
+        if r.get("completeness"):
+            gap = r["completeness"]
+            name += (f'<br><small class="gap" title="{html.escape(completeness_note(gap, scores.get("steps")))}">'
+                     f"completeness gap mean {gap['mean']:.1%}, max {gap['max']:.1%}</small>")
         cells = "".join(f"<td>{_cell(r[k], None if m == 'random' else floor and floor[k])}</td>" for k in MEASURES)
         rows.append(f'<tr data-method="{html.escape(m)}"{cls}><th>{name}</th>{cells}<td>{r["seconds"]:.2f}</td></tr>')
     where = html.escape(str(scores.get("split", "")))
@@ -90,6 +96,10 @@ def card_html(scores: dict) -> str:
         note += (f" This {html.escape(scores['target'])} run's curves measure {html.escape(measured)} (perturbation) and "
                  f"{html.escape(scores['measured']['deletion'])} (deletion / insertion), in [0, 1] as a classifier's "
                  f"accuracy and probability are (attnlab.explain.readout).")
+    if any(r.get("completeness") for r in methods.values()):
+        note += (f" Completeness gap of Integrated Gradients ({scores.get('steps', '?')} steps): |sum of the "
+                 f"attributions - (f(x) - f(removed))| / |f(x) - f(removed)| per example, 0 for the exact integral "
+                 f"(Sundararajan et al. 2017); a large one means too few steps (<code>--steps</code>).")
     if scores.get("skipped"):
         note += " Not scored: " + html.escape(", ".join(scores["skipped"])) + "."
     return (f'<section id="card" class="card" data-best="{html.escape(str(best))}">'

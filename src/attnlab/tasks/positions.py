@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from attnlab.data.shards import head
 from attnlab.errors import ConfigError
 from attnlab.explain.readout import Readout
+from attnlab.explain.relevance import IG_STEPS
 
 __all__ = [
     "SPLITS",
@@ -112,7 +113,7 @@ def positions_for(spec: Any, model: nn.Module, model_name: str, task_data: Any, 
 
 
 def input_method_maps(spec: Any, model: nn.Module, model_name: str, task_data: Any, example: Any, method: str | None, *,
-                      every: bool, steps: int = 8) -> None:
+                      every: bool, steps: int = IG_STEPS) -> None:
     """``attnlab explain RUN INPUT``: ``method``'s map (checked against the model) on the one
     input's ReportExample (``example.item``), or every supported method's when ``every``
     (``steps``: Integrated Gradients' path steps)."""
@@ -128,7 +129,7 @@ def input_method_maps(spec: Any, model: nn.Module, model_name: str, task_data: A
 
 
 def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *, split: str = "validation",
-                 methods: list[str] | None = None, limit: int = 100, steps: int = 8) -> dict:
+                 methods: list[str] | None = None, limit: int = 100, steps: int = IG_STEPS) -> dict:
     """``attnlab explain RUN --faithfulness``: score ``methods`` (None: every one the model
     supports) on the first ``limit`` examples of ``split`` (``explain.card.score_methods``)."""
     import time
@@ -146,7 +147,7 @@ def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *
 
 
 def report_card(spec: Any, model: nn.Module, model_name: str, task_data: Any, examples: list, *, limit: int,
-                steps: int = 8, skip: tuple[str, ...] = ()) -> dict | None:
+                steps: int = IG_STEPS, skip: tuple[str, ...] = ()) -> dict | None:
     """What ``attnlab train`` puts in report.html: every supported method's map on the report's
     test ``examples`` (the input each carries as ``item`` when every one does, e.g. forecasting's
     spread-out test windows; else row i = test item i) and their scores on the first ``limit`` VALIDATION

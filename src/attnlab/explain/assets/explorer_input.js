@@ -23,7 +23,10 @@ function methodCaption() {
   const card = DATA.card && DATA.card.methods && DATA.card.methods[state.method];
   const score = card ? " \u00b7 positive perturbation AUC " + card.positive[0].toFixed(3) + " (random " +
     (DATA.card.methods.random ? DATA.card.methods.random.positive[0].toFixed(3) : "n/a") + ", lower is better)" : "";
-  return "relevance: " + state.method + score;
+  // Integrated Gradients: how far its attributions are from summing to f(x) - f(removed) (explain.card)
+  const gap = card && card.completeness ? " \u00b7 completeness gap max " + (100 * card.completeness.max).toFixed(1) +
+    "% (" + DATA.card.steps + " steps)" : "";
+  return "relevance: " + state.method + score + gap;
 }
 function inputScores() {
   const e = ex();
