@@ -153,8 +153,17 @@ def test_the_fine_tuned_run_evaluates_predicts_and_explains_with_the_checkpoint_
     assert ImageSpec.from_dict(run_record["spec"]).mean == record["spec"]["mean"]
     assert _cli("train", "--resume", out, "--epochs", "2") == 0  # resumed on the same inputs
     assert json.loads((out / "data.json").read_text())["spec"] == record["spec"]
-    # --init from this run (an attnlab run SOURCE) normalises its data as before: with the data's own statistics
-    assert "norm_stats" not in open_init(task_spec("digits"), out, model="vit-tiny").data_options
+    # --init from this run (an attnlab run SOURCE) normalises as it did (it went back to the data's own statistics,
+    # 0.305 / 0.376 on digits, so the weights saw inputs on another scale), and says so in data.json
+    assert open_init(task_spec("digits"), out, model="vit-tiny").data_options["norm_stats"]["mean"] == record["spec"]["mean"]
+    second = tmp_path / "second"
+    assert _cli("train", "--task", "digits", "--init", out, "--epochs", "1", "--out", second, "--train.progress", "false") == 0
+    chained = json.loads((second / "data.json").read_text())
+    assert chained["spec"]["mean"] == record["spec"]["mean"] and chained["spec"]["std"] == record["spec"]["std"]
+    assert chained["init"]["normalisation"]["mean"] == record["spec"]["mean"]
+    capsys.readouterr()
+    assert _cli("evaluate", second, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["test"]["accuracy"] == json.loads((second / "metrics.json").read_text())["test"]["accuracy"]
 
 
 def test_shards_are_decoded_with_the_checkpoint_s_statistics(tmp_path):

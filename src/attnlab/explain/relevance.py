@@ -41,9 +41,7 @@ __all__ = ["ATTENTION_METHODS", "IG_STEPS", "METHODS", "integrated_gradients", "
 ATTENTION_METHODS = ("raw", "rollout", "gradient", "attn_x_grad")
 METHODS = ATTENTION_METHODS + ("input_x_gradient", "integrated_gradients", "random")
 # Integrated Gradients' default Gauss-Legendre nodes, for the library, the report card and `attnlab explain
-# --steps` alike. On a 3-epoch digits vit-tiny's 180 validation examples the relative completeness gap was
-# mean 0.86% / max 32% at 8 steps, 0.027% / 2.1% at 16, 1e-6 / 5e-5 at 32; on the card's 32 examples the max
-# was 9.4% at 8 and 0.19% at 16, and IG's share of the card stayed 1-2 s (docs/explain.md).
+# --steps` alike: chosen by the completeness gap they leave on a trained model (measured in docs/explain.md).
 IG_STEPS = 16
 # |f(x) - f(baseline)| below this counts as this in the relative completeness gap (logit units):
 # a target the baseline hardly changes has no meaningful relative error, and must not divide by 0.

@@ -282,7 +282,9 @@ def vit_from_run(source: Path, *, task: str | None = None) -> Pretrained:
     """``--init RUN`` for images: the run's ViT with its position table resampled to the new
     data's grid and its first convolution adapted to the data's channels. The head is new, except
     for a run of the same ``task`` trained on the same classes (and target) as the new data: more
-    training on them, so its head is kept (an image folder of other classes gets a new head)."""
+    training on them, so its head is kept (an image folder of other classes gets a new head). The
+    data are normalised with the source run's statistics, as a checkpoint's image processor's
+    (timm's ``resolve_data_config``): its weights learnt on inputs scaled so."""
     from attnlab.tasks.init_run import open_run
 
     def same_classes(run) -> bool:
@@ -302,7 +304,16 @@ def vit_from_run(source: Path, *, task: str | None = None) -> Pretrained:
             tensors = {**tensors, **{k: v for k, v in model.state_dict().items() if k.startswith(_NEW_PARAMETERS)}}
         return tensors
 
-    pretrained = open_run(source, adapt=adapt)
+    def carried(run) -> dict[str, Any]:  # the source's normalisation: its weights were trained on inputs so scaled
+        spec = run.record.get("spec") or {}
+        if not spec.get("mean") or not spec.get("std"):
+            return {}
+        norm["normalisation"] = {"file": "data.json", "mean": list(spec["mean"]), "std": list(spec["std"])}
+        return _norm_options(norm)
+
+    norm: dict[str, Any] = {}
+    pretrained = open_run(source, adapt=adapt, data_options=carried)
+    pretrained.record.update(norm)  # kept in data.json's init: evaluate and --resume normalise alike
     return pretrained
 
 
