@@ -90,7 +90,7 @@ def test_mnist_classes_without_training_examples_are_refused_by_name(tmp_path, c
     """num_classes counts every label up to the largest, so a class only the test split has (or
     whose every y_train example was cut into validation) would be scored but never trained."""
     from attnlab.cli import main
-    from attnlab.data.vision import load_mnist_task
+    from attnlab.data.mnist import load_mnist_task
     from attnlab.errors import DataError
 
     npz = _mnist_npz(tmp_path)
@@ -118,7 +118,7 @@ def test_an_mnist_label_with_no_example_anywhere_keeps_the_label_range_with_one_
     A finished run scoring a file with some of its classes says nothing (that is evaluation)."""
     import logging
 
-    from attnlab.data.vision import load_mnist_task
+    from attnlab.data.mnist import load_mnist_task
 
     npz = _mnist_npz(tmp_path)
 

@@ -6,7 +6,8 @@ on import.
 """
 
 from attnlab.data.base import ImageSpec, TaskData, TensorPairDataset
-from attnlab.data.vision import RandomShift, load_digits_task, load_image_folder_task, load_mnist_task, prepare_image
+from attnlab.data.mnist import load_mnist_task
+from attnlab.data.vision import RandomShift, load_digits_task, load_image_folder_task, prepare_image
 
 __all__ = [
     "ImageSpec",

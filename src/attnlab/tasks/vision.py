@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from attnlab.data.images import PREDICT_SUFFIXES
 from attnlab.data.base import TaskData, call_with_options, path_loader
 from attnlab.data.shard_patterns import is_shard_pattern
-from attnlab.data.vision import load_digits_task, load_image_folder_task, load_mnist_task
+from attnlab.data.mnist import load_mnist_task
+from attnlab.data.vision import load_digits_task, load_image_folder_task
 from attnlab.errors import CheckpointError
 from attnlab.tasks.base import InitSupport, Pretrained, RunVocabulary, TaskSpec, run_targets
 from attnlab.tasks.targets import (
