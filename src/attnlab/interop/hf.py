@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from attnlab.checkpoint_tensors import check_fits
+from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
 from attnlab.interop.weights import find_weights, read_weights
 from attnlab.models.registry import create_model
@@ -65,12 +66,7 @@ def read_image_normalisation(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / "preprocessor_config.json"
     if not path.is_file():
         return None
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
+    config = read_json_object(path)
     read = {key: config.get(key, default) if config.get(key) is not None else default
             for key, default in _PROCESSOR_DEFAULTS.items()}
     for key in ("do_rescale", "do_normalize"):
