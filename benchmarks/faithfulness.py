@@ -39,6 +39,7 @@ else:  # run as a script
     import _common as common
 
 from attnlab.explain.card import format_table
+from attnlab.explain.relevance import IG_STEPS
 
 
 def _train(quick: bool, out: Path) -> Path:
@@ -59,7 +60,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--name", default="digits", help="results/faithfulness-<name>.json")
     ap.add_argument("--split", default="test", choices=["validation", "test"])
     ap.add_argument("--examples", type=int, default=200)
-    ap.add_argument("--steps", type=int, default=16, help="Integrated Gradients steps")
+    ap.add_argument("--steps", type=int, default=IG_STEPS, help=f"Integrated Gradients steps (default {IG_STEPS})")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)

@@ -57,7 +57,7 @@ else:  # run as a script
 
 from attnlab.explain.faithfulness import bootstrap_ci, cascading_randomisation
 from attnlab.explain.positions import Patches
-from attnlab.explain.relevance import METHODS, relevance
+from attnlab.explain.relevance import IG_STEPS, METHODS, relevance
 
 ROOT = Path(__file__).resolve().parents[1]
 TREC = Path(os.environ.get("ATTNLAB_DATA", ROOT.parent / "shared" / "data")) / "text" / "trec"
@@ -303,7 +303,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--text-epochs", type=int, default=4)
     ap.add_argument("--examples", type=int, default=360, help="test images / questions scored")
     ap.add_argument("--rand-examples", type=int, default=48, help="images in the randomisation check")
-    ap.add_argument("--steps", type=int, default=16, help="Integrated Gradients steps")
+    ap.add_argument("--steps", type=int, default=IG_STEPS, help=f"Integrated Gradients steps (default {IG_STEPS})")
     ap.add_argument("--trec", type=Path, default=TREC)
     ap.add_argument("--questions", type=int, help="TREC training questions used (default: all 5,452)")
     ap.add_argument("--threads", type=int, default=1)

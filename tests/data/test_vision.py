@@ -1,4 +1,4 @@
-"""Vision data: digits, MNIST (.npz), image folders, prepare_image, and every bad-data error."""
+"""Vision data: digits, image folders, prepare_image, and every bad-data error (MNIST: test_mnist.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from attnlab.data import (
 )
 from attnlab.errors import ConfigError, DataError
 from attnlab.tasks import TASKS, load_task
+from tests.data._mnist_files import write_npz
 
 DATA_DIR = Path(os.environ.get("ATTNLAB_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 MNIST_FILE = DATA_DIR / "mnist" / "mnist.npz"
@@ -111,53 +112,6 @@ def test_prepare_image_reproduces_digits(digits, tmp_path):
     # The spec survives the JSON round trip the run directory uses.
     spec = ImageSpec.from_dict(json.loads(json.dumps(digits.spec.to_dict())))
     assert spec == digits.spec
-
-
-# --- MNIST -----------------------------------------------------------------------------------
-
-
-def write_npz(path: Path, n_train=40, n_test=12, size=28, seed=0, **overrides) -> Path:
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "x_train": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
-        "y_train": rng.permutation(np.arange(n_train) % 10).astype(np.uint8),  # every class: the test's are trained
-        "x_test": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
-        "y_test": rng.integers(0, 10, n_test).astype(np.uint8),
-    }
-    arrays.update(overrides)
-    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
-    return path
-
-
-@pytest.mark.skipif(not MNIST_FILE.exists(), reason=f"MNIST not found at {MNIST_FILE} (set ATTNLAB_DATA)")
-def test_mnist_real_file():
-    task = load_task("mnist", str(MNIST_FILE), seed=0)
-    assert (len(task.train), len(task.val), len(task.test)) == (55000, 5000, 10000)
-    assert task.num_classes == 10 and task.input_shape == (1, 28, 28)
-    assert task.spec.mean == [0.1307] and task.spec.std == [0.3081]
-    assert abs(task.train.x.mean().item()) < 0.05 and abs(task.train.x.std().item() - 1) < 0.05
-    assert isinstance(task.batch_augment, RandomShift) and task.batch_augment.max_shift == 2
-    assert not indices(task.train) & indices(task.val)
-
-
-def test_mnist_synthetic(tmp_path):
-    file = write_npz(tmp_path / "mnist.npz")
-    raw = np.load(file)
-    task = load_mnist_task(file, seed=3, val_size=10, augment=False)
-    assert (len(task.train), len(task.val), len(task.test)) == (30, 10, 12)
-    assert task.batch_augment is None and task.input_shape == (1, 28, 28)
-    train, val = indices(task.train), indices(task.val)
-    assert not train & val and train | val == set(range(40))
-    i = int(task.val.indices[0])
-    expected = (torch.from_numpy(raw["x_train"][i]).float() / 255 - 0.1307) / 0.3081
-    torch.testing.assert_close(task.val.x[0, 0], expected)
-    assert int(task.val.y[0]) == int(raw["y_train"][i])
-    exact(prepare_image(raw["x_train"][i], task.spec), task.val.x[0])
-    # The test split is the file's test split, in order.
-    exact(task.test.y, torch.from_numpy(raw["y_test"]).long())
-    # Same seed, same split; another seed, another split; a folder holding mnist.npz works too.
-    exact(load_mnist_task(tmp_path, seed=3, val_size=10).val.indices, task.val.indices)
-    assert indices(load_mnist_task(file, seed=4, val_size=10).val) != val
 
 
 def test_random_shift_keeps_shape_and_moves_content():
