@@ -21,7 +21,7 @@ from torch import nn
 from attnlab.checkpoint_tensors import check_fits
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
-from attnlab.interop.hf import HIDDEN_ACTIVATIONS, _bert_renames, _check_type, check_bert_variant
+from attnlab.interop.hf import HIDDEN_ACTIVATIONS, _bert_renames, check_bert_variant, hidden_activation
 from attnlab.interop.weights import file_sha256, find_weights, read_weights, weight_names, weights_sha256
 
 __all__ = ["BertCheckpoint", "open_bert_checkpoint", "file_sha256"]
@@ -128,10 +128,7 @@ def open_bert_checkpoint(directory: str | Path) -> BertCheckpoint:
                 "max_position_embeddings"):
         if not isinstance(config.get(key), int) or config[key] < 1:
             raise CheckpointError(f"{config_path}: {key} is missing or not a positive integer")
-    try:
-        activation = _check_type(directory, config, "bert", HIDDEN_ACTIVATIONS, "hidden_act")
-    except CheckpointError as exc:
-        raise CheckpointError(f"{config_path}: {str(exc).split(': ', 1)[1]}") from None
+    activation = hidden_activation(config_path, config, HIDDEN_ACTIVATIONS)
     has_pooler = any(k.endswith("pooler.dense.weight") for k in weight_names(weights))
     pooling, pooler, pooling_file = _pooling(directory, has_pooler, config["hidden_size"])
     return BertCheckpoint(directory=directory, config=config, weights=weights, activation=activation, pooling=pooling,

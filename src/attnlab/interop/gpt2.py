@@ -19,7 +19,7 @@ from torch import nn
 from attnlab.checkpoint_tensors import check_fits
 from attnlab.data.wordpiece import read_json_object
 from attnlab.errors import CheckpointError
-from attnlab.interop.hf import GPT2_ACTIVATIONS, _check_type, check_gpt2_variant, gpt2_model_fields, gpt2_state_dict
+from attnlab.interop.hf import HIDDEN_ACTIVATIONS, check_gpt2_variant, gpt2_model_fields, gpt2_state_dict, hidden_activation
 from attnlab.interop.weights import find_weights, read_weights, weights_sha256
 
 __all__ = ["GPT2Checkpoint", "open_gpt2_checkpoint"]
@@ -91,8 +91,5 @@ def open_gpt2_checkpoint(directory: str | Path) -> GPT2Checkpoint:
         if not isinstance(config.get(key), int) or config[key] < 1:
             raise CheckpointError(f"{config_path}: {key} is missing or not a positive integer")
     check_gpt2_variant(config_path, config)
-    try:
-        activation = _check_type(directory, config, "gpt2", GPT2_ACTIVATIONS, "activation_function")
-    except CheckpointError as exc:
-        raise CheckpointError(f"{config_path}: {str(exc).split(': ', 1)[1]}") from None
+    activation = hidden_activation(config_path, config, HIDDEN_ACTIVATIONS, "activation_function")
     return GPT2Checkpoint(directory=directory, config=config, weights=weights, activation=activation)

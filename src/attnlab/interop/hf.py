@@ -21,7 +21,7 @@ from attnlab.interop.weights import find_weights, read_weights
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
-           "GPT2_ACTIVATIONS", "HIDDEN_ACTIVATIONS", "hidden_activation", "read_image_normalisation", "check_bert_variant", "check_gpt2_variant"]
+           "HIDDEN_ACTIVATIONS", "hidden_activation", "read_image_normalisation", "check_bert_variant", "check_gpt2_variant"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -150,9 +150,9 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
     return model.eval()
 
 
-# A BERT or ViT config's hidden_act -> the blocks' activation (transformers' ACT2FN: gelu is the exact
-# erf GELU; gelu_new and gelu_pytorch_tanh are the tanh approximation). Shared by load_hf_bert,
-# load_hf_vit and --init (text and images).
+# A BERT or ViT config's hidden_act, or GPT-2's activation_function -> the blocks' activation
+# (transformers' ACT2FN: gelu is the exact erf GELU; gelu_new and gelu_pytorch_tanh are the tanh
+# approximation). Shared by the load_hf_* functions and --init (text, images, language model).
 HIDDEN_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
@@ -237,9 +237,6 @@ def _bert_renames(prefix: str, depth: int, *, pooler: bool) -> dict[str, str]:
     return renames
 
 
-GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
-
-
 def gpt2_model_fields(config: dict[str, Any], activation: str) -> dict[str, Any]:
     """The ``gpt-lm`` config fields a GPT-2 ``config.json`` dictates (dropouts not included)."""
     dim = config["n_embd"]
@@ -305,7 +302,7 @@ def load_hf_gpt2(directory: str | Path) -> nn.Module:
     """
     directory = Path(directory)
     config, tensors = read_hf_directory(directory)
-    activation = _check_type(directory, config, "gpt2", GPT2_ACTIVATIONS, "activation_function")
+    activation = _check_type(directory, config, "gpt2", HIDDEN_ACTIVATIONS, "activation_function")
     check_gpt2_variant(directory, config)
     model = create_model("gpt-lm", **gpt2_model_fields(config, activation), dropout=0.0, attn_dropout=0.0)
     state = gpt2_state_dict(tensors, config, directory)
