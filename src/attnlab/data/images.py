@@ -207,7 +207,7 @@ def prepare_image_sized(source: Any, spec: ImageSpec) -> tuple[Tensor, tuple[int
     if isinstance(source, Tensor):
         source = source.detach().cpu().numpy()
     if isinstance(source, np.ndarray):
-        return _prepare_array(source, spec, name), tuple(_as_chw(source, spec, name).shape[1:])  # type: ignore[return-value]
+        return _prepare_array(source, spec, name)
     raise DataError(f"cannot prepare a {type(source).__name__} as an image; pass a path, PIL image or array")
 
 
@@ -249,7 +249,8 @@ def _as_chw(a: np.ndarray, spec: ImageSpec, name: str) -> np.ndarray:
     raise DataError(f"{name}: expected a single image of 1-3 dimensions, got shape {a.shape}")
 
 
-def _prepare_array(array: np.ndarray, spec: ImageSpec, name: str) -> Tensor:
+def _prepare_array(array: np.ndarray, spec: ImageSpec, name: str) -> tuple[Tensor, tuple[int, int]]:
+    """An image array -> (model input (C, H, W), the array's own (H', W') as its axes are read)."""
     from PIL import Image
 
     a = np.asarray(array)
@@ -260,6 +261,7 @@ def _prepare_array(array: np.ndarray, spec: ImageSpec, name: str) -> Tensor:
     if a.size == 0 or not np.isfinite(a).all():
         raise DataError(f"{name}: array is empty or holds NaN/inf")
     a = _as_chw(a, spec, name)
+    size = (a.shape[1], a.shape[2])  # (H', W') as given
     lo, hi = float(a.min()), float(a.max())
     prescaled = np.issubdtype(a.dtype, np.floating) and spec.pixel_max > 1 and lo >= 0 and hi <= 1
     pixel_max = 1.0 if prescaled else spec.pixel_max
@@ -277,4 +279,4 @@ def _prepare_array(array: np.ndarray, spec: ImageSpec, name: str) -> Tensor:
             for p in x.contiguous()
         ]
         x = torch.from_numpy(np.stack(planes))
-    return spec.normalise(x.contiguous())
+    return spec.normalise(x.contiguous()), size
