@@ -285,6 +285,26 @@ def test_init_errors_name_the_source(tmp_path, capsys):
         assert not out.exists()
 
 
+@pytest.mark.parametrize("config", [{"tokenizer_class": "BertJapaneseTokenizer"}, {"model_max_length": "512"}])
+def test_init_tokenizer_transformers_would_read_otherwise_is_refused(tmp_path, capsys, config):
+    """A tokenizer attnlab cannot tokenise as transformers does (another tokenizer class, a bad
+    model_max_length): one line naming tokenizer_config.json, exit 2, nothing written."""
+    pytest.importorskip("transformers")
+    import json
+
+    from tests.tasks.bert_fixtures import save_bert, write_text_data
+
+    source = save_bert(tmp_path / "bert")
+    (source / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, **config}))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", "--task", "text-classification", "--data", str(write_text_data(tmp_path / "r.tsv")),
+                 "--init", str(source), "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(source / "tokenizer_config.json") in err and next(iter(config)) in err, err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("where", ["file-parent", "proc"])
 def test_a_run_directory_that_cannot_be_made_is_refused_before_training(tmp_path, capsys, where):
     if where == "file-parent":

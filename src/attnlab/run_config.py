@@ -124,10 +124,19 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     return from_dict(RunConfig, merged)
 
 
-def task_data_for(config: RunConfig, pretrained: Pretrained | None = None):
+def task_data_for(config: RunConfig, pretrained: Pretrained | None = None, *, say_replaced: bool = True):
     """The run's task data: its ``--data`` read with its data options (an ``--init`` checkpoint's
-    or the finished run's carried vocabularies win; the options they replace are left out)."""
+    or the finished run's carried vocabularies win; the options they replace are left out).
+
+    ``say_replaced``: a warning names each option given that the checkpoint's value replaces (an
+    image checkpoint's preprocessor_config.json mean / std over ``--data.norm_stats``), so that a
+    flag is never dropped silently; a finished run's reload does not repeat it."""
     replaced = set(pretrained.replaces) if pretrained is not None else set()
+    if say_replaced and pretrained is not None:
+        for key, value in pretrained.data_options.items():
+            if key in config.data_options and config.data_options[key] is not None and config.data_options[key] != value:
+                log.warning("--data.%s %s is not used: the --init source's value replaces it (%s)",
+                            key, config.data_options[key], value)
     options = {**{k: v for k, v in config.data_options.items() if k not in replaced},
                **(pretrained.data_options if pretrained is not None else {})}
     return load_task(config.task, config.data, seed=config.train.seed, **options)
@@ -148,7 +157,7 @@ def model_for(config: RunConfig, task_data, pretrained: Pretrained | None = None
 def finished_task_data(config: RunConfig, run_dir: str | Path):
     """A finished run's task data, loaded as it was trained: with its own tokenizer, classes or
     item ids (`pretrained_of_run`), whatever data file ``config.data`` names now."""
-    return task_data_for(config, pretrained_of_run(config, Path(run_dir)))
+    return task_data_for(config, pretrained_of_run(config, Path(run_dir)), say_replaced=False)
 
 
 def pretrained_of_run(config: RunConfig, run_dir: Path) -> Pretrained | None:

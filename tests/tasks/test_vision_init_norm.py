@@ -206,3 +206,23 @@ def test_a_bad_processor_config_is_one_line_and_writes_nothing(tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{path}: {match}" in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("processor", [True, False])
+def test_norm_stats_given_beside_init(tmp_path, caplog, processor):
+    """--data.norm_stats under --init: a checkpoint's preprocessor_config.json replaces it (a warning
+    names the flag: it is not dropped silently); a checkpoint without one leaves it in force."""
+    import logging
+
+    from attnlab.run_config import resolve_config, task_data_for
+
+    source = save_vit(tmp_path / "vit", processor={**RGB, "do_resize": False} if processor else None)
+    given = {"mean": [0.25], "std": [0.5]}
+    config = resolve_config({"task": "digits", "data_options": {"norm_stats": given}})
+    with caplog.at_level(logging.WARNING, logger="attnlab.run_config"):
+        data = task_data_for(config, open_vit_checkpoint(source))
+    if processor:  # digits are grey: the RGB checkpoint's values become their mean
+        np.testing.assert_allclose(data.spec.mean + data.spec.std, [0.4, 0.2], rtol=1e-12)
+        assert "--data.norm_stats" in caplog.text and "replaces it" in caplog.text
+    else:
+        assert (data.spec.mean, data.spec.std) == ([0.25], [0.5]) and caplog.text == ""

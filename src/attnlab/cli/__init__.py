@@ -264,7 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (no arguments: a ViT on scikit-learn's digits)",
                        description="Train, evaluate on the test split, write a run directory with an attention report. "
-                       "Any config field can be overridden with dotted flags: --model.depth 4 --train.lr 1e-3.")
+                       "Any config field can be overridden with dotted flags: --model.depth 4 --train.lr 1e-3. "
+                       "Loader options are --data.NAME flags (docs/tasks.md lists each task's: --data.image_size, "
+                       "--data.lazy, --data.max_length, ...). digits, mnist, images: --data.norm_stats "
+                       "'{mean: [0.5], std: [0.25]}' normalises with these values (pixels in [0, 1]; one per channel, "
+                       "or one for all) instead of the training split's statistics; under --init a Hugging Face ViT's "
+                       "preprocessor_config.json mean/std (or a source run's) replace it, with a warning, and a "
+                       "checkpoint without that file leaves it in force.")
     p.add_argument("--task", help=_task_help())
     p.add_argument("--data", help="data path, as the task reads it (`attnlab list` says what each task takes); "
                    "a folder of `attnlab shard` shards, or a pattern naming some of them ('DIR/train-{000000..000009}.tar', "

@@ -255,8 +255,8 @@ def load_text_classification(
     skip_bad: bool = False, class_names: Sequence[str] | None = None, target_scaler: dict | None = None,
 ) -> TaskData:
     """``pretrained_tokenizer`` (a run with ``--init``): the checkpoint's (or the source run's)
-    tokenizer replaces the trained one; ``max_length`` then defaults to the checkpoint's
-    positions (else 128), and a tokenizer option given beside it is refused. Without it, tokenizer
+    tokenizer replaces the trained one; ``max_length`` then defaults to where the checkpoint cuts
+    (``model_max_length``, at most its positions; else 128), and a tokenizer option given beside it is refused. Without it, tokenizer
     options left None mean "bpe", 8000 tokens, not lower-cased. ``target``: "class", "regression"
     (the label is a number) or "multilabel" (comma-separated label names), see the module docstring. ``data`` may be a
     folder of shards written by ``attnlab shard`` (`attnlab.data.text_shards`): a stream,
@@ -280,7 +280,8 @@ def load_text_classification(
         limit = getattr(pretrained_tokenizer, "max_length", None)  # None: an attnlab run's own tokenizer
         if limit is not None and max_length is not None and not 3 <= max_length <= limit:
             raise ConfigError(f"--data.max_length must be in [3, {limit}] (the checkpoint's positions), got {max_length}")
-        max_length = max_length or limit
+        # default: where the checkpoint cuts (tokenizer_config.json's model_max_length, at most its positions)
+        max_length = max_length or getattr(pretrained_tokenizer, "default_length", limit)
     max_length = max_length or 128
     target = check_target(target, "text-classification", TARGETS)
     path = Path(require_data("text-classification", data, "a label<TAB>text file or a folder with train/dev/test files"))

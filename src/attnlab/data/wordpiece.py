@@ -1,13 +1,25 @@
 """A pretrained checkpoint's own tokenizer (BERT family: WordPiece, Wu et al. 2016; Devlin et al. 2019).
 
 Fine-tuning with another tokenizer or other lower-casing runs without error and quietly
-loses accuracy, so ``--init`` runs tokenise with the checkpoint's: its ``tokenizer.json``
-(read by the ``tokenizers`` library), or its ``vocab.txt`` as a fallback (BERT's normaliser
-and pre-tokeniser around a WordPiece model). ``tokenizer_config.json``'s ``do_lower_case``
-(with ``strip_accents`` and ``tokenize_chinese_chars``, where it names them) decides the
-normaliser, as ``transformers``' ``BertTokenizer`` does. Any padding or
-truncation baked into the file is switched off: ``encode_pair`` adds ``[CLS]`` / ``[SEP]``
-and truncates to the model's positions itself, and batches are padded with ``pad_id``.
+loses accuracy, so ``--init`` runs tokenise with the checkpoint's, giving the ids
+``transformers.AutoTokenizer.from_pretrained(DIR)(text, truncation=True)`` gives: its
+``tokenizer.json`` (read by the ``tokenizers`` library), or its ``vocab.txt`` as a fallback
+(BERT's normaliser and pre-tokeniser around a WordPiece model, with the special tokens matched
+in the text as transformers matches them). As in transformers' ``BertTokenizer`` (4.x and 5.x),
+``tokenizer_config.json``'s ``do_lower_case``, ``strip_accents`` and ``tokenize_chinese_chars``
+decide the normaliser, with BERT's defaults (lower-case, strip accents when lower-casing, split
+CJK characters) for those it does not name, whatever ``tokenizer.json``'s normaliser says; a
+``tokenizer_class`` of ``PreTrainedTokenizerFast`` reads ``tokenizer.json`` as written. A
+``tokenizer.json`` whose other parts are not BERT's, or a ``tokenizer_class`` that is not
+BERT's WordPiece (BertJapaneseTokenizer, MPNetTokenizer, ...), is refused: the ids would not
+be transformers'. Any padding or truncation baked into the file is switched off:
+``for_classification`` adds ``[CLS]`` / ``[SEP]`` and cuts at ``model_max_length`` (at most
+the model's positions) itself, and batches are padded with ``pad_id``. Token types are all 0
+(one text per example), as transformers gives for a single text.
+
+One deliberate difference: the model masks every ``pad_id`` (the attention mask is
+``ids != pad_id``), so a literal ``[PAD]`` written inside a text, which transformers turns
+into the pad id but attends to, is masked out here.
 
 Unlike the tokenizers trained here (`attnlab.data.tokenizers`), the special tokens have the
 checkpoint's ids (``[PAD]`` 0, ``[UNK]`` 100, ``[CLS]`` 101, ``[SEP]`` 102 in BERT's vocabulary).
@@ -30,7 +42,7 @@ class WordPieceTokenizer:
     kind = "wordpiece"
 
     def __init__(self, tokenizer: Any, *, cls_token: str = "[CLS]", sep_token: str = "[SEP]", pad_token: str = "[PAD]",
-                 unk_token: str = "[UNK]", max_length: int = 512):
+                 unk_token: str = "[UNK]", max_length: int = 512, default_length: int | None = None):
         self._tok = tokenizer
         self._tok.no_padding()
         self._tok.no_truncation()
@@ -44,6 +56,9 @@ class WordPieceTokenizer:
         if max_length < 3:
             raise DataError(f"wordpiece tokenizer: max_length must be >= 3 ([CLS] x [SEP]), got {max_length}")
         self.max_length = int(max_length)
+        # Where texts are cut unless --data.max_length says otherwise: tokenizer_config.json's
+        # model_max_length (AutoTokenizer's truncation=True) when shorter than the positions.
+        self.default_length = min(int(default_length or max_length), self.max_length)
 
     @property
     def vocab_size(self) -> int:
@@ -59,8 +74,9 @@ class WordPieceTokenizer:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def for_classification(self, ids: Sequence[int], max_length: int | None = None) -> list[int]:
-        """``[CLS] ids [SEP]``, the pieces cut so the whole fits ``max_length`` (default: the model's positions)."""
-        limit = min(max_length or self.max_length, self.max_length)
+        """``[CLS] ids [SEP]``, the pieces cut so the whole fits ``max_length`` (default: ``default_length``),
+        at most the model's positions."""
+        limit = min(max_length or self.default_length, self.max_length)
         return [self.cls_id, *list(ids)[: limit - 2], self.sep_id]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -101,6 +117,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 
 def _from_vocab(path: Path, normalizer: dict[str, Any], unk_token: str) -> Any:
+    """BERT's tokenizer around ``vocab.txt``, as transformers' BertTokenizer builds it."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     try:
@@ -117,17 +134,21 @@ def _from_vocab(path: Path, normalizer: dict[str, Any], unk_token: str) -> Any:
     if unk_token not in vocab:
         raise CheckpointError(f"{path}: no unknown token {unk_token!r} in the vocabulary")
     tok = Tokenizer(models.WordPiece(vocab, unk_token=unk_token, max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(**{**_BERT_NORMALIZER, **normalizer})
+    tok.normalizer = normalizers.BertNormalizer(**normalizer)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     return tok
 
 
 # tokenizer_config.json keys -> BertNormalizer options (transformers' BertTokenizer arguments), and
-# BERT's own values for a vocab.txt without them (strip_accents None: strip when lower-casing).
+# BERT's own values for those it does not name (strip_accents None: strip when lower-casing).
 _NORMALIZER_SETTINGS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
                         "tokenize_chinese_chars": "handle_chinese_chars"}
 _BERT_NORMALIZER: dict[str, Any] = {"clean_text": True, "handle_chinese_chars": True, "strip_accents": None, "lowercase": True}
+# tokenizer_config.json's tokenizer_class values that AutoTokenizer builds as BERT's WordPiece tokenizer
+# (transformers 4 and 5 alike), and those that load tokenizer.json exactly as it is written.
+_BERT_CLASSES = {f"{name}Tokenizer{fast}" for name in ("Bert", "DistilBert", "Electra", "MobileBert") for fast in ("", "Fast")}
+_FILE_CLASSES = {"PreTrainedTokenizerFast", "TokenizersBackend"}
 
 
 def _normalizer_settings(settings: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -143,22 +164,74 @@ def _normalizer_settings(settings: dict[str, Any], where: Path) -> dict[str, Any
     return given
 
 
-def load_checkpoint_tokenizer(directory: str | Path, *, max_length: int) -> WordPieceTokenizer:
-    """The tokenizer of a Hugging Face checkpoint directory: ``tokenizer.json``, else ``vocab.txt``.
+def _tokenizer_class(settings: dict[str, Any], where: Path) -> str | None:
+    """tokenizer_config.json's ``tokenizer_class``, refused unless AutoTokenizer reads it as BERT's
+    WordPiece (or as tokenizer.json verbatim): BertJapaneseTokenizer, MPNetTokenizer, ... split text
+    otherwise, and tokenising them as BERT would run and quietly lose accuracy."""
+    name = settings.get("tokenizer_class")
+    if name is not None and name not in _BERT_CLASSES | _FILE_CLASSES:
+        raise CheckpointError(f"{where}: tokenizer_class {name!r} is not BERT's WordPiece tokenizer "
+                              f"(attnlab reads {', '.join(sorted(c for c in _BERT_CLASSES if not c.endswith('Fast')))} "
+                              f"or {' / '.join(sorted(_FILE_CLASSES))})")
+    return name
 
-    ``max_length``: the model's positions (``max_position_embeddings``). Raises CheckpointError
-    naming the file when there is no tokenizer or it cannot be read.
+
+def _check_bert_pipeline(state: dict[str, Any], path: Path, unk_token: str) -> None:
+    """A tokenizer.json that BERT's tokenizer class reads the same way in transformers 4 and 5.
+
+    Both take the vocabulary and set BERT's normaliser from tokenizer_config.json (its defaults
+    where it is silent); transformers 5 also rebuilds the pre-tokeniser and WordPiece model with
+    BERT's settings, where transformers 4 keeps the file's. A file with other parts would give
+    ids that depend on the transformers version, so it is refused rather than guessed.
     """
-    from tokenizers import Tokenizer
+    model, normalizer, pre = state.get("model") or {}, state.get("normalizer") or {}, state.get("pre_tokenizer") or {}
+    expected = {"model": (model.get("type"), "WordPiece"), "model.continuing_subword_prefix": (model.get("continuing_subword_prefix"), "##"),
+                "model.max_input_chars_per_word": (model.get("max_input_chars_per_word"), 100),
+                "model.unk_token": (model.get("unk_token"), unk_token), "normalizer": (normalizer.get("type"), "BertNormalizer"),
+                "normalizer.clean_text": (normalizer.get("clean_text"), True), "pre_tokenizer": (pre.get("type"), "BertPreTokenizer")}
+    for part, (found, wanted) in expected.items():
+        if found != wanted:
+            raise CheckpointError(f"{path}: {part} is {found!r}, not BERT's {wanted!r}: transformers 4 and 5 tokenise such a "
+                                  "file differently (set tokenizer_class to PreTrainedTokenizerFast in tokenizer_config.json "
+                                  "to have it read as written)")
+
+
+def _model_max_length(settings: dict[str, Any], where: Path, positions: int) -> int:
+    """Where AutoTokenizer(text, truncation=True) cuts: tokenizer_config.json's ``model_max_length``,
+    at most the model's positions (transformers writes 1e30 when a checkpoint declares none)."""
+    value = settings.get("model_max_length")
+    if value is None:
+        return positions
+    if isinstance(value, bool) or not isinstance(value, int) or value < 3:
+        raise CheckpointError(f"{where}: model_max_length must be a whole number >= 3 ([CLS] x [SEP]), got {value!r}")
+    return min(value, positions)
+
+
+def load_checkpoint_tokenizer(directory: str | Path, *, max_length: int) -> WordPieceTokenizer:
+    """The tokenizer of a Hugging Face checkpoint directory: ``tokenizer.json``, else ``vocab.txt``,
+    giving the ids, attention mask and token types ``transformers.AutoTokenizer`` gives
+    (tests/data/test_wordpiece.py holds the parity matrix).
+
+    ``max_length``: the model's positions (``max_position_embeddings``); texts are cut by default
+    at ``tokenizer_config.json``'s ``model_max_length`` when it is shorter (``default_length``).
+    Raises CheckpointError naming the file when there is no tokenizer, it cannot be read, or it is
+    not one attnlab tokenises as transformers does.
+    """
+    from tokenizers import AddedToken, Tokenizer, normalizers
 
     directory = Path(directory)
-    settings = read_json_object(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
+    config_path = directory / "tokenizer_config.json"
+    settings = read_json_object(config_path) if config_path.is_file() else {}
     if (directory / "special_tokens_map.json").is_file():
         for role, value in read_json_object(directory / "special_tokens_map.json").items():
             settings.setdefault(role, value["content"] if isinstance(value, dict) else value)
     specials = {f"{role}_token": str(settings.get(f"{role}_token") or default)
                 for role, default in (("cls", "[CLS]"), ("sep", "[SEP]"), ("pad", "[PAD]"), ("unk", "[UNK]"))}
-    given = _normalizer_settings(settings, directory / "tokenizer_config.json")
+    tokenizer_class = _tokenizer_class(settings, config_path)
+    default_length = _model_max_length(settings, config_path, max_length)
+    # transformers' BertTokenizer sets the normaliser from tokenizer_config.json, with BERT's own
+    # values for what it does not name, whatever tokenizer.json's normaliser says.
+    normalizer = {**_BERT_NORMALIZER, **_normalizer_settings(settings, config_path)}
     if (directory / "tokenizer.json").is_file():
         path = directory / "tokenizer.json"
         try:
@@ -167,19 +240,23 @@ def load_checkpoint_tokenizer(directory: str | Path, *, max_length: int) -> Word
             raise CheckpointError(f"{path}: not a tokenizers file ({str(exc).splitlines()[0]})") from None
         if tok.get_vocab_size() == 0:
             raise CheckpointError(f"{path}: the vocabulary is empty")
-        normalizer = json.loads(tok.to_str()).get("normalizer") or {}
-        if normalizer.get("type") == "BertNormalizer" and any(normalizer.get(k) != v for k, v in given.items()):
-            # tokenizer_config.json wins, as in transformers' BertTokenizer: lower-casing, accents, CJK spacing
-            from tokenizers import normalizers
-
-            kept = {k: normalizer.get(k, default) for k, default in _BERT_NORMALIZER.items()}
-            tok.normalizer = normalizers.BertNormalizer(**{**kept, **given})
+        if tokenizer_class not in _FILE_CLASSES:
+            _check_bert_pipeline(json.loads(tok.to_str()), path, specials["unk_token"])
+            tok.normalizer = normalizers.BertNormalizer(**normalizer)
     elif (directory / "vocab.txt").is_file():
         path = directory / "vocab.txt"
-        tok = _from_vocab(path, given, specials["unk_token"])
+        if tokenizer_class in _FILE_CLASSES:
+            raise CheckpointError(f"{config_path}: tokenizer_class {tokenizer_class!r} needs a tokenizer.json, "
+                                  f"and {directory} has only vocab.txt")
+        tok = _from_vocab(path, normalizer, specials["unk_token"])
+        # transformers adds the special tokens as such: "[SEP]" written in a text is the separator,
+        # matched before lower-casing, not the pieces "[", "sep", "]".
+        mask = str(settings.get("mask_token") or "[MASK]")
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t in [*specials.values(), mask] if tok.token_to_id(t) is not None])
     else:
         raise CheckpointError(f"{directory}: no tokenizer (tokenizer.json or vocab.txt) beside the weights")
     try:
-        return WordPieceTokenizer(tok, max_length=max_length, **specials)
+        return WordPieceTokenizer(tok, max_length=max_length, default_length=default_length, **specials)
     except DataError as exc:
         raise CheckpointError(f"{path}: {str(exc).removeprefix('wordpiece tokenizer: ')}") from None

@@ -253,7 +253,8 @@ _INIT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "specia
                "1_Pooling/config.json", "modules.json", "sentence_bert_config.json")
 INIT_HELP = ("text-classification: SOURCE is a Hugging Face save_pretrained directory of the BERT family (MiniLM "
              "included; model.safetensors or its shards, never pickle); the text is tokenised with its tokenizer (tokenizer.json, else vocab.txt; "
-             "its lower-casing, [CLS]/[SEP], truncation at its positions), pooled as it declares (sentence-transformers "
+             "ids as transformers' AutoTokenizer gives them: its lower-casing, [CLS]/[SEP], truncation at its "
+             "model_max_length, at most its positions), pooled as it declares (sentence-transformers "
              "1_Pooling mean/CLS/max, else CLS + tanh pooler), a new head is sized by the data's classes, and the "
              "training defaults become AdamW lr 5e-5, 10% warm-up, 3 epochs, batch 32, weight decay 0.01, no label "
              "smoothing (flags still override).")
