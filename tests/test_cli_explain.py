@@ -190,6 +190,13 @@ def test_integrated_gradients_steps_default_to_one_constant_everywhere():
     explain = next(a for a in build_parser()._subparsers._group_actions[0].choices["explain"]._actions
                    if a.dest == "steps")
     assert f"default {relevance.IG_STEPS}" in explain.help
+    # the refinement's cap (examples whose gap is above 1% get doubled steps) likewise
+    for fn in (relevance.adaptive_integrated_gradients, card.position_maps, card.attach_method_maps, card.score_methods,
+               positions.input_method_maps, positions.faithfulness, run.explain_run, run.faithfulness_run):
+        assert inspect.signature(fn).parameters["max_steps"].default == relevance.IG_MAX_STEPS, fn.__qualname__
+    cap = next(a for a in build_parser()._subparsers._group_actions[0].choices["explain"]._actions
+               if a.dest == "max_steps")
+    assert f"default {relevance.IG_MAX_STEPS}" in cap.help and f"above {relevance.IG_TOLERANCE:.0%}" in cap.help % ()
 
 
 def test_faithfulness_without_steps_runs_ig_at_the_default(run_dir, capsys):
@@ -199,7 +206,7 @@ def test_faithfulness_without_steps_runs_ig_at_the_default(run_dir, capsys):
     assert main(["explain", str(run_dir), "--faithfulness", "--method", "integrated_gradients", "--limit", "4",
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["steps"] == IG_STEPS
+    assert result["steps"] == IG_STEPS and result["max_steps"] == 64
     gap = result["methods"]["integrated_gradients"]["completeness"]
     assert 0 <= gap["mean"] <= gap["max"] < 0.05, gap  # the tiny run's IG adds up at the default steps
 

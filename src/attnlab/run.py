@@ -37,7 +37,7 @@ from attnlab.config import from_dict, load_yaml, to_dict
 from attnlab.data.base import check_splits
 from attnlab.data.shards import head, skip_counts, with_test_in_memory
 from attnlab.errors import AttnlabError, CheckpointError, ConfigError, DataError
-from attnlab.explain.relevance import IG_STEPS
+from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS
 from attnlab.models.registry import create_model
 from attnlab.output_paths import missing_folders, remove_outputs, removed_after
 from attnlab.run_config import (
@@ -334,7 +334,8 @@ def predict_run(run_dir: str | Path, inputs: list[str], *, top_k: int = 1, devic
 
 
 def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, layer: int = -1, head: int | None = None,
-                rollout: bool = False, method: str | None = None, steps: int = IG_STEPS, device: str = "cpu") -> Path:
+                rollout: bool = False, method: str | None = None, steps: int = IG_STEPS, max_steps: int = IG_MAX_STEPS,
+                device: str = "cpu") -> Path:
     """``attnlab explain``: the task turns one input into a ReportExample; explain/ draws it. ``method``
     (``explain.relevance``): the map a PNG draws, the page's first (None: ``layer`` / ``head`` attention)."""
     from attnlab.explain.render import check_output, render_explanation
@@ -354,7 +355,8 @@ def explain_run(run_dir: str | Path, input_path: str, output: str | Path, *, lay
     if (method is not None and method not in (example.methods or {})) or (html and applies):  # maps to compute
         task_data = (spec.explain_record_data(record) if spec.explain_record_data is not None  # the record suffices
                      else _with_calibration(finished_task_data(config, run_dir), record))  # e.g. the training mean
-        input_method_maps(spec, model, config.model, task_data, example, method, every=html, steps=steps)
+        input_method_maps(spec, model, config.model, task_data, example, method, every=html, steps=steps,
+                          max_steps=max_steps)
     return render_explanation(example, output, layer=layer, head=head, rollout=rollout, method=method,
                               title=f"attnlab explain — {Path(input_path).name}", meta={"run": str(run_dir)})
 
@@ -366,12 +368,13 @@ def _with_calibration(task_data, record: dict[str, Any]):
 
 
 def faithfulness_run(run_dir: str | Path, *, methods: list[str] | None = None, split: str = "validation",
-                     limit: int = 100, steps: int = IG_STEPS, device: str = "cpu") -> dict[str, Any]:
+                     limit: int = 100, steps: int = IG_STEPS, max_steps: int = IG_MAX_STEPS,
+                     device: str = "cpu") -> dict[str, Any]:
     """``attnlab explain RUN --faithfulness``: each method's scores on a split (tasks/positions.py)."""
     config, model, record = load_run(run_dir, device=device)
     task_data = _with_calibration(finished_task_data(config, run_dir), record)
     return faithfulness(task_spec(config.task), model, config.model, task_data, split=split, methods=methods,
-                        limit=limit, steps=steps)
+                        limit=limit, steps=steps, max_steps=max_steps)
 
 
 def run_task_command(name: str, run_dir: str | Path, args: Any, *, device: str = "auto") -> str:

@@ -97,6 +97,57 @@ def test_deletion_insertion_end_points():
     np.testing.assert_allclose(ins[:, 0], p0, rtol=1e-12)
 
 
+def test_deletion_insertion_x_is_the_fraction_actually_removed():
+    """7 positions, 10 steps: 10% of 7 is no whole count, so the curve is read after round(i * 7 / 10)
+    positions and its x must be that count / 7 (RISE, Quantus), not the nominal i / 10. Reference: the
+    curve and its trapezoid AUC by hand, in float64, one point per count 0..7."""
+    g = torch.Generator().manual_seed(3)
+    b, n = 5, 7
+    w = torch.randn(n, generator=g, dtype=torch.float64) * 3
+    model = _Linear(w, bias=0.5)
+    x = torch.rand(b, n, 1, generator=g, dtype=torch.float64) + 0.5
+    rel = torch.rand(b, n, generator=g, dtype=torch.float64)
+    fr, dele, ins = deletion_insertion(model, x, rel, 0.0, steps=10)
+    np.testing.assert_array_equal(fr, np.arange(n + 1) / n)  # counts 0,1,1,2,3,4,4,5,6,6,7: each once
+
+    xn, wn = x[..., 0].numpy(), w.numpy()
+    logit = xn @ wn - 0.5
+    target = (logit <= 0).astype(int)  # class 0 while x . w > bias
+
+    def p_target(xi, t):  # softmax of [x . w, bias] at class t
+        p0 = 1 / (1 + np.exp(-(xi @ wn - 0.5)))
+        return p0 if t == 0 else 1 - p0
+
+    ref_del, ref_ins = np.zeros((b, n + 1)), np.zeros((b, n + 1))
+    for i in range(b):
+        order = np.argsort(-rel[i].numpy(), kind="stable")
+        for k in range(n + 1):
+            gone = np.zeros(n, dtype=bool)
+            gone[order[:k]] = True
+            ref_del[i, k] = p_target(np.where(gone, 0.0, xn[i]), target[i])
+            ref_ins[i, k] = p_target(np.where(gone, xn[i], 0.0), target[i])
+    np.testing.assert_allclose(dele, ref_del, rtol=1e-12)
+    np.testing.assert_allclose(ins, ref_ins, rtol=1e-12)
+    xs = np.arange(n + 1) / n
+    want_del, want_ins = np.trapezoid(ref_del, xs, axis=-1), np.trapezoid(ref_ins, xs, axis=-1)
+    np.testing.assert_allclose(auc(dele, fr), want_del, rtol=1e-12)
+    np.testing.assert_allclose(auc(ins, fr), want_ins, rtol=1e-12)
+    # The tolerance separates the two conventions: the nominal grid's AUC is off by far more here.
+    old = [round(f * n) for f in np.linspace(0, 1, 11)]
+    nominal = np.trapezoid(ref_del[:, old], np.linspace(0, 1, 11), axis=-1)
+    assert np.abs(nominal - want_del).max() > 1e-3
+
+
+def test_deletion_insertion_steps_dividing_n_keep_the_nominal_grid():
+    model = _Linear(torch.ones(10, dtype=torch.float64), bias=1.0)
+    x = torch.rand(2, 10, 1, dtype=torch.float64)
+    fr, dele, _ = deletion_insertion(model, x, torch.rand(2, 10, dtype=torch.float64), 0.0, steps=5)
+    np.testing.assert_allclose(fr, [0, 0.2, 0.4, 0.6, 0.8, 1.0], rtol=0, atol=0)
+    assert dele.shape == (2, 6)
+    with pytest.raises(ValueError, match="steps must be >= 1, got 0"):
+        deletion_insertion(model, x, torch.rand(2, 10), 0.0, steps=0)
+
+
 def test_randomisation_random_map_stays_rollout_moves():
     torch.manual_seed(2)
     model = TinyViT(depth=2).eval()

@@ -178,3 +178,55 @@ def test_integrated_gradients_gap_matches_a_float64_reference_integral():
         torch.testing.assert_close(gap, want, rtol=1e-4, atol=1e-7)
         if steps == 2:
             assert want.max() > 1e-3, want  # the check is not vacuous: 2 nodes are visibly off here
+
+
+class _Sharp(nn.Module):
+    """f(x) = sigmoid(k (sum(w * x) - c)): along the path from 0 the integrand is a bump of width
+    ~1 / (k s) in t, which few Gauss-Legendre nodes miss. IG has a closed form: attribution of
+    position i = sum_d x_id w_id (sigmoid(k (s - c)) - sigmoid(-k c)) / s, s = sum(w * x)."""
+
+    def __init__(self, w: torch.Tensor, k: float, c: float):
+        super().__init__()
+        self.w, self.k, self.c = w, k, c
+
+    def forward(self, x):  # (B, N, D) -> (B, 2)
+        f = torch.sigmoid(self.k * ((x * self.w).sum((1, 2)) - self.c))
+        return torch.stack([f, torch.zeros_like(f)], -1)
+
+    def exact(self, x):  # (B, N) float64, baseline 0
+        s = (x * self.w).sum((1, 2))
+        scale = (torch.sigmoid(self.k * (s - self.c)) - torch.sigmoid(torch.tensor(-self.k * self.c))) / s
+        return (x * self.w).sum(-1) * scale[:, None]
+
+
+def test_adaptive_integrated_gradients_refines_only_the_rows_off_and_meets_the_float64_integral():
+    from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS, IG_TOLERANCE, adaptive_integrated_gradients
+    from attnlab.explain.relevance import integrated_gradients as ig
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(5, 3, generator=g, dtype=torch.float64) + 0.5
+    x = torch.rand(4, 5, 3, generator=g, dtype=torch.float64)
+    x[0] *= 0.3  # s far below c: a smooth row, complete at 16 steps
+    model, target = _Sharp(w, 10.0, 5.0), torch.zeros(4, dtype=torch.long)
+    exact = model.exact(x)
+    change = model(x)[:, 0] - model(torch.zeros_like(x))[:, 0]
+    torch.testing.assert_close(exact.sum(-1), change, rtol=1e-12, atol=0)  # the reference is complete
+
+    fixed, gap16 = ig(model, x, target=target, steps=IG_STEPS)
+    assert gap16[0] < IG_TOLERANCE < gap16[1:].min(), gap16  # 16 nodes miss the sharp rows by > 1%
+    rel16 = ((fixed.double() - exact).abs() / exact.abs()).max()
+    assert rel16 > 0.05, rel16  # and the map, not just its sum, is off
+
+    attr, gap, used = adaptive_integrated_gradients(model, x, target=target)
+    assert used.dtype == torch.int64 and used.tolist() == [IG_STEPS] + [IG_MAX_STEPS] * 3  # 16 -> 32 -> 64
+    assert gap.max() < IG_TOLERANCE, gap
+    torch.testing.assert_close(attr.double(), exact, rtol=IG_TOLERANCE, atol=1e-12)  # the closed-form integral
+    # Each row is Captum's IG at the steps it reports, and the gap that run's: only the rows off were recomputed.
+    at64, gap64 = ig(model, x[1:], target=target[1:], steps=IG_MAX_STEPS)
+    torch.testing.assert_close(attr[1:], at64, rtol=0, atol=0)
+    torch.testing.assert_close(gap[1:], gap64, rtol=0, atol=0)
+    torch.testing.assert_close(attr[:1], fixed[:1], rtol=0, atol=0)
+    # max_steps = steps turns the refinement off; a cap that is no power-of-2 multiple is still reached.
+    off = adaptive_integrated_gradients(model, x, target=target, max_steps=IG_STEPS)
+    assert off[2].tolist() == [IG_STEPS] * 4 and torch.equal(off[1], gap16)
+    assert adaptive_integrated_gradients(model, x, target=target, max_steps=48)[2].tolist() == [16, 48, 48, 48]

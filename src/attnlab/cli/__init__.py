@@ -142,13 +142,14 @@ def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.explain.card import format_table
     from attnlab.run import explain_run, faithfulness_run
 
-    from attnlab.explain.relevance import IG_STEPS
+    from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method else None
     steps = IG_STEPS if args.steps is None else args.steps
+    max_steps = IG_MAX_STEPS if args.max_steps is None else args.max_steps
     if args.faithfulness:
         scores = faithfulness_run(args.run_dir, methods=methods, split=args.split, limit=args.limit, steps=steps,
-                                  device=args.device)
+                                  max_steps=max_steps, device=args.device)
         print(jsonsafe.dumps(scores, indent=2) if args.json else format_table(scores, title=f"{scores['model']} on {args.split}:"))
         return 0
     if args.input is None or args.output is None:
@@ -164,7 +165,7 @@ def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
         item = stdin_file(stack) if args.input == "-" else args.input
         stack.enter_context(as_given({item: "-"} if args.input == "-" else {}))
         path = explain_run(args.run_dir, item, args.output, layer=args.layer, head=args.head, rollout=args.rollout,
-                           method=method, steps=steps, device=args.device)
+                           method=method, steps=steps, max_steps=max_steps, device=args.device)
     print(f"wrote {path}")
     return 0
 
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     # slow every command's start; tests/test_cli_explain.py checks this help names the same number
     p.add_argument("--steps", type=_at_least(1), default=None, help="Integrated Gradients steps (default 16; the "
                    "report card's and the table's last line give its completeness gap)")
+    p.add_argument("--max-steps", type=_at_least(1), default=None, help="Integrated Gradients: an example whose "
+                   "completeness gap is above 1%% is recomputed at doubled steps up to this (default 64; at most "
+                   "--steps turns it off)")
     p.add_argument("--json", action="store_true", help="with --faithfulness: print JSON instead of the table")
     p.add_argument("--device", default="cpu", help=_DEVICE_HELP)
     p.set_defaults(func=_cmd_explain)

@@ -10,8 +10,11 @@ calls most relevant should break the prediction soonest.
 
 Integrated Gradients' row also carries its completeness gap (``completeness``: the mean and max
 over the scored examples of |sum(attributions) - (f(x) - f(removed))| / |f(x) - f(removed)|,
-``explain.relevance.integrated_gradients``): how far its ``steps``-node quadrature is from the
-integral it approximates, which the map itself does not show.
+``explain.relevance.integrated_gradients``): how far its quadrature is from the integral it
+approximates, which the map itself does not show. An example whose gap exceeds ``IG_TOLERANCE``
+(1%) is recomputed at twice the steps up to ``max_steps`` (``adaptive_integrated_gradients``;
+Sundararajan et al. 2017 advise raising the steps where completeness is off); the gap reported is
+the final one, beside how many examples ended at each step count (``completeness["steps"]``).
 
 Integrated Gradients integrates from the removed value (the ``Positions``' baseline), so it
 attributes against the same reference the perturbation measures remove to. Multi-label and
@@ -41,7 +44,15 @@ from attnlab.explain.faithfulness import (
     spearman,
 )
 from attnlab.explain.positions import Positions
-from attnlab.explain.relevance import ATTENTION_METHODS, IG_STEPS, METHODS, integrated_gradients, relevance
+from attnlab.explain.relevance import (
+    ATTENTION_METHODS,
+    IG_MAX_STEPS,
+    IG_STEPS,
+    IG_TOLERANCE,
+    METHODS,
+    adaptive_integrated_gradients,
+    relevance,
+)
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -82,15 +93,19 @@ def check_methods(methods: Sequence[str] | None, forward: nn.Module, model_name:
     return tuple(dict.fromkeys(methods))
 
 
-def _explain(method: str, g: Positions, steps: int, seed: int):
+def _explain(method: str, g: Positions, steps: int, seed: int, max_steps: int = IG_MAX_STEPS):
     baseline = g.removed.to(g.x.dtype).expand_as(g.x)
 
-    def explain(forward: nn.Module, x: torch.Tensor, gaps: list | None = None) -> torch.Tensor:
-        """``method``'s map of ``x``; Integrated Gradients appends its (B,) completeness gap to ``gaps``."""
+    def explain(forward: nn.Module, x: torch.Tensor, gaps: list | None = None, used: list | None = None) -> torch.Tensor:
+        """``method``'s map of ``x``; Integrated Gradients appends its (B,) final completeness gap to
+        ``gaps`` and the (B,) steps each row ended at to ``used``."""
         if method == "integrated_gradients":
-            rel, gap = integrated_gradients(forward, x, baseline=baseline, steps=steps)  # (B, N), (B,)
+            rel, gap, n = adaptive_integrated_gradients(forward, x, baseline=baseline, steps=steps,
+                                                        max_steps=max_steps)  # (B, N), (B,), (B,)
             if gaps is not None:
                 gaps.append(gap.cpu().numpy())
+            if used is not None:
+                used.append(n.numpy())
         else:
             rel = relevance(forward, x, method, num_prefix_tokens=g.num_prefix_tokens, steps=steps, baseline=baseline,
                             seed=seed, sequence=g.sequence).detach()  # (B, N)
@@ -100,21 +115,22 @@ def _explain(method: str, g: Positions, steps: int, seed: int):
     return explain
 
 
-def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS, seed: int = 0) -> dict[str, list]:
+def position_maps(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS, seed: int = 0,
+                  max_steps: int = IG_MAX_STEPS) -> dict[str, list]:
     """Each method's map for every row of every group: {method: [(N,) tensor per row, groups in order]}."""
     out: dict[str, list] = {m: [] for m in methods}
     for g in groups:
         g.forward.eval()
         for m in methods:
-            out[m] += list(_explain(m, g, steps, seed)(g.forward, g.x).float())
+            out[m] += list(_explain(m, g, steps, seed, max_steps)(g.forward, g.x).float())
     return out
 
 
 def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS,
-                       seed: int = 0) -> None:
+                       seed: int = 0, max_steps: int = IG_MAX_STEPS) -> None:
     """Put each method's map on the report examples the groups' rows are (row index ``i`` ->
     ``examples[i]``), in the order the report draws the positions (``Positions.order``)."""
-    maps = position_maps(groups, methods, steps=steps, seed=seed)
+    maps = position_maps(groups, methods, steps=steps, seed=seed, max_steps=max_steps)
     rows = [(int(i), g.order) for g in groups for i in g.index]
     for m in methods:
         for (i, order), scores in zip(rows, maps[m]):
@@ -127,15 +143,17 @@ def attach_method_maps(examples: Sequence, groups: Sequence[Positions], methods:
 
 
 def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps: int = IG_STEPS, seed: int = 0,
-                  resamples: int = 1000) -> dict:
+                  resamples: int = 1000, max_steps: int = IG_MAX_STEPS) -> dict:
     """Score ``methods`` on every row of ``groups`` (see the module docstring).
 
     Returns a JSON-ready dict: ``examples``, ``removed`` (what removal means), ``fractions``,
     ``methods`` {name: {measure: [mean, low, high], "curves": {"positive": [...], "negative":
     [...]}, "seconds": s}}, ``integrated_gradients`` also ``"completeness": {"mean": gap, "max":
-    gap}`` (see the module docstring), and ``best`` (``best_method``).
+    gap, "above": examples over the tolerance, "steps": {steps: examples that ended there}}`` (see
+    the module docstring), and ``best`` (``best_method``).
     """
-    per: dict[str, dict[str, list[np.ndarray]]] = {m: {k: [] for k in MEASURES + ("pos_curve", "neg_curve", "gap")}
+    per: dict[str, dict[str, list[np.ndarray]]] = {m: {k: [] for k in MEASURES + ("pos_curve", "neg_curve", "gap",
+                                                                                     "used")}
                                                   for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
     for g in groups:
@@ -145,8 +163,8 @@ def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps:
             target = g.readout.target(g.forward(g.x))  # (B,) the output the maps explain (a classifier's: its class)
         for m in methods:
             t0 = time.perf_counter()
-            explain = _explain(m, g, steps, seed)
-            rel = explain(g.forward, g.x, per[m]["gap"])  # (B, N)
+            explain = _explain(m, g, steps, seed, max_steps)
+            rel = explain(g.forward, g.x, per[m]["gap"], per[m]["used"])  # (B, N)
             pos = perturbation(g.forward, g.x, rel, g.removed, positive=True, target=target, readout=g.readout)  # (B, F)
             neg = perturbation(g.forward, g.x, rel, g.removed, positive=False, target=target, readout=g.readout)
             fr, dele, ins = deletion_insertion(g.forward, g.x, rel, g.removed, target=target, readout=g.readout)
@@ -167,12 +185,15 @@ def score_methods(groups: Sequence[Positions], methods: Sequence[str], *, steps:
                              "negative": values["neg_curve"].mean(0).tolist()}
         rows[m]["seconds"] = seconds[m]
         if "gap" in values:
-            rows[m]["completeness"] = {"mean": float(values["gap"].mean()), "max": float(values["gap"].max())}
+            n, count = np.unique(values["used"], return_counts=True)
+            rows[m]["completeness"] = {"mean": float(values["gap"].mean()), "max": float(values["gap"].max()),
+                                       "above": int((values["gap"] > IG_TOLERANCE).sum()),
+                                       "steps": {str(int(a)): int(c) for a, c in zip(n, count)}}
     removed = "; ".join(dict.fromkeys(g.removed_means for g in groups if g.removed_means))
     readout = groups[0].readout
     result = {"examples": int(sum(len(g) for g in groups)), "removed": removed, "fractions": list(FRACTIONS),
-              "steps": steps, "target": readout.kind, "measured": dict(zip(("perturbation", "deletion"), readout.words)),
-              "methods": rows}
+              "steps": steps, "max_steps": max(steps, max_steps), "tolerance": IG_TOLERANCE, "target": readout.kind,
+              "measured": dict(zip(("perturbation", "deletion"), readout.words)), "methods": rows}
     result["best"] = best_method(result)
     return result
 
@@ -206,12 +227,18 @@ def format_table(scores: dict, *, title: str = "") -> str:
         lines.append(f"* best positive-perturbation AUC: {scores['best']}")
     gap = scores["methods"].get("integrated_gradients", {}).get("completeness")
     if gap:
-        lines.append(completeness_note(gap, scores.get("steps")))
+        lines.append(completeness_note(gap, scores.get("steps"), scores.get("max_steps"), scores.get("tolerance")))
     return "\n".join(lines)
 
 
-def completeness_note(gap: dict, steps: int | None) -> str:
+def completeness_note(gap: dict, steps: int | None, max_steps: int | None = None, tolerance: float | None = None) -> str:
     """Integrated Gradients' completeness gap in words, for the table and the HTML card."""
     at = f"{steps} steps" if steps else "its steps"
+    if max_steps and steps and max_steps > steps and tolerance is not None:  # the refinement was on
+        ended = gap.get("steps", {})
+        total = sum(ended.values())
+        moved = ", ".join(f"{c} of {total} at {n}" for n, c in ended.items() if int(n) != steps) or "none needed more"
+        at += f", doubled up to {max_steps} where above {tolerance:.0%} ({moved})"
+    above = f"; {gap['above']} still above {tolerance:.0%}" if gap.get("above") and tolerance is not None else ""
     return (f"integrated_gradients completeness gap |sum(attributions) - (f(x) - f(removed))| / |f(x) - f(removed)| "
-            f"at {at}: mean {gap['mean']:.2%}, max {gap['max']:.2%} (more steps make it smaller)")
+            f"at {at}: mean {gap['mean']:.2%}, max {gap['max']:.2%}{above} (more steps make it smaller)")

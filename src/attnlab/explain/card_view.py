@@ -67,6 +67,11 @@ def _legend(scores: dict) -> str:
     return '<div class="legend">' + "".join(items) + "</div>"
 
 
+def _note(gap: dict, scores: dict) -> str:
+    """The table's completeness line, for the card row's tooltip."""
+    return completeness_note(gap, scores.get("steps"), scores.get("max_steps"), scores.get("tolerance"))
+
+
 def card_html(scores: dict) -> str:
     """The card's HTML section (see the module docstring)."""
     methods = scores["methods"]
@@ -80,7 +85,7 @@ def card_html(scores: dict) -> str:
         name = html.escape(m) + (" &#9733;" if m == best else "") + (" (floor)" if m == "random" else "")
         if r.get("completeness"):
             gap = r["completeness"]
-            name += (f'<br><small class="gap" title="{html.escape(completeness_note(gap, scores.get("steps")))}">'
+            name += (f'<br><small class="gap" title="{html.escape(_note(gap, scores))}">'
                      f"completeness gap mean {gap['mean']:.1%}, max {gap['max']:.1%}</small>")
         cells = "".join(f"<td>{_cell(r[k], None if m == 'random' else floor and floor[k])}</td>" for k in MEASURES)
         rows.append(f'<tr data-method="{html.escape(m)}"{cls}><th>{name}</th>{cells}<td>{r["seconds"]:.2f}</td></tr>')
@@ -97,7 +102,13 @@ def card_html(scores: dict) -> str:
                  f"{html.escape(scores['measured']['deletion'])} (deletion / insertion), in [0, 1] as a classifier's "
                  f"accuracy and probability are (attnlab.explain.readout).")
     if any(r.get("completeness") for r in methods.values()):
-        note += (f" Completeness gap of Integrated Gradients ({scores.get('steps', '?')} steps): |sum of the "
+        steps = scores.get("steps", "?")
+        if scores.get("max_steps", 0) > scores.get("steps", 0):  # the refinement was on (explain.card)
+            steps = (f"{steps} steps, doubled up to {scores['max_steps']} for an example whose gap is above "
+                     f"{scores.get('tolerance', 0.01):.0%}")
+        else:
+            steps = f"{steps} steps"
+        note += (f" Completeness gap of Integrated Gradients ({steps}): |sum of the "
                  f"attributions - (f(x) - f(removed))| / |f(x) - f(removed)| per example, 0 for the exact integral "
                  f"(Sundararajan et al. 2017); a large one means too few steps (<code>--steps</code>).")
     if scores.get("skipped"):

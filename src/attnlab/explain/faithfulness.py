@@ -108,20 +108,31 @@ def deletion_insertion(model: Callable[[Tensor], Tensor], x: Tensor, rel: Tensor
                        steps: int = 10, target: Tensor | None = None,
                        readout: Readout = CLASS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Petsiuk et al. 2018: predicted-class probability as the most relevant positions are
-    deleted from ``x`` / inserted into a fully removed input, at fractions 0, 1/steps, .., 1;
-    other targets: ``readout.score`` against the intact outputs (``explain.readout``).
+    deleted from ``x`` / inserted into a fully removed input; other targets: ``readout.score``
+    against the intact outputs (``explain.readout``).
 
-    Shape: -> fractions (F,), deletion (B, F), insertion (B, F).
+    The curve is read after removing k = round(i N / steps) of the N positions, i = 0 .. steps,
+    each distinct k once, and its x is the fraction actually removed, k / N: a nominal 1/steps
+    grid would put the output after 5 of 49 patches at 0.1 instead of 0.102 and bias the AUC
+    (``auc``, the trapezoid rule on these x). This is RISE's and Quantus's convention (a fixed
+    number of pixels per step; PixelFlipping / RegionPerturbation: one region per step, so x is
+    the count removed); with ``steps`` dividing N, x is exactly 0, 1/steps, .., 1, and with
+    ``steps`` >= N every count 0 .. N is a point.
+
+    Shape: -> fractions (F,) = k / N, deletion (B, F), insertion (B, F); F <= steps + 1.
     """
+    if steps < 1:
+        raise ValueError(f"deletion_insertion: steps must be >= 1, got {steps}")
     intact = model(x)  # (B, K)
     target = readout.target(intact) if target is None else target
     n = rel.shape[1]
-    fr = np.linspace(0.0, 1.0, steps + 1)
+    counts = sorted({round(i * n / steps) for i in range(steps + 1)})  # i * n exact, one rounding
     dele, ins = [], []
-    for f in fr:
-        top = _top_mask(rel, round(f * n), most=True)
+    for k in counts:
+        top = _top_mask(rel, k, most=True)
         for keep, acc in ((~top, dele), (top, ins)):
             acc.append(readout.score(model(remove_positions(x, keep, removed)), intact, target))
+    fr = np.asarray(counts, dtype=np.float64) / n
     return fr, torch.stack(dele, 1).cpu().numpy(), torch.stack(ins, 1).cpu().numpy()
 
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from attnlab.data.shards import head
 from attnlab.errors import ConfigError
 from attnlab.explain.readout import Readout
-from attnlab.explain.relevance import IG_STEPS
+from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS
 
 __all__ = [
     "SPLITS",
@@ -113,10 +113,10 @@ def positions_for(spec: Any, model: nn.Module, model_name: str, task_data: Any, 
 
 
 def input_method_maps(spec: Any, model: nn.Module, model_name: str, task_data: Any, example: Any, method: str | None, *,
-                      every: bool, steps: int = IG_STEPS) -> None:
+                      every: bool, steps: int = IG_STEPS, max_steps: int = IG_MAX_STEPS) -> None:
     """``attnlab explain RUN INPUT``: ``method``'s map (checked against the model) on the one
     input's ReportExample (``example.item``), or every supported method's when ``every``
-    (``steps``: Integrated Gradients' path steps)."""
+    (``steps``: Integrated Gradients' path steps, doubled up to ``max_steps`` where its completeness is off)."""
     from attnlab.explain.card import (
         attach_method_maps,
         check_methods,
@@ -125,11 +125,13 @@ def input_method_maps(spec: Any, model: nn.Module, model_name: str, task_data: A
 
     groups = positions_for(spec, model, model_name, task_data, [example.item], [0])
     methods = check_methods(None if method is None else [method], groups[0].forward, model_name)
-    attach_method_maps([example], groups, supported_methods(groups[0].forward) if every else methods, steps=steps)
+    attach_method_maps([example], groups, supported_methods(groups[0].forward) if every else methods, steps=steps,
+                       max_steps=max_steps)
 
 
 def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *, split: str = "validation",
-                 methods: list[str] | None = None, limit: int = 100, steps: int = IG_STEPS) -> dict:
+                 methods: list[str] | None = None, limit: int = 100, steps: int = IG_STEPS,
+                 max_steps: int = IG_MAX_STEPS) -> dict:
     """``attnlab explain RUN --faithfulness``: score ``methods`` (None: every one the model
     supports) on the first ``limit`` examples of ``split`` (``explain.card.score_methods``)."""
     import time
@@ -142,7 +144,7 @@ def faithfulness(spec: Any, model: nn.Module, model_name: str, task_data: Any, *
     groups = [g for s in range(0, len(items), CHUNK)
               for g in positions_for(spec, model, model_name, task_data, items[s:s + CHUNK], idx[s:s + CHUNK])]
     chosen = check_methods(methods, groups[0].forward, model_name)
-    scores = score_methods(groups, chosen, steps=steps)
+    scores = score_methods(groups, chosen, steps=steps, max_steps=max_steps)
     return {"model": model_name, "split": split, **scores, "seconds": time.perf_counter() - start}
 
 

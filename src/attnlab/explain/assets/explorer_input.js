@@ -24,8 +24,10 @@ function methodCaption() {
   const score = card ? " \u00b7 positive perturbation AUC " + card.positive[0].toFixed(3) + " (random " +
     (DATA.card.methods.random ? DATA.card.methods.random.positive[0].toFixed(3) : "n/a") + ", lower is better)" : "";
   // Integrated Gradients: how far its attributions are from summing to f(x) - f(removed) (explain.card)
+  // the steps the examples ended at (16/32 where some were refined), else the card's steps (a card before 2026-12)
+  const ended = card && card.completeness && card.completeness.steps ? Object.keys(card.completeness.steps).join("/") : "";
   const gap = card && card.completeness ? " \u00b7 completeness gap max " + (100 * card.completeness.max).toFixed(1) +
-    "% (" + DATA.card.steps + " steps)" : "";
+    "% (" + (ended || DATA.card.steps) + " steps)" : "";
   return "relevance: " + state.method + score + gap;
 }
 function inputScores() {
