@@ -52,17 +52,20 @@ __all__ = ["ShardStream", "class_positions", "read_samples", "write_split", "rea
 log = logging.getLogger(__name__)
 
 
-def class_positions(source: Any, names: Sequence[Any], run_classes: Sequence[Any] | None) -> list[int]:
+def class_positions(source: Any, names: Sequence[Any], run_classes: Sequence[Any] | None, *,
+                    noun: str = "class") -> list[int]:
     """The position in a finished run's ``run_classes`` of each of ``names`` (the classes a folder or
     shards label by, in their own order): what relabels them by class name, so the model's output
     k is scored against class k whatever order the data listed its classes in. A name the run has
     no class for is a DataError naming it and the run's classes; a run class the data lacks is
     fine (it has no examples there). ``run_classes`` None (no run yet): ``names`` themselves, so
-    that a decoder still refuses a label past them (`ClassIndexTensors`)."""
+    that a decoder still refuses a label past them (`ClassIndexTensors`). ``noun``: what the
+    names are in the message ("class", or a multi-label run's "label")."""
     run = [str(n) for n in (names if run_classes is None else run_classes)]
     unknown = [str(n) for n in names if str(n) not in run]
     if unknown:
-        raise DataError(f"{source}: the run has no class {unknown[0]!r} (its classes: {run})")
+        plural = "classes" if noun == "class" else f"{noun}s"
+        raise DataError(f"{source}: the run has no {noun} {unknown[0]!r} (its {plural}: {run})")
     return [run.index(str(n)) for n in names]
 
 
