@@ -1,4 +1,5 @@
-"""Multi-label and regression text through `attnlab shard` and training from the shards: a run
+"""Multi-label and regression text, and a multi-label image CSV, through `attnlab shard` and
+training from the shards: a run
 trained on the shards and one trained in memory each score exactly the same on the shards as on
 the file they came from (the same samples, the same validation threshold, the same units);
 predict answers with label sets and numbers in the target's units; shards read with another
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from attnlab.cli import main
+from tests.data.test_image_shards import LABELS, write_label_csv
 from tests.data.test_text_shards import WORDS, write_multilabel, write_regression
 
 TINY = ["--model.depth", "1", "--model.dim", "16", "--model.num_heads", "2", "--train.batch_size", "8",
@@ -112,3 +114,20 @@ def test_target_shards_read_as_another_target_or_without_their_member_are_one_li
     assert main(argv) == 2
     err = _one_line(capsys)
     assert "train-000000.tar:" in err and 'a multilabel sample needs a .json {"labels": [names]}, has [\'txt\']' in err
+
+
+def test_a_multilabel_image_csv_as_shards_trains_evaluates_and_predicts_as_the_csv(tmp_path, capsys):
+    csv, shards = write_label_csv(tmp_path / "data"), tmp_path / "s"
+    flags = ["--data.target", "multilabel", "--data.image_size", "[8,8]"]
+    assert main(["shard", str(csv), str(shards), "--shard-size", "8", *flags]) == 0, capsys.readouterr().err
+    run = tmp_path / "run"
+    argv = ["train", "--task", "images", "--data", str(shards), "--out", str(run), "--data.target", "multilabel",
+            "--model.patch_size", "4", *TINY[:-2]]
+    assert main(argv) == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    on_csv, on_shards = _evaluate(capsys, run, csv), _evaluate(capsys, run, shards)
+    assert on_shards == on_csv == pytest.approx({k: metrics[k] for k in on_shards}, abs=1e-6)
+    assert KEYS["multilabel"] <= set(on_shards)
+    assert main(["predict", str(run), str(csv.parent / "pics" / "3.png"), "--json"]) == 0, capsys.readouterr().err
+    answer = json.loads(capsys.readouterr().out)[0]
+    assert set(answer["labels"]) <= set(LABELS) and answer["threshold"] == metrics["threshold"]

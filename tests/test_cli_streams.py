@@ -160,7 +160,7 @@ def test_audio_lazy_and_shards_train_end_to_end(tmp_path, capsys):
     assert record["info"]["audio"]["n_mels"] == 16 and record["info"]["shards"] == str(shards)
 
 
-@pytest.mark.parametrize("task, target, takes", [("images", "regression", "class"), ("images", "multilabel", "class"),
+@pytest.mark.parametrize("task, target, takes", [("images", "regression", "class or multilabel"),
                                                  ("audio", "multilabel", "class")])
 def test_shard_refuses_targets_its_writer_cannot_hold_before_writing(tmp_path, capsys, task, target, takes):
     src = tmp_path / "labels.csv"

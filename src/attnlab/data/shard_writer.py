@@ -1,7 +1,8 @@
 """``attnlab shard SRC OUT_DIR``: write any data attnlab can read as WebDataset shards.
 
-One writer per data kind that has one (image folders: `attnlab.data.image_shards`; text
-classification files: `attnlab.data.text_shards`; audio folders: `attnlab.data.audio_shards`);
+One writer per data kind that has one (image folders and multi-label image CSVs:
+`attnlab.data.image_shards`; text classification files, their classes, label sets or numbers:
+`attnlab.data.text_shards`; audio folders: `attnlab.data.audio_shards`);
 the output folder then trains with ``--data OUT_DIR`` exactly as the source did, read as a
 stream (`attnlab.data.shards`).
 """
@@ -44,7 +45,7 @@ def _audio(src: str, out: Path, *, shard_size: int, seed: int, **options: Any) -
 
 SHARD_WRITERS: dict[str, Callable[..., dict]] = {"images": _images, "text-classification": _text, "audio": _audio}
 # the targets each writer's samples can hold (`attnlab.data.shard_targets`)
-SHARD_TARGETS: dict[str, tuple[str, ...]] = {"images": ("class",), "text-classification": ("class", "multilabel", "regression"),
+SHARD_TARGETS: dict[str, tuple[str, ...]] = {"images": ("class", "multilabel"), "text-classification": ("class", "multilabel", "regression"),
                                              "audio": ("class",)}
 
 

@@ -242,7 +242,7 @@ class ShardStream(IterableDataset):
         if len({tuple(item[0].shape) for item in items}) != 1 or any(len(item) != 2 for item in items):
             return None  # nothing to stack
         x, y = (torch.stack([item[k] for item in items]) for k in (0, 1))
-        return TensorPairDataset(x, y)
+        return TensorPairDataset(x, y, float_targets=y.is_floating_point())  # multi-hot rows stay 0/1 floats
 
     def evaluation_view(self) -> ShardStream:
         """The whole split once, in listed order, for this process alone (shares the skip count)."""
