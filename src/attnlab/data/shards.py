@@ -4,8 +4,8 @@ A shard is a plain tar whose members ``KEY.EXT`` group into samples by ``KEY`` (
 WebDataset format, readable by the ``webdataset`` library and by ``tar``). attnlab writes them
 with ``attnlab shard`` (`attnlab.data.shard_writer`) beside a ``shards.json`` index that lists
 each split's shards with their sample counts, plus what the task needs (classes, image or
-audio spec). Members hold encoded images, WAV files, UTF-8 text and class indices only:
-nothing here unpickles.
+audio spec). Members hold encoded images, WAV files, UTF-8 text and targets only (a class
+index, or a JSON label set or number: `attnlab.data.shard_targets`): nothing here unpickles.
 
 `ShardStream` splits an epoch's samples exactly: the split's shards, in an order drawn from
 (seed, epoch), form one sequence of ``total`` samples; rank r of W takes the contiguous range
