@@ -81,6 +81,23 @@ def test_a_run_trained_on_target_shards_scores_as_on_its_file_and_predicts(tmp_p
     else:
         threshold = json.loads((run / "metrics.json").read_text())["test"]["threshold"]
         assert all(set(a["labels"]) <= set(WORDS) and a["threshold"] == threshold for a in answers), answers
+        # a test sample labelled with a label the run does not have: one line naming it and the sample
+        foreign = _rewritten(shards, tmp_path / "foreign", lambda s: {**s, "json": b'{"labels": ["sports", "cooking"]}'})
+        assert main(["evaluate", str(run), "--data", str(foreign)]) == 2
+        err = _one_line(capsys)
+        assert "test-000000.tar:000000000: label 'cooking' is not one of the run's 3 labels" in err, err
+
+
+def _rewritten(shards: Path, out: Path, change) -> Path:
+    """A copy of ``shards`` with ``change(sample)`` applied to every sample."""
+    from attnlab.data.shards import INDEX_NAME, read_samples, write_split
+
+    index = json.loads((shards / INDEX_NAME).read_text())
+    for split, entries in index["splits"].items():
+        samples = [(key, change(s)) for e in entries for key, s in read_samples(shards / e["file"])]
+        index["splits"][split] = write_split(out, split, iter(samples), 100)
+    (out / INDEX_NAME).write_text(json.dumps(index))
+    return out
 
 
 @pytest.mark.slow
@@ -94,8 +111,6 @@ def test_a_run_trained_in_memory_scores_as_on_the_shards_of_its_file(tmp_path, c
 
 
 def test_target_shards_read_as_another_target_or_without_their_member_are_one_line(tmp_path, capsys):
-    from attnlab.data.shards import INDEX_NAME, read_samples, write_split
-
     src, shards = write_multilabel(tmp_path / "data.tsv"), tmp_path / "s"
     assert main(["shard", str(src), str(shards), "--task", "text-classification", "--data.target", "multilabel"]) == 0
     run = tmp_path / "run"
@@ -103,12 +118,7 @@ def test_target_shards_read_as_another_target_or_without_their_member_are_one_li
     assert _one_line(capsys).endswith(f"{shards} holds shards written with --data.target multilabel; train and "
                                       "evaluate them with --data.target multilabel, not class")
     assert not run.exists()
-    index = json.loads((shards / INDEX_NAME).read_text())
-    bare = tmp_path / "bare"
-    for split, entries in index["splits"].items():  # the same samples without their .json
-        samples = [(key, {"txt": s["txt"]}) for e in entries for key, s in read_samples(shards / e["file"])]
-        index["splits"][split] = write_split(bare, split, iter(samples), 100)
-    (bare / INDEX_NAME).write_text(json.dumps(index))
+    bare = _rewritten(shards, tmp_path / "bare", lambda s: {"txt": s["txt"]})  # the same samples without their .json
     argv = ["train", "--task", "text-classification", "--data", str(bare), "--out", str(run), "--data.target",
             "multilabel", *TINY]
     assert main(argv) == 2
