@@ -160,15 +160,15 @@ def test_audio_lazy_and_shards_train_end_to_end(tmp_path, capsys):
     assert record["info"]["audio"]["n_mels"] == 16 and record["info"]["shards"] == str(shards)
 
 
-@pytest.mark.parametrize("task, target", [("images", "multilabel"), ("text-classification", "multilabel"),
-                                          ("text-classification", "regression")])
-def test_shard_refuses_targets_other_than_classes_before_writing(tmp_path, capsys, task, target):
+@pytest.mark.parametrize("task, target, takes", [("images", "regression", "class or multilabel"),
+                                                 ("audio", "multilabel", "class")])
+def test_shard_refuses_targets_its_writer_cannot_hold_before_writing(tmp_path, capsys, task, target, takes):
     src = tmp_path / "labels.csv"
     src.write_text("path,a,b\nx.png,1,0\n")  # never read: the option is refused first
     out = tmp_path / "shards"
     assert main(["shard", str(src), str(out), "--task", task, f"--data.target={target}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith(f"attnlab shard writes class-labelled data only, not --data.target {target}"), err
+    assert err.endswith(f"attnlab shard --task {task} writes --data.target {takes}, not {target}"), err
     assert len(err.splitlines()) == 1 and not out.exists()
 
 

@@ -289,9 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shard", help="write data as WebDataset tar shards that `train --data OUT_DIR` streams",
                        description="Split SRC as --task reads it and write <split>-NNNNNN.tar shards plus shards.json; "
-                       "loader options as for train: --data.image_size [64,64] --data.skip_bad true.")
+                       "loader options as for train: --data.image_size [64,64] --data.skip_bad true; text takes "
+                       "--data.target multilabel | regression, a label CSV of images multilabel (train the shards with "
+                       "the same --data.target).")
     p.add_argument("src", help="the data, as `train --data` takes it (an image folder, a label<TAB>text file or folder, "
-                   "a folder of WAV files)")
+                   "a multi-label image CSV, a folder of WAV files)")
     p.add_argument("out_dir")
     p.add_argument("--task", default="images", help="images | text-classification | audio")
     p.add_argument("--shard-size", type=_at_least(1), default=1000, help="samples per shard")

@@ -2,8 +2,9 @@
 
 `write_file_shards` takes a folder loader's result with ``lazy=True`` (`FileDataset` splits:
 its file listing, split and statistics) and copies each file's bytes unchanged into
-``<split>-NNNNNN.tar`` shards as ``KEY.<member>`` + ``KEY.cls``, KEY being the file's position
-in the sorted file list (as ``indices`` in the folder loader). Training samples are shuffled
+``<split>-NNNNNN.tar`` shards as ``KEY.<member>`` + its target member (``KEY.cls``, or for
+a label CSV ``KEY.json`` ``{"labels": [...]}``: `attnlab.data.shard_targets`), KEY being the
+file's position in the sorted file list (as ``indices`` in the folder loader). Training samples are shuffled
 once at write time: a stream only shuffles shards and a buffer, and a folder lists its files
 class by class. `open_file_streams` reads a shard folder, or the shards a pattern names
 (`attnlab.data.shard_patterns`), back as `ShardStream` splits: train shuffled (shard order
@@ -22,6 +23,7 @@ import numpy as np
 
 from attnlab.data.base import FileDataset, TaskData
 from attnlab.data.shard_patterns import open_shards
+from attnlab.data.shard_targets import encode_target
 from attnlab.data.shards import INDEX_NAME, ShardStream, write_split
 from attnlab.errors import ConfigError, DataError
 
@@ -46,9 +48,9 @@ def write_file_shards(task: TaskData, out_dir: str | Path, *, kind: str, member:
     for name in ("train", "val", "test"):
         ds = getattr(task, name)
         order = np.random.default_rng(seed).permutation(len(ds)) if name == "train" else np.arange(len(ds))
-        splits[name] = write_split(out, name, _samples(ds, order, member), shard_size)
+        splits[name] = write_split(out, name, _samples(ds, order, member, task), shard_size)
     index = {"format": "webdataset", "writer": "attnlab shard", "task": kind, "source": source,
-             "class_names": task.class_names, **fields, "seed": seed, "splits": splits,
+             "target": task.target, "class_names": task.class_names, **fields, "seed": seed, "splits": splits,
              "sizes": {k: sum(e["count"] for e in v) for k, v in splits.items()},
              "skipped_files": task.info.get("skipped_files", [])}
     (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")  # last: a folder without it is no shard set
@@ -56,7 +58,7 @@ def write_file_shards(task: TaskData, out_dir: str | Path, *, kind: str, member:
     return index
 
 
-def _samples(ds: FileDataset, order: np.ndarray, member: str | None) -> Iterator[tuple[str, dict[str, bytes]]]:
+def _samples(ds: FileDataset, order: np.ndarray, member: str | None, task: TaskData) -> Iterator[tuple[str, dict[str, bytes]]]:
     for i in order.tolist():
         path = Path(str(ds.paths[i]))
         try:
@@ -64,7 +66,7 @@ def _samples(ds: FileDataset, order: np.ndarray, member: str | None) -> Iterator
         except OSError as e:
             raise DataError(f"cannot read {ds.what} file {path}: {e}") from None
         ext = member or path.suffix.lower().lstrip(".")
-        yield f"{int(ds.indices[i]):09d}", {ext: data, "cls": str(int(ds.y[i])).encode()}
+        yield f"{int(ds.indices[i]):09d}", {ext: data, **encode_target(task.target, ds.y[i], task.class_names)}
 
 
 def open_file_streams(source: str | Path, kind: str, decoder: Callable[[dict[str, Any]], Callable], *, seed: int = 0,

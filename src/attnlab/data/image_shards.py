@@ -3,7 +3,10 @@
 `write_image_shards` takes the folder loader's result (its one decoding pass: class folders, per-class split
 by seed, normalisation statistics of the train split, colour check) and copies each file's
 encoded bytes unchanged (`attnlab.data.file_shards`) into ``<split>-NNNNNN.tar`` shards as ``KEY.png|jpg|bmp`` + ``KEY.cls``,
-KEY being the file's position in the sorted file list (as ``indices`` in the folder loader).
+KEY being the file's position in the sorted file list (as ``indices`` in the folder loader). A
+multi-label CSV of label columns (`attnlab.data.multilabel_images`, loaded lazily) is written
+the same way, each sample's label set as ``KEY.json`` ``{"labels": [...]}`` instead of a
+``.cls`` (`attnlab.data.shard_targets`), read back as its multi-hot row in the run's label order.
 Training samples are shuffled once at write time: a stream only shuffles shards and a buffer,
 and a folder lists its images class by class. `load_image_shards` reads the folder back as
 `ShardStream` splits that decode exactly as `ImageFileDataset` does, so the tensors are the
@@ -20,7 +23,9 @@ from attnlab.data.base import ImageSpec, TaskData
 from attnlab.data.file_shards import open_file_streams, write_file_shards
 from attnlab.data.images import fit_channel_stats
 from attnlab.data.lazy_images import ImageSampleDecoder
+from attnlab.data.shard_targets import TargetDecoder, check_target_of
 from attnlab.data.shards import class_positions
+from attnlab.errors import DataError
 
 __all__ = ["write_image_shards", "load_image_shards"]
 
@@ -38,7 +43,7 @@ def write_image_shards(task: TaskData, out_dir: str | Path, *, shard_size: int =
 
 def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000,
                       class_names: Sequence[str] | None = None, spec: Mapping[str, Any] | None = None,
-                      norm_stats: Mapping[str, Any] | None = None) -> TaskData:
+                      norm_stats: Mapping[str, Any] | None = None, target: str = "class") -> TaskData:
     """The shards in a folder (written by `write_image_shards`), or those a pattern names
     (`attnlab.data.shard_patterns`), as a task: train a shuffled `ShardStream` (shard order and
     a ``shuffle_buffer`` of samples, by seed and epoch), val and test read in order, each sample once.
@@ -51,6 +56,10 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     spec (size, channels and training statistics), exactly as the folder they came from would
     be read for the run, whatever spec the shards were written with. Without a run's spec,
     ``norm_stats`` (a pretrained checkpoint's, `fit_channel_stats`) replaces the shards' statistics.
+
+    ``target``: the run's ``--data.target``, the one the shards were written with. A multi-label
+    run's labels are matched by name as a label CSV's columns are: a label of the shards the run
+    lacks is refused, and so is a run label the shards lack (it would be scored as never set).
     """
     run_spec = None if spec is None else ImageSpec.from_dict(spec)
 
@@ -63,8 +72,15 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
         return ImageSpec.from_dict({**written, "mean": mean, "std": std})
 
     def decoder(index: dict[str, Any]) -> ImageSampleDecoder:
-        positions = class_positions(source, index["class_names"], class_names)
-        return ImageSampleDecoder(shard_spec(index["spec"]), positions)
+        if check_target_of(source, index, target) == "class":
+            return ImageSampleDecoder(shard_spec(index["spec"]), class_positions(source, index["class_names"], class_names))
+        class_positions(source, index["class_names"], class_names, noun="label")
+        run = [str(n) for n in (index["class_names"] if class_names is None else class_names)]
+        missing = [n for n in run if n not in [str(m) for m in index["class_names"]]]
+        if missing:
+            raise DataError(f"{source}: the shards have no label {missing[0]!r} of the run's {run}; a label "
+                            "left out would be scored as never set")
+        return ImageSampleDecoder(shard_spec(index["spec"]), target=TargetDecoder(target, run))
 
     index, streams = open_file_streams(source, "images", decoder, seed=seed, skip_bad=skip_bad,
                                        shuffle_buffer=shuffle_buffer)
@@ -73,7 +89,10 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     if used.to_dict() != index["spec"]:
         log.info("shards %s (written with %s) are decoded with the run's %s", source, index["spec"], used)
     data = TaskData("images", streams["train"], streams["val"], streams["test"], num_classes=len(names),
-                    class_names=names, input_shape=used.shape, spec=used)
+                    class_names=names, input_shape=used.shape, spec=used, target=target,
+                    metric="map" if target == "multilabel" else "accuracy")
     data.info["shards"] = str(source)
+    if target != "class":
+        data.info["target"] = target  # as `load_multilabel_csv` records it
     log.info("images from shards %s: %s", source, data.summary())
     return data

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnlab.data.base import ClassIndexTensors, FileDataset, ImageSpec, read_each
+from attnlab.data.base import FileDataset, ImageSpec, read_each
 from attnlab.data.images import load_rgb, luma, scale_pixels
+from attnlab.data.shard_targets import TargetDecoder
 from attnlab.errors import DataError
 
 __all__ = ["PixelHistogram", "PixelTable", "ImageFileDataset", "ImageSampleDecoder", "scan_images", "IMAGE_EXTENSIONS"]
@@ -148,23 +149,25 @@ class ImageFileDataset(FileDataset):
 
 
 class ImageSampleDecoder:
-    """A shard sample ``{"png"|"jpg"|...: encoded image, "cls": class index}`` -> ``(x, y)``,
+    """A shard sample ``{"png"|"jpg"|...: encoded image, target member}`` -> ``(x, y)``,
     through the same pipeline as `ImageFileDataset` (a class, not a closure: spawned
-    DataLoader workers receive it by value). ``positions``: see `ClassIndexTensors`.
+    DataLoader workers receive it by value). ``positions``: see `ClassIndexTensors`;
+    ``target``: the `TargetDecoder` of another target's member (a label set's ``.json``).
 
-    Shape: -> x (C, H, W) float32, y () int64.
+    Shape: -> x (C, H, W) float32, y () int64 (or (K,) float32 multi-hot).
     """
 
-    def __init__(self, spec: ImageSpec, positions: list[int] | None = None):
+    def __init__(self, spec: ImageSpec, positions: list[int] | None = None, *, target: TargetDecoder | None = None):
         self.spec = spec
         self.pixels = PixelTable(spec)
         self.item_shape = spec.shape  # (C, H, W) of every decoded x
-        self.labels = ClassIndexTensors(positions)
+        self.target = target if target is not None else TargetDecoder("class", [], positions)
+        self.labels = self.target.labels  # class targets: what ShardStream.class_labels reads
 
     def __call__(self, sample: dict[str, bytes], where: str) -> tuple[Tensor, Tensor]:
         ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
-        if ext is None or "cls" not in sample:
-            raise DataError(f"{where}: a sample needs an image ({', '.join(IMAGE_EXTENSIONS)}) and a .cls member, "
-                            f"has {sorted(sample)}")
+        if ext is None or self.target.member not in sample:
+            raise DataError(f"{where}: a sample needs an image ({', '.join(IMAGE_EXTENSIONS)}) and {self.target.what} "
+                            f"member, has {sorted(sample)}")
         rgb, _ = load_rgb(sample[ext], (self.spec.height, self.spec.width), name=where)
-        return self.pixels(rgb), self.labels(sample["cls"], where)
+        return self.pixels(rgb), self.target(sample, where)

@@ -1,7 +1,8 @@
 """``attnlab shard SRC OUT_DIR``: write any data attnlab can read as WebDataset shards.
 
-One writer per data kind that has one (image folders: `attnlab.data.image_shards`; text
-classification files: `attnlab.data.text_shards`; audio folders: `attnlab.data.audio_shards`);
+One writer per data kind that has one (image folders and multi-label image CSVs:
+`attnlab.data.image_shards`; text classification files, their classes, label sets or numbers:
+`attnlab.data.text_shards`; audio folders: `attnlab.data.audio_shards`);
 the output folder then trains with ``--data OUT_DIR`` exactly as the source did, read as a
 stream (`attnlab.data.shards`).
 """
@@ -14,7 +15,7 @@ from typing import Any, Callable
 from attnlab.errors import ConfigError, DataError
 from attnlab.output_paths import missing_folders, removed_after
 
-__all__ = ["write_shards", "SHARD_WRITERS"]
+__all__ = ["write_shards", "SHARD_TARGETS", "SHARD_WRITERS"]
 
 
 def _images(src: str, out: Path, *, shard_size: int, seed: int, **options: Any) -> dict:
@@ -43,6 +44,9 @@ def _audio(src: str, out: Path, *, shard_size: int, seed: int, **options: Any) -
 
 
 SHARD_WRITERS: dict[str, Callable[..., dict]] = {"images": _images, "text-classification": _text, "audio": _audio}
+# the targets each writer's samples can hold (`attnlab.data.shard_targets`)
+SHARD_TARGETS: dict[str, tuple[str, ...]] = {"images": ("class", "multilabel"), "text-classification": ("class", "multilabel", "regression"),
+                                             "audio": ("class",)}
 
 
 def write_shards(src: str | Path, out_dir: str | Path, *, task: str = "images", shard_size: int = 1000, seed: int = 0,
@@ -54,8 +58,9 @@ def write_shards(src: str | Path, out_dir: str | Path, *, task: str = "images", 
     if not Path(src).exists():
         raise DataError(f"data path not found: {src}")
     target = (options or {}).get("target", "class")
-    if target != "class":  # before any file is read or folder made (image shards hold one class index a sample)
-        raise ConfigError(f"attnlab shard writes class-labelled data only, not --data.target {target}")
+    if target not in SHARD_TARGETS[task]:  # before any file is read or folder made
+        raise ConfigError(f"attnlab shard --task {task} writes --data.target {' or '.join(SHARD_TARGETS[task])}, "
+                          f"not {target}")
     out = Path(out_dir)
     missing, parent = missing_folders(out)
     if not parent.is_dir():

@@ -4,8 +4,8 @@ A shard is a plain tar whose members ``KEY.EXT`` group into samples by ``KEY`` (
 WebDataset format, readable by the ``webdataset`` library and by ``tar``). attnlab writes them
 with ``attnlab shard`` (`attnlab.data.shard_writer`) beside a ``shards.json`` index that lists
 each split's shards with their sample counts, plus what the task needs (classes, image or
-audio spec). Members hold encoded images, WAV files, UTF-8 text and class indices only:
-nothing here unpickles.
+audio spec). Members hold encoded images, WAV files, UTF-8 text and targets only (a class
+index, or a JSON label set or number: `attnlab.data.shard_targets`): nothing here unpickles.
 
 `ShardStream` splits an epoch's samples exactly: the split's shards, in an order drawn from
 (seed, epoch), form one sequence of ``total`` samples; rank r of W takes the contiguous range
@@ -52,17 +52,20 @@ __all__ = ["ShardStream", "class_positions", "read_samples", "write_split", "rea
 log = logging.getLogger(__name__)
 
 
-def class_positions(source: Any, names: Sequence[Any], run_classes: Sequence[Any] | None) -> list[int]:
+def class_positions(source: Any, names: Sequence[Any], run_classes: Sequence[Any] | None, *,
+                    noun: str = "class") -> list[int]:
     """The position in a finished run's ``run_classes`` of each of ``names`` (the classes a folder or
     shards label by, in their own order): what relabels them by class name, so the model's output
     k is scored against class k whatever order the data listed its classes in. A name the run has
     no class for is a DataError naming it and the run's classes; a run class the data lacks is
     fine (it has no examples there). ``run_classes`` None (no run yet): ``names`` themselves, so
-    that a decoder still refuses a label past them (`ClassIndexTensors`)."""
+    that a decoder still refuses a label past them (`ClassIndexTensors`). ``noun``: what the
+    names are in the message ("class", or a multi-label run's "label")."""
     run = [str(n) for n in (names if run_classes is None else run_classes)]
     unknown = [str(n) for n in names if str(n) not in run]
     if unknown:
-        raise DataError(f"{source}: the run has no class {unknown[0]!r} (its classes: {run})")
+        plural = "classes" if noun == "class" else f"{noun}s"
+        raise DataError(f"{source}: the run has no {noun} {unknown[0]!r} (its {plural}: {run})")
     return [run.index(str(n)) for n in names]
 
 
@@ -239,7 +242,7 @@ class ShardStream(IterableDataset):
         if len({tuple(item[0].shape) for item in items}) != 1 or any(len(item) != 2 for item in items):
             return None  # nothing to stack
         x, y = (torch.stack([item[k] for item in items]) for k in (0, 1))
-        return TensorPairDataset(x, y)
+        return TensorPairDataset(x, y, float_targets=y.is_floating_point())  # multi-hot rows stay 0/1 floats
 
     def evaluation_view(self) -> ShardStream:
         """The whole split once, in listed order, for this process alone (shares the skip count)."""

@@ -260,7 +260,8 @@ def load_text_classification(
     options left None mean "bpe", 8000 tokens, not lower-cased. ``target``: "class", "regression"
     (the label is a number) or "multilabel" (comma-separated label names), see the module docstring. ``data`` may be a
     folder of shards written by ``attnlab shard`` (`attnlab.data.text_shards`): a stream,
-    tokenized on access with the tokenizer fixed when it was written; ``skip_bad`` then skips
+    tokenized on access with the tokenizer fixed when it was written, holding the ``target`` they
+    were written with (another is refused: `attnlab.data.shard_targets`); ``skip_bad`` then skips
     unreadable samples (a malformed line of a text file is always named).
 
     A finished run's data (evaluate, ``--resume``) is read with its own vocabularies: its
@@ -272,6 +273,7 @@ def load_text_classification(
 
         task = load_text_shards(data, encode=encode_for_classification, collate=_collate_padded,
                                 dataset=TokenClassificationDataset, seed=seed, skip_bad=skip_bad,
+                                target=check_target(target, "text-classification", TARGETS), target_scaler=target_scaler,
                                 class_names=None if class_names is None else [str(n) for n in class_names])
         _check_shards_fit(data, task, pretrained_tokenizer)
         return task

@@ -182,7 +182,8 @@ def load_image_folder_task(
 
     ``root`` may instead be a folder of shards written by ``attnlab shard``
     (`attnlab.data.image_shards`): the splits are then streams read from disk (with a run's
-    ``class_names`` and ``spec``: only shards of the run's classes, decoded with its spec).
+    ``class_names`` and ``spec``: only shards of the run's classes, decoded with its spec), of
+    the ``target`` they were written with (class folders, or a multi-label CSV).
 
     ``lazy``: keep only paths and decode each image on access (`ImageFileDataset`, in DataLoader
     workers with ``--train.num_workers``), so memory does not grow with the number of images;
@@ -205,10 +206,8 @@ def load_image_folder_task(
     if is_shard_source(root):  # written by `attnlab shard`: the split was fixed then
         from attnlab.data.image_shards import load_image_shards
 
-        if target != "class":
-            raise ConfigError(f"{root} holds shards, which are class-labelled; --data.target {target} reads a CSV of label columns")
         return load_image_shards(root, seed=seed, skip_bad=skip_bad, class_names=class_names, spec=spec,
-                                 norm_stats=norm_stats)
+                                 norm_stats=norm_stats, target=target)
     if target == "multilabel":
         return load_multilabel_csv(root, image_size=image_size, channels=channels, seed=seed, val_fraction=val_fraction,
                                    test_fraction=test_fraction, class_names=class_names, spec=spec, lazy=lazy,
