@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from attnlab.errors import AttnlabError, ConfigError
+from attnlab.training.batch_draws import augment_batch
 from attnlab.training.checkpoint import (
     checkpoint_exists,
     load_checkpoint,
@@ -75,7 +76,8 @@ class Trainer:
     """Train ``model`` on ``train_set`` under ``objective``; validate on ``val_set``.
 
     ``run_dir`` gets ``checkpoint/``, ``best.safetensors``, ``metrics.jsonl`` and TensorBoard
-    logs (rank 0 only). ``batch_augment(x)`` is applied to training inputs on the device.
+    logs (rank 0 only). ``batch_augment(batch, generator=g)`` is applied to training batches on the
+    device, g seeded by (seed, epoch, batch, rank) (`attnlab.training.batch_draws`).
     """
 
     def __init__(
@@ -282,8 +284,9 @@ class Trainer:
         batches = len(self.train_loader)
         for index, batch in enumerate(bar, start=skip):
             batch = to_device(batch, self.device)
-            if self.batch_augment is not None:
-                batch = self.batch_augment(batch)
+            if self.batch_augment is not None:  # each rank its own draws, replayed on resume
+                batch = augment_batch(self.batch_augment, batch, seed=cfg.seed, epoch=epoch, index=index,
+                                      rank=self.dist.rank, device=self.device)
             # Groups of `accumulate` micro-batches from where this pass started (a checkpoint is at a group's end);
             # the epoch's last group may be smaller and steps on the mean gradient of those it has.
             first = skip + (index - skip) // cfg.accumulate * cfg.accumulate
