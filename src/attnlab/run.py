@@ -56,6 +56,7 @@ from attnlab.tasks.init_run import open_init
 from attnlab.tasks.positions import faithfulness, input_method_maps, report_card
 from attnlab.training import DistInfo, Trainer, load_weights, pick_device
 from attnlab.training.checkpoint import atomic_write_text
+from attnlab.training.batch_draws import takes_generator
 
 __all__ = ["RunConfig", "train_run", "load_run", "evaluate_run", "evaluation_trainer", "predict_run", "explain_run", "faithfulness_run",
            "resolve_config", "build_objective", "run_task_command"]
@@ -216,10 +217,13 @@ def _check_finite(model: torch.nn.Module, source: Any) -> None:
 
 
 def _inputs_only(augment):
-    """Data loaders augment inputs (B, C, H, W); the trainer hands over whole (x, y) batches."""
+    """Data loaders augment inputs (B, C, H, W); the trainer hands over whole (x, y) batches, and the
+    generator each rank draws from (`attnlab.training.batch_draws`) where the augmenter takes one."""
     if augment is None:
         return None
-    return lambda batch: (augment(batch[0]), *batch[1:])
+    if not takes_generator(augment):
+        return lambda batch: (augment(batch[0]), *batch[1:])
+    return lambda batch, generator=None: (augment(batch[0], generator=generator), *batch[1:])
 
 
 def _data_record(task_data) -> dict[str, Any]:

@@ -82,9 +82,10 @@ class SpecAugment:
         """(B, size) bool, True where any of ``count`` random bands covers the position."""
         if count == 0 or width == 0:
             return torch.zeros(batch, size, dtype=torch.bool, device=device)
-        widths = torch.randint(0, min(width, size) + 1, (batch, count), generator=generator)
-        starts = (torch.rand(batch, count, generator=generator) * (size - widths + 1)).long()  # (B, count)
-        pos = torch.arange(size)[None, None, :]  # (1, 1, size)
+        dev = generator.device if generator is not None else torch.device("cpu")  # a GPU generator draws there
+        widths = torch.randint(0, min(width, size) + 1, (batch, count), generator=generator, device=dev)
+        starts = (torch.rand(batch, count, generator=generator, device=dev) * (size - widths + 1)).long()  # (B, count)
+        pos = torch.arange(size, device=dev)[None, None, :]  # (1, 1, size)
         hit = (pos >= starts[..., None]) & (pos < (starts + widths)[..., None])  # (B, count, size)
         return hit.any(dim=1).to(device)
 

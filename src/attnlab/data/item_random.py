@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["ItemDraws", "item_seed"]
+__all__ = ["ItemDraws", "item_seed", "mix_seed"]
 
 _MASK = (1 << 64) - 1
 
@@ -37,15 +37,20 @@ def _splitmix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A 64-bit seed mixed from (seed, epoch, index): neighbouring triples give unrelated seeds,
-    and the order matters ((1, 2, 3) and (1, 3, 2) differ). A few microseconds in pure Python.
-    torch's CPU generator keeps its low 32 bits, as it does for DataLoader workers' seeds: over
-    millions of items a few share a stream of draws, which biases nothing."""
+def mix_seed(*words: int) -> int:
+    """A 64-bit seed mixed from ``words``: neighbouring tuples give unrelated seeds, and the order
+    matters ((1, 2, 3) and (1, 3, 2) differ). A few microseconds in pure Python. torch's CPU
+    generator keeps its low 32 bits, as it does for DataLoader workers' seeds: over millions of
+    items a few share a stream of draws, which biases nothing."""
     h = 0
-    for word in (seed, epoch, index):
+    for word in words:
         h = _splitmix64(h ^ (int(word) & _MASK))
     return h
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """Item ``index``'s seed in ``epoch`` of a run seeded ``seed`` (`mix_seed` of the three)."""
+    return mix_seed(seed, epoch, index)
 
 
 class ItemDraws:

@@ -12,7 +12,9 @@ index, or a JSON label set or number: `attnlab.data.shard_targets`): nothing her
 ``[r * n, (r + 1) * n)`` with ``n = total // W`` (the remainder is dropped, as
 ``DistributedSampler(drop_last=True)`` does), cut to whole batches, and DataLoader worker w
 takes a contiguous run of those batches. So every rank yields the same number of batches
-(DDP's all-reduce never waits on a rank that ran out) and no sample is read twice in an epoch.
+(DDP's all-reduce never waits on a rank that ran out) and no sample is read twice in an epoch;
+with ``skip_bad`` a left-out sample can cost a rank a batch, and the trainer's ranks then agree
+where the epoch ends (`attnlab.training.epoch_batches`).
 Within a worker a buffer shuffles samples (seeded by seed, epoch, rank and worker). A
 rank opens only the shards its range touches, skipping over the members before its start.
 

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from attnlab.errors import ConfigError
 
-__all__ = ["DistInfo", "init_distributed", "pick_device", "cleanup_distributed"]
+__all__ = ["DistInfo", "all_have", "init_distributed", "pick_device", "cleanup_distributed"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,13 @@ def init_distributed() -> DistInfo:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def all_have(have: bool, device: torch.device) -> bool:
+    """Whether every rank's ``have`` is true (an all-reduce of one flag on ``device``: NCCL's needs a GPU)."""
+    flag = torch.tensor([int(have)], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def cleanup_distributed() -> None:

@@ -6,6 +6,7 @@ in as an ``Objective`` and data sets; the trainer never looks inside a batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -18,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from attnlab.errors import AttnlabError, ConfigError
+from attnlab.training.batch_draws import augment_batch
 from attnlab.training.checkpoint import (
     checkpoint_exists,
     load_checkpoint,
@@ -26,13 +28,14 @@ from attnlab.training.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from attnlab.training.distributed import DistInfo, pick_device
+from attnlab.training.distributed import DistInfo, all_have, pick_device
+from attnlab.training.epoch_batches import EpochBatches
 from attnlab.training.ema import WeightEma
 from attnlab.training.loggers import RunLogger
 from attnlab.training.param_groups import apply_freeze, parameter_groups, parse_freeze
 from attnlab.training.objectives import Objective
 from attnlab.training.precision import resolve_precision
-from attnlab.training.loaders import eval_loader, reraise_worker_error, train_loader
+from attnlab.training.loaders import eval_loader, is_stream, reraise_worker_error, train_loader
 from attnlab.training.schedule import epoch_step, warmup_cosine
 from attnlab.training.train_config import TrainConfig
 
@@ -75,7 +78,8 @@ class Trainer:
     """Train ``model`` on ``train_set`` under ``objective``; validate on ``val_set``.
 
     ``run_dir`` gets ``checkpoint/``, ``best.safetensors``, ``metrics.jsonl`` and TensorBoard
-    logs (rank 0 only). ``batch_augment(x)`` is applied to training inputs on the device.
+    logs (rank 0 only). ``batch_augment(batch, generator=g)`` is applied to training batches on the
+    device, g seeded by (seed, epoch, batch, rank) (`attnlab.training.batch_draws`).
     """
 
     def __init__(
@@ -267,48 +271,43 @@ class Trainer:
         if callable(getattr(self.train_set, "set_epoch", None)):  # per-item draws (attnlab.data.item_random), as HF does
             self.train_set.set_epoch(epoch)
         self.train_model.train()
-        iterator = iter(self.train_loader)
         skip = self.state.batch_in_epoch
-        rng = torch.get_rng_state()
-        for _ in range(skip):  # mid-epoch resume: the sampler order is a function of (seed, epoch)
-            next(iterator)
-        torch.set_rng_state(rng)
+        stream = is_stream(self.train_set)  # under DDP one that may yield fewer batches (skip_bad) ends every rank's epoch at once
+        agree = stream and self.dist.enabled and getattr(self.train_set, "skip_bad", True)
+        batches = EpochBatches(self.train_loader, planned=len(self.train_loader), accumulate=cfg.accumulate, skip=skip,
+                               lookahead=stream, agree=functools.partial(all_have, device=self.device) if agree else None)
         total_loss, total_n = (self.state.loss_sum, self.state.loss_count) if skip else (0.0, 0)
         bar = tqdm(
-            iterator, total=len(self.train_loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            batches, total=len(self.train_loader), initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=not (self.is_main and cfg.progress), leave=False, dynamic_ncols=True, mininterval=0.5,
         )
         self.optimizer.zero_grad(set_to_none=True)
-        batches = len(self.train_loader)
-        for index, batch in enumerate(bar, start=skip):
-            batch = to_device(batch, self.device)
-            if self.batch_augment is not None:
-                batch = self.batch_augment(batch)
-            # Groups of `accumulate` micro-batches from where this pass started (a checkpoint is at a group's end);
-            # the epoch's last group may be smaller and steps on the mean gradient of those it has.
-            first = skip + (index - skip) // cfg.accumulate * cfg.accumulate
-            group = min(cfg.accumulate, batches - first)
-            last_micro = index + 1 == first + group
-            # DDP: skip the gradient all-reduce on all but the last micro-batch (forward and backward inside).
-            sync = self.train_model.no_sync() if (self.dist.enabled and not last_micro) else contextlib.nullcontext()
+        for micro in bar:
+            index, batch = micro.index, to_device(micro.batch, self.device)
+            if self.batch_augment is not None:  # each rank its own draws, replayed on resume
+                batch = augment_batch(self.batch_augment, batch, seed=cfg.seed, epoch=epoch, index=index,
+                                      rank=self.dist.rank, device=self.device)
+            # DDP: skip the gradient all-reduce on all but the group's last micro-batch (forward and backward inside).
+            sync = self.train_model.no_sync() if (self.dist.enabled and not micro.last) else contextlib.nullcontext()
             with sync:
                 with self.autocast():
                     loss, n = self.objective.loss(self.train_model, batch)
                 finite = bool(torch.isfinite(loss))
                 if finite:
-                    (loss / group).backward()
+                    (loss / micro.group).backward()  # an epoch's last group may be smaller: the mean of what it has
             if not finite:
                 self._bad_step(epoch, index)
                 continue
             total_loss += loss.item() * n
             total_n += n
             self.state.batch_in_epoch = index + 1
-            if last_micro:
-                self._optimizer_step()
+            if micro.last:
+                self._optimizer_step(micro.scale)
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
                 if cfg.checkpoint_every and self.state.step % cfg.checkpoint_every == 0:
                     self.state.loss_sum, self.state.loss_count = self._global_sums(total_loss, total_n)
                     self.save()
+        batches.log_shortfall(epoch, self.dist.rank, getattr(self.train_set, "skipped", None))
         self.state.batch_in_epoch, self.state.loss_sum, self.state.loss_count = 0, 0.0, 0
         bar.close()
         total_loss, total_n = self._global_sums(total_loss, total_n)
@@ -333,8 +332,13 @@ class Trainer:
                 f"The last good checkpoint is kept; try a lower --train.lr"
             )
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, scale: float = 1.0) -> None:
+        """``scale``: a group cut short by a stream had its losses divided by the planned group size."""
         cfg = self.config
+        if scale != 1.0:
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(scale)
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if not torch.isfinite(norm):
