@@ -230,3 +230,35 @@ def test_adaptive_integrated_gradients_refines_only_the_rows_off_and_meets_the_f
     off = adaptive_integrated_gradients(model, x, target=target, max_steps=IG_STEPS)
     assert off[2].tolist() == [IG_STEPS] * 4 and torch.equal(off[1], gap16)
     assert adaptive_integrated_gradients(model, x, target=target, max_steps=48)[2].tolist() == [16, 48, 48, 48]
+
+
+class _PerRowSharp(_Sharp):
+    """_Sharp with a per-row offset held for the batch it was built for, repeated as Captum
+    repeats the batch per step (as a text group's forward holds its token ids): it cannot take
+    a subset of its rows."""
+
+    def __init__(self, w: torch.Tensor, k: float, c: torch.Tensor):
+        super().__init__(w, k, 0.0)
+        self.offsets = c  # (B,)
+
+    def forward(self, x):  # (B * steps, N, D) -> (B * steps, 2)
+        c = self.offsets.repeat(x.shape[0] // self.offsets.shape[0])  # fails on any other row count
+        f = torch.sigmoid(self.k * ((x * self.w).sum((1, 2)) - c))
+        return torch.stack([f, torch.zeros_like(f)], -1)
+
+
+def test_adaptive_integrated_gradients_never_calls_the_forward_on_a_subset_of_its_rows():
+    from attnlab.explain.relevance import IG_STEPS, IG_TOLERANCE, adaptive_integrated_gradients
+    from attnlab.explain.relevance import integrated_gradients as ig
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.rand(5, 3, generator=g, dtype=torch.float64) + 0.5
+    x = torch.rand(3, 5, 3, generator=g, dtype=torch.float64)
+    x[0] *= 0.3  # smooth at 16 steps; rows 1 and 2 are sharp
+    model, target = _PerRowSharp(w, 10.0, torch.tensor([5.0, 5.0, 5.0], dtype=torch.float64)), torch.zeros(3, dtype=torch.long)
+    fixed, gap16 = ig(model, x, target=target, steps=IG_STEPS)
+    assert gap16[0] < IG_TOLERANCE < gap16[1:].min(), gap16  # only some rows need refining
+    attr, gap, used = adaptive_integrated_gradients(model, x, target=target)
+    assert used[0] == IG_STEPS and (used[1:] > IG_STEPS).all() and gap.max() < IG_TOLERANCE, (used, gap)
+    torch.testing.assert_close(attr.double(), _Sharp(w, 10.0, 5.0).exact(x), rtol=IG_TOLERANCE, atol=1e-12)
+    torch.testing.assert_close(attr[:1], fixed[:1], rtol=0, atol=0)  # the row that passed keeps its first values

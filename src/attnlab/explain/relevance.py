@@ -190,8 +190,10 @@ def adaptive_integrated_gradients(forward: Callable[[Tensor], Tensor], x: Tensor
     """``integrated_gradients`` at ``steps``, then, for the rows whose relative completeness gap
     exceeds ``tolerance``, again at twice the steps (capped at ``max_steps``) until every gap is
     under it or the cap is reached (Sundararajan et al. 2017 advise checking completeness and
-    raising the steps). Gauss-Legendre nodes do not nest, so a refined row is recomputed whole,
-    and only those rows are: on a trained model most rows pass at the first ``steps``.
+    raising the steps). Gauss-Legendre nodes do not nest, so a refined row is recomputed whole.
+    The batch is recomputed as a whole and only the rows still off take the new values: a
+    ``forward`` may hold per-row state for its batch (a text group's token ids), so it is never
+    called on a subset of rows. On a trained model most batches pass at the first ``steps``.
     ``max_steps`` <= ``steps`` turns the refinement off.
 
     Shape: x (B, N, ...) -> attributions (B, N) float32, final gap (B,) float64, steps used (B,) int64.
@@ -210,8 +212,8 @@ def adaptive_integrated_gradients(forward: Callable[[Tensor], Tensor], x: Tensor
         if redo.numel() == 0:
             break
         n = min(2 * n, max_steps)
-        attr[redo], gap[redo] = integrated_gradients(forward, x[redo], target=target[redo], baseline=base[redo],
-                                                     steps=n)
+        again, gap_again = integrated_gradients(forward, x, target=target, baseline=base, steps=n)  # (B, N), (B,)
+        attr[redo], gap[redo] = again[redo], gap_again[redo]
         used[redo.cpu()] = n
     return attr, gap, used
 
