@@ -161,3 +161,38 @@ def test_two_ranks_draw_their_own_patterns(tmp_path):
         want = augment_batch(lambda b, generator=None: shift(b, generator=generator), ramp, seed=7,
                              epoch=index // 4, index=index % 4, rank=0, device=ramp.device)
         assert torch.equal(got, want)
+
+
+def test_a_stream_with_a_worker_resumed_trains_the_uninterrupted_run_s_weights_with_dropout(tmp_path):
+    """Dropout draws from the trainer's global RNG; a stream's DataLoader drew its workers' base seed
+    from it too, once in an uninterrupted run (persistent workers) and once more in a run resumed at
+    epoch 2, so the resumed run's dropout masks (and weights) differed. The loader has its own generator."""
+    from tests.training.test_stream_training import _decode, _shards
+
+    shards = _shards(tmp_path)
+
+    def model():
+        torch.manual_seed(0)
+        return create_model("vit-tiny", num_classes=3, image_size=(8, 8), in_channels=1, dim=16, depth=1, num_heads=2,
+                            dropout=0.3)
+
+    def trainer(run, callbacks=()):
+        torch.manual_seed(11)  # what run.py does before training; the checkpoint restores it on resume
+        stream = ShardStream(shards, _decode, shuffle=True, buffer=10, seed=5)
+        return Trainer(model(), ClassificationObjective(3), stream, None, _config(batch_size=8, num_workers=1),
+                       run_dir=run and tmp_path / run, callbacks=list(callbacks))
+
+    def stop_after_first(trainer, epoch, record):
+        if epoch == 1:
+            trainer.save()
+            raise _Interrupt
+
+    straight = trainer(None)
+    straight.fit()
+    with pytest.raises(_Interrupt):
+        trainer("b", [stop_after_first]).fit()
+    resumed = trainer("b")
+    resumed.resume()
+    resumed.fit()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -75,7 +75,10 @@ def train_loader(dataset: Dataset, config: Any, dist: DistInfo, collate_fn: Call
         if config.checkpoint_every:
             raise ConfigError("a sharded stream resumes at epoch boundaries only; set --train.checkpoint_every 0")
         dataset.set_distributed(dist.rank, dist.world_size, config.batch_size)
-        loader = DataLoader(dataset, batch_size=config.batch_size, drop_last=True, collate_fn=collate_fn, **options)
+        # Its own generator: the workers' base seed is drawn when an iterator starts (once a run with persistent
+        # workers, again after a resume), and drawn from the global RNG it would shift the dropout masks after it.
+        loader = DataLoader(dataset, batch_size=config.batch_size, drop_last=True, collate_fn=collate_fn,
+                            generator=torch.Generator().manual_seed(config.seed), **options)
         batches = SharedBatchLoader(loader, shared, borrow=True) if shared is not None else loader
         return _StreamLoader(batches, dataset.num_batches(config.batch_size)), _NoSampler(dataset)
     if config.group_by_length:
