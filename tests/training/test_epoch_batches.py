@@ -21,6 +21,7 @@ from attnlab.data.shards import ShardStream, write_split
 from attnlab.errors import DataError
 from attnlab.training import TrainConfig, Trainer
 from attnlab.training.epoch_batches import EpochBatches
+from tests.training.test_trainer import _SquaredError, assert_accumulated_sgd
 
 
 def _decode(sample, where):
@@ -45,14 +46,6 @@ def _shards(tmp, n=40, bad=(), shard_size=10):
     return [(str(tmp / e["file"]), e["count"]) for e in write_split(tmp, "train", samples(), shard_size)]
 
 
-class _SquaredError:
-    metric, greater_is_better = "loss", False
-
-    def loss(self, model, batch):
-        x, y = batch
-        return ((model(x).squeeze(-1) - y) ** 2).mean(), len(x)
-
-
 def test_a_short_stream_steps_its_last_partial_group(tmp_path, caplog):
     """40 samples in batches of 5 promise 8 batches, groups of 3, 3 and 2 (3 steps); one unreadable
     sample leaves 7 batches, groups of 3, 3 and 1: the third steps on batch 7's gradient alone (it was
@@ -75,15 +68,7 @@ def test_a_short_stream_steps_its_last_partial_group(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         trainer.fit()
     assert trainer.steps_per_epoch == 3 and len(seen) == 7
-    for group in (seen[0:3], seen[3:6], seen[6:7]):
-        grad_w, grad_b = torch.zeros_like(w), torch.zeros_like(b)
-        for bx, by in group:
-            r = bx @ w + b - by  # (B,)
-            grad_w += 2 / len(bx) * bx.T @ r / len(group)
-            grad_b += 2 / len(bx) * r.sum() / len(group)
-        w, b = w - lr * grad_w, b - lr * grad_b
-    torch.testing.assert_close(model.weight.detach()[0], w, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(model.bias.detach()[0], b, rtol=1e-12, atol=1e-12)
+    assert_accumulated_sgd(model, w, b, (seen[0:3], seen[3:6], seen[6:7]), lr)
     assert trainer.state.step == 3
     assert any("7 of the 8 batches" in r.getMessage() and "1 unreadable sample" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -263,6 +263,21 @@ def test_weight_decay_exemptions_are_declared_by_modules():
     assert all(p.dim() >= 2 for p in decay["params"]) and len(decay["params"]) > 0
 
 
+def assert_accumulated_sgd(model, w, b, groups, lr: float) -> None:
+    """``model`` (a float64 ``nn.Linear(D, 1)`` that started at ``w`` (D,), ``b`` ()) has the weights plain SGD
+    at ``lr`` reaches on the mean squared error, stepping once per group of (x, y) micro-batches on the mean of
+    their gradients, worked out by hand (2 / B X^T r): the reference for the accumulation tests."""
+    for group in groups:
+        grad_w, grad_b = torch.zeros_like(w), torch.zeros_like(b)
+        for bx, by in group:
+            r = bx @ w + b - by  # (B,)
+            grad_w += 2 / len(bx) * bx.T @ r / len(group)
+            grad_b += 2 / len(bx) * r.sum() / len(group)
+        w, b = w - lr * grad_w, b - lr * grad_b
+    torch.testing.assert_close(model.weight.detach()[0], w, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.bias.detach()[0], b, rtol=1e-12, atol=1e-12)
+
+
 class _SquaredError:
     """Mean squared error of a linear model's one output."""
 
@@ -297,15 +312,7 @@ def test_accumulation_steps_on_an_epochs_last_partial_group():
     trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
     trainer.fit()
     assert len(seen) == 7
-    for group in (seen[0:3], seen[3:6], seen[6:7]):
-        grad_w, grad_b = torch.zeros_like(w), torch.zeros_like(b)
-        for bx, by in group:
-            r = bx @ w + b - by  # (B,)
-            grad_w += 2 / len(bx) * bx.T @ r / len(group)
-            grad_b += 2 / len(bx) * r.sum() / len(group)
-        w, b = w - lr * grad_w, b - lr * grad_b
-    torch.testing.assert_close(model.weight.detach()[0], w, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(model.bias.detach()[0], b, rtol=1e-12, atol=1e-12)
+    assert_accumulated_sgd(model, w, b, (seen[0:3], seen[3:6], seen[6:7]), lr)
     assert trainer.state.step == 3 and trainer.steps_per_epoch == 3 and trainer.total_steps == 3
 
 
