@@ -186,3 +186,44 @@ def test_runs_on_two_copies_of_a_folder_with_other_features_are_refused_naming_b
     assert len(err.splitlines()) == 1 and "split seed" not in err, err
     assert str(copy) in err and str(data) in err and "n_mels 32 (" in err and ": 16)" in err and "--data" in err, err
     assert main(["evaluate", *runs, "--data", str(data), "--json"]) == 0, capsys.readouterr().err
+
+
+class _Member:
+    """What `ensemble_outputs` reads of a finished run, with outputs given here (no training)."""
+
+    def __init__(self, task: str, objective, outputs: torch.Tensor, targets: torch.Tensor):
+        from types import SimpleNamespace
+
+        from torch.utils.data import TensorDataset
+
+        split = TensorDataset(torch.arange(len(targets)), targets)
+        self.config = SimpleNamespace(task=task, data=None)
+        self.task_data = SimpleNamespace(target="regression" if task == "timeseries" else "class", class_names=[],
+                                         info={}, test=split, val=split, spec=None, tokenizer=None)
+        self.trainer = SimpleNamespace(objective=objective, outputs=lambda dataset: (outputs, targets))
+
+
+@pytest.mark.parametrize("kind", ["regression", "language-model"])
+def test_the_members_mean_keeps_their_float64_outputs(kind, monkeypatch):
+    """The mean of the members' outputs was cast to float32 before scoring: regression predictions
+    in large units were rounded (float32 spacing is 1.0 at 1e7: the MSE below more than doubled) and a
+    language model's tiny true-token probabilities (< 1e-45) became 0, scored as a loss of 690
+    nats. The mean keeps the members' dtype, so one member scores as the run itself."""
+    import attnlab.run
+    from attnlab.tasks.language_model import LanguageModelObjective
+    from attnlab.training.regression import RegressionObjective
+
+    g = torch.Generator().manual_seed(0)
+    if kind == "regression":
+        y = 1e7 + 10 * torch.randn(64, generator=g, dtype=torch.float64)
+        member = _Member("timeseries", RegressionObjective(1e7, 10.0), y + 0.3 * torch.randn(64, generator=g, dtype=torch.float64), y)
+    else:
+        probs = torch.rand(4, 8, generator=g, dtype=torch.float64)
+        probs[0, :3] = 1e-50  # three tokens the model all but ruled out
+        member = _Member("language-model", LanguageModelObjective(), probs, torch.zeros(4, 8, dtype=torch.long))
+    monkeypatch.setattr(attnlab.run, "evaluation_trainer", lambda run_dir, **_: (member.config, member.trainer, member.task_data))
+    result = evaluate_ensemble(["member"])
+    own = result["members"][0]["test"]
+    assert result["test"] == pytest.approx(own, rel=1e-12, abs=1e-12)
+    if kind == "language-model":  # float64 reference: -log of each probability, averaged
+        assert own["loss"] == pytest.approx(float(-member.trainer.outputs(None)[0].log().mean()), rel=1e-12)

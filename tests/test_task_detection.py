@@ -21,6 +21,87 @@ def test_coco_map_is_one_for_perfect_and_zero_for_wrong_class():
     assert m["map_50"] == pytest.approx(1.0) and m["map"] < 0.7
 
 
+def _iou_xywh(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two [x, y, w, h] boxes in float64 (COCO: areas w * h, no +1)."""
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _coco_ap_reference(gt, det, num_classes: int, size: tuple[int, int], iou: float) -> float:
+    """COCO's box AP at one IoU threshold, by hand in float64: per class, detections sorted by score
+    over all images, each matched greedily to the unmatched ground truth of its image with the
+    highest IoU >= ``iou``; precision made monotone from the right and read at the 101 recall
+    points 0, 0.01, ..., 1 (0 beyond the last recall reached); mean over classes with ground truth."""
+    h, w = size
+
+    def xywh(b):
+        b = b.double().numpy()
+        return np.stack([(b[:, 0] - b[:, 2] / 2) * w, (b[:, 1] - b[:, 3] / 2) * h, b[:, 2] * w, b[:, 3] * h], 1)
+
+    aps = []
+    for c in range(num_classes):
+        gts = {i: xywh(boxes)[labels.numpy() == c] for i, (labels, boxes) in enumerate(gt)}
+        total = sum(len(g) for g in gts.values())
+        if total == 0:
+            continue
+        dets = [(float(s), i, box) for i, d in enumerate(det)
+                for s, l, box in zip(d["scores"].tolist(), d["labels"].tolist(), xywh(d["boxes"])) if l == c]
+        dets.sort(key=lambda t: -t[0])  # stable: equal scores keep image order, as COCO's mergesort
+        used = {i: np.zeros(len(g), bool) for i, g in gts.items()}
+        tp = []
+        for _, i, box in dets:
+            best, best_iou = -1, iou
+            for j, g in enumerate(gts[i]):
+                o = _iou_xywh(box, g)
+                if not used[i][j] and o >= best_iou:
+                    best, best_iou = j, o
+            if best >= 0:
+                used[i][best] = True
+            tp.append(best >= 0)
+        tp = np.asarray(tp, float)
+        ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
+        recall, precision = ctp / total, ctp / np.maximum(ctp + cfp, np.spacing(1))
+        for k in range(len(precision) - 2, -1, -1):
+            precision[k] = max(precision[k], precision[k + 1])
+        points = []
+        for r in np.linspace(0, 1, 101):
+            k = np.searchsorted(recall, r, side="left")
+            points.append(precision[k] if k < len(precision) else 0.0)
+        aps.append(np.mean(points))
+    return float(np.mean(aps))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_coco_map_matches_a_float64_101_point_reference(seed):
+    """pycocotools through `coco_map` against COCO's definition written out: random objects of 3
+    classes on 6 images, detections that are jittered copies (some wrong class, some duplicates,
+    some false alarms) with scores that tie across images."""
+    rng = np.random.default_rng(seed)
+    gt, det = [], []
+    for _ in range(6):
+        n = int(rng.integers(0, 4))  # an image may have no object
+        labels = torch.from_numpy(rng.integers(0, 3, n))
+        centres, sizes = rng.uniform(0.3, 0.7, (n, 2)), rng.uniform(0.1, 0.4, (n, 2))
+        boxes = torch.from_numpy(np.concatenate([centres, sizes], 1))
+        gt.append((labels, boxes.float()))
+        jitter = torch.from_numpy(rng.normal(0, 0.03, (n, 4)))
+        dup = boxes[: n // 2] + torch.from_numpy(rng.normal(0, 0.05, (n // 2, 4)))
+        alarms = torch.from_numpy(np.concatenate([rng.uniform(0.2, 0.8, (2, 2)), rng.uniform(0.1, 0.3, (2, 2))], 1))
+        d_boxes = torch.cat([boxes + jitter, dup, alarms]).clamp(0.05, 0.95).float()
+        d_labels = torch.cat([torch.where(torch.from_numpy(rng.random(n) < 0.2), (labels + 1) % 3, labels),
+                              labels[: n // 2], torch.from_numpy(rng.integers(0, 3, 2))])
+        scores = torch.from_numpy(np.round(rng.uniform(0.05, 1.0, len(d_boxes)), 1)).float()  # ties
+        det.append({"labels": d_labels, "boxes": d_boxes, "scores": scores})
+    size = (48, 64)
+    m = coco_map(gt, det, 3, size)
+    ref = {t: _coco_ap_reference(gt, det, 3, size, t) for t in np.linspace(0.5, 0.95, 10)}
+    assert m["map_50"] == pytest.approx(ref[0.5], abs=1e-6)
+    assert m["map"] == pytest.approx(np.mean(list(ref.values())), abs=1e-6)
+    assert 0.05 < m["map"] < m["map_50"] < 1.0  # neither trivial nor perfect
+
+
 def test_detections_take_top_query_class_pairs():
     logits = torch.tensor([[[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]]])  # K=2: query 0 is class 0, query 1 "no object"
     boxes = torch.rand(1, 2, 4)

@@ -165,7 +165,9 @@ def ensemble_outputs(run_dirs: list[str | Path], *, split: str = "test", data: s
         total += out.double()
         members.append({"run_dir": str(run_dir), split: trainer.objective.score(out, y)})
     assert total is not None and targets is not None
-    return (total / len(run_dirs)).float(), targets, members, objective
+    # the members' own dtype: float32 probabilities stay float32, but float64 regression predictions
+    # (float32 spacing is 1.0 at 1e7) and language-model probabilities (< 1e-45 would become 0) stay exact
+    return (total / len(run_dirs)).to(out.dtype), targets, members, objective
 
 
 def ensemble_probabilities(run_dirs: list[str | Path], *, data: str | None = None,

@@ -8,7 +8,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from attnlab.cli import main
 from tests.conftest import train_tiny_sasrec
@@ -86,3 +88,53 @@ def test_a_predict_input_in_training_format_is_one_line(tiny, tmp_path, capsys):
     pairs = tmp_path / "pairs.txt"  # a history written two items a line, no id repeated in the first column
     pairs.write_text("10 11\n12 13\n")
     assert _predict(capsys, run, pairs)[0] == 0
+
+
+# --- leave-one-out ranking metrics against a plain sort (Kang & McAuley 2018, section IV-B) ---------
+
+def _sorted_rank_reference(scores: np.ndarray) -> np.ndarray:
+    """0-based position of candidate 0 when each row is sorted best first, ties put before it
+    (the pessimistic order): a plain float64 sort, independent of `target_ranks`."""
+    ranks = []
+    for row in scores.astype(np.float64):
+        # sort key: higher score first; among equal scores the held-out item (index 0) goes last
+        order = np.lexsort((np.arange(len(row)) == 0, -row))
+        ranks.append(int(np.flatnonzero(order == 0)[0]))
+    return np.asarray(ranks)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hr_and_ndcg_at_10_match_a_sort_of_100_negatives_and_the_positive(seed):
+    from attnlab.tasks.sasrec import ranking_metrics, target_ranks
+
+    rng = np.random.default_rng(seed)
+    users = 300
+    scores = rng.normal(size=(users, 101))  # the paper: the held-out item and 100 sampled negatives
+    scores[:, 0] += rng.uniform(0, 3, size=users)  # a model better than chance
+    scores[::7, 1:4] = scores[::7, :1]  # exact ties with the held-out item on some rows
+    scores = np.round(scores, 1)  # more ties among negatives
+    ref_rank = _sorted_rank_reference(scores)
+    ranks = target_ranks(torch.from_numpy(scores))
+    assert ranks.tolist() == ref_rank.tolist()
+    m = ranking_metrics(ranks, ks=(1, 5, 10))
+    for k in (1, 5, 10):
+        assert m[f"hr@{k}"] == pytest.approx(np.mean(ref_rank < k), abs=1e-12)
+    for k in (5, 10):
+        ndcg = np.where(ref_rank < k, 1.0 / np.log2(ref_rank + 2.0), 0.0).mean()
+        assert m[f"ndcg@{k}"] == pytest.approx(ndcg, abs=1e-12)
+    assert m["mrr"] == pytest.approx(np.mean(1.0 / (ref_rank + 1.0)), abs=1e-12)
+    assert 0.0 < m["ndcg@10"] < m["hr@10"] < 1.0  # the case is not degenerate
+
+
+def test_a_nan_score_never_ranks_the_held_out_item_first():
+    """A NaN score compares False with everything: ``others >= NaN`` counted no one above the
+    held-out item, so a model whose scores went NaN scored HR@10 = NDCG@10 = 1 and would be the
+    kept checkpoint. A NaN held-out score now ranks last, and a NaN negative counts against it."""
+    from attnlab.tasks.sasrec import SasrecObjective, ranking_metrics, target_ranks
+
+    nan = float("nan")
+    scores = torch.tensor([[nan, 0.1, 0.2, 0.3], [nan, nan, nan, nan], [0.5, nan, 0.1, 0.2], [0.5, 0.1, 0.2, 0.3]])
+    assert target_ranks(scores).tolist() == [3, 3, 1, 0]
+    m = ranking_metrics(target_ranks(torch.full((5, 101), nan)))
+    assert m["hr@10"] == 0.0 and m["ndcg@10"] == 0.0 and m["mrr"] == pytest.approx(1 / 101)
+    assert SasrecObjective.metric == "ndcg@10"  # the selection metric this protects

@@ -69,9 +69,13 @@ def target_ranks(scores: Tensor) -> Tensor:
     """0-based rank of candidate 0 (the held-out item) among each row's candidates.
 
     Ties count against it (rank = how many others score >= it), so a model that scores
-    everything alike ranks last. Shape: (B, K) -> (B,) int64.
+    everything alike ranks last. NaN counts against it too: a NaN compares False with
+    everything, so ``>=`` alone ranked a held-out item scored NaN first (HR@k = NDCG@k = 1 for
+    a model gone NaN); a NaN held-out score now ranks last, a NaN negative above it.
+    Shape: (B, K) -> (B,) int64.
     """
-    return (scores[:, 1:] >= scores[:, :1]).sum(dim=1)
+    target, others = scores[:, :1], scores[:, 1:]
+    return ((others >= target) | others.isnan() | target.isnan()).sum(dim=1)
 
 
 def ranking_metrics(ranks: Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:

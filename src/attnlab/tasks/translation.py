@@ -9,8 +9,10 @@ Objective: label-smoothed cross-entropy over target tokens (padding ignored; Sze
 2016, as in Vaswani et al. 2017). Evaluation decodes each sentence (greedy, or beam search
 with ``--eval.beam_size``, see `DecodingOptions`) and scores the detokenized output against the raw reference
 with sacreBLEU (Post 2018): ``bleu`` (cased, 13a tokenization: the standard signature) and
-``bleu_lc`` (lowercased, the setting most papers on Multi30k report), plus the per-token
-``loss``. ``bleu`` drives model selection.
+``bleu_lc`` (lowercased 13a: the nearest detokenized counterpart of the lowercased *tokenized*
+BLEU most papers on Multi30k report, which is computed on each paper's own tokenization and
+is not the same number, as sacreBLEU's documentation warns), plus the unsmoothed ``loss`` per
+target token of the split. ``bleu`` drives model selection.
 
 A finished run's data (evaluate, ``--resume``) is read with the run's own tokenizer(s)
 (`translation_run_vocabulary`); ``--init RUN`` fine-tunes an earlier ``transformer-mt`` run on

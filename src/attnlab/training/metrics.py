@@ -3,18 +3,36 @@ and multi-label metrics are computed here (tests check them against scikit-learn
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from torch import Tensor
 
+log = logging.getLogger(__name__)
+
 __all__ = ["average_precision", "best_threshold", "classification_metrics", "multilabel_metrics", "regression_metrics"]
 
 
+def _nan_rows(probs: Tensor, what: str) -> int:
+    """How many examples have a NaN output (logged): their scores would be finite and wrong, since
+    argmax takes NaN for the largest value and a NaN sorts like a number. Shape: probs (B, K)."""
+    bad = int(probs.isnan().flatten(1).any(dim=1).sum()) if probs.numel() else 0
+    if bad:
+        log.warning("%d of %d examples have NaN %s: every score of this evaluation is NaN", bad, len(probs), what)
+    return bad
+
+
 def classification_metrics(labels: Tensor, probs: Tensor) -> dict[str, float]:
-    """accuracy, macro-F1 and mean cross-entropy from labels (B,) and class probabilities (B, K)."""
+    """accuracy, macro-F1 and mean cross-entropy from labels (B,) and class probabilities (B, K).
+
+    macro-F1 averages the classes in the labels or the predictions (scikit-learn's default; a
+    class neither true nor predicted has no F1 to average). NaN outputs give NaN scores.
+    """
     from sklearn.metrics import accuracy_score, f1_score
 
+    if _nan_rows(probs, "class probabilities"):
+        return {"accuracy": math.nan, "macro_f1": math.nan, "loss": math.nan}
     y = labels.numpy()
     pred = probs.argmax(dim=-1).numpy()
     nll = -torch.log(probs.gather(1, labels[:, None]).clamp(min=1e-12)).mean().item()
@@ -81,8 +99,10 @@ def best_threshold(target: Tensor, probs: Tensor) -> tuple[float, float]:
     a little below the validation ones still fall on the same side. Ties in F1 go to the
     higher threshold.
 
-    Shape: target (B, K) 0/1, probs (B, K).
+    Shape: target (B, K) 0/1, probs (B, K) without NaN (ValueError: no cut is best for those).
     """
+    if probs.isnan().any():
+        raise ValueError(f"best_threshold: {int(probs.isnan().sum())} of {probs.numel()} probabilities are NaN")
     y, s = target.double().flatten(), probs.double().flatten()
     positives = y.sum()
     order = torch.argsort(s, descending=True, stable=True)
@@ -101,10 +121,13 @@ def multilabel_metrics(target: Tensor, probs: Tensor, threshold: float) -> dict[
     """micro-F1, macro-F1 (labels above ``threshold``), mAP and mean binary cross-entropy.
 
     mAP is the mean of `average_precision` over the labels with at least one positive example
-    (a label with none has no precision-recall curve); 0 when no label has one.
+    (a label with none has no precision-recall curve); 0 when no label has one. NaN outputs
+    give NaN scores.
 
     Shape: target (B, K) 0/1, probs (B, K) sigmoid outputs.
     """
+    if _nan_rows(probs, "label probabilities"):
+        return {"micro_f1": math.nan, "macro_f1": math.nan, "map": math.nan, "loss": math.nan, "threshold": float(threshold)}
     y = target.double()
     pred = (probs.double() >= threshold).double()
     tp, fp, fn = (pred * y).sum(0), (pred * (1 - y)).sum(0), ((1 - pred) * y).sum(0)  # (K,)

@@ -12,6 +12,8 @@ overfit small validation sets); the run keeps it in data.json and test metrics a
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.training.metrics import best_threshold, multilabel_metrics
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MultiLabelObjective"]
 
@@ -66,7 +70,11 @@ class MultiLabelObjective:
         return self.calibrate_outputs(*self.outputs(model, batches))
 
     def calibrate_outputs(self, outputs: Tensor, targets: Tensor) -> dict[str, float]:
-        """Choose the threshold on (validation) probabilities (B, K), e.g. an ensemble's mean."""
+        """Choose the threshold on (validation) probabilities (B, K), e.g. an ensemble's mean;
+        NaN probabilities keep the threshold there is (no cut is best for them) with a NaN F1."""
+        if outputs.isnan().any():
+            log.warning("validation probabilities hold NaN: the decision threshold stays %g", self.threshold)
+            return {"threshold": self.threshold, "val_micro_f1": math.nan}
         self.threshold, f1 = best_threshold(targets, outputs)
         return {"threshold": self.threshold, "val_micro_f1": f1}
 
