@@ -135,16 +135,20 @@ def beam_search(
 def filter_logits(logits: Tensor, *, top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """Set logits outside the top-k / top-p (nucleus) set to -inf. Shape: (B, V) -> (B, V).
 
+    Top-k keeps every token at least as likely as the k-th (ties at the boundary all stay).
     Top-p keeps the smallest set of most likely tokens whose probability reaches ``top_p``
     (the token that crosses the threshold is kept, so at least one token always survives).
+    Both compute what Hugging Face's ``TopKLogitsWarper`` / ``TopPLogitsWarper`` compute, tie
+    breaking included: top-p sorts ascending (stable) and drops the tokens whose cumulative
+    probability is <= 1 - top_p, so among equally likely tokens at the cut the later ids stay.
     """
     if top_k is not None and top_k > 0 and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and 0 < top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        remove = cum - sorted_logits.softmax(-1) >= top_p  # probability mass before this token
+        sorted_logits, order = logits.sort(dim=-1, descending=False, stable=True)  # (B, V) ascending
+        remove = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
+        remove[:, -1] = False  # the most likely token always stays (HF's min_tokens_to_keep=1)
         remove = torch.zeros_like(remove).scatter(-1, order, remove)
         logits = logits.masked_fill(remove, float("-inf"))
     return logits
