@@ -61,3 +61,62 @@ def test_top_p_threshold_in_float32_as_hf():
     keeps all three; the distributions must be the same."""
     logits = torch.tensor([[0.5, 0.3, 0.2]]).log()
     torch.testing.assert_close(_probs(logits, 1.0, None, 0.8), _hf_probs(logits, 1.0, None, 0.8), atol=1e-7, rtol=1e-6)
+
+
+from attnlab.models import generation  # noqa: E402
+from attnlab.models.generation import generate  # noqa: E402
+
+N_POSITIONS = 24
+
+
+@pytest.fixture(scope="module")
+def gpt2_pair(tmp_path_factory):
+    """A random 2-layer GPT-2 (weights wide enough for varied greedy tokens) and the same weights in attnlab."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from attnlab.interop.hf import load_hf_gpt2
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=N_POSITIONS, initializer_range=0.4,
+                        bos_token_id=1, eos_token_id=1)
+    hf = GPT2LMHeadModel(config).eval()
+    directory = tmp_path_factory.mktemp("gpt2")
+    hf.save_pretrained(directory)
+    return hf, load_hf_gpt2(directory)
+
+
+def _hf_greedy(hf, prompt, mask=None, *, max_new_tokens, eos=None, use_cache=True):
+    mask = torch.ones_like(prompt) if mask is None else mask.long()
+    return hf.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens, use_cache=use_cache,
+                       eos_token_id=eos, pad_token_id=0 if eos is None else eos)
+
+
+@pytest.fixture(params=["fused", "module", "packed"])
+def route(request, monkeypatch):
+    """Each decode route ``generate`` may pick, forced (the autotuner would pick one by timing)."""
+    monkeypatch.setattr(generation, "_decode_route", lambda *args: request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_greedy_equals_hf_generate(gpt2_pair, route, batch, use_cache):
+    hf, model = gpt2_pair
+    torch.manual_seed(1)
+    prompt = torch.randint(2, 100, (batch, 5))
+    ours = generate(model, prompt, max_new_tokens=N_POSITIONS - 5, temperature=0, use_cache=use_cache)  # up to n_positions
+    assert torch.equal(ours, _hf_greedy(hf, prompt, max_new_tokens=N_POSITIONS - 5, use_cache=use_cache))
+    assert len(set(ours[:, 5:].flatten().tolist())) > 3  # varied tokens, not one repeated
+
+
+def test_a_row_that_ends_early_keeps_padding_while_the_others_continue(gpt2_pair, route):
+    hf, model = gpt2_pair
+    torch.manual_seed(2)
+    prompt = torch.randint(2, 100, (4, 5))
+    free = generate(model, prompt, max_new_tokens=12, temperature=0)
+    eos = int(free[1, 7])  # row 1's third new token ends it (and whichever other row makes it)
+    ours = generate(model, prompt, max_new_tokens=12, temperature=0, stop_tokens=[eos])
+    assert torch.equal(ours, _hf_greedy(hf, prompt, max_new_tokens=12, eos=eos))  # HF pads with pad_token_id = eos
+    assert ours.shape == (4, 17) and (ours[1, 8:] == eos).all() and not (ours[0, 5:] == eos).any()
+
+
