@@ -50,6 +50,24 @@ def test_kv_cache_generation_equals_full_recompute(pos_embed):
     torch.testing.assert_close(torch.cat(last, 1), model(seq)[:, 3:], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("pos_embed", ["learned", "sincos", "rope", "alibi"])
+def test_a_left_padded_row_gives_the_logits_it_gives_unpadded(pos_embed):
+    """TransformerLM's padding mask: pads are never attended to and positions count real tokens,
+    in one forward and token by token through the KV cache."""
+    model = _lm(pos_embed)
+    seq = torch.randint(4, 37, (1, 8))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), seq], 1)
+    mask = torch.arange(11)[None] >= 3  # (1, 11), 3 pads first
+    reference = model(seq)
+    torch.testing.assert_close(model(padded, mask=mask)[:, 3:], reference, rtol=1e-10, atol=1e-10)
+    caches = model.new_caches()
+    steps = [model(padded[:, :6], caches=caches, mask=mask[:, :6])]
+    steps += [model(padded[:, i : i + 1], caches=caches, mask=mask[:, : i + 1]) for i in range(6, 11)]
+    torch.testing.assert_close(torch.cat(steps, 1)[:, 3:], reference, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match=r"mask must be bool \(B=1, cached \+ new = 11\)"):
+        model(padded, mask=mask[:, 1:])
+
+
 def test_generation_past_the_context_slides_the_window():
     model = _lm("learned")  # 16 learned positions
     prompt = torch.randint(4, 37, (1, 10))

@@ -120,3 +120,49 @@ def test_a_row_that_ends_early_keeps_padding_while_the_others_continue(gpt2_pair
     assert ours.shape == (4, 17) and (ours[1, 8:] == eos).all() and not (ours[0, 5:] == eos).any()
 
 
+
+def _left_padded(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[False] * (width - len(r)) + [True] * len(r) for r in rows])
+    return ids, mask
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_left_padded_prompts_of_different_lengths_equal_hf_and_each_row_alone(gpt2_pair, use_cache):
+    """A decoder-only batch is padded on the left (as HF requires); the padding is never attended
+    to and positions count real tokens only, so each row continues as it does alone."""
+    hf, model = gpt2_pair
+    torch.manual_seed(3)
+    rows = [torch.randint(2, 100, (n,)).tolist() for n in (2, 7, 4)]
+    ids, mask = _left_padded(rows)
+    ours = generate(model, ids, attention_mask=mask, max_new_tokens=10, temperature=0, use_cache=use_cache)
+    assert torch.equal(ours, _hf_greedy(hf, ids, mask, max_new_tokens=10, use_cache=use_cache))
+    for i, row in enumerate(rows):
+        alone = generate(model, torch.tensor([row]), max_new_tokens=10, temperature=0)
+        assert ours[i, 7:].tolist() == alone[0, len(row):].tolist()
+
+
+def test_left_padded_rows_slide_past_the_positions_as_each_row_alone(gpt2_pair):
+    """Past n_positions the last n_positions columns are recomputed: for every row exactly its own
+    last tokens (a padded row keeps all of its tokens until it has n_positions of them)."""
+    _, model = gpt2_pair
+    torch.manual_seed(4)
+    rows = [torch.randint(2, 100, (n,)).tolist() for n in (3, 9)]
+    ids, mask = _left_padded(rows)
+    ours = generate(model, ids, attention_mask=mask, max_new_tokens=N_POSITIONS + 4, temperature=0)
+    for i, row in enumerate(rows):
+        alone = generate(model, torch.tensor([row]), max_new_tokens=N_POSITIONS + 4, temperature=0)
+        assert ours[i, 9:].tolist() == alone[0, len(row):].tolist()
+
+
+@pytest.mark.parametrize("mask, message", [
+    ([[True, True, False]], r"attention_mask must be left-padded"),
+    ([[False, False, False]], r"row 0 has no token"),
+    ([[True, True]], r"attention_mask must be \(B, N\) = \(1, 3\)"),
+    ([[2, 1, 1]], r"attention_mask must hold 0/1 or bool"),
+])
+def test_a_bad_attention_mask_is_refused_in_one_line(gpt2_pair, mask, message):
+    _, model = gpt2_pair
+    with pytest.raises(ValueError, match=message):
+        generate(model, torch.tensor([[5, 6, 7]]), attention_mask=torch.tensor(mask), max_new_tokens=2, temperature=0)
