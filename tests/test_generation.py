@@ -50,6 +50,24 @@ def test_kv_cache_generation_equals_full_recompute(pos_embed):
     torch.testing.assert_close(torch.cat(last, 1), model(seq)[:, 3:], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("pos_embed", ["learned", "sincos", "rope", "alibi"])
+def test_a_left_padded_row_gives_the_logits_it_gives_unpadded(pos_embed):
+    """TransformerLM's padding mask: pads are never attended to and positions count real tokens,
+    in one forward and token by token through the KV cache."""
+    model = _lm(pos_embed)
+    seq = torch.randint(4, 37, (1, 8))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), seq], 1)
+    mask = torch.arange(11)[None] >= 3  # (1, 11), 3 pads first
+    reference = model(seq)
+    torch.testing.assert_close(model(padded, mask=mask)[:, 3:], reference, rtol=1e-10, atol=1e-10)
+    caches = model.new_caches()
+    steps = [model(padded[:, :6], caches=caches, mask=mask[:, :6])]
+    steps += [model(padded[:, i : i + 1], caches=caches, mask=mask[:, : i + 1]) for i in range(6, 11)]
+    torch.testing.assert_close(torch.cat(steps, 1)[:, 3:], reference, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match=r"mask must be bool \(B=1, cached \+ new = 11\)"):
+        model(padded, mask=mask[:, 1:])
+
+
 def test_generation_past_the_context_slides_the_window():
     model = _lm("learned")  # 16 learned positions
     prompt = torch.randint(4, 37, (1, 10))
@@ -154,3 +172,62 @@ def test_a_prompt_a_word_tokenizer_reads_as_nothing_says_so():
     model = create_model("gpt-lm", vocab_size=tok.vocab_size, max_length=16, dim=16, depth=1, num_heads=2)
     with pytest.raises(ConfigError, match=r"^the prompt '   ' gives no tokens for this run's tokenizer \(spaces are no word\)"):
         generate_text(model, {"info": {"tokenizer": tok.to_dict()}}, "   ", max_new_tokens=2)
+
+
+def _tiny_vocab_mt(seed: int, eos_bias: float):
+    torch.manual_seed(seed)
+    model = create_model("transformer-mt", src_vocab_size=5, tgt_vocab_size=5, dim=16, encoder_depth=1, decoder_depth=1,
+                         num_heads=2, max_length=16, share_embeddings=False, tie_embeddings=False, dropout=0.0).double().eval()
+    torch.nn.init.normal_(model.out_proj.weight, std=1.0)
+    model.out_proj.weight.data[model.config.eos_id] += eos_bias
+    return model
+
+
+def _exhaustive_best(model, src, max_len: int, length_penalty: float) -> tuple[list[int], float]:
+    """Float64 brute force over every target of up to ``max_len`` tokens: a hypothesis ended by <eos>
+    scores sum(log p) / (tokens + 1)**length_penalty (HF's and fairseq's length counts the <eos>); one
+    still open at ``max_len`` scores sum(log p) / max_len**length_penalty. Returns the best and the margin to the next."""
+    import itertools
+
+    c = model.config
+    scored = []
+    for t in range(max_len + 1):
+        for ys in itertools.product([v for v in range(c.tgt_vocab_size) if v != c.eos_id], repeat=t):
+            logp = model(src, torch.tensor([[c.bos_id, *ys]])).log_softmax(-1)[0]  # (t + 1, V)
+            total = float(sum(logp[i, y] for i, y in enumerate(ys)))
+            if t < max_len:
+                scored.append(((total + float(logp[t, c.eos_id])) / (t + 1) ** length_penalty, list(ys)))
+            else:
+                scored.append((total / t**length_penalty, list(ys)))
+    scored.sort(key=lambda item: -item[0])
+    return scored[0][1], scored[0][0] - scored[1][0]
+
+
+@pytest.mark.parametrize("seed, eos_bias", [(0, 0.0), (1, 1.5), (2, -1.0)])
+@pytest.mark.parametrize("length_penalty", [0.0, 0.6, 1.0, 2.0])
+def test_a_beam_wider_than_every_prefix_is_exhaustive_search(seed, eos_bias, length_penalty):
+    """With a beam holding every prefix (4^3 alive x 5 tokens < 400) no hypothesis is pruned: the
+    result is the brute-force best under the same length penalty, finished and open hypotheses alike."""
+    model = _tiny_vocab_mt(seed, eos_bias)
+    src = torch.tensor([[1, 4, 4, 1]])
+    with torch.no_grad():
+        best, margin = _exhaustive_best(model, src, 4, length_penalty)
+        assert margin > 1e-9  # a unique best
+        assert beam_search(model, src, beam_size=400, length_penalty=length_penalty, max_len=4) == [best]
+
+
+@pytest.mark.parametrize("beam_size", [2, 3])
+def test_batched_beam_search_equals_one_sentence_at_a_time(beam_size):
+    """A sentence's beams and finished hypotheses are its own: padding and its neighbours change nothing."""
+    model = _mt()
+    shift = torch.zeros(41, dtype=torch.float64)
+    shift[model.config.eos_id] = 1.5  # <eos> likelier by a constant logit: some sentences end early, others not
+    model.out_proj.register_forward_hook(lambda module, inputs, logits: logits + shift)
+    src = torch.randint(4, 41, (4, 7))
+    src[1, 3:] = 0
+    src[3, 5:] = 0
+    batch = beam_search(model, src, beam_size=beam_size, length_penalty=1.0, max_len=12)
+    alone = [beam_search(model, src[i : i + 1, : int((src[i] != 0).sum())], beam_size=beam_size, length_penalty=1.0,
+                         max_len=12)[0] for i in range(4)]
+    assert batch == alone
+    assert {len(hyp) < 12 for hyp in batch} == {True, False}  # some ended with <eos>, some ran to max_len

@@ -20,7 +20,11 @@ from attnlab.attention import positional
 __all__ = ["LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding", "RelativePositionBias", "resample_abs_pos_embed"]
 
 
-def _check_length(n: int, offset: int, max_positions: int, what: str) -> None:
+def _check_length(n: int, offset: int, max_positions: int, what: str, positions: Tensor | None = None) -> None:
+    if positions is not None:
+        if positions.shape[-1] != n:
+            raise ValueError(f"{what}: positions must be (B, N={n}), got shape {tuple(positions.shape)}")
+        n, offset = int(positions.max()) + 1 if positions.numel() else 0, 0
     if offset + n > max_positions:
         raise ValueError(
             f"{what}: sequence needs positions up to {offset + n}, but the model has {max_positions} "
@@ -40,9 +44,13 @@ class LearnedPositionalEmbedding(nn.Module):
         """Parameters AdamW leaves undecayed (a position table; timm's convention)."""
         return {"weight"}
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """``positions`` (B, N): each token's own position (a left-padded batch's rows start at 0
+        after their padding); else positions ``offset`` .. ``offset + N - 1`` for every row."""
         n = x.shape[1]
-        _check_length(n, offset, self.max_positions, "LearnedPositionalEmbedding")
+        _check_length(n, offset, self.max_positions, "LearnedPositionalEmbedding", positions)
+        if positions is not None:
+            return x + self.weight[positions].to(x.dtype)  # (B, N, C)
         return x + self.weight[offset : offset + n].to(x.dtype)
 
 
@@ -54,9 +62,13 @@ class SinusoidalPositionalEmbedding(nn.Module):
         self.max_positions = max_positions
         self.register_buffer("table", positional.sinusoidal(max_positions, dim), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """``positions`` (B, N): each token's own position (a left-padded batch's rows start at 0
+        after their padding); else positions ``offset`` .. ``offset + N - 1`` for every row."""
         n = x.shape[1]
-        _check_length(n, offset, self.max_positions, "SinusoidalPositionalEmbedding")
+        _check_length(n, offset, self.max_positions, "SinusoidalPositionalEmbedding", positions)
+        if positions is not None:
+            return x + self.table[positions].to(x.dtype)  # (B, N, C)
         return x + self.table[offset : offset + n].to(x.dtype)
 
 

@@ -135,16 +135,20 @@ def beam_search(
 def filter_logits(logits: Tensor, *, top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """Set logits outside the top-k / top-p (nucleus) set to -inf. Shape: (B, V) -> (B, V).
 
+    Top-k keeps every token at least as likely as the k-th (ties at the boundary all stay).
     Top-p keeps the smallest set of most likely tokens whose probability reaches ``top_p``
     (the token that crosses the threshold is kept, so at least one token always survives).
+    Both compute what Hugging Face's ``TopKLogitsWarper`` / ``TopPLogitsWarper`` compute, tie
+    breaking included: top-p sorts ascending (stable) and drops the tokens whose cumulative
+    probability is <= 1 - top_p, so among equally likely tokens at the cut the later ids stay.
     """
     if top_k is not None and top_k > 0 and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and 0 < top_p < 1:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        remove = cum - sorted_logits.softmax(-1) >= top_p  # probability mass before this token
+        sorted_logits, order = logits.sort(dim=-1, descending=False, stable=True)  # (B, V) ascending
+        remove = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
+        remove[:, -1] = False  # the most likely token always stays (HF's min_tokens_to_keep=1)
         remove = torch.zeros_like(remove).scatter(-1, order, remove)
         logits = logits.masked_fill(remove, float("-inf"))
     return logits
@@ -162,11 +166,41 @@ def _new_caches(model: nn.Module, max_length: int | None):
     return model.new_caches(max_length) if _accepts(model.new_caches, "max_length") else model.new_caches()
 
 
-def _last_logits(model: nn.Module, feed: Tensor, caches, last_only: bool) -> Tensor:
+def _last_logits(model: nn.Module, feed: Tensor, caches, last_only: bool, mask: Tensor | None = None) -> Tensor:
     """The last position's logits as float32 (B, V); with ``last_only`` the model runs only
-    that position through its head."""
-    logits = model(feed, caches=caches, last_only=True) if last_only else model(feed, caches=caches)
+    that position through its head. ``mask`` (B, cached + fed), True = real token: only given
+    for a padded batch."""
+    extra = {} if mask is None else {"mask": mask}
+    logits = model(feed, caches=caches, last_only=True, **extra) if last_only else model(feed, caches=caches, **extra)
     return logits[:, -1].float()
+
+
+def _prompt_mask(model: nn.Module, prompt: Tensor, attention_mask: Tensor | None) -> Tensor | None:
+    """``attention_mask`` checked and as bool (B, N); None when every token is real (the fast routes)."""
+    if attention_mask is None:
+        return None
+    if tuple(attention_mask.shape) != tuple(prompt.shape):
+        raise ValueError(f"generate: attention_mask must be (B, N) = {tuple(prompt.shape)} as the prompt, got shape "
+                         f"{tuple(attention_mask.shape)}")
+    if attention_mask.dtype != torch.bool:
+        if attention_mask.is_floating_point() or attention_mask.is_complex() or not bool(
+                ((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError(f"generate: attention_mask must hold 0/1 or bool (1 = a real token), got {attention_mask.dtype} "
+                             f"with values {sorted(set(attention_mask.flatten().tolist()))[:5]}")
+        attention_mask = attention_mask == 1
+    mask = attention_mask.to(prompt.device)
+    empty = (~mask.any(-1)).nonzero()
+    if empty.numel():
+        raise ValueError(f"generate: attention_mask row {int(empty[0])} has no token (all padding)")
+    late = (mask[:, :-1] & ~mask[:, 1:]).any(-1).nonzero()
+    if late.numel():
+        raise ValueError(f"generate: attention_mask must be left-padded (padding before the prompt, as decoder-only "
+                         f"batches are in Hugging Face), but row {int(late[0])} has padding after a token")
+    if bool(mask.all()):
+        return None
+    if not _accepts(model.forward, "mask"):
+        raise ValueError(f"generate: {type(model).__name__} takes no padding mask; give prompts of one length")
+    return mask
 
 
 _PROBE_STEPS = 4  # decode steps each candidate times after its prompt
@@ -214,20 +248,28 @@ def generate(
     stop_tokens: Sequence[int] = (),
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    attention_mask: Tensor | None = None,
 ) -> Tensor:
     """Continue ``prompt`` (B, N) with a decoder-only LM; ``temperature=0`` is greedy.
 
     Stops early once every row has produced one of ``stop_tokens`` (that token is kept; rows
-    that stopped are padded with it). Shape: (B, N) -> (B, N + generated).
+    that stopped are padded with it). ``attention_mask`` (B, N), 1/True = real token: prompts of
+    different lengths padded on the left, as Hugging Face's ``generate`` takes them for a
+    decoder-only model; padding is never attended to and positions count real tokens only, so
+    each row continues as it would alone (such a batch decodes on the module route). Past the
+    context the last ``context`` columns are recomputed, for each row exactly its own last tokens.
+    Shape: (B, N) -> (B, N + generated).
     """
     if prompt.dim() != 2 or prompt.shape[1] < 1:
         raise ValueError(f"generate: prompt must be (B, N) with N >= 1, got shape {tuple(prompt.shape)}")
     if temperature < 0:
         raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    mask = _prompt_mask(model, prompt, attention_mask)  # (B, N) bool or None
     context = getattr(model, "context_length", None)
     out = prompt
     if context is not None and out.shape[1] > context:
         out = out[:, -context:]  # only the last `context` tokens condition the model
+        mask = None if mask is None else mask[:, -context:]
     start = out.shape[1]
     stops = torch.tensor(list(stop_tokens), dtype=torch.long, device=prompt.device)
     stopped = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
@@ -235,7 +277,8 @@ def generate(
     total = out.shape[1] + max_new_tokens
     caches = None
     fits = context is None or total <= context
-    route = _decode_route(model, out, total, last_only) if use_cache and fits and FusedDecoder.supports(model) else "module"
+    fused = use_cache and fits and mask is None and FusedDecoder.supports(model)
+    route = _decode_route(model, out, total, last_only) if fused else "module"
     decoder = FusedDecoder(model, out.shape[0], total, packed=route == "packed") if route != "module" else None
     if use_cache and decoder is None:
         caches = _new_caches(model, total if fits else None)
@@ -248,7 +291,8 @@ def generate(
         else:
             if caches is None:
                 feed = out if context is None else out[:, -context:]
-            logits = _last_logits(model, feed, caches, last_only)  # (B, V)
+            seen = None if mask is None else mask[:, -(feed.shape[1] + (len(caches[0]) if caches else 0)):]
+            logits = _last_logits(model, feed, caches, last_only, seen)  # (B, V)
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
@@ -259,6 +303,8 @@ def generate(
             nxt = torch.where(stopped, last, nxt)
             stopped |= torch.isin(nxt, stops)
         out = torch.cat([out, nxt[:, None]], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         feed = nxt[:, None]
         if stops.numel() and bool(stopped.all()):
             break

@@ -120,19 +120,34 @@ class TransformerLM(nn.Module):
         """Parameters AdamW leaves undecayed (the token embedding; a learned position table declares its own; timm's convention)."""
         return {"token_embed.weight"}
 
-    def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None, last_only: bool = False) -> Tensor:
-        """Logits (B, N, V); ``last_only``: only the last position's, (B, 1, V) (decoding)."""
+    def forward(self, tokens: Tensor, *, caches: list[KVCache] | None = None, last_only: bool = False,
+                mask: Tensor | None = None) -> Tensor:
+        """Logits (B, N, V); ``last_only``: only the last position's, (B, 1, V) (decoding).
+
+        ``mask`` (B, M) bool, True = a real token, over the cached positions and these N (M =
+        cache length + N): padding is never attended to, and each token's position counts the
+        real tokens before it, so a left-padded row gives the logits it gives unpadded (what
+        Hugging Face derives from ``attention_mask``: position_ids = cumsum - 1). Pad rows' own
+        outputs are meaningless (a pad query with nothing to attend to outputs zeros).
+        """
         if tokens.dim() != 2:
             raise ValueError(f"TransformerLM expects token ids (B, N), got shape {tuple(tokens.shape)}")
         if caches is not None and len(caches) != len(self.blocks):
             raise ValueError(f"TransformerLM: {len(caches)} caches for {len(self.blocks)} blocks")
         offset = len(caches[0]) if caches is not None else 0
+        b, n = tokens.shape
+        positions = None
+        if mask is not None:
+            if mask.shape != (b, offset + n) or mask.dtype != torch.bool:
+                raise ValueError(f"TransformerLM: mask must be bool (B={b}, cached + new = {offset + n}), got "
+                                 f"{mask.dtype} of shape {tuple(mask.shape)}")
+            positions = (mask.long().cumsum(-1) - 1).clamp_min(0)[:, offset:]  # (B, N)
         x = self.token_embed(tokens)  # (B, N, C)
         if self.pos_embed is not None:
-            x = self.pos_embed(x, offset=offset)
+            x = self.pos_embed(x, offset=offset, positions=positions)
         x = self.dropout(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, is_causal=True, cache=None if caches is None else caches[i])
+            x = block(x, mask=mask, is_causal=True, cache=None if caches is None else caches[i])
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.norm(x))  # (B, N, V)
