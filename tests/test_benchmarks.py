@@ -7,6 +7,7 @@ tests); each script must exit 0, print a table and write a JSON object to ``--ou
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,11 @@ def test_quick_benchmark_runs_and_writes_json(script, extra, needs, tmp_path):
         pytest.skip(f"shared data not found: {needs}")
     out = tmp_path / "result.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out), *extra]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    # One OpenMP thread unless a script sets its own: the quick runs are tiny ops, and two threads' barriers
+    # made them 2-4x slower on a busy 2-core machine. The timeout is only against a hang: every quick run
+    # takes well under a minute on a quiet machine, so a loaded one fails late, not falsely.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     result = json.loads(out.read_text())
     assert isinstance(result, dict) and result, f"{script} wrote an empty result"
