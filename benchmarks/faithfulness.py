@@ -18,7 +18,7 @@ users get; it adds the run's test metrics and the machine.
     python benchmarks/faithfulness.py                       # trains the main job, scores 200 test digits
     python benchmarks/faithfulness.py --run runs/trec --name trec --examples 200
 
---quick: an untrained 1-epoch main job on few examples, a smoke test. Results:
+--quick: a barely trained main job (1 epoch, 2 layers x 32 wide) on few examples, a smoke test. Results:
 benchmarks/results/faithfulness-<name>[-quick].json (name default: digits) unless --out is given.
 """
 
@@ -41,11 +41,15 @@ else:  # run as a script
 from attnlab.explain.card import format_table
 from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS
 
+# --quick checks the plumbing: the main job's architecture, small (every method, measure and the randomisation
+# check still run; 2 layers, so rollout still multiplies layers); the full-size model took minutes
+QUICK_MODEL = ["--model.dim", "32", "--model.depth", "2", "--model.num_heads", "2"]
+
 
 def _train(quick: bool, out: Path) -> Path:
     from attnlab.cli import main
 
-    args = ["train", "--out", str(out)] + (["--epochs", "1"] if quick else [])
+    args = ["train", "--out", str(out)] + (["--epochs", "1", *QUICK_MODEL] if quick else [])
     rc = main(args)
     if rc not in (None, 0):
         raise SystemExit(f"attnlab train failed ({rc})")
@@ -64,6 +68,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-steps", type=int, default=IG_MAX_STEPS,
                     help=f"examples whose IG completeness gap is above 1%% get doubled steps up to this "
                     f"(default {IG_MAX_STEPS})")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -71,6 +76,8 @@ def main(argv=None) -> dict:
         args.examples = min(args.examples, 16)
         args.steps = min(args.steps, 4)  # IG is the slowest method; the test's limit is 300 s
         args.max_steps = args.steps  # an untrained model's IG would be refined up to the cap
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or _train(args.quick, Path(tmp) / "digits-run")

@@ -30,8 +30,8 @@ argmax over every token of the question, <bos> included.
 
 Methods: attnlab.explain.relevance (raw attention, rollout, gradient-weighted rollout of Chefer
 et al., CVPR 2021, last-layer attention x gradient, Captum's input x gradient and Integrated
-Gradients, random). --quick: 1 epoch each (1,500 TREC questions), few examples, a smoke test
-of the plumbing.
+Gradients, random). --quick: 1 epoch each of 2-layer 32-wide models (600 TREC questions), few
+examples, a smoke test of the plumbing.
 Results: benchmarks/results/shortcut[-quick].json unless --out is given.
 """
 
@@ -66,6 +66,7 @@ MARKER_PATCH = 0  # the top-left 2x2 patch: row-major patch index 0
 DIGITS_RECIPE = ["--model.patch_size", "2", "--model.stem_channels", "32", "--model.dropout", "0.2",
                  "--train.lr", "2e-3", "--train.weight_decay", "0.1", "--train.batch_size", "32",
                  "--train.keep", "last", "--objective.label_smoothing", "0.1", "--data.image_size", "[8, 8]"]
+QUICK_MODEL = ["--model.dim", "32", "--model.depth", "2", "--model.num_heads", "2"]  # --quick: the plumbing only
 
 
 def marker_codes(classes: int = 10) -> np.ndarray:
@@ -134,7 +135,8 @@ def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, rng: 
     return float(marked.mean())
 
 
-def image_shortcut(tmp: Path, *, epochs: int, examples: int, rand_examples: int, steps: int, seed: int) -> dict:
+def image_shortcut(tmp: Path, *, epochs: int, examples: int, rand_examples: int, steps: int, seed: int,
+                   model_args: list[str] | None = None) -> dict:
     from attnlab.data.base import ImageSpec
     from attnlab.run import load_run
 
@@ -143,7 +145,7 @@ def image_shortcut(tmp: Path, *, epochs: int, examples: int, rand_examples: int,
     marked_share = write_image_folder(tmp / "digits-marked", images[train], labels[train], rng)
     t0 = time.perf_counter()
     _train(["--task", "images", "--data", str(tmp / "digits-marked"), "--model", "vit-tiny", "--out",
-            str(tmp / "digits-run"), "--epochs", str(epochs), "--seed", str(seed), *DIGITS_RECIPE])
+            str(tmp / "digits-run"), "--epochs", str(epochs), "--seed", str(seed), *DIGITS_RECIPE, *(model_args or [])])
     train_s = time.perf_counter() - t0
     _, model, record = load_run(tmp / "digits-run")
     spec = ImageSpec.from_dict(record["spec"])
@@ -223,7 +225,7 @@ class Embedded(nn.Module):
 
 
 def text_shortcut(tmp: Path, trec: Path, *, epochs: int, examples: int, steps: int, seed: int,
-                  questions: int | None = None) -> dict:
+                  questions: int | None = None, model_args: list[str] | None = None) -> dict:
     from attnlab.data.text import encode_for_classification
     from attnlab.data.tokenizers import load_tokenizer
     from attnlab.run import load_run
@@ -235,7 +237,7 @@ def text_shortcut(tmp: Path, trec: Path, *, epochs: int, examples: int, steps: i
     (tmp / "trec-marked.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     t0 = time.perf_counter()
     _train(["--task", "text-classification", "--data", str(tmp / "trec-marked.tsv"), "--model", "text-transformer",
-            "--out", str(tmp / "trec-run"), "--epochs", str(epochs), "--seed", str(seed)])
+            "--out", str(tmp / "trec-run"), "--epochs", str(epochs), "--seed", str(seed), *(model_args or [])])
     train_s = time.perf_counter() - t0
     _, model, record = load_run(tmp / "trec-run")
     tokenizer = load_tokenizer(record["info"]["tokenizer"])
@@ -313,17 +315,18 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.epochs, args.text_epochs, args.examples, args.rand_examples, args.steps = 1, 1, 16, 4, 4
-        args.questions = min(args.questions or 1500, 1500)
+        args.questions = min(args.questions or 600, 600)
+    model_args = QUICK_MODEL if args.quick else None
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         images = image_shortcut(Path(tmp), epochs=args.epochs, examples=args.examples, rand_examples=args.rand_examples,
-                                steps=args.steps, seed=args.seed)
+                                steps=args.steps, seed=args.seed, model_args=model_args)
         text = None
         if (args.trec / "TREC.train.all").is_file():
             text = text_shortcut(Path(tmp), args.trec, epochs=args.text_epochs, examples=args.examples,
-                                 steps=args.steps, seed=args.seed, questions=args.questions)
+                                 steps=args.steps, seed=args.seed, questions=args.questions, model_args=model_args)
     result = {**common.run_header("shortcut", args, common.machine_info(torch.device("cpu")), __file__),
               "images": images, "text": text, "wall_seconds": time.perf_counter() - start}
     _print(f"vit-tiny on marked digits, {images['test_images']} test images", images, ("top1", "mass", "randomisation"))

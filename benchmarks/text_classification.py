@@ -25,7 +25,7 @@ recipes: benchmarks/README.md (history: CHANGELOG.md).
 ``--ensemble K`` scores each seed as a deep ensemble of K runs: seeds K*seed .. K*seed+K-1,
 probabilities averaged, as ``attnlab evaluate RUN ...`` does.
 
-``--quick``: one epoch of a tiny model on each data set (a smoke test). Results:
+``--quick``: one epoch of a tiny model on the first lines of each data set's files (a smoke test). Results:
 benchmarks/results/text_classification[-quick].json.
 """
 
@@ -57,6 +57,17 @@ OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     name: recipe_overrides(load_recipe("text-classification", name)) for name in REFERENCE
 }
 QUICK = {"train": {"epochs": 1}, "model_config": {"dim": 32, "depth": 1, "num_heads": 2}, "data_options": {"vocab_size": 500}}
+QUICK_LINES = {"train": 600, "other": 150}  # --quick: the first lines of the training file / the others (mixed classes)
+
+
+def quick_subset(folder: Path, out: Path) -> Path:
+    """The data set's files cut to their first lines (a smoke test): the same names, so the same splits."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        lines = path.read_bytes().splitlines(keepends=True)  # bytes: the file's own encoding, as the loader reads it
+        keep = QUICK_LINES["train" if "train" in path.name.lower() else "other"]
+        (out / path.name).write_bytes(b"".join(lines[:keep]))
+    return out
 
 
 def run_one(data: Path, seed: int, overrides: dict[str, dict[str, Any]], run_dir: Path, device: str,
@@ -119,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.datasets:
             overrides = merge_sections(OVERRIDES[name], QUICK if args.quick else {}, flags)
             runs_root = args.keep_runs or Path(tmp)
-            runs = [run_seed(args.root / REFERENCE[name][0], seed, overrides, runs_root / f"{name}-s{seed}", args.device,
+            data = args.root / REFERENCE[name][0]
+            if args.quick:
+                data = quick_subset(data, Path(tmp) / "data" / name)
+            runs = [run_seed(data, seed, overrides, runs_root / f"{name}-s{seed}", args.device,
                              args.ensemble) for seed in args.seeds]
             accs = [r["accuracy"] for r in runs]
             mean = statistics.mean(accs)

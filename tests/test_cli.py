@@ -145,11 +145,15 @@ def test_checkpoint_of_another_model_is_refused(run_dir, tmp_path, capsys):
 
 
 def test_list_and_help_as_a_subprocess():
+    # The seven interpreters start at once (each spends seconds importing torch; one after another took ~19 s)
+    helps = {sub: subprocess.Popen([sys.executable, "-m", "attnlab", sub, "--help"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+             for sub in ("train", "evaluate", "predict", "explain", "bench", "list")}
     out = subprocess.run([sys.executable, "-m", "attnlab", "list"], capture_output=True, text=True, check=True).stdout
     assert "vit-tiny" in out and "hybrid-cnn" in out and "digits" in out
-    for sub in ("train", "evaluate", "predict", "explain", "bench", "list"):
-        result = subprocess.run([sys.executable, "-m", "attnlab", sub, "--help"], capture_output=True, text=True)
-        assert result.returncode == 0 and "usage: attnlab" in result.stdout
+    for sub, process in helps.items():
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0 and "usage: attnlab" in stdout, (sub, stderr)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")

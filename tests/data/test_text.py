@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from attnlab.tasks import load_task
-from attnlab.data import parallel as _parallel  # noqa: F401  (registers the translation loader)
 from attnlab.data.text import read_labelled
 from attnlab.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, load_tokenizer, train_tokenizer
 from attnlab.errors import ConfigError, DataError
