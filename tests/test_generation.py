@@ -231,3 +231,18 @@ def test_batched_beam_search_equals_one_sentence_at_a_time(beam_size):
                          max_len=12)[0] for i in range(4)]
     assert batch == alone
     assert {len(hyp) < 12 for hyp in batch} == {True, False}  # some ended with <eos>, some ran to max_len
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("max_new_tokens", 0, r"max_new_tokens must be >= 1, got 0"),
+    ("top_k", -1, r"top_k must be >= 0 \(0: no cut\), got -1"),
+    ("top_p", 0.0, r"top_p must be in \(0, 1\] \(1: no cut\), got 0.0"),
+    ("top_p", 1.5, r"top_p must be in \(0, 1\] \(1: no cut\), got 1.5"),
+])
+def test_generate_refuses_sampling_values_hugging_face_refuses(option, value, message):
+    """They were ignored (top_p <= 0 and top_k < 0 sampled from every token; max_new_tokens 0 returned the
+    prompt); transformers' generate raises for each."""
+    from attnlab.models.generation import generate
+
+    with pytest.raises(ValueError, match=r"^generate: " + message):
+        generate(_lm(), torch.tensor([[1, 2, 3]]), **{option: value})

@@ -264,6 +264,12 @@ def generate(
         raise ValueError(f"generate: prompt must be (B, N) with N >= 1, got shape {tuple(prompt.shape)}")
     if temperature < 0:
         raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    if max_new_tokens < 1:  # as transformers' generate: a value that cannot mean what was asked is refused
+        raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"generate: top_k must be >= 0 (0: no cut), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"generate: top_p must be in (0, 1] (1: no cut), got {top_p}")
     mask = _prompt_mask(model, prompt, attention_mask)  # (B, N) bool or None
     context = getattr(model, "context_length", None)
     out = prompt
