@@ -14,11 +14,18 @@ from attnlab.cli import main  # noqa: E402
 from attnlab.run import load_run  # noqa: E402
 
 
-@pytest.mark.slow
-def test_export_matches_pytorch(tmp_path, capsys):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("export") / "run"
     assert main(["train", "--out", str(run), "--epochs", "1", "--model.depth", "1", "--model.dim", "32",
-                 "--model.num_heads", "2", "--train.batch_size", "128"]) == 0
+                 "--model.num_heads", "2", "--train.batch_size", "128", "--train.progress", "false",
+                 ]) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_export_matches_pytorch(digits_run, tmp_path, capsys):
+    run = digits_run
     onnx_file = tmp_path / "model.onnx"
     assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
     _, model, _ = load_run(run)
@@ -30,6 +37,42 @@ def test_export_matches_pytorch(tmp_path, capsys):
             want = model(x).numpy()
         assert got.shape == want.shape
         assert abs(got - want).max() < 1e-4
+
+
+def test_a_failed_write_keeps_the_earlier_file_and_leaves_nothing_beside_it(digits_run, tmp_path, capsys, monkeypatch):
+    """The file is renamed into place once whole: a failure there (a full disk) is one line, exit 2,
+    and neither a half file nor a temporary stays; an earlier export is kept."""
+    import errno
+    import os
+    import shutil
+
+    def torch_export(model, args, path, **kwargs):  # a tiny stand-in for the (slow) exporter
+        import onnx
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph([helper.make_node("Identity", ["images"], ["output"])], "g",
+                                  [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                                  [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1, 8, 8])])
+        onnx.save(helper.make_model(graph), path)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch.onnx, "export", torch_export)
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    monkeypatch.setattr(os, "replace", full_disk)
+    monkeypatch.setattr(shutil, "move", full_disk)
+    capsys.readouterr()
+    assert main(["export", str(digits_run), "--onnx", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"attnlab: error: {out}: cannot write it (No space left on device)", err
+    assert out.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.onnx, "export", torch_export)
+    assert main(["export", str(digits_run), "--onnx", str(out)]) == 0
+    assert out.read_bytes() != b"an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
 def test_export_bad_output_name(tmp_path, capsys):

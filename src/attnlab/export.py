@@ -3,6 +3,10 @@
 Uses PyTorch's own exporter (``torch.onnx.export(dynamo=True)``, which needs the optional
 ``onnx`` and ``onnxscript`` packages) with a dynamic batch dimension, and a dynamic length
 for token-id inputs; the example input comes from the model's registry entry.
+
+The file is written whole (weights inline, below the 2 GB protobuf limit)
+to a temporary name beside it and renamed into place: a failed export leaves no half file and
+keeps an earlier one.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,8 +34,8 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     from attnlab.run import load_run
 
     try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
+        import onnx
+        __import__("onnxscript")  # the exporter needs it; fail here, in one line
     except ImportError:
         raise AttnlabError("ONNX export needs the optional packages: pip install 'attnlab[onnx]'") from None
     output = Path(output)
@@ -48,15 +52,45 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="attnlab-onnx-") as tmp:
         try:
             with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet("torch.onnx"):
-                torch.onnx.export(model.eval(), inputs, str(Path(tmp) / output.name), dynamo=True, dynamic_shapes=dynamic)
+                torch.onnx.export(model.eval(), inputs, str(Path(tmp) / "model.onnx"), dynamo=True, dynamic_shapes=dynamic)
+            proto = onnx.load(str(Path(tmp) / "model.onnx"))  # external data (the weights) read back inline
         except Exception as exc:  # the exporter raises many types; report one line
             log.debug(chatter.getvalue())
             raise AttnlabError(f"ONNX export of {config.model!r} failed: {type(exc).__name__}: {_one_line(exc)}") from None
-        # only a finished export creates folders: the .onnx and any external-data file beside it
-        output.parent.mkdir(parents=True, exist_ok=True)
-        for made in Path(tmp).iterdir():
-            shutil.move(str(made), str(output.parent / made.name))
+    _write_atomically(proto, output)
     return output
+
+
+def _write_atomically(proto, output: Path) -> None:
+    """``proto`` to ``output`` through a temporary file beside it, renamed into place; any failure
+    (a full disk, a model past protobuf's 2 GB) is one line and leaves neither a half file nor the temporary."""
+    try:
+        data = proto.SerializeToString()
+    except ValueError as exc:  # protobuf refuses messages of 2 GB and more
+        raise AttnlabError(f"{output}: the model is too large for one ONNX file ({_one_line(exc)})") from None
+    tmp = None
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)  # only a finished export creates folders
+        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, output)
+        tmp = None
+    except OSError as exc:
+        raise AttnlabError(f"{output}: cannot write it ({exc.strerror or exc})") from None
+    finally:  # an error or an interrupt before the rename: the temporary goes, an earlier file stays
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _dynamic_shapes(inputs: tuple, max_len: int | None) -> tuple:
