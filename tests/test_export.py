@@ -39,6 +39,40 @@ def test_export_matches_pytorch(digits_run, tmp_path, capsys):
         assert abs(got - want).max() < 1e-4
 
 
+@pytest.mark.slow
+def test_exported_file_carries_what_predict_needs(digits_run, tmp_path, capsys):
+    """One self-contained file whose metadata_props (as optimum / timm exports carry) hold the class
+    names, the input's name and shape and the normalisation: with them alone, onnxruntime gives
+    `attnlab predict`'s probabilities for an input file."""
+    import json
+
+    import numpy as np
+    import onnx
+
+    onnx_file = tmp_path / "out" / "model.onnx"
+    assert main(["export", str(digits_run), "--onnx", str(onnx_file)]) == 0
+    assert sorted(p.name for p in onnx_file.parent.iterdir()) == ["model.onnx"]  # no external-data file beside it
+    meta = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
+    record = json.loads((digits_run / "data.json").read_text())
+    assert meta["attnlab.task"] == "digits" and meta["attnlab.model"] == "vit-tiny" and meta["attnlab.target"] == "class"
+    assert json.loads(meta["attnlab.class_names"]) == record["class_names"] == [str(k) for k in range(10)]
+    assert json.loads(meta["attnlab.inputs"]) == [{"name": "images", "dtype": "float32", "shape": ["batch", 1, 8, 8]}]
+    assert json.loads(meta["attnlab.outputs"]) == [{"name": "output", "dtype": "float32", "shape": ["batch", 10]}]
+    assert json.loads(meta["attnlab.data"]) == record and "normalised" in meta["attnlab.usage"]
+
+    pixels = np.random.default_rng(0).integers(0, 17, (8, 8)).astype(np.float64)  # a digits image, 0..16
+    np.save(tmp_path / "digit.npy", pixels)
+    capsys.readouterr()
+    assert main(["predict", str(digits_run), str(tmp_path / "digit.npy"), "--top-k", "10", "--json"]) == 0
+    (predicted,) = json.loads(capsys.readouterr().out)
+    spec = json.loads(meta["attnlab.data"])["spec"]  # preprocessing by hand, from the metadata alone
+    x = ((pixels / spec["pixel_max"] - spec["mean"][0]) / spec["std"][0]).astype(np.float32)[None, None]
+    logits = ort.InferenceSession(str(onnx_file)).run(None, {"images": x})[0][0].astype(np.float64)
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    names = json.loads(meta["attnlab.class_names"])
+    assert {t["class"]: t["score"] for t in predicted["top"]} == pytest.approx(dict(zip(names, probs)), abs=1e-5)
+
+
 def test_a_failed_write_keeps_the_earlier_file_and_leaves_nothing_beside_it(digits_run, tmp_path, capsys, monkeypatch):
     """The file is renamed into place once whole: a failure there (a full disk) is one line, exit 2,
     and neither a half file nor a temporary stays; an earlier export is kept."""

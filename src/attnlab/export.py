@@ -4,7 +4,12 @@ Uses PyTorch's own exporter (``torch.onnx.export(dynamo=True)``, which needs the
 ``onnx`` and ``onnxscript`` packages) with a dynamic batch dimension, and a dynamic length
 for token-id inputs; the example input comes from the model's registry entry.
 
-The file is written whole (weights inline, below the 2 GB protobuf limit)
+The graph is the model alone (raw outputs, inputs as the model takes them after the run's
+preprocessing), so what a consumer needs to reproduce ``attnlab predict`` travels inside the
+file as ONNX ``metadata_props`` (as Hugging Face optimum and timm exports carry their config):
+the run's data.json (class names, target kind, multi-label threshold, regression scaler, image
+normalisation, series scaling, tokenizer), the model config, and the inputs' and output's names,
+shapes and meaning. The file is written whole (weights inline, below the 2 GB protobuf limit)
 to a temporary name beside it and renamed into place: a failed export leaves no half file and
 keeps an earlier one.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -42,7 +48,7 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     if output.suffix != ".onnx":
         raise AttnlabError(f"output must end in .onnx, got {output}")
     check_output_file(output, ".onnx file")  # before the (slow) export runs
-    config, model, _ = load_run(run_dir)
+    config, model, record = load_run(run_dir)
     entry = model_entry(config.model)
     if entry.example_inputs is None:
         raise AttnlabError(f"model {config.model!r} registers no example inputs to export with")
@@ -52,13 +58,59 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="attnlab-onnx-") as tmp:
         try:
             with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet("torch.onnx"):
-                torch.onnx.export(model.eval(), inputs, str(Path(tmp) / "model.onnx"), dynamo=True, dynamic_shapes=dynamic)
+                torch.onnx.export(model.eval(), inputs, str(Path(tmp) / "model.onnx"), dynamo=True, dynamic_shapes=dynamic,
+                                  output_names=["output"])
             proto = onnx.load(str(Path(tmp) / "model.onnx"))  # external data (the weights) read back inline
         except Exception as exc:  # the exporter raises many types; report one line
             log.debug(chatter.getvalue())
             raise AttnlabError(f"ONNX export of {config.model!r} failed: {type(exc).__name__}: {_one_line(exc)}") from None
+    _embed_metadata(proto, config, model, record)
     _write_atomically(proto, output)
     return output
+
+
+def _embed_metadata(proto, config, model, record: dict) -> None:
+    """What ``attnlab predict`` does around the model, as ``metadata_props`` (JSON values); see the module docstring."""
+    from attnlab.config import to_dict
+
+    graph = proto.graph
+    inputs = [{"name": i.name, "dtype": _onnx_dtype(i), "shape": _onnx_shape(i)} for i in graph.input]
+    outputs = [{"name": o.name, "dtype": _onnx_dtype(o), "shape": _onnx_shape(o)} for o in graph.output]
+    props = {
+        "attnlab.task": config.task,
+        "attnlab.model": config.model,
+        "attnlab.target": record.get("target") or "class",
+        "attnlab.class_names": json.dumps(list(record.get("class_names") or [])),
+        "attnlab.inputs": json.dumps(inputs),
+        "attnlab.outputs": json.dumps(outputs),
+        "attnlab.model_config": json.dumps(to_dict(model.config)),
+        "attnlab.data": json.dumps(record),
+        "attnlab.usage": _USAGE,
+    }
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = f"attnlab {config.model} for task {config.task}. {_USAGE}"
+
+
+_USAGE = ("Inputs are what the model takes after attnlab's preprocessing, which is outside the graph: images resized and "
+          "normalised with attnlab.data spec (mean, std), series scaled as attnlab.data info says, text as token ids of the "
+          "run's tokenizer (attnlab.data info; padding id 0, right-padded; SASRec histories left-padded). The output is raw: "
+          "class logits (softmax for scores), per-label logits (sigmoid; labels at or above attnlab.data "
+          "calibration.threshold, else 0.5), a regression run's standardised value (x info.target_scaler std + mean), a "
+          "forecaster's scaled forecast (x info.std + info.mean per channel). See docs/interop.md, ONNX.")
+
+
+def _onnx_dtype(value) -> str:
+    import onnx
+
+    return onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+
+
+def _onnx_shape(value) -> list:
+    """Each dimension as its size, or the name of a dynamic one ("batch", "tokens")."""
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
 def _write_atomically(proto, output: Path) -> None:
