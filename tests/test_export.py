@@ -183,3 +183,43 @@ def test_outputs_that_cannot_be_written_are_refused_before_exporting(tmp_path, c
     made = tmp_path / "new" / "sub" / "m.onnx"  # refused for another reason: the folders tried are removed again
     assert main(["export", str(tmp_path / "missing"), "--onnx", str(made)]) == 2
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_sasrec_exports_the_next_item_scores_predict_ranks(tmp_path, capsys):
+    """SASRec's forward gives hidden states, which a consumer cannot rank items with (the item
+    table is inside the graph): the export gives every item's score as the next after each history,
+    at the histories' own length and batch, and `attnlab predict`'s top items come from it."""
+    import json
+
+    import numpy as np
+
+    from tests.conftest import train_tiny_sasrec
+
+    run = train_tiny_sasrec(tmp_path)
+    onnx_file = tmp_path / "sasrec.onnx"
+    assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    _, model, record = load_run(run)
+    session = ort.InferenceSession(str(onnx_file))
+    (output,) = session.get_outputs()
+    assert output.shape == ["batch", model.config.num_items + 1]
+    for batch, n in ((1, model.config.max_len), (3, 7)):
+        seq = torch.randint(1, model.config.num_items + 1, (batch, n))
+        if batch > 1:
+            seq[1, : n - 2] = 0  # a short history, left-padded
+        got = session.run(None, {"seq": seq.numpy()})[0]
+        with torch.no_grad():
+            want = (model(seq)[:, -1].double() @ model.item_embed.weight.double().t()).numpy()
+        assert np.abs(got - want).max() < 1e-4
+    record = json.loads(session.get_modelmeta().custom_metadata_map["attnlab.data"])
+    items = ["<pad>", *record["info"]["item_ids"].split()]  # column i is item i, 0 padding
+    history = tmp_path / "history.txt"
+    history.write_text(" ".join(items[i] for i in (3, 4, 5)) + "\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(history), "--top-k", "3", "--json"]) == 0
+    (predicted,) = json.loads(capsys.readouterr().out)
+    scores = session.run(None, {"seq": np.array([[3, 4, 5]], dtype=np.int64)})[0][0]
+    scores[[0, 3, 4, 5]] = -np.inf  # padding and the history's own items are not recommended
+    top = np.argsort(-scores)[:3]
+    assert [t["class"] for t in predicted["top"]] == [items[i] for i in top]
+    assert [t["score"] for t in predicted["top"]] == pytest.approx(scores[top].tolist(), abs=1e-4)

@@ -53,12 +53,13 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     if entry.example_inputs is None:
         raise AttnlabError(f"model {config.model!r} registers no example inputs to export with")
     inputs = entry.example_inputs(model.config)
+    module = entry.export_module(model.eval()) if entry.export_module is not None else model.eval()
     dynamic = _dynamic_shapes(inputs, getattr(model.config, "max_length", None))
     chatter = io.StringIO()  # the exporter prints progress lines and logs its guards; keep the CLI to one line
     with tempfile.TemporaryDirectory(prefix="attnlab-onnx-") as tmp:
         try:
             with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet("torch.onnx"):
-                torch.onnx.export(model.eval(), inputs, str(Path(tmp) / "model.onnx"), dynamo=True, dynamic_shapes=dynamic,
+                torch.onnx.export(module, inputs, str(Path(tmp) / "model.onnx"), dynamo=True, dynamic_shapes=dynamic,
                                   output_names=["output"])
             proto = onnx.load(str(Path(tmp) / "model.onnx"))  # external data (the weights) read back inline
         except Exception as exc:  # the exporter raises many types; report one line
@@ -99,7 +100,8 @@ _USAGE = ("Inputs are what the model takes after attnlab's preprocessing, which 
           "run's tokenizer (attnlab.data info; padding id 0, right-padded; SASRec histories left-padded). The output is raw: "
           "class logits (softmax for scores), per-label logits (sigmoid; labels at or above attnlab.data "
           "calibration.threshold, else 0.5), a regression run's standardised value (x info.target_scaler std + mean), a "
-          "forecaster's scaled forecast (x info.std + info.mean per channel). See docs/interop.md, ONNX.")
+          "forecaster's scaled forecast (x info.std + info.mean per channel); SASRec every item's score as the next "
+          "(column 0 padding, column i the i-th id of info.item_ids, space-separated). See docs/interop.md, ONNX.")
 
 
 def _onnx_dtype(value) -> str:

@@ -31,7 +31,7 @@ from attnlab.errors import ConfigError
 from attnlab.layers import Dropout, TransformerBlock
 from attnlab.models.registry import register_model
 
-__all__ = ["SASRecConfig", "SASRec", "PaperBlock", "sasrec_example"]
+__all__ = ["SASRecConfig", "SASRec", "PaperBlock", "NextItemScores", "sasrec_example"]
 
 
 def sasrec_example(config: "SASRecConfig", batch: int = 2) -> tuple[Tensor]:
@@ -160,7 +160,23 @@ class SASRec(nn.Module):
         return states @ self.item_embed.weight.t()
 
 
-@register_model("sasrec", config=SASRecConfig, example_inputs=sasrec_example,
+class NextItemScores(nn.Module):
+    """What ``attnlab predict`` ranks, as one forward for ONNX export: every item's score as the
+    next after each history (column 0 is padding). The hidden states alone rank nothing without
+    the shared item table, which an exported graph keeps inside.
+
+    Shape: seq (B, N) int64, left-padded with 0 -> (B, num_items + 1).
+    """
+
+    def __init__(self, model: SASRec):
+        super().__init__()
+        self.model = model
+
+    def forward(self, seq: Tensor) -> Tensor:
+        return self.model.score_all(self.model(seq)[:, -1])  # (B, num_items + 1)
+
+
+@register_model("sasrec", config=SASRecConfig, example_inputs=sasrec_example, export_module=NextItemScores,
                 description="SASRec, 2 causal blocks x 50 wide, shared item embeddings (Kang & McAuley 2018)")
 def sasrec(config: SASRecConfig) -> SASRec:
     return SASRec(config)
