@@ -223,3 +223,24 @@ def test_sasrec_exports_the_next_item_scores_predict_ranks(tmp_path, capsys):
     top = np.argsort(-scores)[:3]
     assert [t["class"] for t in predicted["top"]] == [items[i] for i in top]
     assert [t["score"] for t in predicted["top"]] == pytest.approx(scores[top].tolist(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_sequence_longer_than_the_models_positions_fails_in_onnxruntime_not_silently(tmp_path):
+    """torch refuses a SASRec history longer than max_len; the exported graph must not score one
+    silently (one step over sliced the position table from its end: one row, broadcast to all)."""
+    import json
+
+    from tests.conftest import train_tiny_sasrec
+
+    run = train_tiny_sasrec(tmp_path)
+    onnx_file = tmp_path / "sasrec.onnx"
+    assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    _, model, _ = load_run(run)
+    session = ort.InferenceSession(str(onnx_file))
+    n = model.config.max_len
+    (seq_input,) = json.loads(session.get_modelmeta().custom_metadata_map["attnlab.inputs"])
+    assert seq_input["max"] == {"tokens": n}  # the bound is written down
+    for longer in (n + 1, n + 5):
+        with pytest.raises(Exception):
+            session.run(None, {"seq": torch.randint(1, model.config.num_items + 1, (2, longer)).numpy()})

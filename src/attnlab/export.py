@@ -54,7 +54,7 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
         raise AttnlabError(f"model {config.model!r} registers no example inputs to export with")
     inputs = entry.example_inputs(model.config)
     module = entry.export_module(model.eval()) if entry.export_module is not None else model.eval()
-    dynamic = _dynamic_shapes(inputs, getattr(model.config, "max_length", None))
+    dynamic = _dynamic_shapes(inputs, _positions(model.config))
     chatter = io.StringIO()  # the exporter prints progress lines and logs its guards; keep the CLI to one line
     with tempfile.TemporaryDirectory(prefix="attnlab-onnx-") as tmp:
         try:
@@ -76,6 +76,11 @@ def _embed_metadata(proto, config, model, record: dict) -> None:
 
     graph = proto.graph
     inputs = [{"name": i.name, "dtype": _onnx_dtype(i), "shape": _onnx_shape(i)} for i in graph.input]
+    bound = _positions(model.config)
+    for entry in inputs:  # onnxruntime does not check a dynamic length's bound: write it down
+        lengths = {d: bound for d in entry["shape"] if isinstance(d, str) and d.startswith("tokens")}
+        if bound and lengths:
+            entry["max"] = lengths
     outputs = [{"name": o.name, "dtype": _onnx_dtype(o), "shape": _onnx_shape(o)} for o in graph.output]
     props = {
         "attnlab.task": config.task,
@@ -145,6 +150,11 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _positions(config) -> int | None:
+    """How many positions a token input may have: ``max_length`` (text, LM, translation) or SASRec's ``max_len``."""
+    return getattr(config, "max_length", None) or getattr(config, "max_len", None)
 
 
 def _dynamic_shapes(inputs: tuple, max_len: int | None) -> tuple:

@@ -127,7 +127,9 @@ class SASRec(nn.Module):
             raise ValueError(f"SASRec expects item ids (B, N <= {c.max_len}) int64, got {tuple(seq.shape)} {seq.dtype}")
         n = seq.shape[1]
         x = self.item_embed(seq) * math.sqrt(c.dim)  # (B, N, C)
-        x = x + self.pos_embed[c.max_len - n:].to(x.dtype)  # right-aligned positions (N, C)
+        # right-aligned positions (N, C); [-n:], not [max_len - n:]: an exported graph (no check above) given
+        # N > max_len then fails on the shapes instead of slicing one row from the end and broadcasting it
+        x = x + (self.pos_embed[-n:] if n else self.pos_embed[:0]).to(x.dtype)
         return self.dropout(x)
 
     def encode(self, x: Tensor, keep: Tensor) -> Tensor:
