@@ -244,3 +244,83 @@ def test_a_sequence_longer_than_the_models_positions_fails_in_onnxruntime_not_si
     for longer in (n + 1, n + 5):
         with pytest.raises(Exception):
             session.run(None, {"seq": torch.randint(1, model.config.num_items + 1, (2, longer)).numpy()})
+
+
+# Every registered model, small: (model, config overrides). Text twice more: a BERT-style encoder
+# (post-norm, embedding LayerNorm, segments, pooler) pooling the mean over real tokens, and max pooling.
+FAMILIES = [
+    ("vit-tiny", {"depth": 1}),
+    ("vit-small", {"depth": 1}),
+    ("hybrid-cnn", {"channels": 16, "num_heads": 2}),
+    ("text-transformer", {"dim": 16, "depth": 1, "num_heads": 2, "max_length": 32, "conv_widths": [2, 3], "conv_channels": 4}),
+    ("text-transformer", {"dim": 32, "depth": 2, "num_heads": 4, "max_length": 32, "pooling": "mean", "norm_first": False,
+                          "embed_norm": True, "type_vocab_size": 2, "pooler": True, "norm_eps": 1e-12}),
+    ("text-transformer", {"dim": 16, "depth": 1, "num_heads": 2, "max_length": 32, "pooling": "max"}),
+    ("ts-transformer", {"dim": 16, "depth": 1, "num_heads": 2, "seq_len": 24}),
+    ("audio-transformer", {"dim": 16, "depth": 1, "num_heads": 2}),
+    ("patchtst", {"seq_len": 48, "depth": 1}),
+    ("dlinear", {"seq_len": 48}),
+    ("gpt-lm", {"dim": 16, "depth": 1, "num_heads": 2, "vocab_size": 50, "max_length": 32}),
+    ("transformer-mt", {"dim": 16, "encoder_depth": 1, "decoder_depth": 1, "num_heads": 2, "src_vocab_size": 50,
+                        "tgt_vocab_size": 50, "max_length": 32}),
+    ("sasrec", {"dim": 16, "depth": 1, "num_heads": 2, "num_items": 30, "max_len": 20}),
+    ("detr-tiny", {"backbone_channels": [8, 16, 16], "dim": 32, "num_heads": 2, "encoder_depth": 1, "decoder_depth": 2,
+                   "image_size": [32, 32]}),
+]
+
+
+def _untrained_run(folder: Path, name: str, overrides: dict) -> Path:
+    """A run directory as `load_run` reads it, of a randomly initialised model (export needs no training)."""
+    import yaml
+
+    from attnlab.config import to_dict
+    from attnlab.models import create_model
+    from attnlab.training.checkpoint import save_weights
+
+    model = create_model(name, **overrides)
+    for p in model.parameters():  # LayerNorm's ones and zeros would hide a scale or shift the export lost
+        p.data.add_(0.1 * torch.randn_like(p))
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"model": name, "model_config": to_dict(model.config)}))
+    (folder / "data.json").write_text("{}")
+    save_weights(model, folder / "model.safetensors")
+    return folder
+
+
+def _fresh_inputs(name: str, model, example: tuple) -> list:
+    """Inputs unlike the example the export traced: batch 3, other token lengths, rows of padding."""
+    xs = []
+    for k, x in enumerate(example):
+        if x.is_floating_point():
+            xs.append(torch.randn(3, *x.shape[1:]))
+            continue
+        c = model.config
+        high = c.num_items + 1 if name == "sasrec" else getattr(c, "vocab_size", None) or (c.src_vocab_size, c.tgt_vocab_size)[k]
+        n = x.shape[1] - 5 if name == "sasrec" else x.shape[1] + 4 + 3 * k  # MT: source and target lengths differ
+        ids = torch.randint(4, high, (3, n))
+        if name == "sasrec":
+            ids[1, : n - 3] = 0  # a short history, left-padded
+        else:
+            ids[1, n // 2 :] = 0  # right padding
+        xs.append(ids)
+    return xs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,overrides", FAMILIES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(FAMILIES)])
+def test_every_model_family_exports_and_matches_pytorch_at_other_shapes(name, overrides, tmp_path):
+    from attnlab.models.registry import model_entry
+
+    run = _untrained_run(tmp_path / "run", name, overrides)
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    _, model, _ = load_run(run)
+    entry = model_entry(name)
+    module = entry.export_module(model) if entry.export_module is not None else model
+    session = ort.InferenceSession(str(onnx_file))
+    xs = _fresh_inputs(name, model, entry.example_inputs(model.config))
+    got = session.run(None, {i.name: x.numpy() for i, x in zip(session.get_inputs(), xs)})
+    with torch.no_grad():
+        want = module.eval()(*xs)
+    assert len(got) == 1 and got[0].shape == tuple(want.shape)
+    torch.testing.assert_close(torch.from_numpy(got[0]), want, rtol=0, atol=1e-4)
