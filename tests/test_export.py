@@ -324,3 +324,29 @@ def test_every_model_family_exports_and_matches_pytorch_at_other_shapes(name, ov
         want = module.eval()(*xs)
     assert len(got) == 1 and got[0].shape == tuple(want.shape)
     torch.testing.assert_close(torch.from_numpy(got[0]), want, rtol=0, atol=1e-4)
+
+
+def test_a_failed_export_is_one_line_without_the_exporters_log(tmp_path):
+    """torch.export logs a violated shape guard, with its traceback, through torch's own logging
+    handlers (bound to stderr at import time, where redirect_stderr does not reach): the CLI must
+    still say one line, exit 2, and write nothing. A subprocess: pytest's capture hides those handlers."""
+    import subprocess
+    import sys
+
+    run = _untrained_run(tmp_path / "run", "ts-transformer", {"dim": 16, "depth": 1, "num_heads": 2, "seq_len": 24})
+    script = (
+        "import logging, sys, torch\n"
+        "import torch._guards  # noqa\n"
+        "def failing(*args, **kwargs):  # what a violated guard looks like: torch's log lines, then the error\n"
+        "    for line in range(30):\n"
+        "        logging.getLogger('torch._guards').error('Error while creating guard: line %d', line)\n"
+        "    raise RuntimeError('Constraints violated (batch)! Not all values of batch satisfy the generated guard')\n"
+        "torch.export.export = failing\n"
+        "from attnlab.cli import main\n"
+        f"sys.exit(main(['export', {str(run)!r}, '--onnx', {str(tmp_path / 'm.onnx')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == "", (done.returncode, done.stderr[-2000:])
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[:3000]
+    assert done.stderr.startswith("attnlab: error: ONNX export of 'ts-transformer' failed: ") and "batch" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

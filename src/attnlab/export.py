@@ -58,13 +58,14 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     chatter = io.StringIO()  # the exporter prints progress lines and logs its guards; keep the CLI to one line
     with tempfile.TemporaryDirectory(prefix="attnlab-onnx-") as tmp:
         try:
-            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet("torch.onnx"):
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), _quiet("torch"):
                 torch.onnx.export(module, inputs, str(Path(tmp) / "model.onnx"), dynamo=True, dynamic_shapes=dynamic,
                                   output_names=["output"])
             proto = onnx.load(str(Path(tmp) / "model.onnx"))  # external data (the weights) read back inline
         except Exception as exc:  # the exporter raises many types; report one line
             log.debug(chatter.getvalue())
-            raise AttnlabError(f"ONNX export of {config.model!r} failed: {type(exc).__name__}: {_one_line(exc)}") from None
+            cause = _root_cause(exc)  # "Failed to export ... step 1/3. Next steps:" names nothing; its cause does
+            raise AttnlabError(f"ONNX export of {config.model!r} failed: {type(cause).__name__}: {_one_line(cause)}") from None
     _embed_metadata(proto, config, model, record)
     _write_atomically(proto, output)
     return output
@@ -175,18 +176,39 @@ def _dynamic_shapes(inputs: tuple, max_len: int | None) -> tuple:
 
 @contextlib.contextmanager
 def _quiet(name: str):
-    """Hold a logger to errors for a while (its handlers keep the stderr of import time, which
-    redirect_stderr does not reach): the exporter warns about optional packages it skips."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Silence a package's loggers for a while: their handlers keep the stderr of import time, which
+    redirect_stderr does not reach, and torch.export logs a violated shape guard with its traceback
+    (30 lines) before raising; the exporter warns about optional packages it skips. The loggers that
+    exist are disabled and the package logger's handlers held back (records of loggers made meanwhile
+    reach those handlers too)."""
+    root = logging.getLogger(name)
+    loggers = [root] + [lg for key, lg in list(logging.root.manager.loggerDict.items())
+                        if key.startswith(name + ".") and isinstance(lg, logging.Logger)]
+    disabled = [(lg, lg.disabled) for lg in loggers]
+    handlers = [(h, h.level) for lg in loggers for h in lg.handlers]
+    for lg in loggers:
+        lg.disabled = True
+    for h, _ in handlers:
+        h.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for lg, was in disabled:
+            lg.disabled = was
+        for h, level in handlers:
+            h.setLevel(level)
 
 
-def _one_line(exc: Exception) -> str:
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception ``exc`` was raised from (the exporter wraps torch.export's error)."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+def _one_line(exc: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # the exporter colours its messages
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     return line[:300]
