@@ -344,3 +344,28 @@ def test_patchtst_card_maps_belong_to_the_windows_the_report_shows(tmp_path, cap
     assert 'data-default="method:integrated_gradients"' in page.read_text()  # the forecast figure opens on it
     assert main(["explain", str(run), str(history), "-o", str(png), "--method", "gradient"]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_csv_quotes_channel_names_as_the_csv_module_reads_them(tmp_path, capsys):
+    """A channel named with a comma or a quote (as a quoted CSV header holds it) is one column of
+    the forecast table, as `csv.reader` / pandas read it back, not two."""
+    s = generated_series()
+    names = ["temp, C", 'say "hi"', "plain", "target"]
+    path = tmp_path / "odd.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["date", *names])
+        writer.writerows([s.dates[i], *(repr(float(v)) for v in s.values[i])] for i in range(400))
+    run = tmp_path / "run"
+    assert main(["train", "--task", "forecasting", "--model", "dlinear", "--data", str(path), "--out", str(run), *TINY[:4],
+                 "--train.progress", "false", "--epochs", "1"]) == 0
+    history = tmp_path / "h.csv"
+    history.write_text("".join(path.read_text().splitlines(keepends=True)[:61]))
+    capsys.readouterr()
+    assert main(["predict", str(run), str(history)]) == 0
+    table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert table[0] == ["date", *names] and len(table) == 13 and all(len(row) == 5 for row in table)
+    assert main(["predict", str(run), str(history), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert list(csv.reader(io.StringIO(result["csv"])))[0] == ["date", *names]
+    assert [float(v) for v in table[1][1:]] == pytest.approx([result["forecast"][0][n] for n in names], rel=1e-5)

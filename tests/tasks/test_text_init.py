@@ -300,3 +300,42 @@ def test_a_run_of_other_classes_starts_a_run_with_a_new_head(tmp_path, capsys):
     assert json.loads((third / "data.json").read_text())["init"]["head"] == "kept"
     kept = load_file(str(third / "model.safetensors"))["head.weight"]
     torch.testing.assert_close(kept, before["head.weight"], atol=1e-6, rtol=0)  # lr 1e-9: the head barely moves
+
+
+@pytest.mark.slow
+def test_predict_gives_the_probabilities_evaluate_scores_on_the_same_texts(tmp_path, capsys):
+    """A fine-tuned (mean-pooled, padded in batches) run: predict reads each test line alone, evaluate
+    in padded batches; the accuracy and the cross-entropy from predict's probabilities are evaluate's."""
+    import math
+
+    source = save_bert(tmp_path / "bert", pooling="mean")
+    good, bad = ["good", "great", "fun", "film", "the", "plot"], ["bad", "awful", "not", "movie", "the", "actor"]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split, n in (("train", 48), ("dev", 12), ("test", 20)):
+        rows = []
+        for i in range(n):  # lengths 2..12 words: batches hold padding
+            words = good if i % 2 else bad
+            text = " ".join(words[(i * 5 + k) % len(words)] for k in range(2 + (i * 3) % 11))
+            rows.append(f"{'pos' if i % 2 else 'neg, or worse'}\t{text}")
+        (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    assert _cli("train", "--task", "text-classification", "--data", folder, "--init", source, "--out", run, "--epochs", "1",
+                "--train.batch_size", "8", "--train.progress", "false") == 0
+    capsys.readouterr()
+    assert _cli("evaluate", run, "--json") == 0
+    scored = json.loads(capsys.readouterr().out)["test"]
+    assert _cli("predict", run, folder / "test.tsv", "--json", "--top-k", "5") == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 20 and all(len(r["top"]) == 2 for r in results)  # top-k past the classes: every class
+    for r in results:
+        probs = {t["class"]: t["score"] for t in r["top"]}
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6) and r["class"] == max(probs, key=probs.get)
+    accuracy = sum(r["class"] == r["label"] for r in results) / len(results)
+    loss = -sum(math.log({t["class"]: t["score"] for t in r["top"]}[r["label"]]) for r in results) / len(results)
+    assert accuracy == pytest.approx(scored["accuracy"], abs=1e-9)
+    assert loss == pytest.approx(scored["loss"], abs=1e-5)
+    assert {r["label"] for r in results} == {"pos", "neg, or worse"}  # a class name with a comma survives JSON
+    assert _cli("predict", run, folder / "test.tsv") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 20 and all(line.rsplit(": ", 1)[1].split(" (")[0] in ("pos", "neg, or worse") for line in lines)

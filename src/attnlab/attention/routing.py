@@ -98,8 +98,11 @@ def _bias_params(bias) -> list[Tensor]:
 def dense_or_chunked(q: Tensor, n: int, m: int, bias, window: int | None) -> str:
     """The default among SDPA and the block-wise kernel: block-wise where a callable bias or a
     window would need a dense tensor past the memory limit, or (CPU) for a narrow window at
-    long N; else SDPA."""
-    dense_bytes = q.shape[0] * q.shape[1] * n * m * 4
+    long N; else SDPA. Traced (export, compile), the graph serves every batch size: one row is
+    sized (a position bias is (1, H, N, M), shared by the rows), as a test on the symbolic batch
+    would be a guard that a dynamic batch violates (torch.export then refuses the model)."""
+    rows = q.shape[1] if tracing(q) else q.shape[0] * q.shape[1]
+    dense_bytes = rows * n * m * 4
     limit = _CUDA_DENSE_LIMIT_BYTES if q.is_cuda else _CPU_DENSE_LIMIT_BYTES
     if (_is_callable_bias(bias) or window is not None) and dense_bytes > limit:
         return "chunked"

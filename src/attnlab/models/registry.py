@@ -28,6 +28,9 @@ class ModelEntry:
     description: str = ""
     # example_inputs(config) -> tuple of tensors the model's forward takes (used by tests/tools)
     example_inputs: Callable[[Any], tuple] | None = None
+    # export_module(model) -> the module ONNX export traces, where the forward's output is not
+    # what a consumer reads (SASRec: hidden states -> every item's score); None: the model itself
+    export_module: Callable[[nn.Module], nn.Module] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -40,6 +43,7 @@ def register_model(
     defaults: dict[str, Any] | None = None,
     description: str = "",
     example_inputs: Callable[[Any], tuple] | None = None,
+    export_module: Callable[[nn.Module], nn.Module] | None = None,
 ):
     """Decorator: register ``fn(config) -> nn.Module`` under ``name``."""
 
@@ -47,7 +51,7 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, fn, config, dict(defaults or {}), doc, example_inputs)
+        _REGISTRY[name] = ModelEntry(name, fn, config, dict(defaults or {}), doc, example_inputs, export_module)
         return fn
 
     return wrap

@@ -31,7 +31,7 @@ from attnlab.errors import ConfigError
 from attnlab.layers import Dropout, TransformerBlock
 from attnlab.models.registry import register_model
 
-__all__ = ["SASRecConfig", "SASRec", "PaperBlock", "sasrec_example"]
+__all__ = ["SASRecConfig", "SASRec", "PaperBlock", "NextItemScores", "sasrec_example"]
 
 
 def sasrec_example(config: "SASRecConfig", batch: int = 2) -> tuple[Tensor]:
@@ -127,7 +127,9 @@ class SASRec(nn.Module):
             raise ValueError(f"SASRec expects item ids (B, N <= {c.max_len}) int64, got {tuple(seq.shape)} {seq.dtype}")
         n = seq.shape[1]
         x = self.item_embed(seq) * math.sqrt(c.dim)  # (B, N, C)
-        x = x + self.pos_embed[c.max_len - n:].to(x.dtype)  # right-aligned positions (N, C)
+        # right-aligned positions (N, C); [-n:], not [max_len - n:]: an exported graph (no check above) given
+        # N > max_len then fails on the shapes instead of slicing one row from the end and broadcasting it
+        x = x + (self.pos_embed[-n:] if n else self.pos_embed[:0]).to(x.dtype)
         return self.dropout(x)
 
     def encode(self, x: Tensor, keep: Tensor) -> Tensor:
@@ -160,7 +162,23 @@ class SASRec(nn.Module):
         return states @ self.item_embed.weight.t()
 
 
-@register_model("sasrec", config=SASRecConfig, example_inputs=sasrec_example,
+class NextItemScores(nn.Module):
+    """What ``attnlab predict`` ranks, as one forward for ONNX export: every item's score as the
+    next after each history (column 0 is padding). The hidden states alone rank nothing without
+    the shared item table, which an exported graph keeps inside.
+
+    Shape: seq (B, N) int64, left-padded with 0 -> (B, num_items + 1).
+    """
+
+    def __init__(self, model: SASRec):
+        super().__init__()
+        self.model = model
+
+    def forward(self, seq: Tensor) -> Tensor:
+        return self.model.score_all(self.model(seq)[:, -1])  # (B, num_items + 1)
+
+
+@register_model("sasrec", config=SASRecConfig, example_inputs=sasrec_example, export_module=NextItemScores,
                 description="SASRec, 2 causal blocks x 50 wide, shared item embeddings (Kang & McAuley 2018)")
 def sasrec(config: SASRecConfig) -> SASRec:
     return SASRec(config)

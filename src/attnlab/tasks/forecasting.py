@@ -27,6 +27,7 @@ the mean of the target channel's forecast over the target's input patches or ste
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -284,12 +285,13 @@ def predict_forecast(model: nn.Module, record: dict[str, Any], inputs: list[str]
         stamps = future_dates(dates, len(forecast), info.get("date_format")) if dates else None
         header = (["date"] if stamps else ["step"]) + list(info["outputs"])
         buffer = io.StringIO()
-        buffer.write(",".join(header) + "\n")
+        table = csv.writer(buffer, lineterminator="\n")  # a channel named "temp, C" stays one column, quoted
+        table.writerow(header)
         rows = []
         for h, row in enumerate(forecast):
             key = stamps[h] if stamps else h + 1
             rows.append({header[0]: key, **{n: float(v) for n, v in zip(info["outputs"], row)}})
-            buffer.write(",".join([str(key)] + [f"{float(v):.6g}" for v in row]) + "\n")
+            table.writerow([str(key)] + [f"{float(v):.6g}" for v in row])
         note = f"{len(forecast)}-step forecast" + (f"; {filled}" if filled else "")
         results.append({"input": item, "class": None, "note": note, "forecast": rows, "csv": buffer.getvalue()})
     return results
