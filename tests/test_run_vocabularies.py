@@ -368,7 +368,8 @@ def test_image_runs_evaluate_shards_with_their_classes_and_spec(tmp_path, capsys
     _refused(capsys, ["evaluate", str(run), "--data", str(tmp_path / "ax_shards")], "the run has no class 'x'",
              "['a', 'b', 'c']")
     _refused(capsys, ["train", "--task", "images", "--data", str(tmp_path / "two_shards"), "--data.target", "multilabel",
-                      "--out", str(tmp_path / "ml")], "holds shards", "--data.target multilabel")
+                      "--out", str(tmp_path / "ml")], "holds shards written with --data.target class",
+             "with --data.target class, not multilabel")
 
 
 def test_image_class_run_evaluate_of_a_label_csv_says_it_needs_a_multilabel_run(tmp_path, capsys):

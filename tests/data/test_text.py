@@ -182,3 +182,14 @@ def test_language_model_window_options_out_of_range_are_named(tmp_path, option, 
     path.write_text("to be or not to be, that is the question.\n" * 20)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_language_model(str(path), seed=0, **{option: value})
+
+
+def test_a_training_file_of_one_class_is_refused_naming_it(tmp_path):
+    """It trained a 1-class classifier whose every score is 1.0, silently; the folder loaders refuse one class
+    folder. A regression or multi-label file, and a finished run's data (its classes known), are not refused."""
+    one = tmp_path / "one.tsv"
+    one.write_text("pos\tgood film\n" * 20)
+    with pytest.raises(DataError, match=r"^.*one.tsv: every example is labelled 'pos': classification needs two classes"):
+        load_task("text-classification", str(one), seed=0)
+    assert load_task("text-classification", str(one), seed=0, target="multilabel").num_classes == 1
+    assert load_task("text-classification", str(one), seed=0, class_names=["neg", "pos"]).num_classes == 2

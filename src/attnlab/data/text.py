@@ -299,6 +299,9 @@ def load_text_classification(
     else:
         class_names = _class_order(values["train"]) if target == "class" else \
             ["target"] if target == "regression" else sorted({n for v in values["train"] for n in v})
+        if target == "class" and len(class_names) == 1:  # a 1-class classifier scores 1.0 on everything
+            raise DataError(f"{files['train']}: every example is labelled {class_names[0]!r}: classification needs "
+                            "two classes (--data.target multilabel or regression for other targets)")
         for split in parts:
             check_known(target, files[split], values[split], parts[split][2], class_names)
     missing = [s for s in ("val", "test") if s not in parts]
