@@ -200,13 +200,13 @@ def test_integrated_gradients_steps_default_to_one_constant_everywhere():
 
 
 def test_faithfulness_without_steps_runs_ig_at_the_default(run_dir, capsys):
-    from attnlab.explain.relevance import IG_STEPS
+    from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS
 
     capsys.readouterr()
     assert main(["explain", str(run_dir), "--faithfulness", "--method", "integrated_gradients", "--limit", "4",
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["steps"] == IG_STEPS and result["max_steps"] == 64
+    assert result["steps"] == IG_STEPS and result["max_steps"] == IG_MAX_STEPS
     gap = result["methods"]["integrated_gradients"]["completeness"]
     assert 0 <= gap["mean"] <= gap["max"] < 0.05, gap  # the tiny run's IG adds up at the default steps
 

@@ -10,6 +10,7 @@ from torch import nn
 from attnlab.explain.card import format_table, score_methods
 from attnlab.explain.card_view import card_html
 from attnlab.explain.positions import Positions
+from attnlab.explain.relevance import IG_MAX_STEPS
 from tests.explain._tiny import TinyViT, ig_float64
 
 pytest.importorskip("captum")
@@ -67,7 +68,7 @@ def test_the_card_refines_the_examples_above_one_percent_and_reports_their_steps
 
     want, used, n = gap_at(2), torch.full((6,), 2), 2
     assert (want > 0.01).all(), want  # 2 nodes: every row is off
-    while n < 64 and (want > 0.01).any():  # the rule, by hand: double the rows still above 1%
+    while n < IG_MAX_STEPS and (want > 0.01).any():  # the rule, by hand: double the rows still above 1%
         n *= 2
         redo = want > 0.01
         want[redo], used[redo] = gap_at(n)[redo], n
@@ -78,9 +79,9 @@ def test_the_card_refines_the_examples_above_one_percent_and_reports_their_steps
     assert gap["max"] < 0.01 and gap["above"] == 0
     counts = {str(k): int((used == k).sum()) for k in used.unique().tolist()}
     assert gap["steps"] == counts and len(counts) > 1, counts  # rows ended at different steps
-    assert scores["max_steps"] == 64 and scores["tolerance"] == 0.01
+    assert scores["max_steps"] == IG_MAX_STEPS and scores["tolerance"] == 0.01
     moved = ", ".join(f"{c} of 6 at {k}" for k, c in counts.items() if k != "2")
-    assert f"at 2 steps, doubled up to 64 where above 1% ({moved}): mean" in format_table(scores)
+    assert f"at 2 steps, doubled up to {IG_MAX_STEPS} where above 1% ({moved}): mean" in format_table(scores)
 
 
 def test_the_table_and_the_html_card_name_the_gap_and_its_steps():

@@ -200,7 +200,7 @@ class _Sharp(nn.Module):
 
 
 def test_adaptive_integrated_gradients_refines_only_the_rows_off_and_meets_the_float64_integral():
-    from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS, IG_TOLERANCE, adaptive_integrated_gradients
+    from attnlab.explain.relevance import IG_STEPS, IG_TOLERANCE, adaptive_integrated_gradients
     from attnlab.explain.relevance import integrated_gradients as ig
 
     g = torch.Generator().manual_seed(0)
@@ -217,12 +217,12 @@ def test_adaptive_integrated_gradients_refines_only_the_rows_off_and_meets_the_f
     rel16 = ((fixed.double() - exact).abs() / exact.abs()).max()
     assert rel16 > 0.05, rel16  # and the map, not just its sum, is off
 
-    attr, gap, used = adaptive_integrated_gradients(model, x, target=target)
-    assert used.dtype == torch.int64 and used.tolist() == [IG_STEPS] + [IG_MAX_STEPS] * 3  # 16 -> 32 -> 64
+    attr, gap, used = adaptive_integrated_gradients(model, x, target=target, max_steps=64)
+    assert used.dtype == torch.int64 and used.tolist() == [IG_STEPS] + [64] * 3  # 16 -> 32 -> 64
     assert gap.max() < IG_TOLERANCE, gap
     torch.testing.assert_close(attr.double(), exact, rtol=IG_TOLERANCE, atol=1e-12)  # the closed-form integral
     # Each row is Captum's IG at the steps it reports, and the gap that run's: only the rows off were recomputed.
-    at64, gap64 = ig(model, x[1:], target=target[1:], steps=IG_MAX_STEPS)
+    at64, gap64 = ig(model, x[1:], target=target[1:], steps=64)
     torch.testing.assert_close(attr[1:], at64, rtol=0, atol=0)
     torch.testing.assert_close(gap[1:], gap64, rtol=0, atol=0)
     torch.testing.assert_close(attr[:1], fixed[:1], rtol=0, atol=0)

@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_at_least(1), default=None, help="Integrated Gradients steps (default 16; the "
                    "report card's and the table's last line give its completeness gap)")
     p.add_argument("--max-steps", type=_at_least(1), default=None, help="Integrated Gradients: an example whose "
-                   "completeness gap is above 1%% is recomputed at doubled steps up to this (default 64; at most "
+                   "completeness gap is above 1%% is recomputed at doubled steps up to this (default 128; at most "
                    "--steps turns it off)")
     p.add_argument("--json", action="store_true", help="with --faithfulness: print JSON instead of the table")
     p.add_argument("--device", default="cpu", help=_DEVICE_HELP)

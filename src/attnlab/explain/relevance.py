@@ -48,7 +48,7 @@ IG_STEPS = 16
 # raise the steps where it is off): an example whose relative completeness gap exceeds IG_TOLERANCE is recomputed at
 # twice the steps, up to IG_MAX_STEPS (measured cost on digits in docs/explain.md).
 IG_TOLERANCE = 0.01
-IG_MAX_STEPS = 64
+IG_MAX_STEPS = 128
 # |f(x) - f(baseline)| below this counts as this in the relative completeness gap (logit units):
 # a target the baseline hardly changes has no meaningful relative error, and must not divide by 0.
 _GAP_FLOOR = 1e-6
