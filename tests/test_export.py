@@ -196,9 +196,14 @@ def test_sasrec_exports_the_next_item_scores_predict_ranks(tmp_path, capsys):
 
     from tests.conftest import train_tiny_sasrec
 
+    import warnings
+
     run = train_tiny_sasrec(tmp_path)
     onnx_file = tmp_path / "sasrec.onnx"
-    assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["export", str(run), "--onnx", str(onnx_file)]) == 0
+    assert not [w for w in caught if "training mode" in str(w.message)]  # the export wrapper is in eval mode too
     _, model, record = load_run(run)
     session = ort.InferenceSession(str(onnx_file))
     (output,) = session.get_outputs()

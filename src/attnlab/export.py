@@ -53,7 +53,7 @@ def export_onnx(run_dir: str | Path, output: str | Path) -> Path:
     if entry.example_inputs is None:
         raise AttnlabError(f"model {config.model!r} registers no example inputs to export with")
     inputs = entry.example_inputs(model.config)
-    module = entry.export_module(model.eval()) if entry.export_module is not None else model.eval()
+    module = (entry.export_module(model) if entry.export_module is not None else model).eval()  # a wrapper too: eval mode
     dynamic = _dynamic_shapes(inputs, _positions(model.config))
     chatter = io.StringIO()  # the exporter prints progress lines and logs its guards; keep the CLI to one line
     with tempfile.TemporaryDirectory(prefix="attnlab-onnx-") as tmp:
