@@ -48,28 +48,56 @@ QUICK = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("script,extra,needs", QUICK, ids=[q[0] for q in QUICK])
-def test_quick_benchmark_runs_and_writes_json(script, extra, needs, tmp_path):
-    if needs is not None and not needs.exists():
-        pytest.skip(f"shared data not found: {needs}")
-    out = tmp_path / "result.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out), *extra]
+def _run_quick(script: str, extra: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``benchmarks/SCRIPT --quick --out cwd/result.json EXTRA``, run in ``cwd``."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(cwd / "result.json"), *extra]
     # One OpenMP thread unless a script sets its own: the quick runs are tiny ops, and two threads' barriers
     # made them 2-4x slower on a busy 2-core machine. The timeout is only against a hang: every quick run
     # takes well under a minute on a quiet machine, so a loaded one fails late, not falsely.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=cwd, env=env)
+
+
+def _check_quick(script: str, done: subprocess.CompletedProcess, cwd: Path) -> None:
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    result = json.loads(out.read_text())
+    result = json.loads((cwd / "result.json").read_text())
     assert isinstance(result, dict) and result, f"{script} wrote an empty result"
     assert done.stdout.strip(), f"{script} printed no table"
+
+
+@pytest.fixture(scope="module")
+def quick_runs(request, tmp_path_factory):
+    """The selected QUICK scripts, started two at a time in the background when the first of them is
+    tested: each is a single-threaded subprocess spending seconds importing torch, so two at once
+    take about half the wall time on the 2-core machines the suite runs on (each test still waits
+    for, and checks, its own run). {script: (future of the CompletedProcess, its folder)}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chosen = {item.callspec.params["script"] for item in request.session.items
+              if getattr(item, "originalname", None) == "test_quick_benchmark_runs_and_writes_json"}
+    pool = ThreadPoolExecutor(max_workers=2)
+    runs = {}
+    for script, extra, needs in QUICK:
+        if script in chosen and (needs is None or needs.exists()):
+            cwd = tmp_path_factory.mktemp(script.removesuffix(".py"))
+            runs[script] = (pool.submit(_run_quick, script, extra, cwd), cwd)
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,extra,needs", QUICK, ids=[q[0] for q in QUICK])
+def test_quick_benchmark_runs_and_writes_json(script, extra, needs, quick_runs):
+    if needs is not None and not needs.exists():
+        pytest.skip(f"shared data not found: {needs}")
+    future, cwd = quick_runs[script]
+    _check_quick(script, future.result(), cwd)
 
 
 @pytest.mark.slow
 def test_quick_forecasting_benchmark_takes_the_input_length_and_records_the_commit(tmp_path):
     """--quick on the generated series, with --input-length in place of the quick mode's 48."""
-    test_quick_benchmark_runs_and_writes_json("forecasting.py", ["--threads", "1", "--input-length", "24"], None, tmp_path)
+    _check_quick("forecasting.py", _run_quick("forecasting.py", ["--threads", "1", "--input-length", "24"], tmp_path), tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["input_length"] == 24 and {r["input_length"] for r in result["runs"]} == {24}
     if (ROOT / ".git").exists():
@@ -86,8 +114,10 @@ def test_quick_finetune_benchmark_runs_and_writes_json(tmp_path):
     from tests.tasks.bert_fixtures import save_bert
 
     init = save_bert(tmp_path / "tiny-bert", pooling="mean")
-    test_quick_benchmark_runs_and_writes_json(
-        "finetune.py", ["--root", str(DATA_DIR / "text"), "--init", str(init), "--threads", "1"], DATA_DIR / "text", tmp_path)
+    if not (DATA_DIR / "text").exists():
+        pytest.skip(f"shared data not found: {DATA_DIR / 'text'}")
+    extra = ["--root", str(DATA_DIR / "text"), "--init", str(init), "--threads", "1"]
+    _check_quick("finetune.py", _run_quick("finetune.py", extra, tmp_path), tmp_path)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["complete"] and result["checkpoint"] == str(init)
     assert {r["side"] for rows in result["runs"].values() for r in rows} == {"attnlab", "hf"}
