@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from attnlab import jsonsafe
 from attnlab.checkpoint_tensors import check_fits, read_tensors
-from attnlab.errors import CheckpointError
+from attnlab.errors import CheckpointError, ConfigError
 
 __all__ = [
     "atomic_write_text",
@@ -32,6 +32,7 @@ __all__ = [
     "checkpoint_exists",
     "rng_state_tensors",
     "restore_rng_states",
+    "check_mid_epoch_position",
 ]
 
 
@@ -210,3 +211,17 @@ def restore_rng_states(extra: dict[str, Tensor], device: torch.device) -> None:
     torch.set_rng_state(extra["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in extra:
         torch.cuda.set_rng_state(extra["cuda_rng"], device)
+
+
+def check_mid_epoch_position(directory: Path, state: dict[str, Any], *, world_size: int, batch_size: int) -> None:
+    """Take the world and batch size a trainer state was saved at out of ``state`` and refuse a
+    mid-epoch position (a count of each rank's batches) resumed at others: it would skip other
+    examples. An epoch-end checkpoint resumes at any size; older checkpoints did not record them."""
+    saved_size, saved_batch = state.pop("world_size", world_size), state.pop("batch_size", batch_size)
+    if state["batch_in_epoch"] and saved_size != world_size:
+        raise ConfigError(f"{directory} was saved mid-epoch by {saved_size} process(es); resume it with {saved_size} "
+                          f"(not {world_size}), or from an epoch-end checkpoint, which resumes at any size")
+    if state["batch_in_epoch"] and saved_batch != batch_size:
+        raise ConfigError(f"{directory} was saved mid-epoch after {state['batch_in_epoch']} batches of {saved_batch}; "
+                          f"resume it with --train.batch_size {saved_batch} (not {batch_size}), or from an "
+                          "epoch-end checkpoint, which resumes at any batch size")

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from attnlab.errors import AttnlabError, ConfigError
 from attnlab.training.batch_draws import augment_batch
 from attnlab.training.checkpoint import (
+    check_mid_epoch_position,
     checkpoint_exists,
     load_checkpoint,
     restore_rng_states,
@@ -170,18 +171,11 @@ class Trainer:
         state, extra = load_checkpoint(directory, model=self.model, optimizer=self.optimizer)
         for group in self.optimizer.param_groups:  # loading put back the saved run's kernel choice: this run's wins
             group["fused"] = self.config.fused_optimizer or None
-        sched, saved_size = state.pop("scheduler"), state.pop("world_size", self.dist.world_size)
-        saved_batch = state.pop("batch_size", self.config.batch_size)  # older checkpoints did not record it
+        sched = state.pop("scheduler")
         if state["epoch"] > self.config.epochs:  # fit would train nothing and the run would say it ran fewer epochs
             raise ConfigError(f"{directory} has trained {state['epoch']} epochs already; resume it with --epochs "
                               f"{state['epoch']} or more (not {self.config.epochs})")
-        if state["batch_in_epoch"] and saved_size != self.dist.world_size:
-            raise ConfigError(f"{directory} was saved mid-epoch by {saved_size} process(es); resume it with {saved_size} "
-                              f"(not {self.dist.world_size}), or from an epoch-end checkpoint, which resumes at any size")
-        if state["batch_in_epoch"] and saved_batch != self.config.batch_size:  # the position would skip other examples
-            raise ConfigError(f"{directory} was saved mid-epoch after {state['batch_in_epoch']} batches of {saved_batch}; "
-                              f"resume it with --train.batch_size {saved_batch} (not {self.config.batch_size}), or from an "
-                              "epoch-end checkpoint, which resumes at any batch size")
+        check_mid_epoch_position(directory, state, world_size=self.dist.world_size, batch_size=self.config.batch_size)
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         self._check_schedule(directory, sched.get("_last_lr"))
         self.state = _State(**state)
