@@ -142,14 +142,11 @@ def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
     from attnlab.explain.card import format_table
     from attnlab.run import explain_run, faithfulness_run
 
-    from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS
-
     methods = [m.strip() for m in args.method.split(",") if m.strip()] if args.method else None
-    steps = IG_STEPS if args.steps is None else args.steps
-    max_steps = IG_MAX_STEPS if args.max_steps is None else args.max_steps
+    ig = {k: v for k, v in (("steps", args.steps), ("max_steps", args.max_steps)) if v is not None}  # else run.py's defaults
     if args.faithfulness:
-        scores = faithfulness_run(args.run_dir, methods=methods, split=args.split, limit=args.limit, steps=steps,
-                                  max_steps=max_steps, device=args.device)
+        scores = faithfulness_run(args.run_dir, methods=methods, split=args.split, limit=args.limit, device=args.device,
+                                  **ig)
         print(jsonsafe.dumps(scores, indent=2) if args.json else format_table(scores, title=f"{scores['model']} on {args.split}:"))
         return 0
     if args.input is None or args.output is None:
@@ -165,7 +162,7 @@ def _cmd_explain(args: argparse.Namespace, extra: list[str]) -> int:
         item = stdin_file(stack) if args.input == "-" else args.input
         stack.enter_context(as_given({item: "-"} if args.input == "-" else {}))
         path = explain_run(args.run_dir, item, args.output, layer=args.layer, head=args.head, rollout=args.rollout,
-                           method=method, steps=steps, max_steps=max_steps, device=args.device)
+                           method=method, device=args.device, **ig)
     print(f"wrote {path}")
     return 0
 

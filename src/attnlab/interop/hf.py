@@ -21,7 +21,8 @@ from attnlab.interop.weights import find_weights, read_weights
 from attnlab.models.registry import create_model
 
 __all__ = ["load_hf_vit", "load_hf_bert", "load_hf_gpt2", "read_hf_directory", "gpt2_model_fields", "gpt2_state_dict",
-           "HIDDEN_ACTIVATIONS", "hidden_activation", "read_image_normalisation", "check_bert_variant", "check_gpt2_variant"]
+           "HIDDEN_ACTIVATIONS", "hidden_activation", "read_image_normalisation", "check_bert_variant", "check_gpt2_variant",
+           "check_vit_variant"]
 
 
 def read_hf_directory(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -107,8 +108,7 @@ def load_hf_vit(directory: str | Path) -> nn.Module:
     activation = _check_type(directory, config, "vit", HIDDEN_ACTIVATIONS, "hidden_act")
     if "classifier.weight" not in tensors:
         raise CheckpointError(f"{directory}: no classifier head (save a ViTForImageClassification)")
-    if not config.get("qkv_bias", True):
-        raise CheckpointError(f"{directory}: qkv_bias false is not supported (the attention projections have biases)")
+    check_vit_variant(directory, config)
     dim, heads = config["hidden_size"], config["num_attention_heads"]
     size = config["image_size"]
     model = create_model(
@@ -169,6 +169,12 @@ def _check_type(directory: Path, config: dict[str, Any], model_type: str, activa
     if config.get("model_type") != model_type:
         raise CheckpointError(f"{directory}: model_type is {config.get('model_type')!r}, expected {model_type!r}")
     return hidden_activation(directory, config, activations, key)
+
+
+def check_vit_variant(where: object, config: dict[str, Any]) -> None:
+    """Refuse a ViT ``config.json`` without attention biases (``qkv_bias`` false): attnlab's projections have them."""
+    if not config.get("qkv_bias", True):
+        raise CheckpointError(f"{where}: qkv_bias false is not supported (the attention projections have biases)")
 
 
 def check_bert_variant(where: object, config: dict[str, Any]) -> None:

@@ -201,7 +201,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
     """``--init SOURCE`` for images: check a Hugging Face ViT directory (``ViTModel`` or
     ``ViTForImageClassification``; model.safetensors or its shards, never pickle) before anything is written."""
     from attnlab.data.wordpiece import read_json_object
-    from attnlab.interop.hf import HIDDEN_ACTIVATIONS, hidden_activation, read_image_normalisation
+    from attnlab.interop.hf import HIDDEN_ACTIVATIONS, check_vit_variant, hidden_activation, read_image_normalisation
     from attnlab.interop.weights import find_weights, read_weights, weight_names, weights_sha256
 
     source = Path(source)
@@ -222,8 +222,7 @@ def open_vit_checkpoint(source: Path) -> Pretrained:
              ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")}
     channels = _positive_int({"num_channels": config.get("num_channels", 3)}, "num_channels", config_path)
     activation = hidden_activation(config_path, config, HIDDEN_ACTIVATIONS)  # gelu_new -> gelu_tanh, as for BERT
-    if not config.get("qkv_bias", True):
-        raise CheckpointError(f"{config_path}: qkv_bias false is not supported (the attention projections have biases)")
+    check_vit_variant(config_path, config)
     if sizes["image_size"] % sizes["patch_size"] or sizes["hidden_size"] % sizes["num_attention_heads"]:
         raise CheckpointError(f"{config_path}: image_size must be divisible by patch_size and hidden_size by "
                               "num_attention_heads")
