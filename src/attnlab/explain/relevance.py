@@ -174,8 +174,7 @@ def integrated_gradients(forward: Callable[[Tensor], Tensor], x: Tensor, *, targ
     from captum.attr import IntegratedGradients  # optional extra: attnlab[explain]
 
     if target is None:
-        with torch.no_grad():
-            target = forward(x).argmax(dim=-1)  # (B,)
+        target = predicted_class(forward, x)  # (B,)
     xi = x.detach().clone().requires_grad_(True)
     attr, delta = IntegratedGradients(forward).attribute(xi, baselines=baseline, target=target, n_steps=steps,
                                                          return_convergence_delta=True)
@@ -201,18 +200,16 @@ def adaptive_integrated_gradients(forward: Callable[[Tensor], Tensor], x: Tensor
     if steps < 1:
         raise ValueError(f"integrated gradients: steps must be >= 1, got {steps}")
     if target is None:
-        with torch.no_grad():
-            target = forward(x).argmax(dim=-1)  # (B,)
+        target = predicted_class(forward, x)  # (B,)
     attr, gap = integrated_gradients(forward, x, target=target, baseline=baseline, steps=steps)
     used = torch.full((x.shape[0],), steps, dtype=torch.int64)
-    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
     n = steps
     while n < max_steps:
         redo = (gap > tolerance).nonzero()[:, 0]  # (R,) rows still off
         if redo.numel() == 0:
             break
         n = min(2 * n, max_steps)
-        again, gap_again = integrated_gradients(forward, x, target=target, baseline=base, steps=n)  # (B, N), (B,)
+        again, gap_again = integrated_gradients(forward, x, target=target, baseline=baseline, steps=n)  # (B, N), (B,)
         attr[redo], gap[redo] = again[redo], gap_again[redo]
         used[redo.cpu()] = n
     return attr, gap, used
