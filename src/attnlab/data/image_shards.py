@@ -24,6 +24,7 @@ from attnlab.data.file_shards import open_file_streams, write_file_shards
 from attnlab.data.images import fit_channel_stats
 from attnlab.data.lazy_images import ImageSampleDecoder
 from attnlab.data.shard_targets import TargetDecoder, check_target_of
+from attnlab.data.targets import TARGET_METRICS
 from attnlab.data.shards import class_positions
 from attnlab.errors import DataError
 
@@ -76,7 +77,8 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
             return ImageSampleDecoder(shard_spec(index["spec"]), class_positions(source, index["class_names"], class_names))
         class_positions(source, index["class_names"], class_names, noun="label")
         run = [str(n) for n in (index["class_names"] if class_names is None else class_names)]
-        missing = [n for n in run if n not in [str(m) for m in index["class_names"]]]
+        written = {str(m) for m in index["class_names"]}
+        missing = [n for n in run if n not in written]
         if missing:
             raise DataError(f"{source}: the shards have no label {missing[0]!r} of the run's {run}; a label "
                             "left out would be scored as never set")
@@ -85,12 +87,12 @@ def load_image_shards(source: str | Path, *, seed: int = 0, skip_bad: bool = Fal
     index, streams = open_file_streams(source, "images", decoder, seed=seed, skip_bad=skip_bad,
                                        shuffle_buffer=shuffle_buffer)
     names = [str(n) for n in (index["class_names"] if class_names is None else class_names)]
-    used = shard_spec(index["spec"])
+    used = streams["train"].decode.spec  # the spec the decoders were built with
     if used.to_dict() != index["spec"]:
         log.info("shards %s (written with %s) are decoded with the run's %s", source, index["spec"], used)
     data = TaskData("images", streams["train"], streams["val"], streams["test"], num_classes=len(names),
                     class_names=names, input_shape=used.shape, spec=used, target=target,
-                    metric="map" if target == "multilabel" else "accuracy")
+                    metric=TARGET_METRICS[target])
     data.info["shards"] = str(source)
     if target != "class":
         data.info["target"] = target  # as `load_multilabel_csv` records it

@@ -27,10 +27,12 @@ from attnlab.data.file_checks import data_float
 from attnlab.data.splits import check_fractions, split_counts
 from attnlab.errors import ConfigError, DataError
 
-__all__ = ["TARGETS", "TargetScaler", "check_known", "check_target", "check_trained", "multi_hot", "parse_label_set",
+__all__ = ["TARGETS", "TARGET_METRICS", "TargetScaler", "check_known", "check_target", "check_trained", "multi_hot", "parse_label_set",
            "parse_number", "parse_numbers", "random_split", "read_targets", "target_tensor"]
 
 TARGETS = ("class", "regression", "multilabel")
+# The validation metric that picks a run's best epoch, per target (TaskData.metric).
+TARGET_METRICS = {"class": "accuracy", "regression": "mse", "multilabel": "map"}
 
 
 def check_target(target: str, task: str, allowed: Sequence[str]) -> str:

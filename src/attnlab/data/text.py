@@ -39,6 +39,7 @@ from attnlab.data.base import TaskData, require_data
 from attnlab.data.shard_patterns import is_shard_source
 from attnlab.data.splits import check_fractions, per_class_split
 from attnlab.data.targets import (
+    TARGET_METRICS,
     TARGETS,
     TargetScaler,
     check_known,
@@ -339,7 +340,7 @@ def load_text_classification(
         task="text-classification", train=sets["train"], val=sets["val"], test=sets["test"],
         num_classes=len(class_names), class_names=class_names, input_shape=(max_length,),
         collate_fn=_collate_padded(tok.pad_id) if hasattr(tok, "pad_id") else classification_collate,
-        info=info, target=target, metric={"class": "accuracy", "regression": "mse", "multilabel": "map"}[target],
+        info=info, target=target, metric=TARGET_METRICS[target],
     )
     task.files = {"tokenizer.json": tok.to_json()}
     return task

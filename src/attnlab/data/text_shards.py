@@ -24,6 +24,7 @@ from torch import Tensor
 from attnlab.data.base import TaskData
 from attnlab.data.shard_patterns import open_shards
 from attnlab.data.shard_targets import TargetDecoder, check_target_of, encode_target, scaler_of
+from attnlab.data.targets import TARGET_METRICS
 from attnlab.data.shards import INDEX_NAME, ShardStream, class_positions, write_split
 from attnlab.data.tokenizers import PAD_ID
 from attnlab.errors import ConfigError, DataError
@@ -93,9 +94,6 @@ class TextSampleDecoder:
         return self.dataset([ids.tolist() for ids, _ in items], torch.stack([y for _, y in items]), texts)
 
 
-METRICS = {"class": "accuracy", "regression": "mse", "multilabel": "map"}  # as `load_text_classification` picks
-
-
 def load_text_shards(source: str | Path, *, encode: Callable, collate: Callable, dataset: Callable | None = None,
                      seed: int = 0, skip_bad: bool = False, shuffle_buffer: int = 1000, target: str = "class",
                      class_names: Sequence[str] | None = None, target_scaler: dict | None = None) -> TaskData:
@@ -129,6 +127,6 @@ def load_text_shards(source: str | Path, *, encode: Callable, collate: Callable,
     task = TaskData(task="text-classification", train=stream("train", True), val=stream("val", False),
                     test=stream("test", False), num_classes=len(names), class_names=names,
                     input_shape=(int(info["max_length"]),), info={**info, "shards": str(source)}, target=target,
-                    metric=METRICS[target], collate_fn=collate(getattr(tok, "pad_id", PAD_ID)))
+                    metric=TARGET_METRICS[target], collate_fn=collate(getattr(tok, "pad_id", PAD_ID)))
     task.files = {"tokenizer.json": tok.to_json()}
     return task
