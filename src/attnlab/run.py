@@ -50,6 +50,7 @@ from attnlab.run_config import (
     pretrained_of_run,
     resolve_config,
     task_data_for,
+    warn_replaced_options,
 )
 from attnlab.tasks import task_spec
 from attnlab.tasks.init_run import open_init
@@ -127,6 +128,7 @@ def train_run(
         pretrained = pretrained_of_run(config, run_dir)
     elif config.init is not None:  # a checkpoint is checked (and its weights read) before anything is written
         pretrained = open_init(spec, config.init, model=config.model)
+    warn_replaced_options(config, pretrained)
     task_data = task_data_for(config, pretrained)
     # Training needs every split: the trainer would validate on nothing, the test metrics would be
     # of nothing. Only here: evaluating another file needs its test split alone.

@@ -24,7 +24,7 @@ from attnlab.training import TrainConfig
 from attnlab.training.class_weights import apply_class_weights
 
 __all__ = ["RunConfig", "resolve_config", "migrate", "build_objective", "task_data_for", "model_for", "pretrained_of_run",
-           "finished_task_data", "check_resume"]
+           "finished_task_data", "check_resume", "warn_replaced_options"]
 
 log = logging.getLogger(__name__)
 
@@ -124,19 +124,20 @@ def resolve_config(values: dict[str, Any]) -> RunConfig:
     return from_dict(RunConfig, merged)
 
 
-def task_data_for(config: RunConfig, pretrained: Pretrained | None = None, *, say_replaced: bool = True):
-    """The run's task data: its ``--data`` read with its data options (an ``--init`` checkpoint's
-    or the finished run's carried vocabularies win; the options they replace are left out).
+def warn_replaced_options(config: RunConfig, pretrained: Pretrained | None) -> None:
+    """Training: a warning names each ``--data`` option given that the ``--init`` source's value
+    replaces (an image checkpoint's preprocessor_config.json mean / std over ``--data.norm_stats``),
+    so that a flag is never dropped silently (`task_data_for` uses the source's)."""
+    for key, value in (pretrained.data_options if pretrained is not None else {}).items():
+        if config.data_options.get(key) is not None and config.data_options[key] != value:
+            log.warning("--data.%s %s is not used: the --init source's value replaces it (%s)",
+                        key, config.data_options[key], value)
 
-    ``say_replaced``: a warning names each option given that the checkpoint's value replaces (an
-    image checkpoint's preprocessor_config.json mean / std over ``--data.norm_stats``), so that a
-    flag is never dropped silently; a finished run's reload does not repeat it."""
+
+def task_data_for(config: RunConfig, pretrained: Pretrained | None = None):
+    """The run's task data: its ``--data`` read with its data options (an ``--init`` checkpoint's
+    or the finished run's carried vocabularies win; the options they replace are left out)."""
     replaced = set(pretrained.replaces) if pretrained is not None else set()
-    if say_replaced and pretrained is not None:
-        for key, value in pretrained.data_options.items():
-            if key in config.data_options and config.data_options[key] is not None and config.data_options[key] != value:
-                log.warning("--data.%s %s is not used: the --init source's value replaces it (%s)",
-                            key, config.data_options[key], value)
     options = {**{k: v for k, v in config.data_options.items() if k not in replaced},
                **(pretrained.data_options if pretrained is not None else {})}
     return load_task(config.task, config.data, seed=config.train.seed, **options)
@@ -157,7 +158,7 @@ def model_for(config: RunConfig, task_data, pretrained: Pretrained | None = None
 def finished_task_data(config: RunConfig, run_dir: str | Path):
     """A finished run's task data, loaded as it was trained: with its own tokenizer, classes or
     item ids (`pretrained_of_run`), whatever data file ``config.data`` names now."""
-    return task_data_for(config, pretrained_of_run(config, Path(run_dir)), say_replaced=False)
+    return task_data_for(config, pretrained_of_run(config, Path(run_dir)))
 
 
 def pretrained_of_run(config: RunConfig, run_dir: Path) -> Pretrained | None:

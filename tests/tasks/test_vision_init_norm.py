@@ -214,13 +214,15 @@ def test_norm_stats_given_beside_init(tmp_path, caplog, processor):
     names the flag: it is not dropped silently); a checkpoint without one leaves it in force."""
     import logging
 
-    from attnlab.run_config import resolve_config, task_data_for
+    from attnlab.run_config import resolve_config, task_data_for, warn_replaced_options
 
     source = save_vit(tmp_path / "vit", processor={**RGB, "do_resize": False} if processor else None)
     given = {"mean": [0.25], "std": [0.5]}
     config = resolve_config({"task": "digits", "data_options": {"norm_stats": given}})
+    pretrained = open_vit_checkpoint(source)
     with caplog.at_level(logging.WARNING, logger="attnlab.run_config"):
-        data = task_data_for(config, open_vit_checkpoint(source))
+        warn_replaced_options(config, pretrained)  # what training does before reading its data
+        data = task_data_for(config, pretrained)
     if processor:  # digits are grey: the RGB checkpoint's values become their mean
         np.testing.assert_allclose(data.spec.mean + data.spec.std, [0.4, 0.2], rtol=1e-12)
         assert "--data.norm_stats" in caplog.text and "replaces it" in caplog.text
