@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 
 from attnlab.errors import AttnlabError
 from attnlab.output_paths import check_output_file
+from attnlab.training.checkpoint import atomic_write_bytes
 
 __all__ = ["export_onnx"]
 
@@ -128,29 +128,10 @@ def _write_atomically(proto, output: Path) -> None:
         data = proto.SerializeToString()
     except ValueError as exc:  # protobuf refuses messages of 2 GB and more
         raise AttnlabError(f"{output}: the model is too large for one ONNX file ({_one_line(exc)})") from None
-    tmp = None
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)  # only a finished export creates folders
-        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, output)
-        tmp = None
+    try:  # only a finished export creates folders; on any failure the temporary goes, an earlier file stays
+        atomic_write_bytes(output, data)
     except OSError as exc:
         raise AttnlabError(f"{output}: cannot write it ({exc.strerror or exc})") from None
-    finally:  # an error or an interrupt before the rename: the temporary goes, an earlier file stays
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _positions(config) -> int | None:

@@ -25,6 +25,7 @@ from attnlab.errors import CheckpointError, ConfigError
 
 __all__ = [
     "atomic_write_text",
+    "atomic_write_bytes",
     "save_weights",
     "load_weights",
     "save_checkpoint",
@@ -43,12 +44,18 @@ def _umask_mode() -> int:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """``data`` to ``path`` through a temporary file beside it, synced and renamed into place: a
+    reader sees the old file or the new one, never half of it; the temporary goes on any failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())  # mkstemp creates 0600; give the usual file mode
