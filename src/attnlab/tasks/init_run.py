@@ -23,7 +23,8 @@ from attnlab.errors import CheckpointError, ConfigError
 from attnlab.interop.bert import file_sha256
 from attnlab.tasks.base import Pretrained
 
-__all__ = ["RunSource", "is_run_directory", "run_model", "read_run", "copy_weights", "open_run", "resolve_source"]
+__all__ = ["RunSource", "is_run_directory", "run_model", "read_run", "copy_weights", "open_run", "resolve_source",
+           "same_classes"]
 
 _RUN_FILES = ("config.yaml", "data.json", "model.safetensors")
 
@@ -100,6 +101,13 @@ def copy_weights(model: nn.Module, tensors: dict[str, Tensor], source: Path, *, 
     for name in wanted:
         check_fits(f"--init {source}", name, tensors[name], own[name])
     model.load_state_dict({name: tensors[name] for name in wanted}, strict=False)
+
+
+def same_classes(run: RunSource, data: Any) -> bool:
+    """Whether ``run`` was trained on ``data``'s target and classes, in the same order: then its
+    head answers the new data's question and is kept (``--init RUN`` of vision and text)."""
+    return ((run.record.get("target") or "class") == data.target
+            and [str(n) for n in run.record.get("class_names") or []] == [str(n) for n in data.class_names or []])
 
 
 def open_run(path: str | Path, *, data_options: Callable[[RunSource], dict[str, Any]] | None = None,

@@ -329,7 +329,7 @@ def text_from_run(source: Path) -> Pretrained:
     other labels (intermediate-task fine-tuning: SST-2, then another sentiment set) thus starts
     from its encoder, as a Hugging Face checkpoint does (the vision tasks do the same).
     """
-    from attnlab.tasks.init_run import open_run
+    from attnlab.tasks.init_run import open_run, same_classes
 
     def carried(run) -> dict[str, Any]:
         tokenizer = _run_tokenizer(run.record, str(run.path / "data.json"))
@@ -337,10 +337,7 @@ def text_from_run(source: Path) -> Pretrained:
 
     def adapt(run, model: nn.Module) -> dict[str, Tensor]:
         data = pretrained.data
-        keep = data is None or (run.task == "text-classification"
-                                and (run.record.get("target") or "class") == getattr(data, "target", "class")
-                                and [str(n) for n in run.record.get("class_names") or []]
-                                == [str(n) for n in data.class_names or []])
+        keep = data is None or (run.task == "text-classification" and same_classes(run, data))
         pretrained.record["head"] = "kept" if keep else "new"
         if keep:
             return run.tensors

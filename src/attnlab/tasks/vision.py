@@ -285,20 +285,14 @@ def vit_from_run(source: Path, *, task: str | None = None) -> Pretrained:
     training on them, so its head is kept (an image folder of other classes gets a new head). The
     data are normalised with the source run's statistics, as a checkpoint's image processor's
     (timm's ``resolve_data_config``): its weights learnt on inputs scaled so."""
-    from attnlab.tasks.init_run import open_run
-
-    def same_classes(run) -> bool:
-        data = pretrained.data
-        if data is None:  # nothing to compare with: the task's classes decide
-            return True
-        return ((run.record.get("target") or "class") == data.target
-                and [str(n) for n in run.record.get("class_names") or []] == [str(n) for n in data.class_names])
+    from attnlab.tasks.init_run import open_run, same_classes
 
     def adapt(run, model: nn.Module) -> dict[str, Tensor]:
         config = run.model_config
         size, patch = config.get("image_size") or (0, 0), int(config.get("patch_size") or 1)
         tensors = _fit_to_model(run.tensors, model, (int(size[0]) // patch, int(size[1]) // patch), pretrained.record)
-        keep = task is not None and run.task == task and same_classes(run)
+        data = pretrained.data  # None: nothing to compare with, the task's classes decide
+        keep = task is not None and run.task == task and (data is None or same_classes(run, data))
         pretrained.record["head"] = "kept" if keep else "new"
         if not keep:  # the model's own fresh initialisation (the copy then leaves it as it is)
             tensors = {**tensors, **{k: v for k, v in model.state_dict().items() if k.startswith(_NEW_PARAMETERS)}}
