@@ -65,6 +65,8 @@ __all__ = [
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 MIB = 1024 * 1024
+# --quick's model for the benchmarks that train the CLI's default models (faithfulness, shortcut): the plumbing only
+QUICK_MODEL_ARGS = ["--model.dim", "32", "--model.depth", "2", "--model.num_heads", "2"]
 
 
 def resolve_device(name: str) -> torch.device:

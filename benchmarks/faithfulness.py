@@ -41,15 +41,13 @@ else:  # run as a script
 from attnlab.explain.card import format_table
 from attnlab.explain.relevance import IG_MAX_STEPS, IG_STEPS
 
-# --quick checks the plumbing: the main job's architecture, small (every method, measure and the randomisation
-# check still run; 2 layers, so rollout still multiplies layers); the full-size model took minutes
-QUICK_MODEL = ["--model.dim", "32", "--model.depth", "2", "--model.num_heads", "2"]
-
 
 def _train(quick: bool, out: Path) -> Path:
     from attnlab.cli import main
 
-    args = ["train", "--out", str(out)] + (["--epochs", "1", *QUICK_MODEL] if quick else [])
+    # --quick checks the plumbing: the main job's architecture, small (every method, measure and the randomisation
+    # check still run; 2 layers, so rollout still multiplies layers); the full-size model took minutes
+    args = ["train", "--out", str(out)] + (["--epochs", "1", *common.QUICK_MODEL_ARGS] if quick else [])
     rc = main(args)
     if rc not in (None, 0):
         raise SystemExit(f"attnlab train failed ({rc})")

@@ -66,7 +66,6 @@ MARKER_PATCH = 0  # the top-left 2x2 patch: row-major patch index 0
 DIGITS_RECIPE = ["--model.patch_size", "2", "--model.stem_channels", "32", "--model.dropout", "0.2",
                  "--train.lr", "2e-3", "--train.weight_decay", "0.1", "--train.batch_size", "32",
                  "--train.keep", "last", "--objective.label_smoothing", "0.1", "--data.image_size", "[8, 8]"]
-QUICK_MODEL = ["--model.dim", "32", "--model.depth", "2", "--model.num_heads", "2"]  # --quick: the plumbing only
 
 
 def marker_codes(classes: int = 10) -> np.ndarray:
@@ -316,7 +315,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.epochs, args.text_epochs, args.examples, args.rand_examples, args.steps = 1, 1, 16, 4, 4
         args.questions = min(args.questions or 600, 600)
-    model_args = QUICK_MODEL if args.quick else None
+    model_args = common.QUICK_MODEL_ARGS if args.quick else None
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
